@@ -1,0 +1,1 @@
+"""Example: train a tiny pure-Python classifier and write a Markdown report."""

@@ -1,0 +1,34 @@
+"""zenbuild: an incremental runner for Python pipelines. Public API only."""
+
+from .dsl import BoundPipeline, Dir, File, Output, Pipeline, Step, no_cache, pipeline, step
+from .errors import (
+    ConfigError,
+    PathError,
+    PipelineError,
+    StepFailed,
+    StoreError,
+    ZenbuildError,
+)
+from .result import RunResult, StepResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BoundPipeline",
+    "ConfigError",
+    "Dir",
+    "File",
+    "Output",
+    "PathError",
+    "Pipeline",
+    "PipelineError",
+    "RunResult",
+    "Step",
+    "StepFailed",
+    "StepResult",
+    "StoreError",
+    "ZenbuildError",
+    "no_cache",
+    "pipeline",
+    "step",
+]

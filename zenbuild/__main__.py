@@ -1,0 +1,5 @@
+"""``python -m zenbuild``."""
+
+from .cli import main
+
+main()

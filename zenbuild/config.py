@@ -1,0 +1,215 @@
+"""zenbuild.toml / [tool.zenbuild] -> a frozen Config, with errors naming file, key and line."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_NAME = "zenbuild.toml"
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    enable_cache: Optional[bool] = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything zenbuild.toml says, with defaults filled in. Paths are absolute."""
+
+    root: str
+    source: Optional[str] = None
+    pipelines: Tuple[str, ...] = ()
+    store: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    steps: Mapping[str, StepSettings] = field(default_factory=dict)
+    track_packages: bool = True
+    jobs: Optional[int] = None
+    watch: Mapping[str, Any] = field(default_factory=dict)
+    cache: Mapping[str, Any] = field(default_factory=dict)
+
+    def step_settings(self, invocation: str, function: str) -> Optional[StepSettings]:
+        return self.steps.get(invocation) or self.steps.get(function)
+
+
+# key -> (type or types, description); tables map to nested dicts
+_TOP: Dict[str, Any] = {
+    "pipelines": (list, "a list of \"module:attribute\" strings"),
+    "store": (str, "a folder path"),
+    "params": (dict, "a table of pipeline parameter defaults"),
+    "steps": (dict, "a table of [steps.NAME] tables"),
+    "fingerprint": (dict, "a table"),
+    "jobs": (int, "an integer >= 1"),
+    "watch": (dict, "a table"),
+    "cache": (dict, "a table"),
+}
+_FINGERPRINT = {"packages": (bool, "true or false")}
+_STEP = {"enable_cache": (bool, "true or false")}
+_WATCH = {
+    "debounce_ms": (int, "milliseconds, an integer"),
+    "poll": (bool, "true or false"),
+    "ignore": (list, "a list of glob patterns"),
+    "on_busy": (str, '"queue" or "restart"'),
+}
+_CACHE = {
+    "remote": (str, "an http(s) URL"),
+    "upload": (bool, "true or false"),
+    "header_env": (str, "the name of an environment variable holding NAME: VALUE"),
+    "timeout_s": ((int, float), "seconds"),
+    "max_size": (str, 'a size such as "5GB"'),
+}
+
+
+def _line_of(text: str, table: str, key: str) -> Optional[int]:
+    """Best-effort line number of ``key`` inside ``[table]`` (or at top level)."""
+    current = ""
+    for i, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        m = re.match(r"^\[+\s*([^\]]+?)\s*\]+", s)
+        if m:
+            current = m.group(1).replace('"', "").replace(" ", "")
+            if key and current == (f"{table}.{key}" if table else key):
+                return i
+            continue
+        if current == table and re.match(rf"^\"?{re.escape(key)}\"?\s*=", s):
+            return i
+    return None
+
+
+class _Checker:
+    def __init__(self, path: str, text: str, prefix: str) -> None:
+        self.path = path
+        self.text = text
+        self.prefix = prefix  # "tool.zenbuild" inside pyproject.toml
+
+    def fail(self, table: str, key: str, msg: str) -> ConfigError:
+        full = ".".join(p for p in (self.prefix, table) if p)
+        line = _line_of(self.text, full, key)
+        where = f"{self.path}:{line}" if line else self.path
+        name = ".".join(p for p in (table, key) if p)
+        return ConfigError(f"{where}: {name}: {msg}")
+
+    def check(self, table: str, data: Dict[str, Any], schema: Dict[str, Any]) -> None:
+        for key, value in data.items():
+            if key not in schema:
+                known = ", ".join(sorted(schema))
+                raise self.fail(table, key, f"unknown key (known keys: {known})")
+            types, desc = schema[key]
+            ok = isinstance(value, types) and not (
+                isinstance(value, bool) and types in (int, (int, float))
+            )
+            if not ok:
+                raise self.fail(table, key, f"expected {desc}, got {type(value).__name__} {value!r}")
+
+
+def find_project(start: str) -> Tuple[str, Optional[str]]:
+    """(root, config file) found by walking up from ``start``; (start, None) when none."""
+    d = os.path.abspath(start)
+    while True:
+        cand = os.path.join(d, CONFIG_NAME)
+        if os.path.isfile(cand):
+            return d, cand
+        pp = os.path.join(d, "pyproject.toml")
+        if os.path.isfile(pp):
+            try:
+                with open(pp, "rb") as f:
+                    if b"[tool.zenbuild" in f.read():
+                        return d, pp
+            except OSError:
+                pass
+        parent = os.path.dirname(d)
+        if parent == d:
+            return os.path.abspath(start), None
+        d = parent
+
+
+def load_config(root: str, source: Optional[str]) -> Config:
+    """Read and validate the config file (or return defaults when ``source`` is None)."""
+    root = os.path.abspath(root)
+    if source is None:
+        return Config(root=root, store=os.path.join(root, ".zenbuild"))
+    try:
+        with open(source, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read {source}: {e.strerror}") from None
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: invalid TOML: {e}") from None
+    prefix = ""
+    if os.path.basename(source) == "pyproject.toml":
+        data = data.get("tool", {}).get("zenbuild", {})
+        prefix = "tool.zenbuild"
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: [tool.zenbuild] must be a table")
+    c = _Checker(source, text, prefix)
+    c.check("", data, _TOP)
+    pipelines = data.get("pipelines", [])
+    for p in pipelines:
+        if not isinstance(p, str) or ":" not in p:
+            raise c.fail("", "pipelines", f'each entry must be "module:attribute", got {p!r}')
+    c.check("fingerprint", data.get("fingerprint", {}), _FINGERPRINT)
+    c.check("watch", data.get("watch", {}), _WATCH)
+    c.check("cache", data.get("cache", {}), _CACHE)
+    steps: Dict[str, StepSettings] = {}
+    for name, table in data.get("steps", {}).items():
+        if not isinstance(table, dict):
+            raise c.fail("steps", name, "expected a table [steps.NAME]")
+        c.check(f"steps.{name}", table, _STEP)
+        steps[name] = StepSettings(enable_cache=table.get("enable_cache"))
+    jobs = data.get("jobs")
+    if jobs is not None and jobs < 1:
+        raise c.fail("", "jobs", "expected an integer >= 1")
+    on_busy = data.get("watch", {}).get("on_busy")
+    if on_busy is not None and on_busy not in ("queue", "restart"):
+        raise c.fail("watch", "on_busy", 'expected "queue" or "restart"')
+    store = data.get("store", ".zenbuild")
+    return Config(
+        root=root,
+        source=source,
+        pipelines=tuple(pipelines),
+        store=os.path.normpath(os.path.join(root, store)),
+        params=dict(data.get("params", {})),
+        steps=steps,
+        track_packages=data.get("fingerprint", {}).get("packages", True),
+        jobs=jobs,
+        watch=dict(data.get("watch", {})),
+        cache=dict(data.get("cache", {})),
+    )
+
+
+def resolve_pipeline_spec(config: Config, name: Optional[str]) -> str:
+    """Turn a CLI PIPELINE argument into "module:attribute"."""
+    if name is None:
+        if not config.pipelines:
+            where = config.source or f"{config.root} (no {CONFIG_NAME} found)"
+            raise ConfigError(
+                f"no pipeline given and none configured in {where}. Pass one as "
+                "`zenbuild run module:attribute`, or list it in zenbuild.toml: "
+                'pipelines = ["module:attribute"]'
+            )
+        return config.pipelines[0]
+    if ":" in name:
+        return name
+    matches: List[str] = [p for p in config.pipelines if p.split(":", 1)[1] == name]
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(p.split(":", 1)[1] for p in config.pipelines) or "none"
+    if not matches:
+        raise ConfigError(
+            f"unknown pipeline {name!r}; configured pipelines: {known}. "
+            "Use a configured name or module:attribute."
+        )
+    raise ConfigError(f"pipeline name {name!r} is ambiguous: {', '.join(matches)}")

@@ -1,0 +1,102 @@
+"""xxh3-128 digests of bytes, files and folders; the stat cache with git's racy-clean rule."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Dict, Iterable, Optional, Tuple
+
+import xxhash
+
+CHUNK = 1 << 20
+# A file whose mtime is this close to (or after) the moment its digest was recorded may have
+# changed again within the filesystem's timestamp granularity without its stat changing
+# ("racy git"). Such an entry is rehashed instead of trusted.
+RACY_NS = 1_000_000_000
+
+
+def digest_bytes(data: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def digest_file(path: str) -> Tuple[str, int]:
+    """Return (digest, size) of a file's content, read in 1 MiB chunks."""
+    h = xxhash.xxh3_128()
+    size = 0
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(view[:n])
+            size += n
+    return h.hexdigest(), size
+
+
+StatKey = Tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
+
+
+def stat_key(st: os.stat_result) -> StatKey:
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+@dataclass
+class FileRecord:
+    key: StatKey
+    digest: str
+    recorded_ns: int
+
+    def trusted_for(self, key: StatKey) -> bool:
+        """True when the stat matches and the entry is not racily clean."""
+        if key != self.key:
+            return False
+        newest = max(key[1], key[3])
+        return newest + RACY_NS < self.recorded_ns
+
+
+class StatCache:
+    """Maps a path to its content digest, rehashing only when the stat says it may have changed.
+
+    ``records`` is loaded from and saved to the store in bulk; ``dirty`` holds what changed."""
+
+    def __init__(self, records: Optional[Dict[str, FileRecord]] = None) -> None:
+        self.records: Dict[str, FileRecord] = records or {}
+        self.dirty: Dict[str, FileRecord] = {}
+        self.hashed_bytes = 0
+
+    def digest(
+        self, key_path: str, path: str, st: Optional[os.stat_result] = None
+    ) -> Tuple[str, int]:
+        """Digest and size of the file at ``path``, cached under ``key_path`` (its
+        project-relative name). Raises FileNotFoundError."""
+        if st is None:
+            st = os.stat(path)
+        key = stat_key(st)
+        rec = self.records.get(key_path)
+        if rec is not None and rec.trusted_for(key):
+            return rec.digest, key[0]
+        now = time.time_ns()
+        digest, size = digest_file(path)
+        self.hashed_bytes += size
+        st2 = os.stat(path)
+        if stat_key(st2) != key:
+            # Changed while we read it: do not record a digest that may not match the stat.
+            return digest, size
+        rec = FileRecord(key, digest, now)
+        self.records[key_path] = rec
+        self.dirty[key_path] = rec
+        return digest, size
+
+    def record(self, key_path: str, path: str, digest: str) -> None:
+        """Record a digest we already know (a file we just wrote from known bytes)."""
+        st = os.stat(path)
+        rec = FileRecord(stat_key(st), digest, time.time_ns())
+        self.records[key_path] = rec
+        self.dirty[key_path] = rec
+
+    def forget(self, paths: Iterable[str]) -> None:
+        for p in paths:
+            self.records.pop(p, None)

@@ -1,0 +1,331 @@
+"""@step / @pipeline, the File/Dir/Output markers, and tracing a pipeline body into a Graph."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import re
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union, overload
+
+from .errors import PathError, PipelineError
+from .graph import FileRef, Graph, Node
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .result import RunResult
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class File:
+    """A file input whose content is fingerprinted. The step receives an absolute Path."""
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = os.fspath(path)
+
+    def __repr__(self) -> str:
+        return f"File({self.path!r})"
+
+
+class Dir:
+    """A folder input; files matching ``glob`` are fingerprinted. The step receives a Path."""
+
+    def __init__(self, path: PathLike, glob: str = "**/*") -> None:
+        self.path = os.fspath(path)
+        self.glob = glob
+
+    def __repr__(self) -> str:
+        return f"Dir({self.path!r}, glob={self.glob!r})"
+
+
+class Output:
+    """A file or folder the step writes. The step receives an absolute Path."""
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = os.fspath(path)
+
+    def __repr__(self) -> str:
+        return f"Output({self.path!r})"
+
+
+class OutputRef:
+    """An Output inside a traced node's arguments (project-relative posix path)."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"Output({self.path!r})"
+
+
+class InputRef:
+    """A handle inside a traced node's arguments: upstream node name and item path."""
+
+    __slots__ = ("node", "path")
+
+    def __init__(self, node: str, path: Tuple[Any, ...] = ()) -> None:
+        self.node = node
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"<output of {self.node}{''.join(f'[{p!r}]' for p in self.path)}>"
+
+
+class Handle:
+    """What calling a step inside a pipeline body returns: a promise of the step's output."""
+
+    __slots__ = ("_node", "_path", "_n")
+
+    def __init__(self, node: str, path: Tuple[Any, ...] = (), n: Optional[int] = None) -> None:
+        self._node = node
+        self._path = path
+        self._n = n
+
+    def __getitem__(self, key: Any) -> "Handle":
+        return Handle(self._node, self._path + (key,))
+
+    def __iter__(self) -> Any:
+        if self._n is None:
+            raise PipelineError(
+                f"cannot unpack the output of step {self._node}: declare how many values it "
+                "returns with a return annotation such as -> Tuple[int, str], or index the "
+                "handle (out[0], out[1])."
+            )
+        return iter([self[i] for i in range(self._n)])
+
+    def __bool__(self) -> bool:
+        raise PipelineError(
+            f"the output of step {self._node} is not known while the pipeline is traced; "
+            "a pipeline body only wires steps together. Put the condition inside a step."
+        )
+
+    def __repr__(self) -> str:
+        return f"<output of step {self._node}>"
+
+
+_TLS = threading.local()
+
+
+def _tracer() -> Optional["_Tracer"]:
+    return getattr(_TLS, "tracer", None)
+
+
+def _tuple_len(fn: Callable[..., Any]) -> Optional[int]:
+    ann = getattr(fn, "__annotations__", {}).get("return")
+    if ann is None:
+        return None
+    text = ann if isinstance(ann, str) else repr(ann)
+    m = re.fullmatch(r"\s*(?:typing\.)?[Tt]uple\[(.*)\]\s*", text)
+    if not m or "..." in m.group(1):
+        return None
+    depth, count = 0, 1
+    for ch in m.group(1):
+        if ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            count += 1
+    return count
+
+
+class Step:
+    """A plain function made into a pipeline step. Called in a pipeline body it records an
+    invocation and returns a Handle; called anywhere else it simply runs the function."""
+
+    def __init__(self, fn: Callable[..., Any], enable_cache: Optional[bool] = None) -> None:
+        if not callable(fn):
+            raise TypeError("@step decorates a function")
+        self.fn = fn
+        self.name: str = fn.__name__
+        self.enable_cache = enable_cache
+        self.no_cache: bool = bool(getattr(fn, "__zenbuild_no_cache__", False))
+        self._sig: Optional[inspect.Signature] = None
+        self._nout = _tuple_len(fn)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    @property
+    def signature(self) -> inspect.Signature:
+        if self._sig is None:
+            self._sig = inspect.signature(self.fn)
+        return self._sig
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        tracer = _tracer()
+        if tracer is None:
+            return self.fn(*args, **kwargs)
+        return tracer.invoke(self, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<zenbuild step {self.name}>"
+
+
+@overload
+def step(fn: Callable[..., Any]) -> Step: ...
+@overload
+def step(*, enable_cache: Optional[bool] = None) -> Callable[[Callable[..., Any]], Step]: ...
+def step(fn: Any = None, *, enable_cache: Optional[bool] = None) -> Any:
+    """Make a function a step. ``@step`` or ``@step(enable_cache=False)``."""
+    if fn is None:
+        return lambda f: Step(f, enable_cache=enable_cache)
+    if isinstance(fn, Step):
+        return fn
+    return Step(fn, enable_cache=enable_cache)
+
+
+def no_cache(obj: Any) -> Any:
+    """Mark a step that reads external state: it always executes, whatever any setting says."""
+    if isinstance(obj, Step):
+        obj.no_cache = True
+        return obj
+    if callable(obj):
+        obj.__zenbuild_no_cache__ = True
+        return obj
+    raise TypeError("@no_cache decorates a step or a function")
+
+
+def normalize_path(root: str, path: str, what: str) -> str:
+    """Project-relative posix form of ``path``; refuses paths that escape the root."""
+    if not path:
+        raise PathError(f"{what}: empty path")
+    full = os.path.normpath(os.path.join(root, path))
+    rel = os.path.relpath(full, root)
+    if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
+        raise PathError(
+            f"{what} {path!r} is outside the project root {root}. "
+            "Paths are relative to the project root; copy the file into the project "
+            "or move the project root (zenbuild.toml) up."
+        )
+    return Path(rel).as_posix()
+
+
+class _Tracer:
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.nodes: List[Node] = []
+        self.counts: Dict[str, int] = {}
+
+    def invoke(self, st: Step, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Handle:
+        k = self.counts.get(st.name, 0) + 1
+        self.counts[st.name] = k
+        name = st.name if k == 1 else f"{st.name}_{k}"
+        try:
+            bound = st.signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise PipelineError(f"step {name}: {e}") from None
+        bound.apply_defaults()
+        node = Node(name=name, step=st, index=len(self.nodes), args={})
+        for arg, value in bound.arguments.items():
+            node.args[arg] = self._convert(node, value, f"step {name}, argument {arg}")
+        self.nodes.append(node)
+        return Handle(name, (), st._nout)
+
+    def _convert(self, node: Node, v: Any, where: str) -> Any:
+        if isinstance(v, Handle):
+            if v._node not in node.upstream:
+                node.upstream.append(v._node)
+            return InputRef(v._node, v._path)
+        if isinstance(v, File):
+            ref = FileRef(normalize_path(self.root, v.path, f"{where}: File"))
+            node.files.append(ref)
+            return ref
+        if isinstance(v, Dir):
+            ref = FileRef(normalize_path(self.root, v.path, f"{where}: Dir"), v.glob)
+            node.files.append(ref)
+            return ref
+        if isinstance(v, Output):
+            rel = normalize_path(self.root, v.path, f"{where}: Output")
+            if rel == ".":
+                raise PathError(f"{where}: Output cannot be the project root itself")
+            node.outputs.append(rel)
+            return OutputRef(rel)
+        if isinstance(v, Step):
+            raise PipelineError(
+                f"{where}: a step object was passed as a value; call it to use its output"
+            )
+        t = type(v)
+        if t is list or t is tuple:
+            return t(self._convert(node, x, where) for x in v)
+        if t is dict:
+            return {k: self._convert(node, x, where) for k, x in v.items()}
+        return v
+
+
+class Pipeline:
+    """A function whose body wires steps together. Call it to bind its parameters."""
+
+    def __init__(self, fn: Callable[..., Any], enable_cache: Optional[bool] = None) -> None:
+        self.fn = fn
+        self.name: str = fn.__name__
+        self.enable_cache = enable_cache
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    @property
+    def signature(self) -> inspect.Signature:
+        return inspect.signature(self.fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> "BoundPipeline":
+        return BoundPipeline(self, args, kwargs)
+
+    def run(self, **params: Any) -> "RunResult":
+        """Shortcut for ``pipeline(**params).run()``."""
+        return BoundPipeline(self, (), params).run()
+
+    def __repr__(self) -> str:
+        return f"<zenbuild pipeline {self.name}>"
+
+
+class BoundPipeline:
+    """A pipeline with its parameters bound: trace it into a Graph, or run it."""
+
+    def __init__(self, pipeline: Pipeline, args: Tuple[Any, ...], kwargs: Dict[str, Any]):
+        self.pipeline = pipeline
+        try:
+            self.bound = pipeline.signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise PipelineError(f"pipeline {pipeline.name}: {e}") from None
+        self.explicit = list(self.bound.arguments)
+        self.bound.apply_defaults()
+
+    @property
+    def params(self) -> Dict[str, Any]:
+        return {k: v for k, v in self.bound.arguments.items() if not isinstance(v, Step)}
+
+    def trace(self, root: PathLike) -> Graph:
+        tracer = _Tracer(os.path.abspath(os.fspath(root)))
+        if _tracer() is not None:
+            raise PipelineError("a pipeline cannot be traced inside another pipeline body")
+        _TLS.tracer = tracer
+        try:
+            self.pipeline.fn(*self.bound.args, **self.bound.kwargs)
+        finally:
+            _TLS.tracer = None
+        if not tracer.nodes:
+            raise PipelineError(f"pipeline {self.pipeline.name} calls no step")
+        return Graph(self.pipeline.name, tracer.nodes)
+
+    def run(
+        self,
+        enable_cache: Optional[bool] = None,
+        project_dir: Optional[PathLike] = None,
+        **options: Any,
+    ) -> "RunResult":
+        """Run the pipeline: execute what changed, serve the rest from the store."""
+        from .api import run_bound
+
+        return run_bound(self, enable_cache=enable_cache, project_dir=project_dir, **options)
+
+
+@overload
+def pipeline(fn: Callable[..., Any]) -> Pipeline: ...
+@overload
+def pipeline(*, enable_cache: Optional[bool] = None) -> Callable[[Callable[..., Any]], Pipeline]: ...
+def pipeline(fn: Any = None, *, enable_cache: Optional[bool] = None) -> Any:
+    """Make a function a pipeline. ``@pipeline`` or ``@pipeline(enable_cache=False)``."""
+    if fn is None:
+        return lambda f: Pipeline(f, enable_cache=enable_cache)
+    return Pipeline(fn, enable_cache=enable_cache)

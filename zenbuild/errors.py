@@ -1,0 +1,59 @@
+"""The error tree: every user-facing error carries a message a person can act on."""
+
+from __future__ import annotations
+
+
+class ZenbuildError(Exception):
+    """Base of every error zenbuild raises on purpose. ``exit_code`` is what the CLI returns."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(ZenbuildError):
+    """zenbuild.toml / [tool.zenbuild] is missing, unreadable or invalid."""
+
+
+class PipelineError(ZenbuildError):
+    """A pipeline cannot be loaded, traced or validated (bad import, cycle, duplicate output)."""
+
+
+class ParamError(ZenbuildError):
+    """A parameter cannot be parsed, converted or encoded deterministically."""
+
+
+class PathError(ZenbuildError):
+    """A File/Dir/Output path is invalid (escapes the project root, overlaps another output)."""
+
+
+class StoreError(ZenbuildError):
+    """The store cannot be used (newer format, locked, unwritable)."""
+
+
+class StoreLocked(StoreError):
+    """Another zenbuild run holds the workspace lock and we were told not to wait."""
+
+
+class CorruptBlob(StoreError):
+    """A blob's bytes do not match its digest. The blob has been removed."""
+
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"store blob {digest} is corrupt (its bytes do not match its digest)")
+        self.digest = digest
+
+
+class StepFailed(ZenbuildError):
+    """A step raised. Carries the user's traceback with zenbuild's own frames trimmed."""
+
+    exit_code = 1
+
+    def __init__(self, step: str, message: str, traceback_text: str = "") -> None:
+        super().__init__(f"step {step} failed: {message}")
+        self.step = step
+        self.traceback_text = traceback_text

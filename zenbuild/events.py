@@ -1,0 +1,207 @@
+"""Run events and the reporters that subscribe to them (console lines, JSON summary, log)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import IO, Any, Dict, List, Optional
+
+
+@dataclass
+class Event:
+    step: str = ""
+
+
+@dataclass
+class RunStarted(Event):
+    pipeline: str = ""
+    run_id: str = ""
+    total: int = 0
+
+
+@dataclass
+class StepStarted(Event):
+    pass
+
+
+@dataclass
+class StepCached(Event):
+    restored: List[str] = field(default_factory=list)
+
+
+@dataclass
+class StepExecuting(Event):
+    reasons: List[str] = field(default_factory=list)
+
+
+@dataclass
+class StepFinished(Event):
+    duration: float = 0.0
+    uncached_reason: str = ""
+
+
+@dataclass
+class StepFailed(Event):
+    duration: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class StepSkipped(Event):
+    because: str = ""
+
+
+@dataclass
+class WouldExecute(Event):
+    reasons: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Warning_(Event):
+    message: str = ""
+
+
+@dataclass
+class RunFinished(Event):
+    status: str = ""
+    counts: Dict[str, int] = field(default_factory=dict)
+    duration: float = 0.0
+
+
+def summary_line(counts: Dict[str, int], duration: float) -> str:
+    parts = [f"{counts.get('executed', 0)} executed", f"{counts.get('cached', 0)} cached"]
+    for k in ("failed", "skipped"):
+        if counts.get(k):
+            parts.append(f"{counts[k]} {k}")
+    return f"{', '.join(parts)} in {duration:.2f}s"
+
+
+class Reporter:
+    def handle(self, event: Event) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class ConsoleReporter(Reporter):
+    """The seed's log lines, one per line; a progress line on a terminal."""
+
+    def __init__(
+        self,
+        stream: Optional[IO[str]] = None,
+        quiet: bool = False,
+        verbose: bool = False,
+        explain: bool = False,
+        log: Optional[List[str]] = None,
+    ) -> None:
+        self.stream = stream or sys.stdout
+        self.quiet = quiet
+        self.verbose = verbose
+        self.explain = explain
+        self.log = log if log is not None else []
+        self.err = sys.stderr
+        self.tty = self.err.isatty() and not quiet
+        self.color = self.tty and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+        self.total = 0
+        self.done = 0
+        self.running: List[str] = []
+        self._progress_shown = False
+
+    def _c(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+
+    def _clear(self) -> None:
+        if self._progress_shown:
+            self.err.write("\r\x1b[K")
+            self.err.flush()
+            self._progress_shown = False
+
+    def _progress(self) -> None:
+        if not self.tty or not self.running:
+            return
+        names = ", ".join(self.running[:3]) + (" ..." if len(self.running) > 3 else "")
+        self.err.write(f"\r\x1b[K[{self.done}/{self.total}] running: {names}")
+        self.err.flush()
+        self._progress_shown = True
+
+    def line(self, text: str, important: bool = False, stream: Optional[IO[str]] = None) -> None:
+        self.log.append(text)
+        if self.quiet and not important:
+            return
+        self._clear()
+        out = stream or self.stream
+        out.write(text + "\n")
+        out.flush()
+
+    def handle(self, e: Event) -> None:
+        if isinstance(e, RunStarted):
+            self.total = e.total
+        elif isinstance(e, StepStarted):
+            self.line(f"Step {e.step} has started.")
+        elif isinstance(e, StepExecuting):
+            if self.explain or self.verbose:
+                for r in e.reasons:
+                    self.line(f"  reason: {r}")
+            self.running.append(e.step)
+            self._progress()
+        elif isinstance(e, StepCached):
+            self.done += 1
+            for p in e.restored:
+                self.line(f"Restored {p} from the store.")
+            self.line(f"Using cached version of {e.step}.")
+        elif isinstance(e, StepFinished):
+            self.done += 1
+            if e.step in self.running:
+                self.running.remove(e.step)
+            self.line(f"Step {e.step} has finished in {e.duration:.3f}s.")
+            if e.uncached_reason:
+                self.line(self._c(f"Warning: {e.uncached_reason}", "33"), important=True,
+                          stream=self.err)
+            self._progress()
+        elif isinstance(e, StepFailed):
+            self.done += 1
+            if e.step in self.running:
+                self.running.remove(e.step)
+            self.line(self._c(f"Step {e.step} failed after {e.duration:.3f}s.", "31"),
+                      important=True)
+            if e.error:
+                self.line(e.error.rstrip("\n"), important=True, stream=self.err)
+            self._progress()
+        elif isinstance(e, StepSkipped):
+            self.done += 1
+            self.line(f"Step {e.step} skipped: {e.because}.")
+        elif isinstance(e, WouldExecute):
+            self.line(f"Would execute {e.step}: {'; '.join(e.reasons)}")
+        elif isinstance(e, Warning_):
+            self.line(self._c(f"Warning: {e.message}", "33"), important=True, stream=self.err)
+        elif isinstance(e, RunFinished):
+            self._clear()
+            text = summary_line(e.counts, e.duration)
+            if e.status == "failed":
+                text = self._c(text, "31")
+            self.line(text, important=True)
+
+
+class Fanout(Reporter):
+    def __init__(self, *reporters: Reporter) -> None:
+        self.reporters = [r for r in reporters if r is not None]
+
+    def handle(self, event: Event) -> None:
+        for r in self.reporters:
+            r.handle(event)
+
+
+def json_summary(result: Any) -> Dict[str, Any]:
+    return {
+        "pipeline": result.pipeline,
+        "run_id": result.run_id,
+        "status": result.status,
+        "steps": [
+            {
+                "name": s.name,
+                "status": s.status,
+                "fingerprint": s.fingerprint,
+                "duration_s": round(s.duration, 6),
+            }
+            for s in result.steps.values()
+        ],
+    }

@@ -1,0 +1,75 @@
+"""Executors run the steps that missed the cache, behind one small interface."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Tuple
+
+
+@dataclass
+class Task:
+    """One step execution: the function and its resolved arguments."""
+
+    name: str
+    fn: Callable[..., Any]
+    args: Tuple[Any, ...] = ()
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    name: str
+    ok: bool
+    value: Any = None
+    error: str = ""
+    duration: float = 0.0
+
+
+def call_task(task: Task) -> Outcome:
+    """Run a task here, turning an exception into a failed Outcome with the user's traceback
+    (zenbuild's own frames trimmed)."""
+    t0 = time.perf_counter()
+    try:
+        value = task.fn(*task.args, **task.kwargs)
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except BaseException as e:  # noqa: B902 - a step's SystemExit is a step failure too
+        dt = time.perf_counter() - t0
+        tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
+        text = "".join(traceback.format_exception(type(e), e, tb))
+        return Outcome(task.name, False, error=text, duration=dt)
+    return Outcome(task.name, True, value=value, duration=time.perf_counter() - t0)
+
+
+class Executor:
+    """Interface: ``slots`` tasks may run at once; ``submit`` starts one; ``wait`` blocks until
+    at least one finished and returns the outcomes."""
+
+    slots = 1
+
+    def submit(self, task: Task) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def wait(self) -> List[Outcome]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class InProcessExecutor(Executor):
+    """Runs each task in this process, one at a time, when asked to wait."""
+
+    slots = 1
+
+    def __init__(self) -> None:
+        self._queue: List[Task] = []
+
+    def submit(self, task: Task) -> None:
+        self._queue.append(task)
+
+    def wait(self) -> List[Outcome]:
+        task = self._queue.pop(0)
+        return [call_task(task)]

@@ -1,0 +1,155 @@
+"""The DAG of step invocations: nodes, edges, topological order, target selection; pure."""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set, Tuple
+
+from .errors import PipelineError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .dsl import Step
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A declared file or folder input: a project-relative posix path (and glob for folders)."""
+
+    path: str
+    glob: Optional[str] = None  # None for a File, the pattern for a Dir
+
+    @property
+    def is_dir(self) -> bool:
+        return self.glob is not None
+
+
+@dataclass
+class Node:
+    """One invocation of a step inside a pipeline."""
+
+    name: str
+    step: "Step"
+    index: int
+    # Bound arguments: plain values, with markers (_InputRef, FileRef, OutputRef) at the leaves.
+    args: Dict[str, Any]
+    upstream: List[str] = field(default_factory=list)  # via handles, in first-use order
+    files: List[FileRef] = field(default_factory=list)
+    outputs: List[str] = field(default_factory=list)
+    file_upstream: List[str] = field(default_factory=list)  # via File(path) == Output(path)
+
+    @property
+    def deps(self) -> List[str]:
+        seen: Dict[str, None] = dict.fromkeys(self.upstream)
+        seen.update(dict.fromkeys(self.file_upstream))
+        return list(seen)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+class Graph:
+    """Nodes in invocation order plus the edges between them, validated and ordered."""
+
+    def __init__(self, pipeline: str, nodes: List[Node]) -> None:
+        self.pipeline = pipeline
+        self.nodes: Dict[str, Node] = {n.name: n for n in nodes}
+        self._link_files()
+        self.order: List[str] = self._toposort()
+        self.downstream: Dict[str, List[str]] = {n: [] for n in self.nodes}
+        for n in self.order:
+            for d in self.nodes[n].deps:
+                self.downstream[d].append(n)
+
+    def _link_files(self) -> None:
+        producers: List[Tuple[str, str]] = []
+        for node in self.nodes.values():
+            for out in node.outputs:
+                for other_path, other in producers:
+                    if _inside(out, other_path) or _inside(other_path, out):
+                        what = "the same path" if out == other_path else "overlapping paths"
+                        raise PipelineError(
+                            f"steps {other} and {node.name} both declare Output {out!r} "
+                            f"({what}{'' if out == other_path else ': ' + other_path!r}). "
+                            "Each output file or folder must belong to exactly one step."
+                        )
+                producers.append((out, node.name))
+        for node in self.nodes.values():
+            for ref in node.files:
+                for out, producer in producers:
+                    if _inside(ref.path, out) or (ref.is_dir and _inside(out, ref.path)):
+                        if producer == node.name:
+                            raise PipelineError(
+                                f"step {node.name} reads {ref.path!r}, which is its own Output. "
+                                "A step cannot depend on what it writes."
+                            )
+                        if producer not in node.file_upstream:
+                            node.file_upstream.append(producer)
+
+    def _toposort(self) -> List[str]:
+        index = {name: n.index for name, n in self.nodes.items()}
+        indeg = {name: 0 for name in self.nodes}
+        down: Dict[str, List[str]] = {name: [] for name in self.nodes}
+        for node in self.nodes.values():
+            for d in node.deps:
+                if d not in self.nodes:
+                    raise PipelineError(f"step {node.name} depends on unknown step {d}")
+                indeg[node.name] += 1
+                down[d].append(node.name)
+        heap = [(index[n], n) for n, k in indeg.items() if k == 0]
+        heapq.heapify(heap)
+        order: List[str] = []
+        while heap:
+            _, n = heapq.heappop(heap)
+            order.append(n)
+            for m in down[n]:
+                indeg[m] -= 1
+                if indeg[m] == 0:
+                    heapq.heappush(heap, (index[m], m))
+        if len(order) != len(self.nodes):
+            raise PipelineError("the pipeline has a cycle: " + " -> ".join(self._find_cycle()))
+        return order
+
+    def _find_cycle(self) -> List[str]:
+        state: Dict[str, int] = {}
+        stack: List[str] = []
+
+        def visit(n: str) -> Optional[List[str]]:
+            state[n] = 1
+            stack.append(n)
+            for d in self.nodes[n].deps:
+                if state.get(d) == 1:
+                    return stack[stack.index(d) :] + [d]
+                if d not in state:
+                    found = visit(d)
+                    if found:
+                        return found
+            stack.pop()
+            state[n] = 2
+            return None
+
+        for n in self.nodes:
+            if n not in state:
+                found = visit(n)
+                if found:
+                    return list(reversed(found))
+        return []  # pragma: no cover
+
+    def select(self, targets: Iterable[str]) -> Set[str]:
+        """The targets and everything they depend on."""
+        want: Set[str] = set()
+        stack = list(targets)
+        for t in stack:
+            if t not in self.nodes:
+                raise PipelineError(f"no step named {t!r}; steps are: {', '.join(self.order)}")
+        while stack:
+            n = stack.pop()
+            if n in want:
+                continue
+            want.add(n)
+            stack.extend(self.nodes[n].deps)
+        return want
+
+    def __len__(self) -> int:
+        return len(self.nodes)

@@ -1,0 +1,98 @@
+"""Declared outputs: capture them into the store after a step runs, check and restore them on a
+cache hit. A folder output is stored as a manifest blob listing its files' blobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from typing import Any, Dict, List, Optional, Tuple
+
+from .digest import StatCache
+from .store import Store
+
+
+class OutputMissing(Exception):
+    """A step finished without writing an Output it declared."""
+
+
+def _walk_files(base: str) -> List[str]:
+    found: List[str] = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames.sort()
+        for fn in filenames:
+            found.append(os.path.relpath(os.path.join(dirpath, fn), base).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def capture(root: str, rel: str, store: Store, statcache: StatCache) -> Dict[str, Any]:
+    """Store the output at ``rel``; returns its record {"kind", "digest", "size"}."""
+    full = os.path.join(root, rel)
+    if os.path.isfile(full):
+        digest, size = _put(store, statcache, rel, full)
+        return {"kind": "file", "digest": digest, "size": size, "exec": _is_exec(full)}
+    if os.path.isdir(full):
+        manifest: List[List[Any]] = []
+        total = 0
+        for inner in _walk_files(full):
+            p = os.path.join(full, inner)
+            digest, size = _put(store, statcache, f"{rel}/{inner}", p)
+            manifest.append([inner, digest, size, _is_exec(p)])
+            total += size
+        mdigest = store.put_blob(json.dumps({"files": manifest}, sort_keys=True).encode())
+        return {"kind": "dir", "digest": mdigest, "size": total}
+    raise OutputMissing(rel)
+
+
+def _put(store: Store, statcache: StatCache, rel: str, full: str) -> Tuple[str, int]:
+    st = os.stat(full)
+    digest, size = statcache.digest(rel, full, st)
+    if not store.has_blob(digest):
+        digest, size = store.put_file(full)
+    return digest, size
+
+
+def _is_exec(path: str) -> bool:
+    return bool(os.stat(path).st_mode & stat.S_IXUSR)
+
+
+def _manifest(store: Store, digest: str) -> List[List[Any]]:
+    return list(json.loads(store.get_blob(digest))["files"])
+
+
+def plan_restore(
+    root: str, outputs: Dict[str, Dict[str, Any]], store: Store, statcache: StatCache
+) -> Tuple[List[Tuple[str, str, bool]], Optional[str]]:
+    """Files to restore as (rel, digest, exec), or a reason why the entry cannot be served."""
+    todo: List[Tuple[str, str, bool]] = []
+    for rel, rec in sorted(outputs.items()):
+        if rec["kind"] == "file":
+            files = [(rel, rec["digest"], bool(rec.get("exec")))]
+        else:
+            try:
+                files = [(f"{rel}/{m[0]}", m[1], bool(m[3])) for m in _manifest(store, rec["digest"])]
+            except (KeyError, ValueError):
+                return [], f"output {rel}: its stored manifest is missing from the store"
+        for frel, digest, ex in files:
+            full = os.path.join(root, frel)
+            try:
+                current, _ = statcache.digest(frel, full)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                current = None
+            if current == digest:
+                continue
+            if not store.has_blob(digest):
+                what = "missing" if current is None else "changed"
+                return [], f"output {frel} is {what} and its stored copy is gone"
+            todo.append((frel, digest, ex))
+    return todo, None
+
+
+def restore(root: str, todo: List[Tuple[str, str, bool]], store: Store, statcache: StatCache) -> None:
+    for frel, digest, ex in todo:
+        full = os.path.join(root, frel)
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full)
+        store.restore_file(digest, full, 0o755 if ex else 0o644)
+        statcache.record(frel, full, digest)

@@ -1,0 +1,303 @@
+"""The one place that judges staleness: a step's fingerprint components, and decide(), which
+stops at the first reason to execute (for run) or collects every reason (for explain/status)."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .digest import StatCache, StatKey, digest_bytes, stat_key
+from .dsl import InputRef
+from .errors import ParamError
+from .fingerprint import CodeFingerprinter, display_param, encode_param
+from .graph import FileRef, Node
+from .serialize import Unencodable, canonical
+from .store import SCHEMA_VERSION, ActionEntry
+
+ENV = {"store_format": str(SCHEMA_VERSION), "python": "%d.%d" % sys.version_info[:2]}
+
+
+class MissingInput(Exception):
+    """A declared File/Dir input does not exist."""
+
+
+@dataclass
+class CachePolicy:
+    """How caching applies to one step, from the precedence rules."""
+
+    no_cache: bool
+    enabled: bool
+    source: str  # what decided `enabled`: "default", "run", "config", "step", "pipeline"
+
+
+def cache_policy(
+    node: Node,
+    run_level: Optional[bool],
+    config_setting: Optional[bool],
+    pipeline_setting: Optional[bool],
+) -> CachePolicy:
+    """Precedence: run-level > zenbuild.toml [steps.NAME] > @step > @pipeline > on."""
+    if run_level is not None:
+        enabled, source = run_level, "run"
+    elif config_setting is not None:
+        enabled, source = config_setting, "config"
+    elif node.step.enable_cache is not None:
+        enabled, source = node.step.enable_cache, "step"
+    elif pipeline_setting is not None:
+        enabled, source = pipeline_setting, "pipeline"
+    else:
+        enabled, source = True, "default"
+    return CachePolicy(no_cache=node.step.no_cache, enabled=enabled, source=source)
+
+
+_DISABLED_BY = {
+    "run": "caching disabled by --no-cache",
+    "config": "caching disabled by zenbuild.toml [steps.{name}] enable_cache = false",
+    "step": "caching disabled by @step(enable_cache=False)",
+    "pipeline": "caching disabled by @pipeline(enable_cache=False)",
+}
+
+
+@dataclass
+class Components:
+    """Everything a fingerprint is made of, kept apart so a change can be named."""
+
+    code: Dict[str, str]
+    code_meta: Dict[str, List[str]]
+    packages: Dict[str, str]
+    params: Dict[str, List[str]]  # arg -> [digest, display]
+    inputs: Dict[str, Dict[str, str]]  # arg -> {upstream step: output digest}
+    files: Dict[str, List[Any]]  # path -> [digest, size]
+    env: Dict[str, str]
+    stats: Dict[str, StatKey] = field(default_factory=dict)  # not persisted
+
+    def fingerprint(self) -> str:
+        return digest_bytes(
+            canonical(
+                [
+                    sorted(self.code.items()),
+                    sorted(self.packages.items()),
+                    sorted((k, v[0]) for k, v in self.params.items()),
+                    sorted((k, sorted(v.items())) for k, v in self.inputs.items()),
+                    sorted((k, v[0]) for k, v in self.files.items()),
+                    sorted(self.env.items()),
+                ]
+            )
+        )
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "code": self.code,
+            "code_meta": self.code_meta,
+            "packages": self.packages,
+            "params": self.params,
+            "inputs": self.inputs,
+            "files": self.files,
+            "env": self.env,
+        }
+
+
+def _walk_inputs(v: Any, arg: str, out: Dict[str, Dict[str, str]], digests: Dict[str, str]) -> None:
+    if isinstance(v, InputRef):
+        out.setdefault(arg, {})[v.node] = digests[v.node]
+    elif type(v) in (list, tuple):
+        for x in v:
+            _walk_inputs(x, arg, out, digests)
+    elif type(v) is dict:
+        for x in v.values():
+            _walk_inputs(x, arg, out, digests)
+
+
+def dir_files(root: str, ref: FileRef) -> List[str]:
+    """Project-relative paths of the files a Dir input covers, sorted."""
+    base = os.path.join(root, ref.path)
+    if not os.path.isdir(base):
+        raise MissingInput(f"input folder {ref.path!r} does not exist")
+    pattern = ref.glob or "**/*"
+    found: List[str] = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = sorted(d for d in dirnames if d not in ("__pycache__", ".git"))
+        relbase = os.path.relpath(dirpath, base)
+        for fn in filenames:
+            rel = fn if relbase == "." else os.path.join(relbase, fn).replace(os.sep, "/")
+            if _glob_match(rel, pattern):
+                found.append(f"{ref.path}/{rel}" if ref.path != "." else rel)
+    return sorted(found)
+
+
+def _glob_match(rel: str, pattern: str) -> bool:
+    if pattern.startswith("**/"):
+        return fnmatch.fnmatchcase(rel, pattern[3:]) or fnmatch.fnmatchcase(rel, pattern)
+    if "/" not in pattern:
+        return "/" not in rel and fnmatch.fnmatchcase(rel, pattern)
+    return fnmatch.fnmatchcase(rel, pattern)
+
+
+def file_digests(
+    root: str, refs: List[FileRef], statcache: StatCache
+) -> Tuple[Dict[str, List[Any]], Dict[str, StatKey]]:
+    files: Dict[str, List[Any]] = {}
+    stats: Dict[str, StatKey] = {}
+    for ref in refs:
+        paths = dir_files(root, ref) if ref.is_dir else [ref.path]
+        for rel in paths:
+            full = os.path.join(root, rel)
+            try:
+                st = os.stat(full)
+            except FileNotFoundError:
+                raise MissingInput(f"input file {rel!r} does not exist") from None
+            if not ref.is_dir and os.path.isdir(full):
+                raise MissingInput(f"input {rel!r} is a folder; declare it with Dir({rel!r})")
+            digest, size = statcache.digest(rel, full, st)
+            files[rel] = [digest, size]
+            stats[rel] = stat_key(st)
+    return files, stats
+
+
+def compute_components(
+    node: Node,
+    root: str,
+    fingerprinter: CodeFingerprinter,
+    statcache: StatCache,
+    upstream_digests: Dict[str, str],
+) -> Components:
+    code = fingerprinter.code(node.step.fn)
+    params: Dict[str, List[str]] = {}
+    inputs: Dict[str, Dict[str, str]] = {}
+    for arg, value in node.args.items():
+        try:
+            params[arg] = [digest_bytes(encode_param(value)), display_param(value)]
+        except Unencodable as e:
+            raise ParamError(
+                f"step {node.name}, argument {arg}: a value of type {e} has no deterministic "
+                "encoding, so it cannot be part of a fingerprint. Pass plain data (numbers, "
+                "strings, lists, dicts, paths), or build the object inside the step."
+            ) from None
+        _walk_inputs(value, arg, inputs, upstream_digests)
+    files, stats = file_digests(root, node.files, statcache)
+    return Components(
+        code=code.items,
+        code_meta=code.meta,
+        packages=code.packages if fingerprinter.track_packages else {},
+        params=params,
+        inputs=inputs,
+        files=files,
+        env=dict(ENV),
+        stats=stats,
+    )
+
+
+@dataclass
+class Verdict:
+    execute: bool
+    reasons: List[str]
+    entry: Optional[ActionEntry] = None
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def diff_components(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+    """Every difference between two recorded component sets, in words."""
+    reasons: List[str] = []
+    oc, nc = old.get("code", {}), new.get("code", {})
+    meta = {**old.get("code_meta", {}), **new.get("code_meta", {})}
+
+    def label(k: str) -> str:
+        kind, f = (meta.get(k) or ["code", ""])[:2]
+        kind = {"step": "step function", "function": "helper"}.get(kind, kind)
+        return f"{kind} {k}" + (f" ({f})" if f else "")
+
+    for k in sorted(set(oc) | set(nc)):
+        if k not in oc:
+            reasons.append(f"code: now uses {label(k)}")
+        elif k not in nc:
+            reasons.append(f"code: no longer uses {label(k)}")
+        elif oc[k] != nc[k]:
+            reasons.append(f"code: {label(k)} changed")
+    op, np_ = old.get("packages", {}), new.get("packages", {})
+    for k in sorted(set(op) | set(np_)):
+        if op.get(k) != np_.get(k):
+            reasons.append(f"package {k}: {op.get(k, 'not used')} -> {np_.get(k, 'not used')}")
+    opar, npar = old.get("params", {}), new.get("params", {})
+    for k in sorted(set(opar) | set(npar)):
+        o, n = opar.get(k), npar.get(k)
+        if o is None:
+            reasons.append(f"param {k}: new ({n[1]})")
+        elif n is None:
+            reasons.append(f"param {k}: removed")
+        elif o[0] != n[0]:
+            reasons.append(f"param {k}: {o[1]} -> {n[1]}")
+    oi, ni = old.get("inputs", {}), new.get("inputs", {})
+    for arg in sorted(set(oi) | set(ni)):
+        o, n = oi.get(arg, {}), ni.get(arg, {})
+        for up in sorted(set(o) | set(n)):
+            if up not in o:
+                reasons.append(f"input {arg}: now reads the output of step {up}")
+            elif up not in n:
+                reasons.append(f"input {arg}: no longer reads the output of step {up}")
+            elif o[up] != n[up]:
+                reasons.append(f"input {arg}: upstream step {up} produced different output")
+    of, nf = old.get("files", {}), new.get("files", {})
+    for p in sorted(set(of) | set(nf)):
+        if p not in of:
+            reasons.append(f"file {p}: new input")
+        elif p not in nf:
+            reasons.append(f"file {p}: no longer an input")
+        elif of[p][0] != nf[p][0]:
+            reasons.append(f"file {p}: content changed ({_size(of[p][1])} -> {_size(nf[p][1])})")
+    oe, ne = old.get("env", {}), new.get("env", {})
+    for k in sorted(set(oe) | set(ne)):
+        if oe.get(k) != ne.get(k):
+            reasons.append(f"env {k}: {oe.get(k)} -> {ne.get(k)}")
+    return reasons
+
+
+def decide(
+    node: Node,
+    comps: Components,
+    fingerprint: str,
+    policy: CachePolicy,
+    previous: Optional[ActionEntry],
+    lookup: Callable[[str], Optional[ActionEntry]],
+    usable: Callable[[ActionEntry], Optional[str]],
+    all_reasons: bool = False,
+) -> Verdict:
+    """Whether ``node`` must execute, and why. ``previous`` is the step's latest entry;
+    ``lookup`` finds an entry by fingerprint; ``usable`` says why an entry cannot be served."""
+    reasons: List[str] = []
+    forced = False
+    if policy.no_cache:
+        reasons.append("no_cache: external input, always executes")
+        forced = True
+    elif not policy.enabled:
+        reasons.append(_DISABLED_BY[policy.source].format(name=node.name))
+        forced = True
+    if forced and not all_reasons:
+        return Verdict(True, reasons)
+    entry = previous if previous is not None and previous.fingerprint == fingerprint else None
+    if entry is None:
+        entry = lookup(fingerprint)
+    if entry is None:
+        if previous is None:
+            reasons.append("never built")
+        else:
+            changed = diff_components(previous.components, comps.to_json())
+            reasons.extend(changed or ["no cache entry for this fingerprint"])
+        return Verdict(True, reasons)
+    problem = usable(entry)
+    if problem:
+        reasons.append(problem)
+        return Verdict(True, reasons, None)
+    if forced:
+        return Verdict(True, reasons, entry)
+    return Verdict(False, ["up to date"], entry)

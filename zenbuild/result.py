@@ -1,0 +1,67 @@
+"""What a run returns: every step's name, status, fingerprint, duration and, on demand, value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from .errors import StepFailed
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: str  # executed | cached | failed | skipped | would_execute
+    fingerprint: Optional[str] = None
+    duration: float = 0.0
+    reasons: List[str] = field(default_factory=list)
+    value_digest: Optional[str] = None
+    error: Optional[str] = None
+    store_path: str = ""
+
+    @property
+    def output(self) -> Any:
+        """The step's return value, loaded from the store."""
+        if self.value_digest is None:
+            raise LookupError(f"step {self.name} has no stored output (status {self.status})")
+        from .serialize import loads
+        from .store import Store
+
+        store = Store(self.store_path, create=False)
+        try:
+            return loads(store.get_blob(self.value_digest))
+        finally:
+            store.close()
+
+
+@dataclass
+class RunResult:
+    pipeline: str
+    run_id: str
+    status: str  # succeeded | failed
+    steps: Dict[str, StepResult]
+    duration: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+    def counts(self) -> Dict[str, int]:
+        out: Dict[str, int] = {}
+        for s in self.steps.values():
+            out[s.status] = out.get(s.status, 0) + 1
+        return out
+
+    def executed(self) -> List[str]:
+        return [s.name for s in self.steps.values() if s.status == "executed"]
+
+    def cached(self) -> List[str]:
+        return [s.name for s in self.steps.values() if s.status == "cached"]
+
+    def __getitem__(self, name: str) -> StepResult:
+        return self.steps[name]
+
+    def raise_for_status(self) -> None:
+        for s in self.steps.values():
+            if s.status == "failed":
+                raise StepFailed(s.name, (s.error or "").strip().splitlines()[-1:][0] if s.error else "", s.error or "")

@@ -1,0 +1,333 @@
+"""Walks the graph in topological order, asks rebuild.decide() about each step, hands misses
+to an executor, records results and emits events."""
+
+from __future__ import annotations
+
+import heapq
+import inspect
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+from .config import Config
+from .digest import StatCache, digest_file, stat_key
+from .dsl import InputRef, OutputRef
+from .events import (
+    Reporter,
+    RunFinished,
+    RunStarted,
+    StepCached,
+    StepExecuting,
+    StepFailed,
+    StepFinished,
+    StepSkipped,
+    StepStarted,
+    Warning_,
+    WouldExecute,
+)
+from .executors import Executor, Outcome, Task
+from .fingerprint import CodeFingerprinter
+from .graph import FileRef, Graph, Node
+from .outputs import OutputMissing, capture, plan_restore, restore
+from .rebuild import Components, MissingInput, Verdict, cache_policy, compute_components, decide
+from .result import RunResult, StepResult
+from .serialize import dumps, loads
+from .store import ActionEntry, Store
+
+
+@dataclass
+class RunOptions:
+    enable_cache: Optional[bool] = None  # the run-level override
+    dry_run: bool = False
+    explain: bool = False
+    keep_going: bool = False
+    targets: Optional[List[str]] = None
+    params: Dict[str, Any] = field(default_factory=dict)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        graph: Graph,
+        config: Config,
+        store: Store,
+        executor: Executor,
+        reporter: Reporter,
+        options: RunOptions,
+        pipeline_enable_cache: Optional[bool] = None,
+        log: Optional[List[str]] = None,
+    ) -> None:
+        self.g = graph
+        self.root = config.root
+        self.config = config
+        self.store = store
+        self.executor = executor
+        self.report = reporter.handle
+        self.opts = options
+        self.pipeline_cache = pipeline_enable_cache
+        self.log = log if log is not None else []
+        self.statcache = StatCache(store.file_records())
+        self.fp = CodeFingerprinter(config.root, config.track_packages, config.store)
+        self.results: Dict[str, StepResult] = {}
+        self.digests: Dict[str, str] = {}  # step -> value digest
+        self.values: Dict[str, Any] = {}  # values computed in this run
+        self.hits: List[str] = []
+        self.state_updates: Dict[str, str] = {}
+        self.running: Dict[str, Tuple[Components, str, float]] = {}
+        self._restore_plans: Dict[str, List[Tuple[str, str, bool]]] = {}
+
+    # -- the decision --------------------------------------------------------------------------
+    def _usable(self, entry: ActionEntry) -> Optional[str]:
+        if not self.store.has_blob(entry.value_digest):
+            return "the cached result is missing from the store"
+        todo, problem = plan_restore(self.root, entry.outputs, self.store, self.statcache)
+        if problem:
+            return problem
+        self._restore_plans[entry.fingerprint] = todo
+        return None
+
+    def _policy(self, node: Node) -> Any:
+        st = self.config.step_settings(node.name, node.step.name)
+        return cache_policy(
+            node, self.opts.enable_cache, st.enable_cache if st else None, self.pipeline_cache
+        )
+
+    # -- the walk ------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        t0 = time.perf_counter()
+        wanted: Set[str] = (
+            self.g.select(self.opts.targets) if self.opts.targets else set(self.g.order)
+        )
+        order = [n for n in self.g.order if n in wanted]
+        states = self.store.step_states(self.g.pipeline)
+        run_id = "dry-run" if self.opts.dry_run else self.store.begin_run(
+            self.g.pipeline, self.opts.params
+        )
+        self.report(RunStarted(pipeline=self.g.pipeline, run_id=run_id, total=len(order)))
+        pos = {n: i for i, n in enumerate(order)}
+        waiting = {n: sum(1 for d in self.g.nodes[n].deps if d in wanted) for n in order}
+        ready: List[Tuple[int, str]] = [(pos[n], n) for n in order if waiting[n] == 0]
+        heapq.heapify(ready)
+        stopped = False
+        status = "failed"
+        try:
+            while ready or self.running:
+                while ready and len(self.running) < max(1, self.executor.slots):
+                    _, name = heapq.heappop(ready)
+                    if stopped:
+                        self._skip(name, "an earlier step failed")
+                    else:
+                        self._visit(self.g.nodes[name], states.get(name))
+                    if name not in self.running:
+                        self._release(name, waiting, ready, pos)
+                if self.running:
+                    for outcome in self.executor.wait():
+                        ok = self._finish(outcome, states.get(outcome.name))
+                        if not ok and not self.opts.keep_going:
+                            stopped = True
+                        self._release(outcome.name, waiting, ready, pos)
+            failed = any(r.status == "failed" for r in self.results.values())
+            status = "failed" if failed else "succeeded"
+        finally:
+            duration = time.perf_counter() - t0
+            counts: Dict[str, int] = {}
+            for r in self.results.values():
+                counts[r.status] = counts.get(r.status, 0) + 1
+            if not self.opts.dry_run:
+                self._persist(run_id, status if self.results else "interrupted", counts)
+        self.report(RunFinished(status=status, counts=counts, duration=duration))
+        ordered = {n: self.results[n] for n in order if n in self.results}
+        return RunResult(self.g.pipeline, run_id, status, ordered, duration)
+
+    def _release(self, name: str, waiting: Dict[str, int], ready: List[Tuple[int, str]], pos: Dict[str, int]) -> None:
+        for d in self.g.downstream[name]:
+            if d in waiting:
+                waiting[d] -= 1
+                if waiting[d] == 0:
+                    heapq.heappush(ready, (pos[d], d))
+
+    def _skip(self, name: str, because: str) -> None:
+        self.results[name] = StepResult(name, "skipped", reasons=[because], store_path=self.store.path)
+        self.report(StepSkipped(step=name, because=because))
+
+    def _fail(self, name: str, fp: Optional[str], message: str, duration: float = 0.0) -> None:
+        self.results[name] = StepResult(
+            name, "failed", fp, duration, error=message, store_path=self.store.path
+        )
+        self.report(StepFailed(step=name, duration=duration, error=message))
+
+    def _visit(self, node: Node, previous: Optional[ActionEntry]) -> None:
+        name = node.name
+        for d in node.deps:
+            r = self.results.get(d)
+            if r is not None and r.status in ("failed", "skipped"):
+                self._skip(name, f"upstream step {d} {'failed' if r.status == 'failed' else 'was skipped'}")
+                return
+            if r is not None and r.status == "would_execute":
+                self.results[name] = StepResult(name, "would_execute", reasons=[f"upstream step {d} would execute"])
+                self.report(WouldExecute(step=name, reasons=[f"upstream step {d} would execute"]))
+                return
+        try:
+            comps = compute_components(node, self.root, self.fp, self.statcache, self.digests)
+        except MissingInput as e:
+            self.report(StepStarted(step=name))
+            self._fail(name, None, f"{e}. Create it, or fix the path given to step {name}.")
+            return
+        fingerprint = comps.fingerprint()
+        verdict: Verdict = decide(
+            node, comps, fingerprint, self._policy(node), previous, self.store.get_action, self._usable
+        )
+        if not verdict.execute and verdict.entry is not None:
+            self._serve(node, fingerprint, verdict.entry, previous)
+            return
+        if self.opts.dry_run:
+            self.results[name] = StepResult(name, "would_execute", fingerprint, reasons=verdict.reasons)
+            self.report(WouldExecute(step=name, reasons=verdict.reasons))
+            return
+        self._start(node, comps, fingerprint, verdict, previous)
+
+    def _serve(self, node: Node, fingerprint: str, entry: ActionEntry, previous: Optional[ActionEntry]) -> None:
+        name = node.name
+        restored: List[str] = []
+        todo = self._restore_plans.pop(fingerprint, [])
+        if todo and not self.opts.dry_run:
+            restore(self.root, todo, self.store, self.statcache)
+            restored = [t[0] for t in todo]
+        self.digests[name] = entry.value_digest
+        self.hits.append(fingerprint)
+        if previous is None or previous.fingerprint != fingerprint:
+            self.state_updates[name] = fingerprint
+        self.results[name] = StepResult(
+            name, "cached", fingerprint, 0.0, ["up to date"], entry.value_digest,
+            store_path=self.store.path,
+        )
+        if not self.opts.dry_run:
+            self.report(StepStarted(step=name))
+        self.report(StepCached(step=name, restored=restored))
+
+    def _value_of(self, name: str) -> Any:
+        if name not in self.values:
+            self.values[name] = loads(self.store.get_blob(self.digests[name]))
+        return self.values[name]
+
+    def _resolve(self, v: Any) -> Any:
+        if isinstance(v, InputRef):
+            value = self._value_of(v.node)
+            for key in v.path:
+                value = value[key]
+            return value
+        if isinstance(v, FileRef):
+            return Path(self.root, v.path)
+        if isinstance(v, OutputRef):
+            p = Path(self.root, v.path)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            return p
+        t = type(v)
+        if t is list or t is tuple:
+            return t(self._resolve(x) for x in v)
+        if t is dict:
+            return {k: self._resolve(x) for k, x in v.items()}
+        return v
+
+    def _start(self, node: Node, comps: Components, fingerprint: str, verdict: Verdict, previous: Optional[ActionEntry]) -> None:
+        name = node.name
+        if previous is not None:
+            for rel, rec in previous.outputs.items():
+                full = os.path.join(self.root, rel)
+                if rec.get("kind") == "dir" and rel in node.outputs and os.path.isdir(full):
+                    shutil.rmtree(full)  # a folder this step produced before: start clean
+        resolved = {k: self._resolve(v) for k, v in node.args.items()}
+        bound = inspect.BoundArguments(node.step.signature, resolved)  # type: ignore[arg-type]
+        self.running[name] = (comps, fingerprint, time.perf_counter())
+        self.report(StepStarted(step=name))
+        self.report(StepExecuting(step=name, reasons=verdict.reasons))
+        self.results[name] = StepResult(name, "running", fingerprint, reasons=verdict.reasons)
+        self.executor.submit(Task(name, node.step.fn, bound.args, bound.kwargs))
+
+    def _finish(self, outcome: Outcome, previous: Optional[ActionEntry]) -> bool:
+        name = outcome.name
+        comps, fingerprint, _ = self.running.pop(name)
+        reasons = self.results[name].reasons
+        if not outcome.ok:
+            self._fail(name, fingerprint, outcome.error, outcome.duration)
+            self.results[name].reasons = reasons
+            return False
+        node = self.g.nodes[name]
+        try:
+            data = dumps(outcome.value)
+        except Exception as e:
+            self._fail(name, fingerprint, f"the return value of step {name} cannot be stored: "
+                       f"{type(e).__name__}: {e}. Return plain data or a picklable object.",
+                       outcome.duration)
+            return False
+        value_digest = self.store.put_blob(data)
+        self.values[name] = outcome.value
+        outputs: Dict[str, Dict[str, Any]] = {}
+        try:
+            for rel in node.outputs:
+                outputs[rel] = capture(self.root, rel, self.store, self.statcache)
+        except OutputMissing as e:
+            self._fail(name, fingerprint, f"step {name} declared Output({str(e)!r}) but did not "
+                       "write it. Write the file (or folder) at the Path the step receives.",
+                       outcome.duration)
+            return False
+        uncached = self._inputs_changed(node, comps)
+        if not uncached:
+            self.store.put_action(ActionEntry(
+                fingerprint, self.g.pipeline, name, value_digest, outputs, comps.to_json(),
+                duration=outcome.duration,
+            ))
+            self.state_updates.pop(name, None)
+        self.digests[name] = value_digest
+        self.results[name] = StepResult(
+            name, "executed", fingerprint, outcome.duration, reasons, value_digest,
+            store_path=self.store.path,
+        )
+        self.report(StepFinished(step=name, duration=outcome.duration, uncached_reason=uncached))
+        return True
+
+    def _inputs_changed(self, node: Node, comps: Components) -> str:
+        for rel, key in comps.stats.items():
+            full = os.path.join(self.root, rel)
+            try:
+                now = stat_key(os.stat(full))
+            except FileNotFoundError:
+                now = None
+            if now == key:
+                continue
+            self.statcache.forget([rel])
+            changed = now is None or digest_file(full)[0] != comps.files[rel][0]
+            if changed:
+                return (f"input {rel} changed while step {node.name} ran; "
+                        "its result was used but not cached")
+        for ref in node.files:
+            if ref.is_dir:
+                from .rebuild import dir_files
+
+                try:
+                    now_files = set(dir_files(self.root, ref))
+                except MissingInput:
+                    now_files = set()
+                before = {p for p in comps.files if p == ref.path or p.startswith(ref.path.rstrip("/") + "/") or ref.path == "."}
+                if now_files != before:
+                    return (f"input folder {ref.path} changed while step {node.name} ran; "
+                            "its result was used but not cached")
+        return ""
+
+    def _persist(self, run_id: str, status: str, counts: Dict[str, int]) -> None:
+        steps = [
+            (r.name, r.status, r.fingerprint, r.duration, r.reasons, r.error)
+            for r in self.results.values()
+        ]
+        with self.store.transaction():
+            self.store.save_file_records(self.statcache.dirty)
+            self.store.touch_actions(self.hits, time.time())
+            self.store.set_step_states(self.g.pipeline, self.state_updates)
+            self.store.finish_run(run_id, status, counts, steps, "\n".join(self.log))
+        self.statcache.dirty = {}
+
+    def warn(self, message: str) -> None:
+        self.report(Warning_(message=message))

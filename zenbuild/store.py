@@ -1,0 +1,411 @@
+"""The store: content-addressed blobs plus a SQLite database (action cache, step state, runs,
+file digests). Knows digests, not graphs.
+
+On-disk format, version 1 (see docs/store-format.md):
+  STORE/cas/ab/cdef...   blob named by the xxh3-128 hex digest of its bytes; written to
+                         STORE/tmp/ then renamed into place; verified against its name on read
+  STORE/zenbuild.db      SQLite (WAL), tables below; meta.schema_version = SCHEMA_VERSION
+  STORE/lock             flock()ed by a run for the workspace
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+
+import xxhash
+
+from .digest import CHUNK, FileRecord
+from .errors import CorruptBlob, StoreError, StoreLocked
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS actions (
+    fingerprint  TEXT PRIMARY KEY,
+    pipeline     TEXT NOT NULL,
+    step         TEXT NOT NULL,
+    value_digest TEXT NOT NULL,
+    outputs      TEXT NOT NULL,
+    components   TEXT NOT NULL,
+    created      REAL NOT NULL,
+    last_used    REAL NOT NULL,
+    duration     REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS step_state (
+    pipeline TEXT NOT NULL, step TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    PRIMARY KEY (pipeline, step)
+);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ino INTEGER, ctime_ns INTEGER,
+    digest TEXT NOT NULL, recorded_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, started REAL NOT NULL, finished REAL,
+    status TEXT NOT NULL, executed INTEGER DEFAULT 0, cached INTEGER DEFAULT 0,
+    failed INTEGER DEFAULT 0, skipped INTEGER DEFAULT 0, params TEXT, log TEXT
+);
+CREATE TABLE IF NOT EXISTS run_steps (
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, step TEXT NOT NULL, status TEXT NOT NULL,
+    fingerprint TEXT, duration REAL, reasons TEXT, error TEXT,
+    PRIMARY KEY (run_id, seq)
+);
+"""
+
+
+@dataclass
+class ActionEntry:
+    """One action-cache entry: fingerprint -> value digest, output digests and components."""
+
+    fingerprint: str
+    pipeline: str
+    step: str
+    value_digest: str
+    outputs: Dict[str, Dict[str, Any]]
+    components: Dict[str, Any]
+    created: float = 0.0
+    last_used: float = 0.0
+    duration: float = 0.0
+
+
+def _entry(row: Tuple[Any, ...]) -> ActionEntry:
+    return ActionEntry(
+        fingerprint=row[0],
+        pipeline=row[1],
+        step=row[2],
+        value_digest=row[3],
+        outputs=json.loads(row[4]),
+        components=json.loads(row[5]),
+        created=row[6],
+        last_used=row[7],
+        duration=row[8],
+    )
+
+
+_ACTION_COLS = "fingerprint, pipeline, step, value_digest, outputs, components, created, last_used, duration"
+
+
+class Store:
+    """A store directory. Open it with ``Store(path)``; close it with ``close()``."""
+
+    def __init__(self, path: str, create: bool = True) -> None:
+        self.path = os.path.abspath(path)
+        self.cas = os.path.join(self.path, "cas")
+        self.tmp = os.path.join(self.path, "tmp")
+        db_path = os.path.join(self.path, "zenbuild.db")
+        if not os.path.isdir(self.path):
+            if not create:
+                raise StoreError(f"no store at {self.path} (nothing has been run here yet)")
+            try:
+                os.makedirs(self.path, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot create the store at {self.path}: {e.strerror}") from None
+        os.makedirs(self.cas, exist_ok=True)
+        os.makedirs(self.tmp, exist_ok=True)
+        self._lock_fd: Optional[int] = None
+        try:
+            self.db = sqlite3.connect(db_path, isolation_level=None, timeout=60.0)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(
+                f"the store database {db_path} cannot be opened ({e}). "
+                "If it is damaged, move the store folder away and run again."
+            ) from None
+
+    def _migrate(self) -> None:
+        row = None
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.OperationalError:
+            pass
+        if row is not None:
+            version = int(row[0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the store at {self.path} has format version {version}, newer than this "
+                    f"zenbuild understands ({SCHEMA_VERSION}). Upgrade zenbuild, or point "
+                    "`store` in zenbuild.toml at another folder."
+                )
+            return
+        with self.transaction():
+            for stmt in _SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    self.db.execute(stmt)
+            self.db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+
+    class _Tx:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
+            self.db.execute("ROLLBACK" if et else "COMMIT")
+
+    def transaction(self) -> "Store._Tx":
+        return Store._Tx(self.db)
+
+    def close(self) -> None:
+        self.unlock()
+        self.db.close()
+
+    # -- the workspace lock -----------------------------------------------------------------
+    def lock(self, wait: bool = True, on_wait: Any = None) -> None:
+        import fcntl
+
+        fd = os.open(os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            if not wait:
+                os.close(fd)
+                raise StoreLocked(
+                    f"another zenbuild run (pid {holder}) is using {self.path}; "
+                    "wait for it or run without --no-wait"
+                ) from None
+            if on_wait is not None:
+                on_wait(holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- blobs ------------------------------------------------------------------------------
+    def blob_path(self, digest: str) -> str:
+        return os.path.join(self.cas, digest[:2], digest[2:])
+
+    def has_blob(self, digest: str) -> bool:
+        return os.path.exists(self.blob_path(digest))
+
+    def _tmpfile(self) -> Tuple[int, str]:
+        name = os.path.join(self.tmp, f"{os.getpid()}-{uuid.uuid4().hex}")
+        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), name
+
+    def _place(self, tmp: str, digest: str) -> None:
+        final = self.blob_path(digest)
+        if os.path.exists(final):
+            os.unlink(tmp)
+            return
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.replace(tmp, final)
+
+    def put_blob(self, data: bytes) -> str:
+        digest = xxhash.xxh3_128_hexdigest(data)
+        if not self.has_blob(digest):
+            fd, tmp = self._tmpfile()
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                self._place(tmp, digest)
+            except BaseException:
+                _unlink_quiet(tmp)
+                raise
+        return digest
+
+    def put_file(self, path: str) -> Tuple[str, int]:
+        """Copy a file into the store, hashing while copying. Returns (digest, size)."""
+        h = xxhash.xxh3_128()
+        size = 0
+        fd, tmp = self._tmpfile()
+        try:
+            with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+                while True:
+                    chunk = src.read(CHUNK)
+                    if not chunk:
+                        break
+                    h.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+            digest = h.hexdigest()
+            self._place(tmp, digest)
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+        return digest, size
+
+    def get_blob(self, digest: str) -> bytes:
+        """The blob's bytes, verified. Raises CorruptBlob (after removing it) or KeyError."""
+        path = self.blob_path(digest)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise KeyError(digest) from None
+        if xxhash.xxh3_128_hexdigest(data) != digest:
+            _unlink_quiet(path)
+            raise CorruptBlob(digest)
+        return data
+
+    def restore_file(self, digest: str, dest: str, mode: Optional[int] = None) -> None:
+        """Write blob ``digest`` to ``dest`` atomically, verifying it on the way."""
+        src_path = self.blob_path(digest)
+        os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+        tmp = f"{dest}.zenbuild-tmp-{os.getpid()}"
+        h = xxhash.xxh3_128()
+        try:
+            with open(src_path, "rb") as src, open(tmp, "wb") as out:
+                while True:
+                    chunk = src.read(CHUNK)
+                    if not chunk:
+                        break
+                    h.update(chunk)
+                    out.write(chunk)
+            if h.hexdigest() != digest:
+                _unlink_quiet(src_path)
+                raise CorruptBlob(digest)
+            if mode is not None:
+                os.chmod(tmp, mode)
+            os.replace(tmp, dest)
+        except FileNotFoundError:
+            _unlink_quiet(tmp)
+            raise KeyError(digest) from None
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+
+    def iter_blobs(self) -> Iterator[Tuple[str, str]]:
+        """(digest, path) of every blob."""
+        for d in sorted(os.listdir(self.cas)):
+            sub = os.path.join(self.cas, d)
+            if len(d) != 2 or not os.path.isdir(sub):
+                continue
+            for name in os.listdir(sub):
+                yield d + name, os.path.join(sub, name)
+
+    # -- action cache and step state --------------------------------------------------------
+    def step_states(self, pipeline: str) -> Dict[str, ActionEntry]:
+        """The latest entry of every step of ``pipeline``, in one query."""
+        rows = self.db.execute(
+            f"SELECT {', '.join('a.' + c.strip() for c in _ACTION_COLS.split(','))}, s.step "
+            "FROM step_state s JOIN actions a ON a.fingerprint = s.fingerprint "
+            "WHERE s.pipeline = ?",
+            (pipeline,),
+        ).fetchall()
+        return {r[-1]: _entry(r[:-1]) for r in rows}
+
+    def get_action(self, fingerprint: str) -> Optional[ActionEntry]:
+        row = self.db.execute(
+            f"SELECT {_ACTION_COLS} FROM actions WHERE fingerprint = ?", (fingerprint,)
+        ).fetchone()
+        return _entry(row) if row else None
+
+    def put_action(self, e: ActionEntry) -> None:
+        with self.transaction() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO actions ({_ACTION_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    e.fingerprint,
+                    e.pipeline,
+                    e.step,
+                    e.value_digest,
+                    json.dumps(e.outputs, sort_keys=True),
+                    json.dumps(e.components, sort_keys=True),
+                    e.created or time.time(),
+                    e.last_used or time.time(),
+                    e.duration,
+                ),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO step_state VALUES (?,?,?)", (e.pipeline, e.step, e.fingerprint)
+            )
+
+    def set_step_states(self, pipeline: str, states: Dict[str, str]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO step_state VALUES (?,?,?)",
+            [(pipeline, s, fp) for s, fp in states.items()],
+        )
+
+    def touch_actions(self, fingerprints: Iterable[str], when: float) -> None:
+        self.db.executemany(
+            "UPDATE actions SET last_used = ? WHERE fingerprint = ?", [(when, f) for f in fingerprints]
+        )
+
+    def delete_actions(self, fingerprints: Iterable[str]) -> None:
+        fps = list(fingerprints)
+        with self.transaction() as db:
+            db.executemany("DELETE FROM actions WHERE fingerprint = ?", [(f,) for f in fps])
+            db.executemany("DELETE FROM step_state WHERE fingerprint = ?", [(f,) for f in fps])
+
+    def actions_using(self, digest: str) -> List[str]:
+        rows = self.db.execute(
+            "SELECT fingerprint FROM actions WHERE value_digest = ? OR outputs LIKE ?",
+            (digest, f"%{digest}%"),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    # -- file digests -----------------------------------------------------------------------
+    def file_records(self) -> Dict[str, FileRecord]:
+        rows = self.db.execute(
+            "SELECT path, size, mtime_ns, ino, ctime_ns, digest, recorded_ns FROM files"
+        ).fetchall()
+        return {r[0]: FileRecord((r[1], r[2], r[3], r[4]), r[5], r[6]) for r in rows}
+
+    def save_file_records(self, recs: Dict[str, FileRecord]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?)",
+            [(p, *r.key, r.digest, r.recorded_ns) for p, r in recs.items()],
+        )
+
+    # -- runs -------------------------------------------------------------------------------
+    def begin_run(self, pipeline: str, params: Dict[str, Any]) -> str:
+        run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self.db.execute(
+            "INSERT INTO runs (id, pipeline, started, status, params) VALUES (?,?,?,?,?)",
+            (run_id, pipeline, time.time(), "running", json.dumps(params, default=repr)),
+        )
+        return run_id
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        counts: Dict[str, int],
+        steps: List[Tuple[str, str, Optional[str], float, List[str], Optional[str]]],
+        log: str = "",
+    ) -> None:
+        self.db.execute(
+            "UPDATE runs SET finished=?, status=?, executed=?, cached=?, failed=?, skipped=?, log=? "
+            "WHERE id=?",
+            (
+                time.time(),
+                status,
+                counts.get("executed", 0),
+                counts.get("cached", 0),
+                counts.get("failed", 0),
+                counts.get("skipped", 0),
+                log,
+                run_id,
+            ),
+        )
+        self.db.executemany(
+            "INSERT INTO run_steps VALUES (?,?,?,?,?,?,?,?)",
+            [
+                (run_id, i, name, st, fp, dur, json.dumps(reasons), err)
+                for i, (name, st, fp, dur, reasons, err) in enumerate(steps)
+            ],
+        )
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
