@@ -140,6 +140,13 @@ def init(force: bool, project_dir: Optional[str]) -> None:
     click.echo("next: zenbuild run")
 
 
+# --- watch commands (issue 3) ---
+
+# --- inspect commands: explain, status, graph, runs, dashboard (issue 4) ---
+
+# --- cache and execution commands (issue 5) ---
+
+
 def main(argv: Optional[List[str]] = None) -> Any:
     try:
         return cli.main(args=argv, prog_name="zenbuild", standalone_mode=False)

@@ -46,6 +46,7 @@ class RunOptions:
     keep_going: bool = False
     targets: Optional[List[str]] = None
     params: Dict[str, Any] = field(default_factory=dict)
+    all_reasons: bool = False  # collect every reason (explain/status), not just the first
 
 
 class Scheduler:
@@ -178,7 +179,8 @@ class Scheduler:
             return
         fingerprint = comps.fingerprint()
         verdict: Verdict = decide(
-            node, comps, fingerprint, self._policy(node), previous, self.store.get_action, self._usable
+            node, comps, fingerprint, self._policy(node), previous, self.store.get_action,
+            self._usable, all_reasons=self.opts.all_reasons,
         )
         if not verdict.execute and verdict.entry is not None:
             self._serve(node, fingerprint, verdict.entry, previous)

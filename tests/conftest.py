@@ -1,0 +1,111 @@
+"""Shared fixtures: make projects in tmp_path and drive the real CLI on them."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A tiny helper every test project can import: each step calls tick("name") so tests can count
+# how many times each step really executed (as redo's tests do).
+TICK = '''\
+import os
+
+
+def tick(name):
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "ticks.log"), "a") as f:
+        f.write(name + "\\n")
+'''
+
+
+class Project:
+    """A project folder under tmp_path with helpers to write files and run the CLI."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def write(self, rel: str, text: str) -> Path:
+        p = self.root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(textwrap.dedent(text))
+        return p
+
+    def read(self, rel: str) -> str:
+        return (self.root / rel).read_text()
+
+    def ticks(self, reset: bool = True) -> List[str]:
+        p = self.root / "ticks.log"
+        if not p.exists():
+            return []
+        out = p.read_text().split()
+        if reset:
+            p.unlink()
+        return out
+
+    def run(self, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120,
+            check: Optional[int] = 0) -> "Result":
+        return zb(*args, "--project-dir", str(self.root), env=env, timeout=timeout, check=check)
+
+    def cli(self, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120,
+            check: Optional[int] = 0) -> "Result":
+        """Run a command as given (no --project-dir appended), with cwd = project root."""
+        return zb(*args, env=env, timeout=timeout, check=check, cwd=self.root)
+
+
+class Result:
+    def __init__(self, proc: "subprocess.CompletedProcess[str]") -> None:
+        self.returncode = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        self.output = proc.stdout + proc.stderr
+
+    @property
+    def executed(self) -> List[str]:
+        return re.findall(r"^Step (\S+) has finished in", self.output, re.M)
+
+    @property
+    def cached(self) -> List[str]:
+        return re.findall(r"^Using cached version of (\S+)\.$", self.output, re.M)
+
+    @property
+    def started(self) -> List[str]:
+        return re.findall(r"^Step (\S+) has started\.$", self.output, re.M)
+
+    def __repr__(self) -> str:
+        return f"<exit {self.returncode}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}>"
+
+
+def zb(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120,
+       check: Optional[int] = 0, cwd: Optional[Path] = None) -> Result:
+    full_env = dict(os.environ)
+    full_env.pop("CI", None)
+    full_env["NO_COLOR"] = "1"
+    full_env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if env:
+        full_env.update(env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "zenbuild", *args],
+        capture_output=True, text=True, timeout=timeout, env=full_env,
+        cwd=str(cwd) if cwd else None,
+    )
+    res = Result(proc)
+    if check is not None:
+        assert proc.returncode == check, res
+    return res
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    root = tmp_path / "proj"
+    root.mkdir()
+    p = Project(root)
+    p.write("ticker.py", TICK)
+    return p
