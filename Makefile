@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test sysdeps lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/zenbuild run
 
-test: $(STAMP)
+# System packages some tests need (nginx, chromium): each script installs what is missing.
+sysdeps:
+	@for f in tests/sysdeps/*.sh; do [ -f "$$f" ] && bash "$$f" || exit 1; done
+
+test: $(STAMP) sysdeps
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 lint: $(STAMP)
