@@ -119,7 +119,8 @@ class Scheduler:
                 while ready and len(self.running) < max(1, self.executor.slots):
                     _, name = heapq.heappop(ready)
                     if stopped:
-                        self._skip(name, "an earlier step failed")
+                        self._skip(name, self._upstream_problem(self.g.nodes[name])
+                                   or "an earlier step failed")
                     else:
                         self._visit(self.g.nodes[name], states.get(name))
                     if name not in self.running:
@@ -160,13 +161,21 @@ class Scheduler:
         )
         self.report(StepFailed(step=name, duration=duration, error=message))
 
-    def _visit(self, node: Node, previous: Optional[ActionEntry]) -> None:
-        name = node.name
+    def _upstream_problem(self, node: Node) -> Optional[str]:
         for d in node.deps:
             r = self.results.get(d)
             if r is not None and r.status in ("failed", "skipped"):
-                self._skip(name, f"upstream step {d} {'failed' if r.status == 'failed' else 'was skipped'}")
-                return
+                return f"upstream step {d} {'failed' if r.status == 'failed' else 'was skipped'}"
+        return None
+
+    def _visit(self, node: Node, previous: Optional[ActionEntry]) -> None:
+        name = node.name
+        problem = self._upstream_problem(node)
+        if problem:
+            self._skip(name, problem)
+            return
+        for d in node.deps:
+            r = self.results.get(d)
             if r is not None and r.status == "would_execute":
                 self.results[name] = StepResult(name, "would_execute", reasons=[f"upstream step {d} would execute"])
                 self.report(WouldExecute(step=name, reasons=[f"upstream step {d} would execute"]))

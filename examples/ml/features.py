@@ -26,9 +26,7 @@ def parse_row(row: dict[str, str]) -> Optional[tuple[list[float], str]]:
     return values, label
 
 
-def stratified_split(
-    labels: list[str], fraction: float, seed: int
-) -> tuple[list[int], list[int]]:
+def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Split row indices into (train, test), keeping the class balance in both parts."""
     rng = random.Random(seed)
     train: list[int] = []

@@ -32,6 +32,11 @@ def load_prices(src: File) -> list[dict]:
 @step
 def convert(prices: list[dict], rates: dict, currencies: str = "EUR,GBP,JPY") -> dict:
     codes = [code.strip().upper() for code in currencies.split(",") if code.strip()]
+    unknown = [code for code in codes if code not in rates["rates"]]
+    if unknown:
+        raise ValueError(
+            f"no rate for {', '.join(unknown)}; the feed has {', '.join(rates['rates'])}"
+        )
     rows = []
     for entry in prices:
         converted = {code: round(entry["price"] * rates["rates"][code], 2) for code in codes}
