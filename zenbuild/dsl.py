@@ -192,6 +192,11 @@ def normalize_path(root: str, path: str, what: str) -> str:
     """Project-relative posix form of ``path``; refuses paths that escape the root."""
     if not path:
         raise PathError(f"{what}: empty path")
+    if path[0] != "/" and ".." not in path and "\\" not in path and "//" not in path:
+        rel = path[2:] if path.startswith("./") else path
+        rel = rel.rstrip("/")
+        if rel and "/./" not in rel and not rel.endswith("/.") and rel != ".":
+            return rel
     full = os.path.normpath(os.path.join(root, path))
     rel = os.path.relpath(full, root)
     if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):

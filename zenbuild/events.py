@@ -4,68 +4,65 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from typing import IO, Any, Dict, List, Optional
 
 
-@dataclass
 class Event:
+    """Base of run events; keyword arguments set attributes (plain classes: cheap to import)."""
+
     step: str = ""
 
+    def __init__(self, **kw: Any) -> None:
+        for k, v in kw.items():
+            setattr(self, k, v)
 
-@dataclass
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.__dict__!r})"
+
+
 class RunStarted(Event):
     pipeline: str = ""
     run_id: str = ""
     total: int = 0
 
 
-@dataclass
 class StepStarted(Event):
     pass
 
 
-@dataclass
 class StepCached(Event):
-    restored: List[str] = field(default_factory=list)
+    restored: List[str] = []
 
 
-@dataclass
 class StepExecuting(Event):
-    reasons: List[str] = field(default_factory=list)
+    reasons: List[str] = []
 
 
-@dataclass
 class StepFinished(Event):
     duration: float = 0.0
     uncached_reason: str = ""
 
 
-@dataclass
 class StepFailed(Event):
     duration: float = 0.0
     error: str = ""
 
 
-@dataclass
 class StepSkipped(Event):
     because: str = ""
 
 
-@dataclass
 class WouldExecute(Event):
-    reasons: List[str] = field(default_factory=list)
+    reasons: List[str] = []
 
 
-@dataclass
 class Warning_(Event):
     message: str = ""
 
 
-@dataclass
 class RunFinished(Event):
     status: str = ""
-    counts: Dict[str, int] = field(default_factory=dict)
+    counts: Dict[str, int] = {}
     duration: float = 0.0
 
 

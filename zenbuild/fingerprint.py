@@ -187,6 +187,15 @@ class CodeFingerprinter:
         return found
 
     def _definition(self, obj: Any) -> Optional[ast.AST]:
+        code = getattr(obj, "__code__", None)
+        if code is not None and code.co_name != "<lambda>":
+            # Fast path: tokenize and parse only the function's own lines.
+            try:
+                tree1 = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+                if tree1.body and isinstance(tree1.body[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    return tree1.body[0]
+            except (OSError, TypeError, SyntaxError, IndentationError, ValueError):
+                pass
         filename = inspect.getsourcefile(obj) if not isinstance(obj, type) else None
         if isinstance(obj, type):
             mod = sys.modules.get(obj.__module__)
@@ -428,25 +437,46 @@ def _value_digest(value: Any) -> str:
 
 def encode_param(value: Any) -> bytes:
     """Canonical bytes of one bound argument (markers included). Raises Unencodable."""
-    return canonical(_marker_free(value))
+    return canonical(value, _marker_hook)
 
 
-def _marker_free(v: Any) -> Any:
+def _marker_hook(v: Any) -> Any:
     from .dsl import InputRef, OutputRef
     from .graph import FileRef
 
-    if isinstance(v, InputRef):
-        return ("<input>", v.node, list(v.path))
     if isinstance(v, FileRef):
-        return ("<file>", v.path, v.glob)
+        return b"file\0" + v.path.encode() + b"\0" + (v.glob or "").encode()
+    if isinstance(v, InputRef):
+        return b"input\0" + v.node.encode() + b"\0" + repr(v.path).encode()
     if isinstance(v, OutputRef):
-        return ("<output>", v.path)
+        return b"output\0" + v.path.encode()
+    return None
+
+
+def _marker_display(v: Any) -> Any:
+    from .dsl import InputRef, OutputRef
+    from .graph import FileRef
+
+    if isinstance(v, (FileRef, InputRef, OutputRef)):
+        return _Shown(repr(v))
+    return v
+
+
+class _Shown:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _marker_free(v: Any) -> Any:
     t = type(v)
     if t is list or t is tuple:
         return t(_marker_free(x) for x in v)
     if t is dict:
         return {k: _marker_free(x) for k, x in v.items()}
-    return v
+    return _marker_display(v)
 
 
 def display_param(value: Any, limit: int = 60) -> str:

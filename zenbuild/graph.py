@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set
 
 from .errors import PipelineError
 
@@ -22,6 +22,9 @@ class FileRef:
     @property
     def is_dir(self) -> bool:
         return self.glob is not None
+
+    def __repr__(self) -> str:
+        return f"Dir({self.path!r}, glob={self.glob!r})" if self.is_dir else f"File({self.path!r})"
 
 
 @dataclass
@@ -45,6 +48,15 @@ class Node:
         return list(seen)
 
 
+def _parents(path: str) -> List[str]:
+    """The path itself and every folder above it: a/b/c -> [a/b/c, a/b, a]."""
+    out = [path]
+    while "/" in path:
+        path = path.rsplit("/", 1)[0]
+        out.append(path)
+    return out
+
+
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
@@ -63,29 +75,36 @@ class Graph:
                 self.downstream[d].append(n)
 
     def _link_files(self) -> None:
-        producers: List[Tuple[str, str]] = []
+        producers: Dict[str, str] = {}
         for node in self.nodes.values():
             for out in node.outputs:
-                for other_path, other in producers:
-                    if _inside(out, other_path) or _inside(other_path, out):
-                        what = "the same path" if out == other_path else "overlapping paths"
-                        raise PipelineError(
-                            f"steps {other} and {node.name} both declare Output {out!r} "
-                            f"({what}{'' if out == other_path else ': ' + other_path!r}). "
-                            "Each output file or folder must belong to exactly one step."
-                        )
-                producers.append((out, node.name))
+                if out in producers:
+                    raise PipelineError(
+                        f"steps {producers[out]} and {node.name} both declare Output {out!r}. "
+                        "Each output file or folder must belong to exactly one step."
+                    )
+                producers[out] = node.name
+        ordered = sorted(producers)
+        for a, b in zip(ordered, ordered[1:]):
+            if _inside(b, a):
+                raise PipelineError(
+                    f"steps {producers[a]} and {producers[b]} declare overlapping outputs "
+                    f"{a!r} and {b!r}. Each output file or folder must belong to exactly one step."
+                )
         for node in self.nodes.values():
             for ref in node.files:
-                for out, producer in producers:
-                    if _inside(ref.path, out) or (ref.is_dir and _inside(out, ref.path)):
-                        if producer == node.name:
-                            raise PipelineError(
-                                f"step {node.name} reads {ref.path!r}, which is its own Output. "
-                                "A step cannot depend on what it writes."
-                            )
-                        if producer not in node.file_upstream:
-                            node.file_upstream.append(producer)
+                found = [producers[p] for p in _parents(ref.path) if p in producers]
+                if ref.is_dir:
+                    prefix = ref.path.rstrip("/") + "/"
+                    found += [n for p, n in producers.items() if p.startswith(prefix) or ref.path == "."]
+                for producer in found:
+                    if producer == node.name:
+                        raise PipelineError(
+                            f"step {node.name} reads {ref.path!r}, which is its own Output. "
+                            "A step cannot depend on what it writes."
+                        )
+                    if producer not in node.file_upstream:
+                        node.file_upstream.append(producer)
 
     def _toposort(self) -> List[str]:
         index = {name: n.index for name, n in self.nodes.items()}

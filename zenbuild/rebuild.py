@@ -14,7 +14,7 @@ from .dsl import InputRef
 from .errors import ParamError
 from .fingerprint import CodeFingerprinter, display_param, encode_param
 from .graph import FileRef, Node
-from .serialize import Unencodable, canonical
+from .serialize import Unencodable
 from .store import SCHEMA_VERSION, ActionEntry
 
 ENV = {"store_format": str(SCHEMA_VERSION), "python": "%d.%d" % sys.version_info[:2]}
@@ -68,32 +68,35 @@ class Components:
     code: Dict[str, str]
     code_meta: Dict[str, List[str]]
     packages: Dict[str, str]
-    params: Dict[str, List[str]]  # arg -> [digest, display]
+    params: Dict[str, List[str]]  # arg -> [digest] (+ display when persisted)
     inputs: Dict[str, Dict[str, str]]  # arg -> {upstream step: output digest}
     files: Dict[str, List[Any]]  # path -> [digest, size]
     env: Dict[str, str]
     stats: Dict[str, StatKey] = field(default_factory=dict)  # not persisted
+    args: Dict[str, Any] = field(default_factory=dict)  # not persisted: for param display
 
     def fingerprint(self) -> str:
-        return digest_bytes(
-            canonical(
-                [
-                    sorted(self.code.items()),
-                    sorted(self.packages.items()),
-                    sorted((k, v[0]) for k, v in self.params.items()),
-                    sorted((k, sorted(v.items())) for k, v in self.inputs.items()),
-                    sorted((k, v[0]) for k, v in self.files.items()),
-                    sorted(self.env.items()),
-                ]
-            )
-        )
+        """One digest over every component. Keys and values are identifiers, paths and hex
+        digests, none of which holds a NUL, so NUL-separated fields are unambiguous."""
+        parts: List[str] = ["zenbuild-fingerprint-v1"]
+        parts += [f"c\0{k}\0{v}" for k, v in sorted(self.code.items())]
+        parts += [f"k\0{k}\0{v}" for k, v in sorted(self.packages.items())]
+        parts += [f"p\0{k}\0{v[0]}" for k, v in sorted(self.params.items())]
+        for arg, ups in sorted(self.inputs.items()):
+            parts += [f"i\0{arg}\0{u}\0{d}" for u, d in sorted(ups.items())]
+        parts += [f"f\0{k}\0{v[0]}" for k, v in sorted(self.files.items())]
+        parts += [f"e\0{k}\0{v}" for k, v in sorted(self.env.items())]
+        return digest_bytes("\n".join(parts).encode("utf-8", "surrogatepass"))
 
     def to_json(self) -> Dict[str, Any]:
         return {
             "code": self.code,
             "code_meta": self.code_meta,
             "packages": self.packages,
-            "params": self.params,
+            "params": {
+                k: [v[0], display_param(self.args[k]) if k in self.args else "?"]
+                for k, v in self.params.items()
+            },
             "inputs": self.inputs,
             "files": self.files,
             "env": self.env,
@@ -169,7 +172,7 @@ def compute_components(
     inputs: Dict[str, Dict[str, str]] = {}
     for arg, value in node.args.items():
         try:
-            params[arg] = [digest_bytes(encode_param(value)), display_param(value)]
+            params[arg] = [digest_bytes(encode_param(value))]
         except Unencodable as e:
             raise ParamError(
                 f"step {node.name}, argument {arg}: a value of type {e} has no deterministic "
@@ -187,6 +190,7 @@ def compute_components(
         files=files,
         env=dict(ENV),
         stats=stats,
+        args=node.args,
     )
 
 

@@ -8,7 +8,6 @@ graph but not guaranteed across library versions.
 
 from __future__ import annotations
 
-import io
 import math
 import pickle
 import sys
@@ -27,70 +26,68 @@ class Unencodable(Exception):
         self.value = value
 
 
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 class _Encoder:
-    def __init__(self, sort_keys: bool) -> None:
-        self.sort_keys = sort_keys
-        self.out = io.BytesIO()
+    """Appends the canonical encoding of values to ``out``. Each item is a tag byte, and for
+    sized items the length in ASCII decimal and a colon, then the payload (netstring-like)."""
 
-    def w(self, b: bytes) -> None:
-        self.out.write(b)
+    def __init__(self, sort_keys: bool, hook: Optional[Callable[[Any], Any]] = None) -> None:
+        self.sort_keys = sort_keys
+        self.hook = hook
+        self.out: List[bytes] = []
 
     def blob(self, tag: bytes, data: bytes) -> None:
-        self.w(tag + _uvarint(len(data)) + data)
+        self.out.append(b"%s%d:" % (tag, len(data)))
+        self.out.append(data)
 
     def enc(self, v: Any, depth: int = 0) -> None:
-        if depth > 200:
-            raise Unencodable(v, " (nested too deeply or recursive)")
+        out = self.out
         t = type(v)
-        if v is None:
-            self.w(b"N")
-        elif t is bool:
-            self.w(b"T" if v else b"F")
+        if t is str:
+            b = v.encode("utf-8", "surrogatepass")
+            out.append(b"s%d:" % len(b))
+            out.append(b)
         elif t is int:
-            self.blob(b"i", str(v).encode())
+            out.append(b"i%d;" % v)
+        elif v is None:
+            out.append(b"N")
+        elif t is bool:
+            out.append(b"T" if v else b"F")
         elif t is float:
-            if math.isnan(v):
-                self.w(b"fnan")
-            else:
-                self.blob(b"f", repr(v).encode())
-        elif t is str:
-            self.blob(b"s", v.encode("utf-8", "surrogatepass"))
-        elif t is bytes:
-            self.blob(b"b", v)
+            out.append(b"fnan;" if v != v else b"f%s;" % repr(v).encode())
         elif t is list or t is tuple:
-            self.w((b"l" if t is list else b"t") + _uvarint(len(v)))
+            if depth > 200:
+                raise Unencodable(v, " (nested too deeply or recursive)")
+            out.append(b"%s%d:" % (b"l" if t is list else b"t", len(v)))
             for x in v:
                 self.enc(x, depth + 1)
         elif t is dict:
+            if depth > 200:
+                raise Unencodable(v, " (nested too deeply or recursive)")
             items = list(v.items())
             if self.sort_keys:
-                items = sorted(items, key=lambda kv: _canon(kv[0], True))
-            self.w(b"d" + _uvarint(len(items)))
+                items = sorted(items, key=lambda kv: _canon(kv[0], True, self.hook))
+            out.append(b"d%d:" % len(items))
             for k, x in items:
                 self.enc(k, depth + 1)
                 self.enc(x, depth + 1)
+        elif t is bytes:
+            out.append(b"b%d:" % len(v))
+            out.append(v)
         elif t is set or t is frozenset:
-            parts = sorted(_canon(x, self.sort_keys) for x in v)
-            self.w((b"S" if t is set else b"Z") + _uvarint(len(parts)))
-            for p in parts:
-                self.w(p)
+            parts = sorted(_canon(x, self.sort_keys, self.hook) for x in v)
+            out.append(b"%s%d:" % (b"S" if t is set else b"Z", len(parts)))
+            out.extend(parts)
         elif isinstance(v, PurePath):
             self.blob(b"p", PurePosixPath(*v.parts).as_posix().encode() if v.parts else b".")
         elif t is complex:
             self.blob(b"c", repr(v).encode())
         else:
+            if self.hook is not None:
+                replaced = self.hook(v)
+                if type(replaced) is bytes:
+                    out.append(b"m%d:" % len(replaced))  # a marker: tag m, never user data
+                    out.append(replaced)
+                    return
             enc = _extra_encoder(v)
             if enc is None:
                 raise Unencodable(v)
@@ -120,15 +117,17 @@ def _extra_encoder(v: Any) -> Optional[Callable[[_Encoder, Any], None]]:
     return None
 
 
-def _canon(v: Any, sort_keys: bool) -> bytes:
-    e = _Encoder(sort_keys)
+def _canon(v: Any, sort_keys: bool, hook: Optional[Callable[[Any], Any]] = None) -> bytes:
+    e = _Encoder(sort_keys, hook)
     e.enc(v)
-    return e.out.getvalue()
+    return b"".join(e.out)
 
 
-def canonical(value: Any) -> bytes:
-    """Canonical bytes for fingerprinting (dict keys sorted). Raises Unencodable."""
-    return _canon(value, True)
+def canonical(value: Any, hook: Optional[Callable[[Any], Any]] = None) -> bytes:
+    """Canonical bytes for fingerprinting (dict keys sorted). Raises Unencodable.
+    ``hook`` may turn values the encoder does not know (markers) into bytes, encoded under
+    a tag of their own; it returns anything else to decline."""
+    return _canon(value, True, hook)
 
 
 def dumps(value: Any) -> bytes:
@@ -142,59 +141,54 @@ def dumps(value: Any) -> bytes:
 
 class _Decoder:
     def __init__(self, data: bytes) -> None:
-        self.data = memoryview(data)
+        self.data = data
         self.pos = 0
 
-    def uvarint(self) -> int:
-        shift = 0
-        n = 0
-        while True:
-            b = self.data[self.pos]
-            self.pos += 1
-            n |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return n
-            shift += 7
+    def until(self, sep: bytes) -> bytes:
+        end = self.data.index(sep, self.pos)
+        b = self.data[self.pos : end]
+        self.pos = end + 1
+        return b
+
+    def size(self) -> int:
+        return int(self.until(b":"))
 
     def chunk(self) -> bytes:
-        n = self.uvarint()
-        b = bytes(self.data[self.pos : self.pos + n])
+        n = self.size()
+        b = self.data[self.pos : self.pos + n]
         self.pos += n
         return b
 
     def dec(self) -> Any:
-        tag = bytes(self.data[self.pos : self.pos + 1])
+        tag = self.data[self.pos : self.pos + 1]
         self.pos += 1
+        if tag == b"s":
+            return self.chunk().decode("utf-8", "surrogatepass")
+        if tag == b"i":
+            return int(self.until(b";"))
         if tag == b"N":
             return None
         if tag == b"T":
             return True
         if tag == b"F":
             return False
-        if tag == b"i":
-            return int(self.chunk())
         if tag == b"f":
-            if bytes(self.data[self.pos : self.pos + 3]) == b"nan":
-                self.pos += 3
-                return math.nan
-            return float(self.chunk())
-        if tag == b"s":
-            return self.chunk().decode("utf-8", "surrogatepass")
+            return float(self.until(b";"))
         if tag == b"b":
             return self.chunk()
         if tag in (b"l", b"t"):
-            n = self.uvarint()
+            n = self.size()
             items: List[Any] = [self.dec() for _ in range(n)]
             return items if tag == b"l" else tuple(items)
         if tag == b"d":
-            n = self.uvarint()
+            n = self.size()
             d = {}
             for _ in range(n):
                 k = self.dec()
                 d[k] = self.dec()
             return d
         if tag in (b"S", b"Z"):
-            n = self.uvarint()
+            n = self.size()
             s = {self.dec() for _ in range(n)}
             return s if tag == b"S" else frozenset(s)
         if tag == b"p":
