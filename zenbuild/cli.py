@@ -35,6 +35,8 @@ def cli() -> None:
 @click.option("--keep-going", "-k", is_flag=True, help="Keep running independent steps after a failure.")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another run holds the project.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout; logs go to stderr.")
+@click.option("--format", "fmt", type=click.Choice(["text", "github"]), default="text",
+              help="github: also print GitHub Actions annotations (::error per failed step).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary line.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print every step's reasons.")
 @_project_dir
@@ -47,6 +49,7 @@ def run(
     keep_going: bool,
     no_wait: bool,
     as_json: bool,
+    fmt: str,
     quiet: bool,
     verbose: bool,
     project_dir: Optional[str],
@@ -63,6 +66,11 @@ def run(
         stream=sys.stderr if as_json else sys.stdout,
         quiet=quiet, verbose=verbose, explain=explain, log=log,
     )
+    if fmt == "github":
+        from .events import Fanout
+        from .github import GithubReporter
+
+        reporter = Fanout(reporter, GithubReporter(config.root))
     result = run_bound(
         bound, enable_cache=False if no_cache else None, config=config, reporter=reporter,
         dry_run=dry_run, explain=explain, keep_going=keep_going, wait=not no_wait, log=log,
@@ -143,6 +151,141 @@ def init(force: bool, project_dir: Optional[str]) -> None:
 # --- watch commands (issue 3) ---
 
 # --- inspect commands: explain, status, graph, runs, dashboard (issue 4) ---
+
+_param_opt = click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+                          help="Set a pipeline parameter, as for `run` (repeatable).")
+
+
+@cli.command()
+@click.argument("step")
+@click.argument("pipeline", required=False)
+@_param_opt
+@click.option("--no-cache", is_flag=True, help="Explain as for `run --no-cache`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@_project_dir
+def explain(step: str, pipeline: Optional[str], params: List[str], no_cache: bool,
+            as_json: bool, project_dir: Optional[str]) -> None:
+    """Why STEP would (or would not) execute in the next run: every difference between its
+    current fingerprint and its last stored build, in words. Executes nothing."""
+    from .api import load_project
+    from .explain import evaluate, explain_json, explain_text
+
+    ev = evaluate(load_project(project_dir), pipeline, list(params), [step], no_cache)
+    click.echo(explain_json(ev, step) if as_json else explain_text(ev, step))
+
+
+@cli.command()
+@click.argument("pipeline", required=False)
+@_param_opt
+@click.option("--check", is_flag=True,
+              help="Exit 1 if a run would execute any cacheable step (for pre-commit and CI).")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text",
+              show_default=True, help="github: also print an ::error annotation per stale step.")
+@_project_dir
+def status(pipeline: Optional[str], params: List[str], check: bool, as_json: bool, fmt: str,
+           project_dir: Optional[str]) -> None:
+    """Every step as up to date or stale, with its first reason. Executes nothing. With
+    --check: exit 0 when up to date, 1 when a step is stale (no_cache steps do not count),
+    2 on error."""
+    from .api import load_project
+    from .explain import check_message, evaluate, status_json, status_text
+    from .github import stale_annotations
+
+    try:
+        ev = evaluate(load_project(project_dir), pipeline, list(params))
+    except (ZenbuildError, click.ClickException):
+        raise
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        click.echo("Error: zenbuild status could not evaluate the pipeline (see above).", err=True)
+        sys.exit(2)
+    if as_json or fmt == "json":
+        click.echo(status_json(ev))
+    else:
+        click.echo(status_text(ev))
+        if fmt == "github":
+            for line in stale_annotations(ev):
+                click.echo(line)
+    if check and ev.blocking:
+        click.echo(check_message(ev), err=True)
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("pipeline", required=False)
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "json"]),
+              default="mermaid", show_default=True)
+@click.option("--run", "run_id", default=None, metavar="RUN_ID",
+              help="Show the statuses of this run (id, prefix or `last`) instead of the latest.")
+@_project_dir
+def graph(pipeline: Optional[str], fmt: str, run_id: Optional[str],
+          project_dir: Optional[str]) -> None:
+    """The pipeline's DAG with each step's status in its latest run (executed, cached, failed,
+    skipped), shown by label and colour."""
+    from .api import load_project
+    from .graphs import RENDERERS, pipeline_graph
+
+    click.echo(RENDERERS[fmt](pipeline_graph(load_project(project_dir), pipeline, run_id)))
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--pipeline", "-P", default=None, help="Only runs of this pipeline.")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_project_dir
+@click.pass_context
+def runs(ctx: click.Context, pipeline: Optional[str], limit: int, as_json: bool,
+         project_dir: Optional[str]) -> None:
+    """Past runs, newest first. `zenbuild runs show RUN_ID` shows one run's steps."""
+    ctx.obj = project_dir
+    if ctx.invoked_subcommand is not None:
+        return
+    from .api import load_project
+    from .history import list_runs, open_store, runs_text, to_json
+
+    store = open_store(load_project(project_dir))
+    try:
+        found = list_runs(store, pipeline, limit)
+    finally:
+        store.close()
+    click.echo(to_json(found) if as_json else runs_text(found))
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--log", "show_log", is_flag=True, help="Also print the run's console log.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with the log).")
+@_project_dir
+@click.pass_context
+def runs_show(ctx: click.Context, run_id: str, show_log: bool, as_json: bool,
+              project_dir: Optional[str]) -> None:
+    """Every step of run RUN_ID (an id, a unique prefix, or `last`): status, duration, reasons."""
+    from .api import load_project
+    from .history import find_run, open_store, run_text, to_json
+
+    store = open_store(load_project(project_dir or ctx.obj))
+    try:
+        run = find_run(store, run_id)
+    finally:
+        store.close()
+    click.echo(to_json(run) if as_json else run_text(run, show_log))
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port to listen on (0: any free port).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; anything but loopback exposes your run history.")
+@_project_dir
+def dashboard(port: int, host: str, project_dir: Optional[str]) -> None:
+    """A local web page with the run history and, per run, the DAG, statuses, reasons and log."""
+    from .api import load_project
+    from .dashboard import serve
+
+    serve(load_project(project_dir), host, port, announce=click.echo)
 
 # --- cache and execution commands (issue 5) ---
 

@@ -177,8 +177,11 @@ class Scheduler:
         for d in node.deps:
             r = self.results.get(d)
             if r is not None and r.status == "would_execute":
-                self.results[name] = StepResult(name, "would_execute", reasons=[f"upstream step {d} would execute"])
-                self.report(WouldExecute(step=name, reasons=[f"upstream step {d} would execute"]))
+                reasons = [f"upstream step {d} would execute"]
+                if self.opts.all_reasons:
+                    reasons = self._reasons_after_pending(node, previous)
+                self.results[name] = StepResult(name, "would_execute", reasons=reasons)
+                self.report(WouldExecute(step=name, reasons=reasons))
                 return
         try:
             comps = compute_components(node, self.root, self.fp, self.statcache, self.digests)
@@ -199,6 +202,32 @@ class Scheduler:
             self.report(WouldExecute(step=name, reasons=verdict.reasons))
             return
         self._start(node, comps, fingerprint, verdict, previous)
+
+    def _reasons_after_pending(self, node: Node, previous: Optional[ActionEntry]) -> List[str]:
+        """Every reason (dry run, all_reasons) for a step whose upstream would execute: its own
+        differences, judged by decide() against the upstream outputs it saw last time, then one
+        reason per upstream step that would execute."""
+        pending = [d for d in node.deps if d in self.results and self.results[d].status == "would_execute"]
+        seen: Dict[str, str] = {}
+        for ups in (previous.components.get("inputs", {}) if previous else {}).values():
+            seen.update(ups)
+        digests = {**{d: seen.get(d, "") for d in pending}, **self.digests}
+        reasons: List[str] = []
+        args: Dict[str, List[str]] = {}
+        try:
+            comps = compute_components(node, self.root, self.fp, self.statcache, digests)
+            verdict = decide(node, comps, comps.fingerprint(), self._policy(node), previous,
+                             self.store.get_action, self._usable, all_reasons=True)
+            reasons = [r for r in verdict.reasons if r != "up to date"]
+            for arg, ups in comps.inputs.items():
+                for up in ups:
+                    args.setdefault(up, []).append(arg)
+        except MissingInput:
+            pass  # a file an upstream step writes may not exist yet
+        for d in pending:
+            reasons.extend([f"input {a}: upstream step {d} would execute" for a in args[d]]
+                           if d in args else [f"upstream step {d} would execute"])
+        return reasons
 
     def _serve(self, node: Node, fingerprint: str, entry: ActionEntry, previous: Optional[ActionEntry]) -> None:
         name = node.name

@@ -403,6 +403,44 @@ class Store:
             ],
         )
 
+    _RUN_COLS = ("id", "pipeline", "started", "finished", "status", "executed", "cached", "failed",
+                 "skipped", "params")
+
+    def list_runs(
+        self, pipeline: Optional[str] = None, prefix: str = "", limit: Optional[int] = None
+    ) -> List[Dict[str, Any]]:
+        """Runs, newest first, optionally of one pipeline and/or whose id starts with ``prefix``."""
+        sql = f"SELECT {', '.join(self._RUN_COLS)} FROM runs WHERE substr(id, 1, length(?)) = ?"
+        args: List[Any] = [prefix, prefix]
+        if pipeline is not None:
+            sql += " AND pipeline = ?"
+            args.append(pipeline)
+        sql += " ORDER BY started DESC, id DESC LIMIT ?"
+        args.append(-1 if limit is None else limit)
+        rows = self.db.execute(sql, args).fetchall()
+        out = [dict(zip(self._RUN_COLS, r)) for r in rows]
+        for r in out:
+            r["params"] = json.loads(r["params"]) if r["params"] else {}
+        return out
+
+    def run_log(self, run_id: str) -> str:
+        row = self.db.execute("SELECT log FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return (row[0] or "") if row else ""
+
+    def run_steps(self, run_id: str) -> List[Dict[str, Any]]:
+        """The steps of one run in the order they were recorded."""
+        rows = self.db.execute(
+            "SELECT step, status, fingerprint, duration, reasons, error FROM run_steps "
+            "WHERE run_id = ? ORDER BY seq",
+            (run_id,),
+        ).fetchall()
+        return [
+            {"step": r[0], "status": r[1], "fingerprint": r[2], "duration": r[3] or 0.0,
+             "reasons": json.loads(r[4]) if r[4] else [], "error": r[5]}
+            for r in rows
+        ]
+
+
 
 def _unlink_quiet(path: str) -> None:
     try:

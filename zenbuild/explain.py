@@ -1,0 +1,218 @@
+"""`explain` and `status`: every step's verdict from one dry run of the scheduler that collects
+every reason (rebuild.decide with all_reasons=True), so there is no second implementation."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .api import bind_pipeline, load_pipeline, parse_cli_params
+from .config import Config
+from .errors import PipelineError
+from .events import Event, Reporter
+from .executors import InProcessExecutor
+from .scheduler import RunOptions, Scheduler
+from .store import ActionEntry, Store
+
+# What a step's state means for `status --check`: "stale" and "error" fail the check.
+UP_TO_DATE = "up to date"
+STALE = "stale"
+ALWAYS = "always runs"  # a no_cache step
+MAY_RERUN = "may rerun"  # waits only on no_cache steps: reruns if they produce new output
+ERROR = "error"  # the step cannot run as things are (an input is missing)
+SKIPPED = "skipped"  # an upstream step cannot run
+BLOCKING = (STALE, ERROR)
+
+
+class _Silent(Reporter):
+    def handle(self, event: Event) -> None:
+        pass
+
+
+@dataclass
+class StepStatus:
+    """One step's verdict: whether a run would execute it, and every reason."""
+
+    name: str
+    function: str
+    state: str
+    execute: bool
+    no_cache: bool
+    reasons: List[str]
+    pending: List[str] = field(default_factory=list)  # upstream steps that would execute
+    last_built: Optional[ActionEntry] = None
+
+    @property
+    def blocking(self) -> bool:
+        return self.state in BLOCKING
+
+    def to_json(self) -> Dict[str, Any]:
+        last = None
+        if self.last_built is not None:
+            last = {
+                "fingerprint": self.last_built.fingerprint,
+                "time": _iso(self.last_built.created),
+                "duration_s": round(self.last_built.duration, 6),
+            }
+        return {
+            "step": self.name,
+            "function": self.function,
+            "state": self.state,
+            "execute": self.execute,
+            "no_cache": self.no_cache,
+            "reasons": self.reasons,
+            "waits_on": self.pending,
+            "last_built": last,
+        }
+
+
+@dataclass
+class Evaluation:
+    pipeline: str
+    spec: str
+    steps: Dict[str, StepStatus]  # in topological order
+    locations: Dict[str, Tuple[str, Optional[int]]] = field(default_factory=dict)  # step -> def
+
+    @property
+    def blocking(self) -> List[StepStatus]:
+        return [s for s in self.steps.values() if s.blocking]
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t))
+
+
+def evaluate(
+    config: Config,
+    pipeline: Optional[str],
+    params: Optional[List[str]] = None,
+    targets: Optional[List[str]] = None,
+    no_cache: bool = False,
+) -> Evaluation:
+    """Judge every step (or ``targets`` and what they need) without executing anything.
+    ``params`` are KEY=VALUE strings, as `run --param` takes them."""
+    spec, pipe = load_pipeline(config, pipeline)
+    bound = bind_pipeline(pipe, config, parse_cli_params(pipe, list(params or [])))
+    graph = bound.trace(config.root)
+    for t in targets or []:
+        if t not in graph.nodes:
+            raise PipelineError(
+                f"pipeline {graph.pipeline} has no step named {t!r}. Its steps are: "
+                f"{', '.join(graph.order)}. A step called twice is named NAME_2 for its second call."
+            )
+    store = Store(config.store)
+    try:
+        states = store.step_states(graph.pipeline)
+        options = RunOptions(
+            enable_cache=False if no_cache else None, dry_run=True, targets=targets,
+            params=dict(bound.params), all_reasons=True,
+        )
+        result = Scheduler(
+            graph, config, store, InProcessExecutor(), _Silent(), options, pipe.enable_cache
+        ).run()
+    finally:
+        store.close()
+    steps: Dict[str, StepStatus] = {}
+    for name, r in result.steps.items():
+        node = graph.nodes[name]
+        pending = [d for d in node.deps if d in steps and steps[d].execute]
+        status = StepStatus(name, node.step.name, UP_TO_DATE, False, node.step.no_cache,
+                            list(r.reasons), pending, states.get(name))
+        if r.status == "would_execute":
+            status.execute = True
+            own = [x for x in r.reasons if not _is_pending_reason(x, pending)]
+            if node.step.no_cache:
+                status.state = ALWAYS
+            elif not own and pending and all(not steps[d].blocking for d in pending):
+                status.state = MAY_RERUN
+            else:
+                status.state = STALE
+        elif r.status == "failed":
+            status.state, status.execute = ERROR, True
+            status.reasons = [(r.error or "").strip()]
+        elif r.status == "skipped":
+            status.state = SKIPPED
+        steps[name] = status
+    locations = {n: _where(graph.nodes[n].step.fn) for n in steps}
+    return Evaluation(graph.pipeline, spec, steps, locations)
+
+
+def _where(fn: Callable[..., Any]) -> Tuple[str, Optional[int]]:
+    """A step function's file (relative to the working directory when inside it) and line."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return "", None
+    rel = os.path.relpath(code.co_filename, os.getcwd())
+    path = code.co_filename if rel.startswith("..") else rel.replace(os.sep, "/")
+    return path, code.co_firstlineno
+
+
+def _is_pending_reason(reason: str, pending: List[str]) -> bool:
+    return any(reason.endswith(f"upstream step {d} would execute") for d in pending)
+
+
+# -- text ---------------------------------------------------------------------------------------
+def explain_text(ev: Evaluation, step: str) -> str:
+    s = ev.steps[step]
+    verdict = {
+        UP_TO_DATE: "up to date (a run would use the cached result)",
+        STALE: "would execute",
+        ALWAYS: "would execute (no_cache)",
+        MAY_RERUN: "would execute if an upstream no_cache step produces different output",
+        ERROR: "cannot run",
+        SKIPPED: "would be skipped",
+    }[s.state]
+    lines = [f"step {s.name} (pipeline {ev.pipeline}): {verdict}"]
+    if s.state != UP_TO_DATE:
+        lines += [f"  - {r}" for r in s.reasons]
+    if s.last_built is not None:
+        lb = s.last_built
+        lines.append(f"last built {_iso(lb.created).replace('T', ' ')} in {lb.duration:.3f}s "
+                     f"(fingerprint {lb.fingerprint[:12]})")
+    else:
+        lines.append("no earlier build of this step is stored")
+    return "\n".join(lines)
+
+
+def explain_json(ev: Evaluation, step: str) -> str:
+    return json.dumps({"pipeline": ev.pipeline, **ev.steps[step].to_json()}, indent=2)
+
+
+def status_text(ev: Evaluation) -> str:
+    width = max(len(n) for n in ev.steps)
+    lines = [f"pipeline {ev.pipeline} ({ev.spec})"]
+    for s in ev.steps.values():
+        first = "" if s.state == UP_TO_DATE else (s.reasons[0] if s.reasons else "")
+        more = f" (+{len(s.reasons) - 1} more)" if s.state != UP_TO_DATE and len(s.reasons) > 1 else ""
+        lines.append(f"  {s.name:<{width}}  {s.state:<11}  {first}{more}".rstrip())
+    n = sum(1 for s in ev.steps.values() if s.execute)
+    stale = len(ev.blocking)
+    tail = f"{n} of {len(ev.steps)} steps would execute"
+    if n:
+        tail += f" ({stale} stale)" if stale != n else ""
+    lines.append(tail)
+    return "\n".join(lines)
+
+
+def status_json(ev: Evaluation) -> str:
+    return json.dumps(
+        {
+            "pipeline": ev.pipeline,
+            "spec": ev.spec,
+            "up_to_date": not ev.blocking,
+            "stale": [s.name for s in ev.blocking],
+            "steps": [s.to_json() for s in ev.steps.values()],
+        },
+        indent=2,
+    )
+
+
+def check_message(ev: Evaluation) -> str:
+    """The one paragraph `status --check` prints when it fails."""
+    names = ", ".join(s.name for s in ev.blocking)
+    return (f"zenbuild: {len(ev.blocking)} step(s) of pipeline {ev.pipeline} are not up to date: "
+            f"{names}. Run `zenbuild run {ev.pipeline}` to rebuild them, and "
+            "`zenbuild explain STEP` to see why.")
