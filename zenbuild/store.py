@@ -441,7 +441,6 @@ class Store:
         ]
 
 
-
 def _unlink_quiet(path: str) -> None:
     try:
         os.unlink(path)
