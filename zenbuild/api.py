@@ -76,7 +76,7 @@ def import_object(config: Config, spec: str) -> Any:
     return obj
 
 
-def load_pipeline(config: Config, name: Optional[str]) -> Tuple[str, "Pipeline"]:
+def load_pipeline(config: Config, name: Optional[str]) -> Tuple[str, Pipeline]:
     from .dsl import BoundPipeline, Pipeline
 
     spec = resolve_pipeline_spec(config, name)
@@ -123,7 +123,7 @@ def convert_param(name: str, raw: str, annotation: Any) -> Any:
         return raw
 
 
-def parse_cli_params(pipe: "Pipeline", pairs: List[str]) -> Dict[str, Any]:
+def parse_cli_params(pipe: Pipeline, pairs: List[str]) -> Dict[str, Any]:
     import inspect
 
     sig = pipe.signature
@@ -150,18 +150,18 @@ def parse_cli_params(pipe: "Pipeline", pairs: List[str]) -> Dict[str, Any]:
     return out
 
 
-def bind_pipeline(pipe: "Pipeline", config: Config, explicit: Dict[str, Any]) -> "BoundPipeline":
+def bind_pipeline(pipe: Pipeline, config: Config, explicit: Dict[str, Any]) -> BoundPipeline:
     """Bind with precedence: function defaults < zenbuild.toml [params] < explicit values."""
     from .dsl import BoundPipeline
 
-    sig = pipe.signature
-    merged = {k: v for k, v in config.params.items() if k in sig.parameters}
+    names = pipe.params.names
+    merged = {k: v for k, v in config.params.items() if k in names}
     merged.update(explicit)
     return BoundPipeline(pipe, (), merged)
 
 
 def run_bound(
-    bound: "BoundPipeline",
+    bound: BoundPipeline,
     enable_cache: Optional[bool] = None,
     project_dir: Optional[Any] = None,
     config: Optional[Config] = None,
@@ -173,7 +173,12 @@ def run_bound(
     targets: Optional[List[str]] = None,
     executor: Any = None,
     log: Optional[List[str]] = None,
-) -> "RunResult":
+    jobs: Optional[int] = None,
+    executor_name: Optional[str] = None,
+    dask_scheduler: Optional[str] = None,
+    remote_cache: Optional[str] = None,
+    remote_upload: Optional[bool] = None,
+) -> RunResult:
     from .dsl import BoundPipeline
     from .executors import InProcessExecutor
     from .scheduler import RunOptions, Scheduler
@@ -181,9 +186,9 @@ def run_bound(
 
     if config is None:
         config = load_project(os.fspath(project_dir) if project_dir is not None else None)
-        explicit = {k: bound.bound.arguments[k] for k in bound.explicit}
+        explicit = {k: bound.arguments[k] for k in bound.explicit}
         bound = BoundPipeline(bound.pipeline, (), {
-            **{k: v for k, v in config.params.items() if k in bound.pipeline.signature.parameters},
+            **{k: v for k, v in config.params.items() if k in bound.pipeline.params.names},
             **explicit,
         })
     log = log if log is not None else []
@@ -191,16 +196,21 @@ def run_bound(
         reporter = ConsoleReporter(explain=explain, log=log)
     graph = bound.trace(config.root)
     store = Store(config.store)
+    own_executor, remote = executor is None, None
     try:
         if not dry_run:
             store.lock(wait=wait, on_wait=lambda pid: reporter.handle(Warning_(
                 message=f"waiting for another zenbuild run (pid {pid}) in this project to finish")))
+        from .executors.choose import execution_for
+
+        executor, remote = execution_for(config, store, reporter, executor, jobs, executor_name,
+                                         dask_scheduler, remote_cache, remote_upload)
         for attempt in range(3):
             sched = Scheduler(
                 graph, config, store, executor or InProcessExecutor(), reporter,
                 RunOptions(enable_cache, dry_run, explain, keep_going, targets,
                            {k: v for k, v in bound.params.items()}),
-                bound.pipeline.enable_cache, log,
+                bound.pipeline.enable_cache, log, remote=remote,
             )
             try:
                 return sched.run()
@@ -213,4 +223,8 @@ def run_bound(
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
     finally:
+        if remote is not None:
+            remote.close(reporter)
+        if own_executor and executor is not None:
+            executor.close()
         store.close()

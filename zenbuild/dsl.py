@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 import re
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union, overload
 
+from .binding import Params, params_of
 from .errors import PathError, PipelineError
 from .graph import FileRef, Graph, Node
 
@@ -85,7 +85,7 @@ class Handle:
         self._path = path
         self._n = n
 
-    def __getitem__(self, key: Any) -> "Handle":
+    def __getitem__(self, key: Any) -> Handle:
         return Handle(self._node, self._path + (key,))
 
     def __iter__(self) -> Any:
@@ -110,7 +110,7 @@ class Handle:
 _TLS = threading.local()
 
 
-def _tracer() -> Optional["_Tracer"]:
+def _tracer() -> Optional[_Tracer]:
     return getattr(_TLS, "tracer", None)
 
 
@@ -144,15 +144,22 @@ class Step:
         self.name: str = fn.__name__
         self.enable_cache = enable_cache
         self.no_cache: bool = bool(getattr(fn, "__zenbuild_no_cache__", False))
-        self._sig: Optional[inspect.Signature] = None
+        self._params: Optional[Params] = None
         self._nout = _tuple_len(fn)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     @property
-    def signature(self) -> inspect.Signature:
-        if self._sig is None:
-            self._sig = inspect.signature(self.fn)
-        return self._sig
+    def params(self) -> Params:
+        """The function's parameter layout (binding without importing inspect)."""
+        if self._params is None:
+            self._params = params_of(self.fn)
+        return self._params
+
+    @property
+    def signature(self) -> Any:
+        import inspect
+
+        return inspect.signature(self.fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         tracer = _tracer()
@@ -219,17 +226,19 @@ class _Tracer:
         self.counts[st.name] = k
         name = st.name if k == 1 else f"{st.name}_{k}"
         try:
-            bound = st.signature.bind(*args, **kwargs)
+            arguments, _ = st.params.bind(args, kwargs)
         except TypeError as e:
             raise PipelineError(f"step {name}: {e}") from None
-        bound.apply_defaults()
         node = Node(name=name, step=st, index=len(self.nodes), args={})
-        for arg, value in bound.arguments.items():
+        for arg, value in arguments.items():
             node.args[arg] = self._convert(node, value, f"step {name}, argument {arg}")
         self.nodes.append(node)
         return Handle(name, (), st._nout)
 
     def _convert(self, node: Node, v: Any, where: str) -> Any:
+        t = type(v)
+        if t is str or t is int or t is float or t is bool or v is None:
+            return v
         if isinstance(v, Handle):
             if v._node not in node.upstream:
                 node.upstream.append(v._node)
@@ -252,7 +261,6 @@ class _Tracer:
             raise PipelineError(
                 f"{where}: a step object was passed as a value; call it to use its output"
             )
-        t = type(v)
         if t is list or t is tuple:
             return t(self._convert(node, x, where) for x in v)
         if t is dict:
@@ -270,13 +278,19 @@ class Pipeline:
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     @property
-    def signature(self) -> inspect.Signature:
+    def params(self) -> Params:
+        return params_of(self.fn)
+
+    @property
+    def signature(self) -> Any:
+        import inspect
+
         return inspect.signature(self.fn)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> "BoundPipeline":
+    def __call__(self, *args: Any, **kwargs: Any) -> BoundPipeline:
         return BoundPipeline(self, args, kwargs)
 
-    def run(self, **params: Any) -> "RunResult":
+    def run(self, **params: Any) -> RunResult:
         """Shortcut for ``pipeline(**params).run()``."""
         return BoundPipeline(self, (), params).run()
 
@@ -289,16 +303,15 @@ class BoundPipeline:
 
     def __init__(self, pipeline: Pipeline, args: Tuple[Any, ...], kwargs: Dict[str, Any]):
         self.pipeline = pipeline
+        self._layout = pipeline.params
         try:
-            self.bound = pipeline.signature.bind(*args, **kwargs)
+            self.arguments, self.explicit = self._layout.bind(args, kwargs)
         except TypeError as e:
             raise PipelineError(f"pipeline {pipeline.name}: {e}") from None
-        self.explicit = list(self.bound.arguments)
-        self.bound.apply_defaults()
 
     @property
     def params(self) -> Dict[str, Any]:
-        return {k: v for k, v in self.bound.arguments.items() if not isinstance(v, Step)}
+        return {k: v for k, v in self.arguments.items() if not isinstance(v, Step)}
 
     def trace(self, root: PathLike) -> Graph:
         tracer = _Tracer(os.path.abspath(os.fspath(root)))
@@ -306,7 +319,8 @@ class BoundPipeline:
             raise PipelineError("a pipeline cannot be traced inside another pipeline body")
         _TLS.tracer = tracer
         try:
-            self.pipeline.fn(*self.bound.args, **self.bound.kwargs)
+            call_args, call_kwargs = self._layout.call_args(self.arguments)
+            self.pipeline.fn(*call_args, **call_kwargs)
         finally:
             _TLS.tracer = None
         if not tracer.nodes:
@@ -318,7 +332,7 @@ class BoundPipeline:
         enable_cache: Optional[bool] = None,
         project_dir: Optional[PathLike] = None,
         **options: Any,
-    ) -> "RunResult":
+    ) -> RunResult:
         """Run the pipeline: execute what changed, serve the rest from the store."""
         from .api import run_bound
 

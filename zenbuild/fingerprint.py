@@ -3,20 +3,57 @@ reaches, closure values and third-party package versions; params encoding. Pure.
 
 from __future__ import annotations
 
-import ast
-import inspect
 import os
 import sys
-import textwrap
 import types
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from .digest import digest_bytes
+from .dsl import InputRef, OutputRef, Step
+from .graph import FileRef
 from .serialize import Unencodable, canonical
 
+if TYPE_CHECKING:  # pragma: no cover
+    import ast
+
+# ast and inspect are imported only when a definition must be parsed: a no-op run finds every
+# function's normalized digest and references in the source cache, keyed by file content.
+
 _SKIP_DIRS = ("site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox")
+
+
+class SourceCache:
+    """Remembers each definition's normalized digest and references by the content digest of
+    its source file, so an unchanged file is never parsed again. In memory by default; the
+    scheduler backs it with the store."""
+
+    def __init__(
+        self,
+        file_digest: Optional[Callable[[str], Optional[str]]] = None,
+        load: Optional[Callable[[str], Optional[Tuple[str, List[List[str]]]]]] = None,
+    ) -> None:
+        self._file_digest = file_digest
+        self._load = load
+        self.entries: Dict[str, Tuple[str, List[List[str]]]] = {}
+        self.new: Dict[str, Tuple[str, List[List[str]]]] = {}
+
+    def file_digest(self, path: str) -> Optional[str]:
+        return self._file_digest(path) if self._file_digest is not None else None
+
+    def get(self, key: str) -> Optional[Tuple[str, List[List[str]]]]:
+        hit = self.entries.get(key)
+        if hit is None and self._load is not None:
+            hit = self._load(key)
+            if hit is not None:
+                self.entries[key] = hit
+        return hit
+
+    def put(self, key: str, digest: str, chains: List[Tuple[str, ...]]) -> None:
+        value = (digest, [list(c) for c in chains])
+        self.entries[key] = value
+        self.new[key] = value
 
 
 class NoSourceWarning(UserWarning):
@@ -46,6 +83,8 @@ class _Obj:
 
 
 def _strip_docstrings(node: ast.AST) -> None:
+    import ast
+
     for n in ast.walk(node):
         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
             body = n.body
@@ -59,11 +98,15 @@ def _strip_docstrings(node: ast.AST) -> None:
 
 
 def _dump(node: ast.AST) -> str:
+    import ast
+
     return ast.dump(node, annotate_fields=False, include_attributes=False)
 
 
 def _references(node: ast.AST) -> List[Tuple[str, ...]]:
     """Global names a definition may use, as dotted chains: ('utils', 'clean'), ('THRESHOLD',)."""
+    import ast
+
     chains: Dict[Tuple[str, ...], None] = {}
     attr_roots = set()
     for n in ast.walk(node):
@@ -87,7 +130,14 @@ def _references(node: ast.AST) -> List[Tuple[str, ...]]:
 class CodeFingerprinter:
     """Computes code components, memoized per object for the life of one process."""
 
-    def __init__(self, root: str, track_packages: bool = True, store_dir: str = "") -> None:
+    def __init__(
+        self,
+        root: str,
+        track_packages: bool = True,
+        store_dir: str = "",
+        source_cache: Optional[SourceCache] = None,
+    ) -> None:
+        self.source_cache = source_cache
         self.root = os.path.realpath(root)
         self.track_packages = track_packages
         self.store_dir = os.path.realpath(store_dir) if store_dir else ""
@@ -157,6 +207,8 @@ class CodeFingerprinter:
 
     # -- source and AST ---------------------------------------------------------------------
     def _module_ast(self, filename: str) -> Optional[ast.Module]:
+        import ast
+
         if filename not in self._asts:
             try:
                 with open(filename, "rb") as f:
@@ -166,6 +218,8 @@ class CodeFingerprinter:
         return self._asts[filename]
 
     def _find_def(self, tree: ast.Module, qualname: str, lineno: Optional[int]) -> Optional[ast.AST]:
+        import ast
+
         parts = [p for p in qualname.split(".") if p != "<locals>"]
         scope: List[ast.AST] = [tree]
         found: Optional[ast.AST] = None
@@ -187,6 +241,10 @@ class CodeFingerprinter:
         return found
 
     def _definition(self, obj: Any) -> Optional[ast.AST]:
+        import ast
+        import inspect
+        import textwrap
+
         code = getattr(obj, "__code__", None)
         if code is not None and code.co_name != "<lambda>":
             # Fast path: tokenize and parse only the function's own lines.
@@ -230,6 +288,25 @@ class CodeFingerprinter:
             g = vars(mod) if mod is not None else {}
         return g
 
+    def _parse(self, obj: Any, key: str, strip_decorators: bool) -> Tuple[str, Optional[List[Tuple[str, ...]]]]:
+        """(normalized digest, referenced name chains) of a definition; chains is None when
+        there was no source and the bytecode was fingerprinted."""
+        node = self._definition(obj)
+        if node is None:
+            code = getattr(obj, "__code__", None)
+            if code is None:
+                return digest_bytes(repr(obj).encode()), None
+            warnings.warn(
+                f"{key} has no source; fingerprinting its bytecode instead",
+                NoSourceWarning,
+                stacklevel=3,
+            )
+            return digest_bytes(_code_bytes(code)), None
+        if strip_decorators and hasattr(node, "decorator_list"):
+            node = _copy_without_decorators(node)
+        _strip_docstrings(node)
+        return digest_bytes(_dump(node).encode()), _references(node)
+
     def _analyze(self, obj: Any, strip_decorators: bool) -> _Obj:
         oid = id(obj)
         memo = self._objs.get(oid)
@@ -237,34 +314,37 @@ class CodeFingerprinter:
             return memo
         module = getattr(obj, "__module__", None) or "?"
         key = f"{module}.{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
-        src_file = inspect.getsourcefile(obj) if not isinstance(obj, type) else None
+        code = getattr(obj, "__code__", None)
         if isinstance(obj, type):
             src_file = getattr(sys.modules.get(module), "__file__", None)
+        else:
+            src_file = code.co_filename if code is not None else None
         rel = self.project_file(src_file) or ""
-        node = self._definition(obj)
         refs: List[Any] = []
         packages: Dict[str, str] = {}
-        if node is None:
-            code = getattr(obj, "__code__", None)
-            if code is None:
-                digest = digest_bytes(repr(obj).encode())
-            else:
-                warnings.warn(
-                    f"{key} has no source; fingerprinting its bytecode instead",
-                    NoSourceWarning,
-                    stacklevel=2,
-                )
-                digest = digest_bytes(_code_bytes(code))
+        cache_key = None
+        cached = None
+        if (
+            self.source_cache is not None
+            and code is not None
+            and src_file
+            and code.co_name != "<lambda>"
+        ):
+            fdigest = self.source_cache.file_digest(src_file)
+            if fdigest is not None:
+                cache_key = f"{fdigest}|{key}|{code.co_firstlineno}|{int(strip_decorators)}"
+                cached = self.source_cache.get(cache_key)
+        if cached is not None:
+            digest, chains = cached
         else:
-            if strip_decorators and hasattr(node, "decorator_list"):
-                node = _copy_without_decorators(node)
-            _strip_docstrings(node)
-            digest = digest_bytes(_dump(node).encode())
+            digest, chains = self._parse(obj, key, strip_decorators)
+            if cache_key is not None and chains is not None and self.source_cache is not None:
+                self.source_cache.put(cache_key, digest, chains)
+        if chains:
             g = self._globals_of(obj)
-            for chain in _references(node):
-                self._resolve(chain, g, refs, packages)
+            for chain in chains:
+                self._resolve(tuple(chain), g, refs, packages)
         closure = getattr(obj, "__closure__", None)
-        code = getattr(obj, "__code__", None)
         if closure and code is not None:
             for var, cell in zip(code.co_freevars, closure):
                 try:
@@ -287,8 +367,6 @@ class CodeFingerprinter:
         packages: Dict[str, str],
         kind: str = "constant",
     ) -> None:
-        from .dsl import Step
-
         if isinstance(value, Step):
             value = value.fn
         if isinstance(value, (types.FunctionType, type)):
@@ -386,12 +464,24 @@ class CodeFingerprinter:
         if memo is not None:
             return memo
         filename = getattr(mod, "__file__", None) or ""
-        tree = self._module_ast(filename)
-        if tree is None:
-            digest = digest_bytes(b"?")
+        cache_key = None
+        cached = None
+        if self.source_cache is not None and filename:
+            fdigest = self.source_cache.file_digest(filename)
+            if fdigest is not None:
+                cache_key = f"{fdigest}|module"
+                cached = self.source_cache.get(cache_key)
+        if cached is not None:
+            digest = cached[0]
         else:
-            _strip_docstrings(tree)
-            digest = digest_bytes(_dump(tree).encode())
+            tree = self._module_ast(filename)
+            if tree is None:
+                digest = digest_bytes(b"?")
+            else:
+                _strip_docstrings(tree)
+                digest = digest_bytes(_dump(tree).encode())
+                if cache_key is not None and self.source_cache is not None:
+                    self.source_cache.put(cache_key, digest, [])
         o = _Obj(mod.__name__, digest, self.project_file(filename) or "", [], {}, "module")
         self._objs[id(mod)] = o
         self._pins.append(mod)
@@ -441,22 +531,17 @@ def encode_param(value: Any) -> bytes:
 
 
 def _marker_hook(v: Any) -> Any:
-    from .dsl import InputRef, OutputRef
-    from .graph import FileRef
-
-    if isinstance(v, FileRef):
+    t = type(v)
+    if t is FileRef:
         return b"file\0" + v.path.encode() + b"\0" + (v.glob or "").encode()
-    if isinstance(v, InputRef):
+    if t is InputRef:
         return b"input\0" + v.node.encode() + b"\0" + repr(v.path).encode()
-    if isinstance(v, OutputRef):
+    if t is OutputRef:
         return b"output\0" + v.path.encode()
     return None
 
 
 def _marker_display(v: Any) -> Any:
-    from .dsl import InputRef, OutputRef
-    from .graph import FileRef
-
     if isinstance(v, (FileRef, InputRef, OutputRef)):
         return _Shown(repr(v))
     return v

@@ -32,7 +32,7 @@ class Node:
     """One invocation of a step inside a pipeline."""
 
     name: str
-    step: "Step"
+    step: Step
     index: int
     # Bound arguments: plain values, with markers (_InputRef, FileRef, OutputRef) at the leaves.
     args: Dict[str, Any]

@@ -17,7 +17,7 @@ from .graph import FileRef, Node
 from .serialize import Unencodable
 from .store import SCHEMA_VERSION, ActionEntry
 
-ENV = {"store_format": str(SCHEMA_VERSION), "python": "%d.%d" % sys.version_info[:2]}
+ENV = {"store_format": str(SCHEMA_VERSION), "python": f"{sys.version_info[0]}.{sys.version_info[1]}"}
 
 
 class MissingInput(Exception):
@@ -104,7 +104,7 @@ class Components:
 
 
 def _walk_inputs(v: Any, arg: str, out: Dict[str, Dict[str, str]], digests: Dict[str, str]) -> None:
-    if isinstance(v, InputRef):
+    if type(v) is InputRef:
         out.setdefault(arg, {})[v.node] = digests[v.node]
     elif type(v) in (list, tuple):
         for x in v:

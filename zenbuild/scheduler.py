@@ -4,7 +4,6 @@ to an executor, records results and emits events."""
 from __future__ import annotations
 
 import heapq
-import inspect
 import os
 import shutil
 import time
@@ -29,7 +28,7 @@ from .events import (
     WouldExecute,
 )
 from .executors import Executor, Outcome, Task
-from .fingerprint import CodeFingerprinter
+from .fingerprint import CodeFingerprinter, SourceCache
 from .graph import FileRef, Graph, Node
 from .outputs import OutputMissing, capture, plan_restore, restore
 from .rebuild import Components, MissingInput, Verdict, cache_policy, compute_components, decide
@@ -60,8 +59,10 @@ class Scheduler:
         options: RunOptions,
         pipeline_enable_cache: Optional[bool] = None,
         log: Optional[List[str]] = None,
+        remote: Any = None,
     ) -> None:
         self.g = graph
+        self.remote = remote  # remote.RemoteCache or None (issue 5)
         self.root = config.root
         self.config = config
         self.store = store
@@ -71,7 +72,8 @@ class Scheduler:
         self.pipeline_cache = pipeline_enable_cache
         self.log = log if log is not None else []
         self.statcache = StatCache(store.file_records())
-        self.fp = CodeFingerprinter(config.root, config.track_packages, config.store)
+        self.sources = SourceCache(self._source_digest, store.source_entry)
+        self.fp = CodeFingerprinter(config.root, config.track_packages, config.store, self.sources)
         self.results: Dict[str, StepResult] = {}
         self.digests: Dict[str, str] = {}  # step -> value digest
         self.values: Dict[str, Any] = {}  # values computed in this run
@@ -80,7 +82,23 @@ class Scheduler:
         self.running: Dict[str, Tuple[Components, str, float]] = {}
         self._restore_plans: Dict[str, List[Tuple[str, str, bool]]] = {}
 
+    def _source_digest(self, path: str) -> Optional[str]:
+        """Content digest of a source file, through the stat cache (None if unreadable)."""
+        try:
+            rel = os.path.relpath(path, self.root)
+            key = rel.replace(os.sep, "/") if not rel.startswith("..") else path
+            return self.statcache.digest(key, path)[0]
+        except (OSError, ValueError):
+            return None
+
     # -- the decision --------------------------------------------------------------------------
+    def _lookup(self, fingerprint: str) -> Optional[ActionEntry]:
+        """The local store's entry for ``fingerprint``, else the remote cache's (copied in)."""
+        entry = self.store.get_action(fingerprint)
+        if entry is None and self.remote is not None:
+            entry = self.remote.fetch(fingerprint)
+        return entry
+
     def _usable(self, entry: ActionEntry) -> Optional[str]:
         if not self.store.has_blob(entry.value_digest):
             return "the cached result is missing from the store"
@@ -191,7 +209,7 @@ class Scheduler:
             return
         fingerprint = comps.fingerprint()
         verdict: Verdict = decide(
-            node, comps, fingerprint, self._policy(node), previous, self.store.get_action,
+            node, comps, fingerprint, self._policy(node), previous, self._lookup,
             self._usable, all_reasons=self.opts.all_reasons,
         )
         if not verdict.execute and verdict.entry is not None:
@@ -280,12 +298,12 @@ class Scheduler:
                 if rec.get("kind") == "dir" and rel in node.outputs and os.path.isdir(full):
                     shutil.rmtree(full)  # a folder this step produced before: start clean
         resolved = {k: self._resolve(v) for k, v in node.args.items()}
-        bound = inspect.BoundArguments(node.step.signature, resolved)  # type: ignore[arg-type]
+        call_args, call_kwargs = node.step.params.call_args(resolved)
         self.running[name] = (comps, fingerprint, time.perf_counter())
         self.report(StepStarted(step=name))
         self.report(StepExecuting(step=name, reasons=verdict.reasons))
         self.results[name] = StepResult(name, "running", fingerprint, reasons=verdict.reasons)
-        self.executor.submit(Task(name, node.step.fn, bound.args, bound.kwargs))
+        self.executor.submit(Task(name, node.step.fn, call_args, call_kwargs))
 
     def _finish(self, outcome: Outcome, previous: Optional[ActionEntry]) -> bool:
         name = outcome.name
@@ -316,10 +334,13 @@ class Scheduler:
             return False
         uncached = self._inputs_changed(node, comps)
         if not uncached:
-            self.store.put_action(ActionEntry(
+            entry = ActionEntry(
                 fingerprint, self.g.pipeline, name, value_digest, outputs, comps.to_json(),
                 duration=outcome.duration,
-            ))
+            )
+            self.store.put_action(entry)
+            if self.remote is not None:
+                self.remote.upload(entry)
             self.state_updates.pop(name, None)
         self.digests[name] = value_digest
         self.results[name] = StepResult(
@@ -364,6 +385,7 @@ class Scheduler:
         ]
         with self.store.transaction():
             self.store.save_file_records(self.statcache.dirty)
+            self.store.save_source_entries(self.sources.new)
             self.store.touch_actions(self.hits, time.time())
             self.store.set_step_states(self.g.pipeline, self.state_updates)
             self.store.finish_run(run_id, status, counts, steps, "\n".join(self.log))

@@ -8,7 +8,6 @@ graph but not guaranteed across library versions.
 
 from __future__ import annotations
 
-import math
 import pickle
 import sys
 from pathlib import PurePath, PurePosixPath

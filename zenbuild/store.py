@@ -15,7 +15,6 @@ import os
 import sqlite3
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import xxhash
@@ -46,6 +45,9 @@ CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ino INTEGER, ctime_ns INTEGER,
     digest TEXT NOT NULL, recorded_ns INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS source_cache (
+    key TEXT PRIMARY KEY, digest TEXT NOT NULL, refs TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, started REAL NOT NULL, finished REAL,
     status TEXT NOT NULL, executed INTEGER DEFAULT 0, cached INTEGER DEFAULT 0,
@@ -59,19 +61,44 @@ CREATE TABLE IF NOT EXISTS run_steps (
 """
 
 
-@dataclass
 class ActionEntry:
-    """One action-cache entry: fingerprint -> value digest, output digests and components."""
+    """One action-cache entry: fingerprint -> value digest, output digests and components.
+    ``components`` is decoded from JSON only when asked for (explain, a changed step)."""
 
-    fingerprint: str
-    pipeline: str
-    step: str
-    value_digest: str
-    outputs: Dict[str, Dict[str, Any]]
-    components: Dict[str, Any]
-    created: float = 0.0
-    last_used: float = 0.0
-    duration: float = 0.0
+    def __init__(
+        self,
+        fingerprint: str,
+        pipeline: str,
+        step: str,
+        value_digest: str,
+        outputs: Dict[str, Dict[str, Any]],
+        components: Any,
+        created: float = 0.0,
+        last_used: float = 0.0,
+        duration: float = 0.0,
+    ) -> None:
+        self.fingerprint = fingerprint
+        self.pipeline = pipeline
+        self.step = step
+        self.value_digest = value_digest
+        self.outputs = outputs
+        self._components = components
+        self.created = created
+        self.last_used = last_used
+        self.duration = duration
+
+    @property
+    def components(self) -> Dict[str, Any]:
+        if isinstance(self._components, str):
+            self._components = json.loads(self._components)
+        return self._components  # type: ignore[no-any-return]
+
+    @components.setter
+    def components(self, value: Dict[str, Any]) -> None:
+        self._components = value
+
+    def __repr__(self) -> str:
+        return f"ActionEntry({self.step!r}, {self.fingerprint!r})"
 
 
 def _entry(row: Tuple[Any, ...]) -> ActionEntry:
@@ -80,8 +107,8 @@ def _entry(row: Tuple[Any, ...]) -> ActionEntry:
         pipeline=row[1],
         step=row[2],
         value_digest=row[3],
-        outputs=json.loads(row[4]),
-        components=json.loads(row[5]),
+        outputs=json.loads(row[4]) if row[4] != "{}" else {},
+        components=row[5],
         created=row[6],
         last_used=row[7],
         duration=row[8],
@@ -154,7 +181,7 @@ class Store:
         def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
             self.db.execute("ROLLBACK" if et else "COMMIT")
 
-    def transaction(self) -> "Store._Tx":
+    def transaction(self) -> Store._Tx:
         return Store._Tx(self.db)
 
     def close(self) -> None:
@@ -362,6 +389,17 @@ class Store:
         self.db.executemany(
             "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?)",
             [(p, *r.key, r.digest, r.recorded_ns) for p, r in recs.items()],
+        )
+
+    # -- parsed-source cache (fingerprint.SourceCache) ------------------------------------------
+    def source_entry(self, key: str) -> Optional[Tuple[str, List[List[str]]]]:
+        row = self.db.execute("SELECT digest, refs FROM source_cache WHERE key = ?", (key,)).fetchone()
+        return (row[0], json.loads(row[1])) if row else None
+
+    def save_source_entries(self, entries: Dict[str, Tuple[str, List[List[str]]]]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO source_cache VALUES (?,?,?)",
+            [(k, d, json.dumps(refs)) for k, (d, refs) in entries.items()],
         )
 
     # -- runs -------------------------------------------------------------------------------
