@@ -1,0 +1,163 @@
+"""End-to-end: `zenbuild cache info|gc|verify|clear` on a real store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Dict
+
+import pytest
+from conftest import Project
+
+PIPE = '''
+from zenbuild import Output, pipeline, step
+from ticker import tick
+
+
+@step
+def small() -> str:
+    tick("small")
+    return "s"
+
+
+@step
+def big(n: int = 200_000) -> str:
+    tick("big")
+    return "b" * n
+
+
+@step
+def twin() -> str:
+    tick("twin")
+    return "s"  # the same bytes as small: both entries need one blob
+
+
+@step
+def files(out: Output) -> None:
+    tick("files")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "one.txt").write_text("one" * 1000)
+    (out / "two.txt").write_text("two" * 1000)
+
+
+@pipeline
+def admin():
+    small()
+    big()
+    twin()
+    files(Output("build/files"))
+'''
+
+ALL = ["big", "files", "small", "twin"]
+
+
+@pytest.fixture
+def built(project: Project) -> Project:
+    project.write("pipe.py", PIPE)
+    project.write("zenbuild.toml", 'pipelines = ["pipe:admin"]\n')
+    project.run("run")
+    assert sorted(project.ticks()) == ALL
+    return project
+
+
+def db(p: Project) -> sqlite3.Connection:
+    return sqlite3.connect(str(p.root / ".zenbuild" / "zenbuild.db"))
+
+
+def set_last_used(p: Project, ages: Dict[str, float]) -> None:
+    now = time.time()
+    with db(p) as c:
+        for step_name, age in ages.items():
+            c.execute("UPDATE actions SET last_used = ? WHERE step = ?", (now - age, step_name))
+    c.close()
+
+
+def entry_steps(p: Project) -> list:
+    c = db(p)
+    try:
+        return sorted(r[0] for r in c.execute("SELECT step FROM actions"))
+    finally:
+        c.close()
+
+
+def blob_count(p: Project) -> int:
+    return sum(1 for f in (p.root / ".zenbuild" / "cas").rglob("*") if f.is_file())
+
+
+def test_info_counts_entries_and_blobs(built: Project) -> None:
+    r = built.run("cache", "info", "--json")
+    i = json.loads(r.stdout)
+    assert i["entries"] == 4
+    # values: "s" (shared by small and twin), "b"*n, None; files: manifest + 2 files
+    assert i["blobs"] == blob_count(built) == 6
+    assert i["blob_bytes"] > 200_000
+    assert i["unreferenced_blobs"] == 0
+    assert i["oldest_created"] <= time.time()
+    text = built.run("cache", "info").stdout
+    assert "entries:      4 (across 4 steps)" in text
+
+
+def test_gc_older_than_keeps_what_kept_entries_need(built: Project) -> None:
+    set_last_used(built, {"small": 40 * 86400, "big": 40 * 86400, "twin": 3600, "files": 60})
+    r = built.run("cache", "gc", "--older-than", "30d")
+    assert "removed 2 entries" in r.stdout
+    assert entry_steps(built) == ["files", "twin"]
+    assert built.run("cache", "verify").returncode == 0  # every kept entry is whole
+    r = built.run("run")
+    assert sorted(r.executed) == ["big", "small"]  # twin's (and so small's) blob was kept
+    assert sorted(r.cached) == ["files", "twin"]
+
+
+def test_gc_max_size_drops_least_recently_used_first(built: Project) -> None:
+    set_last_used(built, {"big": 500, "files": 400, "small": 300, "twin": 200})
+    r = built.run("cache", "gc", "--max-size", "100KB")
+    assert entry_steps(built) == ["files", "small", "twin"]  # big was the least recently used
+    assert "freed 195.3 KB" in r.stdout
+    built.run("cache", "gc", "--max-size", "1B")
+    assert entry_steps(built) == [] and blob_count(built) == 0
+    assert sorted(built.run("run").executed) == ALL
+
+
+def test_gc_removes_blobs_no_entry_needs(built: Project) -> None:
+    orphan = built.root / ".zenbuild" / "cas" / "ff" / ("0" * 30)
+    orphan.parent.mkdir(exist_ok=True)
+    orphan.write_bytes(b"left over")
+    assert json.loads(built.run("cache", "info", "--json").stdout)["unreferenced_blobs"] == 1
+    built.run("cache", "gc")
+    assert not orphan.exists()
+    assert entry_steps(built) == ALL
+    assert built.run("run").executed == []
+
+
+def test_verify_removes_corrupt_blobs_and_their_entries(built: Project) -> None:
+    big_value = next(p for p in (built.root / ".zenbuild" / "cas").rglob("*")
+                     if p.is_file() and p.stat().st_size > 100_000)
+    big_value.write_bytes(b"x" + big_value.read_bytes()[1:])
+    r = built.run("cache", "verify", check=1)
+    assert "corrupt blob" in r.stdout and "of step big" in r.stdout
+    assert "1 corrupt, 1 entries removed" in r.stdout
+    assert entry_steps(built) == ["files", "small", "twin"]
+    assert built.run("cache", "verify").returncode == 0
+    assert built.run("run").executed == ["big"]
+
+
+def test_clear_removes_everything(built: Project) -> None:
+    r = built.run("cache", "clear")
+    assert "removed 4 entries and 6 blobs" in r.stdout
+    assert entry_steps(built) == [] and blob_count(built) == 0
+    assert sorted(built.run("run").executed) == ALL
+
+
+def test_bad_sizes_and_ages_are_usage_errors(built: Project) -> None:
+    r = built.run("cache", "gc", "--max-size", "lots", check=2)
+    assert "500MB or 5GB" in r.stderr
+    r = built.run("cache", "gc", "--older-than", "30 days", check=2)
+    assert "30d" in r.stderr
+
+
+def test_info_without_a_store(project: Project, tmp_path: Path) -> None:
+    project.write("zenbuild.toml", 'pipelines = ["pipe:admin"]\n')
+    r = project.run("cache", "info", check=2)
+    assert "nothing has been run here yet" in r.stderr

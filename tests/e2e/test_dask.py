@@ -1,0 +1,139 @@
+"""End-to-end: `--executor dask` on a real LocalCluster of worker processes gives the same
+statuses and outputs as the local executor, and reports a failing step with its traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import TICK, Project
+
+from zenbuild.result import StepResult
+
+PIPE = '''
+import os
+import time
+
+from zenbuild import File, Output, pipeline, step
+from ticker import tick
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _meet(me, other):
+    open(os.path.join(HERE, f"{me}.start"), "w").close()
+    deadline = time.time() + 60
+    while time.time() < deadline and not os.path.exists(os.path.join(HERE, f"{other}.start")):
+        time.sleep(0.01)
+    try:
+        from distributed import get_worker
+
+        get_worker()
+        in_dask = True
+    except (ImportError, ValueError):
+        in_dask = False
+    return [os.getpid(), in_dask]
+
+
+@step
+def load(src: File) -> list:
+    tick("load")
+    return src.read_text().split()
+
+
+@step
+def left(words: list) -> dict:
+    tick("left")
+    return {"first": words[0], "pid": _meet("left", "right")}
+
+
+@step
+def right(words: list) -> dict:
+    tick("right")
+    return {"last": words[-1], "pid": _meet("right", "left")}
+
+
+@step
+def report(a: dict, b: dict, out: Output) -> None:
+    tick("report")
+    out.write_text(f"{a['first']}..{b['last']}")
+
+
+@step
+def broken(a: dict) -> int:
+    tick("broken")
+    return {}["missing key"]
+
+
+@step
+def after_broken(x: int) -> int:
+    tick("after_broken")
+    return x
+
+
+@pipeline
+def dag():
+    words = load(File("words.txt"))
+    a, b = left(words), right(words)
+    report(a, b, Output("build/report.txt"))
+    after_broken(broken(a))
+'''
+
+
+def make(root: Path) -> Project:
+    root.mkdir()
+    p = Project(root)
+    p.write("ticker.py", TICK)
+    p.write("pipe.py", PIPE)
+    p.write("words.txt", "one two three\n")
+    p.write("zenbuild.toml", 'pipelines = ["pipe:dag"]\n')
+    return p
+
+
+def test_dask_matches_local(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    local = make(tmp_path / "local")
+    r_local = local.run("run", "-j", "2", "--keep-going", "--json", check=1)
+    remote = make(tmp_path / "dask")
+    r = remote.run("run", "--executor", "dask", "-j", "2", "--keep-going", "--json", check=1)
+
+    def by_name(res) -> dict:  # type: ignore[no-untyped-def]
+        return {s["name"]: s["status"] for s in json.loads(res.stdout)["steps"]}
+
+    assert by_name(r) == by_name(r_local)
+    assert by_name(r) == {
+        "load": "executed", "left": "executed", "right": "executed", "report": "executed",
+        "broken": "failed", "after_broken": "skipped"}
+    assert remote.read("build/report.txt") == local.read("build/report.txt") == "one..three"
+    assert sorted(remote.ticks()) == ["broken", "left", "load", "report", "right"]
+    # the failing step's traceback, with the user's line, came back from the worker
+    assert "KeyError: 'missing key'" in r.stderr and 'return {}["missing key"]' in r.stderr
+    # left and right waited for each other, so they ran at once in two worker processes
+    store = str(remote.root / ".zenbuild")
+    c = sqlite3.connect(os.path.join(store, "zenbuild.db"))
+    vd = dict(c.execute("SELECT step, value_digest FROM actions").fetchall())
+    c.close()
+    got = [StepResult(n, "cached", value_digest=vd[n], store_path=store).output["pid"]
+           for n in ("left", "right")]
+    assert got[0][1] and got[1][1]  # both ran inside Dask workers
+    assert got[0][0] != got[1][0]  # two different worker processes
+    # and the results are ordinary cache entries: a local run serves them
+    again = remote.run("run", "--keep-going", check=1)
+    assert sorted(again.cached) == ["left", "load", "report", "right"]
+    assert again.executed == []
+
+
+def test_missing_dask_names_the_extra(project: Project, tmp_path: Path) -> None:
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "distributed.py").write_text("raise ImportError('no distributed here')\n")
+    project.write("pipe.py", PIPE)
+    project.write("words.txt", "one two three\n")
+    project.write("zenbuild.toml", 'pipelines = ["pipe:dag"]\n')
+    r = project.run("run", "--executor", "dask", check=2,
+                    env={"PYTHONPATH": str(shim)})
+    assert "zenbuild[dask]" in r.stderr
+    assert project.ticks() == []

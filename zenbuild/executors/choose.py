@@ -1,0 +1,77 @@
+"""Picks the executor a run asks for: in-process (the default, `-j 1`), a process pool (`-j N`),
+or Dask (`--executor dask`)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional, Tuple
+
+from ..config import Config
+from ..errors import ConfigError
+from ..events import Reporter, Warning_
+from ..remote import RemoteCache, open_remote
+from ..store import Store
+from . import Executor, InProcessExecutor
+from .process import OutputSink, ProcessExecutor, cpu_count
+
+EXECUTORS = ("local", "dask")
+
+
+def choose_executor(
+    root: str,
+    kind: Optional[str] = None,
+    jobs: Optional[int] = None,
+    scheduler: Optional[str] = None,
+    on_output: Optional[OutputSink] = None,
+) -> Executor:
+    """``jobs``: None or 1 = serial in this process; N > 1 = N worker processes; 0 = one per
+    CPU. ``kind`` "dask" sends steps to a Dask cluster at ``scheduler`` (or a LocalCluster)."""
+    kind = kind or "local"
+    if kind not in EXECUTORS:
+        raise ConfigError(f"unknown executor {kind!r}; choose one of: {', '.join(EXECUTORS)}")
+    if jobs is not None and jobs < 0:
+        raise ConfigError(f"-j {jobs}: expected 0 (one per CPU) or a positive number of jobs")
+    if jobs == 0:
+        jobs = cpu_count()
+    if kind == "dask":
+        from .dask_executor import DaskExecutor
+
+        return DaskExecutor(root, scheduler, jobs, on_output)
+    if scheduler:
+        raise ConfigError("--scheduler only applies with --executor dask; add --executor dask "
+                          "or drop --scheduler.")
+    if jobs is None or jobs == 1:
+        return InProcessExecutor()
+    return ProcessExecutor(jobs, root, on_output)
+
+
+def execution_for(
+    config: Config,
+    store: Store,
+    reporter: Reporter,
+    executor: Optional[Executor],
+    jobs: Optional[int],
+    kind: Optional[str],
+    scheduler: Optional[str],
+    remote_url: Optional[str],
+    upload: Optional[bool],
+) -> Tuple[Executor, Optional[RemoteCache]]:
+    """The executor and remote cache a run uses: explicit arguments first, then zenbuild.toml.
+    A step's captured output (from worker processes) is printed as ``[step] line``."""
+
+    def on_output(step: str, text: str) -> None:
+        line = getattr(reporter, "line", None)
+        for row in text.rstrip("\n").split("\n"):
+            if line is not None:
+                line(f"[{step}] {row}")
+            else:
+                sys.stdout.write(f"[{step}] {row}\n")
+
+    if executor is None:
+        executor = choose_executor(config.root, kind, jobs if jobs is not None else config.jobs,
+                                   scheduler, on_output)
+
+    def warn(message: str) -> None:
+        reporter.handle(Warning_(message=message))
+
+    return executor, open_remote(dict(config.cache), store, warn, remote_url, upload)

@@ -1,0 +1,109 @@
+"""The Dask executor (`--executor dask`): steps that missed the cache run as tasks on a Dask
+distributed cluster (a LocalCluster of worker processes when no scheduler address is given);
+results come back to the main process, which stores them.
+
+A real cluster needs, on every worker: the same Python packages (zenbuild included), the project
+importable at the same path (a shared filesystem, or the project installed), and, for steps
+that read File inputs or write Outputs, those paths visible at the same absolute location.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any, Dict, List, Optional
+
+from ..errors import ConfigError
+from . import Executor, Outcome, Task
+from .process import NotImportable, OutputSink, cpu_count, fn_ref, print_output, run_ref
+
+MISSING = (
+    "--executor dask needs Dask's distributed scheduler, which is not installed. Install the "
+    "extra with `pip install 'zenbuild[dask]'` (or `pip install 'dask[distributed]'`), or run "
+    "without --executor dask."
+)
+
+
+def require_dask() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise ConfigError(MISSING) from None
+    return distributed
+
+
+class DaskExecutor(Executor):
+    """Submits each task to a Dask cluster; the cluster (or the client) starts on first use."""
+
+    def __init__(self, root: str, address: Optional[str] = None, jobs: Optional[int] = None,
+                 on_output: Optional[OutputSink] = None) -> None:
+        self.distributed = require_dask()
+        self.root = root
+        self.address = address
+        self.workers = jobs or cpu_count()
+        self.on_output = on_output
+        self.slots = max(1, self.workers) if address is None else max(1, jobs or 64)
+        self._client: Any = None
+        self._cluster: Any = None
+        self._futures: Dict[Any, str] = {}
+        self._ready: List[Outcome] = []
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            d = self.distributed
+            if self.address:
+                try:
+                    self._client = d.Client(self.address, timeout="10s")
+                except OSError as e:
+                    raise ConfigError(
+                        f"cannot reach the Dask scheduler at {self.address} ({e}). Start it "
+                        "(`dask scheduler`) or fix --scheduler."
+                    ) from None
+            else:
+                self._cluster = d.LocalCluster(
+                    n_workers=self.workers, threads_per_worker=1, processes=True,
+                    dashboard_address=None, silence_logs=logging.ERROR,
+                )
+                self._client = d.Client(self._cluster)
+        return self._client
+
+    def submit(self, task: Task) -> None:
+        try:
+            ref = fn_ref(task.fn)
+        except NotImportable as e:
+            self._ready.append(Outcome(task.name, False, error=f"step {task.name}: {e}\n"))
+            return
+        fut = self._get_client().submit(
+            run_ref, task.name, ref, self.root, tuple(task.args), dict(task.kwargs), "py",
+            key=f"zenbuild-{task.name}-{uuid.uuid4().hex[:8]}", pure=False,
+        )
+        self._futures[fut] = task.name
+
+    def wait(self) -> List[Outcome]:
+        if self._ready:
+            out, self._ready = self._ready, []
+            return out
+        done = self.distributed.wait(list(self._futures), return_when="FIRST_COMPLETED").done
+        outcomes: List[Outcome] = []
+        for fut in done:
+            name = self._futures.pop(fut)
+            if fut.status != "finished":
+                exc = fut.exception()
+                outcomes.append(Outcome(name, False, error=(
+                    f"Dask could not run step {name}: {type(exc).__name__}: {exc}\n")))
+                continue
+            outcome, text = fut.result()
+            print_output(self.on_output, name, text)
+            outcomes.append(outcome)
+        return outcomes
+
+    def close(self) -> None:
+        for fut in list(self._futures):
+            fut.cancel()
+        self._futures.clear()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None

@@ -1,0 +1,220 @@
+"""The process-pool executor (`-j N`): steps run in spawned worker processes that re-import each
+step function by module and qualified name; fingerprints, look-ups and store writes stay in the
+main process, which also prints each step's captured output as whole lines prefixed by its name.
+
+Why spawn and re-import rather than fork: the main process holds SQLite connections, an HTTP
+connection to the remote cache and possibly threads, none of which survive fork() safely; and
+the same by-reference call is what a Dask worker needs. The cost is that a step must be a
+module-level function (``@step`` at the top of a module), which is how steps are written anyway.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import importlib
+import marshal
+import multiprocessing
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from . import Executor, Outcome, Task, call_task
+
+OutputSink = Callable[[str, str], None]  # (step name, captured text)
+
+
+class NotImportable(Exception):
+    """A step function cannot be found again by module and qualified name in another process."""
+
+
+@dataclass(frozen=True)
+class FnRef:
+    """How a worker finds a step function: module, qualified name, and a digest of its code to
+    make sure the worker runs the code that was fingerprinted."""
+
+    module: str
+    qualname: str
+    code: str
+
+
+_REFS: Dict[Any, FnRef] = {}
+
+
+def fn_ref(fn: Callable[..., Any]) -> FnRef:
+    ref = _REFS.get(fn)
+    if ref is not None:
+        return ref
+    module = getattr(fn, "__module__", None)
+    qual = getattr(fn, "__qualname__", "")
+    if not module or not qual or "<locals>" in qual or "<lambda>" in qual:
+        raise NotImportable(
+            f"{qual or fn!r} is not a module-level function, so a worker process cannot import "
+            "it. Define the step at the top level of a module, or run with -j 1."
+        )
+    ref = FnRef(module, qual, _code_digest(fn))
+    _REFS[fn] = ref
+    return ref
+
+
+def _code_digest(fn: Callable[..., Any]) -> str:
+    code = getattr(fn, "__code__", None)
+    return hashlib.sha256(marshal.dumps(code)).hexdigest() if code is not None else ""
+
+
+def resolve_ref(ref: FnRef, root: str) -> Callable[[], Any]:
+    """Import the function ``ref`` names (a Step's ``.fn``), with ``root`` first on sys.path."""
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    obj: Any = importlib.import_module(ref.module)
+    for part in ref.qualname.split("."):
+        obj = getattr(obj, part)
+    fn = getattr(obj, "fn", obj)  # module attributes hold Step objects; run the plain function
+    if ref.code and _code_digest(fn) != ref.code:
+        raise NotImportable(
+            f"the code of {ref.module}.{ref.qualname} in the worker differs from the code that "
+            "was fingerprinted (was the file edited during the run?). Run again."
+        )
+    return fn  # type: ignore[no-any-return]
+
+
+def run_ref(name: str, ref: FnRef, root: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
+            capture: str = "fd") -> Tuple[Outcome, str]:
+    """Worker side: resolve and call the step, capturing what it prints. ``capture`` is "fd"
+    (file descriptors 1 and 2, so child processes and C code are caught too) or "py" (only
+    sys.stdout/sys.stderr, for workers that share their descriptors with other threads)."""
+    if capture == "fd":
+        return _with_fd_capture(lambda: _call(name, ref, root, args, kwargs))
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        outcome = _call(name, ref, root, args, kwargs)
+    return outcome, buf.getvalue()
+
+
+def _call(name: str, ref: FnRef, root: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Outcome:
+    try:
+        fn = resolve_ref(ref, root)
+    except NotImportable as e:
+        return Outcome(name, False, error=f"{e}\n")
+    except Exception as e:
+        return Outcome(name, False, error=f"cannot import step {name} in the worker: "
+                       f"{type(e).__name__}: {e}\n")
+    return call_task(Task(name, fn, args, kwargs))
+
+
+def _with_fd_capture(body: Callable[[], Outcome]) -> Tuple[Outcome, str]:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(1), os.dup(2)
+        os.dup2(tmp.fileno(), 1)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            outcome = body()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+        tmp.seek(0)
+        text = tmp.read().decode("utf-8", errors="replace")
+    return outcome, text
+
+
+def _worker_init(paths: List[str]) -> None:
+    for p in reversed(paths):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+
+
+def print_output(sink: Optional[OutputSink], name: str, text: str) -> None:
+    if text and sink is not None:
+        sink(name, text)
+
+
+def failed_remotely(name: str, e: BaseException) -> Outcome:
+    """An Outcome for a task whose worker could not return a result."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    if isinstance(e, BrokenProcessPool):
+        msg = (f"the worker process running step {name} died (killed, out of memory, or "
+               "crashed in native code) before returning a result\n")
+    else:
+        msg = (f"step {name} finished but its result could not be sent back from the worker: "
+               f"{type(e).__name__}: {e}. Return plain data or a picklable object.\n")
+    return Outcome(name, False, error=msg)
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+class ProcessExecutor(Executor):
+    """Up to ``jobs`` steps at once in a pool of spawned worker processes, started on first use."""
+
+    def __init__(self, jobs: int, root: str, on_output: Optional[OutputSink] = None) -> None:
+        self.slots = max(1, jobs)
+        self.root = root
+        self.on_output = on_output
+        self._pool: Optional[cf.ProcessPoolExecutor] = None
+        self._futures: Dict[cf.Future[Tuple[Outcome, str]], str] = {}
+        self._ready: List[Outcome] = []
+
+    def _get_pool(self) -> cf.ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = cf.ProcessPoolExecutor(
+                max_workers=self.slots,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
+                initargs=([self.root, *[p for p in sys.path if p]],),
+            )
+        return self._pool
+
+    def submit(self, task: Task) -> None:
+        try:
+            ref = fn_ref(task.fn)
+        except NotImportable as e:
+            self._ready.append(Outcome(task.name, False, error=f"step {task.name}: {e}\n"))
+            return
+        fut = self._get_pool().submit(run_ref, task.name, ref, self.root, tuple(task.args),
+                                      dict(task.kwargs))
+        self._futures[fut] = task.name
+
+    def wait(self) -> List[Outcome]:
+        if self._ready:
+            out, self._ready = self._ready, []
+            return out
+        done, _ = cf.wait(list(self._futures), return_when=cf.FIRST_COMPLETED)
+        outcomes: List[Outcome] = []
+        broken = False
+        for fut in done:
+            name = self._futures.pop(fut)
+            exc = fut.exception()
+            if exc is not None:
+                from concurrent.futures.process import BrokenProcessPool
+
+                broken = broken or isinstance(exc, BrokenProcessPool)
+                outcomes.append(failed_remotely(name, exc))
+                continue
+            outcome, text = fut.result()
+            print_output(self.on_output, name, text)
+            outcomes.append(outcome)
+        if broken and self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None  # the next submit starts a fresh pool
+        return outcomes
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
