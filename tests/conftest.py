@@ -51,17 +51,17 @@ class Project:
         return out
 
     def run(self, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120,
-            check: Optional[int] = 0) -> "Result":
+            check: Optional[int] = 0) -> Result:
         return zb(*args, "--project-dir", str(self.root), env=env, timeout=timeout, check=check)
 
     def cli(self, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120,
-            check: Optional[int] = 0) -> "Result":
+            check: Optional[int] = 0) -> Result:
         """Run a command as given (no --project-dir appended), with cwd = project root."""
         return zb(*args, env=env, timeout=timeout, check=check, cwd=self.root)
 
 
 class Result:
-    def __init__(self, proc: "subprocess.CompletedProcess[str]") -> None:
+    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
         self.returncode = proc.returncode
         self.stdout = proc.stdout
         self.stderr = proc.stderr

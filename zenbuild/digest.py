@@ -53,8 +53,7 @@ class FileRecord:
         """True when the stat matches and the entry is not racily clean."""
         if key != self.key:
             return False
-        newest = max(key[1], key[3])
-        return newest + RACY_NS < self.recorded_ns
+        return key[1] + RACY_NS < self.recorded_ns
 
 
 class StatCache:

@@ -94,7 +94,7 @@ class Components:
             "code_meta": self.code_meta,
             "packages": self.packages,
             "params": {
-                k: [v[0], display_param(self.args[k]) if k in self.args else "?"]
+                k: [v[0], display_param(self.args[k]) if k in self.args else (v[1:] or ["?"])[0]]
                 for k, v in self.params.items()
             },
             "inputs": self.inputs,

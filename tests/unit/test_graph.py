@@ -1,0 +1,113 @@
+"""graph: edges from handles and files, topological order, cycles, selection."""
+
+from __future__ import annotations
+
+import pytest
+
+from zenbuild import File, Output, PipelineError, pipeline, step
+
+
+@step
+def a(out: Output) -> None: ...
+
+
+@step
+def b(src: File, out: Output) -> None: ...
+
+
+@step
+def c(x: int, y: int = 0) -> int:
+    return x + y
+
+
+def test_handles_and_files_make_edges_in_order(tmp_path):
+    @pipeline
+    def p():
+        b(File("build/a.txt"), Output("build/b.txt"))  # consumer first
+        a(Output("build/a.txt"))
+        c(c(1), y=c(2))
+
+    g = p().trace(tmp_path)
+    assert g.order[:2] == ["a", "b"]
+    assert g.nodes["b"].deps == ["a"]
+    assert set(g.nodes["c_3"].deps) == {"c", "c_2"}
+    assert g.select(["b"]) == {"a", "b"}
+    with pytest.raises(PipelineError, match="no step named 'zz'"):
+        g.select(["zz"])
+
+
+def test_output_inside_output_folder_is_refused(tmp_path):
+    @pipeline
+    def p():
+        a(Output("build"))
+        a(Output("build/x"))
+
+    with pytest.raises(PipelineError, match="overlapping outputs"):
+        p().trace(tmp_path)
+
+
+def test_file_inside_output_folder_depends_on_it(tmp_path):
+    @pipeline
+    def p():
+        b(File("build/models/m.bin"), Output("report.txt"))
+        a(Output("build/models"))
+
+    g = p().trace(tmp_path)
+    assert g.nodes["b"].deps == ["a"]
+
+
+def test_cycle_is_named(tmp_path):
+    @pipeline
+    def p():
+        b(File("x"), Output("y"))
+        b(File("y"), Output("x"))
+
+    with pytest.raises(PipelineError, match="cycle: b -> b_2 -> b|cycle: b_2 -> b -> b_2"):
+        p().trace(tmp_path)
+
+
+def test_pipeline_without_steps_and_bad_arguments(tmp_path):
+    @pipeline
+    def empty():
+        pass
+
+    with pytest.raises(PipelineError, match="calls no step"):
+        empty().trace(tmp_path)
+
+    @pipeline
+    def bad():
+        c()
+
+    with pytest.raises(PipelineError, match="step c: missing a required argument: 'x'"):
+        bad().trace(tmp_path)
+
+
+def test_step_outside_a_pipeline_is_a_plain_call():
+    assert c(2, y=3) == 5
+
+
+def test_handle_cannot_be_used_as_a_value(tmp_path):
+    @pipeline
+    def p():
+        if c(1):
+            pass
+
+    with pytest.raises(PipelineError, match="not known while the pipeline is traced"):
+        p().trace(tmp_path)
+
+
+def test_tuple_outputs_unpack(tmp_path):
+    from typing import Tuple
+
+    @step
+    def two() -> Tuple[int, str]:
+        return 1, "a"
+
+    @pipeline
+    def p():
+        x, y = two()
+        c(x)
+
+    g = p().trace(tmp_path)
+    arg = g.nodes["c"].args["x"]
+    assert arg.node == "two" and arg.path == (0,)

@@ -1,0 +1,113 @@
+"""rebuild: the caching precedence table, decide() and the reasons it gives."""
+
+from __future__ import annotations
+
+import pytest
+
+from zenbuild import step
+from zenbuild.graph import Node
+from zenbuild.rebuild import Components, cache_policy, decide, diff_components
+from zenbuild.store import ActionEntry
+
+
+def node_for(enable_cache=None, no_cache=False):
+    @step(enable_cache=enable_cache)
+    def s() -> None: ...
+
+    s.no_cache = no_cache
+    return Node(name="s", step=s, index=0, args={})
+
+
+@pytest.mark.parametrize(
+    "run,config,stepset,pipe,expected,source",
+    [
+        (None, None, None, None, True, "default"),
+        (None, None, None, False, False, "pipeline"),
+        (None, None, True, False, True, "step"),
+        (None, None, False, None, False, "step"),
+        (None, True, False, None, True, "config"),
+        (None, False, True, True, False, "config"),
+        (False, True, True, True, False, "run"),
+        (True, False, False, False, True, "run"),
+    ],
+)
+def test_precedence(run, config, stepset, pipe, expected, source):
+    p = cache_policy(node_for(stepset), run, config, pipe)
+    assert (p.enabled, p.source) == (expected, source)
+
+
+def comps(**over):
+    base = dict(code={"m.s": "c1"}, code_meta={"m.s": ["step", "m.py"]}, packages={"np": "1"},
+                params={"top": ["p1", "10"]}, inputs={"words": {"load": "i1"}},
+                files={"data/w.txt": ["f1", 2100]}, env={"python": "3.11"})
+    base.update(over)
+    return Components(**base)
+
+
+def entry(c, fp="old"):
+    return ActionEntry(fp, "p", "s", "v", {}, c.to_json())
+
+
+def test_decide_hit_miss_and_reasons():
+    c = comps()
+    prev = entry(c, c.fingerprint())
+    v = decide(node_for(), c, c.fingerprint(), cache_policy(node_for(), None, None, None),
+               prev, lambda fp: None, lambda e: None)
+    assert not v.execute and v.reasons == ["up to date"]
+    c2 = comps(params={"top": ["p2", "5"]}, files={"data/w.txt": ["f2", 2400]})
+    v = decide(node_for(), c2, c2.fingerprint(), cache_policy(node_for(), None, None, None),
+               prev, lambda fp: None, lambda e: None)
+    assert v.execute
+    assert v.reasons == ["param top: 10 -> 5", "file data/w.txt: content changed (2.1 KB -> 2.3 KB)"]
+    v = decide(node_for(), c2, c2.fingerprint(), cache_policy(node_for(), None, None, None),
+               None, lambda fp: None, lambda e: None)
+    assert v.reasons == ["never built"]
+
+
+def test_no_cache_and_disabled_always_execute_but_all_reasons_adds_the_rest():
+    c = comps()
+    prev = entry(c, c.fingerprint())
+    n = node_for(no_cache=True)
+    v = decide(n, c, c.fingerprint(), cache_policy(n, True, None, None), prev,
+               lambda fp: None, lambda e: None)
+    assert v.execute and v.reasons == ["no_cache: external input, always executes"]
+    n = node_for()
+    v = decide(n, c, c.fingerprint(), cache_policy(n, False, None, None), prev,
+               lambda fp: None, lambda e: None)
+    assert v.reasons == ["caching disabled by --no-cache"]
+    n = node_for()
+    c2 = comps(code={"m.s": "c2"})
+    v = decide(n, c2, c2.fingerprint(), cache_policy(n, None, None, False), prev,
+               lambda fp: None, lambda e: None, all_reasons=True)
+    assert v.reasons == ["caching disabled by @pipeline(enable_cache=False)",
+                         "code: step function m.s (m.py) changed"]
+
+
+def test_unusable_entry_executes_with_its_reason():
+    c = comps()
+    prev = entry(c, c.fingerprint())
+    v = decide(node_for(), c, c.fingerprint(), cache_policy(node_for(), None, None, None),
+               prev, lambda fp: None, lambda e: "the cached result is missing from the store")
+    assert v.execute and v.reasons == ["the cached result is missing from the store"]
+
+
+def test_diff_words():
+    old = comps().to_json()
+    new = comps(code={"m.s": "c1", "m.helper": "h"},
+                code_meta={"m.s": ["step", "m.py"], "m.helper": ["function", "m.py"]},
+                packages={"np": "2"}, inputs={"words": {"load": "i2"}},
+                files={"data/w.txt": ["f1", 2100], "data/new.csv": ["n", 5]}).to_json()
+    assert diff_components(old, new) == [
+        "code: now uses helper m.helper (m.py)",
+        "package np: 1 -> 2",
+        "input words: upstream step load produced different output",
+        "file data/new.csv: new input",
+    ]
+
+
+def test_fingerprint_depends_on_every_component():
+    base = comps().fingerprint()
+    for over in [dict(code={"m.s": "x"}), dict(packages={}), dict(params={"top": ["p9"]}),
+                 dict(inputs={}), dict(files={}), dict(env={"python": "3.12"})]:
+        assert comps(**over).fingerprint() != base
+    assert comps(code_meta={}).fingerprint() == base  # labels are not part of it
