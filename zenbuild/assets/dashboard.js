@@ -66,7 +66,7 @@
         var tr = el("tr", { "data-run-id": r.id, tabindex: "0" }, [
           el("td", { "class": "mono", text: r.id }),
           el("td", { text: r.pipeline }),
-          el("td", { text: when(r.started) }),
+          el("td", { text: when(r.started).slice(5), title: when(r.started) }),
           el("td", { text: r.duration_s === null ? "-" : r.duration_s.toFixed(2) + "s" }),
           el("td", { text: r.executed + " / " + r.cached + " / " + r.failed }),
           el("td", {}, [badge(r.status)])
