@@ -147,6 +147,7 @@ class CodeFingerprinter:
         self._pins: List[Any] = []  # keep memoized objects alive so ids stay unique
         self._versions: Dict[str, Optional[str]] = {}
         self._step_cache: Dict[int, CodeInfo] = {}
+        self._import_maps: Dict[str, Dict[str, Tuple[str, str]]] = {}
         self._dists: Optional[Dict[str, List[str]]] = None
 
     # -- which files belong to the project --------------------------------------------------
@@ -426,8 +427,39 @@ class CodeFingerprinter:
         if isinstance(value, types.ModuleType) and self.module_is_project(value) and i < len(chain):
             refs.append(value)  # an attribute we cannot see statically: take the whole module
             return
+        if i == 1 and not callable(value) and not isinstance(value, types.ModuleType):
+            origin = self._imports_of(g).get(name)
+            mod = sys.modules.get(origin[0]) if origin else None
+            if origin and mod is not None and self.module_is_project(mod):
+                key = f"{origin[0]}.{origin[1]}"  # name the constant where it is defined
+                file_of = getattr(mod, "__file__", None)
         rel = self.project_file(file_of) or ""
         self._value_ref(key, value, rel, refs, packages)
+
+    def _imports_of(self, g: Dict[str, Any]) -> Dict[str, Tuple[str, str]]:
+        """name -> (module, original name) for a module's `from X import name` statements,
+        kept in the source cache by the module file's content digest."""
+        filename = g.get("__file__")
+        if not filename or self.project_file(filename) is None:
+            return {}
+        memo = self._import_maps.get(filename)
+        if memo is not None:
+            return memo
+        cache_key = None
+        pairs: Optional[List[List[str]]] = None
+        if self.source_cache is not None:
+            fdigest = self.source_cache.file_digest(filename)
+            if fdigest is not None:
+                cache_key = f"{fdigest}|imports|{g.get('__package__') or ''}"
+                hit = self.source_cache.get(cache_key)
+                pairs = hit[1] if hit is not None else None
+        if pairs is None:
+            pairs = _from_imports(self._module_ast(filename), g.get("__package__") or "")
+            if cache_key is not None and self.source_cache is not None:
+                self.source_cache.put(cache_key, "", [tuple(p) for p in pairs])
+        result = {p[0]: (p[1], p[2]) for p in pairs}
+        self._import_maps[filename] = result
+        return result
 
     def code(self, fn: Any) -> CodeInfo:
         """The code component of a step function (decorators of the function itself ignored)."""
@@ -486,6 +518,26 @@ class CodeFingerprinter:
         self._objs[id(mod)] = o
         self._pins.append(mod)
         return o
+
+
+def _from_imports(tree: Optional[ast.Module], package: str) -> List[List[str]]:
+    """[local name, absolute module, original name] of each top-level `from X import Y`."""
+    import ast
+
+    out: List[List[str]] = []
+    if tree is None:
+        return out
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".") if package else []
+                parts = parts[: len(parts) - (node.level - 1)] if node.level > 1 else parts
+                base = ".".join(p for p in parts + ([base] if base else []) if p)
+            for alias in node.names:
+                if alias.name != "*":
+                    out.append([alias.asname or alias.name, base, alias.name])
+    return out
 
 
 def _def_line(n: ast.AST) -> int:

@@ -141,7 +141,7 @@ def test_constant_change_reruns_its_users(wc):
     wc.write("helpers.py", HELPERS.replace("THRESHOLD = 1", "THRESHOLD = 2"))
     r = wc.run("run", "--explain")
     assert wc.ticks() == ["keep", "render"]
-    assert "code: constant pipe.THRESHOLD" in r.stdout
+    assert "code: constant helpers.THRESHOLD (helpers.py) changed" in r.stdout
     assert wc.read("build/report.md") == "c: 3\nb: 2\n"
 
 
@@ -249,7 +249,7 @@ def test_dry_run_executes_nothing(wc):
     wc.write("helpers.py", HELPERS.replace("THRESHOLD = 1", "THRESHOLD = 3"))
     r = wc.run("run", "--dry-run")
     assert wc.ticks() == []
-    assert "Would execute keep: code: constant pipe.THRESHOLD" in r.stdout
+    assert "Would execute keep: code: constant helpers.THRESHOLD (helpers.py) changed" in r.stdout
     assert "Would execute render: upstream step keep would execute" in r.stdout
     wc.run("run")
     assert wc.ticks() == ["keep", "render"]

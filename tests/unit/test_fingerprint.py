@@ -6,6 +6,7 @@ import importlib
 import itertools
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -147,7 +148,7 @@ def rec(n: int) -> int:
 
 
 def test_source_cache_is_used_and_keyed_by_file_content(tmp_path):
-    cache = SourceCache(lambda path: open(path, "rb").read().hex()[:40])
+    cache = SourceCache(lambda path: Path(path).read_bytes().hex()[:40])
     a, _ = code_of(tmp_path, BASE, cache=cache)
     assert cache.new  # parsed once and remembered
     cache.new.clear()
