@@ -156,7 +156,7 @@ _param_opt = click.option("--param", "-p", "params", multiple=True, metavar="KEY
                           help="Set a pipeline parameter, as for `run` (repeatable).")
 
 
-@cli.command()
+@cli.command(short_help="Why a step would (or would not) execute next.")
 @click.argument("step")
 @click.argument("pipeline", required=False)
 @_param_opt
@@ -174,7 +174,7 @@ def explain(step: str, pipeline: Optional[str], params: List[str], no_cache: boo
     click.echo(explain_json(ev, step) if as_json else explain_text(ev, step))
 
 
-@cli.command()
+@cli.command(short_help="Which steps are stale; --check for hooks and CI.")
 @click.argument("pipeline", required=False)
 @_param_opt
 @click.option("--check", is_flag=True,
@@ -214,7 +214,7 @@ def status(pipeline: Optional[str], params: List[str], check: bool, as_json: boo
         sys.exit(1)
 
 
-@cli.command()
+@cli.command(short_help="The DAG with each step's status in the last run.")
 @click.argument("pipeline", required=False)
 @click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "json"]),
               default="mermaid", show_default=True)
@@ -231,7 +231,7 @@ def graph(pipeline: Optional[str], fmt: str, run_id: Optional[str],
     click.echo(RENDERERS[fmt](pipeline_graph(load_project(project_dir), pipeline, run_id)))
 
 
-@cli.group(invoke_without_command=True)
+@cli.group(invoke_without_command=True, short_help="Past runs; `runs show RUN_ID` for one.")
 @click.option("--pipeline", "-P", default=None, help="Only runs of this pipeline.")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -274,7 +274,7 @@ def runs_show(ctx: click.Context, run_id: str, show_log: bool, as_json: bool,
     click.echo(to_json(run) if as_json else run_text(run, show_log))
 
 
-@cli.command()
+@cli.command(short_help="A local web page: runs, DAGs, statuses, logs.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
               help="Port to listen on (0: any free port).")
 @click.option("--host", default="127.0.0.1", show_default=True,
