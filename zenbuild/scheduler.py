@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from .config import Config
 from .digest import StatCache, digest_file, stat_key
 from .dsl import InputRef, OutputRef
+from .errors import CorruptBlob
 from .events import (
     Reporter,
     RunFinished,
@@ -76,7 +77,9 @@ class Scheduler:
         self.fp = CodeFingerprinter(config.root, config.track_packages, config.store, self.sources)
         self.results: Dict[str, StepResult] = {}
         self.digests: Dict[str, str] = {}  # step -> value digest
-        self.values: Dict[str, Any] = {}  # values computed in this run
+        # Serialized values read or produced in this run. Each consumer gets its own decoded
+        # copy, so a step that mutates its input cannot change what a sibling step sees.
+        self.values: Dict[str, bytes] = {}
         self.hits: List[str] = []
         self.state_updates: Dict[str, str] = {}
         self.running: Dict[str, Tuple[Components, str, float]] = {}
@@ -267,9 +270,15 @@ class Scheduler:
         self.report(StepCached(step=name, restored=restored))
 
     def _value_of(self, name: str) -> Any:
-        if name not in self.values:
-            self.values[name] = loads(self.store.get_blob(self.digests[name]))
-        return self.values[name]
+        data = self.values.get(name)
+        if data is None:
+            digest = self.digests[name]
+            try:
+                data = self.store.get_blob(digest)
+            except KeyError:
+                raise CorruptBlob(digest) from None  # gone: purge the entries and run again
+            self.values[name] = data
+        return loads(data)
 
     def _resolve(self, v: Any) -> Any:
         if isinstance(v, InputRef):
@@ -322,7 +331,7 @@ class Scheduler:
                        outcome.duration)
             return False
         value_digest = self.store.put_blob(data)
-        self.values[name] = outcome.value
+        self.values[name] = data
         outputs: Dict[str, Dict[str, Any]] = {}
         try:
             for rel in node.outputs:

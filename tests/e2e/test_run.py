@@ -796,3 +796,38 @@ def test_init_writes_a_runnable_project(tmp_path):
     assert (root / "build/hello.txt").read_text() == "Hello, Ada!\nHello, Grace!\nHello, Linus!\n"
     r = zb("init", "--project-dir", str(root), check=2)
     assert "already exist" in r.stderr
+
+
+def test_a_step_mutating_its_input_does_not_leak_to_siblings(project):
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", '''
+        from zenbuild import step, pipeline
+
+        @step
+        def make() -> list:
+            return [1, 2]
+
+        @step
+        def grab(xs: list) -> list:
+            xs.append(99)  # mutates what it was given
+            return xs
+
+        @step
+        def total(xs: list) -> int:
+            return sum(xs)
+
+        @pipeline
+        def p():
+            xs = make()
+            grab(xs)
+            total(xs)
+    ''')
+    project.write("main.py", '''
+        from pipe import p
+        r = p().run()
+        print("TOTAL", r.steps["total"].output)
+    ''')
+    env = {**os.environ, "PYTHONPATH": str(project.root)}
+    out = subprocess.run([sys.executable, "main.py"], cwd=project.root, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert "TOTAL 3" in out.stdout, out
