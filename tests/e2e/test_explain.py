@@ -143,8 +143,7 @@ def test_helper_change_names_the_function_and_its_file(nlp: Any) -> None:
 
 def test_constant_change_is_named(nlp: Any) -> None:
     nlp.write("nlp/text.py", 'STOP = ("a", "the", "on")\n\n\ndef tokenize(s):\n    return s.split()\n')
-    # imported by value, so it is named where the step reads it
-    assert explain(nlp, "words") == ["code: constant pipes.STOP (pipes.py) changed"]
+    assert explain(nlp, "words") == ["code: constant nlp.text.STOP (nlp/text.py) changed"]
 
 
 def test_step_function_change(nlp: Any) -> None:
