@@ -280,3 +280,44 @@ def test_second_run_waits_or_fails_fast(project: Project) -> None:
         out1, err1 = first.communicate(timeout=60)
     assert first.returncode == 0, err1
     assert "Step hold has finished" in out1
+
+
+def test_a_worker_that_dies_fails_only_its_step(project: Project) -> None:
+    project.write("pipe.py", '''
+        import os
+
+        from zenbuild import pipeline, step
+        from ticker import tick
+
+
+        @step
+        def crash() -> int:
+            tick("crash")
+            os._exit(3)
+
+
+        @step
+        def fine(i: int) -> int:
+            tick(f"fine{i}")
+            return i
+
+
+        @pipeline
+        def dies():
+            crash()
+            for i in range(3):
+                fine(i)
+    ''')
+    project.write("zenbuild.toml", 'pipelines = ["pipe:dies"]\n')
+    r = project.run("run", "-j", "2", "--keep-going", "--json", check=1)
+    st = statuses(r)
+    assert st.pop("crash") == "failed"
+    assert "step crash got no result: a worker process died" in r.stderr
+    # a step running beside it in the broken pool may fail too; the pool restarts for the rest
+    assert set(st.values()) <= {"executed", "failed"} and "executed" in st.values()
+    again = project.run("run", "-j", "2", "--keep-going", "--json", check=1)
+    assert {k: v for k, v in statuses(again).items() if k != "crash"} == {
+        "fine": "cached" if st["fine"] == "executed" else "executed",
+        "fine_2": "cached" if st["fine_2"] == "executed" else "executed",
+        "fine_3": "cached" if st["fine_3"] == "executed" else "executed",
+    }

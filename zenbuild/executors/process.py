@@ -144,8 +144,9 @@ def failed_remotely(name: str, e: BaseException) -> Outcome:
     from concurrent.futures.process import BrokenProcessPool
 
     if isinstance(e, BrokenProcessPool):
-        msg = (f"the worker process running step {name} died (killed, out of memory, or "
-               "crashed in native code) before returning a result\n")
+        msg = (f"step {name} got no result: a worker process died (killed, out of memory, or "
+               "crashed in native code) while it ran or waited, in this step or in one running "
+               "beside it. Run again (with -j 1 to find the culprit).\n")
     else:
         msg = (f"step {name} finished but its result could not be sent back from the worker: "
                f"{type(e).__name__}: {e}. Return plain data or a picklable object.\n")

@@ -1,0 +1,73 @@
+"""Unit: choosing an executor, and finding step functions again by module and qualname."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+from zenbuild import step
+from zenbuild.errors import ConfigError
+from zenbuild.executors import InProcessExecutor
+from zenbuild.executors.choose import choose_executor
+from zenbuild.executors.process import (
+    NotImportable,
+    ProcessExecutor,
+    cpu_count,
+    fn_ref,
+    resolve_ref,
+    run_ref,
+)
+
+
+@step
+def top_level(x: int) -> int:
+    print("printed", x)
+    return x * 2
+
+
+def test_choose_executor() -> None:
+    assert isinstance(choose_executor("/r"), InProcessExecutor)
+    assert isinstance(choose_executor("/r", jobs=1), InProcessExecutor)
+    ex = choose_executor("/r", jobs=3)
+    assert isinstance(ex, ProcessExecutor) and ex.slots == 3
+    assert choose_executor("/r", jobs=0).slots == cpu_count()
+    with pytest.raises(ConfigError, match="only applies with --executor dask"):
+        choose_executor("/r", scheduler="tcp://x:1")
+    with pytest.raises(ConfigError, match="unknown executor"):
+        choose_executor("/r", kind="ray")
+
+
+def test_missing_dask_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import raises ImportError
+    with pytest.raises(ConfigError, match=r"zenbuild\[dask\]"):
+        choose_executor("/r", kind="dask")
+
+
+def test_refs_resolve_to_the_plain_function() -> None:
+    ref = fn_ref(top_level.fn)
+    assert (ref.module, ref.qualname) == (__name__, "top_level")
+    assert resolve_ref(ref, "/nonexistent") is top_level.fn
+    outcome, text = run_ref("top_level", ref, "/nonexistent", (21,), {}, capture="py")
+    assert outcome.ok and outcome.value == 42 and text == "printed 21\n"
+
+
+def test_nested_functions_are_not_importable() -> None:
+    def inner() -> None:
+        pass
+
+    with pytest.raises(NotImportable, match="not a module-level function"):
+        fn_ref(inner)
+    with pytest.raises(NotImportable):
+        fn_ref(lambda: None)
+
+
+def test_changed_code_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = types.ModuleType("zb_fake_mod")
+    exec("def f():\n    return 1\n", mod.__dict__)
+    monkeypatch.setitem(sys.modules, "zb_fake_mod", mod)
+    ref = fn_ref(mod.f)
+    exec("def f():\n    return 2\n", mod.__dict__)  # the file was edited under the run
+    outcome, _ = run_ref("f", ref, "/nonexistent", (), {}, capture="py")
+    assert not outcome.ok and "differs from the code that was fingerprinted" in outcome.error
