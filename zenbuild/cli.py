@@ -34,6 +34,17 @@ def cli() -> None:
 @click.option("--explain", is_flag=True, help="Print why each executed step runs.")
 @click.option("--keep-going", "-k", is_flag=True, help="Keep running independent steps after a failure.")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another run holds the project.")
+@click.option("-j", "--jobs", type=click.IntRange(min=0), default=None,
+              help="Run up to N steps at once in worker processes (0 = one per CPU; default 1 "
+                   "= serial, in this process, or `jobs` in zenbuild.toml).")
+@click.option("--executor", "executor_name", type=click.Choice(["local", "dask"]), default=None,
+              help="Where steps run: local (default) or a Dask cluster.")
+@click.option("--scheduler", "dask_scheduler", metavar="tcp://HOST:PORT", default=None,
+              help="Dask scheduler address (default: a LocalCluster of worker processes).")
+@click.option("--remote-cache", metavar="URL", default=None,
+              help="Bazel HTTP cache URL to read (and write) results (default: [cache] remote).")
+@click.option("--remote-cache-upload/--no-remote-cache-upload", default=None,
+              help="Upload executed steps to the remote cache (default: only when CI is set).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout; logs go to stderr.")
 @click.option("--format", "fmt", type=click.Choice(["text", "github"]), default="text",
               help="github: also print GitHub Actions annotations (::error per failed step).")
@@ -48,6 +59,11 @@ def run(
     explain: bool,
     keep_going: bool,
     no_wait: bool,
+    jobs: Optional[int],
+    executor_name: Optional[str],
+    dask_scheduler: Optional[str],
+    remote_cache: Optional[str],
+    remote_cache_upload: Optional[bool],
     as_json: bool,
     fmt: str,
     quiet: bool,
@@ -74,6 +90,8 @@ def run(
     result = run_bound(
         bound, enable_cache=False if no_cache else None, config=config, reporter=reporter,
         dry_run=dry_run, explain=explain, keep_going=keep_going, wait=not no_wait, log=log,
+        jobs=jobs, executor_name=executor_name, dask_scheduler=dask_scheduler,
+        remote_cache=remote_cache, remote_upload=remote_cache_upload,
     )
     if as_json:
         click.echo(json.dumps(json_summary(result)))
@@ -288,6 +306,132 @@ def dashboard(port: int, host: str, project_dir: Optional[str]) -> None:
     serve(load_project(project_dir), host, port, announce=click.echo)
 
 # --- cache and execution commands (issue 5) ---
+
+
+def _locked_store(project_dir: Optional[str], no_wait: bool) -> Any:
+    from .api import load_project
+    from .store import Store
+
+    store = Store(load_project(project_dir).store, create=False)
+    try:
+        store.lock(wait=not no_wait, on_wait=lambda pid: click.echo(
+            f"Waiting for another zenbuild run (pid {pid}) in this project to finish...", err=True))
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _when(t: Optional[float]) -> str:
+    import time as _time
+
+    return _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(t)) if t else "-"
+
+
+_no_wait = click.option("--no-wait", is_flag=True,
+                        help="Fail at once if a run holds the project, instead of waiting.")
+
+
+@cli.group()
+def cache() -> None:
+    """Inspect, verify and trim the local store."""
+
+
+@cache.command("info")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@_project_dir
+def cache_info(as_json: bool, project_dir: Optional[str]) -> None:
+    """Size, entry and blob counts, oldest entry."""
+    from .api import load_project
+    from .cache_admin import human, info
+    from .store import Store
+
+    config = load_project(project_dir)
+    store = Store(config.store, create=False)
+    try:
+        i = info(store)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({**i.__dict__, "store": config.store}, sort_keys=True))
+        return
+    click.echo(f"store:        {config.store}")
+    click.echo(f"entries:      {i.entries} (across {len(i.steps)} steps)")
+    click.echo(f"blobs:        {i.blobs}, {human(i.blob_bytes)}"
+               + (f" ({i.unreferenced_blobs} not needed by any entry)" if i.unreferenced_blobs else ""))
+    click.echo(f"database:     {human(i.db_bytes)}")
+    click.echo(f"oldest entry: {_when(i.oldest_created)}")
+    click.echo(f"least recently used: {_when(i.least_recently_used)}")
+    if config.cache.get("remote"):
+        from .remote import redact
+
+        click.echo(f"remote:       {redact(str(config.cache['remote']))}")
+
+
+@cache.command("gc")
+@click.option("--max-size", metavar="SIZE", default=None,
+              help="Trim least recently used entries until blobs fit, e.g. 5GB "
+                   "(default: [cache] max_size).")
+@click.option("--older-than", metavar="AGE", default=None,
+              help="Remove entries not used for AGE, e.g. 30d (units s, m, h, d, w).")
+@_no_wait
+@_project_dir
+def cache_gc(max_size: Optional[str], older_than: Optional[str], no_wait: bool,
+             project_dir: Optional[str]) -> None:
+    """Remove old or least recently used entries and every blob no kept entry needs."""
+    from .api import load_project
+    from .cache_admin import gc, human, parse_age, parse_size
+
+    size_text = max_size or load_project(project_dir).cache.get("max_size")
+    limit = parse_size(str(size_text)) if size_text else None
+    age = parse_age(older_than) if older_than else None
+    store = _locked_store(project_dir, no_wait)
+    try:
+        r = gc(store, limit, age)
+    finally:
+        store.close()
+    broken = f" ({r.broken_entries} of them broken)" if r.broken_entries else ""
+    click.echo(f"removed {r.removed_entries + r.broken_entries} entries{broken} and "
+               f"{r.removed_blobs} blobs, freed {human(r.freed_bytes)}; kept {r.kept_entries} "
+               f"entries, {human(r.kept_bytes)}")
+
+
+@cache.command("verify")
+@_no_wait
+@_project_dir
+def cache_verify(no_wait: bool, project_dir: Optional[str]) -> None:
+    """Rehash every blob; remove corrupt ones and the entries that need them (exit 1 if any)."""
+    from .cache_admin import human, verify
+
+    store = _locked_store(project_dir, no_wait)
+    try:
+        r = verify(store)
+    finally:
+        store.close()
+    for digest in r.corrupt:
+        click.echo(f"corrupt blob {digest}: removed")
+    for step_name, fp in r.removed_entries:
+        click.echo(f"removed entry {fp[:12]} of step {step_name}: it needed a corrupt or "
+                   "missing blob (the step will run again)")
+    click.echo(f"checked {r.checked} blobs ({human(r.checked_bytes)}): {len(r.corrupt)} corrupt, "
+               f"{len(r.removed_entries)} entries removed")
+    if r.corrupt or r.removed_entries:
+        sys.exit(1)
+
+
+@cache.command("clear")
+@_no_wait
+@_project_dir
+def cache_clear(no_wait: bool, project_dir: Optional[str]) -> None:
+    """Remove every cache entry and blob (run history is kept)."""
+    from .cache_admin import clear, human
+
+    store = _locked_store(project_dir, no_wait)
+    try:
+        n_entries, n_blobs, size = clear(store)
+    finally:
+        store.close()
+    click.echo(f"removed {n_entries} entries and {n_blobs} blobs ({human(size)})")
 
 
 def main(argv: Optional[List[str]] = None) -> Any:
