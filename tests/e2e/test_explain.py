@@ -204,6 +204,9 @@ def test_caching_disabled_by_flag_and_by_pipeline(nlp: Any) -> None:
         "caching disabled by --no-cache", "input tokens: upstream step words would execute"]
     nlp.run("run", "uncached", env=nlp.env)
     assert explain(nlp, "scaled", "uncached") == ["caching disabled by @pipeline(enable_cache=False)"]
+    nlp.write("zenbuild.toml", 'pipelines = ["pipes:main"]\n[steps.load]\nenable_cache = false\n')
+    assert explain(nlp, "load") == [
+        "caching disabled by zenbuild.toml [steps.load] enable_cache = false"]
 
 
 def test_every_reason_at_once(nlp: Any) -> None:
