@@ -101,7 +101,9 @@ def evaluate(
         if t not in graph.nodes:
             raise PipelineError(
                 f"pipeline {graph.pipeline} has no step named {t!r}. Its steps are: "
-                f"{', '.join(graph.order)}. A step called twice is named NAME_2 for its second call."
+                f"{', '.join(graph.order)}. A step called twice is named NAME_2 for its second "
+                "call; for a step of another pipeline, name the pipeline too: "
+                f"`zenbuild explain {t} PIPELINE`."
             )
     store = Store(config.store)
     try:

@@ -130,7 +130,7 @@ def test_port_in_use_is_a_clear_error(server: Tuple[str, Any]) -> None:
 
 
 # -- the browser --------------------------------------------------------------------------------
-def _driver(tmp_path: Path) -> Any:
+def _driver(tmp_path: Path, monkeypatch: Any) -> Any:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -138,7 +138,7 @@ def _driver(tmp_path: Path) -> Any:
     driver_path = shutil.which("chromedriver")
     if not os.path.exists(browser) or driver_path is None:
         pytest.fail("Debian's chromium and chromium-driver are needed: sh tests/sysdeps/chromium.sh")
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download anything
+    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager download anything
     opts = webdriver.ChromeOptions()
     opts.binary_location = browser
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -182,10 +182,11 @@ def _step_rows(driver: Any) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-def test_dashboard_in_headless_chromium(server: Tuple[str, Any], tmp_path: Path) -> None:
+def test_dashboard_in_headless_chromium(server: Tuple[str, Any], tmp_path: Path,
+                                        monkeypatch: Any) -> None:
     base, p = server
     styles = get(base + "api/styles")[1]
-    driver = _driver(tmp_path)
+    driver = _driver(tmp_path, monkeypatch)
     try:
         driver.get(base)
         _wait(driver, 'return document.body.getAttribute("data-ready") === "1"')
