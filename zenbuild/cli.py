@@ -167,6 +167,41 @@ def init(force: bool, project_dir: Optional[str]) -> None:
 
 
 # --- watch commands (issue 3) ---
+@cli.command()
+@click.argument("pipeline", required=False)
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="Set a pipeline parameter (repeatable).")
+@click.option("--debounce", "debounce_ms", type=click.IntRange(min=0), default=None, metavar="MS",
+              help="Start a rebuild once no file event came for MS milliseconds (default 50, "
+                   "or [watch] debounce_ms).")
+@click.option("--poll/--no-poll", "poll", default=None,
+              help="Poll the file system instead of using inotify/FSEvents (network drives).")
+@click.option("--on-busy", type=click.Choice(["queue", "restart"]), default=None,
+              help="A change during a rebuild: rebuild again after it (queue, the default) or "
+                   "stop it and start over (restart).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary lines.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also print every step's reasons and every file event seen.")
+@_project_dir
+def watch(
+    pipeline: Optional[str],
+    params: List[str],
+    debounce_ms: Optional[int],
+    poll: Optional[bool],
+    on_busy: Optional[str],
+    quiet: bool,
+    verbose: bool,
+    project_dir: Optional[str],
+) -> None:
+    """Run PIPELINE, then rerun the steps a saved change invalidates, until Ctrl-C."""
+    from .watch import WatchOptions
+    from .watch import watch as run_watch
+
+    sys.exit(run_watch(WatchOptions(
+        project_dir=project_dir, pipeline=pipeline, params=tuple(params), debounce_ms=debounce_ms,
+        poll=poll, on_busy=on_busy, quiet=quiet, verbose=verbose,
+    )))
+
 
 # --- inspect commands: explain, status, graph, runs, dashboard (issue 4) ---
 

@@ -1,0 +1,222 @@
+"""Unit tests of the watcher's pure parts: ignore rules, which events matter, which folders are
+watched, settings precedence, the polling fallback, and fresh imports of the project's code."""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import io
+import logging
+import os
+import py_compile
+import sys
+from pathlib import Path
+from typing import Any, List
+
+import pytest
+
+from zenbuild.errors import ConfigError
+from zenbuild.watch import Settings, Watcher, WatchOptions, _Overflow, resolve_settings
+from zenbuild.watch_child import collect_modules, install_fresh_imports, project_predicate
+from zenbuild.watch_paths import IgnoreRules, Report, WatchSet, is_editor_file
+
+
+def test_ignore_rules_follow_gitignore_basics() -> None:
+    r = IgnoreRules(["# comment", "*.log", "!keep.log", "build/", "/top.txt", "docs/**/*.md"])
+    assert r.match("a.log") and r.match("deep/er/a.log")
+    assert not r.match("keep.log")
+    assert r.match("build/x.txt") and r.match("sub/build/x.txt")
+    assert not r.match("build", is_dir=False) and r.match("build", is_dir=True)
+    assert r.match("top.txt") and not r.match("sub/top.txt")
+    assert r.match("docs/a/b/c.md") and r.match("docs/c.md") and not r.match("docs/c.txt")
+    assert not r.match("src/main.py")
+
+
+@pytest.mark.parametrize("name", [".a.py.swp", "a.py~", ".#a.py", "#a.py#", "4913",
+                                  "a.py___jb_tmp___", "x.zenbuild-tmp"])
+def test_editor_files(name: str) -> None:
+    assert is_editor_file(name)
+
+
+@pytest.mark.parametrize("name", ["a.py", "data.csv", "swap.txt", "Makefile"])
+def test_not_editor_files(name: str) -> None:
+    assert not is_editor_file(name)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> WatchSet:
+    root = tmp_path.resolve()
+    (root / ".gitignore").write_text("data/\n*.cache\n")
+    for d in ("pkg", "data", "raw/sub", "build", ".git", ".zenbuild"):
+        (root / d).mkdir(parents=True)
+    w = WatchSet(str(root), user_ignore=["scratch/*"])
+    w.update(Report(
+        root=str(root), store=str(root / ".zenbuild"), loaded=True,
+        modules=[str(root / "pipe.py"), str(root / "pkg" / "helpers.py")],
+        files=["data/in.csv", "build/a.txt", "scratch/x.txt"], dirs=[("raw", "**/*.csv")],
+        outputs=["build/a.txt", "build/b.txt"], config_source=str(root / "zenbuild.toml"),
+    ))
+    return w
+
+
+def _why(ws: WatchSet, rel: str, is_dir: bool = False) -> str:
+    v = ws.classify(os.path.join(ws.root, rel), is_dir)
+    return ("run: " if v.relevant else "skip: ") + v.why
+
+
+def test_classify_precedence(ws: WatchSet) -> None:
+    assert _why(ws, "pipe.py") == "run: module"
+    assert _why(ws, "pkg/helpers.py") == "run: module"
+    assert _why(ws, "data/in.csv") == "run: input"  # declared, though .gitignore'd
+    assert _why(ws, "zenbuild.toml") == "run: config"
+    assert _why(ws, "pyproject.toml") == "run: config"
+    assert _why(ws, "raw/sub/x.csv") == "run: in a Dir input"
+    assert _why(ws, "raw/sub/x.txt") == "skip: nothing depends on it"  # outside the Dir's glob
+    assert _why(ws, "build/a.txt") == "skip: a step's Output"  # an Output beats an input
+    assert _why(ws, "build/b.txt") == "skip: a step's Output"
+    assert _why(ws, "scratch/x.txt") == "skip: ignored by [watch] ignore"
+    assert _why(ws, ".zenbuild/cas/ab/cd") == "skip: the store"
+    assert _why(ws, ".git/index") == "skip: a VCS, cache or virtualenv folder"
+    assert _why(ws, "pkg/__pycache__/helpers.cpython-311.pyc").startswith("skip: a VCS")
+    assert _why(ws, "pkg/.helpers.py.swp") == "skip: an editor swap or temp file"
+    assert _why(ws, "data/other.csv") == "skip: ignored by .gitignore"
+    assert _why(ws, "other.py") == "skip: nothing depends on it"
+    assert not ws.classify("/somewhere/else.py").relevant
+
+
+def test_a_report_that_did_not_load_adds_and_watches_every_py(ws: WatchSet) -> None:
+    ws.update(Report(root=ws.root, loaded=False, modules=[os.path.join(ws.root, "new.py")]))
+    assert _why(ws, "pipe.py") == "run: module"  # kept while the pipeline is broken
+    assert _why(ws, "new.py") == "run: module"
+    assert _why(ws, "other.py") == "run: a .py file (the pipeline does not load yet)"
+    assert _why(ws, "data/x.py") == "skip: ignored by .gitignore"
+    ws.update(Report(root=ws.root, loaded=True, modules=[os.path.join(ws.root, "pipe.py")]))
+    assert _why(ws, "other.py") == "skip: nothing depends on it"
+    assert _why(ws, "pkg/helpers.py") == "skip: nothing depends on it"  # no longer imported
+
+
+def test_folders_are_parents_dirs_recursive_and_nearest_existing(ws: WatchSet) -> None:
+    root = ws.root
+    got = ws.folders()
+    assert (root, False) in got
+    assert (os.path.join(root, "pkg"), False) in got
+    assert (os.path.join(root, "data"), False) in got
+    assert (os.path.join(root, "raw"), True) in got
+    assert (os.path.join(root, "raw", "sub"), False) not in got  # covered recursively
+    ws.update(Report(root=root, loaded=True, files=["missing/deeper/in.txt"]))
+    assert (root, False) in ws.folders()  # the nearest folder that exists
+    assert os.path.join(root, "missing", "deeper", "in.txt") in ws.wanted()
+
+
+def test_settings_precedence() -> None:
+    s = resolve_settings(WatchOptions(), None)
+    assert s == Settings(0.05, False, "queue", [])
+    table = {"debounce_ms": 200, "poll": True, "on_busy": "restart", "ignore": ["*.tmp"]}
+    s = resolve_settings(WatchOptions(), table)
+    assert (s.debounce_s, s.poll, s.on_busy, s.ignore) == (0.2, True, "restart", ["*.tmp"])
+    s = resolve_settings(WatchOptions(debounce_ms=0, poll=False, on_busy="queue"), table)
+    assert (s.debounce_s, s.poll, s.on_busy) == (0.0, False, "queue")
+    with pytest.raises(ConfigError):
+        resolve_settings(WatchOptions(), {"debounce_ms": -1})
+
+
+class FakeObserver:
+    def __init__(self, poll: bool, fail: bool) -> None:
+        self.poll, self.fail = poll, fail
+        self.scheduled: List[Any] = []
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def join(self, timeout: float) -> None:
+        pass
+
+    def schedule(self, handler: Any, path: str, recursive: bool = False, **kw: Any) -> Any:
+        if self.fail:
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
+        self.scheduled.append((path, recursive))
+        return (path, recursive)
+
+    def unschedule(self, watch: Any) -> None:
+        self.scheduled.remove(watch)
+
+
+def test_inotify_watch_limit_falls_back_to_polling_with_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "zenbuild.toml").write_text('pipelines = ["p:p"]\n')
+    made: List[FakeObserver] = []
+
+    def factory(poll: bool) -> FakeObserver:
+        made.append(FakeObserver(poll, fail=not poll))
+        return made[-1]
+
+    out, err = io.StringIO(), io.StringIO()
+    w = Watcher(WatchOptions(project_dir=str(tmp_path)), out=out, err=err, observer_factory=factory)
+    try:
+        w.refresh_watches()
+    finally:
+        w._shutdown()
+    assert [o.poll for o in made] == [False, True]
+    assert made[1].scheduled == [(str(tmp_path.resolve()), False)]
+    assert w.polling
+    text = err.getvalue()
+    assert "inotify watch limit" in text and "falling back to polling" in text
+    assert "fs.inotify.max_user_watches" in text
+
+
+def test_watchdog_overflow_log_becomes_a_rescan() -> None:
+    got: List[tuple] = []
+    h = _Overflow(got.append)
+    rec = logging.LogRecord("watchdog", logging.WARNING, __file__, 1,
+                            "Inotify queue overflowed; filesystem events were lost", None, None)
+    h.emit(rec)
+    assert got == [("overflow",)]
+
+
+def test_bad_config_does_not_stop_the_watcher_from_starting(tmp_path: Path) -> None:
+    (tmp_path / "zenbuild.toml").write_text("[watch]\ndebounce_ms = 'x'\n")
+    w = Watcher(WatchOptions(project_dir=str(tmp_path)), out=io.StringIO(), err=io.StringIO(),
+                observer_factory=lambda poll: FakeObserver(poll, False))
+    try:
+        assert w.settings.debounce_s == 0.05
+    finally:
+        w._shutdown()
+
+
+def test_fresh_imports_ignore_a_stale_pyc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = tmp_path / "zb_fresh_mod.py"
+    mod.write_text("VALUE = 1\n")
+    py_compile.compile(str(mod), doraise=True)
+    st = os.stat(mod)
+    mod.write_text("VALUE = 2\n")  # same size; then the same mtime as the .pyc recorded
+    os.utime(mod, ns=(st.st_atime_ns, st.st_mtime_ns))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)
+    importlib.invalidate_caches()
+    try:
+        stale = importlib.import_module("zb_fresh_mod")
+        assert stale.VALUE == 1  # what a plain import runs: the reason for FreshSourceLoader
+        del sys.modules["zb_fresh_mod"]
+        install_fresh_imports(project_predicate(str(tmp_path), str(tmp_path / ".zenbuild")))
+        fresh = importlib.import_module("zb_fresh_mod")
+        assert fresh.VALUE == 2
+    finally:
+        sys.modules.pop("zb_fresh_mod", None)
+
+
+def test_collect_modules_splits_project_files_from_preloadable_ones(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "zb_proj_mod.py").write_text("import colorsys\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    baseline = set(sys.modules) - {"colorsys"}
+    sys.modules.pop("colorsys", None)
+    try:
+        importlib.import_module("zb_proj_mod")
+        found = collect_modules(project_predicate(str(tmp_path), ""), baseline)
+    finally:
+        sys.modules.pop("zb_proj_mod", None)
+    assert found["modules"] == [str(tmp_path / "zb_proj_mod.py")]
+    assert "colorsys" in found["preload"] and "zb_proj_mod" not in found["preload"]

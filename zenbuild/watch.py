@@ -1,0 +1,487 @@
+"""`zenbuild watch`: notice changes with watchdog, debounce them, and start one rebuild at a time
+in a fresh process; the cache decides what reruns."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+from .config import find_project, load_config
+from .errors import ConfigError, ZenbuildError
+from .watch_exec import ForkRunner, Runner, SpawnRunner, default_mode
+from .watch_paths import Report, WatchSet
+
+DEFAULT_DEBOUNCE_MS = 50
+MAX_DELAY_S = 2.0  # a steady stream of events still starts a rebuild this often
+_LIMIT_HELP = (
+    "raise the limit with `sudo sysctl fs.inotify.max_user_watches=524288` (add it to "
+    "/etc/sysctl.conf to keep it), or pass --poll"
+)
+_RUN_EVENTS = ("modified", "created", "moved", "deleted", "closed")
+
+
+@dataclass
+class WatchOptions:
+    """What the CLI passes in; None means: take it from zenbuild.toml [watch], else the default."""
+
+    project_dir: Optional[str] = None
+    pipeline: Optional[str] = None
+    params: Sequence[str] = ()
+    debounce_ms: Optional[int] = None
+    poll: Optional[bool] = None
+    on_busy: Optional[str] = None
+    quiet: bool = False
+    verbose: bool = False
+    mode: Optional[str] = None  # "fork" or "spawn"; default: ZENBUILD_WATCH_EXEC, else fork
+
+
+@dataclass
+class Settings:
+    debounce_s: float = DEFAULT_DEBOUNCE_MS / 1000
+    poll: bool = False
+    on_busy: str = "queue"
+    ignore: List[str] = field(default_factory=list)
+
+
+def resolve_settings(opts: WatchOptions, table: Optional[Dict[str, Any]]) -> Settings:
+    """Precedence: command-line option > zenbuild.toml [watch] > default."""
+    t = table or {}
+    ms = opts.debounce_ms if opts.debounce_ms is not None else t.get("debounce_ms", DEFAULT_DEBOUNCE_MS)
+    if ms < 0:
+        raise ConfigError(f"debounce must be >= 0 ms, got {ms}")
+    return Settings(
+        debounce_s=ms / 1000,
+        poll=opts.poll if opts.poll is not None else bool(t.get("poll", False)),
+        on_busy=opts.on_busy or t.get("on_busy", "queue"),
+        ignore=[str(p) for p in t.get("ignore", [])],
+    )
+
+
+class _Overflow(logging.Handler):
+    """watchdog only logs an inotify queue overflow; turn that log record into a rescan."""
+
+    def __init__(self, post: Callable[[tuple], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.post = post
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.post(("overflow",))
+
+
+def _describe(paths: List[str], limit: int = 4) -> str:
+    shown = ", ".join(paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+class Watcher:
+    """The long-lived process. It never imports the project: every rebuild runs in a child."""
+
+    def __init__(
+        self,
+        opts: WatchOptions,
+        out: Optional[IO[str]] = None,
+        err: Optional[IO[str]] = None,
+        observer_factory: Optional[Callable[[bool], Any]] = None,
+    ) -> None:
+        self.opts = opts
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        start = os.path.abspath(opts.project_dir or os.getcwd())
+        if opts.project_dir is not None and not os.path.isdir(start):
+            raise ConfigError(f"--project-dir {opts.project_dir}: no such folder")
+        if opts.project_dir is not None and os.path.isfile(os.path.join(start, "zenbuild.toml")):
+            self.root, source = start, os.path.join(start, "zenbuild.toml")
+        else:
+            self.root, source = find_project(start)
+        table: Optional[Dict[str, Any]] = None
+        try:
+            table = dict(load_config(self.root, source).watch)
+        except ZenbuildError:
+            pass  # the first rebuild reports it; watch with the defaults until it is fixed
+        self.settings = resolve_settings(opts, table)
+        self.ws = WatchSet(self.root, self.settings.ignore)
+        self.q: queue.Queue[tuple] = queue.Queue()
+        self.observer_factory = observer_factory or _make_observer
+        self.observer: Any = None
+        self.polling = False
+        self.watches: Dict[Tuple[str, bool], Any] = {}
+        self.tmp = tempfile.mkdtemp(prefix="zenbuild-watch-")
+        mode = opts.mode or default_mode()
+        self.runner: Runner = ForkRunner(self.q.put, self.root) if mode == "fork" else SpawnRunner(self.q.put)
+        self.run_id = 0
+        self.running: Optional[int] = None
+        self.run_started = 0.0
+        self.stopping = False  # a restart is under way
+        self.pending: Dict[str, None] = {}
+        self.first_pending = 0.0
+        self.last_event = 0.0
+        self.shown_counts: Optional[Tuple[int, int]] = None
+        self.rebuilds = 0
+        self.told: Set[Tuple[str, str]] = set()
+
+    # -- output -------------------------------------------------------------------------------
+    def say(self, text: str, important: bool = False) -> None:
+        if self.opts.quiet and not important:
+            return
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def warn(self, text: str) -> None:
+        self.err.write(f"Warning: {text}\n")
+        self.err.flush()
+
+    def debug(self, text: str) -> None:
+        if self.opts.verbose:
+            self.say(f"  watch: {text}")
+
+    # -- watches ------------------------------------------------------------------------------
+    def _start_observer(self, poll: bool) -> None:
+        self.observer = self.observer_factory(poll)
+        self.polling = poll
+        self.observer.start()
+
+    def _fall_back_to_polling(self, e: OSError) -> None:
+        what = "watch" if e.errno == errno.ENOSPC else "instance"
+        limit = _read_limit(what)
+        self.warn(f"the inotify {what} limit is reached ({e.strerror or e}"
+                  f"{f'; fs.inotify.max_user_{what}s = {limit}' if limit else ''}); "
+                  f"falling back to polling, which is slower. To use inotify again, {_LIMIT_HELP}.")
+        try:
+            self.observer.stop()
+        except Exception:  # noqa: BLE001 - the broken observer may not even have started
+            pass
+        self.watches.clear()
+        self._start_observer(True)
+
+    def refresh_watches(self) -> List[str]:
+        """Schedule the folders the WatchSet wants and drop the others. Returns new folders."""
+        if self.observer is None:
+            try:
+                self._start_observer(self.settings.poll)
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EMFILE) or self.polling:
+                    raise
+                self.observer = _Null()
+                self._fall_back_to_polling(e)
+        want = set(self.ws.folders())
+        for key in list(self.watches):
+            if key not in want:
+                try:
+                    self.observer.unschedule(self.watches.pop(key))
+                except (KeyError, OSError, ValueError):
+                    pass
+        added: List[str] = []
+        handler = _Handler(self.q.put)
+        for key in sorted(want - set(self.watches)):
+            folder, recursive = key
+            if not os.path.isdir(folder):
+                continue
+            try:
+                self.watches[key] = self.observer.schedule(handler, folder, recursive=recursive,
+                                                           event_filter=_event_filter())
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EMFILE) and not self.polling:
+                    self._fall_back_to_polling(e)
+                    return self.refresh_watches() or [k[0] for k in want]
+                if e.errno != errno.ENOENT:
+                    self.warn(f"cannot watch {folder}: {e.strerror or e}")
+                continue
+            added.append(folder)
+        return added
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self) -> int:
+        overflow = _Overflow(self.q.put)
+        wlog = logging.getLogger("watchdog")
+        wlog.addHandler(overflow)
+        old_term = _install_sigterm()
+        try:
+            self.refresh_watches()
+            if isinstance(self.runner, ForkRunner):
+                self.runner.warm_up()
+            self._start_rebuild([])
+            self._loop()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            old_int = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+            try:
+                self._shutdown()
+            finally:
+                if old_int is not None:
+                    signal.signal(signal.SIGINT, old_int)
+                _restore_sigterm(old_term)
+                wlog.removeHandler(overflow)
+        self.say("stopped watching.", important=True)
+        return 0
+
+    def _loop(self) -> None:
+        while True:
+            timeout: Optional[float] = None
+            if self.pending and self.running is None:
+                now = time.monotonic()
+                due = min(self.last_event + self.settings.debounce_s, self.first_pending + MAX_DELAY_S)
+                if now >= due:
+                    changed = list(self.pending)
+                    self.pending.clear()
+                    self._start_rebuild(changed)
+                    continue
+                timeout = due - now
+            try:
+                item = self.q.get(timeout=timeout)
+            except queue.Empty:
+                continue
+            kind = item[0]
+            if kind == "fs":
+                self._on_fs(*item[1:])
+            elif kind == "exit":
+                self._on_exit(item[1], item[2])
+            elif kind == "overflow":
+                self.warn("the file-event queue overflowed and events were lost; rescanning "
+                          "(a rebuild will check everything)")
+                self._changed("(all files: events were lost)")
+
+    def _changed(self, rel: str) -> None:
+        now = time.monotonic()
+        if not self.pending:
+            self.first_pending = now
+        self.pending[rel] = None
+        self.last_event = now
+        if (self.running is not None and self.settings.on_busy == "restart"
+                and not self.stopping):
+            self.stopping = True
+            self.say(f"changed: {rel} (during the rebuild: stopping it to start over)")
+            self.runner.interrupt()
+
+    def _on_fs(self, etype: str, src: str, dest: str, is_dir: bool) -> None:
+        if etype not in _RUN_EVENTS:
+            return
+        if is_dir:
+            if etype in ("created", "moved", "deleted"):
+                self._on_dir(etype, src, dest)
+            return
+        for p in (src, dest):
+            if not p:
+                continue
+            v = self.ws.classify(p)
+            rel = self.ws.rel(os.path.realpath(p))
+            if v.relevant:
+                self.debug(f"{etype} {rel} ({v.why})")
+                self._changed(rel)
+            elif self.opts.verbose and v.why not in ("the store", "outside the project"):
+                if (rel, v.why) not in self.told:  # once per rebuild: `-v > log` in the project
+                    self.told.add((rel, v.why))
+                    self.debug(f"ignored {etype} {rel}: {v.why}")
+
+    def _on_dir(self, etype: str, src: str, dest: str) -> None:
+        """A folder appeared, moved or vanished: re-arm watches below it, and count any wanted
+        path that now exists there as changed."""
+        touched = [os.path.realpath(p) for p in (src, dest) if p]
+        wanted = self.ws.wanted()
+        hit = [w for w in wanted for t in touched if w == t or w.startswith(t + os.sep)]
+        for t in touched:
+            v = self.ws.classify(t, is_dir=True)
+            if v.relevant:
+                self._changed(self.ws.rel(t) + "/")
+        if not hit:
+            return
+        self.refresh_watches()
+        for w in hit:
+            if os.path.exists(w) or etype != "created":
+                self._changed(self.ws.rel(w))
+
+    # -- rebuilds -----------------------------------------------------------------------------
+    def _start_rebuild(self, changed: List[str]) -> None:
+        self.run_id += 1
+        self.stopping = False
+        self.told.clear()
+        if changed:
+            self.rebuilds += 1
+            self.say(f"changed: {_describe(changed)}")
+        req = {
+            "root": self.root,
+            "pipeline": self.opts.pipeline,
+            "params": list(self.opts.params),
+            "quiet": self.opts.quiet,
+            "verbose": self.opts.verbose,
+            "report": os.path.join(self.tmp, f"report-{self.run_id}.json"),
+        }
+        try:
+            os.unlink(req["report"])
+        except FileNotFoundError:
+            pass
+        self.running = self.run_id
+        self.run_started = time.time()
+        self.out.flush()
+        self.err.flush()
+        self.runner.start(self.run_id, req)
+
+    def _on_exit(self, run_id: int, code: int) -> None:
+        if run_id != self.running:
+            return
+        self.running = None
+        path = os.path.join(self.tmp, f"report-{run_id}.json")
+        data = _read_json(path)
+        report = Report(root=self.root)
+        if data is not None:
+            report = Report(
+                root=self.root, store=data.get("store") or "", loaded=bool(data.get("loaded")),
+                modules=list(data.get("modules", [])), files=list(data.get("files", [])),
+                dirs=[(d, g) for d, g in data.get("dirs", [])],
+                outputs=list(data.get("outputs", [])), config_source=data.get("config_source"),
+            )
+            if data.get("watch") is not None:
+                try:
+                    self.settings = resolve_settings(self.opts, data["watch"])
+                except ZenbuildError as e:
+                    self.warn(str(e))
+            self.runner.preload(list(data.get("preload", [])))
+        self.ws.user_ignore = type(self.ws.user_ignore)(self.settings.ignore)
+        self.ws.update(report)
+        new_folders = self.refresh_watches()
+        self._missed_during_run(new_folders)
+        counts = (data or {}).get("counts", {})
+        if code == 0 and run_id > 1 and not counts.get("executed"):
+            self.say("nothing reran: the change affects no step.", important=True)
+        elif code == 1:
+            self.say("a step failed; fix it and save to rebuild.", important=True)
+        elif code == 130 and self.stopping:
+            pass
+        elif code == -999:
+            self.warn("the rebuild server process died; starting a new one for the next save.")
+        elif code < 0:
+            self.say(f"the rebuild process was killed by signal {-code}; waiting for the next save.",
+                     important=True)
+        elif code != 0:
+            self.say("waiting for the next save.", important=True)
+        n = self.ws.counts()
+        if n != self.shown_counts or self.opts.verbose:
+            self.shown_counts = n
+            mode = " (polling)" if self.polling else ""
+            self.say(f"watching {_plural(n[0], 'file')} in {_plural(n[1], 'folder')}{mode}; "
+                     "press Ctrl-C to stop.")
+            for folder, rec in self.ws.folders():
+                self.debug(f"watching {self.ws.rel(folder) or '.'}{'/** ' if rec else ''}")
+
+    def _missed_during_run(self, folders: List[str]) -> None:
+        """Files in folders only watched from now on may have changed while the rebuild ran."""
+        if not folders:
+            return
+        fresh = {os.path.realpath(f) for f in folders}
+        since = self.run_started - 0.05  # coarse file-system clocks
+        for path in self.ws.wanted():
+            if os.path.dirname(path) not in fresh:
+                continue
+            try:
+                if os.stat(path).st_mtime >= since and self.ws.classify(path).relevant:
+                    self._changed(self.ws.rel(path))
+            except OSError:
+                pass
+
+    def _shutdown(self) -> None:
+        try:
+            self.runner.close(timeout=10.0)
+        finally:
+            if self.observer is not None:
+                try:
+                    self.observer.stop()
+                    self.observer.join(5.0)
+                except Exception:  # noqa: BLE001 - shutting down anyway
+                    pass
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def watch(opts: WatchOptions) -> int:
+    """Run `zenbuild watch` until Ctrl-C; returns the exit code (0)."""
+    return Watcher(opts).run()
+
+
+# -- watchdog glue ------------------------------------------------------------------------------
+class _Handler:
+    """Forwards every watchdog event to the watcher's queue; all decisions happen there."""
+
+    def __init__(self, post: Callable[[tuple], None]) -> None:
+        self.post = post
+
+    def dispatch(self, event: Any) -> None:
+        self.post(("fs", event.event_type, os.fsdecode(event.src_path),
+                   os.fsdecode(getattr(event, "dest_path", "") or ""), bool(event.is_directory)))
+
+
+def _event_filter() -> List[Any]:
+    from watchdog import events as ev
+
+    names = ("FileModifiedEvent", "FileCreatedEvent", "FileMovedEvent", "FileDeletedEvent",
+             "FileClosedEvent", "DirCreatedEvent", "DirMovedEvent", "DirDeletedEvent")
+    return [getattr(ev, n) for n in names if hasattr(ev, n)]
+
+
+def _make_observer(poll: bool) -> Any:
+    if poll:
+        from watchdog.observers.polling import PollingObserver
+
+        return PollingObserver(timeout=0.25)
+    from watchdog.observers import Observer
+
+    return Observer()
+
+
+class _Null:
+    def stop(self) -> None:
+        pass
+
+
+def _read_limit(what: str) -> Optional[str]:
+    try:
+        with open(f"/proc/sys/fs/inotify/max_user_{what}s") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _read_json(path: str) -> Optional[Dict[str, Any]]:
+    import json
+
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _install_sigterm() -> Any:
+    if not _main_thread():
+        return None
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, on_term)
+
+
+def _restore_sigterm(old: Any) -> None:
+    if old is not None and _main_thread():
+        signal.signal(signal.SIGTERM, old)
+
+
+__all__ = ["Settings", "WatchOptions", "Watcher", "resolve_settings", "watch"]

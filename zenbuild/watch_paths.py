@@ -1,0 +1,262 @@
+"""What `zenbuild watch` watches and which file events matter: pure path rules, no I/O but stat."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+from .rebuild import _glob_match as dir_glob_match  # the core's own Dir glob semantics
+
+# Folders whose contents never trigger a rebuild (unless the pipeline declares a file inside).
+NEVER_DIRS = frozenset({
+    ".git", ".hg", ".svn", "__pycache__", ".venv", "venv", ".tox", ".nox", "node_modules",
+    ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis", ".ipynb_checkpoints",
+    "site-packages", "dist-packages",
+})
+# Editor swap, backup and atomic-save temp files (vim, emacs, JetBrains, VS Code, zenbuild).
+_EDITOR_GLOBS = (
+    ".*.sw?", "*.sw?", "*~", ".#*", "#*#", "4913", "*.tmp", "*.bak", "*.orig",
+    "*___jb_tmp___", "*___jb_old___", "*.crswap", "*.zenbuild-tmp", ".~lock.*#",
+)
+_EDITOR_RE = re.compile("|".join(fnmatch.translate(g) for g in _EDITOR_GLOBS))
+CONFIG_FILES = ("zenbuild.toml", "pyproject.toml")
+
+
+def is_editor_file(name: str) -> bool:
+    """True for swap, backup and temp files editors write next to the file being saved."""
+    return _EDITOR_RE.match(name) is not None
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+class IgnoreRules:
+    """A small subset of .gitignore semantics over project-relative posix paths: ``#`` comments,
+    ``!`` negation (last match wins), a trailing ``/`` for folders only, a pattern with a ``/``
+    anchored at the root, one without matching any path component."""
+
+    def __init__(self, patterns: Iterable[str] = ()) -> None:
+        self.rules: List[Tuple[re.Pattern[str], bool, bool, bool]] = []
+        for raw in patterns:
+            self.add(raw)
+
+    def add(self, raw: str) -> None:
+        pat = raw.rstrip("\n").rstrip()
+        if not pat or pat.startswith("#"):
+            return
+        negate = pat.startswith("!")
+        if negate:
+            pat = pat[1:]
+        if pat.startswith("\\"):
+            pat = pat[1:]
+        dir_only = pat.endswith("/")
+        pat = pat.strip("/") if dir_only else pat
+        anchored = "/" in pat.rstrip("/")
+        pat = pat.lstrip("/")
+        if not pat:
+            return
+        self.rules.append((re.compile(glob_regex(pat)), negate, dir_only, anchored))
+
+    @classmethod
+    def from_file(cls, path: str) -> IgnoreRules:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return cls(f.read().splitlines())
+        except OSError:
+            return cls()
+
+    def match(self, rel: str, is_dir: bool = False) -> bool:
+        """Is the project-relative posix path ``rel`` ignored?"""
+        if not self.rules:
+            return False
+        parts = rel.split("/")
+        ignored = False
+        for rx, negate, dir_only, anchored in self.rules:
+            hit = False
+            for i in range(len(parts)):
+                last = i == len(parts) - 1
+                if dir_only and last and not is_dir:
+                    continue
+                cand = "/".join(parts[: i + 1]) if anchored else parts[i]
+                if rx.match(cand):
+                    hit = True
+                    break
+            if hit:
+                ignored = not negate
+        return ignored
+
+
+@dataclass
+class Report:
+    """What one rebuild child found out: the files the pipeline depends on and what it writes.
+    Paths are absolute."""
+
+    root: str
+    store: str = ""
+    loaded: bool = False  # the pipeline imported and traced
+    modules: List[str] = field(default_factory=list)
+    files: List[str] = field(default_factory=list)  # File inputs
+    dirs: List[Tuple[str, Optional[str]]] = field(default_factory=list)  # Dir inputs, glob
+    outputs: List[str] = field(default_factory=list)
+    config_source: Optional[str] = None
+
+
+@dataclass
+class Verdict:
+    relevant: bool
+    why: str  # for -v: "input", "module", "config", "output", "ignored by ..."
+
+
+class WatchSet:
+    """The rules for one project: which folders to watch and whether an event path matters.
+
+    Precedence: the store; [watch] ignore patterns; a step's own Output; a declared File input,
+    an imported project module or the config file; editor/VCS/cache files; a declared Dir input;
+    .gitignore; and, while the pipeline does not load, any other ``.py`` file in a watched folder.
+    """
+
+    def __init__(self, root: str, user_ignore: Sequence[str] = (), gitignore: bool = True) -> None:
+        self.root = os.path.realpath(root)
+        self.store = os.path.join(self.root, ".zenbuild")
+        self.user_ignore = IgnoreRules(user_ignore)
+        self.gitignore = (
+            IgnoreRules.from_file(os.path.join(self.root, ".gitignore")) if gitignore else IgnoreRules()
+        )
+        self.exact: Dict[str, str] = {os.path.join(self.root, c): "config" for c in CONFIG_FILES}
+        self.dirs: Dict[str, Optional[str]] = {}
+        self.outputs: Set[str] = set()
+        self.broad = True  # until a run has loaded the pipeline, any .py change may fix it
+
+    # -- building it from reports -----------------------------------------------------------
+    def _abs(self, path: str) -> str:
+        return os.path.realpath(os.path.join(self.root, path))
+
+    def update(self, report: Report) -> None:
+        """Take in a child's report. A run that loaded the pipeline replaces the set; one that
+        failed to load only adds to it, so nothing watched before is lost while it is broken."""
+        if report.store:
+            self.store = self._abs(report.store)
+        fresh: Dict[str, str] = {os.path.join(self.root, c): "config" for c in CONFIG_FILES}
+        if report.config_source:
+            fresh[self._abs(report.config_source)] = "config"
+        for m in report.modules:
+            fresh[self._abs(m)] = "module"
+        for f in report.files:
+            fresh[self._abs(f)] = "input"
+        dirs = {self._abs(d): g for d, g in report.dirs}
+        outputs = {self._abs(o) for o in report.outputs}
+        if report.loaded:
+            self.exact, self.dirs, self.outputs, self.broad = fresh, dirs, outputs, False
+        else:
+            self.exact.update(fresh)
+            self.dirs.update(dirs)
+            self.outputs |= outputs
+            self.broad = True
+
+    # -- deciding -----------------------------------------------------------------------------
+    def rel(self, path: str) -> str:
+        return os.path.relpath(path, self.root).replace(os.sep, "/")
+
+    def classify(self, path: str, is_dir: bool = False) -> Verdict:
+        path = os.path.realpath(path)
+        if not _inside(path, self.root):
+            return Verdict(False, "outside the project")
+        if _inside(path, self.store):
+            return Verdict(False, "the store")
+        rel = self.rel(path)
+        if self.user_ignore.match(rel, is_dir):
+            return Verdict(False, "ignored by [watch] ignore")
+        for out in self.outputs:
+            if _inside(path, out):
+                return Verdict(False, "a step's Output")
+        kind = self.exact.get(path)
+        if kind is not None and not is_dir:
+            return Verdict(True, kind)
+        parts = rel.split("/")
+        if any(p in NEVER_DIRS for p in parts[:-1]) or (is_dir and parts[-1] in NEVER_DIRS):
+            return Verdict(False, "a VCS, cache or virtualenv folder")
+        if not is_dir and is_editor_file(parts[-1]):
+            return Verdict(False, "an editor swap or temp file")
+        for d, glob in self.dirs.items():
+            if _inside(path, d) and path != d:
+                inner = os.path.relpath(path, d).replace(os.sep, "/")
+                if is_dir or glob is None or dir_glob_match(inner, glob):
+                    return Verdict(True, "in a Dir input")
+        if self.gitignore.match(rel, is_dir):
+            return Verdict(False, "ignored by .gitignore")
+        if self.broad and not is_dir and path.endswith(".py"):
+            return Verdict(True, "a .py file (the pipeline does not load yet)")
+        return Verdict(False, "nothing depends on it")
+
+    def wanted(self) -> List[str]:
+        """Every path whose appearance matters (to re-arm watches when a folder is created)."""
+        return sorted(set(self.exact) | set(self.dirs))
+
+    def folders(self) -> List[Tuple[str, bool]]:
+        """(folder, recursive) pairs to watch: the parent folder of every exact path (so atomic
+        temp+rename saves are seen), each Dir input recursively, and for a path that does not
+        exist yet its nearest existing ancestor."""
+        rec: Set[str] = set()
+        for d in self.dirs:
+            rec.add(_existing(d) if os.path.isdir(d) else _existing(os.path.dirname(d)))
+        flat: Set[str] = {self.root}
+        for p in self.exact:
+            flat.add(_existing(os.path.dirname(p)))
+        rec = {d for d in rec if not any(_inside(d, o) and d != o for o in rec)}
+        rec_real = {d for d in rec if os.path.isdir(d) and d in self.dirs}
+        flat = {d for d in flat | (rec - rec_real) if not any(_inside(d, r) for r in rec_real)}
+        out = [(d, False) for d in sorted(flat)] + [(d, True) for d in sorted(rec_real)]
+        return [(d, r) for d, r in out if _inside(d, self.root) or d == self.root]
+
+    def counts(self) -> Tuple[int, int]:
+        """(existing files and Dir inputs depended on, folders watched)."""
+        present = [p for p in self.exact if os.path.isfile(p)] + [d for d in self.dirs if os.path.isdir(d)]
+        return len(present), len(self.folders())
+
+
+def _existing(folder: str) -> str:
+    while folder and not os.path.isdir(folder):
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return folder
+
+
+def glob_regex(pat: str) -> str:
+    """A .gitignore-style glob as a regex over posix paths: ``*`` and ``?`` stay inside one
+    path component, ``**/`` spans any number of folders, ``[...]`` is a character class."""
+    out: List[str] = []
+    i = 0
+    while i < len(pat):
+        c = pat[i]
+        if pat.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pat.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = pat.find("]", i + 2)
+            if j < 0:
+                out.append(re.escape(c))
+            else:
+                body = pat[i + 1 : j]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out) + r"\Z"
