@@ -72,13 +72,13 @@ def run(
 ) -> None:
     """Run PIPELINE (a name from zenbuild.toml or module:attribute; default: the first one)."""
     from .api import bind_pipeline, load_pipeline, load_project, parse_cli_params, run_bound
-    from .events import ConsoleReporter, json_summary
+    from .events import ConsoleReporter, Reporter, json_summary
 
     config = load_project(project_dir)
     _spec, pipe = load_pipeline(config, pipeline)
     bound = bind_pipeline(pipe, config, parse_cli_params(pipe, list(params)))
     log: List[str] = []
-    reporter = ConsoleReporter(
+    reporter: Reporter = ConsoleReporter(
         stream=sys.stderr if as_json else sys.stdout,
         quiet=quiet, verbose=verbose, explain=explain, log=log,
     )

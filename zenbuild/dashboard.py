@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -119,9 +120,14 @@ def _handler(app: Dashboard) -> type:
     return Handler
 
 
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def make_server(config: Config, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
+    server_class = _Server6 if ":" in host else ThreadingHTTPServer  # ":" : an IPv6 address
     try:
-        server = ThreadingHTTPServer((host, port), _handler(Dashboard(config)))
+        server = server_class((host, port), _handler(Dashboard(config)))
     except OSError as e:
         raise ZenbuildError(
             f"cannot listen on {host}:{port}: {e.strerror}. Another program (maybe another "
@@ -135,8 +141,8 @@ def serve(config: Config, host: str = "127.0.0.1", port: int = 8765,
           announce: Callable[[str], Any] = print) -> None:
     """Serve the dashboard until interrupted."""
     server = make_server(config, host, port)
-    bound_host, bound_port = server.server_address[:2]
-    shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
+    bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     announce(f"zenbuild dashboard: http://{shown}:{bound_port}/ (Ctrl+C to stop)")
     if host not in ("127.0.0.1", "localhost", "::1"):
         announce(f"Warning: listening on {host}: anyone who can reach this machine can read "
