@@ -232,21 +232,23 @@ def explain(step: str, pipeline: Optional[str], params: List[str], no_cache: boo
 @_param_opt
 @click.option("--check", is_flag=True,
               help="Exit 1 if a run would execute any cacheable step (for pre-commit and CI).")
+@click.option("--all", "all_pipelines", is_flag=True,
+              help="Every pipeline listed in zenbuild.toml, not just the first.")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text",
               show_default=True, help="github: also print an ::error annotation per stale step.")
 @_project_dir
-def status(pipeline: Optional[str], params: List[str], check: bool, as_json: bool, fmt: str,
-           project_dir: Optional[str]) -> None:
+def status(pipeline: Optional[str], params: List[str], check: bool, all_pipelines: bool,
+           as_json: bool, fmt: str, project_dir: Optional[str]) -> None:
     """Every step as up to date or stale, with its first reason. Executes nothing. With
     --check: exit 0 when up to date, 1 when a step is stale (no_cache steps do not count),
     2 on error."""
     from .api import load_project
-    from .explain import check_message, evaluate, status_json, status_text
-    from .github import stale_annotations
+    from .explain import status_report
 
     try:
-        ev = evaluate(load_project(project_dir), pipeline, list(params))
+        out, problems = status_report(load_project(project_dir), pipeline, all_pipelines,
+                                      list(params), "json" if as_json else fmt)
     except (ZenbuildError, click.ClickException):
         raise
     except Exception:
@@ -255,15 +257,10 @@ def status(pipeline: Optional[str], params: List[str], check: bool, as_json: boo
         traceback.print_exc()
         click.echo("Error: zenbuild status could not evaluate the pipeline (see above).", err=True)
         sys.exit(2)
-    if as_json or fmt == "json":
-        click.echo(status_json(ev))
-    else:
-        click.echo(status_text(ev))
-        if fmt == "github":
-            for line in stale_annotations(ev):
-                click.echo(line)
-    if check and ev.blocking:
-        click.echo(check_message(ev), err=True)
+    click.echo(out)
+    if check and problems:
+        for message in problems:
+            click.echo(message, err=True)
         sys.exit(1)
 
 

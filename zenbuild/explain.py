@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .api import bind_pipeline, load_pipeline, parse_cli_params
 from .config import Config
-from .errors import PipelineError
+from .errors import ConfigError, PipelineError
 from .events import Event, Reporter
 from .executors import InProcessExecutor
 from .scheduler import RunOptions, Scheduler
@@ -199,17 +199,46 @@ def status_text(ev: Evaluation) -> str:
     return "\n".join(lines)
 
 
+def _status_obj(ev: Evaluation) -> Dict[str, Any]:
+    return {
+        "pipeline": ev.pipeline,
+        "spec": ev.spec,
+        "up_to_date": not ev.blocking,
+        "stale": [s.name for s in ev.blocking],
+        "steps": [s.to_json() for s in ev.steps.values()],
+    }
+
+
 def status_json(ev: Evaluation) -> str:
-    return json.dumps(
-        {
-            "pipeline": ev.pipeline,
-            "spec": ev.spec,
-            "up_to_date": not ev.blocking,
-            "stale": [s.name for s in ev.blocking],
-            "steps": [s.to_json() for s in ev.steps.values()],
-        },
-        indent=2,
-    )
+    return json.dumps(_status_obj(ev), indent=2)
+
+
+def status_report(
+    config: Config, pipeline: Optional[str], all_pipelines: bool, params: List[str], fmt: str
+) -> Tuple[str, List[str]]:
+    """What `zenbuild status` prints (fmt: text, json or github) and, for --check, one message
+    per pipeline that is not up to date (none when all are)."""
+    from .github import stale_annotations
+
+    if all_pipelines and pipeline:
+        raise ConfigError(f"give a PIPELINE ({pipeline}) or --all, not both")
+    if all_pipelines and not config.pipelines:
+        raise ConfigError(f"--all: no pipelines are listed in {config.source or 'zenbuild.toml'}")
+    names: List[Optional[str]] = list(config.pipelines) if all_pipelines else [pipeline]
+    evs = [evaluate(config, name, params) for name in names]
+    if fmt == "json":
+        out = json.dumps({"up_to_date": not any(ev.blocking for ev in evs),
+                          "pipelines": [_status_obj(ev) for ev in evs]}, indent=2) \
+            if all_pipelines else status_json(evs[0])
+    else:
+        parts = []
+        for ev in evs:
+            text = status_text(ev)
+            if fmt == "github":
+                text = "\n".join([text, *stale_annotations(ev)])
+            parts.append(text)
+        out = "\n\n".join(parts)
+    return out, [check_message(ev) for ev in evs if ev.blocking]
 
 
 def check_message(ev: Evaluation) -> str:

@@ -330,3 +330,32 @@ def test_runs_show_unknown_or_ambiguous(mixed: Any) -> None:
     assert "no run with id 'nosuchrun'" in r.stderr
     r = mixed.run("runs", "show", "2", check=2)
     assert "is ambiguous" in r.stderr
+
+
+def test_status_all_pipelines(proj: Any) -> None:
+    proj.write("zenbuild.toml", 'pipelines = ["pipes:main", "second:side"]\n')
+    proj.write("second.py", '''
+        from zenbuild import pipeline, step
+
+        @step
+        def lonely(n: int) -> int:
+            return n
+
+        @pipeline
+        def side():
+            lonely(3)
+    ''')
+    proj.run("run")  # the first pipeline only
+    proj.run("status", "--check")  # which is all `status` looks at by default
+    r = proj.run("status", "--check", "--all", check=1)
+    assert "pipeline main (pipes:main)" in r.stdout and "pipeline side (second:side)" in r.stdout
+    assert re.search(r"^\s+lonely\s+stale\s+never built$", r.stdout, re.M)
+    assert "1 step(s) of pipeline side are not up to date: lonely" in r.stderr
+    assert "pipeline main are not up to date" not in r.stderr
+    data = json.loads(proj.run("status", "--all", "--json").stdout)
+    assert data["up_to_date"] is False
+    assert [(p["pipeline"], p["stale"]) for p in data["pipelines"]] == [("main", []), ("side", ["lonely"])]
+    proj.run("run", "side")
+    proj.run("status", "--check", "--all")
+    r = proj.run("status", "--all", "main", check=2)
+    assert "not both" in r.stderr
