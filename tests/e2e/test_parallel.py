@@ -315,9 +315,6 @@ def test_a_worker_that_dies_fails_only_its_step(project: Project) -> None:
     assert "step crash got no result: a worker process died" in r.stderr
     # a step running beside it in the broken pool may fail too; the pool restarts for the rest
     assert set(st.values()) <= {"executed", "failed"} and "executed" in st.values()
-    again = project.run("run", "-j", "2", "--keep-going", "--json", check=1)
-    assert {k: v for k, v in statuses(again).items() if k != "crash"} == {
-        "fine": "cached" if st["fine"] == "executed" else "executed",
-        "fine_2": "cached" if st["fine_2"] == "executed" else "executed",
-        "fine_3": "cached" if st["fine_3"] == "executed" else "executed",
-    }
+    again = statuses(project.run("run", "-j", "2", "--keep-going", "--json", check=1))
+    assert again["crash"] == "failed"
+    assert all(again[k] == "cached" for k, v in st.items() if v == "executed")  # results kept

@@ -71,3 +71,23 @@ def test_changed_code_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     exec("def f():\n    return 2\n", mod.__dict__)  # the file was edited under the run
     outcome, _ = run_ref("f", ref, "/nonexistent", (), {}, capture="py")
     assert not outcome.ok and "differs from the code that was fingerprinted" in outcome.error
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_process_executor_runs_in_workers(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    import zenbuild.executors.process as process
+    from zenbuild.executors import Task
+
+    monkeypatch.setattr(process, "start_method", lambda: method)
+    printed: list = []
+    ex = ProcessExecutor(2, "/nonexistent", on_output=lambda name, text: printed.append((name, text)))
+    try:
+        ex.submit(Task("a", top_level.fn, (1,), {}))
+        ex.submit(Task("b", top_level.fn, (2,), {}))
+        outcomes = ex.wait()
+        while len(outcomes) < 2:
+            outcomes += ex.wait()
+    finally:
+        ex.close()
+    assert sorted((o.name, o.ok, o.value) for o in outcomes) == [("a", True, 2), ("b", True, 4)]
+    assert sorted(printed) == [("a", "printed 1\n"), ("b", "printed 2\n")]

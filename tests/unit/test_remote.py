@@ -236,3 +236,15 @@ def test_http_cache_against_nothing_listening() -> None:
         http.get("ac", "k")
     with pytest.raises(RemoteUnavailable):
         http.put("cas", "k", io.BytesIO(b"x"), 1)
+
+
+def test_a_server_that_never_answers_times_out() -> None:
+    import socket
+
+    with socket.socket() as srv:  # accepts connections (the kernel does), never replies
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        http = HttpCache(f"http://127.0.0.1:{srv.getsockname()[1]}/c", timeout=0.3)
+        with pytest.raises(RemoteUnavailable, match="no answer within 0.3s"):
+            http.get("ac", "k")
+        http.close()
