@@ -164,20 +164,20 @@ def bench_dask(tmp: Path, repeat: int) -> None:
     except ImportError:
         print("dask: skipped (pip install 'zenbuild[dask]')")
         return
-    small, large = 1, 41
-    a, b = make(tmp / "d1", small, 0.0, 1), make(tmp / "d41", large, 0.0, 1)
+    small, large = 1, 81
+    a, b = make(tmp / "d1", small, 0.0, 1), make(tmp / "dlarge", large, 0.0, 1)
     zb(a)
     zb(b)
 
     def t(root: Path, *args: str) -> float:
         return best(root, repeat, *args)
 
-    local1, local41 = t(a), t(b)
-    dask1, dask41 = t(a, "--executor", "dask", "-j", "2"), t(b, "--executor", "dask", "-j", "2")
-    proc1, proc41 = t(a, "-j", "2"), t(b, "-j", "2")
-    per_local = (local41 - local1) / (large - small)
-    per_dask = (dask41 - dask1) / (large - small)
-    per_proc = (proc41 - proc1) / (large - small)
+    local1, local_n = t(a), t(b)
+    dask1, dask_n = t(a, "--executor", "dask", "-j", "2"), t(b, "--executor", "dask", "-j", "2")
+    proc1, proc_n = t(a, "-j", "2"), t(b, "-j", "2")
+    per_local = (local_n - local1) / (large - small)
+    per_dask = (dask_n - dask1) / (large - small)
+    per_proc = (proc_n - proc1) / (large - small)
     print(f"dask LocalCluster (2 workers) start-up + shutdown: {dask1 - local1:.2f} s; per step: "
           f"{per_dask * 1000:.1f} ms (in-process {per_local * 1000:.1f} ms, -j 2 process pool "
           f"{per_proc * 1000:.1f} ms)")
