@@ -172,7 +172,7 @@ def run_child(req: Dict[str, Any]) -> int:
         code = 0 if result.status == "succeeded" else 1
     except ZenbuildError as e:
         _flush()
-        print(f"Error: {e.message}", file=sys.stderr)
+        print(f"Error: {e.message.rstrip()}", file=sys.stderr)
         extra = _error_files(e, is_project)
         code = e.exit_code
     except KeyboardInterrupt:

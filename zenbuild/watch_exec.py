@@ -43,7 +43,8 @@ class Runner:
     def start(self, run_id: int, req: Dict[str, Any]) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def interrupt(self) -> None:  # pragma: no cover - interface
+    def interrupt(self, sig: int = signal.SIGINT) -> None:  # pragma: no cover - interface
+        """Send ``sig`` to the running child, if any (SIGINT: stop cleanly; SIGKILL: now)."""
         raise NotImplementedError
 
     def preload(self, names: List[str]) -> None:
@@ -75,10 +76,10 @@ class SpawnRunner(Runner):
 
         threading.Thread(target=wait, name="zenbuild-watch-wait", daemon=True).start()
 
-    def interrupt(self) -> None:
+    def interrupt(self, sig: int = signal.SIGINT) -> None:
         if self.proc is not None and self.proc.poll() is None:
             try:
-                self.proc.send_signal(signal.SIGINT)
+                self.proc.send_signal(sig)
             except ProcessLookupError:
                 pass
 
@@ -113,6 +114,7 @@ class ForkRunner(Runner):
         self.wanted: List[str] = []
         self.asked: Set[str] = set()
         self.server: Optional[_Server] = None
+        self.retired: List[_Server] = []  # being shut down (so Ctrl-C meanwhile still reaps it)
         self.current: Optional[int] = None  # run id in flight
         self._lock = threading.Lock()
 
@@ -131,6 +133,8 @@ class ForkRunner(Runner):
                     self.current = None
             self.post(("exit", msg.get("id"), int(msg.get("code", 3))))
         elif msg.get("ev") == "eof":
+            if not server.info and server is self.server:
+                self.wanted = []  # it died while pre-importing: the next one starts bare
             with self._lock:
                 lost, self.current = self.current, None
             if lost is not None and server is self.server:
@@ -145,9 +149,9 @@ class ForkRunner(Runner):
                 self.current = None
             self.post(("exit", run_id, -999))
 
-    def interrupt(self) -> None:
+    def interrupt(self, sig: int = signal.SIGINT) -> None:
         if self.server is not None:
-            self.server.send({"op": "signal", "sig": int(signal.SIGINT)})
+            self.server.send({"op": "signal", "sig": int(sig)})
 
     def preload(self, names: List[str]) -> None:
         new = [n for n in names if n not in self.asked]
@@ -157,10 +161,14 @@ class ForkRunner(Runner):
         self.wanted.extend(new)
         old, self.server = self.server, None
         if old is not None:
+            self.retired.append(old)
             old.close(5.0)
+            self.retired.remove(old)
         self._server()
 
     def close(self, timeout: float = 10.0) -> None:
+        for old in list(self.retired):
+            old.close(timeout)
         if self.server is not None:
             self.server.close(timeout)  # EOF: the server interrupts and reaps its child, exits
             self.server = None
