@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # pragma: no cover
 # ast and inspect are imported only when a definition must be parsed: a no-op run finds every
 # function's normalized digest and references in the source cache, keyed by file content.
 
+# Bump when the analysis that fills the source cache changes, so old entries are not reused.
+_SOURCE_CACHE_VERSION = "v2"
+
 _SKIP_DIRS = ("site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox")
 
 
@@ -104,27 +107,9 @@ def _dump(node: ast.AST) -> str:
 
 
 def _references(node: ast.AST) -> List[Tuple[str, ...]]:
-    """Global names a definition may use, as dotted chains: ('utils', 'clean'), ('THRESHOLD',)."""
-    import ast
+    from .scopes import global_references
 
-    chains: Dict[Tuple[str, ...], None] = {}
-    attr_roots = set()
-    for n in ast.walk(node):
-        if isinstance(n, ast.Attribute):
-            parts: List[str] = []
-            cur: ast.AST = n
-            while isinstance(cur, ast.Attribute):
-                parts.append(cur.attr)
-                cur = cur.value
-            if isinstance(cur, ast.Name):
-                parts.append(cur.id)
-                chain = tuple(reversed(parts))
-                chains[chain] = None
-                attr_roots.add(id(cur))
-    for n in ast.walk(node):
-        if isinstance(n, ast.Name) and id(n) not in attr_roots:
-            chains[(n.id,)] = None
-    return list(chains)
+    return global_references(node)
 
 
 class CodeFingerprinter:
@@ -333,7 +318,7 @@ class CodeFingerprinter:
         ):
             fdigest = self.source_cache.file_digest(src_file)
             if fdigest is not None:
-                cache_key = f"{fdigest}|{key}|{code.co_firstlineno}|{int(strip_decorators)}"
+                cache_key = f"{_SOURCE_CACHE_VERSION}|{fdigest}|{key}|{code.co_firstlineno}|{int(strip_decorators)}"
                 cached = self.source_cache.get(cache_key)
         if cached is not None:
             digest, chains = cached
@@ -450,7 +435,7 @@ class CodeFingerprinter:
         if self.source_cache is not None:
             fdigest = self.source_cache.file_digest(filename)
             if fdigest is not None:
-                cache_key = f"{fdigest}|imports|{g.get('__package__') or ''}"
+                cache_key = f"{_SOURCE_CACHE_VERSION}|{fdigest}|imports|{g.get('__package__') or ''}"
                 hit = self.source_cache.get(cache_key)
                 pairs = hit[1] if hit is not None else None
         if pairs is None:
@@ -501,7 +486,7 @@ class CodeFingerprinter:
         if self.source_cache is not None and filename:
             fdigest = self.source_cache.file_digest(filename)
             if fdigest is not None:
-                cache_key = f"{fdigest}|module"
+                cache_key = f"{_SOURCE_CACHE_VERSION}|{fdigest}|module"
                 cached = self.source_cache.get(cache_key)
         if cached is not None:
             digest = cached[0]

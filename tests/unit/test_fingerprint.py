@@ -167,3 +167,40 @@ def test_function_without_source_falls_back_to_bytecode(tmp_path):
     with pytest.warns(NoSourceWarning):
         info = fp.code(s.fn)
     assert len(info.items) == 1
+
+
+def test_locals_shadowing_globals_are_not_dependencies(tmp_path):
+    src = BASE + '''
+
+def words(x):
+    return x
+
+
+@step
+def shadow(words: list, inner: int = 0) -> int:
+    helper = len
+    total = sum(len(w) for w in words)
+    return total + helper(words) + inner
+
+
+def uses_global_too():
+    global LIMIT
+    return LIMIT
+'''
+    items, _ = code_of(tmp_path, src, "shadow")
+    # `words`, `inner` and `helper` are parameters or locals here, not the module's functions
+    assert set(items) == {"shadow"}
+
+
+def test_free_names_in_nested_scopes_are_dependencies(tmp_path):
+    src = BASE + '''
+
+@step
+def nested(xs: list) -> list:
+    def local_fn(v):
+        return inner(v) + LIMIT
+    return [local_fn(x) for x in xs] + [NAMES[0] for _ in xs]
+'''
+    items, _ = code_of(tmp_path, src, "nested")
+    assert {"nested", "inner", "LIMIT", "NAMES"} <= set(items)
+    assert "local_fn" not in " ".join(items)
