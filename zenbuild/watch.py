@@ -129,7 +129,7 @@ class Watcher:
         self.first_pending = 0.0
         self.last_event = 0.0
         self.shown_counts: Optional[Tuple[int, int]] = None
-        self.rebuilds = 0
+        self.last_code = 0
         self.told: Set[Tuple[str, str]] = set()
 
     # -- output -------------------------------------------------------------------------------
@@ -319,7 +319,6 @@ class Watcher:
         self.stopping = False
         self.told.clear()
         if changed:
-            self.rebuilds += 1
             self.say(f"changed: {_describe(changed)}")
         req = {
             "root": self.root,
@@ -366,7 +365,8 @@ class Watcher:
         self._missed_during_run(new_folders)
         counts = (data or {}).get("counts", {})
         if code == 0 and run_id > 1 and not counts.get("executed"):
-            self.say("nothing reran: the change affects no step.", important=True)
+            self.say("nothing reran: " + ("every step is up to date again." if self.last_code
+                                          else "the change affects no step."), important=True)
         elif code == 1:
             self.say("a step failed; fix it and save to rebuild.", important=True)
         elif code == 130 and self.stopping:
@@ -378,6 +378,7 @@ class Watcher:
                      important=True)
         elif code != 0:
             self.say("waiting for the next save.", important=True)
+        self.last_code = 0 if code == 130 and self.stopping else code
         n = self.ws.counts()
         if n != self.shown_counts or self.opts.verbose:
             self.shown_counts = n

@@ -115,13 +115,25 @@ class ForkRunner(Runner):
         self.asked: Set[str] = set()
         self.server: Optional[_Server] = None
         self.retired: List[_Server] = []  # being shut down (so Ctrl-C meanwhile still reaps it)
+        self.stamp: Dict[str, int] = {}
         self.current: Optional[int] = None  # run id in flight
         self._lock = threading.Lock()
 
     def _server(self) -> _Server:
+        stamp = _path_stamp()
+        if self.server is not None and self.server.alive() and stamp != self.stamp:
+            self._retire()  # a package was installed or removed: its old code is pre-imported
         if self.server is None or not self.server.alive():
+            self.stamp = stamp
             self.server = _Server(self.root, list(self.wanted), self._on_message)
         return self.server
+
+    def _retire(self) -> None:
+        old, self.server = self.server, None
+        if old is not None:
+            self.retired.append(old)
+            old.close(5.0)
+            self.retired.remove(old)
 
     def warm_up(self) -> None:
         self._server()
@@ -159,11 +171,7 @@ class ForkRunner(Runner):
             return
         self.asked.update(new)
         self.wanted.extend(new)
-        old, self.server = self.server, None
-        if old is not None:
-            self.retired.append(old)
-            old.close(5.0)
-            self.retired.remove(old)
+        self._retire()
         self._server()
 
     def close(self, timeout: float = 10.0) -> None:
@@ -172,6 +180,20 @@ class ForkRunner(Runner):
         if self.server is not None:
             self.server.close(timeout)  # EOF: the server interrupts and reaps its child, exits
             self.server = None
+
+
+def _path_stamp() -> Dict[str, int]:
+    """Modification times of the import path's folders: installing or removing a package
+    changes its site-packages folder, and then the warm server must start over."""
+    out: Dict[str, int] = {}
+    for p in sys.path:
+        try:
+            st = os.stat(p or ".")
+        except OSError:
+            continue
+        if p and os.path.isdir(p):
+            out[p] = st.st_mtime_ns
+    return out
 
 
 class _Server:

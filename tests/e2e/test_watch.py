@@ -252,6 +252,32 @@ def test_syntax_error_is_reported_then_the_fix_rebuilds(demo: Project, watch) ->
     assert demo.read("build/report.txt") == "HELLO!!|5\n"
 
 
+def test_import_error_is_reported_then_the_fix_rebuilds(demo: Project, watch) -> None:
+    w = watch()
+    demo.write("helpers.py", "import no_such_module_zb\n" + HELPERS)
+    lines = w.until(r"^waiting for the next save\.$")
+    assert any("no_such_module_zb" in x for x in lines), lines
+    demo.write("helpers.py", HELPERS)  # back as it was: the store still has every result
+    lines = w.rebuild()
+    assert executed(lines) == []
+    assert w.until(r"^nothing reran")[-1] == "nothing reran: every step is up to date again."
+
+
+def test_a_module_in_a_new_folder_is_watched_once_imported(demo: Project, watch) -> None:
+    w = watch()
+    demo.write("lib/__init__.py", "")
+    demo.write("lib/extra.py", "MARK = '!'\n")
+    demo.write("helpers.py", "from lib import extra\n" + HELPERS.replace('"!"', "extra.MARK * 2"))
+    lines = w.rebuild()
+    assert executed(lines) == ["shout", "report"]
+    w.ready()  # the watch set grew: lib/ is watched now
+    demo.write("lib/extra.py", "MARK = '#'\n")
+    lines = w.rebuild()
+    assert lines[0] == "changed: lib/extra.py"
+    assert executed(lines) == ["shout", "report"]
+    assert demo.read("build/report.txt") == "HELLO##|5\n"
+
+
 def test_step_that_raises_is_reported_then_the_fix_rebuilds(demo: Project, watch) -> None:
     w = watch()
     demo.write("helpers.py", HELPERS.replace("return len(text) * 1", 'raise ValueError("boom")'))
@@ -417,11 +443,12 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc for child pids")
-@pytest.mark.parametrize("to", ["group", "watcher"])
-def test_sigint_exits_0_with_no_child_left(demo: Project, to: str) -> None:
+@pytest.mark.parametrize("to,runner", [("group", "fork"), ("watcher", "fork"),
+                                       ("group", "spawn"), ("watcher", "spawn")])
+def test_sigint_exits_0_with_no_child_left(demo: Project, to: str, runner: str) -> None:
     demo.write("pipe.py", PIPE.replace('tick("count")', 'tick("count")\n    import time\n'
                                        '    time.sleep(600)'))
-    w = Watch(demo)
+    w = Watch(demo, env={"ZENBUILD_WATCH_EXEC": runner})
     try:
         w.until(r"^Step count has started\.$")
         kids = _descendants(w.proc.pid)

@@ -220,3 +220,41 @@ def test_collect_modules_splits_project_files_from_preloadable_ones(tmp_path: Pa
         sys.modules.pop("zb_proj_mod", None)
     assert found["modules"] == [str(tmp_path / "zb_proj_mod.py")]
     assert "colorsys" in found["preload"] and "zb_proj_mod" not in found["preload"]
+
+
+def test_warm_server_is_replaced_when_a_package_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zenbuild import watch_exec
+
+    made: List[Any] = []
+
+    class FakeServer:
+        def __init__(self, root: str, preload: List[str], on_message: Any) -> None:
+            self.preload, self.sent, self.closed = preload, [], False
+            made.append(self)
+
+        def alive(self) -> bool:
+            return not self.closed
+
+        def send(self, msg: Any) -> bool:
+            self.sent.append(msg)
+            return True
+
+        def close(self, timeout: float) -> None:
+            self.closed = True
+
+    stamp = {"/site-packages": 1}
+    monkeypatch.setattr(watch_exec, "_Server", FakeServer)
+    monkeypatch.setattr(watch_exec, "_path_stamp", lambda: dict(stamp))
+    r = watch_exec.ForkRunner(lambda item: None, "/proj")
+    r.start(1, {})
+    r.preload(["json", "csv"])  # learnt from a rebuild: a new server pre-imports them
+    r.start(2, {})
+    assert len(made) == 2 and made[0].closed and made[1].preload == ["json", "csv"]
+    stamp["/site-packages"] = 2  # `pip install` touched site-packages
+    r.start(3, {})
+    assert len(made) == 3 and made[1].closed and made[2].preload == ["json", "csv"]
+    assert [m["id"] for m in made[2].sent] == [3]
+    r.preload(["json"])  # nothing new: keep the server
+    assert len(made) == 3
+    r.close()
+    assert made[2].closed
