@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +140,63 @@ def test_missing_dask_names_the_extra(project: Project, tmp_path: Path) -> None:
                     env={"PYTHONPATH": str(shim)})
     assert "zenbuild[dask]" in r.stderr
     assert project.ticks() == []
+
+
+SIMPLE = '''
+from zenbuild import File, Output, pipeline, step
+
+
+@step
+def where(src: File, out: Output) -> str:
+    from distributed import get_worker
+
+    address = get_worker().address
+    out.write_text(src.read_text().upper())
+    return address
+
+
+@pipeline
+def simple():
+    where(File("words.txt"), Output("build/upper.txt"))
+'''
+
+
+def test_external_scheduler(tmp_path: Path) -> None:
+    """--scheduler tcp://HOST:PORT: a `dask scheduler` and a `dask worker` started as the docs
+    say, on this machine (so the project is at the same path on the worker)."""
+    pytest.importorskip("distributed")
+    sched_file = tmp_path / "scheduler.json"
+    logs = tmp_path / "dask.log"
+    procs: list = []
+    with open(logs, "w") as log:
+        try:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                 "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)],
+                stdout=log, stderr=log))
+            deadline = time.time() + 60
+            while not sched_file.exists() or not sched_file.read_text().strip():
+                assert time.time() < deadline, logs.read_text()
+                time.sleep(0.05)
+            address = json.loads(sched_file.read_text())["address"]
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "1",
+                 "--nthreads", "1", "--no-dashboard"], stdout=log, stderr=log))
+            p = make(tmp_path / "proj")
+            p.write("pipe.py", SIMPLE)
+            p.write("zenbuild.toml", 'pipelines = ["pipe:simple"]\n')
+            r = p.run("run", "--executor", "dask", "--scheduler", address)
+            assert r.executed == ["where"]
+            assert p.read("build/upper.txt") == "ONE TWO THREE\n"
+            store = str(p.root / ".zenbuild")
+            c = sqlite3.connect(os.path.join(store, "zenbuild.db"))
+            vd = c.execute("SELECT value_digest FROM actions").fetchone()[0]
+            c.close()
+            worker = StepResult("where", "cached", value_digest=vd, store_path=store).output
+            assert worker.startswith("tcp://127.0.0.1:")  # it ran on the external worker
+        finally:
+            for proc in reversed(procs):
+                proc.terminate()
+            for proc in procs:
+                proc.wait(timeout=30)
+

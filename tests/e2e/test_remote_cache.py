@@ -147,7 +147,7 @@ def test_upload_only_on_ci_by_default(tmp_path: Path, nginx: Nginx) -> None:
     assert sorted(r.executed) == sorted(STEPS)
     assert nginx.files("ac") == []  # a developer machine reads, does not write
     ci = checkout(tmp_path / "ci", f'[cache]\nremote = "{nginx.url}"\n')
-    r = ci.run("run", env={"CI": "true"})
+    r = ci.run("run", "-j", "2", env={"CI": "true"})  # uploads while workers run
     assert sorted(r.executed) == sorted(STEPS)
     assert len(nginx.files("ac")) == 4
     ci.write("data/words.txt", "alpha beta gamma delta epsilon\n")
