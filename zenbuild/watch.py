@@ -106,12 +106,16 @@ class Watcher:
         else:
             self.root, source = find_project(start)
         table: Optional[Dict[str, Any]] = None
+        store = ""
         try:
-            table = dict(load_config(self.root, source).watch)
+            config = load_config(self.root, source)
+            table, store = dict(config.watch), config.store
         except ZenbuildError:
             pass  # the first rebuild reports it; watch with the defaults until it is fixed
         self.settings = resolve_settings(opts, table)
         self.ws = WatchSet(self.root, self.settings.ignore)
+        if store:
+            self.ws.store = os.path.realpath(store)
         self.q: queue.Queue[tuple] = queue.Queue()
         self.observer_factory = observer_factory or _make_observer
         self.observer: Any = None
@@ -195,7 +199,7 @@ class Watcher:
             except OSError as e:
                 if e.errno in (errno.ENOSPC, errno.EMFILE) and not self.polling:
                     self._fall_back_to_polling(e)
-                    return self.refresh_watches() or [k[0] for k in want]
+                    return self.refresh_watches()
                 if e.errno != errno.ENOENT:
                     self.warn(f"cannot watch {folder}: {e.strerror or e}")
                 continue
@@ -308,7 +312,13 @@ class Watcher:
                 self._changed(self.ws.rel(t) + "/")
         if not hit:
             return
-        self.refresh_watches()
+        for key in list(self.watches):  # a watch on a folder that was replaced is dead
+            if any(key[0] == t or key[0].startswith(t + os.sep) for t in touched):
+                try:
+                    self.observer.unschedule(self.watches.pop(key))
+                except (KeyError, OSError, ValueError):
+                    pass
+        self.refresh_watches()  # armed before looking, so nothing created meanwhile is missed
         for w in hit:
             if os.path.exists(w) or etype != "created":
                 self._changed(self.ws.rel(w))

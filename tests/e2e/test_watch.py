@@ -306,6 +306,39 @@ def test_missing_input_and_bad_config_are_survived(demo: Project, watch) -> None
     assert demo.read("build/report.txt") == "HELLO!|5\n"
 
 
+def test_an_input_folder_removed_and_recreated_is_watched_again(demo: Project) -> None:
+    import shutil
+
+    demo.write("pipe.py", PIPE.replace('File("b.txt")', 'File("data/b.txt")'))
+    demo.write("data/b.txt", "four\n")
+    w = Watch(demo)
+    try:
+        w.until(SUMMARY.pattern)
+        w.ready()
+        shutil.rmtree(demo.root / "data")
+        lines = w.rebuild()
+        assert "Step load_b failed" in "\n".join(lines) or "data/b.txt" in "\n".join(lines)
+        demo.write("data/b.txt", "eleven!!!\n")  # a new folder, a new inode: a new watch
+        lines = w.rebuild()
+        assert executed(lines) == ["load_b", "count", "report"]
+        demo.write("data/b.txt", "twelve!!!!\n")
+        lines = w.rebuild()
+        assert lines[0] == "changed: data/b.txt"
+        assert demo.read("build/report.txt") == "HELLO!|11\n"
+        # Swapped in one go (as a checkout may do): the old watch follows the moved-away folder.
+        demo.write("data.new/b.txt", "thirteen!!!!\n")
+        os.rename(demo.root / "data", demo.root / "data.old")
+        os.rename(demo.root / "data.new", demo.root / "data")
+        lines = w.rebuild()
+        assert executed(lines) == ["load_b", "count", "report"], lines
+        demo.write("data/b.txt", "fourteen!!!!!\n")
+        lines = w.rebuild()
+        assert lines[0] == "changed: data/b.txt"
+        assert demo.read("build/report.txt") == "HELLO!|14\n"
+    finally:
+        assert w.stop() == 0, "\n".join(w.log)
+
+
 def test_burst_of_saves_is_coalesced(demo: Project, watch) -> None:
     w = watch()
     for i in range(20):  # 20 saves as fast as the file system takes them
