@@ -415,9 +415,8 @@ class RemoteCache:
         parts = [f"{self.hits} fetched", f"{self.misses} missed"]
         if self.upload_enabled or self.uploaded:
             parts.append(f"{self.uploaded} uploaded")
-        mb = lambda n: f"{n / 1e6:.1f} MB"  # noqa: E731
         return (f"remote cache {self.http.display}: {', '.join(parts)} "
-                f"({mb(self.bytes_down)} down, {mb(self.bytes_up)} up)")
+                f"({self.bytes_down / 1e6:.1f} MB down, {self.bytes_up / 1e6:.1f} MB up)")
 
     def close(self, reporter: Any = None) -> None:
         """Close the connection; print the summary line through ``reporter`` if it prints lines."""
