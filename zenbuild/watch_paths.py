@@ -200,16 +200,13 @@ class WatchSet:
         """(folder, recursive) pairs to watch: the parent folder of every exact path (so atomic
         temp+rename saves are seen), each Dir input recursively, and for a path that does not
         exist yet its nearest existing ancestor."""
-        rec: Set[str] = set()
-        for d in self.dirs:
-            rec.add(_existing(d) if os.path.isdir(d) else _existing(os.path.dirname(d)))
+        real = {d for d in self.dirs if os.path.isdir(d)}
+        real = {d for d in real if not any(d != o and _inside(d, o) for o in real)}
         flat: Set[str] = {self.root}
-        for p in self.exact:
-            flat.add(_existing(os.path.dirname(p)))
-        rec = {d for d in rec if not any(_inside(d, o) and d != o for o in rec)}
-        rec_real = {d for d in rec if os.path.isdir(d) and d in self.dirs}
-        flat = {d for d in flat | (rec - rec_real) if not any(_inside(d, r) for r in rec_real)}
-        out = [(d, False) for d in sorted(flat)] + [(d, True) for d in sorted(rec_real)]
+        flat.update(_existing(os.path.dirname(p)) for p in self.exact)
+        flat.update(_existing(d) for d in self.dirs if not os.path.isdir(d))
+        flat = {d for d in flat if not any(_inside(d, r) for r in real)}
+        out = [(d, False) for d in sorted(flat)] + [(d, True) for d in sorted(real)]
         return [(d, r) for d, r in out if _inside(d, self.root) or d == self.root]
 
     def counts(self) -> Tuple[int, int]:

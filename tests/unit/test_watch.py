@@ -103,8 +103,12 @@ def test_folders_are_parents_dirs_recursive_and_nearest_existing(ws: WatchSet) -
     assert (os.path.join(root, "data"), False) in got
     assert (os.path.join(root, "raw"), True) in got
     assert (os.path.join(root, "raw", "sub"), False) not in got  # covered recursively
-    ws.update(Report(root=root, loaded=True, files=["missing/deeper/in.txt"]))
-    assert (root, False) in ws.folders()  # the nearest folder that exists
+    ws.update(Report(root=root, loaded=True, files=["missing/deeper/in.txt"],
+                     dirs=[("raw", None), ("raw/sub", None), ("gone", None)]))
+    got = ws.folders()
+    assert (root, False) in got  # the nearest folder that exists, for both missing paths
+    assert (os.path.join(root, "raw"), True) in got  # not dropped for the missing Dir
+    assert (os.path.join(root, "raw", "sub"), True) not in got  # inside raw: covered
     assert os.path.join(root, "missing", "deeper", "in.txt") in ws.wanted()
 
 
