@@ -1,5 +1,5 @@
-"""The process-pool executor (`-j N`): steps run in spawned worker processes that re-import each
-step function by module and qualified name; fingerprints, look-ups and store writes stay in the
+"""The process-pool executor (`-j N`): steps run in worker processes that find each step function
+by module and qualified name; fingerprints, look-ups and store writes stay in the
 main process, which also prints each step's captured output as whole lines prefixed by its name.
 
 Workers are forked on Linux when the main process has no other thread (a fork then copies no
@@ -178,7 +178,8 @@ def cpu_count() -> int:
 
 
 class ProcessExecutor(Executor):
-    """Up to ``jobs`` steps at once in a pool of spawned worker processes, started on first use."""
+    """Up to ``jobs`` steps at once in a pool of worker processes (forked or spawned, see
+    start_method), started when the first step has to execute."""
 
     def __init__(self, jobs: int, root: str, on_output: Optional[OutputSink] = None) -> None:
         self.slots = max(1, jobs)
