@@ -1,5 +1,8 @@
-"""Store maintenance behind `zenbuild cache`: info, gc (least recently used first, never a blob a
-kept entry needs), verify (rehash every blob) and clear. Callers hold the store's lock."""
+"""Store maintenance behind `zenbuild cache`: info, gc, verify and clear.
+
+gc drops least recently used entries first and never a blob a kept entry needs; verify rehashes
+every blob. Callers hold the store's lock.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The remote cache: Bazel's HTTP cache protocol (GET/HEAD/PUT at URL/ac/KEY, URL/cas/SHA256) behind the local store.
+"""The remote cache: Bazel's HTTP cache protocol behind the local store.
 
 Remote layout, format version 1 (described in docs/remote-cache.md):
   URL/cas/SHA256   a blob, named by the SHA-256 of its bytes (as Bazel names its blobs, so the

@@ -1,5 +1,4 @@
-"""Picks the executor a run asks for: in-process (the default, `-j 1`), a process pool (`-j N`),
-or Dask (`--executor dask`)."""
+"""Picks the executor (in-process, process pool, Dask) and remote cache a run asks for."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The Dask executor (`--executor dask`): steps that missed the cache run as tasks on a Dask
-distributed cluster (a LocalCluster of worker processes when no scheduler address is given);
-results come back to the main process, which stores them.
+"""The Dask executor (`--executor dask`): steps that missed the cache run on a Dask cluster.
+
+A LocalCluster of worker processes is started when no scheduler address is given; results come
+back to the main process, which stores them.
 
 A real cluster needs, on every worker: the same Python packages (zenbuild included), the project
 importable at the same path (a shared filesystem, or the project installed), and, for steps

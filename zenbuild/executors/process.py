@@ -1,6 +1,8 @@
-"""The process-pool executor (`-j N`): steps run in worker processes that find each step function
-by module and qualified name; fingerprints, look-ups and store writes stay in the
-main process, which also prints each step's captured output as whole lines prefixed by its name.
+"""The process-pool executor (`-j N`): only the call to each step runs in a worker process.
+
+Workers find each step function by module and qualified name; fingerprints, look-ups and store
+writes stay in the main process, which also prints each step's captured output as whole lines
+prefixed by its name.
 
 Workers are forked on Linux when the main process has no other thread (a fork then copies no
 lock another thread holds; the children never touch the inherited SQLite or HTTP connections,
