@@ -209,9 +209,20 @@ class ProcessExecutor(Executor):
         except NotImportable as e:
             self._ready.append(Outcome(task.name, False, error=f"step {task.name}: {e}\n"))
             return
-        fut = self._get_pool().submit(run_ref, task.name, ref, self.root, tuple(task.args),
-                                      dict(task.kwargs))
+        from concurrent.futures.process import BrokenProcessPool
+
+        call = (run_ref, task.name, ref, self.root, tuple(task.args), dict(task.kwargs))
+        try:
+            fut = self._get_pool().submit(*call)
+        except BrokenProcessPool:  # a worker died since the last wait(): start a fresh pool
+            self._discard_pool()
+            fut = self._get_pool().submit(*call)
         self._futures[fut] = task.name
+
+    def _discard_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None  # the next submit starts a fresh pool
 
     def wait(self) -> List[Outcome]:
         if self._ready:
@@ -232,9 +243,8 @@ class ProcessExecutor(Executor):
             outcome, text = fut.result()
             print_output(self.on_output, name, text)
             outcomes.append(outcome)
-        if broken and self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None  # the next submit starts a fresh pool
+        if broken:
+            self._discard_pool()
         return outcomes
 
     def close(self) -> None:
