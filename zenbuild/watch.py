@@ -122,6 +122,8 @@ class Watcher:
         self.polling = False
         self.watches: Dict[Tuple[str, bool], Any] = {}
         self.tmp = tempfile.mkdtemp(prefix="zenbuild-watch-")
+        self.code_cache = os.path.join(self.tmp, "code")  # compiled project code by content
+        os.makedirs(self.code_cache)
         mode = opts.mode or default_mode()
         self.runner: Runner = ForkRunner(self.q.put, self.root) if mode == "fork" else SpawnRunner(self.q.put)
         self.run_id = 0
@@ -337,6 +339,7 @@ class Watcher:
             "quiet": self.opts.quiet,
             "verbose": self.opts.verbose,
             "report": os.path.join(self.tmp, f"report-{self.run_id}.json"),
+            "code_cache": self.code_cache,
         }
         try:
             os.unlink(req["report"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import json
+import marshal
 import os
 import sys
 import traceback
@@ -23,19 +24,45 @@ class FreshSourceLoader(importlib.machinery.SourceFileLoader):
 
     CPython trusts a .pyc whose recorded source mtime (whole seconds) and size match the .py, so
     an edit within the same second that keeps the size (``1`` -> ``2``) would run stale code.
-    Third-party and standard-library modules keep their .pyc: they do not change under watch.
+    Instead, compiled code is cached under a digest of the source bytes themselves (in the
+    watcher's temp folder, for the session), which cannot go stale. Third-party and
+    standard-library modules keep their .pyc: they do not change under watch.
     """
+
+    code_cache = ""  # folder for content-keyed compiled code; "" = compile every time
 
     def get_code(self, fullname: str) -> types.CodeType:
         path = self.get_filename(fullname)
-        return self.source_to_code(self.get_data(path), path)  # type: ignore[no-any-return]
+        source = self.get_data(path)
+        cached = ""
+        if self.code_cache:
+            from .digest import digest_bytes
+
+            key = digest_bytes(b"\0".join([path.encode(), sys.version.encode(), source]))
+            cached = os.path.join(self.code_cache, key)
+            try:
+                with open(cached, "rb") as f:
+                    return marshal.loads(f.read())  # type: ignore[no-any-return]
+            except (OSError, ValueError, EOFError, TypeError):
+                pass
+        code = self.source_to_code(source, path)
+        if cached:
+            try:
+                tmp = f"{cached}.{os.getpid()}.tmp"
+                with open(tmp, "wb") as f:
+                    f.write(marshal.dumps(code))
+                os.replace(tmp, cached)
+            except OSError:
+                pass
+        return code  # type: ignore[no-any-return]
 
 
 class FreshSourceFinder(importlib.abc.MetaPathFinder):
     """Puts FreshSourceLoader on the project's own source modules; defers on everything else."""
 
-    def __init__(self, is_project: Callable[[str], bool]) -> None:
+    def __init__(self, is_project: Callable[[str], bool], code_cache: str = "") -> None:
         self.is_project = is_project
+        self.code_cache = code_cache
 
     def find_spec(self, fullname: str, path: Optional[Sequence[str]],
                   target: Optional[types.ModuleType] = None) -> Optional[importlib.machinery.ModuleSpec]:
@@ -43,7 +70,9 @@ class FreshSourceFinder(importlib.abc.MetaPathFinder):
         if (spec is None or type(spec.loader) is not importlib.machinery.SourceFileLoader
                 or not spec.origin or not self.is_project(spec.origin)):
             return None
-        spec.loader = FreshSourceLoader(fullname, spec.origin)
+        loader = FreshSourceLoader(fullname, spec.origin)
+        loader.code_cache = self.code_cache
+        spec.loader = loader
         return spec
 
 
@@ -70,8 +99,8 @@ def project_predicate(root: str, store: str) -> Callable[[str], bool]:
     return is_project
 
 
-def install_fresh_imports(is_project: Callable[[str], bool]) -> FreshSourceFinder:
-    finder = FreshSourceFinder(is_project)
+def install_fresh_imports(is_project: Callable[[str], bool], code_cache: str = "") -> FreshSourceFinder:
+    finder = FreshSourceFinder(is_project, code_cache)
     sys.meta_path.insert(0, finder)
     sys.dont_write_bytecode = True  # belt and braces: this process writes no .pyc at all
     return finder
@@ -98,16 +127,16 @@ def collect_modules(is_project: Callable[[str], bool], baseline: Set[str]) -> Di
     beyond ``baseline`` (what a warm server could pre-import next time)."""
     project: List[str] = []
     tops: Set[str] = set()
-    for name, mod in list(sys.modules.items()):
-        if mod is not None and _is_project_module(mod, is_project):
+    new = [(n, m) for n, m in list(sys.modules.items()) if n not in baseline and m is not None]
+    for name, mod in new:  # what was there before holds no project module (see serve())
+        if _is_project_module(mod, is_project):
             tops.add(name.split(".")[0])
             f = _module_file(mod)
             if f:
                 project.append(f)
     preload = [
-        name for name, mod in list(sys.modules.items())
-        if name not in baseline and mod is not None and name.split(".")[0] not in tops
-        and name not in ("__main__", "__mp_main__") and not name.startswith("zenbuild")
+        name for name, mod in new
+        if name.split(".")[0] not in tops and name not in ("__main__", "__mp_main__")
         and not _is_project_module(mod, is_project)
     ]
     return {"modules": sorted(set(project)), "preload": preload}
@@ -149,10 +178,11 @@ def run_child(req: Dict[str, Any]) -> int:
         config = load_project(root)
         report.update(store=config.store, config_source=config.source, watch=dict(config.watch))
         is_project = project_predicate(config.root, config.store)
-        finder = install_fresh_imports(is_project)
+        finder = install_fresh_imports(is_project, str(req.get("code_cache") or ""))
         _spec, pipe = load_pipeline(config, req.get("pipeline"))
         bound = bind_pipeline(pipe, config, parse_cli_params(pipe, list(req.get("params", []))))
         graph = bound.trace(config.root)
+        bound.trace = lambda root: graph  # type: ignore[method-assign]  # run_bound: trace once
         for node in graph.nodes.values():
             for ref in node.files:
                 if ref.is_dir:

@@ -262,3 +262,33 @@ def test_warm_server_is_replaced_when_a_package_is_installed(monkeypatch: pytest
     assert len(made) == 3
     r.close()
     assert made[2].closed
+
+
+def test_compiled_code_is_cached_by_content_not_by_mtime(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    cache = tmp_path / "code"
+    cache.mkdir()
+    mod = src / "zb_cached_mod.py"
+    monkeypatch.syspath_prepend(str(src))
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)
+    install_fresh_imports(project_predicate(str(src), ""), str(cache))
+
+    def load() -> Any:
+        sys.modules.pop("zb_cached_mod", None)
+        importlib.invalidate_caches()
+        try:
+            return importlib.import_module("zb_cached_mod").VALUE
+        finally:
+            sys.modules.pop("zb_cached_mod", None)
+
+    mod.write_text("VALUE = 1\n")
+    st = os.stat(mod)
+    assert load() == 1 and len(os.listdir(cache)) == 1
+    mod.write_text("VALUE = 2\n")
+    os.utime(mod, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime: new content
+    assert load() == 2 and len(os.listdir(cache)) == 2
+    mod.write_text("VALUE = 1\n")
+    assert load() == 1 and len(os.listdir(cache)) == 2  # served from the cache
