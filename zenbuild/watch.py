@@ -59,7 +59,7 @@ def resolve_settings(opts: WatchOptions, table: Optional[Dict[str, Any]]) -> Set
     t = table or {}
     ms = opts.debounce_ms if opts.debounce_ms is not None else t.get("debounce_ms", DEFAULT_DEBOUNCE_MS)
     if ms < 0:
-        raise ConfigError(f"debounce must be >= 0 ms, got {ms}")
+        raise ConfigError(f"[watch] debounce_ms must be >= 0 (milliseconds), got {ms}")
     return Settings(
         debounce_s=ms / 1000,
         poll=opts.poll if opts.poll is not None else bool(t.get("poll", False)),
@@ -112,7 +112,11 @@ class Watcher:
             table, store = dict(config.watch), config.store
         except ZenbuildError:
             pass  # the first rebuild reports it; watch with the defaults until it is fixed
-        self.settings = resolve_settings(opts, table)
+        try:
+            self.settings = resolve_settings(opts, table)
+        except ZenbuildError as e:
+            self.warn(f"{e}; using the default")
+            self.settings = resolve_settings(opts, None)
         self.ws = WatchSet(self.root, self.settings.ignore)
         if store:
             self.ws.store = os.path.realpath(store)

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
-
-from tests.conftest import REPO, Project, zb
+from conftest import REPO, Project, zb
 
 PIPE = '''
 from zenbuild import File, Output, pipeline, step

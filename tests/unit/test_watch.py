@@ -179,8 +179,10 @@ def test_watchdog_overflow_log_becomes_a_rescan() -> None:
     assert got == [("overflow",)]
 
 
-def test_bad_config_does_not_stop_the_watcher_from_starting(tmp_path: Path) -> None:
-    (tmp_path / "zenbuild.toml").write_text("[watch]\ndebounce_ms = 'x'\n")
+@pytest.mark.parametrize("toml", ["[watch]\ndebounce_ms = 'x'\n", "[watch]\ndebounce_ms = -5\n",
+                                  "not toml at all ["])
+def test_bad_config_does_not_stop_the_watcher_from_starting(tmp_path: Path, toml: str) -> None:
+    (tmp_path / "zenbuild.toml").write_text(toml)
     w = Watcher(WatchOptions(project_dir=str(tmp_path)), out=io.StringIO(), err=io.StringIO(),
                 observer_factory=lambda poll: FakeObserver(poll, False))
     try:
