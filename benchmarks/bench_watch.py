@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Watch latency: from writing a file to the first invalidated step starting, and to the end of
-the rebuild, under `zenbuild watch` (median over N edits), for the ML example and the N=200 /
-F=2,000 synthetic pipeline, with each rebuild runner (fork from a warm server, fresh interpreter).
+"""Watch latency: write -> first invalidated step starts, and write -> rebuild end (medians).
+
+Under `zenbuild watch`, over N edits, for the ML example and the N=200 / F=2,000 synthetic
+pipeline, with each rebuild runner (fork from a warm server, fresh interpreter).
 
     .venv/bin/python benchmarks/bench_watch.py                 # both pipelines, both runners
     .venv/bin/python benchmarks/bench_watch.py --edits 20 --only ml --modes fork

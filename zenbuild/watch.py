@@ -1,5 +1,9 @@
-"""`zenbuild watch`: notice changes with watchdog, debounce them, and start one rebuild at a time
-in a fresh process; the cache decides what reruns."""
+"""`zenbuild watch`: notice changes, debounce them, start one rebuild at a time in a fresh process.
+
+The cache decides what reruns; the watcher only decides when. It never imports the project:
+each rebuild runs in a child (watch_exec.py) that reports what the pipeline depends on
+(watch_child.py), which becomes the set of paths that matter (watch_paths.py); watchdog sits
+behind watch_fs.py."""
 
 from __future__ import annotations
 
@@ -19,15 +23,20 @@ from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 from .config import find_project, load_config
 from .errors import ConfigError, ZenbuildError
 from .watch_exec import ForkRunner, Runner, SpawnRunner, default_mode
+from .watch_fs import (
+    LIMIT_HELP,
+    EventForwarder,
+    NullObserver,
+    OverflowHandler,
+    event_filter,
+    inotify_limit,
+    make_observer,
+)
 from .watch_paths import IgnoreRules, Report, WatchSet
 
 DEFAULT_DEBOUNCE_MS = 50
 MAX_DELAY_S = 2.0  # a steady stream of events still starts a rebuild this often
 KILL_AFTER_S = 10.0  # --on-busy restart: SIGKILL a rebuild that ignores SIGINT this long
-_LIMIT_HELP = (
-    "raise the limit with `sudo sysctl fs.inotify.max_user_watches=524288` (add it to "
-    "/etc/sysctl.conf to keep it), or pass --poll"
-)
 _RUN_EVENTS = ("modified", "created", "moved", "deleted", "closed")
 
 
@@ -66,18 +75,6 @@ def resolve_settings(opts: WatchOptions, table: Optional[Dict[str, Any]]) -> Set
         on_busy=opts.on_busy or t.get("on_busy", "queue"),
         ignore=[str(p) for p in t.get("ignore", [])],
     )
-
-
-class _Overflow(logging.Handler):
-    """watchdog only logs an inotify queue overflow; turn that log record into a rescan."""
-
-    def __init__(self, post: Callable[[tuple], None]) -> None:
-        super().__init__(logging.WARNING)
-        self.post = post
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
-            self.post(("overflow",))
 
 
 def _describe(paths: List[str], limit: int = 4) -> str:
@@ -121,7 +118,7 @@ class Watcher:
         if store:
             self.ws.store = os.path.realpath(store)
         self.q: queue.Queue[tuple] = queue.Queue()
-        self.observer_factory = observer_factory or _make_observer
+        self.observer_factory = observer_factory or make_observer
         self.observer: Any = None
         self.polling = False
         self.watches: Dict[Tuple[str, bool], Any] = {}
@@ -165,10 +162,10 @@ class Watcher:
 
     def _fall_back_to_polling(self, e: OSError) -> None:
         what = "watch" if e.errno == errno.ENOSPC else "instance"
-        limit = _read_limit(what)
+        limit = inotify_limit(what)
         self.warn(f"the inotify {what} limit is reached ({e.strerror or e}"
                   f"{f'; fs.inotify.max_user_{what}s = {limit}' if limit else ''}); "
-                  f"falling back to polling, which is slower. To use inotify again, {_LIMIT_HELP}.")
+                  f"falling back to polling, which is slower. To use inotify again, {LIMIT_HELP}.")
         try:
             self.observer.stop()
         except Exception:  # noqa: BLE001 - the broken observer may not even have started
@@ -184,7 +181,7 @@ class Watcher:
             except OSError as e:
                 if e.errno not in (errno.ENOSPC, errno.EMFILE) or self.polling:
                     raise
-                self.observer = _Null()
+                self.observer = NullObserver()
                 self._fall_back_to_polling(e)
         want = set(self.ws.folders())
         for key in list(self.watches):
@@ -194,14 +191,14 @@ class Watcher:
                 except (KeyError, OSError, ValueError):
                     pass
         added: List[str] = []
-        handler = _Handler(self.q.put)
+        handler = EventForwarder(self.q.put)
         for key in sorted(want - set(self.watches)):
             folder, recursive = key
             if not os.path.isdir(folder):
                 continue
             try:
                 self.watches[key] = self.observer.schedule(handler, folder, recursive=recursive,
-                                                           event_filter=_event_filter())
+                                                           event_filter=event_filter())
             except OSError as e:
                 if e.errno in (errno.ENOSPC, errno.EMFILE) and not self.polling:
                     self._fall_back_to_polling(e)
@@ -214,7 +211,7 @@ class Watcher:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> int:
-        overflow = _Overflow(self.q.put)
+        overflow = OverflowHandler(self.q.put)
         wlog = logging.getLogger("watchdog")
         wlog.addHandler(overflow)
         old_term = _install_sigterm()
@@ -440,49 +437,6 @@ def _plural(n: int, word: str) -> str:
 def watch(opts: WatchOptions) -> int:
     """Run `zenbuild watch` until Ctrl-C; returns the exit code (0)."""
     return Watcher(opts).run()
-
-
-# -- watchdog glue ------------------------------------------------------------------------------
-class _Handler:
-    """Forwards every watchdog event to the watcher's queue; all decisions happen there."""
-
-    def __init__(self, post: Callable[[tuple], None]) -> None:
-        self.post = post
-
-    def dispatch(self, event: Any) -> None:
-        self.post(("fs", event.event_type, os.fsdecode(event.src_path),
-                   os.fsdecode(getattr(event, "dest_path", "") or ""), bool(event.is_directory)))
-
-
-def _event_filter() -> List[Any]:
-    from watchdog import events as ev
-
-    names = ("FileModifiedEvent", "FileCreatedEvent", "FileMovedEvent", "FileDeletedEvent",
-             "FileClosedEvent", "DirCreatedEvent", "DirMovedEvent", "DirDeletedEvent")
-    return [getattr(ev, n) for n in names if hasattr(ev, n)]
-
-
-def _make_observer(poll: bool) -> Any:
-    if poll:
-        from watchdog.observers.polling import PollingObserver
-
-        return PollingObserver(timeout=0.25)
-    from watchdog.observers import Observer
-
-    return Observer()
-
-
-class _Null:
-    def stop(self) -> None:
-        pass
-
-
-def _read_limit(what: str) -> Optional[str]:
-    try:
-        with open(f"/proc/sys/fs/inotify/max_user_{what}s") as f:
-            return f.read().strip()
-    except OSError:
-        return None
 
 
 def _read_json(path: str) -> Optional[Dict[str, Any]]:

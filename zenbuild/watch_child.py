@@ -1,5 +1,7 @@
-"""One rebuild for `zenbuild watch`, in a fresh process: import the project from source, run,
-and write a report of what the pipeline depends on."""
+"""One `zenbuild watch` rebuild in a fresh process: import the project from source, run, report.
+
+The report (JSON, in the watcher's temp folder) lists the project modules and declared inputs
+the pipeline depends on, its Outputs, and the non-project modules a warm server may preload."""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""Where `zenbuild watch` runs each rebuild: a child forked from a warm server (default on POSIX)
-or a fresh interpreter; both start, interrupt and reap exactly one child at a time."""
+"""Where `zenbuild watch` runs each rebuild: a fork of a warm server, or a fresh interpreter.
+
+The fork is the default on POSIX (measured 2-3x sooner to the first step, see
+benchmarks/bench_watch.py); ZENBUILD_WATCH_EXEC=spawn selects a fresh interpreter. Both start,
+interrupt and reap exactly one child at a time."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What `zenbuild watch` watches and which file events matter: pure path rules, no I/O but stat."""
+"""What `zenbuild watch` watches and which file events matter: path rules, no I/O but stat."""
 
 from __future__ import annotations
 

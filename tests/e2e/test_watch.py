@@ -1,5 +1,6 @@
-"""End-to-end: `zenbuild watch` as a subprocess with the real watchdog observer on projects in
-tmp_path; every wait on its output is bounded, none sleeps and hopes."""
+"""End-to-end: `zenbuild watch` as a subprocess with the real watchdog observer, in tmp_path.
+
+Every wait on its output is bounded; none sleeps a fixed time and hopes."""
 
 from __future__ import annotations
 

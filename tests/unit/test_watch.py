@@ -1,5 +1,7 @@
-"""Unit tests of the watcher's pure parts: ignore rules, which events matter, which folders are
-watched, settings precedence, the polling fallback, and fresh imports of the project's code."""
+"""Unit tests of the watcher's parts: path rules, settings, polling fallback, fresh imports.
+
+Which events matter and which folders are watched, settings precedence, the inotify-limit
+fallback, the overflow rescan, the warm server's replacement, and stale-.pyc-proof imports."""
 
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from typing import Any, List
 import pytest
 
 from zenbuild.errors import ConfigError
-from zenbuild.watch import Settings, Watcher, WatchOptions, _Overflow, resolve_settings
+from zenbuild.watch import Settings, Watcher, WatchOptions, resolve_settings
 from zenbuild.watch_child import collect_modules, install_fresh_imports, project_predicate
+from zenbuild.watch_fs import OverflowHandler
 from zenbuild.watch_paths import IgnoreRules, Report, WatchSet, is_editor_file
 
 
@@ -172,7 +175,7 @@ def test_inotify_watch_limit_falls_back_to_polling_with_a_warning(tmp_path: Path
 
 def test_watchdog_overflow_log_becomes_a_rescan() -> None:
     got: List[tuple] = []
-    h = _Overflow(got.append)
+    h = OverflowHandler(got.append)
     rec = logging.LogRecord("watchdog", logging.WARNING, __file__, 1,
                             "Inotify queue overflowed; filesystem events were lost", None, None)
     h.emit(rec)
