@@ -129,6 +129,7 @@ class WatchSet:
         self.exact: Dict[str, str] = {os.path.join(self.root, c): "config" for c in CONFIG_FILES}
         self.dirs: Dict[str, Optional[str]] = {}
         self.outputs: Set[str] = set()
+        self.names: Dict[str, str] = {}  # real path outside the root -> the declared name
         self.broad = True  # until a run has loaded the pipeline, any .py change may fix it
 
     # -- building it from reports -----------------------------------------------------------
@@ -149,6 +150,10 @@ class WatchSet:
             fresh[self._abs(f)] = "input"
         dirs = {self._abs(d): g for d, g in report.dirs}
         outputs = {self._abs(o) for o in report.outputs}
+        for rel in [*report.files, *(d for d, _ in report.dirs), *report.outputs]:
+            real = self._abs(rel)
+            if not _inside(real, self.root):  # a symlink out of the project: show its own name
+                self.names[real] = rel
         if report.loaded:
             self.exact, self.dirs, self.outputs, self.broad = fresh, dirs, outputs, False
         else:
@@ -159,14 +164,21 @@ class WatchSet:
 
     # -- deciding -----------------------------------------------------------------------------
     def rel(self, path: str) -> str:
+        """The project-relative name to show; for a target of a symlink that leads out of the
+        project, the symlink's own name."""
+        if not _inside(path, self.root):
+            for real, name in self.names.items():
+                if _inside(path, real):
+                    return name + path[len(real):].replace(os.sep, "/")
         return os.path.relpath(path, self.root).replace(os.sep, "/")
 
     def classify(self, path: str, is_dir: bool = False) -> Verdict:
         path = os.path.realpath(path)
-        if not _inside(path, self.root):
-            return Verdict(False, "outside the project")
         if _inside(path, self.store):
             return Verdict(False, "the store")
+        inside = _inside(path, self.root)
+        if not inside and not any(_inside(path, real) for real in self.names):
+            return Verdict(False, "outside the project")
         rel = self.rel(path)
         if self.user_ignore.match(rel, is_dir):
             return Verdict(False, "ignored by [watch] ignore")
@@ -186,6 +198,8 @@ class WatchSet:
                 inner = os.path.relpath(path, d).replace(os.sep, "/")
                 if is_dir or glob is None or dir_glob_match(inner, glob):
                     return Verdict(True, "in a Dir input")
+        if not inside:
+            return Verdict(False, "outside the project")
         if self.gitignore.match(rel, is_dir):
             return Verdict(False, "ignored by .gitignore")
         if self.broad and not is_dir and path.endswith(".py"):
@@ -206,8 +220,8 @@ class WatchSet:
         flat.update(_existing(os.path.dirname(p)) for p in self.exact)
         flat.update(_existing(d) for d in self.dirs if not os.path.isdir(d))
         flat = {d for d in flat if not any(_inside(d, r) for r in real)}
-        out = [(d, False) for d in sorted(flat)] + [(d, True) for d in sorted(real)]
-        return [(d, r) for d, r in out if _inside(d, self.root) or d == self.root]
+        # Folders outside the root appear only through symlinked inputs the pipeline declares.
+        return [(d, False) for d in sorted(flat)] + [(d, True) for d in sorted(real)]
 
     def counts(self) -> Tuple[int, int]:
         """(existing files and Dir inputs depended on, folders watched)."""

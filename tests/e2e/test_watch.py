@@ -339,6 +339,24 @@ def test_an_input_folder_removed_and_recreated_is_watched_again(demo: Project) -
         assert w.stop() == 0, "\n".join(w.log)
 
 
+def test_an_input_behind_a_symlink_out_of_the_project(demo: Project, tmp_path: Path) -> None:
+    outside = tmp_path / "datasets"
+    outside.mkdir()
+    (outside / "b.txt").write_text("four\n")
+    os.unlink(demo.root / "b.txt")
+    os.symlink(outside / "b.txt", demo.root / "b.txt")
+    w = Watch(demo)
+    try:
+        w.until(SUMMARY.pattern)
+        w.ready()
+        (outside / "b.txt").write_text("nineteen chars!!!!\n")
+        lines = w.rebuild()
+        assert lines[0] == "changed: b.txt"
+        assert executed(lines) == ["load_b", "count", "report"]
+    finally:
+        assert w.stop() == 0, "\n".join(w.log)
+
+
 def test_burst_of_saves_is_coalesced(demo: Project, watch) -> None:
     w = watch()
     for i in range(20):  # 20 saves as fast as the file system takes them

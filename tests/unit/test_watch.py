@@ -297,3 +297,21 @@ def test_compiled_code_is_cached_by_content_not_by_mtime(tmp_path: Path,
     assert load() == 2 and len(os.listdir(cache)) == 2
     mod.write_text("VALUE = 1\n")
     assert load() == 1 and len(os.listdir(cache)) == 2  # served from the cache
+
+
+def test_inputs_behind_a_symlink_out_of_the_project_are_watched(tmp_path: Path) -> None:
+    root, outside = tmp_path / "proj", tmp_path / "datasets"
+    (outside / "images").mkdir(parents=True)
+    root.mkdir()
+    os.symlink(outside, root / "data")
+    ws = WatchSet(str(root))
+    ws.update(Report(root=str(root), loaded=True, files=["data/in.csv"],
+                     dirs=[("data/images", None)]))
+    real = str(outside.resolve())
+    v = ws.classify(os.path.join(real, "in.csv"))
+    assert v.relevant and ws.rel(os.path.join(real, "in.csv")) == "data/in.csv"
+    assert ws.classify(os.path.join(real, "images", "cat.png")).relevant
+    assert ws.rel(os.path.join(real, "images", "cat.png")) == "data/images/cat.png"
+    assert not ws.classify(os.path.join(real, "other.csv")).relevant
+    assert not ws.classify(str(tmp_path / "elsewhere.txt")).relevant
+    assert (real, False) in ws.folders() and (os.path.join(real, "images"), True) in ws.folders()
