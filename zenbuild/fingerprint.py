@@ -24,6 +24,12 @@ if TYPE_CHECKING:  # pragma: no cover
 # Bump when the analysis that fills the source cache changes, so old entries are not reused.
 _SOURCE_CACHE_VERSION = "v2"
 
+# Module metadata: where a module lives is not what it computes (and differs per checkout).
+_MODULE_DUNDERS = frozenset(
+    {"__file__", "__cached__", "__loader__", "__spec__", "__path__", "__builtins__",
+     "__package__", "__doc__"}
+)
+
 _SKIP_DIRS = ("site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox")
 
 
@@ -124,6 +130,7 @@ class CodeFingerprinter:
     ) -> None:
         self.source_cache = source_cache
         self.root = os.path.realpath(root)
+        self._given_root = os.path.abspath(root)
         self.track_packages = track_packages
         self.store_dir = os.path.realpath(store_dir) if store_dir else ""
         self._asts: Dict[str, Optional[ast.Module]] = {}
@@ -368,7 +375,20 @@ class CodeFingerprinter:
             return
         if self._is_project_name(type(value)):
             refs.append(type(value))
-        refs.append(_Obj(key, _value_digest(value), rel, [], {}, kind))
+        refs.append(_Obj(key, _value_digest(self._relocatable(value)), rel, [], {}, kind))
+
+    def _relocatable(self, value: Any) -> Any:
+        """A path-like constant inside the project is hashed relative to the project root, so
+        two checkouts at different places share fingerprints (and a remote cache)."""
+        from pathlib import PurePath
+
+        if isinstance(value, (str, PurePath)):
+            text = os.fspath(value)
+            for root in (self.root, self._given_root):
+                if text == root or text.startswith(root + os.sep):
+                    rel = "<project>" + text[len(root) :]
+                    return type(value)(rel) if isinstance(value, PurePath) else rel
+        return value
 
     def _is_project_name(self, value: Any) -> bool:
         mod = sys.modules.get(getattr(value, "__module__", "") or "")
@@ -395,16 +415,16 @@ class CodeFingerprinter:
         self, chain: Tuple[str, ...], g: Dict[str, Any], refs: List[Any], packages: Dict[str, str]
     ) -> None:
         name = chain[0]
-        if name not in g:
-            return  # a local, a builtin or a name that does not exist (yet)
+        if name not in g or name in _MODULE_DUNDERS:
+            return  # a local, a builtin, module metadata, or a name that does not exist (yet)
         value = g[name]
         owner_mod = g.get("__name__", "?")
         key = f"{owner_mod}.{name}"
         i = 1
         file_of = g.get("__file__")
         while isinstance(value, types.ModuleType) and i < len(chain) and self.module_is_project(value):
-            if not hasattr(value, chain[i]):
-                break
+            if not hasattr(value, chain[i]) or chain[i] in _MODULE_DUNDERS:
+                return
             key = f"{value.__name__}.{chain[i]}"
             file_of = getattr(value, "__file__", None)
             value = getattr(value, chain[i])

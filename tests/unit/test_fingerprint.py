@@ -204,3 +204,24 @@ def nested(xs: list) -> list:
     items, _ = code_of(tmp_path, src, "nested")
     assert {"nested", "inner", "LIMIT", "NAMES"} <= set(items)
     assert "local_fn" not in " ".join(items)
+
+
+def test_code_fingerprint_does_not_depend_on_where_the_checkout_lives(tmp_path):
+    src = BASE + '''
+import os
+from pathlib import Path
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FEED = Path(HERE) / "feed.json"
+
+
+@step
+def located(x: int) -> str:
+    return os.path.join(os.path.dirname(__file__), str(FEED), HERE, str(x))
+'''
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, _ = code_of(tmp_path / "a", src, "located")
+    second, _ = code_of(tmp_path / "b", src, "located")
+    assert first == second
+    assert "__file__" not in " ".join(first)
