@@ -15,9 +15,9 @@ from .errors import ParamError
 from .fingerprint import CodeFingerprinter, display_param, encode_param
 from .graph import FileRef, Node
 from .serialize import Unencodable
-from .store import SCHEMA_VERSION, ActionEntry
+from .store import STORE_FORMAT, ActionEntry
 
-ENV = {"store_format": str(SCHEMA_VERSION), "python": f"{sys.version_info[0]}.{sys.version_info[1]}"}
+ENV = {"store_format": str(STORE_FORMAT), "python": f"{sys.version_info[0]}.{sys.version_info[1]}"}
 
 
 class MissingInput(Exception):

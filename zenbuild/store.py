@@ -22,7 +22,11 @@ import xxhash
 from .digest import CHUNK, FileRecord
 from .errors import CorruptBlob, StoreError, StoreLocked
 
-SCHEMA_VERSION = 1
+# The database schema. Older stores are migrated in place by _MIGRATIONS; newer ones refused.
+SCHEMA_VERSION = 2
+# The format of what fingerprints point at (value encoding, blob and manifest layout). It is
+# part of every fingerprint, so changing it invalidates every entry; a schema change does not.
+STORE_FORMAT = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,6 +63,15 @@ CREATE TABLE IF NOT EXISTS run_steps (
     PRIMARY KEY (run_id, seq)
 );
 """
+
+
+# _MIGRATIONS[v]: the statements that take a store from schema v to v + 1.
+_MIGRATIONS: Dict[int, List[str]] = {
+    1: [
+        "CREATE TABLE IF NOT EXISTS source_cache ("
+        " key TEXT PRIMARY KEY, digest TEXT NOT NULL, refs TEXT NOT NULL)"
+    ],
+}
 
 
 class ActionEntry:
@@ -161,6 +174,14 @@ class Store:
                     f"zenbuild understands ({SCHEMA_VERSION}). Upgrade zenbuild, or point "
                     "`store` in zenbuild.toml at another folder."
                 )
+            if version < SCHEMA_VERSION:
+                with self.transaction():
+                    for v in range(version, SCHEMA_VERSION):
+                        for stmt in _MIGRATIONS[v]:
+                            self.db.execute(stmt)
+                    self.db.execute(
+                        "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+                    )
             return
         with self.transaction():
             for stmt in _SCHEMA.strip().split(";"):

@@ -831,3 +831,19 @@ def test_a_step_mutating_its_input_does_not_leak_to_siblings(project):
     out = subprocess.run([sys.executable, "main.py"], cwd=project.root, env=env,
                          capture_output=True, text=True, timeout=60)
     assert "TOTAL 3" in out.stdout, out
+
+
+def test_an_older_store_schema_is_migrated_in_place(wc):
+    import sqlite3
+
+    db = sqlite3.connect(str(wc.root / ".zenbuild" / "zenbuild.db"))
+    db.execute("DROP TABLE source_cache")
+    db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    r = wc.run("run")
+    assert r.cached == ["load", "count", "keep", "render"]  # entries survive the migration
+    db = sqlite3.connect(str(wc.root / ".zenbuild" / "zenbuild.db"))
+    version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+    db.close()
+    assert version == "2"

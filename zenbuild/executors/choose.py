@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from ..config import Config
 from ..errors import ConfigError
 from ..events import Reporter, Warning_
-from ..remote import RemoteCache, open_remote
 from ..store import Store
 from . import Executor, InProcessExecutor
-from .process import OutputSink, ProcessExecutor, cpu_count
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..remote import RemoteCache
+    from .process import OutputSink
+
+# The process pool and the remote cache (http.client, ssl, ...) are imported only when a run
+# asks for them: together they cost ~30 ms of start-up that a serial, local run never needs.
 
 EXECUTORS = ("local", "dask")
 
@@ -31,6 +36,8 @@ def choose_executor(
     if jobs is not None and jobs < 0:
         raise ConfigError(f"-j {jobs}: expected 0 (one per CPU) or a positive number of jobs")
     if jobs == 0:
+        from .process import cpu_count
+
         jobs = cpu_count()
     if kind == "dask":
         from .dask_executor import DaskExecutor
@@ -41,6 +48,8 @@ def choose_executor(
                           "or drop --scheduler.")
     if jobs is None or jobs == 1:
         return InProcessExecutor()
+    from .process import ProcessExecutor
+
     return ProcessExecutor(jobs, root, on_output)
 
 
@@ -72,5 +81,9 @@ def execution_for(
 
     def warn(message: str) -> None:
         reporter.handle(Warning_(message=message))
+
+    if remote_url is None and not config.cache.get("remote"):
+        return executor, None
+    from ..remote import open_remote
 
     return executor, open_remote(dict(config.cache), store, warn, remote_url, upload)
