@@ -165,6 +165,7 @@ def run_child(req: Dict[str, Any]) -> int:
     0 succeeded, 1 a step failed, 2 the user's mistake (config, import, params), 3 anything
     else, 130 interrupted."""
     baseline = set(req.get("baseline") or sys.modules)
+    sys.argv = ["zenbuild", "watch"]  # not the server's or the spawn's own arguments
     root = req["root"]
     report: Dict[str, Any] = {"root": root, "loaded": False, "store": "", "config_source": None,
                               "modules": [], "files": [], "dirs": [], "outputs": [],
