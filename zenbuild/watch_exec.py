@@ -186,16 +186,17 @@ class ForkRunner(Runner):
 
 
 def _path_stamp() -> Dict[str, int]:
-    """Modification times of the import path's folders: installing or removing a package
-    changes its site-packages folder, and then the warm server must start over."""
+    """Modification times of the site-packages folders on the import path: installing or
+    removing a package changes one, and then the warm server must start over. (Not the
+    project's or the current folder: saving a file there changes their time too.)"""
     out: Dict[str, int] = {}
     for p in sys.path:
+        if os.path.basename(os.path.normpath(p or ".")) not in ("site-packages", "dist-packages"):
+            continue
         try:
-            st = os.stat(p or ".")
+            out[p] = os.stat(p).st_mtime_ns
         except OSError:
             continue
-        if p and os.path.isdir(p):
-            out[p] = st.st_mtime_ns
     return out
 
 

@@ -315,3 +315,20 @@ def test_inputs_behind_a_symlink_out_of_the_project_are_watched(tmp_path: Path) 
     assert not ws.classify(os.path.join(real, "other.csv")).relevant
     assert not ws.classify(str(tmp_path / "elsewhere.txt")).relevant
     assert (real, False) in ws.folders() and (os.path.join(real, "images"), True) in ws.folders()
+
+
+def test_path_stamp_watches_site_packages_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from zenbuild.watch_exec import _path_stamp
+
+    site = tmp_path / "lib" / "site-packages"
+    site.mkdir(parents=True)
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    monkeypatch.setattr(sys, "path", ["", str(proj), str(site)])
+    before = _path_stamp()
+    assert list(before) == [str(site)]
+    (proj / "saved.py.tmp").write_text("")  # an atomic save in the project: no restart
+    assert _path_stamp() == before
+    (site / "newpkg").mkdir()
+    os.utime(site, ns=(1, before[str(site)] + 10**9))  # what `pip install` does to the folder
+    assert _path_stamp() != before
