@@ -104,6 +104,11 @@ with open(res, "w") as fh:
 """
 
 
+# Measure what a user sees: .pyc files are written and used (some shells and CI images set
+# PYTHONDONTWRITEBYTECODE, which makes every start compile zenbuild from source).
+BENCH_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "CI")}
+
+
 def run_proc(cmd: Sequence[str], cwd: Path, timeout: float) -> Proc:
     """Run ``cmd`` to completion: wall time from spawn to reap and peak RSS of the child (and of
     the descendants it waited for), both from the spawner above.  The whole process group is
@@ -117,7 +122,7 @@ def run_proc(cmd: Sequence[str], cwd: Path, timeout: float) -> Proc:
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", _SPAWNER, str(res_file), *cmd],
                 cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True,
+                start_new_session=True, env=BENCH_ENV,
             )
             timed_out = False
             try:

@@ -12,8 +12,12 @@ import xxhash
 CHUNK = 1 << 20
 # A file whose mtime is this close to (or after) the moment its digest was recorded may have
 # changed again within the filesystem's timestamp granularity without its stat changing
-# ("racy git"). Such an entry is rehashed instead of trusted.
-RACY_NS = 1_000_000_000
+# ("racy git"). Such an entry is rehashed instead of trusted. The window follows the file's own
+# timestamp precision: a filesystem with sub-millisecond mtimes (ext4, xfs, btrfs, tmpfs) stamps
+# files from the kernel's coarse clock, at most a few jiffies (<= 10 ms) behind, so 100 ms is
+# ample; a whole-millisecond or whole-second mtime (FAT, HFS+, some network filesystems) gets 2 s.
+RACY_NS = 100_000_000
+RACY_NS_COARSE = 2_000_000_000
 
 
 def digest_bytes(data: bytes) -> str:
@@ -53,7 +57,9 @@ class FileRecord:
         """True when the stat matches and the entry is not racily clean."""
         if key != self.key:
             return False
-        return key[1] + RACY_NS < self.recorded_ns
+        mtime = key[1]
+        window = RACY_NS_COARSE if mtime % 1_000_000 == 0 else RACY_NS
+        return mtime + window < self.recorded_ns
 
 
 class StatCache:

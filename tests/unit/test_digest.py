@@ -5,7 +5,15 @@ from __future__ import annotations
 import os
 import time
 
-from zenbuild.digest import RACY_NS, FileRecord, StatCache, digest_bytes, digest_file, stat_key
+from zenbuild.digest import (
+    RACY_NS,
+    RACY_NS_COARSE,
+    FileRecord,
+    StatCache,
+    digest_bytes,
+    digest_file,
+    stat_key,
+)
 
 
 def test_digest_file_matches_bytes(tmp_path):
@@ -55,6 +63,10 @@ def test_record_trust_rule():
     assert not rec.trusted_for((1, 1_000, 2, 1_001))  # ctime moved: chmod, utime, rewrite
     racy = FileRecord((1, 1_000, 2, 1_000), "d", recorded_ns=1_000 + RACY_NS)
     assert not racy.trusted_for((1, 1_000, 2, 1_000))
+    # whole-second (or whole-millisecond) mtimes: a coarse filesystem, a wider window
+    coarse = (1, 5_000_000_000, 2, 5_000_000_000)
+    assert not FileRecord(coarse, "d", 5_000_000_000 + RACY_NS + 1).trusted_for(coarse)
+    assert FileRecord(coarse, "d", 5_000_000_000 + RACY_NS_COARSE + 1).trusted_for(coarse)
 
 
 def test_stat_key_fields(tmp_path):
