@@ -239,6 +239,12 @@ class _Tracer:
         t = type(v)
         if t is str or t is int or t is float or t is bool or v is None:
             return v
+        if t is list or t is tuple:
+            return t([self._convert(node, x, where) for x in v])
+        if t is File:
+            ref = FileRef(normalize_path(self.root, v.path, f"{where}: File"))
+            node.files.append(ref)
+            return ref
         if isinstance(v, Handle):
             if v._node not in node.upstream:
                 node.upstream.append(v._node)

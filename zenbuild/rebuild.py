@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -152,7 +153,7 @@ def file_digests(
                 st = os.stat(full)
             except FileNotFoundError:
                 raise MissingInput(f"input file {rel!r} does not exist") from None
-            if not ref.is_dir and os.path.isdir(full):
+            if not ref.is_dir and stat.S_ISDIR(st.st_mode):
                 raise MissingInput(f"input {rel!r} is a folder; declare it with Dir({rel!r})")
             digest, size = statcache.digest(rel, full, st)
             files[rel] = [digest, size]
