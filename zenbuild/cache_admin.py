@@ -9,14 +9,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
-import xxhash
-
-from .digest import CHUNK
 from .errors import ConfigError
 from .store import Store
 
@@ -71,13 +67,7 @@ def entries(store: Store) -> List[Entry]:
 
 
 def blob_sizes(store: Store) -> Dict[str, int]:
-    out: Dict[str, int] = {}
-    for digest, path in store.iter_blobs():
-        try:
-            out[digest] = os.stat(path).st_size
-        except FileNotFoundError:
-            pass
-    return out
+    return dict(store.iter_blobs())
 
 
 def needs(store: Store, e: Entry) -> Optional[Set[str]]:
@@ -176,9 +166,7 @@ def gc(store: Store, max_size: Optional[int] = None, older_than: Optional[float]
     rep.removed_entries = len(drop) - rep.broken_entries
     for digest, size in sizes.items():
         if digest not in refs:
-            try:
-                os.unlink(store.blob_path(digest))
-            except FileNotFoundError:
+            if not store.delete_blob(digest):
                 continue
             rep.removed_blobs += 1
             rep.freed_bytes += size
@@ -206,36 +194,23 @@ class VerifyReport:
     removed_entries: List[Tuple[str, str]] = field(default_factory=list)  # (step, fingerprint)
 
 
-def _rehash(path: str) -> Tuple[str, int]:
-    h = xxhash.xxh3_128()
-    n = 0
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(CHUNK)
-            if not chunk:
-                break
-            h.update(chunk)
-            n += len(chunk)
-    return h.hexdigest(), n
-
-
 def verify(store: Store) -> VerifyReport:
     """Rehash every blob; remove the corrupt ones and every entry that needs a blob that is
     corrupt or missing. Call with the store's lock held."""
     rep = VerifyReport()
     good: Set[str] = set()
-    for digest, path in list(store.iter_blobs()):
-        try:
-            got, n = _rehash(path)
-        except FileNotFoundError:
+    for digest, _size in list(store.iter_blobs()):
+        found = store.rehash_blob(digest)
+        if found is None:
             continue
+        got, n = found
         rep.checked += 1
         rep.checked_bytes += n
         if got == digest:
             good.add(digest)
         else:
             rep.corrupt.append(digest)
-            os.unlink(path)
+            store.delete_blob(digest)
     drop: List[str] = []
     for e in entries(store):
         need = needs(store, e)
@@ -252,8 +227,5 @@ def clear(store: Store) -> Tuple[int, int, int]:
     es = entries(store)
     sizes = blob_sizes(store)
     store.delete_actions(e.fingerprint for e in es)
-    for name in os.listdir(store.cas):
-        p = os.path.join(store.cas, name)
-        if len(name) == 2 and os.path.isdir(p):
-            shutil.rmtree(p)
+    store.clear_blobs()
     return len(es), len(sizes), sum(sizes.values())

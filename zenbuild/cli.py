@@ -466,10 +466,26 @@ def cache_clear(no_wait: bool, project_dir: Optional[str]) -> None:
     click.echo(f"removed {n_entries} entries and {n_blobs} blobs ({human(size)})")
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a cancelled CI job, `kill`): unwind like Ctrl-C, so finished steps are kept."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise _Terminated(signum)
+
+
 def main(argv: Optional[List[str]] = None) -> Any:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return cli.main(args=argv, prog_name="zenbuild", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:  # click turns KeyboardInterrupt into Abort
+        if isinstance(e.__cause__, _Terminated):
+            click.echo("Terminated.", err=True)
+            sys.exit(143)
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as e:
@@ -478,6 +494,9 @@ def main(argv: Optional[List[str]] = None) -> Any:
     except ZenbuildError as e:
         click.echo(f"Error: {e.message}", err=True)
         sys.exit(e.exit_code)
+    except _Terminated:
+        click.echo("Terminated.", err=True)
+        sys.exit(143)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)

@@ -10,7 +10,7 @@ import stat
 from typing import Any, Dict, List, Optional, Tuple
 
 from .digest import StatCache
-from .store import Store
+from .store import INLINE_MAX, Store
 
 
 class OutputMissing(Exception):
@@ -47,6 +47,10 @@ def capture(root: str, rel: str, store: Store, statcache: StatCache) -> Dict[str
 
 def _put(store: Store, statcache: StatCache, rel: str, full: str) -> Tuple[str, int]:
     st = os.stat(full)
+    if st.st_size <= INLINE_MAX:
+        digest, size = store.put_file(full)  # one read: hash and store together
+        statcache.record(rel, full, digest)
+        return digest, size
     digest, size = statcache.digest(rel, full, st)
     if not store.has_blob(digest):
         digest, size = store.put_file(full)

@@ -365,7 +365,7 @@ class RemoteCache:
         if digest not in self._sha:
             h = hashlib.sha256()
             n = 0
-            with open(self.store.blob_path(digest), "rb") as f:
+            with self.store.open_blob(digest) as f:
                 while True:
                     chunk = f.read(CHUNK)
                     if not chunk:
@@ -385,7 +385,7 @@ class RemoteCache:
                 sha, size = self._sha_of(digest)
                 blobs[digest] = [sha, size]
                 if sha in self._bad or not self.http.head("cas", sha):
-                    with open(self.store.blob_path(digest), "rb") as f:
+                    with self.store.open_blob(digest) as f:
                         self.http.put("cas", sha, f, size)
                     self._bad.discard(sha)
                     self.bytes_up += size

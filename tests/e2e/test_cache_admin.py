@@ -83,7 +83,13 @@ def entry_steps(p: Project) -> list:
 
 
 def blob_count(p: Project) -> int:
-    return sum(1 for f in (p.root / ".zenbuild" / "cas").rglob("*") if f.is_file())
+    """Blobs as files under cas/ plus small ones kept inline in the database."""
+    files = sum(1 for f in (p.root / ".zenbuild" / "cas").rglob("*") if f.is_file())
+    c = sqlite3.connect(str(p.root / ".zenbuild" / "zenbuild.db"))
+    try:
+        return files + c.execute("SELECT count(*) FROM blobs").fetchone()[0]
+    finally:
+        c.close()
 
 
 def test_info_counts_entries_and_blobs(built: Project) -> None:
