@@ -37,7 +37,6 @@ from .result import RunResult, StepResult
 from .serialize import dumps, loads
 from .store import ActionEntry, Store
 
-
 COMMIT_EVERY_S = 0.25
 
 
