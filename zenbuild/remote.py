@@ -22,7 +22,6 @@ import http.client
 import json
 import os
 import posixpath
-import socket
 import threading
 import time
 import urllib.parse
@@ -150,7 +149,7 @@ class HttpCache:
                 if reused and attempt == 0:
                     continue  # the server closed a keep-alive connection: retry once, fresh
                 raise RemoteUnavailable(f"{type(e).__name__}: {e}") from None
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 self.close()
                 raise RemoteUnavailable(f"no answer within {self.timeout:g}s") from None
             except (OSError, http.client.HTTPException) as e:
