@@ -414,6 +414,7 @@ class Scheduler:
             self.store.touch_actions(self.hits, time.time())
             self.store.set_step_states(self.g.pipeline, self.state_updates)
             self.store.finish_run(run_id, status, counts, steps, "\n".join(self.log))
+            self.store.prune_runs()
         self.statcache.dirty = {}
 
     def warn(self, message: str) -> None:

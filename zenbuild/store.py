@@ -80,6 +80,9 @@ _MIGRATIONS: Dict[int, List[str]] = {
 # 2N of them (a return value and an output copy per step). Bigger blobs are files under cas/.
 INLINE_MAX = 64 * 1024
 
+# Run history kept in the store (`zenbuild runs`, the dashboard); older runs are forgotten.
+RUNS_KEPT = 500
+
 
 class ActionEntry:
     """One action-cache entry: fingerprint -> value digest, output digests and components.
@@ -534,6 +537,16 @@ class Store:
             (run_id, pipeline, time.time(), "running", json.dumps(params, default=repr)),
         )
         return run_id
+
+    def prune_runs(self, keep: int = RUNS_KEPT) -> None:
+        """Forget all but the newest ``keep`` runs (their steps and logs too)."""
+        old = self.db.execute(
+            "SELECT id FROM runs ORDER BY started DESC LIMIT -1 OFFSET ?", (keep,)
+        ).fetchall()
+        if old:
+            ids = [(r[0],) for r in old]
+            self.db.executemany("DELETE FROM run_steps WHERE run_id = ?", ids)
+            self.db.executemany("DELETE FROM runs WHERE id = ?", ids)
 
     def finish_run(
         self,

@@ -1,0 +1,78 @@
+"""store: blobs (inline and files), verification, run history pruning, the lock."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from zenbuild.errors import CorruptBlob, StoreLocked
+from zenbuild.store import INLINE_MAX, Store
+
+
+def test_small_blobs_inline_big_blobs_as_files(tmp_path):
+    s = Store(str(tmp_path / "st"))
+    small = s.put_blob(b"x" * 10)
+    big = s.put_blob(b"y" * (INLINE_MAX + 1))
+    assert s.has_blob(small) and s.has_blob(big)
+    assert not os.path.exists(s.blob_path(small)) and os.path.exists(s.blob_path(big))
+    assert s.get_blob(small) == b"x" * 10 and s.get_blob(big) == b"y" * (INLINE_MAX + 1)
+    assert dict(s.iter_blobs()) == {small: 10, big: INLINE_MAX + 1}
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"z" * (3 * INLINE_MAX))
+    d, n = s.put_file(str(p))
+    assert n == 3 * INLINE_MAX and os.path.exists(s.blob_path(d))
+    out = tmp_path / "restored" / "f.bin"
+    s.restore_file(d, str(out))
+    assert out.read_bytes() == p.read_bytes()
+    s.close()
+
+
+def test_corrupt_file_blob_is_removed_not_served(tmp_path):
+    s = Store(str(tmp_path / "st"))
+    big = s.put_blob(b"y" * (INLINE_MAX + 5))
+    with open(s.blob_path(big), "r+b") as f:
+        f.write(b"Z")
+    with pytest.raises(CorruptBlob):
+        s.get_blob(big)
+    assert not s.has_blob(big)
+    with pytest.raises(KeyError):
+        s.get_blob(big)
+    s.close()
+
+
+def test_run_history_is_pruned(tmp_path):
+    s = Store(str(tmp_path / "st"))
+    for _ in range(7):
+        rid = s.begin_run("p", {})
+        s.finish_run(rid, "succeeded", {"executed": 1}, [("a", "executed", "f", 0.1, [], None)])
+    s.prune_runs(keep=3)
+    assert s.db.execute("SELECT count(*) FROM runs").fetchone()[0] == 3
+    assert s.db.execute("SELECT count(*) FROM run_steps").fetchone()[0] == 3
+    s.close()
+
+
+def test_lock_is_exclusive(tmp_path):
+    a = Store(str(tmp_path / "st"))
+    b = Store(str(tmp_path / "st"))
+    a.lock()
+    with pytest.raises(StoreLocked, match=f"pid {os.getpid()}"):
+        b.lock(wait=False)
+    a.close()
+    b.lock(wait=False)
+    b.close()
+
+
+def test_nested_transactions_commit_once(tmp_path):
+    s = Store(str(tmp_path / "st"))
+    with s.transaction():
+        with s.transaction():
+            s.put_blob(b"inner")
+        assert s.db.in_transaction
+    assert not s.db.in_transaction
+    s.hold()
+    s.put_blob(b"held")
+    assert s.db.in_transaction
+    s.release()
+    assert not s.db.in_transaction and s.has_blob(s.put_blob(b"held"))
+    s.close()
