@@ -100,14 +100,14 @@ def run(
 
 
 _STARTER_TOML = """\
-# zenbuild configuration: https://github.com/ (see README)
+# zenbuild configuration. `zenbuild run` runs the first pipeline listed here.
 pipelines = ["pipelines:hello"]
 store = ".zenbuild"
 
-[params]
-# name = "world"
+[params]            # pipeline parameter defaults; `zenbuild run --param greeting=Hi` wins
+# greeting = "Hi"
 
-# [steps.shout]
+# [steps.greet]     # per-step settings
 # enable_cache = false
 """
 
