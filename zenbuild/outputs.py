@@ -68,7 +68,10 @@ def _manifest(store: Store, digest: str) -> List[List[Any]]:
 def plan_restore(
     root: str, outputs: Dict[str, Dict[str, Any]], store: Store, statcache: StatCache
 ) -> Tuple[List[Tuple[str, str, bool]], Optional[str]]:
-    """Files to restore as (rel, digest, exec), or a reason why the entry cannot be served."""
+    """Files to restore as (rel, digest, exec), or a reason why the entry cannot be served.
+    A digest of "" means: remove this file. A folder output must hold exactly its manifest's
+    files, so files another run of the step left there (say, with other params) are removed;
+    otherwise a step reading the folder would see them and differ from a clean build."""
     todo: List[Tuple[str, str, bool]] = []
     for rel, rec in sorted(outputs.items()):
         if rec["kind"] == "file":
@@ -78,6 +81,14 @@ def plan_restore(
                 files = [(f"{rel}/{m[0]}", m[1], bool(m[3])) for m in _manifest(store, rec["digest"])]
             except (KeyError, ValueError):
                 return [], f"output {rel}: its stored manifest is missing from the store"
+            base = os.path.join(root, rel)
+            if os.path.isdir(base):
+                expected = {f[0] for f in files}
+                todo.extend(
+                    (f"{rel}/{inner}", "", False)
+                    for inner in _walk_files(base)
+                    if f"{rel}/{inner}" not in expected
+                )
         for frel, digest, ex in files:
             full = os.path.join(root, frel)
             try:
@@ -96,6 +107,10 @@ def plan_restore(
 def restore(root: str, todo: List[Tuple[str, str, bool]], store: Store, statcache: StatCache) -> None:
     for frel, digest, ex in todo:
         full = os.path.join(root, frel)
+        if not digest:
+            os.unlink(full)
+            statcache.forget([frel])
+            continue
         if os.path.isdir(full) and not os.path.islink(full):
             shutil.rmtree(full)
         store.restore_file(digest, full, 0o755 if ex else 0o644)

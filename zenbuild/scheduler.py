@@ -259,7 +259,7 @@ class Scheduler:
         todo = self._restore_plans.pop(fingerprint, [])
         if todo and not self.opts.dry_run:
             restore(self.root, todo, self.store, self.statcache)
-            restored = [t[0] for t in todo]
+            restored = [t[0] for t in todo if t[1]]
         self.digests[name] = entry.value_digest
         self.hits.append(fingerprint)
         if previous is None or previous.fingerprint != fingerprint:

@@ -939,3 +939,41 @@ def test_an_older_store_schema_is_migrated_in_place(wc):
     from zenbuild.store import SCHEMA_VERSION
 
     assert version == str(SCHEMA_VERSION)
+
+
+def test_folder_output_is_exactly_what_the_cached_run_made(project):
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", '''
+        from zenbuild import step, pipeline, Output, Dir
+        from ticker import tick
+
+        @step
+        def models(n: int, out: Output) -> None:
+            tick("models")
+            out.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                (out / f"m{i}.txt").write_text(f"model {i}")
+
+        @step
+        def summary(d: Dir, out: Output) -> None:
+            tick("summary")
+            out.write_text(",".join(sorted(p.name for p in d.iterdir())))
+
+        @pipeline
+        def p(n: int = 2):
+            models(n, Output("build/models"))
+            summary(Dir("build/models"), Output("build/summary.txt"))
+    ''')
+    project.run("run")
+    project.run("run", "--param", "n=3")  # m2.txt appears
+    project.ticks()
+    r = project.run("run")  # n=2 again: served from the store, and m2.txt must go
+    assert project.ticks() == []
+    assert sorted(p.name for p in (project.root / "build/models").iterdir()) == ["m0.txt", "m1.txt"]
+    assert project.read("build/summary.txt") == "m0.txt,m1.txt"
+    assert r.cached == ["models", "summary"]
+    (project.root / "build/models/m1.txt").unlink()
+    (project.root / "build/models/stray.txt").write_text("left by hand")
+    project.run("run")
+    assert project.ticks() == []
+    assert sorted(p.name for p in (project.root / "build/models").iterdir()) == ["m0.txt", "m1.txt"]
