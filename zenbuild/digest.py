@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 import xxhash
 
@@ -67,8 +67,11 @@ class StatCache:
 
     ``records`` is loaded from and saved to the store in bulk; ``dirty`` holds what changed."""
 
-    def __init__(self, records: Optional[Dict[str, FileRecord]] = None) -> None:
-        self.records: Dict[str, FileRecord] = records or {}
+    def __init__(self, records: Optional[Dict[str, Any]] = None) -> None:
+        # path -> FileRecord, or the store's raw row (size, mtime_ns, ino, ctime_ns, digest,
+        # recorded_ns): rows are turned into records only when used, which keeps loading
+        # the stat cache of a 20,000-file project cheap.
+        self.records: Dict[str, Any] = records or {}
         self.dirty: Dict[str, FileRecord] = {}
         self.hashed_bytes = 0
 
@@ -81,6 +84,8 @@ class StatCache:
             st = os.stat(path)
         key = stat_key(st)
         rec = self.records.get(key_path)
+        if type(rec) is tuple:
+            rec = FileRecord((rec[0], rec[1], rec[2], rec[3]), rec[4], rec[5])
         if rec is not None and rec.trusted_for(key):
             return rec.digest, key[0]
         now = time.time_ns()

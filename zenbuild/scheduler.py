@@ -87,6 +87,7 @@ class Scheduler:
         self.running: Dict[str, Tuple[Components, str, float]] = {}
         self._restore_plans: Dict[str, List[Tuple[str, str, bool]]] = {}
         self._last_commit = time.perf_counter()
+        self._present: Set[str] = set()  # value blobs known to be in the store
 
     def _source_digest(self, path: str) -> Optional[str]:
         """Content digest of a source file, through the stat cache (None if unreadable)."""
@@ -106,7 +107,7 @@ class Scheduler:
         return entry
 
     def _usable(self, entry: ActionEntry) -> Optional[str]:
-        if not self.store.has_blob(entry.value_digest):
+        if entry.value_digest not in self._present and not self.store.has_blob(entry.value_digest):
             return "the cached result is missing from the store"
         todo, problem = plan_restore(self.root, entry.outputs, self.store, self.statcache)
         if problem:
@@ -128,6 +129,7 @@ class Scheduler:
         )
         order = [n for n in self.g.order if n in wanted]
         states = self.store.step_states(self.g.pipeline)
+        self._present = self.store.inline_present(e.value_digest for e in states.values())
         run_id = "dry-run" if self.opts.dry_run else self.store.begin_run(
             self.g.pipeline, self.opts.params
         )

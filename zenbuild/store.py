@@ -282,6 +282,17 @@ class Store:
         # a damaged row may come back as text: its bytes will not match the digest
         return data.encode("utf-8", "surrogateescape") if isinstance(data, str) else bytes(data)
 
+    def inline_present(self, digests: Iterable[str]) -> Set[str]:
+        """Which of ``digests`` are inline blobs, in a few queries (not one per digest)."""
+        ds = list(dict.fromkeys(digests))
+        found: Set[str] = set()
+        for i in range(0, len(ds), 900):
+            chunk = ds[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.db.execute(
+                f"SELECT digest FROM blobs WHERE digest IN ({marks})", chunk))
+        return found
+
     def has_blob(self, digest: str) -> bool:
         if self.db.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone():
             return True
@@ -506,11 +517,12 @@ class Store:
         return [r[0] for r in rows]
 
     # -- file digests -----------------------------------------------------------------------
-    def file_records(self) -> Dict[str, FileRecord]:
+    def file_records(self) -> Dict[str, Tuple[Any, ...]]:
+        """path -> (size, mtime_ns, ino, ctime_ns, digest, recorded_ns), for StatCache."""
         rows = self.db.execute(
             "SELECT path, size, mtime_ns, ino, ctime_ns, digest, recorded_ns FROM files"
         ).fetchall()
-        return {r[0]: FileRecord((r[1], r[2], r[3], r[4]), r[5], r[6]) for r in rows}
+        return {r[0]: r[1:] for r in rows}
 
     def save_file_records(self, recs: Dict[str, FileRecord]) -> None:
         self.db.executemany(
