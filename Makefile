@@ -23,6 +23,7 @@ test: $(STAMP) sysdeps
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check zenbuild tests benchmarks examples
+	$(VENV)/bin/mypy zenbuild
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_bench.py

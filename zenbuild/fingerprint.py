@@ -59,7 +59,7 @@ class SourceCache:
                 self.entries[key] = hit
         return hit
 
-    def put(self, key: str, digest: str, chains: List[Tuple[str, ...]]) -> None:
+    def put(self, key: str, digest: str, chains: List[Any]) -> None:
         value = (digest, [list(c) for c in chains])
         self.entries[key] = value
         self.new[key] = value
@@ -327,6 +327,7 @@ class CodeFingerprinter:
             if fdigest is not None:
                 cache_key = f"{_SOURCE_CACHE_VERSION}|{fdigest}|{key}|{code.co_firstlineno}|{int(strip_decorators)}"
                 cached = self.source_cache.get(cache_key)
+        chains: Optional[List[Any]]
         if cached is not None:
             digest, chains = cached
         else:

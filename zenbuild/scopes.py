@@ -4,7 +4,7 @@ parameters, assignments, loop and with targets, imports and nested definitions a
 from __future__ import annotations
 
 import ast
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
 _COMPS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
@@ -19,7 +19,7 @@ def _params(args: ast.arguments) -> Set[str]:
     return names
 
 
-def _bindings(body: List[ast.AST]) -> Tuple[Set[str], Set[str]]:
+def _bindings(body: Sequence[ast.AST]) -> Tuple[Set[str], Set[str]]:
     """(names bound in this scope, names declared global) without entering nested scopes;
     names declared nonlocal are left to the enclosing function."""
     bound: Set[str] = set()
@@ -79,7 +79,7 @@ class _Refs(ast.NodeVisitor):
         return False
 
     # -- scopes --------------------------------------------------------------------------------
-    def _function(self, node: ast.AST, args: ast.arguments, body: List[ast.AST]) -> None:
+    def _function(self, node: ast.AST, args: ast.arguments, body: Sequence[ast.AST]) -> None:
         for d in getattr(node, "decorator_list", []):
             self.visit(d)
         for default in args.defaults + [d for d in args.kw_defaults if d is not None]:

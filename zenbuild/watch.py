@@ -98,6 +98,7 @@ class Watcher:
         start = os.path.abspath(opts.project_dir or os.getcwd())
         if opts.project_dir is not None and not os.path.isdir(start):
             raise ConfigError(f"--project-dir {opts.project_dir}: no such folder")
+        source: Optional[str]
         if opts.project_dir is not None and os.path.isfile(os.path.join(start, "zenbuild.toml")):
             self.root, source = start, os.path.join(start, "zenbuild.toml")
         else:
@@ -183,11 +184,13 @@ class Watcher:
                     raise
                 self.observer = NullObserver()
                 self._fall_back_to_polling(e)
+        observer = self.observer
+        assert observer is not None  # started above
         want = set(self.ws.folders())
         for key in list(self.watches):
             if key not in want:
                 try:
-                    self.observer.unschedule(self.watches.pop(key))
+                    observer.unschedule(self.watches.pop(key))
                 except (KeyError, OSError, ValueError):
                     pass
         added: List[str] = []
@@ -197,8 +200,8 @@ class Watcher:
             if not os.path.isdir(folder):
                 continue
             try:
-                self.watches[key] = self.observer.schedule(handler, folder, recursive=recursive,
-                                                           event_filter=event_filter())
+                self.watches[key] = observer.schedule(handler, folder, recursive=recursive,
+                                                      event_filter=event_filter())
             except OSError as e:
                 if e.errno in (errno.ENOSPC, errno.EMFILE) and not self.polling:
                     self._fall_back_to_polling(e)
@@ -333,17 +336,18 @@ class Watcher:
         self.told.clear()
         if changed:
             self.say(f"changed: {_describe(changed)}")
-        req = {
+        report = os.path.join(self.tmp, f"report-{self.run_id}.json")
+        req: Dict[str, Any] = {
             "root": self.root,
             "pipeline": self.opts.pipeline,
             "params": list(self.opts.params),
             "quiet": self.opts.quiet,
             "verbose": self.opts.verbose,
-            "report": os.path.join(self.tmp, f"report-{self.run_id}.json"),
+            "report": report,
             "code_cache": self.code_cache,
         }
         try:
-            os.unlink(req["report"])
+            os.unlink(report)
         except FileNotFoundError:
             pass
         self.running = self.run_id

@@ -211,12 +211,16 @@ class ProcessExecutor(Executor):
             return
         from concurrent.futures.process import BrokenProcessPool
 
-        call = (run_ref, task.name, ref, self.root, tuple(task.args), dict(task.kwargs))
+        def send() -> cf.Future[Tuple[Outcome, str]]:
+            return self._get_pool().submit(
+                run_ref, task.name, ref, self.root, tuple(task.args), dict(task.kwargs)
+            )
+
         try:
-            fut = self._get_pool().submit(*call)
+            fut = send()
         except BrokenProcessPool:  # a worker died since the last wait(): start a fresh pool
             self._discard_pool()
-            fut = self._get_pool().submit(*call)
+            fut = send()
         self._futures[fut] = task.name
 
     def _discard_pool(self) -> None:
