@@ -139,7 +139,7 @@ class Scheduler:
         ready: List[Tuple[int, str]] = [(pos[n], n) for n in order if waiting[n] == 0]
         heapq.heapify(ready)
         stopped = False
-        status = "failed"
+        status = "interrupted"  # unless the walk below completes
         try:
             while ready or self.running:
                 while ready and len(self.running) < max(1, self.executor.slots):
@@ -161,11 +161,15 @@ class Scheduler:
             status = "failed" if failed else "succeeded"
         finally:
             duration = time.perf_counter() - t0
+            for r in self.results.values():
+                if r.status == "running":  # interrupted while executing
+                    r.status = "failed"
+                    r.error = r.error or "interrupted"
             counts: Dict[str, int] = {}
             for r in self.results.values():
                 counts[r.status] = counts.get(r.status, 0) + 1
             if not self.opts.dry_run:
-                self._persist(run_id, status if self.results else "interrupted", counts)
+                self._persist(run_id, status, counts)
         self.report(RunFinished(status=status, counts=counts, duration=duration))
         ordered = {n: self.results[n] for n in order if n in self.results}
         return RunResult(self.g.pipeline, run_id, status, ordered, duration)

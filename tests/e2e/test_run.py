@@ -977,3 +977,35 @@ def test_folder_output_is_exactly_what_the_cached_run_made(project):
     project.run("run")
     assert project.ticks() == []
     assert sorted(p.name for p in (project.root / "build/models").iterdir()) == ["m0.txt", "m1.txt"]
+
+
+def test_an_interrupted_run_is_recorded_as_interrupted(project):
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", '''
+        import time
+        from zenbuild import step, pipeline
+
+        @step
+        def slow() -> int:
+            print("SLOW-RUNNING", flush=True)
+            time.sleep(60)
+            return 1
+
+        @pipeline
+        def p():
+            slow()
+    ''')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zenbuild", "run", "--project-dir", str(project.root)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"})
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "SLOW-RUNNING" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    proc.stdout.close()
+    r = project.run("runs", "--json")
+    runs = json.loads(r.stdout)
+    runs = runs["runs"] if isinstance(runs, dict) else runs
+    assert runs[0]["status"] == "interrupted"
