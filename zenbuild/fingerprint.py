@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from .digest import digest_bytes
-from .dsl import InputRef, OutputRef, Step
-from .graph import FileRef
+from .dsl import Step
 from .serialize import Unencodable, canonical
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -581,47 +580,3 @@ def _value_digest(value: Any) -> str:
         if " at 0x" in r:
             r = f"<{type(value).__module__}.{type(value).__qualname__}>"
         return digest_bytes(r.encode())
-
-
-def encode_param(value: Any) -> bytes:
-    """Canonical bytes of one bound argument (markers included). Raises Unencodable."""
-    return canonical(value, _marker_hook)
-
-
-def _marker_hook(v: Any) -> Any:
-    t = type(v)
-    if t is FileRef:
-        return b"file\0" + v.path.encode() + b"\0" + (v.glob or "").encode()
-    if t is InputRef:
-        return b"input\0" + v.node.encode() + b"\0" + repr(v.path).encode()
-    if t is OutputRef:
-        return b"output\0" + v.path.encode()
-    return None
-
-
-def _marker_display(v: Any) -> Any:
-    if isinstance(v, (FileRef, InputRef, OutputRef)):
-        return _Shown(repr(v))
-    return v
-
-
-class _Shown:
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-def _marker_free(v: Any) -> Any:
-    t = type(v)
-    if t is list or t is tuple:
-        return t(_marker_free(x) for x in v)
-    if t is dict:
-        return {k: _marker_free(x) for k, x in v.items()}
-    return _marker_display(v)
-
-
-def display_param(value: Any, limit: int = 60) -> str:
-    r = repr(_marker_free(value))
-    return r if len(r) <= limit else r[: limit - 3] + "..."

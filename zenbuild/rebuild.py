@@ -13,8 +13,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from .digest import StatCache, StatKey, digest_bytes, stat_key
 from .dsl import InputRef
 from .errors import ParamError
-from .fingerprint import CodeFingerprinter, display_param, encode_param
+from .fingerprint import CodeFingerprinter
 from .graph import FileRef, Node
+from .params import display_param, encode_param
 from .serialize import Unencodable
 from .store import STORE_FORMAT, ActionEntry
 
