@@ -700,6 +700,18 @@ def test_input_changed_while_step_runs_is_not_cached(project):
     assert project.ticks() == ["grow", "grow"]
 
 
+def run_until_slow_step(project, env):
+    """Start `zenbuild run` and return once its slow step printed SLOW-RUNNING."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zenbuild", "run", "--project-dir", str(project.root)],
+        stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "SLOW-RUNNING" in line:
+            break
+    return proc
+
+
 def test_killed_run_leaves_a_usable_store(project):
     project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
     project.write("pipe.py", '''
@@ -726,15 +738,10 @@ def test_killed_run_leaves_a_usable_store(project):
             slow(quick())
     ''')
     env = {**os.environ, "HANG": "1", "NO_COLOR": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zenbuild", "run", "--project-dir", str(project.root)],
-        stdout=subprocess.PIPE, text=True, env=env)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "SLOW-RUNNING" in line:
-            break
+    proc = run_until_slow_step(project, env)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    assert proc.stdout is not None
     proc.stdout.close()
     project.ticks()
     r = project.run("run")
@@ -772,15 +779,10 @@ def test_sigterm_keeps_every_finished_step(project):
             slow(b(a()))
     ''')
     env = {**os.environ, "HANG": "1", "NO_COLOR": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zenbuild", "run", "--project-dir", str(project.root)],
-        stdout=subprocess.PIPE, text=True, env=env)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "SLOW-RUNNING" in line:
-            break
+    proc = run_until_slow_step(project, env)
     proc.send_signal(signal.SIGTERM)  # what CI sends when a job is cancelled
     assert proc.wait(timeout=30) == 143
+    assert proc.stdout is not None
     proc.stdout.close()
     project.ticks()
     r = project.run("run")
@@ -995,15 +997,10 @@ def test_an_interrupted_run_is_recorded_as_interrupted(project):
         def p():
             slow()
     ''')
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zenbuild", "run", "--project-dir", str(project.root)],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"})
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "SLOW-RUNNING" in line:
-            break
+    proc = run_until_slow_step(project, {**os.environ, "NO_COLOR": "1"})
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 130
+    assert proc.stdout is not None
     proc.stdout.close()
     r = project.run("runs", "--json")
     runs = json.loads(r.stdout)
