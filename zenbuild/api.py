@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import traceback
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
@@ -33,6 +32,8 @@ def load_project(project_dir: Optional[str] = None) -> Config:
 
 
 def _user_traceback(e: BaseException) -> str:
+    import traceback
+
     here = os.path.dirname(os.path.abspath(__file__))
     frames = [
         f

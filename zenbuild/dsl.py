@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-import threading
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union, overload
 
@@ -107,11 +107,11 @@ class Handle:
         return f"<output of step {self._node}>"
 
 
-_TLS = threading.local()
+_TRACER: ContextVar[Optional[_Tracer]] = ContextVar("zenbuild_tracer", default=None)
 
 
 def _tracer() -> Optional[_Tracer]:
-    return getattr(_TLS, "tracer", None)
+    return _TRACER.get()
 
 
 def _tuple_len(fn: Callable[..., Any]) -> Optional[int]:
@@ -323,12 +323,12 @@ class BoundPipeline:
         tracer = _Tracer(os.path.abspath(os.fspath(root)))
         if _tracer() is not None:
             raise PipelineError("a pipeline cannot be traced inside another pipeline body")
-        _TLS.tracer = tracer
+        token = _TRACER.set(tracer)
         try:
             call_args, call_kwargs = self._layout.call_args(self.arguments)
             self.pipeline.fn(*call_args, **call_kwargs)
         finally:
-            _TLS.tracer = None
+            _TRACER.reset(token)
         if not tracer.nodes:
             raise PipelineError(f"pipeline {self.pipeline.name} calls no step")
         return Graph(self.pipeline.name, tracer.nodes)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -112,6 +111,8 @@ def restore(root: str, todo: List[Tuple[str, str, bool]], store: Store, statcach
             statcache.forget([frel])
             continue
         if os.path.isdir(full) and not os.path.islink(full):
+            import shutil
+
             shutil.rmtree(full)
         store.restore_file(digest, full, 0o755 if ex else 0o644)
         statcache.record(frel, full, digest)

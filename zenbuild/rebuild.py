@@ -3,7 +3,6 @@ stops at the first reason to execute (for run) or collects every reason (for exp
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import stat
 import sys
@@ -134,6 +133,8 @@ def dir_files(root: str, ref: FileRef) -> List[str]:
 
 
 def _glob_match(rel: str, pattern: str) -> bool:
+    import fnmatch
+
     if pattern.startswith("**/"):
         return fnmatch.fnmatchcase(rel, pattern[3:]) or fnmatch.fnmatchcase(rel, pattern)
     if "/" not in pattern:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import heapq
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,6 +313,8 @@ class Scheduler:
             for rel, rec in previous.outputs.items():
                 full = os.path.join(self.root, rel)
                 if rec.get("kind") == "dir" and rel in node.outputs and os.path.isdir(full):
+                    import shutil
+
                     shutil.rmtree(full)  # a folder this step produced before: start clean
         resolved = {k: self._resolve(v) for k, v in node.args.items()}
         call_args, call_kwargs = node.step.params.call_args(resolved)

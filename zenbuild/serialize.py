@@ -8,7 +8,6 @@ graph but not guaranteed across library versions.
 
 from __future__ import annotations
 
-import pickle
 import sys
 from pathlib import PurePath, PurePosixPath
 from typing import Any, Callable, List, Optional
@@ -135,6 +134,8 @@ def dumps(value: Any) -> bytes:
         return MAGIC + _canon(value, False)
     except Unencodable:
         pass
+    import pickle
+
     return _PICKLE_MAGIC + pickle.dumps(value, protocol=5)
 
 
@@ -212,5 +213,7 @@ def loads(data: bytes) -> Any:
         d = _Decoder(data[4:])
         return d.dec()
     if data[:4] == _PICKLE_MAGIC:
+        import pickle
+
         return pickle.loads(data[4:])
     raise ValueError("not a zenbuild value (unknown header)")

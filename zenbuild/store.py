@@ -14,7 +14,6 @@ import json
 import os
 import sqlite3
 import time
-import uuid
 from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 import xxhash
@@ -299,7 +298,7 @@ class Store:
         return os.path.exists(self.blob_path(digest))
 
     def _tmpfile(self) -> Tuple[int, str]:
-        name = os.path.join(self.tmp, f"{os.getpid()}-{uuid.uuid4().hex}")
+        name = os.path.join(self.tmp, f"{os.getpid()}-{os.urandom(16).hex()}")
         return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), name
 
     def _place(self, tmp: str, digest: str) -> None:
@@ -543,7 +542,7 @@ class Store:
 
     # -- runs -------------------------------------------------------------------------------
     def begin_run(self, pipeline: str, params: Dict[str, Any]) -> str:
-        run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(3).hex()
         self.db.execute(
             "INSERT INTO runs (id, pipeline, started, status, params) VALUES (?,?,?,?,?)",
             (run_id, pipeline, time.time(), "running", json.dumps(params, default=repr)),

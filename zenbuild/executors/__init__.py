@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -38,6 +37,8 @@ def call_task(task: Task) -> Outcome:
     except BaseException as e:  # noqa: B902 - a step's SystemExit is a step failure too
         dt = time.perf_counter() - t0
         tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
+        import traceback
+
         text = "".join(traceback.format_exception(type(e), e, tb))
         return Outcome(task.name, False, error=text, duration=dt)
     return Outcome(task.name, True, value=value, duration=time.perf_counter() - t0)
