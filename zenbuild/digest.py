@@ -74,12 +74,19 @@ class StatCache:
         self.records: Dict[str, Any] = records or {}
         self.dirty: Dict[str, FileRecord] = {}
         self.hashed_bytes = 0
+        # path -> (digest, size) to report instead of the disk: a dry run's view of outputs
+        # that a real run would first restore from the store
+        self.overrides: Dict[str, Tuple[str, int]] = {}
 
     def digest(
         self, key_path: str, path: str, st: Optional[os.stat_result] = None
     ) -> Tuple[str, int]:
         """Digest and size of the file at ``path``, cached under ``key_path`` (its
         project-relative name). Raises FileNotFoundError."""
+        if self.overrides:
+            hit = self.overrides.get(key_path)
+            if hit is not None:
+                return hit
         if st is None:
             st = os.stat(path)
         key = stat_key(st)

@@ -24,7 +24,8 @@ ALWAYS = "always runs"  # a no_cache step
 MAY_RERUN = "may rerun"  # waits only on no_cache steps: reruns if they produce new output
 ERROR = "error"  # the step cannot run as things are (an input is missing)
 SKIPPED = "skipped"  # an upstream step cannot run
-BLOCKING = (STALE, ERROR)
+RESTORE = "restore"  # cached, but an output on disk differs: a run restores it, executing nothing
+BLOCKING = (STALE, ERROR, RESTORE)
 
 
 class _Silent(Reporter):
@@ -137,6 +138,8 @@ def evaluate(
             status.reasons = [(r.error or "").strip()]
         elif r.status == "skipped":
             status.state = SKIPPED
+        elif r.status == "cached" and r.reasons != ["up to date"]:
+            status.state = RESTORE
         steps[name] = status
     locations = {n: _where(graph.nodes[n].step.fn) for n in steps}
     return Evaluation(graph.pipeline, spec, steps, locations)
@@ -166,6 +169,7 @@ def explain_text(ev: Evaluation, step: str) -> str:
         MAY_RERUN: "would execute if an upstream no_cache step produces different output",
         ERROR: "cannot run",
         SKIPPED: "would be skipped",
+        RESTORE: "up to date, but its outputs on disk differ (a run restores them)",
     }[s.state]
     lines = [f"step {s.name} (pipeline {ev.pipeline}): {verdict}"]
     if s.state != UP_TO_DATE:
@@ -192,9 +196,12 @@ def status_text(ev: Evaluation) -> str:
         lines.append(f"  {s.name:<{width}}  {s.state:<11}  {first}{more}".rstrip())
     n = sum(1 for s in ev.steps.values() if s.execute)
     stale = len(ev.blocking)
+    restore = sum(1 for s in ev.steps.values() if s.state == RESTORE)
     tail = f"{n} of {len(ev.steps)} steps would execute"
     if n:
-        tail += f" ({stale} stale)" if stale != n else ""
+        tail += f" ({stale - restore} stale)" if stale - restore != n else ""
+    if restore:
+        tail += f"; {restore} would have outputs restored from the store"
     lines.append(tail)
     return "\n".join(lines)
 

@@ -4,6 +4,7 @@ to an executor, records results and emits events."""
 from __future__ import annotations
 
 import heapq
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -269,13 +270,34 @@ class Scheduler:
         self.hits.append(fingerprint)
         if previous is None or previous.fingerprint != fingerprint:
             self.state_updates[name] = fingerprint
+        reasons = ["up to date"]
+        if todo and self.opts.dry_run:  # say what a run would put back, without doing it
+            self._pretend_restored(entry)
+            reasons = [
+                f"output {rel}: differs from the stored result; a run restores it" if digest
+                else f"output {rel}: not made by this step; a run removes it"
+                for rel, digest, _ in todo
+            ]
         self.results[name] = StepResult(
-            name, "cached", fingerprint, 0.0, ["up to date"], entry.value_digest,
+            name, "cached", fingerprint, 0.0, reasons, entry.value_digest,
             store_path=self.store.path,
         )
         if not self.opts.dry_run:
             self.report(StepStarted(step=name))
         self.report(StepCached(step=name, restored=restored))
+
+    def _pretend_restored(self, entry: ActionEntry) -> None:
+        """In a dry run, let downstream steps see the outputs a real run would restore."""
+        for rel, rec in entry.outputs.items():
+            if rec.get("kind") == "file":
+                self.statcache.overrides[rel] = (rec["digest"], int(rec.get("size", 0)))
+                continue
+            try:
+                manifest = json.loads(self.store.get_blob(rec["digest"]))["files"]
+            except (KeyError, ValueError, CorruptBlob):
+                continue
+            for inner, digest, size, _ex in manifest:
+                self.statcache.overrides[f"{rel}/{inner}"] = (digest, int(size))
 
     def _value_of(self, name: str) -> Any:
         data = self.values.get(name)

@@ -121,6 +121,25 @@ def test_status_check_exit_codes_and_reasons(proj: Any) -> None:
     proj.run("status", "--check", check=0)
 
 
+def test_status_check_fails_when_an_output_on_disk_differs(proj: Any) -> None:
+    proj.run("run")
+    proj.ticks()
+    (proj.root / "build/report.txt").write_text("edited by hand")
+    r = proj.run("status", "--check", check=1)
+    assert re.search(r"^\s+report\s+restore\s+output build/report.txt: differs from the stored "
+                     r"result; a run restores it$", r.stdout, re.M), r.stdout
+    assert "would have outputs restored from the store" in r.stdout
+    assert "1 step(s) of pipeline main are not up to date: report." in r.stderr
+    # summary reads build/report.txt: it sees what a run would restore, so it stays up to date
+    assert re.search(r"^\s+summary\s+up to date$", r.stdout, re.M), r.stdout
+    r = proj.run("explain", "report")
+    assert "its outputs on disk differ (a run restores them)" in r.stdout
+    assert proj.read("build/report.txt") == "edited by hand"  # status and explain change nothing
+    proj.run("run")
+    assert proj.ticks() == ["fetch"]  # restored, not executed
+    proj.run("status", "--check")
+
+
 def test_status_json_schema(proj: Any) -> None:
     proj.run("run")
     proj.write("pipes.py", PIPE.replace("return n + 1", "return n + 2"))
