@@ -71,32 +71,15 @@ def run(
     project_dir: Optional[str],
 ) -> None:
     """Run PIPELINE (a name from zenbuild.toml or module:attribute; default: the first one)."""
-    from .api import bind_pipeline, load_pipeline, load_project, parse_cli_params, run_bound
-    from .events import ConsoleReporter, Reporter, json_summary
+    from .runcmd import run_command
 
-    config = load_project(project_dir)
-    _spec, pipe = load_pipeline(config, pipeline)
-    bound = bind_pipeline(pipe, config, parse_cli_params(pipe, list(params)))
-    log: List[str] = []
-    reporter: Reporter = ConsoleReporter(
-        stream=sys.stderr if as_json else sys.stdout,
-        quiet=quiet, verbose=verbose, explain=explain, log=log,
+    code = run_command(
+        pipeline, list(params), no_cache, dry_run, explain, keep_going, no_wait, jobs,
+        executor_name, dask_scheduler, remote_cache, remote_cache_upload, as_json, fmt, quiet,
+        verbose, project_dir,
     )
-    if fmt == "github":
-        from .events import Fanout
-        from .github import GithubReporter
-
-        reporter = Fanout(reporter, GithubReporter(config.root))
-    result = run_bound(
-        bound, enable_cache=False if no_cache else None, config=config, reporter=reporter,
-        dry_run=dry_run, explain=explain, keep_going=keep_going, wait=not no_wait, log=log,
-        jobs=jobs, executor_name=executor_name, dask_scheduler=dask_scheduler,
-        remote_cache=remote_cache, remote_upload=remote_cache_upload,
-    )
-    if as_json:
-        click.echo(json.dumps(json_summary(result)))
-    if result.status != "succeeded":
-        sys.exit(1)
+    if code:
+        sys.exit(code)
 
 
 _STARTER_TOML = """\
@@ -466,39 +449,24 @@ def cache_clear(no_wait: bool, project_dir: Optional[str]) -> None:
     click.echo(f"removed {n_entries} entries and {n_blobs} blobs ({human(size)})")
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (a cancelled CI job, `kill`): unwind like Ctrl-C, so finished steps are kept."""
+def click_main(args: List[str]) -> Any:
+    """Parse ``args`` with click and run the command; entry.main maps zenbuild's own errors
+    and signals to exit codes around this."""
+    from .entry import Terminated
 
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise _Terminated(signum)
-
-
-def main(argv: Optional[List[str]] = None) -> Any:
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
     try:
-        return cli.main(args=argv, prog_name="zenbuild", standalone_mode=False)
+        return cli.main(args=args, prog_name="zenbuild", standalone_mode=False)
     except click.exceptions.Abort as e:  # click turns KeyboardInterrupt into Abort
-        if isinstance(e.__cause__, _Terminated):
-            click.echo("Terminated.", err=True)
-            sys.exit(143)
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
+        if isinstance(e.__cause__, Terminated):
+            raise e.__cause__ from None
+        raise KeyboardInterrupt from None
     except click.ClickException as e:
         e.show()
         sys.exit(2 if e.exit_code == 2 else e.exit_code)
-    except ZenbuildError as e:
-        click.echo(f"Error: {e.message}", err=True)
-        sys.exit(e.exit_code)
-    except _Terminated:
-        click.echo("Terminated.", err=True)
-        sys.exit(143)
-    except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        sys.exit(130)
-    except BrokenPipeError:
-        sys.exit(1)
+
+
+def main(argv: Optional[List[str]] = None) -> Any:
+    """Kept for `python -c "from zenbuild.cli import main"` users; the program is entry.main."""
+    from .entry import main as entry_main
+
+    return entry_main(argv)
