@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .errors import ConfigError
+from .records import field, record
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -18,12 +18,12 @@ else:  # pragma: no cover
 CONFIG_NAME = "zenbuild.toml"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StepSettings:
     enable_cache: Optional[bool] = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Config:
     """Everything zenbuild.toml says, with defaults filled in. Paths are absolute."""
 

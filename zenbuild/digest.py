@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 import xxhash
+
+from .records import record
 
 CHUNK = 1 << 20
 # A file whose mtime is this close to (or after) the moment its digest was recorded may have
@@ -47,7 +48,7 @@ def stat_key(st: os.stat_result) -> StatKey:
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
-@dataclass
+@record
 class FileRecord:
     key: StatKey
     digest: str

@@ -7,11 +7,11 @@ import os
 import sys
 import types
 import warnings
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from .digest import digest_bytes
 from .dsl import Step
+from .records import field, record
 from .serialize import Unencodable, canonical
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,7 +68,7 @@ class NoSourceWarning(UserWarning):
     """A function had no source; its bytecode was fingerprinted instead."""
 
 
-@dataclass
+@record
 class CodeInfo:
     """The code component of one step: item name -> digest, and package -> version."""
 
@@ -78,7 +78,7 @@ class CodeInfo:
     meta: Dict[str, List[str]] = field(default_factory=dict)
 
 
-@dataclass
+@record
 class _Obj:
     """What one function, class or constant contributes, and what it references."""
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set
 
 from .errors import PipelineError
+from .records import field, record
 
 if TYPE_CHECKING:  # pragma: no cover
     from .dsl import Step
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FileRef:
     """A declared file or folder input: a project-relative posix path (and glob for folders)."""
 
@@ -27,7 +27,7 @@ class FileRef:
         return f"Dir({self.path!r}, glob={self.glob!r})" if self.is_dir else f"File({self.path!r})"
 
 
-@dataclass
+@record
 class Node:
     """One invocation of a step inside a pipeline."""
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .digest import StatCache, StatKey, digest_bytes, stat_key
@@ -15,6 +14,7 @@ from .errors import ParamError
 from .fingerprint import CodeFingerprinter
 from .graph import FileRef, Node
 from .params import display_param, encode_param
+from .records import field, record
 from .serialize import Unencodable
 from .store import STORE_FORMAT, ActionEntry
 
@@ -25,7 +25,7 @@ class MissingInput(Exception):
     """A declared File/Dir input does not exist."""
 
 
-@dataclass
+@record
 class CachePolicy:
     """How caching applies to one step, from the precedence rules."""
 
@@ -62,7 +62,7 @@ _DISABLED_BY = {
 }
 
 
-@dataclass
+@record
 class Components:
     """Everything a fingerprint is made of, kept apart so a change can be named."""
 
@@ -197,7 +197,7 @@ def compute_components(
     )
 
 
-@dataclass
+@record
 class Verdict:
     execute: bool
     reasons: List[str]

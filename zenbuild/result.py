@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from .errors import StepFailed
+from .records import field, record
 
 
-@dataclass
+@record
 class StepResult:
     name: str
     status: str  # executed | cached | failed | skipped | would_execute
@@ -34,7 +34,7 @@ class StepResult:
             store.close()
 
 
-@dataclass
+@record
 class RunResult:
     pipeline: str
     run_id: str

@@ -7,7 +7,6 @@ import heapq
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
@@ -33,6 +32,7 @@ from .fingerprint import CodeFingerprinter, SourceCache
 from .graph import FileRef, Graph, Node
 from .outputs import OutputMissing, capture, plan_restore, restore
 from .rebuild import Components, MissingInput, Verdict, cache_policy, compute_components, decide
+from .records import field, record
 from .result import RunResult, StepResult
 from .serialize import dumps, loads
 from .store import ActionEntry, Store
@@ -40,7 +40,7 @@ from .store import ActionEntry, Store
 COMMIT_EVERY_S = 0.25
 
 
-@dataclass
+@record
 class RunOptions:
     enable_cache: Optional[bool] = None  # the run-level override
     dry_run: bool = False

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Tuple
 
+from ..records import field, record
 
-@dataclass
+
+@record
 class Task:
     """One step execution: the function and its resolved arguments."""
 
@@ -17,7 +18,7 @@ class Task:
     kwargs: Dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@record
 class Outcome:
     name: str
     ok: bool
