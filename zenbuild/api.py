@@ -125,28 +125,23 @@ def convert_param(name: str, raw: str, annotation: Any) -> Any:
 
 
 def parse_cli_params(pipe: Pipeline, pairs: List[str]) -> Dict[str, Any]:
-    import inspect
-
-    sig = pipe.signature
-    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    layout = pipe.params
+    names = [n for n in layout.names if n not in (layout.varargs, layout.varkw)]
     out: Dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
             raise ParamError(f"--param {pair!r}: expected KEY=VALUE")
         key, raw = pair.split("=", 1)
         key = key.strip()
-        if key not in sig.parameters and not takes_kwargs:
-            known = ", ".join(sig.parameters) or "none"
+        if key not in names and not layout.varkw:
+            known = ", ".join(names) or "none"
             raise ParamError(
                 f"--param {key}: pipeline {pipe.name} has no parameter {key!r} (parameters: {known})"
             )
-        p = sig.parameters.get(key)
-        ann = p.annotation if p is not None else inspect.Parameter.empty
-        if ann is inspect.Parameter.empty and p is not None and p.default is not inspect.Parameter.empty:
-            d = p.default
-            ann = type(d) if isinstance(d, (bool, int, float, str, PurePath)) else ann
-        if ann is inspect.Parameter.empty:
-            ann = None
+        ann = layout.annotations.get(key) if key in names else None
+        if ann is None and key in layout.defaults:
+            d = layout.defaults[key]
+            ann = type(d) if isinstance(d, (bool, int, float, str, PurePath)) else None
         out[key] = convert_param(key, raw, ann)
     return out
 
