@@ -56,11 +56,14 @@ class FileRecord:
 
     def trusted_for(self, key: StatKey) -> bool:
         """True when the stat matches and the entry is not racily clean."""
-        if key != self.key:
-            return False
-        mtime = key[1]
-        window = RACY_NS_COARSE if mtime % 1_000_000 == 0 else RACY_NS
-        return mtime + window < self.recorded_ns
+        return key == self.key and _trusted(key[1], self.recorded_ns)
+
+
+def _trusted(mtime_ns: int, recorded_ns: int) -> bool:
+    """Not racily clean: the file's mtime is older than the recording by more than the
+    filesystem's timestamp granularity."""
+    window = RACY_NS_COARSE if mtime_ns % 1_000_000 == 0 else RACY_NS
+    return mtime_ns + window < recorded_ns
 
 
 class StatCache:
@@ -90,11 +93,12 @@ class StatCache:
                 return hit
         if st is None:
             st = os.stat(path)
-        key = stat_key(st)
+        key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
         rec = self.records.get(key_path)
-        if type(rec) is tuple:
-            rec = FileRecord((rec[0], rec[1], rec[2], rec[3]), rec[4], rec[5])
-        if rec is not None and rec.trusted_for(key):
+        if type(rec) is tuple:  # a row from the store: check it as it is (the no-op path)
+            if rec[:4] == key and _trusted(key[1], rec[5]):
+                return rec[4], key[0]
+        elif rec is not None and rec.trusted_for(key):
             return rec.digest, key[0]
         now = time.time_ns()
         digest, size = digest_file(path)

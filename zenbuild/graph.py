@@ -43,6 +43,11 @@ class Node:
 
     @property
     def deps(self) -> List[str]:
+        """Upstream steps, through handles and through files (computed once the graph has
+        linked files to outputs; Graph.__init__ freezes it)."""
+        cached: Optional[List[str]] = self.__dict__.get("_deps")
+        if cached is not None:
+            return cached
         seen: Dict[str, None] = dict.fromkeys(self.upstream)
         seen.update(dict.fromkeys(self.file_upstream))
         return list(seen)
@@ -68,6 +73,8 @@ class Graph:
         self.pipeline = pipeline
         self.nodes: Dict[str, Node] = {n.name: n for n in nodes}
         self._link_files()
+        for node in self.nodes.values():
+            node.__dict__["_deps"] = node.deps
         self.order: List[str] = self._toposort()
         self.downstream: Dict[str, List[str]] = {n: [] for n in self.nodes}
         for n in self.order:

@@ -56,7 +56,7 @@ def record(cls: Optional[type] = None, *, frozen: bool = False) -> Any:
                 env[f"_default_{n}"] = default
                 params.append(f"{n}=_default_{n}")
                 value = n
-            body.append(f"_set(self, {n!r}, {value})")
+            body.append(f"_set(self, {n!r}, {value})" if frozen else f"self.{n} = {value}")
         src = f"def __init__(self, {', '.join(params)}):\n    " + ("\n    ".join(body) or "pass")
         ns: Dict[str, Any] = {}
         exec(src, env, ns)  # one small function per class, as dataclasses does

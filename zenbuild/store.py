@@ -581,10 +581,18 @@ class Store:
                 run_id,
             ),
         )
+        encoded: Dict[Tuple[str, ...], str] = {}  # most steps share ["up to date"]
+
+        def reasons_json(reasons: List[str]) -> str:
+            key = tuple(reasons)
+            if key not in encoded:
+                encoded[key] = json.dumps(reasons)
+            return encoded[key]
+
         self.db.executemany(
             "INSERT INTO run_steps VALUES (?,?,?,?,?,?,?,?)",
             [
-                (run_id, i, name, st, fp, dur, json.dumps(reasons), err)
+                (run_id, i, name, st, fp, dur, reasons_json(reasons), err)
                 for i, (name, st, fp, dur, reasons, err) in enumerate(steps)
             ],
         )

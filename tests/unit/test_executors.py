@@ -91,3 +91,36 @@ def test_process_executor_runs_in_workers(monkeypatch: pytest.MonkeyPatch, metho
         ex.close()
     assert sorted((o.name, o.ok, o.value) for o in outcomes) == [("a", True, 2), ("b", True, 4)]
     assert sorted(printed) == [("a", "printed 1\n"), ("b", "printed 2\n")]
+
+
+def test_a_task_cancelled_with_a_broken_pool_is_a_failed_outcome(tmp_path) -> None:
+    """A future cancelled when a broken pool is shut down must not crash wait()."""
+    import concurrent.futures as cf
+
+    from zenbuild.executors.process import ProcessExecutor
+
+    ex = ProcessExecutor(2, str(tmp_path))
+    fut: cf.Future = cf.Future()
+    fut.cancel()
+    fut.set_running_or_notify_cancel()
+    ex._futures[fut] = "queued"
+    outcomes = ex.wait()
+    assert [o.name for o in outcomes] == ["queued"] and not outcomes[0].ok
+    assert "a worker process died" in outcomes[0].error
+    ex.close()
+
+
+def test_discarding_a_broken_pool_fails_its_outstanding_tasks_without_waiting(tmp_path) -> None:
+    import concurrent.futures as cf
+
+    from zenbuild.executors.process import ProcessExecutor
+
+    ex = ProcessExecutor(2, str(tmp_path))
+    ex._get_pool()
+    never: cf.Future = cf.Future()  # would block cf.wait forever
+    ex._futures[never] = "beside"
+    ex._discard_pool()
+    outcomes = ex.wait()  # returns at once with the failure, no waiting on `never`
+    assert [(o.name, o.ok) for o in outcomes] == [("beside", False)]
+    assert not ex._futures
+    ex.close()

@@ -225,6 +225,14 @@ class ProcessExecutor(Executor):
 
     def _discard_pool(self) -> None:
         if self._pool is not None:
+            from concurrent.futures.process import BrokenProcessPool
+
+            # Every task still out belongs to the broken pool: report it failed now rather
+            # than wait on its future (a future cancelled by the shutdown below may never be
+            # marked done, and waiting on it would hang the run).
+            for name in self._futures.values():
+                self._ready.append(failed_remotely(name, BrokenProcessPool("pool broken")))
+            self._futures.clear()
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None  # the next submit starts a fresh pool
 
@@ -237,10 +245,14 @@ class ProcessExecutor(Executor):
         broken = False
         for fut in done:
             name = self._futures.pop(fut)
-            exc = fut.exception()
-            if exc is not None:
-                from concurrent.futures.process import BrokenProcessPool
+            from concurrent.futures.process import BrokenProcessPool
 
+            try:
+                exc = fut.exception()
+            except cf.CancelledError:
+                # a task still queued in a pool that broke and was shut down meanwhile
+                exc = BrokenProcessPool("the worker pool was shut down after a worker died")
+            if exc is not None:
                 broken = broken or isinstance(exc, BrokenProcessPool)
                 outcomes.append(failed_remotely(name, exc))
                 continue
