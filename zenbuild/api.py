@@ -175,7 +175,6 @@ def run_bound(
     remote_cache: Optional[str] = None,
     remote_upload: Optional[bool] = None,
 ) -> RunResult:
-    from .dsl import BoundPipeline
     from .executors import InProcessExecutor
     from .scheduler import RunOptions, Scheduler
     from .store import Store
@@ -183,10 +182,7 @@ def run_bound(
     if config is None:
         config = load_project(os.fspath(project_dir) if project_dir is not None else None)
         explicit = {k: bound.arguments[k] for k in bound.explicit}
-        bound = BoundPipeline(bound.pipeline, (), {
-            **{k: v for k, v in config.params.items() if k in bound.pipeline.params.names},
-            **explicit,
-        })
+        bound = bind_pipeline(bound.pipeline, config, explicit)  # [params] fill the rest
     log = log if log is not None else []
     if reporter is None:
         reporter = ConsoleReporter(explain=explain, log=log)

@@ -67,22 +67,20 @@ class Params:
                 raise TypeError(f"got an unexpected keyword argument {key!r}")
         explicit = list(given) + list(varkw)
         out: Dict[str, Any] = {}
-        for name in self.positional:
-            if name in given:
-                out[name] = given[name]
-            elif name in self.defaults:
-                out[name] = self.defaults[name]
-            else:
-                raise TypeError(f"missing a required argument: {name!r}")
+
+        def take(names: Tuple[str, ...]) -> None:
+            for name in names:
+                if name in given:
+                    out[name] = given[name]
+                elif name in self.defaults:
+                    out[name] = self.defaults[name]
+                else:
+                    raise TypeError(f"missing a required argument: {name!r}")
+
+        take(self.positional)
         if self.varargs:
             out[self.varargs] = extra
-        for name in self.kwonly:
-            if name in given:
-                out[name] = given[name]
-            elif name in self.defaults:
-                out[name] = self.defaults[name]
-            else:
-                raise TypeError(f"missing a required argument: {name!r}")
+        take(self.kwonly)
         if self.varkw:
             out[self.varkw] = varkw
         return out, explicit
