@@ -82,6 +82,19 @@ class StatCache:
         # that a real run would first restore from the store
         self.overrides: Dict[str, Tuple[str, int]] = {}
 
+    def lookup(self, key_path: str, key: StatKey) -> Optional[str]:
+        """The recorded digest of a file whose stat is ``key``, if it can be trusted (same
+        stat, not racily clean, no dry-run override); else None."""
+        if self.overrides:
+            return None
+        rec = self.records.get(key_path)
+        if type(rec) is tuple:
+            if rec[:4] == key and _trusted(key[1], rec[5]):
+                return rec[4]  # type: ignore[no-any-return]
+        elif rec is not None and rec.trusted_for(key):
+            return rec.digest
+        return None
+
     def digest(
         self, key_path: str, path: str, st: Optional[os.stat_result] = None
     ) -> Tuple[str, int]:

@@ -50,13 +50,19 @@ class Output:
         return f"Output({self.path!r})"
 
 
+def _item(payload: bytes) -> bytes:
+    """A marker's canonical encoding inside a fingerprinted param (serialize: tag m)."""
+    return b"m%d:%s" % (len(payload), payload)
+
+
 class OutputRef:
     """An Output inside a traced node's arguments (project-relative posix path)."""
 
-    __slots__ = ("path",)
+    __slots__ = ("path", "item")
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.item = _item(b"output\0" + path.encode("utf-8", "surrogatepass"))
 
     def __repr__(self) -> str:
         return f"Output({self.path!r})"
@@ -65,11 +71,13 @@ class OutputRef:
 class InputRef:
     """A handle inside a traced node's arguments: upstream node name and item path."""
 
-    __slots__ = ("node", "path")
+    __slots__ = ("node", "path", "item")
 
     def __init__(self, node: str, path: Tuple[Any, ...] = ()) -> None:
         self.node = node
         self.path = path
+        self.item = _item(b"input\0" + node.encode("utf-8", "surrogatepass") + b"\0"
+                          + repr(path).encode("utf-8", "surrogatepass"))
 
     def __repr__(self) -> str:
         return f"<output of {self.node}{''.join(f'[{p!r}]' for p in self.path)}>"
@@ -230,21 +238,33 @@ class _Tracer:
         except TypeError as e:
             raise PipelineError(f"step {name}: {e}") from None
         node = Node(name=name, step=st, index=len(self.nodes), args={})
+        convert = self._convert
         for arg, value in arguments.items():
-            node.args[arg] = self._convert(node, value, f"step {name}, argument {arg}")
+            node.args[arg] = convert(node, value, name, arg)
         self.nodes.append(node)
         return Handle(name, (), st._nout)
 
-    def _convert(self, node: Node, v: Any, where: str) -> Any:
+    def _convert(self, node: Node, v: Any, name: str, arg: str) -> Any:
+        """The traced form of one argument value (markers in place of File/Dir/Output and
+        handles); ``name`` and ``arg`` only word errors."""
         t = type(v)
         if t is str or t is int or t is float or t is bool or v is None:
             return v
-        if t is list or t is tuple:
-            return t([self._convert(node, x, where) for x in v])
+        if t is list:
+            return [self._convert(node, x, name, arg) for x in v]
         if t is File:
-            ref = FileRef(normalize_path(self.root, v.path, f"{where}: File"))
+            ref = FileRef(normalize_path(self.root, v.path, f"step {name}, argument {arg}: File"))
             node.files.append(ref)
             return ref
+        if t is Handle:
+            if v._node not in node.upstream:
+                node.upstream.append(v._node)
+            return InputRef(v._node, v._path)
+        if t is tuple:
+            return tuple([self._convert(node, x, name, arg) for x in v])
+        if t is dict:
+            return {k: self._convert(node, x, name, arg) for k, x in v.items()}
+        where = f"step {name}, argument {arg}"
         if isinstance(v, Handle):
             if v._node not in node.upstream:
                 node.upstream.append(v._node)
@@ -267,10 +287,6 @@ class _Tracer:
             raise PipelineError(
                 f"{where}: a step object was passed as a value; call it to use its output"
             )
-        if t is list or t is tuple:
-            return t(self._convert(node, x, where) for x in v)
-        if t is dict:
-            return {k: self._convert(node, x, where) for k, x in v.items()}
         return v
 
 

@@ -76,6 +76,8 @@ class CodeInfo:
     packages: Dict[str, str] = field(default_factory=dict)
     # item name -> [kind, project-relative file]; kind is step|function|class|constant|module
     meta: Dict[str, List[str]] = field(default_factory=dict)
+    # the fingerprint text of items (and packages, when tracked) -> rebuild.compute_components
+    heads: Dict[bool, str] = field(default_factory=dict)
 
 
 @record

@@ -12,16 +12,28 @@ if TYPE_CHECKING:  # pragma: no cover
     from .dsl import Step
 
 
-@record(frozen=True)
 class FileRef:
-    """A declared file or folder input: a project-relative posix path (and glob for folders)."""
+    """A declared file or folder input: a project-relative posix path (and glob for folders).
+    Immutable by convention; a plain slotted class because a large pipeline makes thousands
+    (``item`` is its canonical encoding inside a fingerprinted param, made once here)."""
 
-    path: str
-    glob: Optional[str] = None  # None for a File, the pattern for a Dir
+    __slots__ = ("path", "glob", "is_dir", "item")
 
-    @property
-    def is_dir(self) -> bool:
-        return self.glob is not None
+    def __init__(self, path: str, glob: Optional[str] = None) -> None:
+        self.path = path
+        self.glob = glob  # None for a File, the pattern for a Dir
+        self.is_dir = glob is not None
+        payload = b"file\0" + path.encode("utf-8", "surrogatepass") + b"\0" + (glob or "").encode(
+            "utf-8", "surrogatepass")
+        self.item = b"m%d:%s" % (len(payload), payload)
+
+    def __eq__(self, other: Any) -> Any:
+        if type(other) is not FileRef:
+            return NotImplemented
+        return self.path == other.path and self.glob == other.glob
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.glob))
 
     def __repr__(self) -> str:
         return f"Dir({self.path!r}, glob={self.glob!r})" if self.is_dir else f"File({self.path!r})"
@@ -98,8 +110,14 @@ class Graph:
                     f"steps {producers[a]} and {producers[b]} declare overlapping outputs "
                     f"{a!r} and {b!r}. Each output file or folder must belong to exactly one step."
                 )
+        # A file can only be (inside) an output whose first path component it shares: most
+        # inputs (source data) skip the walk up their parent folders.
+        heads = {p.split("/", 1)[0] for p in producers}
+        anywhere = "." in producers
         for node in self.nodes.values():
             for ref in node.files:
+                if not anywhere and ref.path.split("/", 1)[0] not in heads and not ref.is_dir:
+                    continue
                 found = [producers[p] for p in _parents(ref.path) if p in producers]
                 if ref.is_dir:
                     prefix = ref.path.rstrip("/") + "/"

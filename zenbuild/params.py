@@ -10,20 +10,14 @@ from .graph import FileRef
 from .serialize import canonical
 
 
+# Marker types carry their own canonical encoding (``item``: tag m, the marker's kind and
+# path), made once when the pipeline is traced.
+_MARKERS = frozenset((FileRef, InputRef, OutputRef))
+
+
 def encode_param(value: Any) -> bytes:
     """Canonical bytes of one bound argument (markers included). Raises Unencodable."""
-    return canonical(value, _marker_hook)
-
-
-def _marker_hook(v: Any) -> Any:
-    t = type(v)
-    if t is FileRef:
-        return b"file\0" + v.path.encode() + b"\0" + (v.glob or "").encode()
-    if t is InputRef:
-        return b"input\0" + v.node.encode() + b"\0" + repr(v.path).encode()
-    if t is OutputRef:
-        return b"output\0" + v.path.encode()
-    return None
+    return canonical(value, items=_MARKERS)
 
 
 def _marker_display(v: Any) -> Any:

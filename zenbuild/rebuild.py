@@ -8,7 +8,7 @@ import stat
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .digest import StatCache, StatKey, digest_bytes, stat_key
+from .digest import StatCache, StatKey, digest_bytes
 from .dsl import InputRef
 from .errors import ParamError
 from .fingerprint import CodeFingerprinter
@@ -19,6 +19,20 @@ from .serialize import Unencodable
 from .store import STORE_FORMAT, ActionEntry
 
 ENV = {"store_format": str(STORE_FORMAT), "python": f"{sys.version_info[0]}.{sys.version_info[1]}"}
+
+
+def _fingerprint_head(code: Dict[str, str], packages: Dict[str, str]) -> str:
+    parts: List[str] = ["zenbuild-fingerprint-v1"]
+    parts += [f"c\0{k}\0{v}" for k, v in sorted(code.items())]
+    parts += [f"k\0{k}\0{v}" for k, v in sorted(packages.items())]
+    return "\n".join(parts)
+
+
+def _env_text(env: Dict[str, str]) -> str:
+    return "\n".join(f"e\0{k}\0{v}" for k, v in sorted(env.items()))
+
+
+_ENV_TEXT = _env_text(ENV)
 
 
 class MissingInput(Exception):
@@ -75,18 +89,18 @@ class Components:
     env: Dict[str, str]
     stats: Dict[str, StatKey] = field(default_factory=dict)  # not persisted
     args: Dict[str, Any] = field(default_factory=dict)  # not persisted: for param display
+    head: str = ""  # not persisted: the code and packages part of the fingerprint text
 
     def fingerprint(self) -> str:
         """One digest over every component. Keys and values are identifiers, paths and hex
         digests, none of which holds a NUL, so NUL-separated fields are unambiguous."""
-        parts: List[str] = ["zenbuild-fingerprint-v1"]
-        parts += [f"c\0{k}\0{v}" for k, v in sorted(self.code.items())]
-        parts += [f"k\0{k}\0{v}" for k, v in sorted(self.packages.items())]
+        head = self.head or _fingerprint_head(self.code, self.packages)
+        parts: List[str] = [head]
         parts += [f"p\0{k}\0{v[0]}" for k, v in sorted(self.params.items())]
         for arg, ups in sorted(self.inputs.items()):
             parts += [f"i\0{arg}\0{u}\0{d}" for u, d in sorted(ups.items())]
         parts += [f"f\0{k}\0{v[0]}" for k, v in sorted(self.files.items())]
-        parts += [f"e\0{k}\0{v}" for k, v in sorted(self.env.items())]
+        parts.append(_ENV_TEXT if self.env == ENV else _env_text(self.env))
         return digest_bytes("\n".join(parts).encode("utf-8", "surrogatepass"))
 
     def to_json(self) -> Dict[str, Any]:
@@ -147,19 +161,25 @@ def file_digests(
 ) -> Tuple[Dict[str, List[Any]], Dict[str, StatKey]]:
     files: Dict[str, List[Any]] = {}
     stats: Dict[str, StatKey] = {}
+    lookup = statcache.lookup
+    prefix = root.rstrip("/") + "/"
     for ref in refs:
-        paths = dir_files(root, ref) if ref.is_dir else [ref.path]
-        for rel in paths:
-            full = os.path.join(root, rel)
+        for rel in dir_files(root, ref) if ref.is_dir else (ref.path,):
+            full = prefix + rel
             try:
                 st = os.stat(full)
             except FileNotFoundError:
                 raise MissingInput(f"input file {rel!r} does not exist") from None
-            if not ref.is_dir and stat.S_ISDIR(st.st_mode):
-                raise MissingInput(f"input {rel!r} is a folder; declare it with Dir({rel!r})")
-            digest, size = statcache.digest(rel, full, st)
-            files[rel] = [digest, size]
-            stats[rel] = stat_key(st)
+            key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+            digest = lookup(rel, key)  # the no-op path: a trusted stat-cache entry
+            if digest is None:
+                if not ref.is_dir and stat.S_ISDIR(st.st_mode):
+                    raise MissingInput(f"input {rel!r} is a folder; declare it with Dir({rel!r})")
+                digest, size = statcache.digest(rel, full, st)
+                files[rel] = [digest, size]
+            else:
+                files[rel] = [digest, key[0]]
+            stats[rel] = key
     return files, stats
 
 
@@ -182,18 +202,24 @@ def compute_components(
                 "encoding, so it cannot be part of a fingerprint. Pass plain data (numbers, "
                 "strings, lists, dicts, paths), or build the object inside the step."
             ) from None
-        _walk_inputs(value, arg, inputs, upstream_digests)
-    files, stats = file_digests(root, node.files, statcache)
+        if node.upstream:
+            _walk_inputs(value, arg, inputs, upstream_digests)
+    files, stats = file_digests(root, node.files, statcache) if node.files else ({}, {})
+    track = fingerprinter.track_packages
+    head = code.heads.get(track)
+    if head is None:  # the code part of the fingerprint text: the same for every invocation
+        head = code.heads[track] = _fingerprint_head(code.items, code.packages if track else {})
     return Components(
         code=code.items,
         code_meta=code.meta,
-        packages=code.packages if fingerprinter.track_packages else {},
+        packages=code.packages if track else {},
         params=params,
         inputs=inputs,
         files=files,
         env=dict(ENV),
         stats=stats,
         args=node.args,
+        head=head,
     )
 
 

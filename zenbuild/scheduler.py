@@ -35,7 +35,7 @@ from .rebuild import Components, MissingInput, Verdict, cache_policy, compute_co
 from .records import field, record
 from .result import RunResult, StepResult
 from .serialize import dumps, loads
-from .store import ActionEntry, Store
+from .store import TOUCH_EVERY_S, ActionEntry, Store
 
 COMMIT_EVERY_S = 0.25
 
@@ -88,6 +88,7 @@ class Scheduler:
         self._restore_plans: Dict[str, List[Tuple[str, str, bool]]] = {}
         self._last_commit = time.perf_counter()
         self._present: Set[str] = set()  # value blobs known to be in the store
+        self._now = time.time()
 
     def _source_digest(self, path: str) -> Optional[str]:
         """Content digest of a source file, through the stat cache (None if unreadable)."""
@@ -129,7 +130,7 @@ class Scheduler:
         )
         order = [n for n in self.g.order if n in wanted]
         states = self.store.step_states(self.g.pipeline)
-        self._present = self.store.inline_present(e.value_digest for e in states.values())
+        self._present = {e.value_digest for e in states.values() if e.value_inline}
         run_id = "dry-run" if self.opts.dry_run else self.store.begin_run(
             self.g.pipeline, self.opts.params
         )
@@ -267,7 +268,8 @@ class Scheduler:
             restore(self.root, todo, self.store, self.statcache)
             restored = [t[0] for t in todo if t[1]]
         self.digests[name] = entry.value_digest
-        self.hits.append(fingerprint)
+        if self._now - entry.last_used > TOUCH_EVERY_S:
+            self.hits.append(fingerprint)
         if previous is None or previous.fingerprint != fingerprint:
             self.state_updates[name] = fingerprint
         reasons = ["up to date"]
@@ -440,7 +442,7 @@ class Scheduler:
         with self.store.transaction():
             self.store.save_file_records(self.statcache.dirty)
             self.store.save_source_entries(self.sources.new)
-            self.store.touch_actions(self.hits, time.time())
+            self.store.touch_actions(self.hits, self._now)
             self.store.set_step_states(self.g.pipeline, self.state_updates)
             self.store.finish_run(run_id, status, counts, steps, "\n".join(self.log))
             self.store.prune_runs()

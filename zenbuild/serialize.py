@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import PurePath, PurePosixPath
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, FrozenSet, List, Optional
 
 MAGIC = b"ZBV1"
 _PICKLE_MAGIC = b"ZBP1"
@@ -28,9 +28,15 @@ class _Encoder:
     """Appends the canonical encoding of values to ``out``. Each item is a tag byte, and for
     sized items the length in ASCII decimal and a colon, then the payload (netstring-like)."""
 
-    def __init__(self, sort_keys: bool, hook: Optional[Callable[[Any], Any]] = None) -> None:
+    def __init__(
+        self,
+        sort_keys: bool,
+        hook: Optional[Callable[[Any], Any]] = None,
+        items: FrozenSet[type] = frozenset(),
+    ) -> None:
         self.sort_keys = sort_keys
         self.hook = hook
+        self.items = items  # types whose instances hold their encoding in ``.item``
         self.out: List[bytes] = []
 
     def blob(self, tag: bytes, data: bytes) -> None:
@@ -56,14 +62,20 @@ class _Encoder:
             if depth > 200:
                 raise Unencodable(v, " (nested too deeply or recursive)")
             out.append(b"%s%d:" % (b"l" if t is list else b"t", len(v)))
+            marked = self.items
             for x in v:
-                self.enc(x, depth + 1)
+                if type(x) in marked:
+                    out.append(x.item)
+                else:
+                    self.enc(x, depth + 1)
+        elif t in self.items:
+            out.append(v.item)
         elif t is dict:
             if depth > 200:
                 raise Unencodable(v, " (nested too deeply or recursive)")
             items = list(v.items())
             if self.sort_keys:
-                items = sorted(items, key=lambda kv: _canon(kv[0], True, self.hook))
+                items = sorted(items, key=lambda kv: _canon(kv[0], True, self.hook, self.items))
             out.append(b"d%d:" % len(items))
             for k, x in items:
                 self.enc(k, depth + 1)
@@ -72,7 +84,7 @@ class _Encoder:
             out.append(b"b%d:" % len(v))
             out.append(v)
         elif t is set or t is frozenset:
-            parts = sorted(_canon(x, self.sort_keys, self.hook) for x in v)
+            parts = sorted(_canon(x, self.sort_keys, self.hook, self.items) for x in v)
             out.append(b"%s%d:" % (b"S" if t is set else b"Z", len(parts)))
             out.extend(parts)
         elif isinstance(v, PurePath):
@@ -115,17 +127,25 @@ def _extra_encoder(v: Any) -> Optional[Callable[[_Encoder, Any], None]]:
     return None
 
 
-def _canon(v: Any, sort_keys: bool, hook: Optional[Callable[[Any], Any]] = None) -> bytes:
-    e = _Encoder(sort_keys, hook)
+def _canon(
+    v: Any,
+    sort_keys: bool,
+    hook: Optional[Callable[[Any], Any]] = None,
+    items: FrozenSet[type] = frozenset(),
+) -> bytes:
+    e = _Encoder(sort_keys, hook, items)
     e.enc(v)
     return b"".join(e.out)
 
 
-def canonical(value: Any, hook: Optional[Callable[[Any], Any]] = None) -> bytes:
+def canonical(
+    value: Any, hook: Optional[Callable[[Any], Any]] = None, items: FrozenSet[type] = frozenset()
+) -> bytes:
     """Canonical bytes for fingerprinting (dict keys sorted). Raises Unencodable.
     ``hook`` may turn values the encoder does not know (markers) into bytes, encoded under
-    a tag of their own; it returns anything else to decline."""
-    return _canon(value, True, hook)
+    a tag of their own; it returns anything else to decline. Instances of the types in
+    ``items`` carry their complete encoding (tag m) in their ``item`` attribute."""
+    return _canon(value, True, hook, items)
 
 
 def dumps(value: Any) -> bytes:

@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import time
-from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 import xxhash
 
@@ -22,7 +22,7 @@ from .digest import CHUNK, FileRecord
 from .errors import CorruptBlob, StoreError, StoreLocked
 
 # The database schema. Older stores are migrated in place by _MIGRATIONS; newer ones refused.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # The format of what fingerprints point at (value encoding, blob and manifest layout). It is
 # part of every fingerprint, so changing it invalidates every entry; a schema change does not.
 STORE_FORMAT = 1
@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, started REAL NOT NULL, finished REAL,
     status TEXT NOT NULL, executed INTEGER DEFAULT 0, cached INTEGER DEFAULT 0,
-    failed INTEGER DEFAULT 0, skipped INTEGER DEFAULT 0, params TEXT, log TEXT
+    failed INTEGER DEFAULT 0, skipped INTEGER DEFAULT 0, params TEXT, log TEXT, steps TEXT
 );
 CREATE TABLE IF NOT EXISTS run_steps (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, step TEXT NOT NULL, status TEXT NOT NULL,
@@ -72,12 +72,20 @@ _MIGRATIONS: Dict[int, List[str]] = {
         " key TEXT PRIMARY KEY, digest TEXT NOT NULL, refs TEXT NOT NULL)"
     ],
     2: ["CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, data BLOB NOT NULL)"],
+    # A run's steps are one JSON list in runs.steps (a row per step cost a no-op run of 1,000
+    # steps ~5 ms); run_steps keeps the steps of runs recorded before.
+    3: ["ALTER TABLE runs ADD COLUMN steps TEXT"],
 }
 
 # Blobs up to this size live in the database (table `blobs`) rather than as files: creating a
 # file costs 0.1-0.5 ms on the virtual disks we run on, and a cold run of N steps would create
 # 2N of them (a return value and an output copy per step). Bigger blobs are files under cas/.
 INLINE_MAX = 64 * 1024
+
+# A served entry's last_used is rewritten only when older than this (like relatime for atimes):
+# a no-op run of a big pipeline then writes nothing to the action cache, and `cache gc`, which
+# ranks entries by last use, sees ages to within an hour.
+TOUCH_EVERY_S = 3600.0
 
 # Run history kept in the store (`zenbuild runs`, the dashboard); older runs are forgotten.
 RUNS_KEPT = 500
@@ -98,22 +106,29 @@ class ActionEntry:
         created: float = 0.0,
         last_used: float = 0.0,
         duration: float = 0.0,
+        loader: Optional[Callable[[str], str]] = None,
     ) -> None:
         self.fingerprint = fingerprint
         self.pipeline = pipeline
         self.step = step
         self.value_digest = value_digest
         self.outputs = outputs
-        self._components = components
+        self._components = components  # a dict, its JSON text, or None: ask loader
+        self._loader = loader
         self.created = created
         self.last_used = last_used
         self.duration = duration
+        self.value_inline = False  # step_states(): the value blob is in the blobs table
 
     @property
     def components(self) -> Dict[str, Any]:
-        if isinstance(self._components, str):
-            self._components = json.loads(self._components)
-        return self._components  # type: ignore[no-any-return]
+        c = self._components
+        if c is None and self._loader is not None:
+            c = self._loader(self.fingerprint)
+        if isinstance(c, str):
+            c = json.loads(c)
+        self._components = c
+        return c  # type: ignore[no-any-return]
 
     @components.setter
     def components(self, value: Dict[str, Any]) -> None:
@@ -456,14 +471,29 @@ class Store:
 
     # -- action cache and step state --------------------------------------------------------
     def step_states(self, pipeline: str) -> Dict[str, ActionEntry]:
-        """The latest entry of every step of ``pipeline``, in one query."""
+        """The latest entry of every step of ``pipeline``, in one query. Their components are
+        read only if asked for (a step that changed); ``value_inline`` says whether the value
+        blob is in the database (else it may be a file)."""
         rows = self.db.execute(
-            f"SELECT {', '.join('a.' + c.strip() for c in _ACTION_COLS.split(','))}, s.step "
+            "SELECT a.fingerprint, a.pipeline, a.step, a.value_digest, a.outputs, a.created, "
+            "a.last_used, a.duration, s.step, b.digest IS NOT NULL "
             "FROM step_state s JOIN actions a ON a.fingerprint = s.fingerprint "
-            "WHERE s.pipeline = ?",
+            "LEFT JOIN blobs b ON b.digest = a.value_digest WHERE s.pipeline = ?",
             (pipeline,),
         ).fetchall()
-        return {r[-1]: _entry(r[:-1]) for r in rows}
+        out: Dict[str, ActionEntry] = {}
+        load, plain = self._components_of, "{}"
+        for r in rows:
+            e = ActionEntry(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] != plain else {},
+                            None, r[5], r[6], r[7], load)
+            e.value_inline = bool(r[9])
+            out[r[8]] = e
+        return out
+
+    def _components_of(self, fingerprint: str) -> str:
+        row = self.db.execute(
+            "SELECT components FROM actions WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        return row[0] if row else "{}"
 
     def get_action(self, fingerprint: str) -> Optional[ActionEntry]:
         row = self.db.execute(
@@ -498,6 +528,8 @@ class Store:
         )
 
     def touch_actions(self, fingerprints: Iterable[str], when: float) -> None:
+        """Mark entries used at ``when`` (for `cache gc`). Callers pass only entries whose
+        last_used is older than TOUCH_EVERY_S, as relatime does for atimes."""
         self.db.executemany(
             "UPDATE actions SET last_used = ? WHERE fingerprint = ?", [(when, f) for f in fingerprints]
         )
@@ -556,7 +588,7 @@ class Store:
         ).fetchall()
         if old:
             ids = [(r[0],) for r in old]
-            self.db.executemany("DELETE FROM run_steps WHERE run_id = ?", ids)
+            self.db.executemany("DELETE FROM run_steps WHERE run_id = ?", ids)  # schema < 4
             self.db.executemany("DELETE FROM runs WHERE id = ?", ids)
 
     def finish_run(
@@ -568,8 +600,8 @@ class Store:
         log: str = "",
     ) -> None:
         self.db.execute(
-            "UPDATE runs SET finished=?, status=?, executed=?, cached=?, failed=?, skipped=?, log=? "
-            "WHERE id=?",
+            "UPDATE runs SET finished=?, status=?, executed=?, cached=?, failed=?, skipped=?, "
+            "log=?, steps=? WHERE id=?",
             (
                 time.time(),
                 status,
@@ -578,23 +610,9 @@ class Store:
                 counts.get("failed", 0),
                 counts.get("skipped", 0),
                 log,
+                json.dumps([list(s) for s in steps]),
                 run_id,
             ),
-        )
-        encoded: Dict[Tuple[str, ...], str] = {}  # most steps share ["up to date"]
-
-        def reasons_json(reasons: List[str]) -> str:
-            key = tuple(reasons)
-            if key not in encoded:
-                encoded[key] = json.dumps(reasons)
-            return encoded[key]
-
-        self.db.executemany(
-            "INSERT INTO run_steps VALUES (?,?,?,?,?,?,?,?)",
-            [
-                (run_id, i, name, st, fp, dur, reasons_json(reasons), err)
-                for i, (name, st, fp, dur, reasons, err) in enumerate(steps)
-            ],
         )
 
     _RUN_COLS = ("id", "pipeline", "started", "finished", "status", "executed", "cached", "failed",
@@ -623,14 +641,19 @@ class Store:
 
     def run_steps(self, run_id: str) -> List[Dict[str, Any]]:
         """The steps of one run in the order they were recorded."""
-        rows = self.db.execute(
-            "SELECT step, status, fingerprint, duration, reasons, error FROM run_steps "
-            "WHERE run_id = ? ORDER BY seq",
-            (run_id,),
-        ).fetchall()
+        row = self.db.execute("SELECT steps FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is not None and row[0] is not None:
+            rows = json.loads(row[0])
+        else:  # recorded by a store of schema < 4 (or the run did not finish)
+            rows = [
+                [r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else [], r[5]]
+                for r in self.db.execute(
+                    "SELECT step, status, fingerprint, duration, reasons, error FROM run_steps "
+                    "WHERE run_id = ? ORDER BY seq", (run_id,))
+            ]
         return [
             {"step": r[0], "status": r[1], "fingerprint": r[2], "duration": r[3] or 0.0,
-             "reasons": json.loads(r[4]) if r[4] else [], "error": r[5]}
+             "reasons": r[4] or [], "error": r[5]}
             for r in rows
         ]
 

@@ -930,11 +930,15 @@ def test_an_older_store_schema_is_migrated_in_place(wc):
 
     db = sqlite3.connect(str(wc.root / ".zenbuild" / "zenbuild.db"))
     db.execute("DROP TABLE source_cache")  # what a version-1 store lacked
+    db.execute("ALTER TABLE runs DROP COLUMN steps")  # what a version-3 store lacked
     db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     db.commit()
     db.close()
     r = wc.run("run")
     assert r.cached == ["load", "count", "keep", "render"]  # entries survive the migration
+    assert wc.run("runs").stdout.count("succeeded") == 2  # so does the history
+    shown = wc.run("runs", "show", "last")
+    assert "load" in shown.stdout and "cached" in shown.stdout
     db = sqlite3.connect(str(wc.root / ".zenbuild" / "zenbuild.db"))
     version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
     db.close()

@@ -43,12 +43,28 @@ def test_corrupt_file_blob_is_removed_not_served(tmp_path):
 
 def test_run_history_is_pruned(tmp_path):
     s = Store(str(tmp_path / "st"))
-    for _ in range(7):
+    ids = []
+    for i in range(7):
         rid = s.begin_run("p", {})
-        s.finish_run(rid, "succeeded", {"executed": 1}, [("a", "executed", "f", 0.1, [], None)])
+        s.db.execute("UPDATE runs SET started = ? WHERE id = ?", (1000.0 + i, rid))
+        s.finish_run(rid, "succeeded", {"executed": 1},
+                     [("a", "executed", f"f{i}", 0.1, ["never built"], None)])
+        ids.append(rid)
     s.prune_runs(keep=3)
     assert s.db.execute("SELECT count(*) FROM runs").fetchone()[0] == 3
-    assert s.db.execute("SELECT count(*) FROM run_steps").fetchone()[0] == 3
+    assert s.run_steps(ids[0]) == []
+    assert s.run_steps(ids[6]) == [{"step": "a", "status": "executed", "fingerprint": "f6",
+                                    "duration": 0.1, "reasons": ["never built"], "error": None}]
+    s.close()
+
+
+def test_steps_of_runs_recorded_by_schema_3_are_still_read(tmp_path):
+    s = Store(str(tmp_path / "st"))
+    rid = s.begin_run("p", {})
+    s.db.execute("INSERT INTO run_steps VALUES (?,?,?,?,?,?,?,?)",
+                 (rid, 0, "a", "cached", "f", 0.0, '["up to date"]', None))
+    assert s.run_steps(rid) == [{"step": "a", "status": "cached", "fingerprint": "f",
+                                 "duration": 0.0, "reasons": ["up to date"], "error": None}]
     s.close()
 
 
