@@ -12,6 +12,8 @@ _VARKW = 0x08
 class Params:
     """A function's parameter layout, read from its code object."""
 
+    _simple = False
+
     def __init__(self, fn: Callable[..., Any]) -> None:
         code = fn.__code__
         n = code.co_argcount
@@ -31,6 +33,8 @@ class Params:
         self.defaults: Dict[str, Any] = dict(zip(self.positional[n - len(defaults) :], defaults))
         self.defaults.update(fn.__kwdefaults__ or {})
         self.annotations: Dict[str, Any] = dict(getattr(fn, "__annotations__", {}) or {})
+        # bind() short cut: every parameter given positionally, nothing else to fill in
+        self._simple = not (self.varargs or self.varkw or self.kwonly)
 
     @property
     def names(self) -> List[str]:
@@ -45,6 +49,8 @@ class Params:
     def bind(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
         """(arguments in parameter order with defaults applied, names given explicitly).
         Raises TypeError with inspect's wording."""
+        if not kwargs and self._simple and len(args) == len(self.positional):
+            return dict(zip(self.positional, args)), list(self.positional)
         given: Dict[str, Any] = {}
         if len(args) > len(self.positional) and not self.varargs:
             raise TypeError("too many positional arguments")

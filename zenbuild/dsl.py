@@ -203,15 +203,24 @@ def no_cache(obj: Any) -> Any:
     raise TypeError("@no_cache decorates a step or a function")
 
 
-def normalize_path(root: str, path: str, what: str) -> str:
-    """Project-relative posix form of ``path``; refuses paths that escape the root."""
-    if not path:
-        raise PathError(f"{what}: empty path")
-    if path[0] != "/" and ".." not in path and "\\" not in path and "//" not in path:
+def _plain_rel(path: str) -> Optional[str]:
+    """``path`` itself (minus a leading ./ and trailing /) when it is already a plain
+    project-relative posix path, else None."""
+    if path and path[0] != "/" and ".." not in path and "\\" not in path and "//" not in path:
         rel = path[2:] if path.startswith("./") else path
         rel = rel.rstrip("/")
         if rel and "/./" not in rel and not rel.endswith("/.") and rel != ".":
             return rel
+    return None
+
+
+def normalize_path(root: str, path: str, what: str) -> str:
+    """Project-relative posix form of ``path``; refuses paths that escape the root."""
+    if not path:
+        raise PathError(f"{what}: empty path")
+    rel = _plain_rel(path)
+    if rel is not None:
+        return rel
     full = os.path.normpath(os.path.join(root, path))
     rel = os.path.relpath(full, root)
     if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
@@ -244,6 +253,12 @@ class _Tracer:
         self.nodes.append(node)
         return Handle(name, (), st._nout)
 
+    def _input(self, node: Node, v: Handle, arg: str) -> InputRef:
+        if v._node not in node.upstream:
+            node.upstream.append(v._node)
+        node.arg_inputs.setdefault(arg, []).append(v._node)
+        return InputRef(v._node, v._path)
+
     def _convert(self, node: Node, v: Any, name: str, arg: str) -> Any:
         """The traced form of one argument value (markers in place of File/Dir/Output and
         handles); ``name`` and ``arg`` only word errors."""
@@ -253,22 +268,20 @@ class _Tracer:
         if t is list:
             return [self._convert(node, x, name, arg) for x in v]
         if t is File:
-            ref = FileRef(normalize_path(self.root, v.path, f"step {name}, argument {arg}: File"))
+            rel = _plain_rel(v.path) or normalize_path(
+                self.root, v.path, f"step {name}, argument {arg}: File")
+            ref = FileRef(rel)
             node.files.append(ref)
             return ref
         if t is Handle:
-            if v._node not in node.upstream:
-                node.upstream.append(v._node)
-            return InputRef(v._node, v._path)
+            return self._input(node, v, arg)
         if t is tuple:
             return tuple([self._convert(node, x, name, arg) for x in v])
         if t is dict:
             return {k: self._convert(node, x, name, arg) for k, x in v.items()}
         where = f"step {name}, argument {arg}"
         if isinstance(v, Handle):
-            if v._node not in node.upstream:
-                node.upstream.append(v._node)
-            return InputRef(v._node, v._path)
+            return self._input(node, v, arg)
         if isinstance(v, File):
             ref = FileRef(normalize_path(self.root, v.path, f"{where}: File"))
             node.files.append(ref)

@@ -52,6 +52,7 @@ class Node:
     files: List[FileRef] = field(default_factory=list)
     outputs: List[str] = field(default_factory=list)
     file_upstream: List[str] = field(default_factory=list)  # via File(path) == Output(path)
+    arg_inputs: Dict[str, List[str]] = field(default_factory=dict)  # arg -> steps via handles
 
     @property
     def deps(self) -> List[str]:

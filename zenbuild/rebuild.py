@@ -9,7 +9,6 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .digest import StatCache, StatKey, digest_bytes
-from .dsl import InputRef
 from .errors import ParamError
 from .fingerprint import CodeFingerprinter
 from .graph import FileRef, Node
@@ -118,17 +117,6 @@ class Components:
         }
 
 
-def _walk_inputs(v: Any, arg: str, out: Dict[str, Dict[str, str]], digests: Dict[str, str]) -> None:
-    if type(v) is InputRef:
-        out.setdefault(arg, {})[v.node] = digests[v.node]
-    elif type(v) in (list, tuple):
-        for x in v:
-            _walk_inputs(x, arg, out, digests)
-    elif type(v) is dict:
-        for x in v.values():
-            _walk_inputs(x, arg, out, digests)
-
-
 def dir_files(root: str, ref: FileRef) -> List[str]:
     """Project-relative paths of the files a Dir input covers, sorted."""
     base = os.path.join(root, ref.path)
@@ -202,8 +190,8 @@ def compute_components(
                 "encoding, so it cannot be part of a fingerprint. Pass plain data (numbers, "
                 "strings, lists, dicts, paths), or build the object inside the step."
             ) from None
-        if node.upstream:
-            _walk_inputs(value, arg, inputs, upstream_digests)
+    for arg, ups in node.arg_inputs.items():
+        inputs[arg] = {u: upstream_digests[u] for u in ups}
     files, stats = file_digests(root, node.files, statcache) if node.files else ({}, {})
     track = fingerprinter.track_packages
     head = code.heads.get(track)
