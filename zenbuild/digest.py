@@ -25,20 +25,35 @@ def digest_bytes(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
+# The first read of a file: most inputs are small and are hashed from this one buffer (reading
+# into a fresh 1 MiB bytearray instead cost ~15 us per file, more than a 4 KiB file's I/O).
+FIRST_READ = 64 * 1024
+
+
 def digest_file(path: str) -> Tuple[str, int]:
-    """Return (digest, size) of a file's content, read in 1 MiB chunks."""
-    h = xxhash.xxh3_128()
-    size = 0
-    with open(path, "rb", buffering=0) as f:
+    """Return (digest, size) of a file's content: small files in one read, larger ones in
+    1 MiB chunks."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        data = os.read(fd, FIRST_READ)
+        if len(data) < FIRST_READ:
+            more = os.read(fd, FIRST_READ) if data else b""
+            if not more:
+                return xxhash.xxh3_128_hexdigest(data), len(data)
+            data += more
+        h = xxhash.xxh3_128(data)
+        size = len(data)
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         while True:
-            n = f.readinto(buf)
+            n = os.readv(fd, [buf])
             if not n:
                 break
             h.update(view[:n])
             size += n
-    return h.hexdigest(), size
+        return h.hexdigest(), size
+    finally:
+        os.close(fd)
 
 
 StatKey = Tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
@@ -125,10 +140,19 @@ class StatCache:
         self.dirty[key_path] = rec
         return digest, size
 
-    def record(self, key_path: str, path: str, digest: str) -> None:
-        """Record a digest we already know (a file we just wrote from known bytes)."""
+    def record(
+        self, key_path: str, path: str, digest: str, before: Optional[os.stat_result] = None
+    ) -> None:
+        """Record a digest we already know (a file we just wrote from known bytes, or just
+        read: then ``before`` is its stat from before the read, and a file that changed
+        meanwhile is not recorded)."""
+        now = time.time_ns()
         st = os.stat(path)
-        rec = FileRecord(stat_key(st), digest, time.time_ns())
+        key = stat_key(st)
+        if before is not None and stat_key(before) != key:
+            self.records.pop(key_path, None)
+            return
+        rec = FileRecord(key, digest, now)
         self.records[key_path] = rec
         self.dirty[key_path] = rec
 

@@ -78,6 +78,7 @@ class CodeInfo:
     meta: Dict[str, List[str]] = field(default_factory=dict)
     # the fingerprint text of items (and packages, when tracked) -> rebuild.compute_components
     heads: Dict[bool, str] = field(default_factory=dict)
+    texts: Dict[str, str] = field(default_factory=dict)  # -> rebuild.Components.to_json_text
 
 
 @record

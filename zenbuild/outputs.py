@@ -28,36 +28,37 @@ def _walk_files(base: str) -> List[str]:
 def capture(root: str, rel: str, store: Store, statcache: StatCache) -> Dict[str, Any]:
     """Store the output at ``rel``; returns its record {"kind", "digest", "size"}."""
     full = os.path.join(root, rel)
-    if os.path.isfile(full):
-        digest, size = _put(store, statcache, rel, full)
-        return {"kind": "file", "digest": digest, "size": size, "exec": _is_exec(full)}
-    if os.path.isdir(full):
+    try:
+        st = os.stat(full)
+    except (FileNotFoundError, NotADirectoryError):
+        raise OutputMissing(rel) from None
+    if stat.S_ISREG(st.st_mode):
+        digest, size = _put(store, statcache, rel, full, st)
+        return {"kind": "file", "digest": digest, "size": size,
+                "exec": bool(st.st_mode & stat.S_IXUSR)}
+    if stat.S_ISDIR(st.st_mode):
         manifest: List[List[Any]] = []
         total = 0
         for inner in _walk_files(full):
             p = os.path.join(full, inner)
-            digest, size = _put(store, statcache, f"{rel}/{inner}", p)
-            manifest.append([inner, digest, size, _is_exec(p)])
+            ist = os.stat(p)
+            digest, size = _put(store, statcache, f"{rel}/{inner}", p, ist)
+            manifest.append([inner, digest, size, bool(ist.st_mode & stat.S_IXUSR)])
             total += size
         mdigest = store.put_blob(json.dumps({"files": manifest}, sort_keys=True).encode())
         return {"kind": "dir", "digest": mdigest, "size": total}
     raise OutputMissing(rel)
 
 
-def _put(store: Store, statcache: StatCache, rel: str, full: str) -> Tuple[str, int]:
-    st = os.stat(full)
+def _put(store: Store, statcache: StatCache, rel: str, full: str, st: os.stat_result) -> Tuple[str, int]:
     if st.st_size <= INLINE_MAX:
         digest, size = store.put_file(full)  # one read: hash and store together
-        statcache.record(rel, full, digest)
+        statcache.record(rel, full, digest, before=st)
         return digest, size
     digest, size = statcache.digest(rel, full, st)
     if not store.has_blob(digest):
         digest, size = store.put_file(full)
     return digest, size
-
-
-def _is_exec(path: str) -> bool:
-    return bool(os.stat(path).st_mode & stat.S_IXUSR)
 
 
 def _manifest(store: Store, digest: str) -> List[List[Any]]:

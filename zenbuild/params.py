@@ -44,5 +44,15 @@ def _marker_free(v: Any) -> Any:
 
 
 def display_param(value: Any, limit: int = 60) -> str:
-    r = repr(_marker_free(value))
+    """A short repr of a bound argument, markers shown as File(...)/Output(...)."""
+    if type(value) is list and len(value) > 1:
+        # a long list: stop once the repr is known to be too long (same text as below)
+        r = "["
+        for i, x in enumerate(value):
+            r += (", " if i else "") + repr(_marker_free(x))
+            if len(r) > limit:
+                return r[: limit - 3] + "..."
+        r += "]"
+    else:
+        r = repr(_marker_free(value))
     return r if len(r) <= limit else r[: limit - 3] + "..."

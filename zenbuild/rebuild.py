@@ -3,6 +3,7 @@ stops at the first reason to execute (for run) or collects every reason (for exp
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import sys
@@ -89,6 +90,9 @@ class Components:
     stats: Dict[str, StatKey] = field(default_factory=dict)  # not persisted
     args: Dict[str, Any] = field(default_factory=dict)  # not persisted: for param display
     head: str = ""  # not persisted: the code and packages part of the fingerprint text
+    # not persisted: JSON text of code, code_meta and packages, shared by the invocations of
+    # one step function (CodeInfo.texts); None computes them every time
+    shared: Optional[Dict[str, str]] = None
 
     def fingerprint(self) -> str:
         """One digest over every component. Keys and values are identifiers, paths and hex
@@ -101,6 +105,32 @@ class Components:
         parts += [f"f\0{k}\0{v[0]}" for k, v in sorted(self.files.items())]
         parts.append(_ENV_TEXT if self.env == ENV else _env_text(self.env))
         return digest_bytes("\n".join(parts).encode("utf-8", "surrogatepass"))
+
+    def to_json_text(self) -> str:
+        """``json.dumps(self.to_json(), sort_keys=True)``, reusing the text of the parts every
+        invocation of a step function shares (code, its meta, packages) from ``shared``."""
+        sh = self.shared
+
+        def text(key: str, d: Dict[str, Any]) -> str:
+            if not d:
+                return "{}"
+            if sh is None:
+                return json.dumps(d, sort_keys=True)
+            t = sh.get(key)
+            if t is None:
+                t = sh[key] = json.dumps(d, sort_keys=True)
+            return t
+
+        doc = self.to_json()
+        return (
+            f'{{"code": {text("code", self.code)}, '
+            f'"code_meta": {text("code_meta", self.code_meta)}, '
+            f'"env": {json.dumps(doc["env"], sort_keys=True)}, '
+            f'"files": {json.dumps(doc["files"], sort_keys=True)}, '
+            f'"inputs": {json.dumps(doc["inputs"], sort_keys=True)}, '
+            f'"packages": {text("packages", self.packages)}, '
+            f'"params": {json.dumps(doc["params"], sort_keys=True)}}}'
+        )
 
     def to_json(self) -> Dict[str, Any]:
         return {
@@ -208,6 +238,7 @@ def compute_components(
         stats=stats,
         args=node.args,
         head=head,
+        shared=code.texts,
     )
 
 

@@ -89,6 +89,7 @@ class Scheduler:
         self._last_commit = time.perf_counter()
         self._present: Set[str] = set()  # value blobs known to be in the store
         self._now = time.time()
+        self._prefix = self.root.rstrip("/") + "/"
 
     def _source_digest(self, path: str) -> Optional[str]:
         """Content digest of a source file, through the stat cache (None if unreadable)."""
@@ -319,11 +320,13 @@ class Scheduler:
                 value = value[key]
             return value
         if isinstance(v, FileRef):
-            return Path(self.root, v.path)
+            return Path(self._prefix + v.path)
         if isinstance(v, OutputRef):
-            p = Path(self.root, v.path)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            return p
+            full = self._prefix + v.path
+            parent = os.path.dirname(full)
+            if not os.path.isdir(parent):  # a stat; mkdir of an existing folder costs more
+                os.makedirs(parent, exist_ok=True)
+            return Path(full)
         t = type(v)
         if t is list or t is tuple:
             return t(self._resolve(x) for x in v)
@@ -386,7 +389,7 @@ class Scheduler:
             uncached = self._inputs_changed(node, comps)
             if not uncached:
                 entry = ActionEntry(
-                    fingerprint, self.g.pipeline, name, value_digest, outputs, comps.to_json(),
+                    fingerprint, self.g.pipeline, name, value_digest, outputs, comps.to_json_text(),
                     duration=outcome.duration,
                 )
                 self.store.put_action(entry)

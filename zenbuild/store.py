@@ -345,9 +345,21 @@ class Store:
 
     def put_file(self, path: str) -> Tuple[str, int]:
         """Copy a file into the store, hashing while copying. Returns (digest, size)."""
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:  # the common small file: raw reads, no buffered file object
+            head = os.read(fd, INLINE_MAX + 1)
+            while head and len(head) <= INLINE_MAX:
+                more = os.read(fd, INLINE_MAX + 1 - len(head))
+                if not more:
+                    return self.put_blob(head), len(head)
+                head += more
+            if not head:
+                return self.put_blob(head), 0
+        finally:
+            os.close(fd)
         with open(path, "rb") as src:
             head = src.read(INLINE_MAX + 1)
-            if len(head) <= INLINE_MAX:
+            if len(head) <= INLINE_MAX:  # it shrank meanwhile
                 return self.put_blob(head), len(head)
             h = xxhash.xxh3_128(head)
             size = len(head)
@@ -511,7 +523,8 @@ class Store:
                     e.step,
                     e.value_digest,
                     json.dumps(e.outputs, sort_keys=True),
-                    json.dumps(e.components, sort_keys=True),
+                    e._components if isinstance(e._components, str)
+                    else json.dumps(e.components, sort_keys=True),
                     e.created or time.time(),
                     e.last_used or time.time(),
                     e.duration,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from zenbuild.digest import (
     RACY_NS,
     RACY_NS_COARSE,
@@ -21,6 +23,15 @@ def test_digest_file_matches_bytes(tmp_path):
     data = os.urandom(3 * (1 << 20) + 17)
     p.write_bytes(data)
     assert digest_file(str(p)) == (digest_bytes(data), len(data))
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 131072, 131073, (1 << 20) + 65536])
+def test_digest_file_around_the_read_sizes(tmp_path, size):
+    """Small files are hashed from the first read, bigger ones in chunks: the same digest."""
+    p = tmp_path / "f"
+    data = os.urandom(size)
+    p.write_bytes(data)
+    assert digest_file(str(p)) == (digest_bytes(data), size)
 
 
 def test_stat_cache_skips_rehash_when_clean(tmp_path):

@@ -111,3 +111,27 @@ def test_fingerprint_depends_on_every_component():
                  dict(inputs={}), dict(files={}), dict(env={"python": "3.12"})]:
         assert comps(**over).fingerprint() != base
     assert comps(code_meta={}).fingerprint() == base  # labels are not part of it
+
+
+def test_components_json_text_is_the_sorted_json_of_the_components():
+    import json
+
+    from zenbuild.params import display_param
+    from zenbuild.rebuild import Components
+
+    comps = Components(
+        code={"step:f": "ab", "helper:g": "cd"}, code_meta={"step:f": ["step", "m.py"]},
+        packages={"numpy": "2.0"}, params={"x": ["d1"], "files": ["d2"]},
+        inputs={"x": {"up": "d3"}}, files={"data/a.txt": ["d4", 3]},
+        env={"python": "3.11", "store_format": "1"},
+        args={"x": 1.5, "files": ["a" * 30, "b" * 30, "c"]}, shared={},
+    )
+    want = json.dumps(comps.to_json(), sort_keys=True)
+    assert comps.to_json_text() == want
+    assert comps.to_json_text() == want  # from the shared texts this time
+    comps.packages = {}
+    comps.shared = None
+    assert comps.to_json_text() == json.dumps(comps.to_json(), sort_keys=True)
+    for value in (["a" * 30, "b" * 30], ["x", "y"], [1], list(range(40)), ("t", "u")):
+        full = repr(value)
+        assert display_param(value) == (full if len(full) <= 60 else full[:57] + "...")
