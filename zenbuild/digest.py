@@ -35,30 +35,48 @@ def digest_file(path: str) -> Tuple[str, int]:
     1 MiB chunks."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        data = os.read(fd, FIRST_READ)
-        if len(data) < FIRST_READ:
-            more = os.read(fd, FIRST_READ) if data else b""
-            if not more:
-                return xxhash.xxh3_128_hexdigest(data), len(data)
-            data += more
-        h = xxhash.xxh3_128(data)
-        size = len(data)
-        buf = _chunk_buffer()
-        view = memoryview(buf)
-        try:
-            while True:
-                n = os.readv(fd, [buf])
-                if not n:
-                    break
-                h.update(view[:n])
-                size += n
-        finally:
-            view.release()
-            if not isinstance(buf, bytearray):
-                buf.close()
-        return h.hexdigest(), size
+        return _digest_fd(fd)
     finally:
         os.close(fd)
+
+
+def digest_file_stat(path: str) -> Tuple[str, int, os.stat_result]:
+    """(digest, size, the file's stat once read): a caller compares that stat with one taken
+    before, to know the content did not change while it was read. An fstat of the open file
+    is cheaper than a second stat by path (no path lookup); a file replaced by rename meanwhile
+    keeps its old inode here, and the digest is of that inode's content, so it stays right."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        digest, size = _digest_fd(fd)
+        return digest, size, os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _digest_fd(fd: int) -> Tuple[str, int]:
+    """(digest, size) of the rest of an open file."""
+    data = os.read(fd, FIRST_READ)
+    if len(data) < FIRST_READ:
+        more = os.read(fd, FIRST_READ) if data else b""
+        if not more:
+            return xxhash.xxh3_128_hexdigest(data), len(data)
+        data += more
+    h = xxhash.xxh3_128(data)
+    size = len(data)
+    buf = _chunk_buffer()
+    view = memoryview(buf)
+    try:
+        while True:
+            n = os.readv(fd, [buf])
+            if not n:
+                break
+            h.update(view[:n])
+            size += n
+    finally:
+        view.release()
+        if not isinstance(buf, bytearray):
+            buf.close()
+    return h.hexdigest(), size
 
 
 def _chunk_buffer() -> Any:
@@ -151,9 +169,8 @@ class StatCache:
         elif rec is not None and rec.trusted_for(key):
             return rec.digest, key[0]
         now = time.time_ns()
-        digest, size = digest_file(path)
+        digest, size, st2 = digest_file_stat(path)
         self.hashed_bytes += size
-        st2 = os.stat(path)
         if stat_key(st2) != key:
             # Changed while we read it: do not record a digest that may not match the stat.
             return digest, size

@@ -49,10 +49,10 @@ def display_param(value: Any, limit: int = 60) -> str:
         # a long list: stop once the repr is known to be too long (same text as below)
         r = "["
         for i, x in enumerate(value):
-            r += (", " if i else "") + repr(_marker_free(x))
+            r += (", " if i else "") + (repr(x) if type(x) in _MARKERS else repr(_marker_free(x)))
             if len(r) > limit:
                 return r[: limit - 3] + "..."
         r += "]"
     else:
-        r = repr(_marker_free(value))
+        r = repr(value) if type(value) in _MARKERS else repr(_marker_free(value))
     return r if len(r) <= limit else r[: limit - 3] + "..."

@@ -122,14 +122,24 @@ class Components:
             return t
 
         doc = self.to_json()
+        # One dumps() for the per-invocation parts; the shared ones are spliced in where the
+        # stand-ins 0, 1 and 2 are (keys are dumped sorted, and a string inside the document
+        # cannot produce the unescaped text `"packages": 2, "params": `).
+        body = json.dumps(
+            {"code": 0, "code_meta": 1, "env": doc["env"], "files": doc["files"],
+             "inputs": doc["inputs"], "packages": 2, "params": doc["params"]},
+            sort_keys=True,
+        )
+        head = '{"code": 0, "code_meta": 1, '
+        tail = '"packages": 2, "params": '
+        assert body.startswith(head)
+        i = body.index(tail)
         return (
             f'{{"code": {text("code", self.code)}, '
             f'"code_meta": {text("code_meta", self.code_meta)}, '
-            f'"env": {json.dumps(doc["env"], sort_keys=True)}, '
-            f'"files": {json.dumps(doc["files"], sort_keys=True)}, '
-            f'"inputs": {json.dumps(doc["inputs"], sort_keys=True)}, '
-            f'"packages": {text("packages", self.packages)}, '
-            f'"params": {json.dumps(doc["params"], sort_keys=True)}}}'
+            + body[len(head):i]
+            + f'"packages": {text("packages", self.packages)}, "params": '
+            + body[i + len(tail):]
         )
 
     def to_json(self) -> Dict[str, Any]:

@@ -129,6 +129,9 @@ def test_components_json_text_is_the_sorted_json_of_the_components():
     want = json.dumps(comps.to_json(), sort_keys=True)
     assert comps.to_json_text() == want
     assert comps.to_json_text() == want  # from the shared texts this time
+    comps.files['packages": 2, "params": x'] = ["d5", 2]  # cannot confuse the splice
+    comps.inputs["packages"] = {"params": "d6"}
+    assert comps.to_json_text() == json.dumps(comps.to_json(), sort_keys=True)
     comps.packages = {}
     comps.shared = None
     assert comps.to_json_text() == json.dumps(comps.to_json(), sort_keys=True)
