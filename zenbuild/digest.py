@@ -127,9 +127,9 @@ class StatCache:
     ``records`` is loaded from and saved to the store in bulk; ``dirty`` holds what changed."""
 
     def __init__(self, records: Optional[Dict[str, Any]] = None) -> None:
-        # path -> FileRecord, or the store's raw row (size, mtime_ns, ino, ctime_ns, digest,
-        # recorded_ns): rows are turned into records only when used, which keeps loading
-        # the stat cache of a 20,000-file project cheap.
+        # path -> FileRecord, or the store's raw row (size, mtime_ns, ino, ctime_ns, digest),
+        # which is trusted when its stat matches (only trusted records are saved); rows stay
+        # tuples, which keeps loading the stat cache of a 20,000-file project cheap.
         self.records: Dict[str, Any] = records or {}
         self.dirty: Dict[str, FileRecord] = {}
         self.hashed_bytes = 0
@@ -144,7 +144,7 @@ class StatCache:
             return None
         rec = self.records.get(key_path)
         if type(rec) is tuple:
-            if rec[:4] == key and _trusted(key[1], rec[5]):
+            if rec[:4] == key:  # rows are saved only once trusted (see Store.save_file_records)
                 return rec[4]  # type: ignore[no-any-return]
         elif rec is not None and rec.trusted_for(key):
             return rec.digest
@@ -164,7 +164,7 @@ class StatCache:
         key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
         rec = self.records.get(key_path)
         if type(rec) is tuple:  # a row from the store: check it as it is (the no-op path)
-            if rec[:4] == key and _trusted(key[1], rec[5]):
+            if rec[:4] == key:
                 return rec[4], key[0]
         elif rec is not None and rec.trusted_for(key):
             return rec.digest, key[0]

@@ -265,8 +265,18 @@ class _Tracer:
         t = type(v)
         if t is str or t is int or t is float or t is bool or v is None:
             return v
-        if t is list:
-            return [self._convert(node, x, name, arg) for x in v]
+        if t is list:  # often a list of File inputs: those are converted inline
+            out: List[Any] = []
+            for x in v:
+                if type(x) is File:
+                    rel = _plain_rel(x.path) or normalize_path(
+                        self.root, x.path, f"step {name}, argument {arg}: File")
+                    ref = FileRef(rel)
+                    node.files.append(ref)
+                    out.append(ref)
+                else:
+                    out.append(self._convert(node, x, name, arg))
+            return out
         if t is File:
             rel = _plain_rel(v.path) or normalize_path(
                 self.root, v.path, f"step {name}, argument {arg}: File")
@@ -275,6 +285,10 @@ class _Tracer:
             return ref
         if t is Handle:
             return self._input(node, v, arg)
+        if t is Output and _plain_rel(v.path) is not None:
+            rel = _plain_rel(v.path)
+            node.outputs.append(rel)  # type: ignore[arg-type]
+            return OutputRef(rel)  # type: ignore[arg-type]
         if t is tuple:
             return tuple([self._convert(node, x, name, arg) for x in v])
         if t is dict:

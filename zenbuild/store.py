@@ -562,17 +562,22 @@ class Store:
 
     # -- file digests -----------------------------------------------------------------------
     def file_records(self) -> Dict[str, Tuple[Any, ...]]:
-        """path -> (size, mtime_ns, ino, ctime_ns, digest, recorded_ns), for StatCache."""
+        """path -> (size, mtime_ns, ino, ctime_ns, digest), for StatCache: every saved record
+        is trusted (not racily clean), so its recording time need not be read."""
         rows = self.db.execute(
-            "SELECT path, size, mtime_ns, ino, ctime_ns, digest, recorded_ns FROM files"
+            "SELECT path, size, mtime_ns, ino, ctime_ns, digest FROM files"
         ).fetchall()
         return {r[0]: r[1:] for r in rows}
 
     def save_file_records(self, recs: Dict[str, FileRecord]) -> None:
+        """Save the trusted records; a racily clean one will never be trusted (its mtime and
+        recording time are fixed), so it is dropped, and so is the path's older row."""
+        keep = {p: r for p, r in recs.items() if r.trusted_for(r.key)}
         self.db.executemany(
             "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?)",
-            [(p, *r.key, r.digest, r.recorded_ns) for p, r in recs.items()],
+            [(p, *r.key, r.digest, r.recorded_ns) for p, r in keep.items()],
         )
+        self.db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in recs if p not in keep])
 
     # -- parsed-source cache (fingerprint.SourceCache) ------------------------------------------
     def source_entry(self, key: str) -> Optional[Tuple[str, List[List[str]]]]:

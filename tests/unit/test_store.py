@@ -92,3 +92,24 @@ def test_nested_transactions_commit_once(tmp_path):
     s.release()
     assert not s.db.in_transaction and s.has_blob(s.put_blob(b"held"))
     s.close()
+
+
+def test_only_trusted_file_records_are_saved(tmp_path):
+    """A racily clean record can never become trusted, so it is not kept (nor is an older
+    row for its path); a trusted one is, and loads as a row StatCache trusts."""
+    import time as _time
+
+    from zenbuild.digest import RACY_NS, FileRecord, StatCache
+
+    s = Store(str(tmp_path / "st"))
+    now = _time.time_ns()
+    old_key = (5, now - 10 * RACY_NS, 7, now - 10 * RACY_NS)
+    with s.transaction():
+        s.save_file_records({"a": FileRecord(old_key, "da", now), "b": FileRecord(old_key, "db", now)})
+    racy_key = (6, now, 8, now)
+    with s.transaction():
+        s.save_file_records({"b": FileRecord(racy_key, "db2", now)})
+    rows = s.file_records()
+    assert rows == {"a": (*old_key, "da")}
+    assert StatCache(rows).lookup("a", old_key) == "da"
+    s.close()
