@@ -217,6 +217,9 @@ def run_bound(
     finally:
         if remote is not None:
             remote.close(reporter)
+        flush = getattr(reporter, "flush", None)  # a reporter may be any object with handle()
+        if flush is not None:
+            flush()
         if own_executor and executor is not None:
             executor.close()
         store.close()
