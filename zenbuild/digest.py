@@ -47,15 +47,21 @@ def digest_file_stat(path: str) -> Tuple[str, int, os.stat_result]:
     keeps its old inode here, and the digest is of that inode's content, so it stays right."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        digest, size = _digest_fd(fd)
+        data = os.read(fd, FIRST_READ)
+        if len(data) < FIRST_READ:
+            st = os.fstat(fd)
+            if st.st_size == len(data):  # all of it: the fstat stands in for a read of EOF
+                return xxhash.xxh3_128_hexdigest(data), len(data), st
+        digest, size = _digest_fd(fd, data)
         return digest, size, os.fstat(fd)
     finally:
         os.close(fd)
 
 
-def _digest_fd(fd: int) -> Tuple[str, int]:
-    """(digest, size) of the rest of an open file."""
-    data = os.read(fd, FIRST_READ)
+def _digest_fd(fd: int, data: Optional[bytes] = None) -> Tuple[str, int]:
+    """(digest, size) of an open file read from its start (``data``: what was read so far)."""
+    if data is None:
+        data = os.read(fd, FIRST_READ)
     if len(data) < FIRST_READ:
         more = os.read(fd, FIRST_READ) if data else b""
         if not more:

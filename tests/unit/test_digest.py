@@ -14,6 +14,7 @@ from zenbuild.digest import (
     StatCache,
     digest_bytes,
     digest_file,
+    digest_file_stat,
     stat_key,
 )
 
@@ -32,6 +33,8 @@ def test_digest_file_around_the_read_sizes(tmp_path, size):
     data = os.urandom(size)
     p.write_bytes(data)
     assert digest_file(str(p)) == (digest_bytes(data), size)
+    d, n, st = digest_file_stat(str(p))
+    assert (d, n, st.st_size) == (digest_bytes(data), size, size)
 
 
 def test_stat_cache_skips_rehash_when_clean(tmp_path):
