@@ -7,7 +7,11 @@ For each size (default N=200 steps / F=2,000 files and N=1,000 / F=20,000), in a
 * cold run: empty store, every step executes;
 * no-op run: nothing changed (median of 5), with ``python -m zenbuild`` and the console script;
 * touch: ``os.utime`` of one input file (content unchanged) -> expect 0 steps executed;
-* edit: content edit of that file -> expect exactly the steps reading it and their dependents.
+* edit: content edit of that file -> expect exactly the steps reading it and their dependents;
+* with ``--with-doit``: the same scenarios with doit, then cold runs of both tools in pairs
+  (``--cold-pairs``, default 3): each after os.sync() from no state, alternating which goes
+  first, so the two face the same disk (the single cold runs are not comparable: zenbuild's
+  directly follows the generation of 20,000 files, doit's comes minutes later).
 
 Every zenbuild run is a real CLI subprocess with ``--json``; its wall time and peak RSS (from
 ``os.wait4``) are recorded, and the JSON report is checked (step counts, outputs identical to
@@ -451,6 +455,8 @@ def bench_size(bench: Bench, n_steps: int, n_files: int, args: argparse.Namespac
         res["store_mib"] = round(dir_size(root / ".zenbuild") / MIB, 1)
         if args.with_doit:
             res["doit"] = bench_doit(bench, root, spec, edit_path)
+            if res["doit"] is not None and args.cold_pairs:
+                res["cold_pairs"] = cold_pairs(bench, root, n_steps, args.cold_pairs)
     finally:
         if args.keep:
             print(f"  kept {tmp}")
@@ -510,6 +516,50 @@ def bench_doit(bench: Bench, root: Path, spec: SynthSpec, edit_path: Path) -> di
     print(f"    doit: cold {out['cold']['median_s']:.3f} s, no-op {out['noop']['median_s']:.3f} s, "
           f"touch {out['touch']['median_s']:.3f} s ({fmt_counts(t['counts'])}), "
           f"edit {out['edit']['median_s']:.3f} s ({fmt_counts(e['counts'])})", flush=True)
+    return out
+
+
+def cold_pairs(bench: Bench, root: Path, n_steps: int, pairs: int) -> dict[str, Any]:
+    """Cold runs of zenbuild and doit under the same conditions, alternating which goes first:
+    each starts from no state and no outputs (so both create every output file) after
+    os.sync(), so neither pays for the other's (or the generator's) pending writeback. The
+    single cold runs above are not comparable: zenbuild's follows the generation of the
+    project, doit's comes minutes later."""
+    print(f"  cold runs in pairs (x{pairs}, synced, alternating order):", flush=True)
+    cmd = [sys.executable, "-m", "doit", "-f", "dodo.py"]
+
+    def clean(tool: str) -> None:
+        if tool == "zenbuild":
+            shutil.rmtree(root / ".zenbuild", ignore_errors=True)
+            shutil.rmtree(root / "build", ignore_errors=True)
+        else:
+            shutil.rmtree(root / "build_doit", ignore_errors=True)
+            for f in root.glob(".doit.db*"):
+                f.unlink()
+        os.sync()
+
+    procs: dict[str, list[Proc]] = {"zenbuild": [], "doit": []}
+    for i in range(pairs):
+        for tool in (("zenbuild", "doit") if i % 2 == 0 else ("doit", "zenbuild")):
+            clean(tool)
+            if tool == "zenbuild":
+                run = bench.zb(root, "synth:synth", "cold (paired)")
+                bench.check(f"N={n_steps} paired cold run {i + 1} executed all steps",
+                            run.ok and run.executed == n_steps, fmt_counts(run.counts))
+                procs[tool].append(run.proc)
+            else:
+                p = run_proc(cmd, root, bench.timeout)
+                bench.check(f"N={n_steps} paired doit cold run {i + 1}",
+                            p.ok and count_doit(p.stdout)["executed"] == n_steps)
+                procs[tool].append(p)
+    out = {tool: {**timing(ps), "all_s": [round(p.wall_s, 3) for p in ps]}
+           for tool, ps in procs.items()}
+    ratios = [z.wall_s / d.wall_s for z, d in zip(procs["zenbuild"], procs["doit"])]
+    out["ratio_median"] = round(median(ratios), 3)
+    out["ratio_of_mins"] = round(out["zenbuild"]["min_s"] / out["doit"]["min_s"], 3)
+    print(f"    zenbuild {out['zenbuild']['all_s']}  doit {out['doit']['all_s']}  "
+          f"zenbuild/doit: median of pairs {out['ratio_median']}, of fastest "
+          f"{out['ratio_of_mins']}", flush=True)
     return out
 
 
@@ -656,6 +706,12 @@ def print_tables(results: dict[str, Any]) -> None:
         if dd:
             for k in ("cold", "noop", "touch", "edit"):
                 row(f"doit {k}", dd[k], fmt_counts(dd[k]["counts"]))
+        cp = r.get("cold_pairs")
+        if cp:
+            row(f"cold, paired x{cp['zenbuild']['n']}", cp["zenbuild"])
+            row(f"doit cold, paired x{cp['doit']['n']}", cp["doit"])
+            print(f"  paired cold zenbuild/doit: median of pairs {cp['ratio_median']}, "
+                  f"of fastest {cp['ratio_of_mins']}")
     b = results.get("big_file")
     if b:
         print(f"\nNo-op vs input size ({b['small']['bytes'] // MIB} MiB vs "
@@ -695,6 +751,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--big-mib", type=int, default=None, help="size of the big file in MiB")
     ap.add_argument("--no-big", action="store_true", help="skip the input-size check")
     ap.add_argument("--with-doit", action="store_true", help="also time doit, if installed")
+    ap.add_argument("--cold-pairs", type=int, default=3,
+                    help="with --with-doit: synced cold runs of both tools, alternating (0: none)")
     ap.add_argument("--edges", choices=("handle", "file"), default="handle")
     ap.add_argument("--noop-runs", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=3, help="touch / edit runs per size")
