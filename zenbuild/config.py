@@ -10,12 +10,26 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from .errors import ConfigError
 from .records import field, record
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 CONFIG_NAME = "zenbuild.toml"
+# The parsed config file is kept in the default store folder, keyed by the file's stat: a run
+# whose config did not change then imports no TOML parser (tomllib costs ~4 ms to import).
+CONFIG_CACHE = "config-cache.json"
+_CONFIG_CACHE_VERSION = 1
+
+
+def __getattr__(name: str) -> Any:
+    """``config.tomllib``: the TOML parser, imported on first use."""
+    if name == "tomllib":
+        return _toml()
+    raise AttributeError(name)
+
+
+def _toml() -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib
 
 
 @record(frozen=True)
@@ -141,13 +155,19 @@ def load_config(root: str, source: Optional[str]) -> Config:
     try:
         with open(source, "rb") as f:
             raw = f.read()
+            key = _stat_key(os.fstat(f.fileno()))
     except OSError as e:
         raise ConfigError(f"cannot read {source}: {e.strerror}") from None
     text = raw.decode("utf-8", errors="replace")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{source}: invalid TOML: {e}") from None
+    cache_file = os.path.join(root, ".zenbuild", CONFIG_CACHE)
+    data = _cached(cache_file, source, key)
+    fresh = data is None
+    if data is None:
+        tomllib = _toml()
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{source}: invalid TOML: {e}") from None
     prefix = ""
     if os.path.basename(source) == "pyproject.toml":
         data = data.get("tool", {}).get("zenbuild", {})
@@ -175,12 +195,14 @@ def load_config(root: str, source: Optional[str]) -> Config:
     on_busy = data.get("watch", {}).get("on_busy")
     if on_busy is not None and on_busy not in ("queue", "restart"):
         raise c.fail("watch", "on_busy", 'expected "queue" or "restart"')
-    store = data.get("store", ".zenbuild")
+    store = os.path.normpath(os.path.join(root, data.get("store", ".zenbuild")))
+    if fresh and store == os.path.dirname(cache_file):
+        _save_cache(cache_file, source, key, data)
     return Config(
         root=root,
         source=source,
         pipelines=tuple(pipelines),
-        store=os.path.normpath(os.path.join(root, store)),
+        store=store,
         params=dict(data.get("params", {})),
         steps=steps,
         track_packages=data.get("fingerprint", {}).get("packages", True),
@@ -188,6 +210,54 @@ def load_config(root: str, source: Optional[str]) -> Config:
         watch=dict(data.get("watch", {})),
         cache=dict(data.get("cache", {})),
     )
+
+
+def _stat_key(st: os.stat_result) -> List[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
+def _cached(cache_file: str, source: str, key: List[int]) -> Optional[Dict[str, Any]]:
+    """The parsed content of ``source`` saved by an earlier run, if the file's stat is the
+    one it was parsed with and that stat was not racily clean (as for the stat cache)."""
+    import json
+
+    from .digest import _trusted
+
+    try:
+        with open(cache_file, "rb") as f:
+            doc = json.loads(f.read())
+        if (doc.get("version") == _CONFIG_CACHE_VERSION and doc.get("source") == source
+                and doc.get("key") == key and _trusted(key[1], int(doc["recorded_ns"]))
+                and isinstance(doc.get("data"), dict)):
+            return doc["data"]  # type: ignore[no-any-return]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
+
+
+def _save_cache(cache_file: str, source: str, key: List[int], data: Dict[str, Any]) -> None:
+    """Keep the parse for the next run: only into an existing store folder, written to a temp
+    file and renamed; a value JSON cannot hold (a TOML date) means no cache."""
+    import json
+    import time
+
+    if not os.path.isdir(os.path.dirname(cache_file)):
+        return
+    try:
+        text = json.dumps({"version": _CONFIG_CACHE_VERSION, "source": source, "key": key,
+                           "recorded_ns": time.time_ns(), "data": data})
+    except (TypeError, ValueError):
+        return
+    tmp = f"{cache_file}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, cache_file)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def resolve_pipeline_spec(config: Config, name: Optional[str]) -> str:

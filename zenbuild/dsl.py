@@ -285,10 +285,11 @@ class _Tracer:
             return ref
         if t is Handle:
             return self._input(node, v, arg)
-        if t is Output and _plain_rel(v.path) is not None:
+        if t is Output:
             rel = _plain_rel(v.path)
-            node.outputs.append(rel)  # type: ignore[arg-type]
-            return OutputRef(rel)  # type: ignore[arg-type]
+            if rel is not None:
+                node.outputs.append(rel)
+                return OutputRef(rel)
         if t is tuple:
             return tuple([self._convert(node, x, name, arg) for x in v])
         if t is dict:

@@ -69,3 +69,53 @@ def test_no_config_found(tmp_path):
     c = load_config(root, None)
     with pytest.raises(ConfigError, match="no pipeline given and none configured"):
         resolve_pipeline_spec(c, None)
+
+
+def _age(path, seconds=10):
+    import os
+    import time
+
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+
+
+def test_parsed_config_is_cached_in_the_store_folder_and_follows_edits(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / ".zenbuild").mkdir()
+    src = write(tmp_path, "zenbuild.toml", 'pipelines = ["a:p"]\n[params]\ntop = 5\n')
+    _age(src)
+    c = load_config(str(tmp_path), src)
+    cache = tmp_path / ".zenbuild" / "config-cache.json"
+    assert json.loads(cache.read_text())["data"] == {"pipelines": ["a:p"], "params": {"top": 5}}
+    # a fresh process reads the cache and never imports a TOML parser
+    code = ("import sys; from zenbuild.config import load_config; "
+            f"c = load_config({str(tmp_path)!r}, {src!r}); "
+            "print(c.params['top'], 'tomllib' in sys.modules, 'tomli' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["5", "False", "False"]
+    # an edit of the same size made right away: the new stat (and the racy rule) catch it
+    with open(src, "w") as f:
+        f.write('pipelines = ["a:p"]\n[params]\ntop = 7\n')
+    assert load_config(str(tmp_path), src).params == {"top": 7}
+    assert c.params == {"top": 5}
+
+
+def test_config_cache_is_not_kept_for_another_store_or_a_bad_file(tmp_path):
+    (tmp_path / ".zenbuild").mkdir()
+    cache = tmp_path / ".zenbuild" / "config-cache.json"
+    src = write(tmp_path, "zenbuild.toml", 'pipelines = ["a:p"]\nstore = "elsewhere"\n')
+    _age(src)
+    load_config(str(tmp_path), src)
+    assert not cache.exists()  # only the default store folder holds it
+    src = write(tmp_path, "zenbuild.toml", 'pipelines = ["a:p"]\nbogus = 1\n')
+    _age(src)
+    with pytest.raises(ConfigError, match="bogus"):
+        load_config(str(tmp_path), src)
+    assert not cache.exists()
+    cache.write_text("{not json")  # a damaged cache is ignored
+    src = write(tmp_path, "zenbuild.toml", 'pipelines = ["a:p"]\n')
+    _age(src)
+    assert load_config(str(tmp_path), src).pipelines == ("a:p",)
