@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 from typing import Any, Dict, Iterable, Optional, Tuple
 
@@ -47,15 +48,19 @@ def digest_file_stat(path: str) -> Tuple[str, int, os.stat_result]:
     keeps its old inode here, and the digest is of that inode's content, so it stays right."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        data = os.read(fd, FIRST_READ)
-        if len(data) < FIRST_READ:
-            st = os.fstat(fd)
-            if st.st_size == len(data):  # all of it: the fstat stands in for a read of EOF
-                return xxhash.xxh3_128_hexdigest(data), len(data), st
-        digest, size = _digest_fd(fd, data)
-        return digest, size, os.fstat(fd)
+        return _digest_fd_stat(fd)
     finally:
         os.close(fd)
+
+
+def _digest_fd_stat(fd: int) -> Tuple[str, int, os.stat_result]:
+    data = os.read(fd, FIRST_READ)
+    if len(data) < FIRST_READ:
+        st = os.fstat(fd)
+        if st.st_size == len(data):  # all of it: the fstat stands in for a read of EOF
+            return xxhash.xxh3_128_hexdigest(data), len(data), st
+    digest, size = _digest_fd(fd, data)
+    return digest, size, os.fstat(fd)
 
 
 def _digest_fd(fd: int, data: Optional[bytes] = None) -> Tuple[str, int]:
@@ -184,6 +189,36 @@ class StatCache:
         self.records[key_path] = rec
         self.dirty[key_path] = rec
         return digest, size
+
+    def digest_unrecorded(self, key_path: str, path: str) -> Optional[Tuple[str, int, StatKey, int]]:
+        """For a path with no record (a cold run): (digest, size, stat key, st_mode), opening
+        the file first so that its stats are fstats (one path lookup, not two). None when a
+        dry-run override or a record exists: use lookup()/digest(). Raises FileNotFoundError."""
+        if self.overrides or key_path in self.records:
+            return None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            st = os.fstat(fd)
+            key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+            if not stat.S_ISREG(st.st_mode):
+                return "", 0, key, st.st_mode
+            now = time.time_ns()
+            digest, size, st2 = _digest_fd_stat(fd)
+        finally:
+            os.close(fd)
+        self.hashed_bytes += size
+        if stat_key(st2) == key:  # else it changed while we read it: do not record
+            rec = FileRecord(key, digest, now)
+            self.records[key_path] = rec
+            self.dirty[key_path] = rec
+        return digest, size, key, st.st_mode
+
+    def remember(self, key_path: str, key: StatKey, digest: str) -> None:
+        """Record ``digest`` for a file whose stat ``key`` was taken after it was read (and
+        matched the stat from before the read)."""
+        rec = FileRecord(key, digest, time.time_ns())
+        self.records[key_path] = rec
+        self.dirty[key_path] = rec
 
     def record(
         self, key_path: str, path: str, digest: str, before: Optional[os.stat_result] = None

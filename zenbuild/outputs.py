@@ -8,7 +8,7 @@ import os
 import stat
 from typing import Any, Dict, List, Optional, Tuple
 
-from .digest import StatCache
+from .digest import StatCache, stat_key
 from .store import INLINE_MAX, Store
 
 
@@ -52,7 +52,20 @@ def capture(root: str, rel: str, store: Store, statcache: StatCache) -> Dict[str
 
 def _put(store: Store, statcache: StatCache, rel: str, full: str, st: os.stat_result) -> Tuple[str, int]:
     if st.st_size <= INLINE_MAX:
-        digest, size = store.put_file(full)  # one read: hash and store together
+        # One read to hash and store a small file; an fstat of it then tells both that the
+        # read got all of it and that it did not change since ``st`` (else: the slow path).
+        fd = os.open(full, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            data = os.read(fd, INLINE_MAX + 1)
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        key = stat_key(st)
+        if len(data) == after.st_size <= INLINE_MAX and stat_key(after) == key:
+            digest = store.put_blob(data)
+            statcache.remember(rel, key, digest)
+            return digest, len(data)
+        digest, size = store.put_file(full)
         statcache.record(rel, full, digest, before=st)
         return digest, size
     digest, size = statcache.digest(rel, full, st)
