@@ -219,7 +219,10 @@ def run_bound(
             remote.close(reporter)
         flush = getattr(reporter, "flush", None)  # a reporter may be any object with handle()
         if flush is not None:
-            flush()
+            try:
+                flush()
+            except OSError:  # a closed pipe (`zenbuild run | head`): still close the store
+                pass
         if own_executor and executor is not None:
             executor.close()
         store.close()

@@ -388,7 +388,8 @@ def cache_info(as_json: bool, project_dir: Optional[str]) -> None:
               help="Trim least recently used entries until blobs fit, e.g. 5GB "
                    "(default: [cache] max_size).")
 @click.option("--older-than", metavar="AGE", default=None,
-              help="Remove entries not used for AGE, e.g. 30d (units s, m, h, d, w).")
+              help="Remove entries not used for AGE, e.g. 30d (units s, m, h, d, w; at least "
+                   "1h: use is recorded to the hour).")
 @_no_wait
 @_project_dir
 def cache_gc(max_size: Optional[str], older_than: Optional[str], no_wait: bool,
@@ -400,6 +401,16 @@ def cache_gc(max_size: Optional[str], older_than: Optional[str], no_wait: bool,
     size_text = max_size or load_project(project_dir).cache.get("max_size")
     limit = parse_size(str(size_text)) if size_text else None
     age = parse_age(older_than) if older_than else None
+    from .store import TOUCH_EVERY_S
+
+    if age is not None and age < TOUCH_EVERY_S:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"--older-than {older_than}: give at least 1h. A run records when it used an entry "
+            "only to within an hour (so that a no-op run writes nothing), so a shorter age "
+            "could remove entries the last run used."
+        )
     store = _locked_store(project_dir, no_wait)
     try:
         r = gc(store, limit, age)

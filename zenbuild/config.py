@@ -152,7 +152,11 @@ def load_config(root: str, source: Optional[str]) -> Config:
     root = os.path.abspath(root)
     if source is None:
         return Config(root=root, store=os.path.join(root, ".zenbuild"))
+    import time
+
+    read_ns = time.time_ns()  # before the read: the racy rule needs the earliest time
     try:
+        before = _stat_key(os.stat(source))
         with open(source, "rb") as f:
             raw = f.read()
             key = _stat_key(os.fstat(f.fileno()))
@@ -161,7 +165,8 @@ def load_config(root: str, source: Optional[str]) -> Config:
     text = raw.decode("utf-8", errors="replace")
     cache_file = os.path.join(root, ".zenbuild", CONFIG_CACHE)
     data = _cached(cache_file, source, key)
-    fresh = data is None
+    # a parse is kept only when the file did not change while it was read
+    fresh = data is None and key == before
     if data is None:
         tomllib = _toml()
         try:
@@ -197,7 +202,7 @@ def load_config(root: str, source: Optional[str]) -> Config:
         raise c.fail("watch", "on_busy", 'expected "queue" or "restart"')
     store = os.path.normpath(os.path.join(root, data.get("store", ".zenbuild")))
     if fresh and store == os.path.dirname(cache_file):
-        _save_cache(cache_file, source, key, data)
+        _save_cache(cache_file, source, key, data, read_ns)
     return Config(
         root=root,
         source=source,
@@ -235,17 +240,19 @@ def _cached(cache_file: str, source: str, key: List[int]) -> Optional[Dict[str, 
     return None
 
 
-def _save_cache(cache_file: str, source: str, key: List[int], data: Dict[str, Any]) -> None:
+def _save_cache(
+    cache_file: str, source: str, key: List[int], data: Dict[str, Any], read_ns: int
+) -> None:
     """Keep the parse for the next run: only into an existing store folder, written to a temp
-    file and renamed; a value JSON cannot hold (a TOML date) means no cache."""
+    file and renamed; a value JSON cannot hold (a TOML date) means no cache. ``read_ns`` is
+    when the file was read (the racy rule compares its mtime with that)."""
     import json
-    import time
 
     if not os.path.isdir(os.path.dirname(cache_file)):
         return
     try:
         text = json.dumps({"version": _CONFIG_CACHE_VERSION, "source": source, "key": key,
-                           "recorded_ns": time.time_ns(), "data": data})
+                           "recorded_ns": read_ns, "data": data})
     except (TypeError, ValueError):
         return
     tmp = f"{cache_file}.{os.getpid()}.tmp"

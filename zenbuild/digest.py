@@ -213,10 +213,10 @@ class StatCache:
             self.dirty[key_path] = rec
         return digest, size, key, st.st_mode
 
-    def remember(self, key_path: str, key: StatKey, digest: str) -> None:
+    def remember(self, key_path: str, key: StatKey, digest: str, read_ns: int) -> None:
         """Record ``digest`` for a file whose stat ``key`` was taken after it was read (and
-        matched the stat from before the read)."""
-        rec = FileRecord(key, digest, time.time_ns())
+        matched the stat from before the read); ``read_ns``: when the read began."""
+        rec = FileRecord(key, digest, read_ns)
         self.records[key_path] = rec
         self.dirty[key_path] = rec
 

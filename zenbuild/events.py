@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import IO, Any, Dict, List, Optional
 
 
@@ -109,6 +110,7 @@ class ConsoleReporter(Reporter):
         # stderr (the stream with --json) is line-buffered, and a write per line cost a no-op
         # of 1,000 steps 2,000 system calls.
         self._held: List[str] = []
+        self._flushed = time.monotonic()  # held lines go out at least every 0.5 s
         try:
             self._hold = not self.stream.isatty()
         except (AttributeError, ValueError):
@@ -148,7 +150,7 @@ class ConsoleReporter(Reporter):
         out = stream or self.stream
         if out is self.stream and self._hold:
             self._held.append(text + "\n")
-            if flush or len(self._held) >= 256:
+            if flush or len(self._held) >= 256 or time.monotonic() - self._flushed > 0.5:
                 self.flush()
             return
         if out is not self.stream:
@@ -158,9 +160,11 @@ class ConsoleReporter(Reporter):
             out.flush()
 
     def flush(self) -> None:
+        self._flushed = time.monotonic()
         if self._held:
-            self.stream.write("".join(self._held))
-            self._held.clear()
+            text = "".join(self._held)
+            self._held.clear()  # a failed write (a closed pipe) must not repeat at every flush
+            self.stream.write(text)
         self.stream.flush()
 
     def handle(self, e: Event) -> None:
@@ -223,7 +227,19 @@ class Fanout(Reporter):
 
     def flush(self) -> None:
         for r in self.reporters:
-            r.flush()
+            f = getattr(r, "flush", None)
+            if f is not None:
+                f()
+
+    def line(self, text: str, **kw: Any) -> None:
+        """Worker output and summaries go through the first reporter that writes lines, so
+        they keep their place among its lines."""
+        for r in self.reporters:
+            f = getattr(r, "line", None)
+            if f is not None:
+                f(text, **kw)
+                return
+        sys.stdout.write(text + "\n")
 
 
 def json_summary(result: Any) -> Dict[str, Any]:

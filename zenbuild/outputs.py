@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from .digest import StatCache, stat_key
@@ -54,6 +55,7 @@ def _put(store: Store, statcache: StatCache, rel: str, full: str, st: os.stat_re
     if st.st_size <= INLINE_MAX:
         # One read to hash and store a small file; an fstat of it then tells both that the
         # read got all of it and that it did not change since ``st`` (else: the slow path).
+        read_ns = time.time_ns()
         fd = os.open(full, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
             data = os.read(fd, INLINE_MAX + 1)
@@ -63,7 +65,7 @@ def _put(store: Store, statcache: StatCache, rel: str, full: str, st: os.stat_re
         key = stat_key(st)
         if len(data) == after.st_size <= INLINE_MAX and stat_key(after) == key:
             digest = store.put_blob(data)
-            statcache.remember(rel, key, digest)
+            statcache.remember(rel, key, digest, read_ns)
             return digest, len(data)
         digest, size = store.put_file(full)
         statcache.record(rel, full, digest, before=st)

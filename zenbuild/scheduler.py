@@ -386,6 +386,11 @@ class Scheduler:
                            "not write it. Write the file (or folder) at the Path the step "
                            "receives.", outcome.duration)
                 return False
+            except OSError as e:  # unreadable (permissions, a symlink loop...)
+                where = f" {e.filename!r}" if e.filename else ""
+                self._fail(name, fingerprint, f"step {name}: cannot store its output{where}: "
+                           f"{e.strerror or e}", outcome.duration)
+                return False
             uncached = self._inputs_changed(node, comps)
             if not uncached:
                 entry = ActionEntry(

@@ -18,11 +18,11 @@ from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, 
 
 import xxhash
 
-from .digest import CHUNK, FileRecord
+from .digest import CHUNK, RACY_NS, RACY_NS_COARSE, FileRecord
 from .errors import CorruptBlob, StoreError, StoreLocked
 
 # The database schema. Older stores are migrated in place by _MIGRATIONS; newer ones refused.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # The format of what fingerprints point at (value encoding, blob and manifest layout). It is
 # part of every fingerprint, so changing it invalidates every entry; a schema change does not.
 STORE_FORMAT = 1
@@ -75,6 +75,11 @@ _MIGRATIONS: Dict[int, List[str]] = {
     # A run's steps are one JSON list in runs.steps (a row per step cost a no-op run of 1,000
     # steps ~5 ms); run_steps keeps the steps of runs recorded before.
     3: ["ALTER TABLE runs ADD COLUMN steps TEXT"],
+    # Stat-cache rows are now trusted when their stat matches, because only trusted rows are
+    # saved; older stores also kept racily clean ones (mtime within the racy window of
+    # recorded_ns, digest.RACY_NS / RACY_NS_COARSE), which must go.
+    4: ["DELETE FROM files WHERE mtime_ns + (CASE WHEN mtime_ns % 1000000 = 0 "
+        f"THEN {RACY_NS_COARSE} ELSE {RACY_NS} END) >= recorded_ns"],
 }
 
 # Blobs up to this size live in the database (table `blobs`) rather than as files: creating a

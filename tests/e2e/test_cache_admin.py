@@ -167,3 +167,18 @@ def test_info_without_a_store(project: Project, tmp_path: Path) -> None:
     project.write("zenbuild.toml", 'pipelines = ["pipe:admin"]\n')
     r = project.run("cache", "info", check=2)
     assert "nothing has been run here yet" in r.stderr
+
+
+def test_gc_refuses_an_age_below_the_hour_that_use_is_recorded_to(built: Project) -> None:
+    r = built.run("cache", "gc", "--older-than", "30m", check=2)
+    assert "at least 1h" in r.stderr
+    assert entry_steps(built) == ALL  # nothing removed
+
+
+def test_a_run_refreshes_last_used_only_when_it_is_an_hour_old(built: Project) -> None:
+    set_last_used(built, {"small": 2 * 3600, "big": 600})
+    before = dict(db(built).execute("SELECT step, last_used FROM actions").fetchall())
+    assert built.run("run").executed == []
+    after = dict(db(built).execute("SELECT step, last_used FROM actions").fetchall())
+    assert after["small"] > before["small"] + 3600  # used now: refreshed
+    assert after["big"] == before["big"]  # used within the hour: left as it is

@@ -400,6 +400,27 @@ def test_missing_input_file_fails_the_step_clearly(project):
     assert "input file 'data/missing.txt' does not exist" in r.output
 
 
+def test_an_unreadable_output_fails_the_step_not_zenbuild(project):
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", '''
+        from zenbuild import step, pipeline, Output
+        @step
+        def loop(out: Output) -> None:
+            out.symlink_to(out.name)  # a symlink to itself: reading it fails with ELOOP
+        @step
+        def fine() -> int:
+            return 1
+        @pipeline
+        def p():
+            loop(Output("build/loop"))
+            fine()
+    ''')
+    r = project.run("run", check=1)
+    assert "step loop: cannot store its output" in r.output
+    assert "Too many levels of symbolic links" in r.output
+    assert "Traceback" not in r.output  # a step failure, not a crash of zenbuild
+
+
 CACHE_PIPE = '''
 from zenbuild import step, pipeline
 from ticker import tick

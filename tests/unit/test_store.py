@@ -113,3 +113,23 @@ def test_only_trusted_file_records_are_saved(tmp_path):
     assert rows == {"a": (*old_key, "da")}
     assert StatCache(rows).lookup("a", old_key) == "da"
     s.close()
+
+
+def test_upgrading_drops_racily_clean_file_rows_that_older_stores_kept(tmp_path):
+    """Before schema 5 every stat-cache row was saved and checked against recorded_ns on
+    load; rows are now trusted as loaded, so the upgrade removes the racy ones."""
+    from zenbuild.digest import RACY_NS, StatCache
+
+    s = Store(str(tmp_path / "st"))
+    t = 1_700_000_000_123_456_789
+    s.db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?)", [
+        ("old", 1, t, 2, t, "d-old", t + 10 * RACY_NS),  # hashed long after its mtime
+        ("racy", 1, t, 3, t, "d-racy", t + RACY_NS // 2),  # hashed right after a write
+    ])
+    s.db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    s.close()
+    s = Store(str(tmp_path / "st"))
+    rows = s.file_records()
+    assert set(rows) == {"old"}
+    assert StatCache(rows).lookup("racy", (1, t, 3, t)) is None
+    s.close()
