@@ -286,10 +286,10 @@ class _Tracer:
         if t is Handle:
             return self._input(node, v, arg)
         if t is Output:
-            rel = _plain_rel(v.path)
-            if rel is not None:
-                node.outputs.append(rel)
-                return OutputRef(rel)
+            plain = _plain_rel(v.path)
+            if plain is not None:
+                node.outputs.append(plain)
+                return OutputRef(plain)
         if t is tuple:
             return tuple([self._convert(node, x, name, arg) for x in v])
         if t is dict:

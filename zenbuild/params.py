@@ -9,7 +9,6 @@ from .dsl import InputRef, OutputRef
 from .graph import FileRef
 from .serialize import canonical
 
-
 # Marker types carry their own canonical encoding (``item``: tag m, the marker's kind and
 # path), made once when the pipeline is traced.
 _MARKERS = frozenset((FileRef, InputRef, OutputRef))
