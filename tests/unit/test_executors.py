@@ -124,3 +124,39 @@ def test_discarding_a_broken_pool_fails_its_outstanding_tasks_without_waiting(tm
     assert [(o.name, o.ok) for o in outcomes] == [("beside", False)]
     assert not ex._futures
     ex.close()
+
+
+def test_the_collector_is_paused_for_zenbuild_and_back_on_for_step_code(tmp_path) -> None:
+    """run_bound pauses the cyclic garbage collector for its own work; a step's code runs
+    with it on, as outside zenbuild; afterwards it is as it was (also when it was off)."""
+    import gc
+
+    from zenbuild import pipeline
+    from zenbuild.api import load_project, run_bound
+    from zenbuild.events import Reporter
+
+    seen = {}
+
+    @step
+    def probe() -> bool:
+        return gc.isenabled()
+
+    @pipeline
+    def p():
+        probe()
+
+    class Spy(Reporter):
+        def handle(self, event: object) -> None:
+            seen.setdefault("zenbuild", gc.isenabled())
+
+    config = load_project(str(tmp_path))
+    assert gc.isenabled()
+    r = run_bound(p(), enable_cache=False, config=config, reporter=Spy())
+    assert r.steps["probe"].output is True and seen["zenbuild"] is False
+    assert gc.isenabled()
+    gc.disable()
+    try:  # a caller that turned it off keeps it off, in its steps too
+        r = run_bound(p(), enable_cache=False, config=config, reporter=Spy())
+        assert r.steps["probe"].output is False and not gc.isenabled()
+    finally:
+        gc.enable()
