@@ -3,7 +3,6 @@ API (``pipeline().run()``) and the CLI."""
 
 from __future__ import annotations
 
-import gc
 import importlib
 import os
 import sys
@@ -183,72 +182,48 @@ def run_bound(
     log = log if log is not None else []
     if reporter is None:
         reporter = ConsoleReporter(explain=explain, log=log)
-    # zenbuild's own work makes many small objects and almost no reference cycles; the cyclic
-    # collector scanning them cost a no-op of 1,000 steps ~5 ms. It is paused for the run and
-    # switched back on while a step's own code runs (executors.call_task).
-    from .executors import GcPause
-
-    gc_was_on = gc.isenabled()
-    if gc_was_on:
-        gc.disable()
-        GcPause.depth += 1
-    try:
-        return _run_traced(bound, enable_cache, config, reporter, dry_run, explain, keep_going,
-                           wait, targets, executor, log, jobs, executor_name, dask_scheduler,
-                           remote_cache, remote_upload)
-    finally:
-        if gc_was_on:
-            GcPause.depth -= 1
-            gc.enable()
-
-
-def _run_traced(
-    bound: BoundPipeline, enable_cache: Optional[bool], config: Config, reporter: Reporter,
-    dry_run: bool, explain: bool, keep_going: bool, wait: bool, targets: Optional[List[str]],
-    executor: Any, log: List[str], jobs: Optional[int], executor_name: Optional[str],
-    dask_scheduler: Optional[str], remote_cache: Optional[str], remote_upload: Optional[bool],
-) -> RunResult:
-    from .executors import InProcessExecutor
+    from .executors import GcPause, InProcessExecutor
     from .scheduler import RunOptions, Scheduler
     from .store import Store
 
-    graph = bound.trace(config.root)
-    store = Store(config.store)
-    own_executor, remote = executor is None, None
-    try:
-        if not dry_run:
-            store.lock(wait=wait, on_wait=lambda pid: reporter.handle(Warning_(
-                message=f"waiting for another zenbuild run (pid {pid}) in this project to finish")))
-        from .executors.choose import execution_for
+    with GcPause():  # on again around each step's own code (executors.call_task)
+        graph = bound.trace(config.root)
+        store = Store(config.store)
+        own_executor, remote = executor is None, None
+        try:
+            if not dry_run:
+                store.lock(wait=wait, on_wait=lambda pid: reporter.handle(Warning_(
+                    message=f"waiting for another zenbuild run (pid {pid}) in this project to finish")))
+            from .executors.choose import execution_for
 
-        executor, remote = execution_for(config, store, reporter, executor, jobs, executor_name,
-                                         dask_scheduler, remote_cache, remote_upload)
-        for attempt in range(3):
-            sched = Scheduler(
-                graph, config, store, executor or InProcessExecutor(), reporter,
-                RunOptions(enable_cache, dry_run, explain, keep_going, targets,
-                           {k: v for k, v in bound.params.items()}),
-                bound.pipeline.enable_cache, log, remote=remote,
-            )
-            try:
-                return sched.run()
-            except CorruptBlob as e:
-                fps = store.actions_using(e.digest)
-                store.delete_actions(fps)
-                reporter.handle(Warning_(message=f"{e}; removed it and the {len(fps)} cache "
-                                         "entries that used it, and started the run again"))
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
-    finally:
-        if remote is not None:
-            remote.close(reporter)
-        flush = getattr(reporter, "flush", None)  # a reporter may be any object with handle()
-        if flush is not None:
-            try:
-                flush()
-            except OSError:  # a closed pipe (`zenbuild run | head`): still close the store
-                pass
-        if own_executor and executor is not None:
-            executor.close()
-        store.close()
+            executor, remote = execution_for(config, store, reporter, executor, jobs, executor_name,
+                                             dask_scheduler, remote_cache, remote_upload)
+            for attempt in range(3):
+                sched = Scheduler(
+                    graph, config, store, executor or InProcessExecutor(), reporter,
+                    RunOptions(enable_cache, dry_run, explain, keep_going, targets,
+                               {k: v for k, v in bound.params.items()}),
+                    bound.pipeline.enable_cache, log, remote=remote,
+                )
+                try:
+                    return sched.run()
+                except CorruptBlob as e:
+                    fps = store.actions_using(e.digest)
+                    store.delete_actions(fps)
+                    reporter.handle(Warning_(message=f"{e}; removed it and the {len(fps)} cache "
+                                             "entries that used it, and started the run again"))
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            if remote is not None:
+                remote.close(reporter)
+            flush = getattr(reporter, "flush", None)  # a reporter may be any object with handle()
+            if flush is not None:
+                try:
+                    flush()
+                except OSError:  # a closed pipe (`zenbuild run | head`): still close the store
+                    pass
+            if own_executor and executor is not None:
+                executor.close()
+            store.close()

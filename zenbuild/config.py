@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .digest import StatKey
 from .records import field, record
 
 CONFIG_NAME = "zenbuild.toml"
@@ -154,12 +157,14 @@ def load_config(root: str, source: Optional[str]) -> Config:
         return Config(root=root, store=os.path.join(root, ".zenbuild"))
     import time
 
+    from .digest import stat_key
+
     read_ns = time.time_ns()  # before the read: the racy rule needs the earliest time
     try:
-        before = _stat_key(os.stat(source))
+        before = stat_key(os.stat(source))
         with open(source, "rb") as f:
             raw = f.read()
-            key = _stat_key(os.fstat(f.fileno()))
+            key = stat_key(os.fstat(f.fileno()))
     except OSError as e:
         raise ConfigError(f"cannot read {source}: {e.strerror}") from None
     text = raw.decode("utf-8", errors="replace")
@@ -217,11 +222,7 @@ def load_config(root: str, source: Optional[str]) -> Config:
     )
 
 
-def _stat_key(st: os.stat_result) -> List[int]:
-    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
-
-
-def _cached(cache_file: str, source: str, key: List[int]) -> Optional[Dict[str, Any]]:
+def _cached(cache_file: str, source: str, key: StatKey) -> Optional[Dict[str, Any]]:
     """The parsed content of ``source`` saved by an earlier run, if the file's stat is the
     one it was parsed with and that stat was not racily clean (as for the stat cache)."""
     import json
@@ -232,7 +233,7 @@ def _cached(cache_file: str, source: str, key: List[int]) -> Optional[Dict[str, 
         with open(cache_file, "rb") as f:
             doc = json.loads(f.read())
         if (doc.get("version") == _CONFIG_CACHE_VERSION and doc.get("source") == source
-                and doc.get("key") == key and _trusted(key[1], int(doc["recorded_ns"]))
+                and tuple(doc.get("key") or ()) == key and _trusted(key[1], int(doc["recorded_ns"]))
                 and isinstance(doc.get("data"), dict)):
             return doc["data"]  # type: ignore[no-any-return]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -241,7 +242,7 @@ def _cached(cache_file: str, source: str, key: List[int]) -> Optional[Dict[str, 
 
 
 def _save_cache(
-    cache_file: str, source: str, key: List[int], data: Dict[str, Any], read_ns: int
+    cache_file: str, source: str, key: StatKey, data: Dict[str, Any], read_ns: int
 ) -> None:
     """Keep the parse for the next run: only into an existing store folder, written to a temp
     file and renamed; a value JSON cannot hold (a TOML date) means no cache. ``read_ns`` is

@@ -34,11 +34,8 @@ FIRST_READ = 64 * 1024
 def digest_file(path: str) -> Tuple[str, int]:
     """Return (digest, size) of a file's content: small files in one read, larger ones in
     1 MiB chunks."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        return _digest_fd(fd)
-    finally:
-        os.close(fd)
+    digest, size, _ = digest_file_stat(path)
+    return digest, size
 
 
 def digest_file_stat(path: str) -> Tuple[str, int, os.stat_result]:
@@ -54,23 +51,15 @@ def digest_file_stat(path: str) -> Tuple[str, int, os.stat_result]:
 
 
 def _digest_fd_stat(fd: int) -> Tuple[str, int, os.stat_result]:
+    """(digest, size, fstat after reading) of an open file read from its start."""
     data = os.read(fd, FIRST_READ)
     if len(data) < FIRST_READ:
         st = os.fstat(fd)
         if st.st_size == len(data):  # all of it: the fstat stands in for a read of EOF
             return xxhash.xxh3_128_hexdigest(data), len(data), st
-    digest, size = _digest_fd(fd, data)
-    return digest, size, os.fstat(fd)
-
-
-def _digest_fd(fd: int, data: Optional[bytes] = None) -> Tuple[str, int]:
-    """(digest, size) of an open file read from its start (``data``: what was read so far)."""
-    if data is None:
-        data = os.read(fd, FIRST_READ)
-    if len(data) < FIRST_READ:
         more = os.read(fd, FIRST_READ) if data else b""
         if not more:
-            return xxhash.xxh3_128_hexdigest(data), len(data)
+            return xxhash.xxh3_128_hexdigest(data), len(data), os.fstat(fd)
         data += more
     h = xxhash.xxh3_128(data)
     size = len(data)
@@ -87,7 +76,21 @@ def _digest_fd(fd: int, data: Optional[bytes] = None) -> Tuple[str, int]:
         view.release()
         if not isinstance(buf, bytearray):
             buf.close()
-    return h.hexdigest(), size
+    return h.hexdigest(), size, os.fstat(fd)
+
+
+def hash_stream(src: Any, h: Any, out: Any = None) -> int:
+    """Feed ``src.read(CHUNK)`` chunks to hasher ``h`` (and write them to ``out``) until the
+    end; returns the number of bytes."""
+    n = 0
+    while True:
+        chunk = src.read(CHUNK)
+        if not chunk:
+            return n
+        h.update(chunk)
+        if out is not None:
+            out.write(chunk)
+        n += len(chunk)
 
 
 def _chunk_buffer() -> Any:
@@ -153,14 +156,15 @@ class StatCache:
     def lookup(self, key_path: str, key: StatKey) -> Optional[str]:
         """The recorded digest of a file whose stat is ``key``, if it can be trusted (same
         stat, not racily clean, no dry-run override); else None."""
-        if self.overrides:
-            return None
+        return None if self.overrides else self._recorded(key_path, key)
+
+    def _recorded(self, key_path: str, key: StatKey) -> Optional[str]:
         rec = self.records.get(key_path)
         if type(rec) is tuple:
             if rec[:4] == key:  # rows are saved only once trusted (see Store.save_file_records)
                 return rec[4]  # type: ignore[no-any-return]
         elif rec is not None and rec.trusted_for(key):
-            return rec.digest
+            return rec.digest  # type: ignore[no-any-return]
         return None
 
     def digest(
@@ -174,13 +178,10 @@ class StatCache:
                 return hit
         if st is None:
             st = os.stat(path)
-        key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-        rec = self.records.get(key_path)
-        if type(rec) is tuple:  # a row from the store: check it as it is (the no-op path)
-            if rec[:4] == key:
-                return rec[4], key[0]
-        elif rec is not None and rec.trusted_for(key):
-            return rec.digest, key[0]
+        key = stat_key(st)
+        known = self._recorded(key_path, key)
+        if known is not None:
+            return known, key[0]
         now = time.time_ns()
         digest, size, st2 = digest_file_stat(path)
         self.hashed_bytes += size
@@ -201,7 +202,7 @@ class StatCache:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
             st = os.fstat(fd)
-            key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+            key = stat_key(st)
             if not stat.S_ISREG(st.st_mode):
                 return "", 0, key, st.st_mode
             now = time.time_ns()

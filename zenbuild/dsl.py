@@ -259,61 +259,48 @@ class _Tracer:
         node.arg_inputs.setdefault(arg, []).append(v._node)
         return InputRef(v._node, v._path)
 
+    def _file(self, node: Node, path: str, name: str, arg: str, glob: Optional[str] = None) -> FileRef:
+        rel = _plain_rel(path) or normalize_path(
+            self.root, path, f"step {name}, argument {arg}: {'File' if glob is None else 'Dir'}")
+        ref = FileRef(rel, glob)
+        node.files.append(ref)
+        return ref
+
+    def _output(self, node: Node, path: str, name: str, arg: str) -> OutputRef:
+        rel = _plain_rel(path)
+        if rel is None:
+            where = f"step {name}, argument {arg}"
+            rel = normalize_path(self.root, path, f"{where}: Output")
+            if rel == ".":
+                raise PathError(f"{where}: Output cannot be the project root itself")
+        node.outputs.append(rel)
+        return OutputRef(rel)
+
     def _convert(self, node: Node, v: Any, name: str, arg: str) -> Any:
         """The traced form of one argument value (markers in place of File/Dir/Output and
         handles); ``name`` and ``arg`` only word errors."""
         t = type(v)
         if t is str or t is int or t is float or t is bool or v is None:
             return v
-        if t is list:  # often a list of File inputs: those are converted inline
-            out: List[Any] = []
-            for x in v:
-                if type(x) is File:
-                    rel = _plain_rel(x.path) or normalize_path(
-                        self.root, x.path, f"step {name}, argument {arg}: File")
-                    ref = FileRef(rel)
-                    node.files.append(ref)
-                    out.append(ref)
-                else:
-                    out.append(self._convert(node, x, name, arg))
-            return out
-        if t is File:
-            rel = _plain_rel(v.path) or normalize_path(
-                self.root, v.path, f"step {name}, argument {arg}: File")
-            ref = FileRef(rel)
-            node.files.append(ref)
-            return ref
-        if t is Handle:
-            return self._input(node, v, arg)
-        if t is Output:
-            plain = _plain_rel(v.path)
-            if plain is not None:
-                node.outputs.append(plain)
-                return OutputRef(plain)
+        if t is list:  # often a list of File inputs: those are converted without recursing
+            return [self._file(node, x.path, name, arg) if type(x) is File
+                    else self._convert(node, x, name, arg) for x in v]
         if t is tuple:
             return tuple([self._convert(node, x, name, arg) for x in v])
         if t is dict:
             return {k: self._convert(node, x, name, arg) for k, x in v.items()}
-        where = f"step {name}, argument {arg}"
         if isinstance(v, Handle):
             return self._input(node, v, arg)
         if isinstance(v, File):
-            ref = FileRef(normalize_path(self.root, v.path, f"{where}: File"))
-            node.files.append(ref)
-            return ref
+            return self._file(node, v.path, name, arg)
         if isinstance(v, Dir):
-            ref = FileRef(normalize_path(self.root, v.path, f"{where}: Dir"), v.glob)
-            node.files.append(ref)
-            return ref
+            return self._file(node, v.path, name, arg, v.glob)
         if isinstance(v, Output):
-            rel = normalize_path(self.root, v.path, f"{where}: Output")
-            if rel == ".":
-                raise PathError(f"{where}: Output cannot be the project root itself")
-            node.outputs.append(rel)
-            return OutputRef(rel)
+            return self._output(node, v.path, name, arg)
         if isinstance(v, Step):
             raise PipelineError(
-                f"{where}: a step object was passed as a value; call it to use its output"
+                f"step {name}, argument {arg}: a step object was passed as a value; call it to "
+                "use its output"
             )
         return v
 

@@ -78,7 +78,6 @@ class CodeInfo:
     meta: Dict[str, List[str]] = field(default_factory=dict)
     # the fingerprint text of items (and packages, when tracked) -> rebuild.compute_components
     heads: Dict[bool, str] = field(default_factory=dict)
-    texts: Dict[str, str] = field(default_factory=dict)  # -> rebuild.Components.to_json_text
 
 
 @record
@@ -112,12 +111,6 @@ def _dump(node: ast.AST) -> str:
     import ast
 
     return ast.dump(node, annotate_fields=False, include_attributes=False)
-
-
-def _references(node: ast.AST) -> List[Tuple[str, ...]]:
-    from .scopes import global_references
-
-    return global_references(node)
 
 
 class CodeFingerprinter:
@@ -300,7 +293,9 @@ class CodeFingerprinter:
         if strip_decorators and hasattr(node, "decorator_list"):
             node = _copy_without_decorators(node)
         _strip_docstrings(node)
-        return digest_bytes(_dump(node).encode()), _references(node)
+        from .scopes import global_references
+
+        return digest_bytes(_dump(node).encode()), global_references(node)
 
     def _analyze(self, obj: Any, strip_decorators: bool) -> _Obj:
         oid = id(obj)

@@ -114,10 +114,9 @@ class Graph:
         # A file can only be (inside) an output whose first path component it shares: most
         # inputs (source data) skip the walk up their parent folders.
         heads = {p.split("/", 1)[0] for p in producers}
-        anywhere = "." in producers
         for node in self.nodes.values():
             for ref in node.files:
-                if not anywhere and ref.path.split("/", 1)[0] not in heads and not ref.is_dir:
+                if not ref.is_dir and ref.path.split("/", 1)[0] not in heads:
                     continue
                 found = [producers[p] for p in _parents(ref.path) if p in producers]
                 if ref.is_dir:

@@ -88,16 +88,6 @@ def plan_restore(
     files, so files another run of the step left there (say, with other params) are removed;
     otherwise a step reading the folder would see them and differ from a clean build."""
     todo: List[Tuple[str, str, bool]] = []
-    if len(outputs) == 1:  # the common case: one output file, unchanged
-        ((rel, rec),) = outputs.items()
-        if rec["kind"] == "file":
-            try:
-                st = os.stat(os.path.join(root, rel))
-                key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-                if statcache.lookup(rel, key) == rec["digest"]:
-                    return todo, None
-            except OSError:
-                pass
     for rel, rec in sorted(outputs.items()):
         if rec["kind"] == "file":
             files = [(rel, rec["digest"], bool(rec.get("exec")))]

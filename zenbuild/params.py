@@ -20,9 +20,7 @@ def encode_param(value: Any) -> bytes:
 
 
 def _marker_display(v: Any) -> Any:
-    if isinstance(v, (FileRef, InputRef, OutputRef)):
-        return _Shown(repr(v))
-    return v
+    return _Shown(repr(v)) if type(v) in _MARKERS else v
 
 
 class _Shown:
@@ -48,10 +46,10 @@ def display_param(value: Any, limit: int = 60) -> str:
         # a long list: stop once the repr is known to be too long (same text as below)
         r = "["
         for i, x in enumerate(value):
-            r += (", " if i else "") + (repr(x) if type(x) in _MARKERS else repr(_marker_free(x)))
+            r += (", " if i else "") + repr(_marker_free(x))
             if len(r) > limit:
                 return r[: limit - 3] + "..."
         r += "]"
     else:
-        r = repr(value) if type(value) in _MARKERS else repr(_marker_free(value))
+        r = repr(_marker_free(value))
     return r if len(r) <= limit else r[: limit - 3] + "..."

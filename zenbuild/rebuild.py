@@ -3,7 +3,6 @@ stops at the first reason to execute (for run) or collects every reason (for exp
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import sys
@@ -90,9 +89,6 @@ class Components:
     stats: Dict[str, StatKey] = field(default_factory=dict)  # not persisted
     args: Dict[str, Any] = field(default_factory=dict)  # not persisted: for param display
     head: str = ""  # not persisted: the code and packages part of the fingerprint text
-    # not persisted: JSON text of code, code_meta and packages, shared by the invocations of
-    # one step function (CodeInfo.texts); None computes them every time
-    shared: Optional[Dict[str, str]] = None
 
     def fingerprint(self) -> str:
         """One digest over every component. Keys and values are identifiers, paths and hex
@@ -105,42 +101,6 @@ class Components:
         parts += [f"f\0{k}\0{v[0]}" for k, v in sorted(self.files.items())]
         parts.append(_ENV_TEXT if self.env == ENV else _env_text(self.env))
         return digest_bytes("\n".join(parts).encode("utf-8", "surrogatepass"))
-
-    def to_json_text(self) -> str:
-        """``json.dumps(self.to_json(), sort_keys=True)``, reusing the text of the parts every
-        invocation of a step function shares (code, its meta, packages) from ``shared``."""
-        sh = self.shared
-
-        def text(key: str, d: Dict[str, Any]) -> str:
-            if not d:
-                return "{}"
-            if sh is None:
-                return json.dumps(d, sort_keys=True)
-            t = sh.get(key)
-            if t is None:
-                t = sh[key] = json.dumps(d, sort_keys=True)
-            return t
-
-        doc = self.to_json()
-        # One dumps() for the per-invocation parts; the shared ones are spliced in where the
-        # stand-ins 0, 1 and 2 are (keys are dumped sorted, and a string inside the document
-        # cannot produce the unescaped text `"packages": 2, "params": `).
-        body = json.dumps(
-            {"code": 0, "code_meta": 1, "env": doc["env"], "files": doc["files"],
-             "inputs": doc["inputs"], "packages": 2, "params": doc["params"]},
-            sort_keys=True,
-        )
-        head = '{"code": 0, "code_meta": 1, '
-        tail = '"packages": 2, "params": '
-        assert body.startswith(head)
-        i = body.index(tail)
-        return (
-            f'{{"code": {text("code", self.code)}, '
-            f'"code_meta": {text("code_meta", self.code_meta)}, '
-            + body[len(head):i]
-            + f'"packages": {text("packages", self.packages)}, "params": '
-            + body[i + len(tail):]
-        )
 
     def to_json(self) -> Dict[str, Any]:
         return {
@@ -190,17 +150,18 @@ def file_digests(
     files: Dict[str, List[Any]] = {}
     stats: Dict[str, StatKey] = {}
     lookup = statcache.lookup
+    records = statcache.records
     prefix = root.rstrip("/") + "/"
-    unrecorded = statcache.digest_unrecorded
     for ref in refs:
         for rel in dir_files(root, ref) if ref.is_dir else (ref.path,):
             full = prefix + rel
             try:
-                got = unrecorded(rel, full)  # a cold run: open, fstat, read, fstat
-                if got is not None and stat.S_ISREG(got[3]):
-                    files[rel] = [got[0], got[1]]
-                    stats[rel] = got[2]
-                    continue
+                if rel not in records:  # a cold run: open, fstat, read, fstat
+                    got = statcache.digest_unrecorded(rel, full)
+                    if got is not None and stat.S_ISREG(got[3]):
+                        files[rel] = [got[0], got[1]]
+                        stats[rel] = got[2]
+                        continue
                 st = os.stat(full)
             except FileNotFoundError:
                 raise MissingInput(f"input file {rel!r} does not exist") from None
@@ -254,7 +215,6 @@ def compute_components(
         stats=stats,
         args=node.args,
         head=head,
-        shared=code.texts,
     )
 
 

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import xxhash
 
-from .digest import CHUNK
+from .digest import CHUNK, hash_stream
 from .errors import ConfigError, CorruptBlob
 from .store import ActionEntry, Store
 
@@ -363,14 +363,8 @@ class RemoteCache:
     def _sha_of(self, digest: str) -> Tuple[str, int]:
         if digest not in self._sha:
             h = hashlib.sha256()
-            n = 0
             with self.store.open_blob(digest) as f:
-                while True:
-                    chunk = f.read(CHUNK)
-                    if not chunk:
-                        break
-                    h.update(chunk)
-                    n += len(chunk)
+                n = hash_stream(f, h)
             self._sha[digest] = (h.hexdigest(), n)
         return self._sha[digest]
 

@@ -394,7 +394,7 @@ class Scheduler:
             uncached = self._inputs_changed(node, comps)
             if not uncached:
                 entry = ActionEntry(
-                    fingerprint, self.g.pipeline, name, value_digest, outputs, comps.to_json_text(),
+                    fingerprint, self.g.pipeline, name, value_digest, outputs, comps.to_json(),
                     duration=outcome.duration,
                 )
                 self.store.put_action(entry)

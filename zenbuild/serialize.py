@@ -28,15 +28,10 @@ class _Encoder:
     """Appends the canonical encoding of values to ``out``. Each item is a tag byte, and for
     sized items the length in ASCII decimal and a colon, then the payload (netstring-like)."""
 
-    def __init__(
-        self,
-        sort_keys: bool,
-        hook: Optional[Callable[[Any], Any]] = None,
-        items: FrozenSet[type] = frozenset(),
-    ) -> None:
+    def __init__(self, sort_keys: bool, items: FrozenSet[type] = frozenset()) -> None:
         self.sort_keys = sort_keys
-        self.hook = hook
-        self.items = items  # types whose instances hold their encoding in ``.item``
+        # marker types: their instances hold their whole encoding (tag m) in ``.item``
+        self.items = items
         self.out: List[bytes] = []
 
     def blob(self, tag: bytes, data: bytes) -> None:
@@ -75,7 +70,7 @@ class _Encoder:
                 raise Unencodable(v, " (nested too deeply or recursive)")
             items = list(v.items())
             if self.sort_keys:
-                items = sorted(items, key=lambda kv: _canon(kv[0], True, self.hook, self.items))
+                items = sorted(items, key=lambda kv: _canon(kv[0], True, self.items))
             out.append(b"d%d:" % len(items))
             for k, x in items:
                 self.enc(k, depth + 1)
@@ -84,7 +79,7 @@ class _Encoder:
             out.append(b"b%d:" % len(v))
             out.append(v)
         elif t is set or t is frozenset:
-            parts = sorted(_canon(x, self.sort_keys, self.hook, self.items) for x in v)
+            parts = sorted(_canon(x, self.sort_keys, self.items) for x in v)
             out.append(b"%s%d:" % (b"S" if t is set else b"Z", len(parts)))
             out.extend(parts)
         elif isinstance(v, PurePath):
@@ -92,12 +87,6 @@ class _Encoder:
         elif t is complex:
             self.blob(b"c", repr(v).encode())
         else:
-            if self.hook is not None:
-                replaced = self.hook(v)
-                if type(replaced) is bytes:
-                    out.append(b"m%d:" % len(replaced))  # a marker: tag m, never user data
-                    out.append(replaced)
-                    return
             enc = _extra_encoder(v)
             if enc is None:
                 raise Unencodable(v)
@@ -127,25 +116,17 @@ def _extra_encoder(v: Any) -> Optional[Callable[[_Encoder, Any], None]]:
     return None
 
 
-def _canon(
-    v: Any,
-    sort_keys: bool,
-    hook: Optional[Callable[[Any], Any]] = None,
-    items: FrozenSet[type] = frozenset(),
-) -> bytes:
-    e = _Encoder(sort_keys, hook, items)
+def _canon(v: Any, sort_keys: bool, items: FrozenSet[type] = frozenset()) -> bytes:
+    e = _Encoder(sort_keys, items)
     e.enc(v)
     return b"".join(e.out)
 
 
-def canonical(
-    value: Any, hook: Optional[Callable[[Any], Any]] = None, items: FrozenSet[type] = frozenset()
-) -> bytes:
+def canonical(value: Any, items: FrozenSet[type] = frozenset()) -> bytes:
     """Canonical bytes for fingerprinting (dict keys sorted). Raises Unencodable.
-    ``hook`` may turn values the encoder does not know (markers) into bytes, encoded under
-    a tag of their own; it returns anything else to decline. Instances of the types in
-    ``items`` carry their complete encoding (tag m) in their ``item`` attribute."""
-    return _canon(value, True, hook, items)
+    Instances of the types in ``items`` (markers) carry their complete encoding, under a tag
+    of its own (m) that user data never has, in their ``item`` attribute."""
+    return _canon(value, True, items)
 
 
 def dumps(value: Any) -> bytes:

@@ -18,7 +18,7 @@ from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, 
 
 import xxhash
 
-from .digest import CHUNK, RACY_NS, RACY_NS_COARSE, FileRecord
+from .digest import RACY_NS, RACY_NS_COARSE, FileRecord, hash_stream
 from .errors import CorruptBlob, StoreError, StoreLocked
 
 # The database schema. Older stores are migrated in place by _MIGRATIONS; newer ones refused.
@@ -301,17 +301,6 @@ class Store:
         # a damaged row may come back as text: its bytes will not match the digest
         return data.encode("utf-8", "surrogateescape") if isinstance(data, str) else bytes(data)
 
-    def inline_present(self, digests: Iterable[str]) -> Set[str]:
-        """Which of ``digests`` are inline blobs, in a few queries (not one per digest)."""
-        ds = list(dict.fromkeys(digests))
-        found: Set[str] = set()
-        for i in range(0, len(ds), 900):
-            chunk = ds[i : i + 900]
-            marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self.db.execute(
-                f"SELECT digest FROM blobs WHERE digest IN ({marks})", chunk))
-        return found
-
     def has_blob(self, digest: str) -> bool:
         if self.db.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone():
             return True
@@ -350,35 +339,16 @@ class Store:
 
     def put_file(self, path: str) -> Tuple[str, int]:
         """Copy a file into the store, hashing while copying. Returns (digest, size)."""
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        try:  # the common small file: raw reads, no buffered file object
-            head = os.read(fd, INLINE_MAX + 1)
-            while head and len(head) <= INLINE_MAX:
-                more = os.read(fd, INLINE_MAX + 1 - len(head))
-                if not more:
-                    return self.put_blob(head), len(head)
-                head += more
-            if not head:
-                return self.put_blob(head), 0
-        finally:
-            os.close(fd)
         with open(path, "rb") as src:
             head = src.read(INLINE_MAX + 1)
-            if len(head) <= INLINE_MAX:  # it shrank meanwhile
+            if len(head) <= INLINE_MAX:
                 return self.put_blob(head), len(head)
             h = xxhash.xxh3_128(head)
-            size = len(head)
             fd, tmp = self._tmpfile()
             try:
                 with os.fdopen(fd, "wb") as out:
                     out.write(head)
-                    while True:
-                        chunk = src.read(CHUNK)
-                        if not chunk:
-                            break
-                        h.update(chunk)
-                        out.write(chunk)
-                        size += len(chunk)
+                    size = len(head) + hash_stream(src, h, out)
                 digest = h.hexdigest()
                 self._place(tmp, digest)
             except BaseException:
@@ -430,12 +400,7 @@ class Store:
         h = xxhash.xxh3_128()
         try:
             with self.open_blob(digest) as src, open(tmp, "wb") as out:
-                while True:
-                    chunk = src.read(CHUNK)
-                    if not chunk:
-                        break
-                    h.update(chunk)
-                    out.write(chunk)
+                hash_stream(src, h, out)
             if h.hexdigest() != digest:
                 self.delete_blob(digest)
                 raise CorruptBlob(digest)
@@ -466,14 +431,8 @@ class Store:
         except KeyError:
             return None
         h = xxhash.xxh3_128()
-        n = 0
         with src:
-            while True:
-                chunk = src.read(CHUNK)
-                if not chunk:
-                    break
-                h.update(chunk)
-                n += len(chunk)
+            n = hash_stream(src, h)
         return h.hexdigest(), n
 
     def clear_blobs(self) -> None:
@@ -528,8 +487,7 @@ class Store:
                     e.step,
                     e.value_digest,
                     json.dumps(e.outputs, sort_keys=True),
-                    e._components if isinstance(e._components, str)
-                    else json.dumps(e.components, sort_keys=True),
+                    json.dumps(e.components, sort_keys=True),
                     e.created or time.time(),
                     e.last_used or time.time(),
                     e.duration,

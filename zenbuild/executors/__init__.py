@@ -29,10 +29,23 @@ class Outcome:
 
 
 class GcPause:
-    """How many runs in this process have paused the cyclic garbage collector for their own
-    work (api.run_bound). While one has, call_task turns it back on around a step's code."""
+    """``with GcPause():`` pauses the cyclic garbage collector (if it is on) for a run's own
+    work, which makes many small objects and almost no reference cycles: scanning them cost a
+    no-op of 1,000 steps ~5 ms. ``depth`` counts the runs in this process that paused it;
+    while one has, call_task turns it back on around a step's code."""
 
     depth = 0
+
+    def __enter__(self) -> None:
+        self.paused = gc.isenabled()
+        if self.paused:
+            gc.disable()
+            GcPause.depth += 1
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.paused:
+            GcPause.depth -= 1
+            gc.enable()
 
 
 def call_task(task: Task) -> Outcome:

@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import sys
 import tempfile
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -150,8 +151,6 @@ def print_output(sink: Optional[OutputSink], name: str, text: str) -> None:
 
 def failed_remotely(name: str, e: BaseException) -> Outcome:
     """An Outcome for a task whose worker could not return a result."""
-    from concurrent.futures.process import BrokenProcessPool
-
     if isinstance(e, BrokenProcessPool):
         msg = (f"step {name} got no result: a worker process died (killed, out of memory, or "
                "crashed in native code) while it ran or waited, in this step or in one running "
@@ -209,7 +208,6 @@ class ProcessExecutor(Executor):
         except NotImportable as e:
             self._ready.append(Outcome(task.name, False, error=f"step {task.name}: {e}\n"))
             return
-        from concurrent.futures.process import BrokenProcessPool
 
         def send() -> cf.Future[Tuple[Outcome, str]]:
             return self._get_pool().submit(
@@ -225,8 +223,6 @@ class ProcessExecutor(Executor):
 
     def _discard_pool(self) -> None:
         if self._pool is not None:
-            from concurrent.futures.process import BrokenProcessPool
-
             # Every task still out belongs to the broken pool: report it failed now rather
             # than wait on its future (a future cancelled by the shutdown below may never be
             # marked done, and waiting on it would hang the run).
@@ -245,8 +241,6 @@ class ProcessExecutor(Executor):
         broken = False
         for fut in done:
             name = self._futures.pop(fut)
-            from concurrent.futures.process import BrokenProcessPool
-
             try:
                 exc = fut.exception()
             except cf.CancelledError:
