@@ -24,6 +24,7 @@ test: $(STAMP) sysdeps
 lint: $(STAMP)
 	$(VENV)/bin/ruff check zenbuild tests benchmarks examples
 	$(VENV)/bin/mypy zenbuild
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_bench.py

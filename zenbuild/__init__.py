@@ -1,7 +1,7 @@
 """zenbuild: an incremental runner for Python pipelines. Public API only."""
 
-from .dsl import BoundPipeline, Dir, File, Output, Pipeline, Step, no_cache, pipeline, step
-from .errors import (
+from zenbuild.dsl import BoundPipeline, Dir, File, Output, Pipeline, Step, no_cache, pipeline, step
+from zenbuild.errors import (
     ConfigError,
     PathError,
     PipelineError,
@@ -9,7 +9,7 @@ from .errors import (
     StoreError,
     ZenbuildError,
 )
-from .result import RunResult, StepResult
+from zenbuild.result import RunResult, StepResult
 
 __version__ = "0.1.0"
 

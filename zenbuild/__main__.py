@@ -1,5 +1,5 @@
 """``python -m zenbuild``."""
 
-from .entry import main
+from zenbuild.cli.entry import main
 
 main()

@@ -7,11 +7,11 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
-from .errors import ConfigError
+from zenbuild.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .digest import StatKey
-from .records import field, record
+    from zenbuild.digest import StatKey
+from zenbuild.records import field, record
 
 CONFIG_NAME = "zenbuild.toml"
 # The parsed config file is kept in the default store folder, keyed by the file's stat: a run
@@ -157,7 +157,7 @@ def load_config(root: str, source: Optional[str]) -> Config:
         return Config(root=root, store=os.path.join(root, ".zenbuild"))
     import time
 
-    from .digest import stat_key
+    from zenbuild.digest import stat_key
 
     read_ns = time.time_ns()  # before the read: the racy rule needs the earliest time
     try:
@@ -227,7 +227,7 @@ def _cached(cache_file: str, source: str, key: StatKey) -> Optional[Dict[str, An
     one it was parsed with and that stat was not racily clean (as for the stat cache)."""
     import json
 
-    from .digest import _trusted
+    from zenbuild.digest import _trusted
 
     try:
         with open(cache_file, "rb") as f:

@@ -6,15 +6,15 @@ import functools
 import os
 import re
 from contextvars import ContextVar
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union, overload
 
-from .binding import Params, params_of
-from .errors import PathError, PipelineError
-from .graph import FileRef, Graph, Node
+from zenbuild.binding import Params, params_of
+from zenbuild.errors import PathError, PipelineError
+from zenbuild.graph import FileRef, Graph, InputRef, Node, OutputRef, StepDef
+from zenbuild.paths import normalize_path, plain_rel
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .result import RunResult
+    from zenbuild.result import RunResult
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -48,39 +48,6 @@ class Output:
 
     def __repr__(self) -> str:
         return f"Output({self.path!r})"
-
-
-def _item(payload: bytes) -> bytes:
-    """A marker's canonical encoding inside a fingerprinted param (serialize: tag m)."""
-    return b"m%d:%s" % (len(payload), payload)
-
-
-class OutputRef:
-    """An Output inside a traced node's arguments (project-relative posix path)."""
-
-    __slots__ = ("path", "item")
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.item = _item(b"output\0" + path.encode("utf-8", "surrogatepass"))
-
-    def __repr__(self) -> str:
-        return f"Output({self.path!r})"
-
-
-class InputRef:
-    """A handle inside a traced node's arguments: upstream node name and item path."""
-
-    __slots__ = ("node", "path", "item")
-
-    def __init__(self, node: str, path: Tuple[Any, ...] = ()) -> None:
-        self.node = node
-        self.path = path
-        self.item = _item(b"input\0" + node.encode("utf-8", "surrogatepass") + b"\0"
-                          + repr(path).encode("utf-8", "surrogatepass"))
-
-    def __repr__(self) -> str:
-        return f"<output of {self.node}{''.join(f'[{p!r}]' for p in self.path)}>"
 
 
 class Handle:
@@ -141,7 +108,7 @@ def _tuple_len(fn: Callable[..., Any]) -> Optional[int]:
     return count
 
 
-class Step:
+class Step(StepDef):
     """A plain function made into a pipeline step. Called in a pipeline body it records an
     invocation and returns a Handle; called anywhere else it simply runs the function."""
 
@@ -203,35 +170,6 @@ def no_cache(obj: Any) -> Any:
     raise TypeError("@no_cache decorates a step or a function")
 
 
-def _plain_rel(path: str) -> Optional[str]:
-    """``path`` itself (minus a leading ./ and trailing /) when it is already a plain
-    project-relative posix path, else None."""
-    if path and path[0] != "/" and ".." not in path and "\\" not in path and "//" not in path:
-        rel = path[2:] if path.startswith("./") else path
-        rel = rel.rstrip("/")
-        if rel and "/./" not in rel and not rel.endswith("/.") and rel != ".":
-            return rel
-    return None
-
-
-def normalize_path(root: str, path: str, what: str) -> str:
-    """Project-relative posix form of ``path``; refuses paths that escape the root."""
-    if not path:
-        raise PathError(f"{what}: empty path")
-    rel = _plain_rel(path)
-    if rel is not None:
-        return rel
-    full = os.path.normpath(os.path.join(root, path))
-    rel = os.path.relpath(full, root)
-    if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
-        raise PathError(
-            f"{what} {path!r} is outside the project root {root}. "
-            "Paths are relative to the project root; copy the file into the project "
-            "or move the project root (zenbuild.toml) up."
-        )
-    return Path(rel).as_posix()
-
-
 class _Tracer:
     def __init__(self, root: str) -> None:
         self.root = root
@@ -260,14 +198,14 @@ class _Tracer:
         return InputRef(v._node, v._path)
 
     def _file(self, node: Node, path: str, name: str, arg: str, glob: Optional[str] = None) -> FileRef:
-        rel = _plain_rel(path) or normalize_path(
+        rel = plain_rel(path) or normalize_path(
             self.root, path, f"step {name}, argument {arg}: {'File' if glob is None else 'Dir'}")
         ref = FileRef(rel, glob)
         node.files.append(ref)
         return ref
 
     def _output(self, node: Node, path: str, name: str, arg: str) -> OutputRef:
-        rel = _plain_rel(path)
+        rel = plain_rel(path)
         if rel is None:
             where = f"step {name}, argument {arg}"
             rel = normalize_path(self.root, path, f"{where}: Output")
@@ -371,9 +309,9 @@ class BoundPipeline:
         **options: Any,
     ) -> RunResult:
         """Run the pipeline: execute what changed, serve the rest from the store."""
-        from .api import run_bound
+        from zenbuild.project import run_from_api  # the one lazy edge upward (see the README)
 
-        return run_bound(self, enable_cache=enable_cache, project_dir=project_dir, **options)
+        return run_from_api(self, project_dir=project_dir, enable_cache=enable_cache, **options)
 
 
 @overload

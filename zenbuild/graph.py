@@ -1,15 +1,14 @@
-"""The DAG of step invocations: nodes, edges, topological order, target selection; pure."""
+"""The DAG of step invocations and the traced markers (FileRef, InputRef, OutputRef, each with
+its canonical encoding): nodes, edges, topological order, target selection; pure."""
 
 from __future__ import annotations
 
 import heapq
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
-from .errors import PipelineError
-from .records import field, record
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .dsl import Step
+from zenbuild.errors import PipelineError
+from zenbuild.paths import inside as _inside
+from zenbuild.records import field, record
 
 
 class FileRef:
@@ -39,12 +38,60 @@ class FileRef:
         return f"Dir({self.path!r}, glob={self.glob!r})" if self.is_dir else f"File({self.path!r})"
 
 
+def _item(payload: bytes) -> bytes:
+    """A marker's canonical encoding inside a fingerprinted param (serialize: tag m)."""
+    return b"m%d:%s" % (len(payload), payload)
+
+
+class OutputRef:
+    """An Output inside a traced node's arguments (project-relative posix path)."""
+
+    __slots__ = ("path", "item")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.item = _item(b"output\0" + path.encode("utf-8", "surrogatepass"))
+
+    def __repr__(self) -> str:
+        return f"Output({self.path!r})"
+
+
+class InputRef:
+    """A handle inside a traced node's arguments: upstream node name and item path."""
+
+    __slots__ = ("node", "path", "item")
+
+    def __init__(self, node: str, path: Tuple[Any, ...] = ()) -> None:
+        self.node = node
+        self.path = path
+        self.item = _item(b"input\0" + node.encode("utf-8", "surrogatepass") + b"\0"
+                          + repr(path).encode("utf-8", "surrogatepass"))
+
+    def __repr__(self) -> str:
+        return f"<output of {self.node}{''.join(f'[{p!r}]' for p in self.path)}>"
+
+
+
+class StepDef:
+    """What the engine knows of a step: its function, name and cache settings. ``dsl.Step``
+    is the user-facing subclass; the engine (fingerprint, rebuild, scheduler) sees only this."""
+
+    fn: Callable[..., Any]
+    name: str
+    enable_cache: Optional[bool]
+    no_cache: bool
+
+    @property
+    def params(self) -> Any:  # binding.Params
+        raise NotImplementedError
+
+
 @record
 class Node:
     """One invocation of a step inside a pipeline."""
 
     name: str
-    step: Step
+    step: StepDef
     index: int
     # Bound arguments: plain values, with markers (_InputRef, FileRef, OutputRef) at the leaves.
     args: Dict[str, Any]
@@ -75,8 +122,6 @@ def _parents(path: str) -> List[str]:
     return out
 
 
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 class Graph:

@@ -8,14 +8,15 @@ import stat
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .digest import StatCache, StatKey, digest_bytes
-from .errors import ParamError
-from .fingerprint import CodeFingerprinter
-from .graph import FileRef, Node
-from .params import display_param, encode_param
-from .records import field, record
-from .serialize import Unencodable
-from .store import STORE_FORMAT, ActionEntry
+from zenbuild.digest import StatCache, StatKey, digest_bytes
+from zenbuild.errors import ParamError
+from zenbuild.fingerprint.code import CodeFingerprinter
+from zenbuild.fingerprint.params import display_param, encode_param
+from zenbuild.graph import FileRef, Node
+from zenbuild.paths import MissingInput, dir_files
+from zenbuild.records import field, record
+from zenbuild.serialize import Unencodable
+from zenbuild.store.db import STORE_FORMAT, ActionEntry
 
 ENV = {"store_format": str(STORE_FORMAT), "python": f"{sys.version_info[0]}.{sys.version_info[1]}"}
 
@@ -32,10 +33,6 @@ def _env_text(env: Dict[str, str]) -> str:
 
 
 _ENV_TEXT = _env_text(ENV)
-
-
-class MissingInput(Exception):
-    """A declared File/Dir input does not exist."""
 
 
 @record
@@ -117,33 +114,6 @@ class Components:
         }
 
 
-def dir_files(root: str, ref: FileRef) -> List[str]:
-    """Project-relative paths of the files a Dir input covers, sorted."""
-    base = os.path.join(root, ref.path)
-    if not os.path.isdir(base):
-        raise MissingInput(f"input folder {ref.path!r} does not exist")
-    pattern = ref.glob or "**/*"
-    found: List[str] = []
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames[:] = sorted(d for d in dirnames if d not in ("__pycache__", ".git"))
-        relbase = os.path.relpath(dirpath, base)
-        for fn in filenames:
-            rel = fn if relbase == "." else os.path.join(relbase, fn).replace(os.sep, "/")
-            if _glob_match(rel, pattern):
-                found.append(f"{ref.path}/{rel}" if ref.path != "." else rel)
-    return sorted(found)
-
-
-def _glob_match(rel: str, pattern: str) -> bool:
-    import fnmatch
-
-    if pattern.startswith("**/"):
-        return fnmatch.fnmatchcase(rel, pattern[3:]) or fnmatch.fnmatchcase(rel, pattern)
-    if "/" not in pattern:
-        return "/" not in rel and fnmatch.fnmatchcase(rel, pattern)
-    return fnmatch.fnmatchcase(rel, pattern)
-
-
 def file_digests(
     root: str, refs: List[FileRef], statcache: StatCache
 ) -> Tuple[Dict[str, List[Any]], Dict[str, StatKey]]:
@@ -153,7 +123,7 @@ def file_digests(
     records = statcache.records
     prefix = root.rstrip("/") + "/"
     for ref in refs:
-        for rel in dir_files(root, ref) if ref.is_dir else (ref.path,):
+        for rel in dir_files(root, ref.path, ref.glob) if ref.is_dir else (ref.path,):
             full = prefix + rel
             try:
                 if rel not in records:  # a cold run: open, fstat, read, fstat

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from .errors import StepFailed
-from .records import field, record
+from zenbuild.errors import StepFailed
+from zenbuild.records import field, record
 
 
 @record
@@ -24,8 +24,8 @@ class StepResult:
         """The step's return value, loaded from the store."""
         if self.value_digest is None:
             raise LookupError(f"step {self.name} has no stored output (status {self.status})")
-        from .serialize import loads
-        from .store import Store
+        from zenbuild.serialize import loads
+        from zenbuild.store.db import Store
 
         store = Store(self.store_path, create=False)
         try:

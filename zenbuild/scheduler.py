@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from .config import Config
-from .digest import StatCache, digest_file, stat_key
-from .dsl import InputRef, OutputRef
-from .errors import CorruptBlob
-from .events import (
+from zenbuild.config import Config
+from zenbuild.digest import StatCache, digest_file, stat_key
+from zenbuild.errors import CorruptBlob
+from zenbuild.events import (
     Reporter,
     RunFinished,
     RunStarted,
@@ -27,15 +26,16 @@ from .events import (
     Warning_,
     WouldExecute,
 )
-from .executors import Executor, Outcome, Task
-from .fingerprint import CodeFingerprinter, SourceCache
-from .graph import FileRef, Graph, Node
-from .outputs import OutputMissing, capture, plan_restore, restore
-from .rebuild import Components, MissingInput, Verdict, cache_policy, compute_components, decide
-from .records import field, record
-from .result import RunResult, StepResult
-from .serialize import dumps, loads
-from .store import TOUCH_EVERY_S, ActionEntry, Store
+from zenbuild.executors import Executor, Outcome, Task
+from zenbuild.fingerprint.code import CodeFingerprinter, SourceCache
+from zenbuild.graph import FileRef, Graph, InputRef, Node, OutputRef
+from zenbuild.paths import MissingInput, dir_files
+from zenbuild.rebuild import Components, Verdict, cache_policy, compute_components, decide
+from zenbuild.records import field, record
+from zenbuild.result import RunResult, StepResult
+from zenbuild.serialize import dumps, loads
+from zenbuild.store.db import TOUCH_EVERY_S, ActionEntry, Store
+from zenbuild.store.outputs import OutputMissing, capture, plan_restore, restore
 
 COMMIT_EVERY_S = 0.25
 
@@ -429,10 +429,8 @@ class Scheduler:
                         "its result was used but not cached")
         for ref in node.files:
             if ref.is_dir:
-                from .rebuild import dir_files
-
                 try:
-                    now_files = set(dir_files(self.root, ref))
+                    now_files = set(dir_files(self.root, ref.path, ref.glob))
                 except MissingInput:
                     now_files = set()
                 before = {p for p in comps.files if p == ref.path or p.startswith(ref.path.rstrip("/") + "/") or ref.path == "."}

@@ -10,8 +10,7 @@ from typing import Dict, Iterator, Optional
 
 import pytest
 from conftest import Project, Result
-
-from .nginx_server import TOKEN, Nginx, free_port, nginx_binary
+from tests.e2e.nginx_server import TOKEN, Nginx, free_port, nginx_binary
 
 pytestmark = pytest.mark.skipif(nginx_binary() is None, reason="nginx missing: tests/sysdeps/nginx.sh")
 

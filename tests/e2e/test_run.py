@@ -963,7 +963,7 @@ def test_an_older_store_schema_is_migrated_in_place(wc):
     db = sqlite3.connect(str(wc.root / ".zenbuild" / "zenbuild.db"))
     version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
     db.close()
-    from zenbuild.store import SCHEMA_VERSION
+    from zenbuild.store.db import SCHEMA_VERSION
 
     assert version == str(SCHEMA_VERSION)
 

@@ -132,8 +132,9 @@ def test_the_collector_is_paused_for_zenbuild_and_back_on_for_step_code(tmp_path
     import gc
 
     from zenbuild import pipeline
-    from zenbuild.api import load_project, run_bound
     from zenbuild.events import Reporter
+    from zenbuild.project import load_project
+    from zenbuild.run import run_bound
 
     seen = {}
 

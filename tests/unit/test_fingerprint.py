@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from zenbuild.fingerprint import CodeFingerprinter, NoSourceWarning, SourceCache
+from zenbuild.fingerprint.code import CodeFingerprinter, NoSourceWarning, SourceCache
 
 _counter = itertools.count()
 

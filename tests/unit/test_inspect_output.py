@@ -15,8 +15,8 @@ import yaml
 
 from tests.conftest import REPO
 from zenbuild.events import RunFinished, StepCached, StepFailed, StepFinished, Warning_
-from zenbuild.github import GithubReporter, annotation, error_location
-from zenbuild.graphs import graph_data, to_dot, to_mermaid
+from zenbuild.inspect.github import GithubReporter, annotation, error_location
+from zenbuild.inspect.render import graph_data, to_dot, to_mermaid
 
 
 def test_annotation_escapes_data_and_properties() -> None:

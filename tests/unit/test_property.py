@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zenbuild import File, Output, pipeline, step
-from zenbuild.api import load_project, run_bound
 from zenbuild.events import Reporter
+from zenbuild.project import load_project
+from zenbuild.run import run_bound
 
 EXECUTED: List[str] = []
 N_FILES = 3

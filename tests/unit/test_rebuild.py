@@ -7,7 +7,7 @@ import pytest
 from zenbuild import step
 from zenbuild.graph import Node
 from zenbuild.rebuild import Components, cache_policy, decide, diff_components
-from zenbuild.store import ActionEntry
+from zenbuild.store.db import ActionEntry
 
 
 def node_for(enable_cache=None, no_cache=False):
@@ -114,8 +114,8 @@ def test_fingerprint_depends_on_every_component():
 
 
 def test_long_params_are_displayed_as_the_start_of_their_repr():
+    from zenbuild.fingerprint.params import display_param
     from zenbuild.graph import FileRef
-    from zenbuild.params import display_param
 
     for value in (["a" * 30, "b" * 30], ["x", "y"], [1], list(range(40)), ("t", "u")):
         full = repr(value)

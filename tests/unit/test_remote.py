@@ -12,7 +12,8 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from zenbuild.errors import ConfigError
-from zenbuild.remote import (
+from zenbuild.store.db import ActionEntry, Store
+from zenbuild.store.remote import (
     AC_NAMESPACE,
     HttpCache,
     RemoteCache,
@@ -25,7 +26,6 @@ from zenbuild.remote import (
     redact,
     upload_default,
 )
-from zenbuild.store import ActionEntry, Store
 
 
 class FakeHttp:

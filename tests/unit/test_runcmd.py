@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from zenbuild.runcmd import fast_parse
+from zenbuild.cli.runcmd import fast_parse
 
 
 @pytest.mark.parametrize(
@@ -22,7 +22,7 @@ from zenbuild.runcmd import fast_parse
     ],
 )
 def test_fast_parse_agrees_with_click(args):
-    from zenbuild.cli import cli
+    from zenbuild.cli.commands import cli
 
     ctx = cli.commands["run"].make_context("run", list(args))
     fast = fast_parse(list(args))
@@ -62,7 +62,7 @@ def test_run_does_not_import_click(project):
     """)
     code = (
         "import sys\n"
-        "from zenbuild.entry import main\n"
+        "from zenbuild.cli.entry import main\n"
         "try:\n"
         f"    main(['run', '-q', '--project-dir', {str(project.root)!r}])\n"
         "    code = 0\n"

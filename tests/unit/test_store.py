@@ -7,7 +7,7 @@ import os
 import pytest
 
 from zenbuild.errors import CorruptBlob, StoreLocked
-from zenbuild.store import INLINE_MAX, Store
+from zenbuild.store.db import INLINE_MAX, Store
 
 
 def test_small_blobs_inline_big_blobs_as_files(tmp_path):

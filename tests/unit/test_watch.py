@@ -18,10 +18,10 @@ from typing import Any, List
 import pytest
 
 from zenbuild.errors import ConfigError
-from zenbuild.watch import Settings, Watcher, WatchOptions, resolve_settings
-from zenbuild.watch_child import collect_modules, install_fresh_imports, project_predicate
-from zenbuild.watch_fs import OverflowHandler
-from zenbuild.watch_paths import IgnoreRules, Report, WatchSet, is_editor_file
+from zenbuild.watch.child import collect_modules, install_fresh_imports, project_predicate
+from zenbuild.watch.fs import OverflowHandler
+from zenbuild.watch.paths import IgnoreRules, Report, WatchSet, is_editor_file
+from zenbuild.watch.watcher import Settings, Watcher, WatchOptions, resolve_settings
 
 
 def test_ignore_rules_follow_gitignore_basics() -> None:
@@ -232,7 +232,7 @@ def test_collect_modules_splits_project_files_from_preloadable_ones(tmp_path: Pa
 
 
 def test_warm_server_is_replaced_when_a_package_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from zenbuild import watch_exec
+    from zenbuild.watch import runner as watch_exec
 
     made: List[Any] = []
 
@@ -318,7 +318,7 @@ def test_inputs_behind_a_symlink_out_of_the_project_are_watched(tmp_path: Path) 
 
 
 def test_path_stamp_watches_site_packages_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from zenbuild.watch_exec import _path_stamp
+    from zenbuild.watch.runner import _path_stamp
 
     site = tmp_path / "lib" / "site-packages"
     site.mkdir(parents=True)

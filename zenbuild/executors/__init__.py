@@ -6,7 +6,7 @@ import gc
 import time
 from typing import Any, Callable, Dict, List, Tuple
 
-from ..records import field, record
+from zenbuild.records import field, record
 
 
 @record

@@ -5,15 +5,15 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Optional, Tuple
 
-from ..config import Config
-from ..errors import ConfigError
-from ..events import Reporter, Warning_
-from ..store import Store
-from . import Executor, InProcessExecutor
+from zenbuild.config import Config
+from zenbuild.errors import ConfigError
+from zenbuild.events import Reporter, Warning_
+from zenbuild.executors import Executor, InProcessExecutor
+from zenbuild.store.db import Store
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..remote import RemoteCache
-    from .process import OutputSink
+    from zenbuild.executors.process import OutputSink
+    from zenbuild.store.remote import RemoteCache
 
 # The process pool and the remote cache (http.client, ssl, ...) are imported only when a run
 # asks for them: together they cost ~30 ms of start-up that a serial, local run never needs.
@@ -36,11 +36,11 @@ def choose_executor(
     if jobs is not None and jobs < 0:
         raise ConfigError(f"-j {jobs}: expected 0 (one per CPU) or a positive number of jobs")
     if jobs == 0:
-        from .process import cpu_count
+        from zenbuild.executors.process import cpu_count
 
         jobs = cpu_count()
     if kind == "dask":
-        from .dask_executor import DaskExecutor
+        from zenbuild.executors.dask_executor import DaskExecutor
 
         return DaskExecutor(root, scheduler, jobs, on_output)
     if scheduler:
@@ -48,7 +48,7 @@ def choose_executor(
                           "or drop --scheduler.")
     if jobs is None or jobs == 1:
         return InProcessExecutor()
-    from .process import ProcessExecutor
+    from zenbuild.executors.process import ProcessExecutor
 
     return ProcessExecutor(jobs, root, on_output)
 
@@ -84,6 +84,6 @@ def execution_for(
 
     if remote_url is None and not config.cache.get("remote"):
         return executor, None
-    from ..remote import open_remote
+    from zenbuild.store.remote import open_remote
 
     return executor, open_remote(dict(config.cache), store, warn, remote_url, upload)

@@ -14,9 +14,16 @@ import logging
 import uuid
 from typing import Any, Dict, List, Optional
 
-from ..errors import ConfigError
-from . import Executor, Outcome, Task
-from .process import NotImportable, OutputSink, cpu_count, fn_ref, print_output, run_ref
+from zenbuild.errors import ConfigError
+from zenbuild.executors import Executor, Outcome, Task
+from zenbuild.executors.process import (
+    NotImportable,
+    OutputSink,
+    cpu_count,
+    fn_ref,
+    print_output,
+    run_ref,
+)
 
 MISSING = (
     "--executor dask needs Dask's distributed scheduler, which is not installed. Install the "

@@ -27,7 +27,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import Executor, Outcome, Task, call_task
+from zenbuild.executors import Executor, Outcome, Task, call_task
 
 OutputSink = Callable[[str, str], None]  # (step name, captured text)
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .dsl import InputRef, OutputRef
-from .graph import FileRef
-from .serialize import canonical
+from zenbuild.graph import FileRef, InputRef, OutputRef
+from zenbuild.serialize import canonical
 
 # Marker types carry their own canonical encoding (``item``: tag m, the marker's kind and
 # path), made once when the pipeline is traced.

@@ -9,7 +9,7 @@ from typing import Any, List, Optional
 
 import click
 
-from .errors import ZenbuildError
+from zenbuild.errors import ZenbuildError
 
 _project_dir = click.option(
     "--project-dir",
@@ -71,7 +71,7 @@ def run(
     project_dir: Optional[str],
 ) -> None:
     """Run PIPELINE (a name from zenbuild.toml or module:attribute; default: the first one)."""
-    from .runcmd import run_command
+    from zenbuild.cli.runcmd import run_command
 
     code = run_command(
         pipeline, list(params), no_cache, dry_run, explain, keep_going, no_wait, jobs,
@@ -177,8 +177,8 @@ def watch(
     project_dir: Optional[str],
 ) -> None:
     """Run PIPELINE, then rerun the steps a saved change invalidates, until Ctrl-C."""
-    from .watch import WatchOptions
-    from .watch import watch as run_watch
+    from zenbuild.watch.watcher import WatchOptions
+    from zenbuild.watch.watcher import watch as run_watch
 
     sys.exit(run_watch(WatchOptions(
         project_dir=project_dir, pipeline=pipeline, params=tuple(params), debounce_ms=debounce_ms,
@@ -203,8 +203,8 @@ def explain(step: str, pipeline: Optional[str], params: List[str], no_cache: boo
             as_json: bool, project_dir: Optional[str]) -> None:
     """Why STEP would (or would not) execute in the next run: every difference between its
     current fingerprint and its last stored build, in words. Executes nothing."""
-    from .api import load_project
-    from .explain import evaluate, explain_json, explain_text
+    from zenbuild.inspect.explain import evaluate, explain_json, explain_text
+    from zenbuild.project import load_project
 
     ev = evaluate(load_project(project_dir), pipeline, list(params), [step], no_cache)
     click.echo(explain_json(ev, step) if as_json else explain_text(ev, step))
@@ -226,8 +226,8 @@ def status(pipeline: Optional[str], params: List[str], check: bool, all_pipeline
     """Every step as up to date or stale, with its first reason. Executes nothing. With
     --check: exit 0 when up to date, 1 when a step is stale (no_cache steps do not count),
     2 on error."""
-    from .api import load_project
-    from .explain import status_report
+    from zenbuild.inspect.explain import status_report
+    from zenbuild.project import load_project
 
     try:
         out, problems = status_report(load_project(project_dir), pipeline, all_pipelines,
@@ -258,8 +258,8 @@ def graph(pipeline: Optional[str], fmt: str, run_id: Optional[str],
           project_dir: Optional[str]) -> None:
     """The pipeline's DAG with each step's status in its latest run (executed, cached, failed,
     skipped), shown by label and colour."""
-    from .api import load_project
-    from .graphs import RENDERERS, pipeline_graph
+    from zenbuild.inspect.render import RENDERERS, pipeline_graph
+    from zenbuild.project import load_project
 
     click.echo(RENDERERS[fmt](pipeline_graph(load_project(project_dir), pipeline, run_id)))
 
@@ -276,8 +276,8 @@ def runs(ctx: click.Context, pipeline: Optional[str], limit: int, as_json: bool,
     ctx.obj = project_dir
     if ctx.invoked_subcommand is not None:
         return
-    from .api import load_project
-    from .history import list_runs, open_store, runs_text, to_json
+    from zenbuild.inspect.history import list_runs, open_store, runs_text, to_json
+    from zenbuild.project import load_project
 
     store = open_store(load_project(project_dir))
     try:
@@ -296,8 +296,8 @@ def runs(ctx: click.Context, pipeline: Optional[str], limit: int, as_json: bool,
 def runs_show(ctx: click.Context, run_id: str, show_log: bool, as_json: bool,
               project_dir: Optional[str]) -> None:
     """Every step of run RUN_ID (an id, a unique prefix, or `last`): status, duration, reasons."""
-    from .api import load_project
-    from .history import find_run, open_store, run_text, to_json
+    from zenbuild.inspect.history import find_run, open_store, run_text, to_json
+    from zenbuild.project import load_project
 
     store = open_store(load_project(project_dir or ctx.obj))
     try:
@@ -315,8 +315,8 @@ def runs_show(ctx: click.Context, run_id: str, show_log: bool, as_json: bool,
 @_project_dir
 def dashboard(port: int, host: str, project_dir: Optional[str]) -> None:
     """A local web page with the run history and, per run, the DAG, statuses, reasons and log."""
-    from .api import load_project
-    from .dashboard import serve
+    from zenbuild.inspect.dashboard import serve
+    from zenbuild.project import load_project
 
     serve(load_project(project_dir), host, port, announce=click.echo)
 
@@ -324,8 +324,8 @@ def dashboard(port: int, host: str, project_dir: Optional[str]) -> None:
 
 
 def _locked_store(project_dir: Optional[str], no_wait: bool) -> Any:
-    from .api import load_project
-    from .store import Store
+    from zenbuild.project import load_project
+    from zenbuild.store.db import Store
 
     store = Store(load_project(project_dir).store, create=False)
     try:
@@ -357,9 +357,9 @@ def cache() -> None:
 @_project_dir
 def cache_info(as_json: bool, project_dir: Optional[str]) -> None:
     """Size, entry and blob counts, oldest entry."""
-    from .api import load_project
-    from .cache_admin import human, info
-    from .store import Store
+    from zenbuild.inspect.cache_admin import human, info
+    from zenbuild.project import load_project
+    from zenbuild.store.db import Store
 
     config = load_project(project_dir)
     store = Store(config.store, create=False)
@@ -378,7 +378,7 @@ def cache_info(as_json: bool, project_dir: Optional[str]) -> None:
     click.echo(f"oldest entry: {_when(i.oldest_created)}")
     click.echo(f"least recently used: {_when(i.least_recently_used)}")
     if config.cache.get("remote"):
-        from .remote import redact
+        from zenbuild.store.remote import redact
 
         click.echo(f"remote:       {redact(str(config.cache['remote']))}")
 
@@ -395,16 +395,16 @@ def cache_info(as_json: bool, project_dir: Optional[str]) -> None:
 def cache_gc(max_size: Optional[str], older_than: Optional[str], no_wait: bool,
              project_dir: Optional[str]) -> None:
     """Remove old or least recently used entries and every blob no kept entry needs."""
-    from .api import load_project
-    from .cache_admin import gc, human, parse_age, parse_size
+    from zenbuild.inspect.cache_admin import gc, human, parse_age, parse_size
+    from zenbuild.project import load_project
 
     size_text = max_size or load_project(project_dir).cache.get("max_size")
     limit = parse_size(str(size_text)) if size_text else None
     age = parse_age(older_than) if older_than else None
-    from .store import TOUCH_EVERY_S
+    from zenbuild.store.db import TOUCH_EVERY_S
 
     if age is not None and age < TOUCH_EVERY_S:
-        from .errors import ConfigError
+        from zenbuild.errors import ConfigError
 
         raise ConfigError(
             f"--older-than {older_than}: give at least 1h. A run records when it used an entry "
@@ -427,7 +427,7 @@ def cache_gc(max_size: Optional[str], older_than: Optional[str], no_wait: bool,
 @_project_dir
 def cache_verify(no_wait: bool, project_dir: Optional[str]) -> None:
     """Rehash every blob; remove corrupt ones and the entries that need them (exit 1 if any)."""
-    from .cache_admin import human, verify
+    from zenbuild.inspect.cache_admin import human, verify
 
     store = _locked_store(project_dir, no_wait)
     try:
@@ -450,7 +450,7 @@ def cache_verify(no_wait: bool, project_dir: Optional[str]) -> None:
 @_project_dir
 def cache_clear(no_wait: bool, project_dir: Optional[str]) -> None:
     """Remove every cache entry and blob (run history is kept)."""
-    from .cache_admin import clear, human
+    from zenbuild.inspect.cache_admin import clear, human
 
     store = _locked_store(project_dir, no_wait)
     try:
@@ -463,7 +463,7 @@ def cache_clear(no_wait: bool, project_dir: Optional[str]) -> None:
 def click_main(args: List[str]) -> Any:
     """Parse ``args`` with click and run the command; entry.main maps zenbuild's own errors
     and signals to exit codes around this."""
-    from .entry import Terminated
+    from zenbuild.cli.entry import Terminated
 
     try:
         return cli.main(args=args, prog_name="zenbuild", standalone_mode=False)
@@ -478,6 +478,6 @@ def click_main(args: List[str]) -> Any:
 
 def main(argv: Optional[List[str]] = None) -> Any:
     """Kept for `python -c "from zenbuild.cli import main"` users; the program is entry.main."""
-    from .entry import main as entry_main
+    from zenbuild.cli.entry import main as entry_main
 
     return entry_main(argv)

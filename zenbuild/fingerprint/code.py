@@ -9,10 +9,11 @@ import types
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from .digest import digest_bytes
-from .dsl import Step
-from .records import field, record
-from .serialize import Unencodable, canonical
+from zenbuild.digest import digest_bytes
+from zenbuild.graph import StepDef
+from zenbuild.paths import SKIP_DIRS
+from zenbuild.records import field, record
+from zenbuild.serialize import Unencodable, canonical
 
 if TYPE_CHECKING:  # pragma: no cover
     import ast
@@ -29,7 +30,6 @@ _MODULE_DUNDERS = frozenset(
      "__package__", "__doc__"}
 )
 
-_SKIP_DIRS = ("site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox")
 
 
 class SourceCache:
@@ -149,7 +149,7 @@ class CodeFingerprinter:
         if real.startswith(self.root + os.sep) and real.endswith(".py"):
             r = os.path.relpath(real, self.root)
             parts = r.split(os.sep)
-            if not any(p in _SKIP_DIRS for p in parts) and not (
+            if not any(p in SKIP_DIRS for p in parts) and not (
                 self.store_dir and real.startswith(self.store_dir + os.sep)
             ):
                 rel = r.replace(os.sep, "/")
@@ -293,7 +293,7 @@ class CodeFingerprinter:
         if strip_decorators and hasattr(node, "decorator_list"):
             node = _copy_without_decorators(node)
         _strip_docstrings(node)
-        from .scopes import global_references
+        from zenbuild.fingerprint.scopes import global_references
 
         return digest_bytes(_dump(node).encode()), global_references(node)
 
@@ -358,7 +358,7 @@ class CodeFingerprinter:
         packages: Dict[str, str],
         kind: str = "constant",
     ) -> None:
-        if isinstance(value, Step):
+        if isinstance(value, StepDef):
             value = value.fn
         if isinstance(value, (types.FunctionType, type)):
             self._callable_ref(value, refs, packages)

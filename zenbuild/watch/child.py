@@ -15,7 +15,7 @@ import traceback
 import types
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
-from .errors import ZenbuildError
+from zenbuild.errors import ZenbuildError
 
 _SKIP_PARTS = frozenset({"site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox"})
 _ZENBUILD_DIR = os.path.dirname(os.path.realpath(__file__))
@@ -38,7 +38,7 @@ class FreshSourceLoader(importlib.machinery.SourceFileLoader):
         source = self.get_data(path)
         cached = ""
         if self.code_cache:
-            from .digest import digest_bytes
+            from zenbuild.digest import digest_bytes
 
             key = digest_bytes(b"\0".join([path.encode(), sys.version.encode(), source]))
             cached = os.path.join(self.code_cache, key)
@@ -175,8 +175,9 @@ def run_child(req: Dict[str, Any]) -> int:
     code = 3
     extra: List[str] = []
     try:
-        from .api import bind_pipeline, load_pipeline, load_project, parse_cli_params, run_bound
-        from .events import ConsoleReporter
+        from zenbuild.events import ConsoleReporter
+        from zenbuild.project import bind_pipeline, load_pipeline, load_project, parse_cli_params
+        from zenbuild.run import run_bound
 
         config = load_project(root)
         report.update(store=config.store, config_source=config.source, watch=dict(config.watch))
@@ -212,7 +213,7 @@ def run_child(req: Dict[str, Any]) -> int:
         report["status"] = "interrupted"
         code = 130
     except BaseException as e:  # noqa: B902 - a pipeline body raising (or exiting) is reported too
-        from .api import _user_traceback
+        from zenbuild.project import _user_traceback
 
         _flush()
         print(f"Error: the pipeline could not run:\n{_user_traceback(e).rstrip()}", file=sys.stderr)
@@ -248,7 +249,7 @@ def _write_json(path: str, data: Dict[str, Any]) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m zenbuild.watch_child REQUEST_JSON``: one rebuild in a fresh interpreter."""
+    """``python -m zenbuild.watch.child REQUEST_JSON``: one rebuild in a fresh interpreter."""
     args = sys.argv[1:] if argv is None else argv
     return run_child(json.loads(args[0]))
 

@@ -29,9 +29,9 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import xxhash
 
-from .digest import CHUNK, hash_stream
-from .errors import ConfigError, CorruptBlob
-from .store import ActionEntry, Store
+from zenbuild.digest import CHUNK, hash_stream
+from zenbuild.errors import ConfigError, CorruptBlob
+from zenbuild.store.db import ActionEntry, Store
 
 REMOTE_FORMAT = "zenbuild-ac"
 REMOTE_VERSION = 1

@@ -1,5 +1,5 @@
-"""Loading a project and its pipelines, binding parameters, and running: shared by the Python
-API (``pipeline().run()``) and the CLI."""
+"""The front door: find the project, import ``module:attr``, convert params, bind. Every command
+and the Python API (``pipeline().run()``) come in here."""
 
 from __future__ import annotations
 
@@ -9,20 +9,19 @@ import sys
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from .config import Config, find_project, load_config, resolve_pipeline_spec
-from .errors import CorruptBlob, ParamError, PipelineError
-from .events import ConsoleReporter, Reporter, Warning_
+from zenbuild.config import Config, find_project, load_config, resolve_pipeline_spec
+from zenbuild.errors import ParamError, PipelineError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .dsl import BoundPipeline, Pipeline
-    from .result import RunResult
+    from zenbuild.dsl import BoundPipeline, Pipeline
+    from zenbuild.result import RunResult
 
 
 def load_project(project_dir: Optional[str] = None) -> Config:
     """Find zenbuild.toml (walking up from ``project_dir`` or the cwd) and load it."""
     start = os.path.abspath(project_dir or os.getcwd())
     if project_dir is not None and not os.path.isdir(start):
-        from .errors import ConfigError
+        from zenbuild.errors import ConfigError
 
         raise ConfigError(f"--project-dir {project_dir}: no such folder")
     if project_dir is not None and os.path.isfile(os.path.join(start, "zenbuild.toml")):
@@ -78,7 +77,7 @@ def import_object(config: Config, spec: str) -> Any:
 
 
 def load_pipeline(config: Config, name: Optional[str]) -> Tuple[str, Pipeline]:
-    from .dsl import BoundPipeline, Pipeline
+    from zenbuild.dsl import BoundPipeline, Pipeline
 
     spec = resolve_pipeline_spec(config, name)
     obj = import_object(config, spec)
@@ -116,7 +115,7 @@ def convert_param(name: str, raw: str, annotation: Any) -> Any:
     except ValueError as e:
         tname = getattr(ann, "__name__", str(ann))
         raise ParamError(f"--param {name}={raw}: cannot convert to {tname} ({e})") from None
-    from .config import tomllib
+    from zenbuild.config import tomllib
 
     try:
         return tomllib.loads(f"v = {raw}")["v"]
@@ -148,7 +147,7 @@ def parse_cli_params(pipe: Pipeline, pairs: List[str]) -> Dict[str, Any]:
 
 def bind_pipeline(pipe: Pipeline, config: Config, explicit: Dict[str, Any]) -> BoundPipeline:
     """Bind with precedence: function defaults < zenbuild.toml [params] < explicit values."""
-    from .dsl import BoundPipeline
+    from zenbuild.dsl import BoundPipeline
 
     names = pipe.params.names
     merged = {k: v for k, v in config.params.items() if k in names}
@@ -156,74 +155,14 @@ def bind_pipeline(pipe: Pipeline, config: Config, explicit: Dict[str, Any]) -> B
     return BoundPipeline(pipe, (), merged)
 
 
-def run_bound(
-    bound: BoundPipeline,
-    enable_cache: Optional[bool] = None,
-    project_dir: Optional[Any] = None,
-    config: Optional[Config] = None,
-    reporter: Optional[Reporter] = None,
-    dry_run: bool = False,
-    explain: bool = False,
-    keep_going: bool = False,
-    wait: bool = True,
-    targets: Optional[List[str]] = None,
-    executor: Any = None,
-    log: Optional[List[str]] = None,
-    jobs: Optional[int] = None,
-    executor_name: Optional[str] = None,
-    dask_scheduler: Optional[str] = None,
-    remote_cache: Optional[str] = None,
-    remote_upload: Optional[bool] = None,
+def run_from_api(
+    bound: BoundPipeline, project_dir: Optional[Any] = None, **options: Any
 ) -> RunResult:
-    if config is None:
-        config = load_project(os.fspath(project_dir) if project_dir is not None else None)
-        explicit = {k: bound.arguments[k] for k in bound.explicit}
-        bound = bind_pipeline(bound.pipeline, config, explicit)  # [params] fill the rest
-    log = log if log is not None else []
-    if reporter is None:
-        reporter = ConsoleReporter(explain=explain, log=log)
-    from .executors import GcPause, InProcessExecutor
-    from .scheduler import RunOptions, Scheduler
-    from .store import Store
+    """``BoundPipeline.run()``: find the project, let [params] fill what the call left
+    unset, and run."""
+    from zenbuild.run import run_bound
 
-    with GcPause():  # on again around each step's own code (executors.call_task)
-        graph = bound.trace(config.root)
-        store = Store(config.store)
-        own_executor, remote = executor is None, None
-        try:
-            if not dry_run:
-                store.lock(wait=wait, on_wait=lambda pid: reporter.handle(Warning_(
-                    message=f"waiting for another zenbuild run (pid {pid}) in this project to finish")))
-            from .executors.choose import execution_for
-
-            executor, remote = execution_for(config, store, reporter, executor, jobs, executor_name,
-                                             dask_scheduler, remote_cache, remote_upload)
-            for attempt in range(3):
-                sched = Scheduler(
-                    graph, config, store, executor or InProcessExecutor(), reporter,
-                    RunOptions(enable_cache, dry_run, explain, keep_going, targets,
-                               {k: v for k, v in bound.params.items()}),
-                    bound.pipeline.enable_cache, log, remote=remote,
-                )
-                try:
-                    return sched.run()
-                except CorruptBlob as e:
-                    fps = store.actions_using(e.digest)
-                    store.delete_actions(fps)
-                    reporter.handle(Warning_(message=f"{e}; removed it and the {len(fps)} cache "
-                                             "entries that used it, and started the run again"))
-                    if attempt == 2:
-                        raise
-            raise AssertionError("unreachable")  # pragma: no cover
-        finally:
-            if remote is not None:
-                remote.close(reporter)
-            flush = getattr(reporter, "flush", None)  # a reporter may be any object with handle()
-            if flush is not None:
-                try:
-                    flush()
-                except OSError:  # a closed pipe (`zenbuild run | head`): still close the store
-                    pass
-            if own_executor and executor is not None:
-                executor.close()
-            store.close()
+    config = load_project(os.fspath(project_dir) if project_dir is not None else None)
+    explicit = {k: bound.arguments[k] for k in bound.explicit}
+    bound = bind_pipeline(bound.pipeline, config, explicit)  # [params] fill the rest
+    return run_bound(bound, config=config, **options)

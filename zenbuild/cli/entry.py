@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from typing import Any, List, Optional
 
-from .errors import ZenbuildError
+from zenbuild.errors import ZenbuildError
 
 
 class Terminated(KeyboardInterrupt):
@@ -32,12 +32,12 @@ def main(argv: Optional[List[str]] = None) -> Any:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         if args[:1] == ["run"]:
-            from .runcmd import fast_parse, run_command
+            from zenbuild.cli.runcmd import fast_parse, run_command
 
             opts = fast_parse(args[1:])
             if opts is not None:
                 sys.exit(run_command(**opts))
-        from .cli import click_main
+        from zenbuild.cli.commands import click_main
 
         return click_main(args)
     except ZenbuildError as e:

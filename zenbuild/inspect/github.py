@@ -7,7 +7,7 @@ import os
 import re
 from typing import IO, Any, Dict, List, Optional, Tuple
 
-from .events import (
+from zenbuild.events import (
     Event,
     Reporter,
     RunFinished,

@@ -87,8 +87,9 @@ def run_command(
 ) -> int:
     """Run a pipeline as `zenbuild run` does; returns the exit code (0, or 1 if a step failed).
     Raises ZenbuildError for usage and configuration errors."""
-    from .api import bind_pipeline, load_pipeline, load_project, parse_cli_params, run_bound
-    from .events import ConsoleReporter, Reporter, json_summary
+    from zenbuild.events import ConsoleReporter, Reporter, json_summary
+    from zenbuild.project import bind_pipeline, load_pipeline, load_project, parse_cli_params
+    from zenbuild.run import run_bound
 
     config = load_project(project_dir)
     _spec, pipe = load_pipeline(config, pipeline)
@@ -99,8 +100,8 @@ def run_command(
         quiet=quiet, verbose=verbose, explain=explain, log=log,
     )
     if fmt == "github":
-        from .events import Fanout
-        from .github import GithubReporter
+        from zenbuild.events import Fanout
+        from zenbuild.inspect.github import GithubReporter
 
         reporter = Fanout(reporter, GithubReporter(config.root))
     result = run_bound(

@@ -12,11 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Optional, Tuple
 from urllib.parse import parse_qs, urlparse
 
-from .config import Config
-from .errors import ZenbuildError
-from .graph import Graph
-from .graphs import STYLES, graph_data
-from .history import find_run, list_runs, open_store
+from zenbuild.config import Config
+from zenbuild.errors import ZenbuildError
+from zenbuild.graph import Graph
+from zenbuild.inspect.history import find_run, list_runs, open_store
+from zenbuild.inspect.render import STYLES, graph_data
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".txt": "text/plain"}
@@ -33,7 +33,7 @@ class Dashboard:
 
     def graph_of(self, pipeline: str) -> Tuple[Optional[Graph], str]:
         """The current DAG of a pipeline by its name, or None and why it cannot be loaded."""
-        from .api import bind_pipeline, load_pipeline
+        from zenbuild.project import bind_pipeline, load_pipeline
 
         with self._lock:
             if pipeline not in self._graphs:

@@ -9,8 +9,8 @@ import stat
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from .digest import StatCache, stat_key
-from .store import INLINE_MAX, Store
+from zenbuild.digest import StatCache, stat_key
+from zenbuild.store.db import INLINE_MAX, Store
 
 
 class OutputMissing(Exception):

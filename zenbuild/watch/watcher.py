@@ -1,9 +1,9 @@
 """`zenbuild watch`: notice changes, debounce them, start one rebuild at a time in a fresh process.
 
 The cache decides what reruns; the watcher only decides when. It never imports the project:
-each rebuild runs in a child (watch_exec.py) that reports what the pipeline depends on
-(watch_child.py), which becomes the set of paths that matter (watch_paths.py); watchdog sits
-behind watch_fs.py."""
+each rebuild runs in a child (watch/runner.py) that reports what the pipeline depends on
+(watch/child.py), which becomes the set of paths that matter (watch/paths.py); watchdog sits
+behind watch/fs.py."""
 
 from __future__ import annotations
 
@@ -20,10 +20,9 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from .config import find_project, load_config
-from .errors import ConfigError, ZenbuildError
-from .watch_exec import ForkRunner, Runner, SpawnRunner, default_mode
-from .watch_fs import (
+from zenbuild.config import find_project, load_config
+from zenbuild.errors import ConfigError, ZenbuildError
+from zenbuild.watch.fs import (
     LIMIT_HELP,
     EventForwarder,
     NullObserver,
@@ -32,7 +31,8 @@ from .watch_fs import (
     inotify_limit,
     make_observer,
 )
-from .watch_paths import IgnoreRules, Report, WatchSet
+from zenbuild.watch.paths import IgnoreRules, Report, WatchSet
+from zenbuild.watch.runner import ForkRunner, Runner, SpawnRunner, default_mode
 
 DEFAULT_DEBOUNCE_MS = 50
 MAX_DELAY_S = 2.0  # a steady stream of events still starts a rebuild this often

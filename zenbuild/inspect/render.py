@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-from .graph import Graph
+from zenbuild.graph import Graph
 
 GRAPH_FORMAT = "zenbuild.graph/1"
 
@@ -137,9 +137,9 @@ RENDERERS = {"json": to_json, "mermaid": to_mermaid, "dot": to_dot}
 
 def pipeline_graph(config: Any, pipeline: Optional[str], run_id: Optional[str] = None) -> Dict[str, Any]:
     """The graph data of a configured pipeline, coloured by ``run_id`` or its latest run."""
-    from .api import bind_pipeline, load_pipeline
-    from .history import find_run
-    from .store import Store
+    from zenbuild.inspect.history import find_run
+    from zenbuild.project import bind_pipeline, load_pipeline
+    from zenbuild.store.db import Store
 
     _spec, pipe = load_pipeline(config, pipeline)
     graph = bind_pipeline(pipe, config, {}).trace(config.root)

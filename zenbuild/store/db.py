@@ -18,8 +18,8 @@ from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, 
 
 import xxhash
 
-from .digest import RACY_NS, RACY_NS_COARSE, FileRecord, hash_stream
-from .errors import CorruptBlob, StoreError, StoreLocked
+from zenbuild.digest import RACY_NS, RACY_NS_COARSE, FileRecord, hash_stream
+from zenbuild.errors import CorruptBlob, StoreError, StoreLocked
 
 # The database schema. Older stores are migrated in place by _MIGRATIONS; newer ones refused.
 SCHEMA_VERSION = 5

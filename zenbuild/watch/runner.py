@@ -21,9 +21,9 @@ Post = Callable[[tuple], None]  # puts ("exit", run_id, code) on the watcher's q
 GRACE_S = 1.0  # on shutdown, how long a running child may take to stop before SIGINT
 
 _WARM = (
-    "zenbuild.watch_child", "zenbuild.api", "zenbuild.scheduler", "zenbuild.rebuild",
-    "zenbuild.store", "zenbuild.fingerprint", "zenbuild.events", "zenbuild.executors",
-    "zenbuild.outputs", "zenbuild.serialize", "zenbuild.dsl", "zenbuild.config",
+    "zenbuild.watch.child", "zenbuild.project", "zenbuild.run", "zenbuild.scheduler", "zenbuild.rebuild",
+    "zenbuild.store.db", "zenbuild.fingerprint.code", "zenbuild.events", "zenbuild.executors",
+    "zenbuild.store.outputs", "zenbuild.serialize", "zenbuild.dsl", "zenbuild.config",
 )
 
 
@@ -58,7 +58,7 @@ class Runner:
 
 
 class SpawnRunner(Runner):
-    """Each rebuild is ``python -m zenbuild.watch_child REQUEST`` in a new interpreter."""
+    """Each rebuild is ``python -m zenbuild.watch.child REQUEST`` in a new interpreter."""
 
     mode = "spawn"
 
@@ -68,7 +68,7 @@ class SpawnRunner(Runner):
 
     def start(self, run_id: int, req: Dict[str, Any]) -> None:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "zenbuild.watch_child", json.dumps(req)],
+            [sys.executable, "-m", "zenbuild.watch.child", json.dumps(req)],
             stdin=subprocess.DEVNULL,
         )
         self.proc = proc
@@ -207,7 +207,7 @@ class _Server:
                  on_message: Callable[[_Server, Dict[str, Any]], None]) -> None:
         r, w = os.pipe()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from zenbuild.watch_exec import serve; "
+            [sys.executable, "-c", "import sys; from zenbuild.watch.runner import serve; "
              "sys.exit(serve())", str(w), root, json.dumps(preload)],
             stdin=subprocess.PIPE, pass_fds=(w,),
         )
@@ -294,7 +294,7 @@ def _child(req: Dict[str, Any], close_fds: List[int]) -> None:
         os.close(null)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        from .watch_child import run_child
+        from zenbuild.watch.child import run_child
 
         code = run_child(req)
     except KeyboardInterrupt:
@@ -323,7 +323,7 @@ def serve() -> int:
     t0 = time.perf_counter()
     for name in _WARM:
         importlib.import_module(name)
-    from .watch_child import _is_project_module, project_predicate
+    from zenbuild.watch.child import _is_project_module, project_predicate
 
     is_project = project_predicate(root, os.path.join(root, ".zenbuild"))
     ok = 0

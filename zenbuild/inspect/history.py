@@ -8,9 +8,9 @@ import os
 import time
 from typing import Any, Dict, List, Optional
 
-from .config import Config
-from .errors import StoreError, ZenbuildError
-from .store import Store
+from zenbuild.config import Config
+from zenbuild.errors import StoreError, ZenbuildError
+from zenbuild.store.db import Store
 
 
 def open_store(config: Config) -> Store:

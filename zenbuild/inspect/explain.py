@@ -9,13 +9,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .api import bind_pipeline, load_pipeline, parse_cli_params
-from .config import Config
-from .errors import ConfigError, PipelineError
-from .events import Event, Reporter
-from .executors import InProcessExecutor
-from .scheduler import RunOptions, Scheduler
-from .store import ActionEntry, Store
+from zenbuild.config import Config
+from zenbuild.errors import ConfigError, PipelineError
+from zenbuild.events import Event, Reporter
+from zenbuild.executors import InProcessExecutor
+from zenbuild.project import bind_pipeline, load_pipeline, parse_cli_params
+from zenbuild.scheduler import RunOptions, Scheduler
+from zenbuild.store.db import ActionEntry, Store
 
 # What a step's state means for `status --check`: "stale" and "error" fail the check.
 UP_TO_DATE = "up to date"
@@ -225,7 +225,7 @@ def status_report(
 ) -> Tuple[str, List[str]]:
     """What `zenbuild status` prints (fmt: text, json or github) and, for --check, one message
     per pipeline that is not up to date (none when all are)."""
-    from .github import stale_annotations
+    from zenbuild.inspect.github import stale_annotations
 
     if all_pipelines and pipeline:
         raise ConfigError(f"give a PIPELINE ({pipeline}) or --all, not both")

@@ -8,7 +8,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from .rebuild import _glob_match as dir_glob_match  # the core's own Dir glob semantics
+from zenbuild.paths import glob_match as dir_glob_match  # the core's own Dir glob semantics
+from zenbuild.paths import inside as _inside
 
 # Folders whose contents never trigger a rebuild (unless the pipeline declares a file inside).
 NEVER_DIRS = frozenset({
@@ -30,8 +31,6 @@ def is_editor_file(name: str) -> bool:
     return _EDITOR_RE.match(name) is not None
 
 
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 class IgnoreRules:

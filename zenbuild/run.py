@@ -1,0 +1,86 @@
+"""Run a bound pipeline: the workspace lock, the executor and remote cache, the scheduler, and
+a restart when a corrupt blob is found. The one module the DSL's ``.run()`` reaches (lazily)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, List, Optional
+
+from zenbuild.config import Config
+from zenbuild.errors import CorruptBlob
+from zenbuild.events import ConsoleReporter, Reporter, Warning_
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zenbuild.dsl import BoundPipeline
+    from zenbuild.result import RunResult
+
+
+def run_bound(
+    bound: BoundPipeline,
+    enable_cache: Optional[bool] = None,
+    config: Optional[Config] = None,
+    reporter: Optional[Reporter] = None,
+    dry_run: bool = False,
+    explain: bool = False,
+    keep_going: bool = False,
+    wait: bool = True,
+    targets: Optional[List[str]] = None,
+    executor: Any = None,
+    log: Optional[List[str]] = None,
+    jobs: Optional[int] = None,
+    executor_name: Optional[str] = None,
+    dask_scheduler: Optional[str] = None,
+    remote_cache: Optional[str] = None,
+    remote_upload: Optional[bool] = None,
+) -> RunResult:
+    if config is None:  # the Python API: project.run_from_api finds the project and binds
+        from zenbuild.errors import ZenbuildError
+
+        raise ZenbuildError("run_bound needs a Config; call BoundPipeline.run()")
+    log = log if log is not None else []
+    if reporter is None:
+        reporter = ConsoleReporter(explain=explain, log=log)
+    from zenbuild.executors import GcPause, InProcessExecutor
+    from zenbuild.scheduler import RunOptions, Scheduler
+    from zenbuild.store.db import Store
+
+    with GcPause():  # on again around each step's own code (executors.call_task)
+        graph = bound.trace(config.root)
+        store = Store(config.store)
+        own_executor, remote = executor is None, None
+        try:
+            if not dry_run:
+                store.lock(wait=wait, on_wait=lambda pid: reporter.handle(Warning_(
+                    message=f"waiting for another zenbuild run (pid {pid}) in this project to finish")))
+            from zenbuild.executors.choose import execution_for
+
+            executor, remote = execution_for(config, store, reporter, executor, jobs, executor_name,
+                                             dask_scheduler, remote_cache, remote_upload)
+            for attempt in range(3):
+                sched = Scheduler(
+                    graph, config, store, executor or InProcessExecutor(), reporter,
+                    RunOptions(enable_cache, dry_run, explain, keep_going, targets,
+                               {k: v for k, v in bound.params.items()}),
+                    bound.pipeline.enable_cache, log, remote=remote,
+                )
+                try:
+                    return sched.run()
+                except CorruptBlob as e:
+                    fps = store.actions_using(e.digest)
+                    store.delete_actions(fps)
+                    reporter.handle(Warning_(message=f"{e}; removed it and the {len(fps)} cache "
+                                             "entries that used it, and started the run again"))
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            if remote is not None:
+                remote.close(reporter)
+            flush = getattr(reporter, "flush", None)  # a reporter may be any object with handle()
+            if flush is not None:
+                try:
+                    flush()
+                except OSError:  # a closed pipe (`zenbuild run | head`): still close the store
+                    pass
+            if own_executor and executor is not None:
+                executor.close()
+            store.close()
