@@ -24,6 +24,24 @@ class Unencodable(Exception):
         self.value = value
 
 
+class Unstable(Exception):
+    """A value whose encoding differs between two encodings of the same object in one process
+    (its pickle holds a clock, a memory address or another per-process detail), so its digest
+    would change on every run and everything downstream of it would rerun forever."""
+
+    def __init__(self, value: Any, where: str = "", detail: str = "") -> None:
+        name = f"{type(value).__module__}.{type(value).__qualname__}"
+        self.value = value
+        self.where = where
+        super().__init__(
+            f"the value {name}{(' at ' + where) if where else ''} has no stable encoding: two "
+            f"encodings of the same object in one process differ{(' (' + detail + ')') if detail else ''}, "
+            "so its digest would change on every run and every step depending on it would rerun. "
+            "Convert it to plain data (dicts, lists, numbers, strings) before returning or "
+            "passing it, or drop the per-process state (a clock, a cache, an id) from the object."
+        )
+
+
 class _Encoder:
     """Appends the canonical encoding of values to ``out``. Each item is a tag byte, and for
     sized items the length in ASCII decimal and a colon, then the payload (netstring-like)."""
@@ -218,3 +236,10 @@ def loads(data: bytes) -> Any:
 
         return pickle.loads(data[4:])
     raise ValueError("not a zenbuild value (unknown header)")
+
+
+def value_digest(value: Any) -> str:
+    """The stable digest of a value zenbuild can store: the digest of ``dumps(value)``."""
+    import xxhash  # the same hash as zenbuild.digest.digest_bytes (a sibling layer)
+
+    return xxhash.xxh3_128_hexdigest(dumps(value))
