@@ -1,10 +1,12 @@
 """Reasons as data: why a step executes (or is served), as records made where the decision is
-made. Text is made from them only at the edge (console, --json, dashboard); nothing decides
-anything by matching a reason's wording."""
+made. Text is made from them only at the edge (console, --json, dashboard) by text(); nothing
+decides anything by matching a reason's wording.
+
+A new kind of reason is one constant in KINDS and one entry in TEMPLATES, nothing else."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from zenbuild.records import record
 
@@ -13,13 +15,205 @@ from zenbuild.records import record
 class Reason:
     """One reason. ``kind`` is a stable identifier from KINDS (scripts may rely on it);
     ``subject`` names what changed (a code item, a param, a file, a step, a variable);
-    ``before``/``after`` are short JSON-able displays of the old and new state, or None."""
+    ``before``/``after`` are short JSON-able displays of the old and new state, or None;
+    ``detail`` holds further JSON-able facts a text template may use (a code item's kind and
+    file, the argument that reads an upstream step), or None."""
 
     kind: str
     subject: str = ""
     before: Optional[Any] = None
     after: Optional[Any] = None
+    detail: Optional[Dict[str, Any]] = None
 
     def to_json(self) -> Dict[str, Any]:
+        """The record plus its text: what --json and the run history carry."""
         return {"kind": self.kind, "subject": self.subject, "before": self.before,
-                "after": self.after}
+                "after": self.after, "detail": self.detail, "text": text(self)}
+
+
+# -- the kinds ---------------------------------------------------------------------------------
+# whether the step can be cached at all
+NO_CACHE = "no_cache"  # @step(no_cache=True): an external input, always executes
+CACHE_DISABLED = "cache_disabled"  # subject: what disabled it (run, config, step, pipeline)
+# no entry to compare with
+NEVER_BUILT = "never_built"
+NO_ENTRY = "no_entry"  # a previous entry exists but none for this fingerprint, no difference known
+# a component of the key differs from the step's previous entry
+CODE_ADDED = "code_added"  # subject: code item key; detail: {"item": kind, "file": path}
+CODE_REMOVED = "code_removed"
+CODE_CHANGED = "code_changed"
+PACKAGE_VERSION = "package_version"  # subject: package; before/after: versions or None
+PARAM_NEW = "param_new"  # subject: argument; after: display of the value
+PARAM_REMOVED = "param_removed"  # before: display of the old value
+PARAM_CHANGED = "param_changed"  # before/after: displays
+INPUT_ADDED = "input_added"  # subject: argument; detail: {"step": upstream step}
+INPUT_REMOVED = "input_removed"
+INPUT_CHANGED = "input_changed"  # before/after: the upstream value digests
+FILE_NEW = "file_new"  # subject: path; after: size in bytes
+FILE_REMOVED = "file_removed"  # before: size in bytes
+FILE_CHANGED = "file_changed"  # before/after: sizes in bytes
+ENV_CHANGED = "env_changed"  # zenbuild's own environment (store format, Python version)
+# an entry matches but cannot be served
+BLOB_MISSING = "blob_missing"  # the stored value is gone
+OUTPUT_UNUSABLE = "output_unusable"  # subject: output path; after: what is wrong with it
+# served, but a real run changes the outputs on disk first (a dry run says so)
+OUTPUT_RESTORE = "output_restore"  # subject: output path that differs from the stored copy
+OUTPUT_REMOVE = "output_remove"  # subject: a file in an output folder the step did not make
+# the neighbourhood
+UPSTREAM_PENDING = "upstream_pending"  # subject: step that would execute; detail: {"arg": a}
+UPSTREAM_FAILED = "upstream_failed"  # subject: the failed step
+UPSTREAM_SKIPPED = "upstream_skipped"  # subject: the skipped step
+EARLIER_FAILED = "earlier_failed"  # the run stopped after a failure (no --keep-going)
+CANNOT_RUN = "cannot_run"  # subject: step; after: the message (a declared input is missing)
+# what a step did while it ran: its result was used but not cached
+INPUT_CHANGED_DURING = "input_changed_during"  # subject: path; detail: {"step": name}
+DIR_CHANGED_DURING = "dir_changed_during"  # subject: folder; detail: {"step": name}
+# the verdict when nothing above applies
+UP_TO_DATE = "up_to_date"
+
+KINDS: Tuple[str, ...] = (
+    NO_CACHE, CACHE_DISABLED, NEVER_BUILT, NO_ENTRY,
+    CODE_ADDED, CODE_REMOVED, CODE_CHANGED, PACKAGE_VERSION,
+    PARAM_NEW, PARAM_REMOVED, PARAM_CHANGED,
+    INPUT_ADDED, INPUT_REMOVED, INPUT_CHANGED,
+    FILE_NEW, FILE_REMOVED, FILE_CHANGED, ENV_CHANGED,
+    BLOB_MISSING, OUTPUT_UNUSABLE, OUTPUT_RESTORE, OUTPUT_REMOVE,
+    UPSTREAM_PENDING, UPSTREAM_FAILED, UPSTREAM_SKIPPED, EARLIER_FAILED, CANNOT_RUN,
+    INPUT_CHANGED_DURING, DIR_CHANGED_DURING,
+    UP_TO_DATE,
+)
+
+# Kinds that say "only because an upstream step would execute": a step whose every reason is one
+# of these may still be served after its upstream reruns (early cutoff).
+PENDING_KINDS = frozenset({UPSTREAM_PENDING})
+# Kinds that describe a served step whose outputs a run puts back from the store.
+RESTORE_KINDS = frozenset({OUTPUT_RESTORE, OUTPUT_REMOVE})
+
+
+# -- text --------------------------------------------------------------------------------------
+def size_text(n: Any) -> str:
+    """A byte count for people: 512 B, 2.1 KB, 3.4 MB."""
+    size = float(n or 0)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+_CODE_ITEM = {"step": "step function", "function": "helper"}
+
+
+def _code_label(r: Reason) -> str:
+    d = r.detail or {}
+    item = str(d.get("item") or "code")
+    where = d.get("file") or ""
+    return f"{_CODE_ITEM.get(item, item)} {r.subject}" + (f" ({where})" if where else "")
+
+
+def _disabled(r: Reason) -> str:
+    return {
+        "run": "caching disabled by --no-cache",
+        "config": f"caching disabled by zenbuild.toml [steps.{(r.detail or {}).get('step', '')}] "
+                  "enable_cache = false",
+        "step": "caching disabled by @step(enable_cache=False)",
+        "pipeline": "caching disabled by @pipeline(enable_cache=False)",
+    }.get(r.subject, f"caching disabled by {r.subject}")
+
+
+def _pending(r: Reason) -> str:
+    arg = (r.detail or {}).get("arg")
+    return (f"input {arg}: " if arg else "") + f"upstream step {r.subject} would execute"
+
+
+def _detail(key: str) -> Callable[[Reason], Any]:
+    return lambda r: (r.detail or {}).get(key, "")
+
+
+# A template is a str.format string over subject, before, after and the detail's keys, or a
+# function of the record.
+Template = Union[str, Callable[[Reason], str]]
+TEMPLATES: Dict[str, Template] = {
+    NO_CACHE: "no_cache: external input, always executes",
+    CACHE_DISABLED: _disabled,
+    NEVER_BUILT: "never built",
+    NO_ENTRY: "no cache entry for this fingerprint",
+    CODE_ADDED: lambda r: f"code: now uses {_code_label(r)}",
+    CODE_REMOVED: lambda r: f"code: no longer uses {_code_label(r)}",
+    CODE_CHANGED: lambda r: f"code: {_code_label(r)} changed",
+    PACKAGE_VERSION: lambda r: f"package {r.subject}: {r.before or 'not used'} -> "
+                               f"{r.after or 'not used'}",
+    PARAM_NEW: "param {subject}: new ({after})",
+    PARAM_REMOVED: "param {subject}: removed",
+    PARAM_CHANGED: "param {subject}: {before} -> {after}",
+    INPUT_ADDED: "input {subject}: now reads the output of step {step}",
+    INPUT_REMOVED: "input {subject}: no longer reads the output of step {step}",
+    INPUT_CHANGED: "input {subject}: upstream step {step} produced different output",
+    FILE_NEW: "file {subject}: new input",
+    FILE_REMOVED: "file {subject}: no longer an input",
+    FILE_CHANGED: lambda r: f"file {r.subject}: content changed ({size_text(r.before)} -> "
+                            f"{size_text(r.after)})",
+    ENV_CHANGED: "env {subject}: {before} -> {after}",
+    BLOB_MISSING: "the cached result is missing from the store",
+    OUTPUT_UNUSABLE: "{after}",
+    OUTPUT_RESTORE: "output {subject}: differs from the stored result; a run restores it",
+    OUTPUT_REMOVE: "output {subject}: not made by this step; a run removes it",
+    UPSTREAM_PENDING: _pending,
+    UPSTREAM_FAILED: "upstream step {subject} failed",
+    UPSTREAM_SKIPPED: "upstream step {subject} was skipped",
+    EARLIER_FAILED: "an earlier step failed",
+    CANNOT_RUN: "{after}",
+    INPUT_CHANGED_DURING: "input {subject} changed while step {step} ran; its result was used "
+                          "but not cached",
+    DIR_CHANGED_DURING: "input folder {subject} changed while step {step} ran; its result was "
+                        "used but not cached",
+    UP_TO_DATE: "up to date",
+}
+
+
+def text(reason: Union[Reason, str]) -> str:
+    """The English line for a reason (a plain string, as old run records hold, is itself)."""
+    if isinstance(reason, str):
+        return reason
+    t = TEMPLATES.get(reason.kind)
+    if t is None:  # a kind this version does not know (a newer store): say what we can
+        return " ".join(str(x) for x in (reason.kind, reason.subject, reason.after) if x)
+    if isinstance(t, str):
+        return t.format_map(_Fields(reason))
+    return t(reason)
+
+
+class _Fields(dict):  # type: ignore[type-arg]
+    """The names a format template may use; a missing detail key renders as ""."""
+
+    def __init__(self, r: Reason) -> None:
+        super().__init__(r.detail or {})
+        self.update(subject=r.subject, before=r.before, after=r.after)
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def texts(reasons: Iterable[Union[Reason, str]]) -> List[str]:
+    return [text(r) for r in reasons]
+
+
+def kinds(reasons: Iterable[Union[Reason, str]]) -> List[str]:
+    """The kinds of ``reasons`` ("" for a plain string from an old run record)."""
+    return [r.kind if isinstance(r, Reason) else "" for r in reasons]
+
+
+def to_json(reason: Union[Reason, str]) -> Dict[str, Any]:
+    """A record for --json; a plain string from an old run record becomes a record of kind ""."""
+    if isinstance(reason, str):
+        return {"kind": "", "subject": "", "before": None, "after": None, "detail": None,
+                "text": reason}
+    return reason.to_json()
+
+
+def from_json(obj: Any) -> Union[Reason, str]:
+    """A reason as stored in the run history: a record dict, or a plain string (old rows)."""
+    if isinstance(obj, dict) and "kind" in obj:
+        return Reason(str(obj["kind"]), str(obj.get("subject") or ""), obj.get("before"),
+                      obj.get("after"), obj.get("detail"))
+    return str(obj)
