@@ -133,3 +133,48 @@ def test_upgrading_drops_racily_clean_file_rows_that_older_stores_kept(tmp_path)
     assert set(rows) == {"old"}
     assert StatCache(rows).lookup("racy", (1, t, 3, t)) is None
     s.close()
+
+
+def test_a_newer_store_is_refused_and_left_as_it_was(tmp_path):
+    from zenbuild.errors import StoreError
+    from zenbuild.store.db import SCHEMA_VERSION
+
+    s = Store(str(tmp_path / "st"))
+    s.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    s.close()
+    with pytest.raises(StoreError, match=f"format version {SCHEMA_VERSION + 1}, newer"):
+        Store(str(tmp_path / "st"))
+    import sqlite3
+
+    db = sqlite3.connect(str(tmp_path / "st" / "zenbuild.db"))
+    assert db.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION + 1),)
+    db.close()
+
+
+def test_a_failed_write_rolls_back_the_whole_transaction(tmp_path):
+    s = Store(str(tmp_path / "st"))
+    with pytest.raises(RuntimeError):
+        with s.transaction():
+            d = s.put_blob(b"kept only if committed")
+            raise RuntimeError("step crashed")
+    assert not s.db.in_transaction and not s.has_blob(d)
+    s.close()
+
+
+def test_the_facade_keeps_each_concern_in_its_own_part(tmp_path):
+    """Store delegates: a blob written through the facade is the part's blob, an entry put
+    through it is the action cache's, and both share one connection (one transaction)."""
+    from zenbuild.store.db import ActionEntry
+
+    s = Store(str(tmp_path / "st"))
+    with s.transaction():
+        d = s.put_blob(b"v")
+        s.put_action(ActionEntry("fp", "p", "a", d, {}, {"code": {}}))
+        assert s.blobs.db is s.actions.db is s.db
+    assert s.blobs.get(d) == b"v"
+    assert s.actions.step_states("p")["a"].value_inline
+    assert s.get_action("fp").components == {"code": {}}
+    assert s.actions_using(d) == ["fp"]
+    s.delete_actions(["fp"])
+    assert s.step_states("p") == {} and s.get_action("fp") is None
+    s.close()

@@ -1,3 +1,3 @@
-"""The store: content-addressed blobs, the action cache, step state, stat rows, run history
-(``db``), outputs captured into and restored from it (``outputs``), and the remote cache
-(``remote``)."""
+"""The store: one ``Store`` facade (``db``) over small parts (schema, database, blobs, actions,
+statrows, sources, runs, lock), outputs captured into and restored from it (``outputs``), and
+the remote cache (``remote``)."""

@@ -1,0 +1,165 @@
+"""The action cache (fingerprint -> value digest, output digests, components) and step state
+(the latest entry of each step of a pipeline)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from zenbuild.store.database import Database
+
+# A served entry's last_used is rewritten only when older than this (like relatime for atimes):
+# a no-op run of a big pipeline then writes nothing to the action cache, and `cache gc`, which
+# ranks entries by last use, sees ages to within an hour.
+TOUCH_EVERY_S = 3600.0
+
+
+class ActionEntry:
+    """One action-cache entry: fingerprint -> value digest, output digests and components.
+    ``components`` is decoded from JSON only when asked for (explain, a changed step)."""
+
+    def __init__(
+        self,
+        fingerprint: str,
+        pipeline: str,
+        step: str,
+        value_digest: str,
+        outputs: Dict[str, Dict[str, Any]],
+        components: Any,
+        created: float = 0.0,
+        last_used: float = 0.0,
+        duration: float = 0.0,
+        loader: Optional[Callable[[str], str]] = None,
+    ) -> None:
+        self.fingerprint = fingerprint
+        self.pipeline = pipeline
+        self.step = step
+        self.value_digest = value_digest
+        self.outputs = outputs
+        self._components = components  # a dict, its JSON text, or None: ask loader
+        self._loader = loader
+        self.created = created
+        self.last_used = last_used
+        self.duration = duration
+        self.value_inline = False  # step_states(): the value blob is in the blobs table
+
+    @property
+    def components(self) -> Dict[str, Any]:
+        c = self._components
+        if c is None and self._loader is not None:
+            c = self._loader(self.fingerprint)
+        if isinstance(c, str):
+            c = json.loads(c)
+        self._components = c
+        return c  # type: ignore[no-any-return]
+
+    @components.setter
+    def components(self, value: Dict[str, Any]) -> None:
+        self._components = value
+
+    def __repr__(self) -> str:
+        return f"ActionEntry({self.step!r}, {self.fingerprint!r})"
+
+
+def _entry(row: Tuple[Any, ...]) -> ActionEntry:
+    return ActionEntry(
+        fingerprint=row[0],
+        pipeline=row[1],
+        step=row[2],
+        value_digest=row[3],
+        outputs=json.loads(row[4]) if row[4] != "{}" else {},
+        components=row[5],
+        created=row[6],
+        last_used=row[7],
+        duration=row[8],
+    )
+
+
+_ACTION_COLS = "fingerprint, pipeline, step, value_digest, outputs, components, created, last_used, duration"
+
+
+class ActionCache:
+    """The ``actions`` and ``step_state`` tables."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.db = database.conn
+
+    def step_states(self, pipeline: str) -> Dict[str, ActionEntry]:
+        """The latest entry of every step of ``pipeline``, in one query. Their components are
+        read only if asked for (a step that changed); ``value_inline`` says whether the value
+        blob is in the database (else it may be a file)."""
+        rows = self.db.execute(
+            "SELECT a.fingerprint, a.pipeline, a.step, a.value_digest, a.outputs, a.created, "
+            "a.last_used, a.duration, s.step, b.digest IS NOT NULL "
+            "FROM step_state s JOIN actions a ON a.fingerprint = s.fingerprint "
+            "LEFT JOIN blobs b ON b.digest = a.value_digest WHERE s.pipeline = ?",
+            (pipeline,),
+        ).fetchall()
+        out: Dict[str, ActionEntry] = {}
+        load, plain = self._components_of, "{}"
+        for r in rows:
+            e = ActionEntry(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] != plain else {},
+                            None, r[5], r[6], r[7], load)
+            e.value_inline = bool(r[9])
+            out[r[8]] = e
+        return out
+
+    def _components_of(self, fingerprint: str) -> str:
+        row = self.db.execute(
+            "SELECT components FROM actions WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        return row[0] if row else "{}"
+
+    def get(self, fingerprint: str) -> Optional[ActionEntry]:
+        row = self.db.execute(
+            f"SELECT {_ACTION_COLS} FROM actions WHERE fingerprint = ?", (fingerprint,)
+        ).fetchone()
+        return _entry(row) if row else None
+
+    def put(self, e: ActionEntry) -> None:
+        with self.database.transaction() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO actions ({_ACTION_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    e.fingerprint,
+                    e.pipeline,
+                    e.step,
+                    e.value_digest,
+                    json.dumps(e.outputs, sort_keys=True),
+                    json.dumps(e.components, sort_keys=True),
+                    e.created or time.time(),
+                    e.last_used or time.time(),
+                    e.duration,
+                ),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO step_state VALUES (?,?,?)", (e.pipeline, e.step, e.fingerprint)
+            )
+
+    def set_step_states(self, pipeline: str, states: Dict[str, str]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO step_state VALUES (?,?,?)",
+            [(pipeline, s, fp) for s, fp in states.items()],
+        )
+
+    def touch(self, fingerprints: Iterable[str], when: float) -> None:
+        """Mark entries used at ``when`` (for `cache gc`). Callers pass only entries whose
+        last_used is older than TOUCH_EVERY_S, as relatime does for atimes."""
+        self.db.executemany(
+            "UPDATE actions SET last_used = ? WHERE fingerprint = ?", [(when, f) for f in fingerprints]
+        )
+
+    def delete(self, fingerprints: Iterable[str]) -> None:
+        fps = list(fingerprints)
+        with self.database.transaction() as db:
+            db.executemany("DELETE FROM actions WHERE fingerprint = ?", [(f,) for f in fps])
+            db.executemany("DELETE FROM step_state WHERE fingerprint = ?", [(f,) for f in fps])
+
+    def using(self, digest: str) -> List[str]:
+        """Fingerprints of the entries whose value or outputs refer to blob ``digest``."""
+        rows = self.db.execute(
+            "SELECT fingerprint FROM actions WHERE value_digest = ? OR outputs LIKE ?",
+            (digest, f"%{digest}%"),
+        ).fetchall()
+        return [r[0] for r in rows]
