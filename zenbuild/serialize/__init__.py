@@ -1,19 +1,23 @@
 """Deterministic encoding of values: equal values give equal bytes, so equal digests.
 
 Format (version 1): a magic prefix then one tagged item. Plain data (None, bool, int, float,
-str, bytes, list, tuple, dict, set, frozenset, pathlib paths) and numpy arrays get a canonical
-encoding; anything else falls back to pickle (protocol 5), which is stable for the same object
-graph but not guaranteed across library versions.
+str, bytes, list, tuple, dict, set, frozenset, pathlib paths), numpy arrays and numpy scalars
+(tag n: dtype and raw bytes, so a np.float32 comes back a np.float32) get a canonical encoding;
+anything else is pickled (protocol 5) by the canonical pickler in ``serialize.pickler``: sets
+sorted, torch tensors by dtype, shape and bytes, OmegaConf resolver caches dropped, and every
+pickle made twice and compared, so a value whose pickle changes by itself raises Unstable.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import PurePath, PurePosixPath
-from typing import Any, Callable, FrozenSet, List, Optional
+from typing import Any, Callable, FrozenSet, List, Optional, Tuple
 
 MAGIC = b"ZBV1"
-_PICKLE_MAGIC = b"ZBP1"
+_PICKLE_MAGIC = b"ZBP1"  # plain pickle.dumps (values stored before the canonical pickler)
+_CANON_PICKLE_MAGIC = b"ZBP2"  # the canonical pickle: sets as persistent ids (pickler.py)
 
 
 class Unencodable(Exception):
@@ -26,30 +30,42 @@ class Unencodable(Exception):
 
 class Unstable(Exception):
     """A value whose encoding differs between two encodings of the same object in one process
-    (its pickle holds a clock, a memory address or another per-process detail), so its digest
-    would change on every run and everything downstream of it would rerun forever."""
+    (its pickle holds a clock, a counter or the address of a temporary object), so its digest
+    would change on every run and everything downstream of it would rerun for ever."""
 
-    def __init__(self, value: Any, where: str = "", detail: str = "") -> None:
-        name = f"{type(value).__module__}.{type(value).__qualname__}"
+    def __init__(self, value: Any, where: str = "", outer: Any = None) -> None:
         self.value = value
         self.where = where
+        loc = ""
+        if where:
+            loc = f" at {where}" + (f" inside a {_type_name(outer)}" if outer is not None else "")
         super().__init__(
-            f"the value {name}{(' at ' + where) if where else ''} has no stable encoding: two "
-            f"encodings of the same object in one process differ{(' (' + detail + ')') if detail else ''}, "
-            "so its digest would change on every run and every step depending on it would rerun. "
-            "Convert it to plain data (dicts, lists, numbers, strings) before returning or "
-            "passing it, or drop the per-process state (a clock, a cache, an id) from the object."
+            f"a value of type {_type_name(value)}{loc} has no stable encoding: two pickles of "
+            "it made one after the other in this process differ (it holds a clock, a counter or "
+            "a memory address), so its digest would change on every run and every step that "
+            "depends on it would rerun every time. Convert it to plain data (dicts, lists, "
+            "numbers, strings, numpy arrays) before returning or passing it, or give its class "
+            "a __getstate__ or __reduce__ that leaves the per-process state out."
         )
+
+
+def _type_name(v: Any) -> str:
+    t = type(v)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
 class _Encoder:
     """Appends the canonical encoding of values to ``out``. Each item is a tag byte, and for
     sized items the length in ASCII decimal and a colon, then the payload (netstring-like)."""
 
-    def __init__(self, sort_keys: bool, items: FrozenSet[type] = frozenset()) -> None:
+    def __init__(self, sort_keys: bool, items: FrozenSet[type] = frozenset(),
+                 roots: Tuple[str, ...] = ()) -> None:
         self.sort_keys = sort_keys
         # marker types: their instances hold their whole encoding (tag m) in ``.item``
         self.items = items
+        # project roots (fingerprints only): a path or string under one is encoded relative
+        # to it (tags r and q), so moving the checkout keeps the fingerprint
+        self.roots = roots
         self.out: List[bytes] = []
 
     def blob(self, tag: bytes, data: bytes) -> None:
@@ -60,6 +76,11 @@ class _Encoder:
         out = self.out
         t = type(v)
         if t is str:
+            if self.roots and (v[:1] in ("/", "\\") or v[1:2] == ":"):
+                rel = self._relative(v)
+                if rel is not None:
+                    self.blob(b"q", rel.encode("utf-8", "surrogatepass"))
+                    return
             b = v.encode("utf-8", "surrogatepass")
             out.append(b"s%d:" % len(b))
             out.append(b)
@@ -101,6 +122,10 @@ class _Encoder:
             out.append(b"%s%d:" % (b"S" if t is set else b"Z", len(parts)))
             out.extend(parts)
         elif isinstance(v, PurePath):
+            rel = self._relative(str(v)) if self.roots and v.is_absolute() else None
+            if rel is not None:
+                self.blob(b"r", rel.encode("utf-8", "surrogatepass"))
+                return
             self.blob(b"p", PurePosixPath(*v.parts).as_posix().encode() if v.parts else b".")
         elif t is complex:
             self.blob(b"c", repr(v).encode())
@@ -110,52 +135,76 @@ class _Encoder:
                 raise Unencodable(v)
             enc(self, v)
 
+    def _relative(self, text: str) -> Optional[str]:
+        """``text`` relative to the first project root it is under (posix), else None."""
+        for root in self.roots:
+            if text == root:
+                return "."
+            if text.startswith(root) and text[len(root) : len(root) + 1] in ("/", os.sep):
+                return PurePath(text[len(root) + 1 :]).as_posix()
+        return None
+
 
 def _numpy_encode(e: _Encoder, v: Any) -> None:
     import numpy as np
 
     if v.dtype.hasobject:
         raise Unencodable(v, " with dtype=object")
+    if v.dtype.fields is not None or v.dtype.subdtype is not None:
+        raise Unencodable(v, " with a structured dtype")  # dtype.str would lose the fields
     arr = np.ascontiguousarray(v)
     header = f"{arr.dtype.str}|{','.join(map(str, arr.shape))}".encode()
     e.blob(b"A", header)
     e.blob(b"", arr.tobytes())
 
 
+def _numpy_scalar_encode(e: _Encoder, v: Any) -> None:
+    """A numpy scalar keeps its type: tag n, the dtype, then its raw bytes."""
+    dt = v.dtype
+    if dt.fields is not None or dt.itemsize == 0 or dt.hasobject:
+        raise Unencodable(v, " (a structured or empty numpy scalar)")
+    e.blob(b"n", dt.str.encode())
+    e.blob(b"", v.tobytes())
+
+
 def _extra_encoder(v: Any) -> Optional[Callable[[_Encoder, Any], None]]:
-    mod = type(v).__module__
-    if mod == "numpy" and "numpy" in sys.modules:
+    t = type(v)
+    if t.__module__ == "numpy" and "numpy" in sys.modules:
         import numpy as np
 
-        if isinstance(v, np.ndarray):
+        if t is np.ndarray:  # subclasses (matrix, masked arrays) are pickled: types survive
             return _numpy_encode
         if isinstance(v, np.generic):
-            return lambda e, x: e.enc(x.item())
+            return _numpy_scalar_encode
     return None
 
 
-def _canon(v: Any, sort_keys: bool, items: FrozenSet[type] = frozenset()) -> bytes:
-    e = _Encoder(sort_keys, items)
+def _canon(v: Any, sort_keys: bool, items: FrozenSet[type] = frozenset(),
+           roots: Tuple[str, ...] = ()) -> bytes:
+    e = _Encoder(sort_keys, items, roots)
     e.enc(v)
     return b"".join(e.out)
 
 
-def canonical(value: Any, items: FrozenSet[type] = frozenset()) -> bytes:
+def canonical(value: Any, items: FrozenSet[type] = frozenset(), roots: Tuple[str, ...] = ()) -> bytes:
     """Canonical bytes for fingerprinting (dict keys sorted). Raises Unencodable.
     Instances of the types in ``items`` (markers) carry their complete encoding, under a tag
-    of its own (m) that user data never has, in their ``item`` attribute."""
-    return _canon(value, True, items)
+    of its own (m) that user data never has, in their ``item`` attribute. A path (or string)
+    under one of ``roots`` (absolute, no trailing slash) is encoded relative to it."""
+    return _canon(value, True, items, roots)
 
 
 def dumps(value: Any) -> bytes:
-    """Serialize a step's return value deterministically where the type allows."""
+    """Serialize a step's return value deterministically: the canonical encoding for plain
+    data, else the canonical pickle. Raises Unstable for a value whose pickle is not stable
+    (and whatever pickle raises for an unpicklable one)."""
     try:
         return MAGIC + _canon(value, False)
     except Unencodable:
         pass
-    import pickle
+    from zenbuild.serialize.pickler import stable_pickle
 
-    return _PICKLE_MAGIC + pickle.dumps(value, protocol=5)
+    return _CANON_PICKLE_MAGIC + stable_pickle(value)
 
 
 class _Decoder:
@@ -216,6 +265,11 @@ class _Decoder:
             return Path(self.chunk().decode())
         if tag == b"c":
             return complex(self.chunk().decode())
+        if tag == b"n":
+            import numpy as np
+
+            scalar_type = np.dtype(self.chunk().decode())
+            return np.frombuffer(self.chunk(), dtype=scalar_type)[0]
         if tag == b"A":
             import numpy as np
 
@@ -231,6 +285,10 @@ def loads(data: bytes) -> Any:
     if data[:4] == MAGIC:
         d = _Decoder(data[4:])
         return d.dec()
+    if data[:4] == _CANON_PICKLE_MAGIC:
+        from zenbuild.serialize.pickler import canonical_unpickle
+
+        return canonical_unpickle(data[4:])
     if data[:4] == _PICKLE_MAGIC:
         import pickle
 
