@@ -3,7 +3,9 @@ upstream handles included) for its fingerprint, and their short display for expl
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import os
+from typing import Any, Optional, Tuple
 
 from zenbuild.graph import FileRef, InputRef, OutputRef
 from zenbuild.serialize import canonical
@@ -13,9 +15,21 @@ from zenbuild.serialize import canonical
 _MARKERS = frozenset((FileRef, InputRef, OutputRef))
 
 
-def encode_param(value: Any) -> bytes:
-    """Canonical bytes of one bound argument (markers included). Raises Unencodable."""
-    return canonical(value, items=_MARKERS)
+def encode_param(value: Any, root: Optional[str] = None) -> bytes:
+    """Canonical bytes of one bound argument (markers included). Raises Unencodable.
+    With the project ``root``, a path (or string) under it is encoded relative to it, so a
+    param ``ROOT / "data.txt"`` keeps its fingerprint when the checkout moves."""
+    return canonical(value, items=_MARKERS, roots=_roots(root) if root else ())
+
+
+@functools.lru_cache(maxsize=8)
+def _roots(root: str) -> Tuple[str, ...]:
+    """The root as given and with symlinks resolved (a param may be built from either)."""
+    given = os.path.abspath(root).rstrip(os.sep)
+    if not given:
+        return ()  # a project at / : nothing to make relative
+    real = os.path.realpath(given)
+    return (given,) if real == given else (given, real)
 
 
 def _marker_display(v: Any) -> Any:
