@@ -1,0 +1,453 @@
+"""Unit: the dynamic-trace recorder (zenbuild.trace): files read and written, folders listed,
+environment variables read, project functions executed; each exclusion; threads, nesting, the
+hook inert outside a recording, the environment restored, the import-time mode."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import linecache
+import os
+import pickle
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+import zenbuild.trace as trace
+from zenbuild.executors import Task, call_task
+from zenbuild.trace import Recorder, Trace, TraceOptions, is_secret, recording_imports
+from zenbuild.trace.calls import CallTracer
+
+
+@pytest.fixture
+def proj(tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "proj"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "train.csv").write_text("a,b\n1,2\n")
+    (root / "params.yaml").write_text("lr: 0.1\n")
+    yield root
+    assert not trace._ACTIVE  # every test leaves no recording behind
+
+
+def opts(root: Path, **kw: Any) -> TraceOptions:
+    kw.setdefault("store_dir", str(root / ".zenbuild"))
+    return TraceOptions(str(root), **kw)
+
+
+def slurp(path: Any) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def record(root: Path, body: Any, **kw: Any) -> Trace:
+    with Recorder(opts(root, **kw)) as r:
+        body()
+    assert r.trace is not None
+    return r.trace
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+def test_reads_by_open_os_open_pathlib_and_numpy(proj: Path) -> None:
+    import numpy as np
+
+    np.save(proj / "arr.npy", np.arange(3))
+
+    def body() -> None:
+        slurp(proj / "data" / "train.csv")
+        os.close(os.open(str(proj / "params.yaml"), os.O_RDONLY))
+        np.load(proj / "arr.npy")
+
+    t = record(proj, body)
+    assert t.reads == ["arr.npy", "data/train.csv", "params.yaml"] and t.writes == []
+    assert t.reads_traced and t.started_ns > 0
+
+
+def test_relative_paths_follow_the_cwd(proj: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(proj)
+
+    def body() -> None:
+        slurp("params.yaml")
+        os.chdir("data")  # the cached cwd is dropped on chdir
+        slurp("./train.csv")
+        slurp("../data/../params.yaml")
+
+    assert record(proj, body).reads == ["data/train.csv", "params.yaml"]
+
+
+def test_a_missing_file_that_was_tried_is_recorded(proj: Path) -> None:
+    def body() -> None:
+        try:
+            slurp(proj / "local.cfg")
+        except FileNotFoundError:
+            pass
+
+    assert record(proj, body).reads == ["local.cfg"]
+
+
+def test_exclusions(proj: Path, tmp_path: Path) -> None:
+    store = proj / ".zenbuild"
+    store.mkdir()
+    (store / "blob").write_text("x")
+    venv = proj / ".venv" / "lib"
+    venv.mkdir(parents=True)
+    (venv / "mod.txt").write_text("x")
+    (proj / "__pycache__").mkdir()
+    (proj / "__pycache__" / "m.txt").write_text("x")
+    (proj / "old.pyc").write_bytes(b"x")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("x")
+
+    def body() -> None:
+        for p in (store / "blob", venv / "mod.txt", proj / "__pycache__" / "m.txt",
+                  proj / "old.pyc", outside):
+            p.read_bytes()
+        (proj / "made.txt").write_text("mine")  # written by the step, then read back
+        (proj / "made.txt").read_text()
+
+    t = record(proj, body)
+    assert t.reads == [] and t.writes == ["made.txt"]
+
+
+def test_zenbuilds_own_reads_and_the_import_system_are_ignored(proj: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from zenbuild.digest import digest_file
+
+    (proj / "zb_helper_mod.py").write_text("VALUE = 3\n")
+    monkeypatch.syspath_prepend(str(proj))
+
+    def body() -> None:
+        digest_file(str(proj / "data" / "train.csv"))  # zenbuild's code, called in the step
+        importlib.import_module("zb_helper_mod")  # the .py the import system reads
+
+    t = record(proj, body)
+    assert t.reads == [] and t.listed == []
+    sys.modules.pop("zb_helper_mod", None)
+
+
+def test_undeclared_writes_not_outputs_nor_temporaries(proj: Path) -> None:
+    def body() -> None:
+        (proj / "build").mkdir()
+        (proj / "build" / "out.txt").write_text("declared file")
+        (proj / "models").mkdir()
+        (proj / "models" / "m.bin").write_bytes(b"in a declared folder")
+        tmp = proj / "report.tmp"
+        tmp.write_text("then renamed")
+        os.replace(tmp, proj / "report.txt")
+        (proj / "scratch.txt").write_text("then deleted")
+        os.remove(proj / "scratch.txt")
+        with open(proj / "log.txt", "a") as f:
+            f.write("appended")
+        fd = os.open(str(proj / "raw.bin"), os.O_WRONLY | os.O_CREAT)
+        os.close(fd)
+
+    t = record(proj, body, outputs=("build/out.txt", "models/"))
+    assert t.writes == ["log.txt", "raw.bin", "report.txt"]
+    assert t.reads == []
+
+
+def test_reads_of_declared_outputs_are_not_inputs(proj: Path) -> None:
+    (proj / "build").mkdir()
+    (proj / "build" / "ckpt.bin").write_bytes(b"old")
+    t = record(proj, lambda: (proj / "build" / "ckpt.bin").read_bytes(), outputs=("build",))
+    assert t.reads == []
+
+
+def test_folder_listings(proj: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import glob
+
+    monkeypatch.chdir(proj)
+
+    def body() -> None:
+        os.listdir(proj / "data")
+        list(os.scandir("."))
+        glob.glob(str(proj / "data" / "*.csv"))
+        os.listdir(proj.parent)  # outside the root
+
+    assert record(proj, body).listed == [".", "data"]
+
+
+def test_track_reads_off_records_no_files(proj: Path) -> None:
+    t = record(proj, lambda: slurp(proj / "params.yaml"), track_reads=False)
+    assert t.reads == [] and not t.reads_traced
+
+
+# -- environment ---------------------------------------------------------------------------------
+
+
+def test_env_reads_with_values_and_missing(proj: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEVICE", "cpu")
+    monkeypatch.setenv("DATA_DIR", "/data")
+    monkeypatch.setenv("SEED", "7")
+    monkeypatch.delenv("NOT_SET_ZB", raising=False)
+
+    def body() -> None:
+        os.environ.get("DEVICE")
+        os.getenv("NOT_SET_ZB")
+        assert "DATA_DIR" in os.environ
+        int(os.environ["SEED"])
+
+    t = record(proj, body)
+    assert t.env == {"DEVICE": "cpu", "NOT_SET_ZB": None, "DATA_DIR": "/data", "SEED": "7"}
+    assert t.env_traced
+
+
+def test_env_deny_list_ignore_env_and_bulk_copies(proj: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    monkeypatch.setenv("MY_CACHE_DIR", "x")
+    monkeypatch.setenv("MYAPP_MODE", "fast")
+    monkeypatch.setenv("LC_ALL", "C")
+
+    def body() -> None:
+        for name in ("PATH", "HOME", "LC_ALL", "PYTHONHASHSEED", "ZENBUILD_X", "MY_CACHE_DIR"):
+            os.environ.get(name)
+        env = os.environ.copy()  # bulk copies are not reads of every variable
+        env2 = dict(os.environ)
+        items = list(os.environ.items())
+        subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
+        assert env == env2 and items
+        for k in os.environ:  # a filtered iteration records what it looks up
+            if k.startswith("MYAPP_"):
+                os.environ[k]
+        os.environ["SET_BY_STEP_ZB"] = "1"  # set by the step itself: not an input
+        os.environ.get("SET_BY_STEP_ZB")
+        del os.environ["SET_BY_STEP_ZB"]
+
+    t = record(proj, body, ignore_env=("MY_CACHE_*",))
+    assert t.env == {"MYAPP_MODE": "fast"}
+
+
+def test_environ_is_restored_when_the_step_raises(proj: Path) -> None:
+    cls = type(os.environ)
+    before = (cls.__getitem__, cls.__setitem__, cls.__delitem__, cls.__iter__)
+    with pytest.raises(RuntimeError):
+        with Recorder(opts(proj)):
+            assert cls.__getitem__ is not before[0]  # wrapped while recording
+            os.environ.get("ANY_ZB")
+            raise RuntimeError("boom")
+    assert (cls.__getitem__, cls.__setitem__, cls.__delitem__, cls.__iter__) == before
+    assert os.environ.copy() == dict(os.environ)
+
+
+def test_secret_looking_names() -> None:
+    assert all(is_secret(n) for n in ("AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "DB_PASSWORD",
+                                      "api_key", "GOOGLE_APPLICATION_CREDENTIALS"))
+    assert not any(is_secret(n) for n in ("DEVICE", "DATA_DIR", "SEED", "BATCH_SIZE"))
+
+
+# -- calls ---------------------------------------------------------------------------------------
+
+
+def _project_module(proj: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> Any:
+    (proj / "pkg").mkdir(exist_ok=True)
+    (proj / "pkg" / f"{name}.py").write_text(
+        "import json\n\n"
+        "def helper(x):\n    return json.dumps(x)\n\n\n"
+        "class Scaler:\n    def transform(self, x):\n        return [v * 2 for v in x]\n\n\n"
+        "def unused():\n    return 0\n"
+    )
+    monkeypatch.syspath_prepend(str(proj))
+    return importlib.import_module(f"pkg.{name}")
+
+
+def test_project_functions_that_ran(proj: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = _project_module(proj, monkeypatch, "calls_a")
+    src = "def cell_helper(x):\n    return x + 1\n"
+    cell = "<zb-cell-1>"
+    linecache.cache[cell] = (len(src), None, src.splitlines(True), cell)
+    ns: dict = {}
+    exec(compile(src, cell, "exec"), ns)
+    try:
+        def body() -> None:
+            mod.helper({"a": 1})
+            mod.Scaler().transform([1])
+            ns["cell_helper"](1)
+
+        t = record(proj, body, trace_calls=True)
+    finally:
+        del linecache.cache[cell]
+        sys.modules.pop("pkg.calls_a", None)
+    assert t.calls_traced
+    assert t.calls == [["<__main__>", "cell_helper", 1],
+                       ["pkg/calls_a.py", "Scaler.transform", 8],
+                       ["pkg/calls_a.py", "Scaler.transform.<locals>.<listcomp>", 9],
+                       ["pkg/calls_a.py", "helper", 3]]
+
+
+def test_calls_off_by_option_and_when_a_profiler_is_set(proj: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = _project_module(proj, monkeypatch, "calls_b")
+    try:
+        assert record(proj, lambda: mod.helper(1)).calls == []
+        other = sys.getprofile()
+        sys.setprofile(lambda *a: None)
+        try:
+            t = record(proj, lambda: mod.helper(1), trace_calls=True)
+        finally:
+            sys.setprofile(other)
+        assert t.calls == [] and not t.calls_traced
+    finally:
+        sys.modules.pop("pkg.calls_b", None)
+
+
+class FakeMonitoring:
+    """Stands in for sys.monitoring (Python >= 3.12) to check the callback logic."""
+
+    DISABLE = object()
+
+    class events:
+        PY_START = 1
+
+    def __init__(self) -> None:
+        self.tools: dict = {}
+        self.callback: Any = None
+        self.enabled = 0
+        self.restarts = 0
+
+    def get_tool(self, tool: int) -> Any:
+        return self.tools.get(tool)
+
+    def use_tool_id(self, tool: int, name: str) -> None:
+        self.tools[tool] = name
+
+    def register_callback(self, tool: int, event: int, fn: Any) -> None:
+        self.callback = fn
+
+    def set_events(self, tool: int, events: int) -> None:
+        self.enabled = events
+
+    def restart_events(self) -> None:
+        self.restarts += 1
+
+
+def test_monitoring_backend_logic(proj: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from zenbuild.trace import calls
+
+    fake = FakeMonitoring()
+    monkeypatch.setattr(calls._Monitor, "tool", None)
+    monkeypatch.setattr(calls._Monitor, "mon", None)
+    rec = trace._Recording(opts(proj), None)
+    code = test_monitoring_backend_logic.__code__
+    tracer = CallTracer(rec, lambda: rec, lambda: 1, monitoring=fake)
+    tracer.start()
+    assert fake.enabled == fake.events.PY_START and fake.restarts == 1
+    assert fake.callback(code, 0) is fake.DISABLE  # one callback per code object
+    assert code in rec.codes
+    assert tracer.stop() and fake.enabled == 0
+    crowd = CallTracer(rec, lambda: rec, lambda: 2, monitoring=fake)
+    crowd.start()
+    assert fake.callback(code, 0) is None  # several recordings: do not DISABLE for the others
+    crowd.stop()
+    nobody = CallTracer(rec, lambda: None, lambda: 0, monitoring=fake)
+    nobody.start()
+    assert fake.callback(code, 0) is fake.DISABLE
+    nobody.stop()
+
+
+# -- attribution, nesting, the hook outside recordings ------------------------------------------
+
+
+def test_threads_started_by_the_step_and_concurrent_recordings(proj: Path) -> None:
+    def in_thread() -> None:
+        slurp(proj / "params.yaml")
+
+    def body() -> None:
+        th = threading.Thread(target=in_thread)
+        th.start()
+        th.join()
+
+    assert record(proj, body).reads == ["params.yaml"]
+
+    ready = threading.Barrier(2)
+    results: dict = {}
+
+    def step(name: str, rel: str) -> None:
+        with Recorder(opts(proj)) as r:
+            ready.wait()  # both recordings are active at once
+            slurp(proj / rel)
+            ready.wait()
+        results[name] = r.trace.reads  # type: ignore[union-attr]
+
+    threads = [threading.Thread(target=step, args=("a", "params.yaml")),
+               threading.Thread(target=step, args=("b", "data/train.csv"))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert results == {"a": ["params.yaml"], "b": ["data/train.csv"]}
+
+
+def test_nested_recordings_report_to_the_outer_one(proj: Path) -> None:
+    with Recorder(opts(proj)) as outer:
+        slurp(proj / "params.yaml")
+        with Recorder(opts(proj)) as inner:
+            slurp(proj / "data" / "train.csv")
+    assert inner.trace is not None and outer.trace is not None
+    assert inner.trace.reads == ["data/train.csv"]
+    assert outer.trace.reads == ["data/train.csv", "params.yaml"]
+
+
+def test_the_hook_is_inert_when_nothing_records(proj: Path) -> None:
+    with Recorder(opts(proj)) as r:  # installs the hook
+        pass
+    rec = r._rec
+    assert rec is not None and not trace._ACTIVE
+    slurp(proj / "params.yaml")  # no recording: nothing is kept anywhere
+    os.environ.get("DEVICE")
+    assert rec.reads == {} and rec.env == {}
+    assert r.trace is not None and r.trace.reads == []
+    assert record(proj, lambda: None).reads == []  # a later recording starts empty
+
+
+def test_import_time_mode(proj: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (proj / "zb_cfg_mod.py").write_text(
+        "import os\n"
+        "HERE = os.path.dirname(os.path.abspath(__file__))\n"
+        "with open(os.path.join(HERE, 'params.yaml')) as f:\n"
+        "    PARAMS = f.read()\n"
+        "MODE = os.environ.get('ZB_IMPORT_MODE')\n"
+    )
+    monkeypatch.syspath_prepend(str(proj))
+    monkeypatch.setenv("ZB_IMPORT_MODE", "on")
+    try:
+        with recording_imports(str(proj), str(proj / ".zenbuild")) as r:
+            importlib.import_module("zb_cfg_mod")
+    finally:
+        sys.modules.pop("zb_cfg_mod", None)
+    assert r.trace is not None
+    assert r.trace.reads == ["params.yaml"] and r.trace.env == {"ZB_IMPORT_MODE": "on"}
+    assert r.trace.calls == []
+
+
+# -- the record and call_task --------------------------------------------------------------------
+
+
+def test_trace_is_json_and_pickle_round_trip(proj: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEVICE", "cuda")
+    t = record(proj, lambda: (slurp(proj / "params.yaml"), os.getenv("DEVICE")))
+    again = Trace.from_json(json.loads(json.dumps(t.to_json())))
+    assert again == t == pickle.loads(pickle.dumps(t))
+    assert again.reads == ["params.yaml"] and again.env == {"DEVICE": "cuda"}
+
+
+def test_call_task_carries_the_trace_also_for_a_failed_step(proj: Path) -> None:
+    def good(path: Path) -> str:
+        return path.read_text()
+
+    def bad(path: Path) -> None:
+        path.read_text()
+        raise ValueError("bad step")
+
+    o = call_task(Task("good", good, (proj / "params.yaml",), {}, opts(proj)))
+    assert o.ok and o.value == "lr: 0.1\n" and o.trace is not None
+    assert o.trace.reads == ["params.yaml"]
+    o = call_task(Task("bad", bad, (proj / "params.yaml",), {}, opts(proj)))
+    assert not o.ok and o.trace is not None and o.trace.reads == ["params.yaml"]
+    assert 'raise ValueError("bad step")' in o.error and "ValueError: bad step" in o.error
+    assert call_task(Task("plain", good, (proj / "params.yaml",), {})).trace is None

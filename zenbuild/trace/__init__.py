@@ -1,0 +1,472 @@
+"""The dynamic-trace recorder: what a step really touched while its own code ran (files it read
+and wrote, folders it listed, environment variables it read, project functions it executed),
+as a small JSON-able Trace that travels back to the scheduler with the step's result.
+
+How it sees things:
+- files and folders: one ``sys.addaudithook`` per process (hooks cannot be removed), installed
+  on the first recording and a no-op (one truth test) while nothing records. The ``open`` event
+  covers open(), io.open() and os.open(); its flags tell a read from a write.
+- environment: ``os._Environ.__getitem__`` (which ``get``, ``in`` and ``os.getenv`` go through)
+  is wrapped while a recording is active and put back when the last one ends, even when the
+  step raised. Bulk copies (``os.environ.copy()``, ``dict(os.environ)``, iteration) are not
+  recorded as reads of every variable.
+- calls: ``sys.monitoring`` PY_START returning DISABLE (Python >= 3.12: one callback per code
+  object per step), else cProfile's C profiler (``builtins=False``) in the recording thread.
+
+Attribution: a recording is tied to the context (thread) that started it; an event from a
+thread with no recording of its own goes to the only active recording, if there is exactly one
+(threads a step starts). Events from zenbuild's own code and the import system are ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import sysconfig
+import threading
+import time
+from contextvars import ContextVar
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+
+from zenbuild.paths import SKIP_DIRS
+from zenbuild.records import field, record
+from zenbuild.trace.calls import CallTracer, project_calls
+
+TRACE_FORMAT = 1
+
+# -- the record ---------------------------------------------------------------------------------
+
+
+@record
+class Trace:
+    """What one step touched. Paths are project-relative posix; ``env`` maps a variable to the
+    value it had when first read, or None when it was missing; ``calls`` holds
+    ``[file, qualname, firstlineno]`` with ``file`` project-relative, or ``"<__main__>"`` for
+    code with no file on disk (notebook cells). ``reads_traced``/``env_traced``/``calls_traced``
+    say which parts were recorded (a part not recorded verifies nothing). ``started_ns`` is the
+    wall clock when the step started: a read file modified after it changed during the step."""
+
+    reads: List[str] = field(default_factory=list)
+    writes: List[str] = field(default_factory=list)  # written, not a declared Output
+    listed: List[str] = field(default_factory=list)
+    env: Dict[str, Optional[str]] = field(default_factory=dict)
+    calls: List[List[Any]] = field(default_factory=list)
+    reads_traced: bool = False
+    env_traced: bool = False
+    calls_traced: bool = False
+    started_ns: int = 0
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"format": TRACE_FORMAT, "reads": self.reads, "writes": self.writes,
+                "listed": self.listed, "env": self.env, "calls": self.calls,
+                "reads_traced": self.reads_traced, "env_traced": self.env_traced,
+                "calls_traced": self.calls_traced, "started_ns": self.started_ns}
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> Trace:
+        return cls(list(d.get("reads", [])), list(d.get("writes", [])),
+                   list(d.get("listed", [])), dict(d.get("env", {})),
+                   [list(c) for c in d.get("calls", [])], bool(d.get("reads_traced")),
+                   bool(d.get("env_traced")), bool(d.get("calls_traced")),
+                   int(d.get("started_ns", 0)))
+
+
+@record
+class TraceOptions:
+    """What a recording needs, sent with each Task (picklable). ``outputs`` are the step's
+    declared Output paths (files or folders, project-relative); ``ignore_env`` holds names or
+    fnmatch patterns from ``[fingerprint] ignore_env``."""
+
+    root: str
+    store_dir: str = ""
+    outputs: Tuple[str, ...] = ()
+    track_reads: bool = True
+    track_env: bool = True
+    trace_calls: bool = False
+    ignore_env: Tuple[str, ...] = ()
+
+
+# -- environment variable filters ----------------------------------------------------------------
+
+DENY_ENV = frozenset({
+    "PATH", "HOME", "TERM", "PWD", "OLDPWD", "SHELL", "USER", "LOGNAME", "LANG", "LANGUAGE",
+    "TMPDIR", "TMP", "TEMP", "COLUMNS", "LINES", "COLORTERM", "NO_COLOR", "FORCE_COLOR",
+    "DISPLAY", "HOSTNAME", "SHLVL", "_", "MAIL", "EDITOR", "PAGER", "VIRTUAL_ENV",
+})
+DENY_ENV_PREFIXES = ("LC_", "PYTHON", "ZENBUILD_", "TERM_", "SSH_", "XDG_", "PYTEST_", "CONDA_")
+_SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSW|PASS|CREDENTIAL|AUTH|PRIVATE|COOKIE|SESSION",
+                     re.IGNORECASE)
+
+
+def is_secret(name: str) -> bool:
+    """Whether a variable looks secret (its value must never be shown, only its digest)."""
+    return _SECRET.search(name) is not None
+
+
+def _env_filter(ignore: Iterable[str]) -> Any:
+    import fnmatch
+
+    pats = [p for p in ignore if p]
+    rx = re.compile("|".join(fnmatch.translate(p) for p in pats)) if pats else None
+
+    def wanted(name: str) -> bool:
+        if name in DENY_ENV or name.startswith(DENY_ENV_PREFIXES):
+            return False
+        return rx is None or rx.match(name) is None
+
+    return wanted
+
+
+# -- where a path or a frame belongs ---------------------------------------------------------------
+
+_ZB_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_BOUNDARY_FILES = frozenset({os.path.abspath(__file__),
+                             os.path.join(_ZB_DIR, "executors", "__init__.py")})
+
+
+def _lib_prefixes() -> Tuple[str, ...]:
+    out: Set[str] = set()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        p = sysconfig.get_paths().get(key)
+        if p:
+            out.update({os.path.abspath(p) + os.sep, os.path.realpath(p) + os.sep})
+    for p in sys.path:
+        if p and ("site-packages" in p or "dist-packages" in p):
+            out.add(os.path.abspath(p) + os.sep)
+    return tuple(sorted(out))
+
+
+_LIB = _lib_prefixes()
+
+
+def _from_user(f: Any) -> bool:
+    """Whether the event whose Python caller is frame ``f`` comes from user code: library
+    frames are skipped; the import system or zenbuild's own code means no."""
+    n = 0
+    while f is not None and n < 64:
+        fn = f.f_code.co_filename
+        if fn.startswith("<frozen importlib"):
+            return False
+        if fn.startswith(_ZB_DIR):
+            return fn in _BOUNDARY_FILES  # reached the recorder: library code all the way
+        if not (fn.startswith(_LIB) or fn.startswith("<frozen")):
+            return True
+        f = f.f_back
+        n += 1
+    return True
+
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+_cwd: List[Optional[str]] = [None]  # cached os.getcwd(), dropped on every os.chdir event
+
+
+class _Recording:
+    """The live state of one recording."""
+
+    def __init__(self, opts: TraceOptions, parent: Optional[_Recording]) -> None:
+        self.parent = parent
+        self.opts = opts
+        root = os.path.abspath(opts.root)
+        self.root = root
+        self.prefixes = tuple({root + os.sep, os.path.realpath(root) + os.sep})
+        excluded: List[str] = []
+        for p in (opts.store_dir, sys.prefix, sys.base_prefix, sys.exec_prefix,
+                  *(x.rstrip(os.sep) for x in _LIB)):
+            if not p:
+                continue
+            for form in {os.path.abspath(p), os.path.realpath(p)}:
+                for pre in self.prefixes:
+                    if (form + os.sep).startswith(pre):
+                        excluded.append(form[len(pre):].replace(os.sep, "/") + "/")
+        self.excluded = tuple(excluded) or ("\0",)
+        self.outputs = tuple(o.rstrip("/") for o in opts.outputs)
+        self.reads: Dict[str, None] = {}
+        self.writes: Dict[str, None] = {}
+        self.listed: Dict[str, None] = {}
+        self.env: Dict[str, Optional[str]] = {}
+        self.env_set: Set[str] = set()
+        self.env_wanted = _env_filter(opts.ignore_env)
+        self.bulk: Optional[List[str]] = None  # keys of an iteration of os.environ under way
+        self.bulk_pos = 0
+        self.codes: Set[Any] = set()
+
+    def rel(self, path: Any) -> Optional[str]:
+        """Project-relative posix form of an opened path, or None when it is not of interest."""
+        if isinstance(path, int):
+            return None
+        if not isinstance(path, str):
+            try:
+                path = os.fsdecode(path)
+            except TypeError:
+                return None
+        if not path.startswith(os.sep):
+            cwd = _cwd[0]
+            if cwd is None:
+                cwd = _cwd[0] = os.getcwd()
+            path = os.path.join(cwd, path)
+        if "/." in path or "//" in path:
+            path = os.path.normpath(path)
+        for pre in self.prefixes:
+            if path.startswith(pre):
+                rel = path[len(pre):]
+                break
+        else:
+            if path + os.sep in self.prefixes:
+                return "."
+            return None
+        if os.sep != "/":  # pragma: no cover - Windows
+            rel = rel.replace(os.sep, "/")
+        if rel.startswith(self.excluded) or rel.endswith((".pyc", ".pyo")):
+            return None
+        parts = rel.split("/")
+        if "__pycache__" in parts or any(p in SKIP_DIRS for p in parts):
+            return None
+        return rel
+
+    def declared(self, rel: str) -> bool:
+        for o in self.outputs:
+            if rel == o or rel.startswith(o + "/"):
+                return True
+        return False
+
+    def finish(self, started_ns: int, calls: List[List[Any]], calls_traced: bool) -> Trace:
+        root = self.root
+        writes = set(self.writes)
+        reads = sorted(r for r in self.reads if r not in writes and not self.declared(r))
+        undeclared = sorted(w for w in writes if not self.declared(w)
+                            and os.path.lexists(os.path.join(root, w)))
+        return Trace(reads, undeclared, sorted(self.listed), dict(self.env), calls,
+                     self.opts.track_reads, self.opts.track_env, calls_traced, started_ns)
+
+
+_CURRENT: ContextVar[Optional[_Recording]] = ContextVar("zenbuild_trace", default=None)
+_ACTIVE: List[_Recording] = []  # every recording under way in this process
+_LOCK = threading.Lock()
+
+
+def _target() -> Optional[_Recording]:
+    rec = _CURRENT.get()
+    if rec is None and len(_ACTIVE) == 1:
+        rec = _ACTIVE[0]
+    return rec
+
+
+# -- files: the audit hook -------------------------------------------------------------------------
+
+
+def _on_open(rec: _Recording, args: Tuple[Any, ...]) -> None:
+    rel = rec.rel(args[0])
+    if rel is None or rel == "." or not _from_user(sys._getframe(2)):
+        return
+    flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
+    r: Optional[_Recording] = rec
+    while r is not None:
+        if not r.opts.track_reads:
+            break
+        if flags & _WRITE_FLAGS:
+            r.writes[rel] = None
+        else:
+            r.reads[rel] = None
+        r = r.parent
+
+
+def _on_rename(rec: _Recording, args: Tuple[Any, ...]) -> None:
+    dst = rec.rel(args[1]) if len(args) > 1 else None
+    if dst is None or not _from_user(sys._getframe(2)):
+        return
+    r: Optional[_Recording] = rec
+    while r is not None and r.opts.track_reads:
+        r.writes[dst] = None
+        r = r.parent
+
+
+def _on_list(rec: _Recording, args: Tuple[Any, ...]) -> None:
+    path = args[0] if args else None
+    rel = rec.rel("." if path is None else path)
+    if rel is None or not _from_user(sys._getframe(2)):
+        return
+    r: Optional[_Recording] = rec
+    while r is not None and r.opts.track_reads:
+        r.listed[rel] = None
+        r = r.parent
+
+
+_HANDLERS = {"open": _on_open, "os.rename": _on_rename, "os.listdir": _on_list,
+             "os.scandir": _on_list}
+_hook_installed = [False]
+
+
+def _hook(event: str, args: Tuple[Any, ...]) -> None:
+    if not _ACTIVE:
+        return
+    if event == "os.chdir":
+        _cwd[0] = None
+        return
+    handler = _HANDLERS.get(event)
+    if handler is None:
+        return
+    try:
+        rec = _target()
+        if rec is not None and rec.opts.track_reads:
+            handler(rec, args)
+    except Exception:  # an audit hook that raises would fail the user's open()
+        pass
+
+
+def _install_hook() -> None:
+    with _LOCK:
+        if not _hook_installed[0]:
+            sys.addaudithook(_hook)
+            _hook_installed[0] = True
+
+
+# -- environment ----------------------------------------------------------------------------------
+
+_Environ: Any = type(os.environ)
+_ORIG_GETITEM = _Environ.__getitem__
+_ORIG_SETITEM = _Environ.__setitem__
+_ORIG_DELITEM = _Environ.__delitem__
+_ORIG_ITER = _Environ.__iter__
+_env_users = [0]
+
+
+def _note_env(key: Any, value: Optional[str]) -> None:
+    try:
+        rec = _target()
+        if rec is None or not rec.opts.track_env or not isinstance(key, str):
+            return
+        if rec.bulk is not None:
+            if rec.bulk_pos < len(rec.bulk) and rec.bulk[rec.bulk_pos] == key:
+                rec.bulk_pos += 1  # part of a copy or iteration of the whole environment
+                return
+            rec.bulk = None
+        if key in rec.env_set or not rec.env_wanted(key) or not _from_user(sys._getframe(2)):
+            return
+        r: Optional[_Recording] = rec
+        while r is not None and r.opts.track_env:
+            if key not in r.env and key not in r.env_set:
+                r.env[key] = value
+            r = r.parent
+    except Exception:  # pragma: no cover - never break the step's own look-up
+        pass
+
+
+def _env_getitem(self: Any, key: Any) -> Any:
+    try:
+        value = _ORIG_GETITEM(self, key)
+    except KeyError:
+        if _ACTIVE and self is os.environ:
+            _note_env(key, None)
+        raise
+    if _ACTIVE and self is os.environ:
+        _note_env(key, value)
+    return value
+
+
+def _env_setitem(self: Any, key: Any, value: Any) -> None:
+    _ORIG_SETITEM(self, key, value)
+    rec = _target() if _ACTIVE and self is os.environ else None
+    if rec is not None:
+        rec.env_set.add(key)
+
+
+def _env_delitem(self: Any, key: Any) -> None:
+    _ORIG_DELITEM(self, key)
+    rec = _target() if _ACTIVE and self is os.environ else None
+    if rec is not None:
+        rec.env_set.add(key)
+
+
+def _env_iter(self: Any) -> Iterator[Any]:
+    rec = _target() if _ACTIVE and self is os.environ else None
+    if rec is not None:
+        rec.bulk = list(_ORIG_ITER(self))
+        rec.bulk_pos = 0
+    yield from _ORIG_ITER(self)
+
+
+def _wrap_env() -> None:
+    with _LOCK:
+        _env_users[0] += 1
+        if _env_users[0] == 1:
+            _Environ.__getitem__ = _env_getitem
+            _Environ.__setitem__ = _env_setitem
+            _Environ.__delitem__ = _env_delitem
+            _Environ.__iter__ = _env_iter
+
+
+def _unwrap_env() -> None:
+    with _LOCK:
+        _env_users[0] -= 1
+        if _env_users[0] <= 0:
+            _env_users[0] = 0
+            _Environ.__getitem__ = _ORIG_GETITEM
+            _Environ.__setitem__ = _ORIG_SETITEM
+            _Environ.__delitem__ = _ORIG_DELITEM
+            _Environ.__iter__ = _ORIG_ITER
+
+
+# -- the recorder ---------------------------------------------------------------------------------
+
+
+class Recorder:
+    """``with Recorder(opts) as r: ...`` records what the block touches; ``r.trace`` holds the
+    Trace afterwards (also when the block raised)."""
+
+    def __init__(self, opts: TraceOptions) -> None:
+        self.opts = opts
+        self.trace: Optional[Trace] = None
+        self._rec: Optional[_Recording] = None
+        self._token: Any = None
+        self._calls: Optional[CallTracer] = None
+        self._t0 = 0
+
+    def __enter__(self) -> Recorder:
+        opts = self.opts
+        rec = _Recording(opts, _CURRENT.get())
+        self._rec = rec
+        if opts.track_reads:
+            _install_hook()
+        if opts.track_env:
+            _wrap_env()
+        with _LOCK:
+            _ACTIVE.append(rec)
+            _cwd[0] = None
+        self._token = _CURRENT.set(rec)
+        self._t0 = time.time_ns()
+        if opts.trace_calls:
+            self._calls = CallTracer(rec, lambda: _target(), lambda: len(_ACTIVE))
+            self._calls.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        rec = self._rec
+        assert rec is not None
+        calls: List[List[Any]] = []
+        traced = False
+        try:
+            if self._calls is not None:
+                traced = self._calls.stop()
+                calls = project_calls(rec.codes, rec.root, rec.excluded) if traced else []
+        finally:
+            _CURRENT.reset(self._token)
+            with _LOCK:
+                if rec in _ACTIVE:
+                    _ACTIVE.remove(rec)
+            if self.opts.track_env:
+                _unwrap_env()
+        self.trace = rec.finish(self._t0, calls, traced)
+
+
+def recording_imports(root: str, store_dir: str = "", track_env: bool = True) -> Recorder:
+    """A recorder for a block that imports project modules (files a module reads at import
+    time, such as ``yaml.safe_load(open("params.yaml"))`` in config.py, belong to its
+    fingerprint): same filters, no call tracing, no declared outputs."""
+    return Recorder(TraceOptions(root, store_dir, (), True, track_env, False, ()))
+
+
+def default_trace_calls() -> bool:
+    """The recommended ``[fingerprint] trace_calls`` default: on where sys.monitoring makes it
+    nearly free (Python >= 3.12), off below (cProfile costs ~2.5-5x on call-bound code)."""
+    return sys.version_info >= (3, 12)
