@@ -161,3 +161,57 @@ def test_the_collector_is_paused_for_zenbuild_and_back_on_for_step_code(tmp_path
         assert r.steps["probe"].output is False and not gc.isenabled()
     finally:
         gc.enable()
+
+
+@step
+def reads_and_writes(src: str, scratch: str) -> str:
+    import os
+
+    with open(src) as f:
+        text = f.read()
+    with open(scratch, "w") as f:  # not a declared Output
+        f.write("x")
+    return text + (os.environ.get("ZB_EXEC_DEVICE") or "")
+
+
+def _trace_task(tmp_path, name: str = "t"):  # type: ignore[no-untyped-def]
+    from zenbuild.executors import Task
+    from zenbuild.trace import TraceOptions
+
+    (tmp_path / "in.txt").write_text("data-")
+    opts = TraceOptions(str(tmp_path), str(tmp_path / ".zenbuild"), ("out.txt",),
+                        trace_calls=True)
+    return Task(name, reads_and_writes.fn, (str(tmp_path / "in.txt"),
+                                            str(tmp_path / "scratch.txt")), {}, opts)
+
+
+def test_the_trace_comes_back_from_the_in_process_executor(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ZB_EXEC_DEVICE", "cpu")
+    ex = InProcessExecutor()
+    ex.submit(_trace_task(tmp_path))
+    [outcome] = ex.wait()
+    assert outcome.ok and outcome.value == "data-cpu" and outcome.trace is not None
+    assert outcome.trace.reads == ["in.txt"] and outcome.trace.writes == ["scratch.txt"]
+    assert outcome.trace.env == {"ZB_EXEC_DEVICE": "cpu"}
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_the_trace_comes_back_from_worker_processes(tmp_path, monkeypatch, method: str) -> None:
+    import json
+
+    import zenbuild.executors.process as process
+
+    monkeypatch.setattr(process, "start_method", lambda: method)
+    monkeypatch.setenv("ZB_EXEC_DEVICE", "cuda")
+    ex = ProcessExecutor(2, str(tmp_path))
+    try:
+        ex.submit(_trace_task(tmp_path, "w"))
+        [outcome] = ex.wait()
+    finally:
+        ex.close()
+    assert outcome.ok and outcome.value == "data-cuda" and outcome.trace is not None
+    t = outcome.trace
+    assert (t.reads, t.writes, t.env) == (["in.txt"], ["scratch.txt"],
+                                          {"ZB_EXEC_DEVICE": "cuda"})
+    assert t.calls_traced and t.calls == []  # the step's module is outside this root
+    json.dumps(t.to_json())  # small and JSON-able, as the action entry stores it

@@ -4,28 +4,35 @@ from __future__ import annotations
 
 import gc
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from zenbuild.records import field, record
+from zenbuild.trace import Recorder, Trace, TraceOptions
 
 
 @record
 class Task:
-    """One step execution: the function and its resolved arguments."""
+    """One step execution: the function and its resolved arguments; ``trace`` (when set) asks
+    for a dynamic trace of what the step's own code touches (zenbuild.trace)."""
 
     name: str
     fn: Callable[..., Any]
     args: Tuple[Any, ...] = ()
     kwargs: Dict[str, Any] = field(default_factory=dict)
+    trace: Optional[TraceOptions] = None
 
 
 @record
 class Outcome:
+    """What came back from one execution; ``trace`` is the step's Trace when one was asked for
+    (also for a failed step), else None."""
+
     name: str
     ok: bool
     value: Any = None
     error: str = ""
     duration: float = 0.0
+    trace: Optional[Trace] = None
 
 
 class GcPause:
@@ -62,9 +69,14 @@ def call_task(task: Task) -> Outcome:
 
 
 def _call(task: Task) -> Outcome:
+    recorder = Recorder(task.trace) if task.trace is not None else None
     t0 = time.perf_counter()
     try:
-        value = task.fn(*task.args, **task.kwargs)
+        if recorder is None:
+            value = task.fn(*task.args, **task.kwargs)
+        else:
+            with recorder:  # only the step's own code is recorded, not the traceback below
+                value = task.fn(*task.args, **task.kwargs)
     except (KeyboardInterrupt, GeneratorExit):
         raise
     except BaseException as e:  # noqa: B902 - a step's SystemExit is a step failure too
@@ -73,8 +85,11 @@ def _call(task: Task) -> Outcome:
         import traceback
 
         text = "".join(traceback.format_exception(type(e), e, tb))
-        return Outcome(task.name, False, error=text, duration=dt)
-    return Outcome(task.name, True, value=value, duration=time.perf_counter() - t0)
+        trace = recorder.trace if recorder is not None else None
+        return Outcome(task.name, False, error=text, duration=dt, trace=trace)
+    dt = time.perf_counter() - t0
+    return Outcome(task.name, True, value=value, duration=dt,
+                   trace=recorder.trace if recorder is not None else None)
 
 
 class Executor:

@@ -83,7 +83,7 @@ class DaskExecutor(Executor):
             return
         fut = self._get_client().submit(
             run_ref, task.name, ref, self.root, tuple(task.args), dict(task.kwargs), "py",
-            key=f"zenbuild-{task.name}-{uuid.uuid4().hex[:8]}", pure=False,
+            task.trace, key=f"zenbuild-{task.name}-{uuid.uuid4().hex[:8]}", pure=False,
         )
         self._futures[fut] = task.name
 

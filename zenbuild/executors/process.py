@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from zenbuild.executors import Executor, Outcome, Task, call_task
+from zenbuild.trace import TraceOptions
 
 OutputSink = Callable[[str, str], None]  # (step name, captured text)
 
@@ -87,22 +88,24 @@ def resolve_ref(ref: FnRef, root: str) -> Callable[[], Any]:
 
 
 def run_ref(name: str, ref: FnRef, root: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
-            capture: str = "fd") -> Tuple[Outcome, str]:
+            capture: str = "fd", trace: Optional[TraceOptions] = None) -> Tuple[Outcome, str]:
     """Worker side: resolve and call the step, capturing what it prints. ``capture`` is "fd"
     (file descriptors 1 and 2, so child processes and C code are caught too) or "py" (only
-    sys.stdout/sys.stderr, for workers that share their descriptors with other threads)."""
+    sys.stdout/sys.stderr, for workers that share their descriptors with other threads).
+    ``trace``: record the step's dynamic trace, which comes back on the Outcome."""
     if capture == "fd":
-        return _with_fd_capture(lambda: _call(name, ref, root, args, kwargs))
+        return _with_fd_capture(lambda: _call(name, ref, root, args, kwargs, trace))
     import contextlib
     import io
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-        outcome = _call(name, ref, root, args, kwargs)
+        outcome = _call(name, ref, root, args, kwargs, trace)
     return outcome, buf.getvalue()
 
 
-def _call(name: str, ref: FnRef, root: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Outcome:
+def _call(name: str, ref: FnRef, root: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
+          trace: Optional[TraceOptions] = None) -> Outcome:
     try:
         fn = resolve_ref(ref, root)
     except NotImportable as e:
@@ -110,7 +113,7 @@ def _call(name: str, ref: FnRef, root: str, args: Tuple[Any, ...], kwargs: Dict[
     except Exception as e:
         return Outcome(name, False, error=f"cannot import step {name} in the worker: "
                        f"{type(e).__name__}: {e}\n")
-    return call_task(Task(name, fn, args, kwargs))
+    return call_task(Task(name, fn, args, kwargs, trace))
 
 
 def _with_fd_capture(body: Callable[[], Outcome]) -> Tuple[Outcome, str]:
@@ -211,7 +214,8 @@ class ProcessExecutor(Executor):
 
         def send() -> cf.Future[Tuple[Outcome, str]]:
             return self._get_pool().submit(
-                run_ref, task.name, ref, self.root, tuple(task.args), dict(task.kwargs)
+                run_ref, task.name, ref, self.root, tuple(task.args), dict(task.kwargs), "fd",
+                task.trace,
             )
 
         try:
