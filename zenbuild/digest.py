@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import xxhash
 
@@ -127,14 +127,17 @@ class FileRecord:
 
     def trusted_for(self, key: StatKey) -> bool:
         """True when the stat matches and the entry is not racily clean."""
-        return key == self.key and _trusted(key[1], self.recorded_ns)
+        return key == self.key and trusted(key[1], self.recorded_ns)
 
 
-def _trusted(mtime_ns: int, recorded_ns: int) -> bool:
+def trusted(mtime_ns: int, recorded_ns: int) -> bool:
     """Not racily clean: the file's mtime is older than the recording by more than the
     filesystem's timestamp granularity."""
     window = RACY_NS_COARSE if mtime_ns % 1_000_000 == 0 else RACY_NS
     return mtime_ns + window < recorded_ns
+
+
+_trusted = trusted  # the old private name, still imported by config.py
 
 
 class StatCache:
@@ -142,7 +145,12 @@ class StatCache:
 
     ``records`` is loaded from and saved to the store in bulk; ``dirty`` holds what changed."""
 
-    def __init__(self, records: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(
+        self, records: Optional[Dict[str, Any]] = None, clock: Callable[[], int] = time.time_ns
+    ) -> None:
+        # ``clock``: now in ns, the moment a digest is recorded, which the racy-clean rule
+        # compares with the file's mtime (tests pass a fake one to place "now" exactly)
+        self.clock = clock
         # path -> FileRecord, or the store's raw row (size, mtime_ns, ino, ctime_ns, digest),
         # which is trusted when its stat matches (only trusted records are saved); rows stay
         # tuples, which keeps loading the stat cache of a 20,000-file project cheap.
@@ -182,7 +190,7 @@ class StatCache:
         known = self._recorded(key_path, key)
         if known is not None:
             return known, key[0]
-        now = time.time_ns()
+        now = self.clock()
         digest, size, st2 = digest_file_stat(path)
         self.hashed_bytes += size
         if stat_key(st2) != key:
@@ -205,7 +213,7 @@ class StatCache:
             key = stat_key(st)
             if not stat.S_ISREG(st.st_mode):
                 return "", 0, key, st.st_mode
-            now = time.time_ns()
+            now = self.clock()
             digest, size, st2 = _digest_fd_stat(fd)
         finally:
             os.close(fd)
@@ -229,7 +237,7 @@ class StatCache:
         """Record a digest we already know (a file we just wrote from known bytes, or just
         read: then ``before`` is its stat from before the read, and a file that changed
         meanwhile is not recorded)."""
-        now = time.time_ns()
+        now = self.clock()
         st = os.stat(path)
         key = stat_key(st)
         if before is not None and stat_key(before) != key:

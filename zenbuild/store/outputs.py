@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from zenbuild.digest import StatCache, stat_key
@@ -55,7 +54,7 @@ def _put(store: Store, statcache: StatCache, rel: str, full: str, st: os.stat_re
     if st.st_size <= INLINE_MAX:
         # One read to hash and store a small file; an fstat of it then tells both that the
         # read got all of it and that it did not change since ``st`` (else: the slow path).
-        read_ns = time.time_ns()
+        read_ns = statcache.clock()  # the stat cache's clock: racy-clean is judged by it
         fd = os.open(full, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
             data = os.read(fd, INLINE_MAX + 1)
