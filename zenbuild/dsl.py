@@ -72,14 +72,65 @@ class Handle:
             )
         return iter([self[i] for i in range(self._n)])
 
-    def __bool__(self) -> bool:
-        raise PipelineError(
-            f"the output of step {self._node} is not known while the pipeline is traced; "
-            "a pipeline body only wires steps together. Put the condition inside a step."
+    def _not_a_value(self, use: str, fix: str) -> PipelineError:
+        return PipelineError(
+            f"the output of step {self._node} was used {use} while the pipeline "
+            "is traced. A handle is a promise of a value: it has no value yet, because a "
+            "pipeline body only wires steps together. Use it inside a step: " + fix
         )
 
-    def __repr__(self) -> str:
+    def __bool__(self) -> bool:
+        raise self._not_a_value("as a condition", "put the condition inside a step.")
+
+    def __str__(self) -> str:
+        raise self._not_a_value(
+            "as a string (str(), an f-string, format() or %)",
+            "pass it to a step and build the string there; a step that builds the string "
+            "(and returns it, for the next step to use) is the fix.")
+
+    def __format__(self, spec: str) -> str:
+        return self.__str__()
+
+    def __fspath__(self) -> str:
+        raise self._not_a_value(
+            "as a path", "pass it to a step that builds the path, or declare the path with "
+            "Output(...) as a plain string in the pipeline body.")
+
+    def __int__(self) -> int:
+        raise self._not_a_value("as a number", "do the arithmetic inside a step.")
+
+    __float__ = __index__ = __int__  # type: ignore[assignment]
+
+    def __repr__(self) -> str:  # zenbuild's own display (explain, errors): never raises
         return f"<output of step {self._node}>"
+
+
+# Keywords that name a call instead of passing a param, unless the step's function declares
+# a parameter of that name (then it is the function's, as in a plain call). ``id`` is ZenML's
+# spelling; ``zen_id`` always works for a step whose function has its own ``id`` parameter.
+_ID_KEYWORDS = ("id", "zen_id")
+_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def _pop_call_id(st: Step, kwargs: Dict[str, Any]) -> Tuple[Optional[str], Dict[str, Any]]:
+    """(the call id given with id=/zen_id=, the keywords left for the function)."""
+    if not kwargs or not ("id" in kwargs or "zen_id" in kwargs):
+        return None, kwargs
+    declared = set(st.params.positional) | set(st.params.kwonly)
+    found = [k for k in _ID_KEYWORDS if k in kwargs and k not in declared]
+    if not found:
+        return None, kwargs
+    if len(found) > 1:
+        raise PipelineError(f"step {st.name}: give a call either id= or zen_id=, not both")
+    rest = dict(kwargs)
+    value = rest.pop(found[0])
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+        raise PipelineError(
+            f"step {st.name}: {found[0]}={value!r} is not a valid call id; use letters, digits, "
+            "'_' and '-', starting with a letter or '_' (it names the call in [steps.NAME] "
+            "and explain NAME)."
+        )
+    return value, rest
 
 
 _TRACER: ContextVar[Optional[_Tracer]] = ContextVar("zenbuild_tracer", default=None)
@@ -137,10 +188,11 @@ class Step(StepDef):
         return inspect.signature(self.fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        call_id, kwargs = _pop_call_id(self, kwargs) if kwargs else (None, kwargs)
         tracer = _tracer()
         if tracer is None:
-            return self.fn(*args, **kwargs)
-        return tracer.invoke(self, args, kwargs)
+            return self.fn(*args, **kwargs)  # a call id only names a call in a pipeline
+        return tracer.invoke(self, args, kwargs, call_id)
 
     def __repr__(self) -> str:
         return f"<zenbuild step {self.name}>"
@@ -175,11 +227,46 @@ class _Tracer:
         self.root = root
         self.nodes: List[Node] = []
         self.counts: Dict[str, int] = {}
+        self.ids: Dict[str, str] = {}  # call id -> the step it names
+        self.auto: Dict[str, str] = {}  # automatic name -> its step
 
-    def invoke(self, st: Step, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Handle:
+    def _name(self, st: Step, call_id: Optional[str]) -> str:
+        """The node name: the call id, or step, step_2, ... counting calls without an id."""
+        if call_id is not None:
+            if call_id in self.ids:
+                raise PipelineError(
+                    f"the call id {call_id!r} is given twice (calls of steps "
+                    f"{self.ids[call_id]} and {st.name}). Ids name calls in [steps.NAME] and "
+                    "explain NAME, so each must be unique: give one of them another id."
+                )
+            if call_id in self.auto:
+                raise PipelineError(
+                    f"the call id {call_id!r} given to a call of step {st.name} is already the "
+                    f"automatic name of a call of step {self.auto[call_id]}. Choose another id "
+                    "(or give that call an id too)."
+                )
+            self.ids[call_id] = st.name
+            return call_id
         k = self.counts.get(st.name, 0) + 1
         self.counts[st.name] = k
         name = st.name if k == 1 else f"{st.name}_{k}"
+        if name in self.ids:
+            raise PipelineError(
+                f"the call id {name!r} given to a call of step {self.ids[name]} is also the "
+                f"automatic name of call {k} of step {st.name}. Choose another id (or give "
+                "that call an id too)."
+            )
+        if name in self.auto:  # e.g. a step named scale_2 and the second call of scale
+            raise PipelineError(
+                f"two calls are both named {name!r} (of steps {self.auto[name]} and {st.name}). "
+                "Give one of them a name with id=."
+            )
+        self.auto[name] = st.name
+        return name
+
+    def invoke(self, st: Step, args: Tuple[Any, ...], kwargs: Dict[str, Any],
+               call_id: Optional[str] = None) -> Handle:
+        name = self._name(st, call_id)
         try:
             arguments, _ = st.params.bind(args, kwargs)
         except TypeError as e:
