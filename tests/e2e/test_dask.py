@@ -201,3 +201,56 @@ def test_external_scheduler(tmp_path: Path) -> None:
             for proc in procs:
                 proc.wait(timeout=30)
 
+
+
+TRACED_STEPS = '''
+import os
+
+from helpers_zb import scale
+
+
+def traced(path):
+    with open(path) as f:
+        n = int(f.read())
+    with open(os.path.join(os.path.dirname(path), "side.txt"), "w") as f:
+        f.write("undeclared")
+    return [scale(n) if os.environ.get("ZB_DASK_MODE") == "x2" else n, os.getpid()]
+'''
+
+
+def test_the_trace_comes_back_from_dask_workers(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step run on a real LocalCluster worker process returns its dynamic trace: the file it
+    read, the file it wrote without declaring it, the variable it read and the project helper
+    it called, all recorded in the worker."""
+    pytest.importorskip("distributed")
+    import importlib
+
+    from zenbuild.executors import Task
+    from zenbuild.executors.dask_executor import DaskExecutor
+    from zenbuild.trace import TraceOptions
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "traced_steps_zb.py").write_text(TRACED_STEPS)
+    (root / "helpers_zb.py").write_text("def scale(n):\n    return n * 2\n")
+    (root / "n.txt").write_text("21")
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setenv("ZB_DASK_MODE", "x2")  # the workers inherit it
+    mod = importlib.import_module("traced_steps_zb")
+    opts = TraceOptions(str(root), str(root / ".zenbuild"), (), trace_calls=True)
+    ex = DaskExecutor(str(root), jobs=1)
+    try:
+        ex.submit(Task("traced", mod.traced, (str(root / "n.txt"),), {}, opts))
+        [outcome] = ex.wait()
+    finally:
+        ex.close()
+        sys.modules.pop("traced_steps_zb", None)
+        sys.modules.pop("helpers_zb", None)
+    assert outcome.ok, outcome.error
+    assert outcome.value[0] == 42 and outcome.trace is not None
+    assert outcome.value[1] != os.getpid()  # it ran in a worker process
+    t = outcome.trace
+    assert t.reads == ["n.txt"] and t.writes == ["side.txt"]
+    assert t.env == {"ZB_DASK_MODE": "x2"}
+    assert t.calls == [["helpers_zb.py", "scale", 1], ["traced_steps_zb.py", "traced", 7]]
