@@ -1,5 +1,8 @@
 """Which names a definition reads from its module's globals, with Python's scoping rules:
-parameters, assignments, loop and with targets, imports and nested definitions are local."""
+parameters, assignments, loop and with targets, imports and nested definitions are local.
+Names bound by an import inside the definition, and literal importlib.import_module("x")
+calls, are reported as import chains: ("<import>", level, module to import, module the name
+is bound to, attribute, ...)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,9 @@ import ast
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+IMPORT = "<import>"
+# local name -> (level, module to import, module the name is bound to, attributes after it)
+_ImportMap = Dict[str, Tuple[int, str, str, Tuple[str, ...]]]
 _COMPS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 
 
@@ -19,9 +25,10 @@ def _params(args: ast.arguments) -> Set[str]:
     return names
 
 
-def _bindings(body: Sequence[ast.AST]) -> Tuple[Set[str], Set[str]]:
-    """(names bound in this scope, names declared global) without entering nested scopes;
-    names declared nonlocal are left to the enclosing function."""
+def _bindings(body: Sequence[ast.AST]) -> Tuple[Set[str], Set[str], _ImportMap]:
+    """(names bound in this scope, names declared global, names bound by imports) without
+    entering nested scopes; names declared nonlocal are left to the enclosing function."""
+    imports: _ImportMap = {}
     bound: Set[str] = set()
     declared: Set[str] = set()
     nonlocal_: Set[str] = set()
@@ -40,10 +47,18 @@ def _bindings(body: Sequence[ast.AST]) -> Tuple[Set[str], Set[str]]:
             nonlocal_.update(n.names)  # not local here: an enclosing function's
         elif isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
             bound.add(n.id)
-        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+        elif isinstance(n, ast.Import):
+            for alias in n.names:
+                local = alias.asname or alias.name.split(".")[0]
+                bound.add(local)
+                imports[local] = (0, alias.name, alias.name if alias.asname else local, ())
+        elif isinstance(n, ast.ImportFrom):
             for alias in n.names:
                 if alias.name != "*":
-                    bound.add((alias.asname or alias.name).split(".")[0])
+                    local = alias.asname or alias.name
+                    bound.add(local)
+                    mod = n.module or ""
+                    imports[local] = (n.level, mod, mod, (alias.name,))
         elif isinstance(n, ast.ExceptHandler) and n.name:
             bound.add(n.name)
         elif isinstance(n, ast.MatchAs) and n.name:
@@ -53,14 +68,23 @@ def _bindings(body: Sequence[ast.AST]) -> Tuple[Set[str], Set[str]]:
         elif isinstance(n, ast.MatchMapping) and n.rest:
             bound.add(n.rest)
         stack.extend(ast.iter_child_nodes(n))
-    return bound - declared - nonlocal_, declared
+    for name in declared | nonlocal_:
+        imports.pop(name, None)
+    return bound - declared - nonlocal_, declared, imports
 
 
 class _Scope:
-    def __init__(self, kind: str, names: Set[str], declared: Optional[Set[str]] = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        names: Set[str],
+        declared: Optional[Set[str]] = None,
+        imports: Optional[_ImportMap] = None,
+    ) -> None:
         self.kind = kind  # function | class | comprehension
         self.names = names
         self.declared = declared or set()
+        self.imports = imports or {}
 
 
 class _Refs(ast.NodeVisitor):
@@ -68,15 +92,31 @@ class _Refs(ast.NodeVisitor):
         self.scopes: List[_Scope] = []
         self.chains: Dict[Tuple[str, ...], None] = {}
 
-    def is_local(self, name: str) -> bool:
+    def scope_of(self, name: str) -> Optional[_Scope]:
+        """The enclosing scope that binds ``name``; None for a global (or builtin)."""
         for i, sc in enumerate(reversed(self.scopes)):
             if sc.kind == "class" and i > 0:
                 continue  # a class body's names are not visible to nested scopes
             if name in sc.declared:
-                return False  # declared global
+                return None  # declared global
             if name in sc.names:
-                return True
-        return False
+                return sc
+        return None
+
+    def is_local(self, name: str) -> bool:
+        return self.scope_of(name) is not None
+
+    def use(self, chain: Tuple[str, ...]) -> None:
+        """Record a read of ``chain``: a global chain, or an import chain when its first name
+        was bound by an import statement in an enclosing function."""
+        sc = self.scope_of(chain[0])
+        if sc is None:
+            self.chains[chain] = None
+            return
+        imp = sc.imports.get(chain[0])
+        if imp is not None:
+            level, target, base, attrs = imp
+            self.chains[(IMPORT, str(level), target, base) + attrs + chain[1:]] = None
 
     # -- scopes --------------------------------------------------------------------------------
     def _function(self, node: ast.AST, args: ast.arguments, body: Sequence[ast.AST]) -> None:
@@ -90,8 +130,10 @@ class _Refs(ast.NodeVisitor):
         returns = getattr(node, "returns", None)
         if returns is not None:
             self.visit(returns)
-        bound, declared = _bindings(body)
-        self.scopes.append(_Scope("function", bound | _params(args), declared))
+        bound, declared, imports = _bindings(body)
+        for p in _params(args):
+            imports.pop(p, None)
+        self.scopes.append(_Scope("function", bound | _params(args), declared, imports))
         for stmt in body:
             self.visit(stmt)
         self.scopes.pop()
@@ -108,8 +150,8 @@ class _Refs(ast.NodeVisitor):
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         for n in node.decorator_list + node.bases + [k.value for k in node.keywords]:
             self.visit(n)
-        bound, declared = _bindings(node.body)
-        self.scopes.append(_Scope("class", bound, declared))
+        bound, declared, imports = _bindings(node.body)
+        self.scopes.append(_Scope("class", bound, declared, imports))
         for stmt in node.body:
             self.visit(stmt)
         self.scopes.pop()
@@ -144,8 +186,8 @@ class _Refs(ast.NodeVisitor):
 
     # -- names ---------------------------------------------------------------------------------
     def visit_Name(self, node: ast.Name) -> None:
-        if isinstance(node.ctx, ast.Load) and not self.is_local(node.id):
-            self.chains[(node.id,)] = None
+        if isinstance(node.ctx, ast.Load):
+            self.use((node.id,))
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         parts: List[str] = []
@@ -154,10 +196,34 @@ class _Refs(ast.NodeVisitor):
             parts.append(cur.attr)
             cur = cur.value
         if isinstance(cur, ast.Name):
-            if not self.is_local(cur.id):
-                self.chains[tuple([cur.id] + list(reversed(parts)))] = None
+            self.use(tuple([cur.id] + list(reversed(parts))))
             return
         self.visit(cur)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        """A literal importlib.import_module("plugins.x") names the module it loads."""
+        f = node.func
+        is_import = (isinstance(f, ast.Name) and f.id == "import_module") or (
+            isinstance(f, ast.Attribute) and f.attr == "import_module"
+        )
+        if is_import and node.args and isinstance(node.args[0], ast.Constant):
+            name = node.args[0].value
+            pkg: object = None
+            if len(node.args) > 1 and isinstance(node.args[1], ast.Constant):
+                pkg = node.args[1].value
+            for kw in node.keywords:
+                if kw.arg == "package" and isinstance(kw.value, ast.Constant):
+                    pkg = kw.value.value
+            if isinstance(name, str) and name:
+                level = len(name) - len(name.lstrip("."))
+                if level and isinstance(pkg, str):
+                    parts = pkg.split(".")
+                    parts = parts[: len(parts) - (level - 1)] if level > 1 else parts
+                    name = ".".join(parts + ([name[level:]] if name[level:] else []))
+                    level = 0
+                if not level:
+                    self.chains[(IMPORT, "0", name, name)] = None
+        self.generic_visit(node)
 
 
 def global_references(node: ast.AST) -> List[Tuple[str, ...]]:
