@@ -62,7 +62,8 @@ def code_of(tmp_path, source: str, name: str = "my_step", cache: SourceCache | N
     fp = CodeFingerprinter(str(tmp_path), source_cache=cache)
     info = fp.code(getattr(m, name).fn)
     del sys.modules[mod]
-    return {k.split(".", 1)[1]: v for k, v in info.items.items()}, info
+    return {k[len(mod) + 1:] if k.startswith(mod + ".") else k: v
+            for k, v in info.items.items()}, info
 
 
 def digest(tmp_path, source, name="my_step"):
@@ -111,7 +112,7 @@ def test_references_and_kinds(tmp_path):
     items, info = code_of(tmp_path, BASE)
     assert {"my_step", "helper", "inner", "LIMIT", "NAMES", "Model"} <= set(items)
     assert "unused" not in items
-    kinds = {k.split(".", 1)[1]: v[0] for k, v in info.meta.items()}
+    kinds = {k.split(".", 1)[-1]: v[0] for k, v in info.meta.items()}
     assert kinds["my_step"] == "step" and kinds["helper"] == "function"
     assert kinds["LIMIT"] == "constant" and kinds["Model"] == "class"
 
@@ -225,3 +226,461 @@ def located(x: int) -> str:
     second, _ = code_of(tmp_path / "b", src, "located")
     assert first == second
     assert "__file__" not in " ".join(first)
+
+
+# -- issue 10: the code a step really runs ------------------------------------------------------
+
+_roots = itertools.count()
+
+
+def fingerprint(tmp_path, files: dict, module: str = "pipe", name: str = "s", warn_ok: bool = False):
+    """Write ``files`` into a fresh root, import ``module`` and fingerprint its step ``name``.
+    Module names are the same across calls, so items of two versions compare directly."""
+    root = tmp_path / f"root{next(_roots)}"
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(textwrap.dedent(text))
+    tops = {rel.split("/")[0].removesuffix(".py") for rel in files}
+    sys.path.insert(0, str(root))
+    importlib.invalidate_caches()
+    try:
+        m = importlib.import_module(module)
+        fp = CodeFingerprinter(str(root))
+        info = fp.code(getattr(m, name).fn)
+    finally:
+        sys.path.remove(str(root))
+        for k in list(sys.modules):
+            if k.split(".")[0] in tops:
+                del sys.modules[k]
+    return info
+
+
+def changed(tmp_path, files: dict, edits: dict, **kw) -> set:
+    """Item names whose digest differs (or that appear/disappear) after applying ``edits``
+    ({file: (old, new)}) to ``files``."""
+    before = fingerprint(tmp_path, files, **kw).items
+    new_files = dict(files)
+    for rel, (old, new) in edits.items():
+        assert old in new_files[rel], (rel, old)
+        new_files[rel] = new_files[rel].replace(old, new)
+    after = fingerprint(tmp_path, new_files, **kw).items
+    return {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+
+
+IMPORTS_IN_BODY = {
+    "proj/__init__.py": "",
+    "proj/features.py": '''
+        from proj.util import scale
+
+
+        def add_features(x):
+            return scale(x) + 1
+
+
+        def unrelated(x):
+            return x
+    ''',
+    "proj/util.py": '''
+        def scale(x):
+            return x * 2
+    ''',
+    "proj/pipe.py": '''
+        from zenbuild import step
+
+
+        @step
+        def s(x: int) -> int:
+            from proj.features import add_features
+            import proj.util
+            from . import features as f
+            return add_features(x) + proj.util.scale(x) + f.add_features(1) + helper(x)
+
+
+        def helper(x):
+            from .util import scale as sc
+            return sc(x)
+    ''',
+}
+
+
+def test_imports_inside_a_body_are_followed(tmp_path):
+    kw = dict(module="proj.pipe")
+    assert changed(tmp_path, IMPORTS_IN_BODY,
+                   {"proj/util.py": ("x * 2", "x * 3")}, **kw) == {"proj.util.scale"}
+    assert changed(tmp_path, IMPORTS_IN_BODY,
+                   {"proj/features.py": ("scale(x) + 1", "scale(x) + 2")}, **kw) == {
+        "proj.features.add_features"}
+    # cosmetic edits and an unrelated helper in the imported module change nothing
+    assert changed(tmp_path, IMPORTS_IN_BODY,
+                   {"proj/features.py": ("return x\n", "return x + 1\n")}, **kw) == set()
+    assert changed(tmp_path, IMPORTS_IN_BODY,
+                   {"proj/util.py": ("return x * 2", "return x*2  # twice")}, **kw) == set()
+
+
+def test_an_import_in_the_body_of_a_module_not_loaded_yet(tmp_path):
+    files = {
+        "lazy_mod.py": "def work(x):\n    return x - 1\n",
+        "pipe.py": '''
+            from zenbuild import step
+
+
+            @step
+            def s(x: int) -> int:
+                import lazy_mod
+                return lazy_mod.work(x)
+        ''',
+    }
+    assert changed(tmp_path, files, {"lazy_mod.py": ("x - 1", "x - 2")}) == {"lazy_mod.work"}
+
+
+WRAPPERS = {
+    "pipe.py": '''
+        import functools
+        from zenbuild import step
+
+
+        @functools.lru_cache(maxsize=None)
+        def cached(x):
+            return x + 1
+
+
+        @functools.cache
+        def cached2(x):
+            return x + 2
+
+
+        def _power(x, n, scale=1):
+            return x ** n * scale
+
+
+        SQUARE = functools.partial(_power, n=2, scale=3)
+
+
+        def add(x):
+            return x + 10
+
+
+        def mul(x):
+            return x * 10
+
+
+        OPS = {"add": add, "mul": mul}
+        CHAIN = [add, mul]
+        CONF = {"lr": 0.1, "epochs": 3, "act": lambda v: v * 0.5}
+
+
+        @step
+        def s(x: int) -> float:
+            return cached(x) + cached2(x) + SQUARE(x) + OPS["add"](x) + CHAIN[1](x) + CONF["act"](x) + CONF["lr"]
+    ''',
+}
+
+
+@pytest.mark.parametrize(
+    "old,new,item",
+    [
+        ("return x + 1\n", "return x + 5\n", "pipe.cached"),
+        ("return x + 2\n", "return x + 6\n", "pipe.cached2"),
+        ("x ** n * scale", "x ** n * scale + 1", "pipe._power"),
+        ("n=2, scale=3", "n=2, scale=4", "pipe.SQUARE (value)"),
+        ("return x + 10", "return x + 11", "pipe.add"),
+        ("return x * 10", "return x * 11", "pipe.mul"),
+        ('"lr": 0.1', '"lr": 0.2', "pipe.CONF"),
+        ('"epochs": 3', '"epochs": 4', "pipe.CONF"),
+    ],
+)
+def test_helpers_behind_wrappers_and_containers(tmp_path, old, new, item):
+    assert item in changed(tmp_path, WRAPPERS, {"pipe.py": (old, new)})
+
+
+def test_a_lambda_in_a_dict_is_its_own_code(tmp_path):
+    diff = changed(tmp_path, WRAPPERS, {"pipe.py": ("v * 0.5", "v * 0.7")})
+    assert diff and all("<lambda>" in k or k == "pipe.CONF" for k in diff)
+    assert changed(tmp_path, WRAPPERS, {"pipe.py": ("v * 0.5", "v  *  0.5")}) == set()
+
+
+def test_wrappers_are_stable_across_imports(tmp_path):
+    assert changed(tmp_path, WRAPPERS, {"pipe.py": ("        @step\n", "        # a comment\n        @step\n")}) == set()
+
+
+NAMESPACE = {
+    "lib/cleaning.py": "def clean(x):\n    return x.strip()\n",
+    "pipe.py": '''
+        import lib.cleaning
+        from zenbuild import step
+
+
+        @step
+        def s(x: str) -> str:
+            return lib.cleaning.clean(x)
+    ''',
+}
+
+
+def test_namespace_packages_by_dotted_path(tmp_path):
+    assert changed(tmp_path, NAMESPACE, {"lib/cleaning.py": ("x.strip()", "x.lower()")}) == {
+        "lib.cleaning.clean"}
+    info = fingerprint(tmp_path, NAMESPACE)
+    assert info.meta["lib.cleaning.clean"] == ["function", "lib/cleaning.py"]
+
+
+LIBRARY = {
+    "conf.py": '''
+        import operator
+        ACTIVATION = operator.add
+    ''',
+    "pipe.py": '''
+        from statistics import mean as agg
+        from json import dumps as enc
+        import math as m
+        import conf
+        from zenbuild import step
+
+
+        @step
+        def s(xs: list) -> str:
+            return enc(agg(xs)) + str(conf.ACTIVATION(1, 2)) + str(m.floor(1.5))
+    ''',
+}
+
+
+@pytest.mark.parametrize(
+    "rel,old,new,gone,now",
+    [
+        ("pipe.py", "mean as agg", "median as agg", "statistics.mean", "statistics.median"),
+        ("conf.py", "operator.add", "operator.sub", "_operator.add", "_operator.sub"),
+        ("pipe.py", "import math as m", "import cmath as m", "math", "cmath"),
+    ],
+)
+def test_names_bound_to_library_objects_record_which_object(tmp_path, rel, old, new, gone, now):
+    before = fingerprint(tmp_path, LIBRARY)
+    assert before.meta[gone][0].startswith("library")
+    after = fingerprint(tmp_path, {**LIBRARY, rel: LIBRARY[rel].replace(old, new)})
+    assert gone in before.items and gone not in after.items and now in after.items
+
+
+def test_third_party_objects_by_identity(tmp_path):
+    files = {"pipe.py": '''
+        from numpy import mean as agg
+        from zenbuild import step
+
+
+        @step
+        def s(xs: list) -> float:
+            return float(agg(xs))
+    '''}
+    before = fingerprint(tmp_path, files)
+    after = fingerprint(tmp_path, {"pipe.py": files["pipe.py"].replace("mean as", "median as")})
+    assert "numpy.mean" in before.items and "numpy.median" in after.items
+    assert before.meta["numpy.mean"] == ["library object", "pipe.py"]
+    assert "numpy" in before.packages
+
+
+CALLABLES = {
+    "pipe.py": '''
+        import operator
+        import numpy as np
+        from zenbuild import step
+
+
+        def _clip(v):
+            return min(v, 5)
+
+
+        class Normalizer:
+            def __init__(self, factor):
+                self.factor = factor
+
+            def transform(self, v):
+                return v * self.factor
+
+
+        KEY = operator.itemgetter("a")
+        CLIP = np.vectorize(_clip)
+        NORMALIZE = Normalizer(0.5).transform
+
+
+        @step
+        def s(d: dict) -> float:
+            return float(CLIP(KEY(d))) + NORMALIZE(1)
+    ''',
+}
+
+
+@pytest.mark.parametrize(
+    "old,new,item",
+    [
+        ('itemgetter("a")', 'itemgetter("b")', "pipe.KEY (value)"),
+        ("min(v, 5)", "min(v, 6)", "pipe._clip"),
+        ("v * self.factor", "v * self.factor + 1", "pipe.Normalizer.transform"),
+        ("Normalizer(0.5)", "Normalizer(0.7)", "pipe.NORMALIZE (value)"),
+    ],
+)
+def test_module_level_callable_objects_by_value_and_wrapped_code(tmp_path, old, new, item):
+    assert item in changed(tmp_path, CALLABLES, {"pipe.py": (old, new)})
+
+
+def test_callable_objects_are_stable(tmp_path):
+    assert changed(tmp_path, CALLABLES, {"pipe.py": ("return min(v, 5)", "return min(v,5)  # c")}) == set()
+
+
+def test_library_instance_by_value(tmp_path):
+    files = {"pipe.py": '''
+        import fractions
+        from zenbuild import step
+
+        SCALE = fractions.Fraction(3, 4)
+
+
+        @step
+        def s(x: int) -> float:
+            return float(SCALE * x)
+    '''}
+    assert changed(tmp_path, files, {"pipe.py": ("(3, 4)", "(3, 7)")}) == {"pipe.SCALE"}
+
+
+CLASSES = {
+    "pipe.py": '''
+        import enum
+        from collections import namedtuple
+        from dataclasses import field, make_dataclass
+        from zenbuild import step
+
+        HAS_FAST = True
+        Point = namedtuple("Point", "x y", defaults=(0, 1))
+        Split = enum.Enum("Split", {"TRAIN": 0.8, "TEST": 0.2})
+        Cfg = make_dataclass("Cfg", [("lr", float, field(default=0.1))])
+
+        if not HAS_FAST:
+            class Engine:
+                def run(self, v):
+                    return v - 1
+        else:
+            class Engine:
+                def run(self, v):
+                    return v + 1
+
+
+        class Memo:
+            def __init__(self, fn):
+                self.fn = fn
+                self.cache = {}
+
+            def __call__(self, v):
+                return self.fn(v)
+
+
+        @Memo
+        def memoized(v):
+            return v * 100
+
+
+        @step
+        def s(x: int) -> float:
+            return Point().y + Split.TRAIN.value + Cfg().lr + Engine().run(x) + memoized(x)
+    ''',
+}
+
+
+@pytest.mark.parametrize(
+    "old,new,item",
+    [
+        ("defaults=(0, 1)", "defaults=(0, 2)", "pipe.Point"),
+        ('"TRAIN": 0.8', '"TRAIN": 0.7', "pipe.Split"),
+        ("default=0.1", "default=0.2", "Cfg"),
+        ("return v + 1", "return v + 2", "pipe.Engine"),
+        ("return v * 100", "return v * 101", "pipe.memoized"),
+    ],
+)
+def test_classes_without_a_class_statement_and_defined_twice(tmp_path, old, new, item):
+    diff = changed(tmp_path, CLASSES, {"pipe.py": (old, new)})
+    # make_dataclass names its module "types" before Python 3.12
+    assert item in diff or (item == "Cfg" and diff & {"pipe.Cfg", "types.Cfg"})
+
+
+def test_the_unused_fallback_class_is_not_a_dependency(tmp_path):
+    assert changed(tmp_path, CLASSES, {"pipe.py": ("return v - 1", "return v - 2")}) == set()
+
+
+def test_code_outside_the_root_is_source_with_one_warning(tmp_path):
+    from zenbuild.fingerprint.project import OutsideRootWarning
+
+    common = tmp_path / "common"
+    common.mkdir()
+    (common / "shared_helpers.py").write_text("def norm(x):\n    return x / 2\n")
+    files = {"pipe.py": '''
+        from shared_helpers import norm
+        from zenbuild import step
+
+
+        @step
+        def s(x: int) -> float:
+            return norm(x)
+    '''}
+    sys.path.insert(0, str(common))
+    try:
+        with pytest.warns(OutsideRootWarning, match="outside the project root"):
+            before = fingerprint(tmp_path, files, warn_ok=True)
+        (common / "shared_helpers.py").write_text("def norm(x):\n    return x / 3\n")
+        sys.modules.pop("shared_helpers", None)
+        with pytest.warns(OutsideRootWarning):
+            after = fingerprint(tmp_path, files, warn_ok=True)
+    finally:
+        sys.path.remove(str(common))
+        sys.modules.pop("shared_helpers", None)
+    assert before.items["shared_helpers.norm"] != after.items["shared_helpers.norm"]
+    assert before.packages == {}  # no "unknown" package any more
+
+
+def test_a_symlinked_folder_is_source(tmp_path):
+    real = tmp_path / "elsewhere" / "linked"
+    real.mkdir(parents=True)
+    (real / "__init__.py").write_text("")
+    (real / "ops.py").write_text("def op(x):\n    return x + 1\n")
+    root = tmp_path / "root_sym"
+    root.mkdir()
+    (root / "linked").symlink_to(real)
+    (root / "pipe.py").write_text(textwrap.dedent('''
+        from linked.ops import op
+        from zenbuild import step
+
+
+        @step
+        def s(x: int) -> int:
+            return op(x)
+    '''))
+    from zenbuild.fingerprint.project import OutsideRootWarning
+
+    sys.path.insert(0, str(root))
+    try:
+        m = importlib.import_module("pipe")
+        with pytest.warns(OutsideRootWarning, match="elsewhere"):
+            info = CodeFingerprinter(str(root)).code(m.s.fn)
+    finally:
+        sys.path.remove(str(root))
+        for k in ("pipe", "linked", "linked.ops"):
+            sys.modules.pop(k, None)
+    assert info.meta["linked.ops.op"][1] == str(real / "ops.py")
+
+
+PLUGINS = {
+    "plugins/__init__.py": "",
+    "plugins/x.py": "def run(v):\n    return v + 1\n",
+    "plugins/y.py": "def run(v):\n    return v + 2\n",
+    "pipe.py": '''
+        import importlib
+        from zenbuild import step
+
+
+        @step
+        def s(v: int) -> int:
+            mod = importlib.import_module("plugins.x")
+            return mod.run(v)
+    ''',
+}
+
+
+def test_a_literal_import_module_is_resolved(tmp_path):
+    assert changed(tmp_path, PLUGINS, {"plugins/x.py": ("v + 1", "v + 5")}) == {"plugins.x"}
+    assert changed(tmp_path, PLUGINS, {"plugins/y.py": ("v + 2", "v + 5")}) == set()
