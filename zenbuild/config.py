@@ -17,7 +17,7 @@ CONFIG_NAME = "zenbuild.toml"
 # The parsed config file is kept in the default store folder, keyed by the file's stat: a run
 # whose config did not change then imports no TOML parser (tomllib costs ~4 ms to import).
 CONFIG_CACHE = "config-cache.json"
-_CONFIG_CACHE_VERSION = 1
+_CONFIG_CACHE_VERSION = 2  # 2: a pyproject.toml's entry holds its [tool.zenbuild] table
 
 
 def __getattr__(name: str) -> Any:
@@ -172,18 +172,17 @@ def load_config(root: str, source: Optional[str]) -> Config:
     data = _cached(cache_file, source, key)
     # a parse is kept only when the file did not change while it was read
     fresh = data is None and key == before
-    if data is None:
+    prefix = "tool.zenbuild" if os.path.basename(source) == "pyproject.toml" else ""
+    if data is None:  # the cache holds zenbuild's own table: [tool.zenbuild] already taken out
         tomllib = _toml()
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{source}: invalid TOML: {e}") from None
-    prefix = ""
-    if os.path.basename(source) == "pyproject.toml":
-        data = data.get("tool", {}).get("zenbuild", {})
-        prefix = "tool.zenbuild"
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: [tool.zenbuild] must be a table")
+        if prefix:
+            data = data.get("tool", {}).get("zenbuild", {})
+            if not isinstance(data, dict):
+                raise ConfigError(f"{source}: [tool.zenbuild] must be a table")
     c = _Checker(source, text, prefix)
     c.check("", data, _TOP)
     pipelines = data.get("pipelines", [])
@@ -227,13 +226,13 @@ def _cached(cache_file: str, source: str, key: StatKey) -> Optional[Dict[str, An
     one it was parsed with and that stat was not racily clean (as for the stat cache)."""
     import json
 
-    from zenbuild.digest import _trusted
+    from zenbuild.digest import FileRecord
 
     try:
         with open(cache_file, "rb") as f:
             doc = json.loads(f.read())
         if (doc.get("version") == _CONFIG_CACHE_VERSION and doc.get("source") == source
-                and tuple(doc.get("key") or ()) == key and _trusted(key[1], int(doc["recorded_ns"]))
+                and FileRecord(tuple(doc.get("key") or ()), "", int(doc["recorded_ns"])).trusted_for(key)
                 and isinstance(doc.get("data"), dict)):
             return doc["data"]  # type: ignore[no-any-return]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):

@@ -11,6 +11,7 @@ from zenbuild.events import ConsoleReporter, Reporter, Warning_
 
 if TYPE_CHECKING:  # pragma: no cover
     from zenbuild.dsl import BoundPipeline
+    from zenbuild.graph import Graph
     from zenbuild.result import RunResult
 
 
@@ -31,7 +32,9 @@ def run_bound(
     dask_scheduler: Optional[str] = None,
     remote_cache: Optional[str] = None,
     remote_upload: Optional[bool] = None,
+    graph: Optional[Graph] = None,
 ) -> RunResult:
+    """Run ``bound`` (traced again unless its ``graph`` is given, as the front door does)."""
     if config is None:  # the Python API: project.run_from_api finds the project and binds
         from zenbuild.errors import ZenbuildError
 
@@ -44,7 +47,8 @@ def run_bound(
     from zenbuild.store.db import Store
 
     with GcPause():  # on again around each step's own code (executors.call_task)
-        graph = bound.trace(config.root)
+        if graph is None:
+            graph = bound.trace(config.root)
         store = Store(config.store)
         own_executor, remote = executor is None, None
         try:

@@ -18,9 +18,11 @@ from typing import Any, List
 import pytest
 
 from zenbuild.errors import ConfigError
-from zenbuild.watch.child import collect_modules, install_fresh_imports, project_predicate
+from zenbuild.project import SourceLoader, install_source_imports, project_predicate
+from zenbuild.watch.child import ChildExit, Outcome, collect_modules
 from zenbuild.watch.fs import OverflowHandler
 from zenbuild.watch.paths import IgnoreRules, Report, WatchSet, is_editor_file
+from zenbuild.watch.runner import Runner
 from zenbuild.watch.watcher import Settings, Watcher, WatchOptions, resolve_settings
 
 
@@ -207,9 +209,9 @@ def test_fresh_imports_ignore_a_stale_pyc(tmp_path: Path, monkeypatch: pytest.Mo
     importlib.invalidate_caches()
     try:
         stale = importlib.import_module("zb_fresh_mod")
-        assert stale.VALUE == 1  # what a plain import runs: the reason for FreshSourceLoader
+        assert stale.VALUE == 1  # what a plain import runs: the reason for SourceLoader
         del sys.modules["zb_fresh_mod"]
-        install_fresh_imports(project_predicate(str(tmp_path), str(tmp_path / ".zenbuild")))
+        install_source_imports(project_predicate(str(tmp_path), str(tmp_path / ".zenbuild")))
         fresh = importlib.import_module("zb_fresh_mod")
         assert fresh.VALUE == 2
     finally:
@@ -279,7 +281,7 @@ def test_compiled_code_is_cached_by_content_not_by_mtime(tmp_path: Path,
     monkeypatch.syspath_prepend(str(src))
     monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
     monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)
-    install_fresh_imports(project_predicate(str(src), ""), str(cache))
+    install_source_imports(project_predicate(str(src), ""), str(cache))
 
     def load() -> Any:
         sys.modules.pop("zb_cached_mod", None)
@@ -289,14 +291,22 @@ def test_compiled_code_is_cached_by_content_not_by_mtime(tmp_path: Path,
         finally:
             sys.modules.pop("zb_cached_mod", None)
 
+    compiled: List[str] = []
+    real_compile = SourceLoader.source_to_code
+
+    def counting(self: Any, data: Any, path: Any, *a: Any, **k: Any) -> Any:
+        compiled.append(path)
+        return real_compile(self, data, path, *a, **k)
+
+    monkeypatch.setattr(SourceLoader, "source_to_code", counting)
     mod.write_text("VALUE = 1\n")
     st = os.stat(mod)
-    assert load() == 1 and len(os.listdir(cache)) == 1
+    assert load() == 1 and len(os.listdir(cache)) == 1 and len(compiled) == 1
+    assert load() == 1 and len(compiled) == 1  # the same source: served from the cache
     mod.write_text("VALUE = 2\n")
     os.utime(mod, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime: new content
-    assert load() == 2 and len(os.listdir(cache)) == 2
-    mod.write_text("VALUE = 1\n")
-    assert load() == 1 and len(os.listdir(cache)) == 2  # served from the cache
+    assert load() == 2 and len(compiled) == 2
+    assert len(os.listdir(cache)) == 1  # one entry per module file: the cache cannot grow
 
 
 def test_inputs_behind_a_symlink_out_of_the_project_are_watched(tmp_path: Path) -> None:
@@ -332,3 +342,93 @@ def test_path_stamp_watches_site_packages_only(tmp_path: Path, monkeypatch: pyte
     (site / "newpkg").mkdir()
     os.utime(site, ns=(1, before[str(site)] + 10**9))  # what `pip install` does to the folder
     assert _path_stamp() != before
+
+
+class FakeRunner(Runner):
+    """Records the rebuilds the watcher starts; never starts a process."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda item: None)
+        self.started: List[List[str]] = []
+
+    def start(self, run_id: int, req: Any) -> None:
+        self.started.append([run_id])
+
+    def interrupt(self, sig: int = 2) -> None:
+        pass
+
+    def close(self, timeout: float = 10.0) -> None:
+        pass
+
+
+def _clocked_watcher(tmp_path: Path, debounce_ms: int) -> Any:
+    (tmp_path / "zenbuild.toml").write_text('pipelines = ["p:p"]\n')
+    (tmp_path / "a.txt").write_text("a\n")
+    now = [1000.0]
+    out = io.StringIO()
+    runner = FakeRunner()
+    w = Watcher(WatchOptions(project_dir=str(tmp_path), debounce_ms=debounce_ms), out=out,
+                err=io.StringIO(), observer_factory=lambda poll: FakeObserver(poll, False),
+                clock=lambda: now[0], runner=runner)
+    w.ws.update(Report(root=str(tmp_path.resolve()), loaded=True, files=["a.txt"]))
+    return w, runner, now, out, str(tmp_path.resolve() / "a.txt")
+
+
+def test_a_burst_of_saves_starts_one_rebuild_once_quiet(tmp_path: Path) -> None:
+    w, runner, now, out, a = _clocked_watcher(tmp_path, 50)
+    try:
+        for _ in range(20):  # 20 saves 10 ms apart: always inside the 50 ms quiet period
+            w.dispatch(("fs", "modified", a, "", False))
+            now[0] += 0.010
+            assert w.tick() is not None and runner.started == []
+        now[0] += 0.039  # 49 ms after the last save
+        assert w.tick() == pytest.approx(0.001) and runner.started == []
+        now[0] += 0.002
+        assert w.tick() == 0 and runner.started == [[1]]
+        assert out.getvalue().splitlines() == ["changed: a.txt"]
+        assert w.tick() is None  # nothing pending while it runs
+    finally:
+        w._shutdown()
+
+
+def test_a_steady_stream_still_rebuilds_every_max_delay(tmp_path: Path) -> None:
+    from zenbuild.watch.watcher import MAX_DELAY_S
+
+    w, runner, now, _out, a = _clocked_watcher(tmp_path, 400)
+    try:
+        start = now[0]
+        while now[0] - start < MAX_DELAY_S - 0.05:  # a save every 100 ms: never quiet for 400
+            w.dispatch(("fs", "modified", a, "", False))
+            w.tick()
+            now[0] += 0.1
+        assert runner.started == []
+        now[0] = start + MAX_DELAY_S
+        assert w.tick() == 0 and runner.started == [[1]]
+    finally:
+        w._shutdown()
+
+
+def test_saves_during_a_rebuild_make_exactly_one_more(tmp_path: Path) -> None:
+    w, runner, now, out, a = _clocked_watcher(tmp_path, 50)
+    try:
+        w.dispatch(("fs", "modified", a, "", False))
+        now[0] += 0.1
+        assert w.tick() == 0 and runner.started == [[1]]
+        for _ in range(20):  # while rebuild 1 runs: queued, not started
+            w.dispatch(("fs", "modified", a, "", False))
+            now[0] += 0.001
+            assert w.tick() is None
+        now[0] += 5.0
+        w.dispatch(("exit", ChildExit(1, Outcome.SUCCEEDED)))
+        assert w.tick() == 0 and runner.started == [[1], [2]]
+        now[0] += 5.0
+        assert w.tick() is None and runner.started == [[1], [2]]
+    finally:
+        w._shutdown()
+
+
+@pytest.mark.parametrize("code,outcome,signal_,lost", [
+    (0, Outcome.SUCCEEDED, 0, ""), (2, Outcome.USER_ERROR, 0, ""), (130, Outcome.INTERRUPTED, 0, ""),
+    (-9, None, 9, ""), (77, Outcome.CRASHED, 0, "")])
+def test_child_exit_from_a_process_exit_code(code: int, outcome: Any, signal_: int, lost: str) -> None:
+    assert ChildExit.from_code(4, code) == ChildExit(4, outcome, signal_, lost)

@@ -229,17 +229,8 @@ def status(pipeline: Optional[str], params: List[str], check: bool, all_pipeline
     from zenbuild.inspect.explain import status_report
     from zenbuild.project import load_project
 
-    try:
-        out, problems = status_report(load_project(project_dir), pipeline, all_pipelines,
-                                      list(params), "json" if as_json else fmt)
-    except (ZenbuildError, click.ClickException):
-        raise
-    except Exception:
-        import traceback
-
-        traceback.print_exc()
-        click.echo("Error: zenbuild status could not evaluate the pipeline (see above).", err=True)
-        sys.exit(2)
+    out, problems = status_report(load_project(project_dir), pipeline, all_pipelines,
+                                  list(params), "json" if as_json else fmt)
     click.echo(out)
     if check and problems:
         for message in problems:
@@ -473,7 +464,14 @@ def click_main(args: List[str]) -> Any:
         raise KeyboardInterrupt from None
     except click.ClickException as e:
         e.show()
-        sys.exit(2 if e.exit_code == 2 else e.exit_code)
+        code = 2 if e.exit_code == 2 else e.exit_code
+        if args[:1] == ["run"] and "--json" in args:  # scripts parse stdout: say it there too
+            from zenbuild.cli.runcmd import error_json
+
+            error = error_json(e)
+            error["exit_code"] = code
+            sys.stdout.write(json.dumps(error) + "\n")
+        sys.exit(code)
 
 
 def main(argv: Optional[List[str]] = None) -> Any:

@@ -86,31 +86,83 @@ def run_command(
     project_dir: Optional[str] = None,
 ) -> int:
     """Run a pipeline as `zenbuild run` does; returns the exit code (0, or 1 if a step failed).
-    Raises ZenbuildError for usage and configuration errors."""
+    Raises ZenbuildError for usage and configuration errors (with --json, after printing the
+    error as a JSON object on stdout)."""
+    from zenbuild.errors import ZenbuildError
     from zenbuild.events import ConsoleReporter, Reporter, json_summary
-    from zenbuild.project import bind_pipeline, load_pipeline, load_project, parse_cli_params
+    from zenbuild.project import open_pipeline
     from zenbuild.run import run_bound
 
-    config = load_project(project_dir)
-    _spec, pipe = load_pipeline(config, pipeline)
-    bound = bind_pipeline(pipe, config, parse_cli_params(pipe, list(params or [])))
-    log: List[str] = []
-    reporter: Reporter = ConsoleReporter(
-        stream=sys.stderr if as_json else sys.stdout,
-        quiet=quiet, verbose=verbose, explain=explain, log=log,
-    )
-    if fmt == "github":
-        from zenbuild.events import Fanout
-        from zenbuild.inspect.github import GithubReporter
+    json_fd = stdout_to_stderr() if as_json else None  # the JSON is all that goes to stdout
+    try:
+        opened = open_pipeline(project_dir, pipeline, list(params or []))
+        config = opened.config
+        log: List[str] = []
+        reporter: Reporter = ConsoleReporter(
+            stream=sys.stderr if as_json else sys.stdout,
+            quiet=quiet, verbose=verbose, explain=explain, log=log,
+        )
+        if fmt == "github":
+            from zenbuild.events import Fanout
+            from zenbuild.inspect.github import GithubReporter
 
-        reporter = Fanout(reporter, GithubReporter(config.root))
-    result = run_bound(
-        bound, enable_cache=False if no_cache else None, config=config, reporter=reporter,
-        dry_run=dry_run, explain=explain, keep_going=keep_going, wait=not no_wait, log=log,
-        jobs=jobs, executor_name=executor_name, dask_scheduler=dask_scheduler,
-        remote_cache=remote_cache, remote_upload=remote_cache_upload,
-    )
-    if as_json:
-        sys.stdout.write(json.dumps(json_summary(result)) + "\n")
-        sys.stdout.flush()
+            reporter = Fanout(reporter, GithubReporter(config.root))
+        result = run_bound(
+            opened.bound, enable_cache=False if no_cache else None, config=config,
+            reporter=reporter, dry_run=dry_run, explain=explain, keep_going=keep_going,
+            wait=not no_wait, log=log, jobs=jobs, executor_name=executor_name,
+            dask_scheduler=dask_scheduler, remote_cache=remote_cache,
+            remote_upload=remote_cache_upload, graph=opened.graph,
+        )
+    except ZenbuildError as e:
+        if json_fd is not None:
+            write_json(json_fd, error_json(e))
+            json_fd = None
+        raise
+    finally:
+        if json_fd is not None:
+            restore_stdout(json_fd, close=False)
+    if json_fd is not None:
+        write_json(json_fd, json_summary(result))
     return 0 if result.status == "succeeded" else 1
+
+
+def stdout_to_stderr() -> int:
+    """Point file descriptor 1 (and so sys.stdout, print() in steps, -j and Dask workers started
+    from here, and native code) at stderr; returns a descriptor for the real stdout."""
+    import os
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    return saved
+
+
+def restore_stdout(saved: int, close: bool = True) -> None:
+    import os
+
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    os.dup2(saved, 1)
+    if close:
+        os.close(saved)
+
+
+def write_json(saved: int, data: Dict[str, Any]) -> None:
+    """Put fd 1 back and write ``data`` as one JSON line on it."""
+    restore_stdout(saved)
+    sys.stdout.write(json.dumps(data) + "\n")
+    sys.stdout.flush()
+
+
+def error_json(e: Any) -> Dict[str, Any]:
+    """The JSON `run --json` prints for an error that stops the run before or outside steps."""
+    error: Dict[str, Any] = {"type": type(e).__name__, "message": str(getattr(e, "message", e))}
+    for key, attr in (("file", "filename"), ("line", "lineno"), ("error_type", "error_type"),
+                      ("traceback", "traceback_text")):
+        value = getattr(e, attr, None)
+        if value:
+            error[key] = value
+    return {"status": "error", "exit_code": int(getattr(e, "exit_code", 2)), "error": error}

@@ -33,15 +33,15 @@ class Dashboard:
 
     def graph_of(self, pipeline: str) -> Tuple[Optional[Graph], str]:
         """The current DAG of a pipeline by its name, or None and why it cannot be loaded."""
-        from zenbuild.project import bind_pipeline, load_pipeline
+        from zenbuild.errors import ZenbuildError
+        from zenbuild.project import open_pipeline
 
         with self._lock:
             if pipeline not in self._graphs:
                 try:
-                    _spec, pipe = load_pipeline(self.config, pipeline)
-                    g: Optional[Graph] = bind_pipeline(pipe, self.config, {}).trace(self.config.root)
+                    g: Optional[Graph] = open_pipeline(name=pipeline, config=self.config).graph
                     self._graphs[pipeline] = (g, "")
-                except Exception as e:  # the page still shows the run's steps, without edges
+                except ZenbuildError as e:  # the page still shows the run's steps, without edges
                     self._graphs[pipeline] = (None, f"pipeline {pipeline} cannot be loaded: {e}")
             return self._graphs[pipeline]
 

@@ -138,11 +138,10 @@ RENDERERS = {"json": to_json, "mermaid": to_mermaid, "dot": to_dot}
 def pipeline_graph(config: Any, pipeline: Optional[str], run_id: Optional[str] = None) -> Dict[str, Any]:
     """The graph data of a configured pipeline, coloured by ``run_id`` or its latest run."""
     from zenbuild.inspect.history import find_run
-    from zenbuild.project import bind_pipeline, load_pipeline
+    from zenbuild.project import open_pipeline
     from zenbuild.store.db import Store
 
-    _spec, pipe = load_pipeline(config, pipeline)
-    graph = bind_pipeline(pipe, config, {}).trace(config.root)
+    graph = open_pipeline(name=pipeline, config=config).graph
     run = None
     if os.path.isdir(config.store):
         store = Store(config.store, create=False)

@@ -1,127 +1,54 @@
-"""One `zenbuild watch` rebuild in a fresh process: import the project from source, run, report.
+"""One `zenbuild watch` rebuild in a fresh process: open the pipeline through the front door
+(project modules compiled from source), run, report.
 
 The report (JSON, in the watcher's temp folder) lists the project modules and declared inputs
-the pipeline depends on, its Outputs, and the non-project modules a warm server may preload."""
+the pipeline depends on, its Outputs, and the non-project modules a warm server may preload.
+How the rebuild ended travels as an Outcome (the process's exit code) and reaches the watcher
+as a ChildExit."""
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
+import enum
 import json
-import marshal
 import os
 import sys
 import traceback
-import types
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from zenbuild.errors import ZenbuildError
-
-_SKIP_PARTS = frozenset({"site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox"})
-_ZENBUILD_DIR = os.path.dirname(os.path.realpath(__file__))
+from zenbuild.project import is_project_module, module_file, project_predicate
 
 
-class FreshSourceLoader(importlib.machinery.SourceFileLoader):
-    """Compiles a project module from its source on every import; never reads or writes .pyc.
+class Outcome(enum.IntEnum):
+    """How one rebuild child ended; the value is its exit code."""
 
-    CPython trusts a .pyc whose recorded source mtime (whole seconds) and size match the .py, so
-    an edit within the same second that keeps the size (``1`` -> ``2``) would run stale code.
-    Instead, compiled code is cached under a digest of the source bytes themselves (in the
-    watcher's temp folder, for the session), which cannot go stale. Third-party and
-    standard-library modules keep their .pyc: they do not change under watch.
-    """
-
-    code_cache = ""  # folder for content-keyed compiled code; "" = compile every time
-
-    def get_code(self, fullname: str) -> types.CodeType:
-        path = self.get_filename(fullname)
-        source = self.get_data(path)
-        cached = ""
-        if self.code_cache:
-            from zenbuild.digest import digest_bytes
-
-            key = digest_bytes(b"\0".join([path.encode(), sys.version.encode(), source]))
-            cached = os.path.join(self.code_cache, key)
-            try:
-                with open(cached, "rb") as f:
-                    return marshal.loads(f.read())  # type: ignore[no-any-return]
-            except (OSError, ValueError, EOFError, TypeError):
-                pass
-        code = self.source_to_code(source, path)
-        if cached:
-            try:
-                tmp = f"{cached}.{os.getpid()}.tmp"
-                with open(tmp, "wb") as f:
-                    f.write(marshal.dumps(code))
-                os.replace(tmp, cached)
-            except OSError:
-                pass
-        return code  # type: ignore[no-any-return]
+    SUCCEEDED = 0
+    STEP_FAILED = 1
+    USER_ERROR = 2  # config, import, pipeline body, params: reported, waiting for a fix
+    CRASHED = 3  # an error in zenbuild itself (its traceback is printed)
+    INTERRUPTED = 130
 
 
-class FreshSourceFinder(importlib.abc.MetaPathFinder):
-    """Puts FreshSourceLoader on the project's own source modules; defers on everything else."""
+@dataclass(frozen=True)
+class ChildExit:
+    """What the watcher learns when a rebuild is over: the child's Outcome, or the signal
+    that killed it, or why there is no child to ask (``lost``)."""
 
-    def __init__(self, is_project: Callable[[str], bool], code_cache: str = "") -> None:
-        self.is_project = is_project
-        self.code_cache = code_cache
+    run_id: int
+    outcome: Optional[Outcome] = None
+    signal: int = 0
+    lost: str = ""  # e.g. "the rebuild server process died"
 
-    def find_spec(self, fullname: str, path: Optional[Sequence[str]],
-                  target: Optional[types.ModuleType] = None) -> Optional[importlib.machinery.ModuleSpec]:
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
-        if (spec is None or type(spec.loader) is not importlib.machinery.SourceFileLoader
-                or not spec.origin or not self.is_project(spec.origin)):
-            return None
-        loader = FreshSourceLoader(fullname, spec.origin)
-        loader.code_cache = self.code_cache
-        spec.loader = loader
-        return spec
-
-
-def project_predicate(root: str, store: str) -> Callable[[str], bool]:
-    """Is a file the project's own source (under the root; not a virtualenv, the store or
-    zenbuild itself)?"""
-    root = os.path.realpath(root)
-    store = os.path.realpath(store) if store else ""
-    memo: Dict[str, bool] = {}
-
-    def is_project(filename: str) -> bool:
-        hit = memo.get(filename)
-        if hit is None:
-            real = os.path.realpath(filename)
-            hit = (
-                real.startswith(root + os.sep)
-                and not (store and real.startswith(store + os.sep))
-                and not real.startswith(_ZENBUILD_DIR + os.sep)
-                and not any(p in _SKIP_PARTS for p in os.path.relpath(real, root).split(os.sep))
-            )
-            memo[filename] = hit
-        return hit
-
-    return is_project
-
-
-def install_fresh_imports(is_project: Callable[[str], bool], code_cache: str = "") -> FreshSourceFinder:
-    finder = FreshSourceFinder(is_project, code_cache)
-    sys.meta_path.insert(0, finder)
-    sys.dont_write_bytecode = True  # belt and braces: this process writes no .pyc at all
-    return finder
-
-
-def _module_file(mod: Any) -> Optional[str]:
-    f = getattr(mod, "__file__", None)
-    return f if isinstance(f, str) else None
-
-
-def _is_project_module(mod: Any, is_project: Callable[[str], bool]) -> bool:
-    f = _module_file(mod)
-    if f is not None:
-        return is_project(f)
-    paths = getattr(mod, "__path__", None)  # a namespace package has no __file__
-    try:
-        return any(is_project(os.path.join(p, "x.py")) for p in (paths or []))
-    except TypeError:
-        return False
+    @classmethod
+    def from_code(cls, run_id: int, code: int) -> ChildExit:
+        """From a process exit code (negative: killed by that signal)."""
+        if code < 0:
+            return cls(run_id, signal=-code)
+        try:
+            return cls(run_id, Outcome(code))
+        except ValueError:
+            return cls(run_id, Outcome.CRASHED)
 
 
 def collect_modules(is_project: Callable[[str], bool], baseline: Set[str]) -> Dict[str, List[str]]:
@@ -131,15 +58,15 @@ def collect_modules(is_project: Callable[[str], bool], baseline: Set[str]) -> Di
     tops: Set[str] = set()
     new = [(n, m) for n, m in list(sys.modules.items()) if n not in baseline and m is not None]
     for name, mod in new:  # what was there before holds no project module (see serve())
-        if _is_project_module(mod, is_project):
+        if is_project_module(mod, is_project):
             tops.add(name.split(".")[0])
-            f = _module_file(mod)
+            f = module_file(mod)
             if f:
                 project.append(f)
     preload = [
         name for name, mod in new
         if name.split(".")[0] not in tops and name not in ("__main__", "__mp_main__")
-        and not _is_project_module(mod, is_project)
+        and not is_project_module(mod, is_project)
     ]
     return {"modules": sorted(set(project)), "preload": preload}
 
@@ -160,10 +87,8 @@ def _error_files(e: BaseException, is_project: Callable[[str], bool]) -> List[st
     return out
 
 
-def run_child(req: Dict[str, Any]) -> int:
-    """Run the pipeline once as ``zenbuild run`` would; write the report; return an exit code:
-    0 succeeded, 1 a step failed, 2 the user's mistake (config, import, params), 3 anything
-    else, 130 interrupted."""
+def run_child(req: Dict[str, Any]) -> Outcome:
+    """Run the pipeline once as ``zenbuild run`` would; write the report; return the Outcome."""
     baseline = set(req.get("baseline") or sys.modules)
     sys.argv = ["zenbuild", "watch"]  # not the server's or the spawn's own arguments
     root = req["root"]
@@ -171,23 +96,19 @@ def run_child(req: Dict[str, Any]) -> int:
                               "modules": [], "files": [], "dirs": [], "outputs": [],
                               "status": "error", "counts": {}, "watch": None, "preload": []}
     is_project = project_predicate(root, os.path.join(root, ".zenbuild"))
-    finder: Optional[FreshSourceFinder] = None
-    code = 3
+    outcome = Outcome.CRASHED
     extra: List[str] = []
     try:
         from zenbuild.events import ConsoleReporter
-        from zenbuild.project import bind_pipeline, load_pipeline, load_project, parse_cli_params
+        from zenbuild.project import load_project, open_pipeline
         from zenbuild.run import run_bound
 
         config = load_project(root)
         report.update(store=config.store, config_source=config.source, watch=dict(config.watch))
         is_project = project_predicate(config.root, config.store)
-        finder = install_fresh_imports(is_project, str(req.get("code_cache") or ""))
-        _spec, pipe = load_pipeline(config, req.get("pipeline"))
-        bound = bind_pipeline(pipe, config, parse_cli_params(pipe, list(req.get("params", []))))
-        graph = bound.trace(config.root)
-        bound.trace = lambda root: graph  # type: ignore[method-assign]  # run_bound: trace once
-        for node in graph.nodes.values():
+        opened = open_pipeline(name=req.get("pipeline"), params=list(req.get("params", [])),
+                               config=config)
+        for node in opened.graph.nodes.values():
             for ref in node.files:
                 if ref.is_dir:
                     report["dirs"].append([ref.path, ref.glob])
@@ -198,27 +119,27 @@ def run_child(req: Dict[str, Any]) -> int:
         log: List[str] = []
         reporter = ConsoleReporter(quiet=bool(req.get("quiet")), verbose=bool(req.get("verbose")),
                                    log=log)
-        result = run_bound(bound, config=config, reporter=reporter, log=log)
+        result = run_bound(opened.bound, config=config, reporter=reporter, log=log,
+                           graph=opened.graph)
         counts: Dict[str, int] = {}
         for r in result.steps.values():
             counts[r.status] = counts.get(r.status, 0) + 1
         report.update(status=result.status, counts=counts)
-        code = 0 if result.status == "succeeded" else 1
-    except ZenbuildError as e:
+        outcome = Outcome.SUCCEEDED if result.status == "succeeded" else Outcome.STEP_FAILED
+    except ZenbuildError as e:  # the user's mistake: one paragraph, the user's frames only
         _flush()
         print(f"Error: {e.message.rstrip()}", file=sys.stderr)
         extra = _error_files(e, is_project)
-        code = e.exit_code
+        outcome = Outcome.USER_ERROR if e.exit_code == 2 else Outcome.STEP_FAILED
     except KeyboardInterrupt:
         report["status"] = "interrupted"
-        code = 130
-    except BaseException as e:  # noqa: B902 - a pipeline body raising (or exiting) is reported too
-        from zenbuild.project import _user_traceback
-
+        outcome = Outcome.INTERRUPTED
+    except BaseException as e:  # noqa: B902 - zenbuild's own bug (or the body exiting): say so
         _flush()
-        print(f"Error: the pipeline could not run:\n{_user_traceback(e).rstrip()}", file=sys.stderr)
+        traceback.print_exc()
+        print("Error: the rebuild failed inside zenbuild (traceback above).", file=sys.stderr)
         extra = _error_files(e, is_project)
-        code = 3
+        outcome = Outcome.CRASHED
     finally:
         try:
             found = collect_modules(is_project, baseline)
@@ -227,10 +148,8 @@ def run_child(req: Dict[str, Any]) -> int:
             _write_json(req["report"], report)
         except BaseException as e:  # noqa: B902 - the report is best effort; say so
             print(f"Warning: zenbuild watch could not write its report: {e}", file=sys.stderr)
-        if finder is not None and finder in sys.meta_path:
-            sys.meta_path.remove(finder)
         _flush()
-    return code
+    return outcome
 
 
 def _flush() -> None:
@@ -251,7 +170,7 @@ def _write_json(path: str, data: Dict[str, Any]) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     """``python -m zenbuild.watch.child REQUEST_JSON``: one rebuild in a fresh interpreter."""
     args = sys.argv[1:] if argv is None else argv
-    return run_child(json.loads(args[0]))
+    return int(run_child(json.loads(args[0])))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from zenbuild.paths import glob_match as dir_glob_match  # the core's own Dir glob semantics
-from zenbuild.paths import inside as _inside
+from zenbuild.paths import inside
 
 # Folders whose contents never trigger a rebuild (unless the pipeline declares a file inside).
 NEVER_DIRS = frozenset({
@@ -151,7 +151,7 @@ class WatchSet:
         outputs = {self._abs(o) for o in report.outputs}
         for rel in [*report.files, *(d for d, _ in report.dirs), *report.outputs]:
             real = self._abs(rel)
-            if not _inside(real, self.root):  # a symlink out of the project: show its own name
+            if not inside(real, self.root):  # a symlink out of the project: show its own name
                 self.names[real] = rel
         if report.loaded:
             self.exact, self.dirs, self.outputs, self.broad = fresh, dirs, outputs, False
@@ -165,24 +165,24 @@ class WatchSet:
     def rel(self, path: str) -> str:
         """The project-relative name to show; for a target of a symlink that leads out of the
         project, the symlink's own name."""
-        if not _inside(path, self.root):
+        if not inside(path, self.root):
             for real, name in self.names.items():
-                if _inside(path, real):
+                if inside(path, real):
                     return name + path[len(real):].replace(os.sep, "/")
         return os.path.relpath(path, self.root).replace(os.sep, "/")
 
     def classify(self, path: str, is_dir: bool = False) -> Verdict:
         path = os.path.realpath(path)
-        if _inside(path, self.store):
+        if inside(path, self.store):
             return Verdict(False, "the store")
-        inside = _inside(path, self.root)
-        if not inside and not any(_inside(path, real) for real in self.names):
+        in_root = inside(path, self.root)
+        if not in_root and not any(inside(path, real) for real in self.names):
             return Verdict(False, "outside the project")
         rel = self.rel(path)
         if self.user_ignore.match(rel, is_dir):
             return Verdict(False, "ignored by [watch] ignore")
         for out in self.outputs:
-            if _inside(path, out):
+            if inside(path, out):
                 return Verdict(False, "a step's Output")
         kind = self.exact.get(path)
         if kind is not None and not is_dir:
@@ -193,11 +193,11 @@ class WatchSet:
         if not is_dir and is_editor_file(parts[-1]):
             return Verdict(False, "an editor swap or temp file")
         for d, glob in self.dirs.items():
-            if _inside(path, d) and path != d:
+            if inside(path, d) and path != d:
                 inner = os.path.relpath(path, d).replace(os.sep, "/")
                 if is_dir or glob is None or dir_glob_match(inner, glob):
                     return Verdict(True, "in a Dir input")
-        if not inside:
+        if not in_root:
             return Verdict(False, "outside the project")
         if self.gitignore.match(rel, is_dir):
             return Verdict(False, "ignored by .gitignore")
@@ -214,11 +214,11 @@ class WatchSet:
         temp+rename saves are seen), each Dir input recursively, and for a path that does not
         exist yet its nearest existing ancestor."""
         real = {d for d in self.dirs if os.path.isdir(d)}
-        real = {d for d in real if not any(d != o and _inside(d, o) for o in real)}
+        real = {d for d in real if not any(d != o and inside(d, o) for o in real)}
         flat: Set[str] = {self.root}
         flat.update(_existing(os.path.dirname(p)) for p in self.exact)
         flat.update(_existing(d) for d in self.dirs if not os.path.isdir(d))
-        flat = {d for d in flat if not any(_inside(d, r) for r in real)}
+        flat = {d for d in flat if not any(inside(d, r) for r in real)}
         # Folders outside the root appear only through symlinked inputs the pipeline declares.
         return [(d, False) for d in sorted(flat)] + [(d, True) for d in sorted(real)]
 

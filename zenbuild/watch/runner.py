@@ -17,7 +17,9 @@ import time
 import traceback
 from typing import IO, Any, Callable, Dict, List, Optional, Set
 
-Post = Callable[[tuple], None]  # puts ("exit", run_id, code) on the watcher's queue
+from zenbuild.watch.child import ChildExit, Outcome
+
+Post = Callable[[tuple], None]  # puts ("exit", ChildExit) on the watcher's queue
 GRACE_S = 1.0  # on shutdown, how long a running child may take to stop before SIGINT
 
 _WARM = (
@@ -74,8 +76,7 @@ class SpawnRunner(Runner):
         self.proc = proc
 
         def wait() -> None:
-            code = proc.wait()
-            self.post(("exit", run_id, code))
+            self.post(("exit", ChildExit.from_code(run_id, proc.wait())))
 
         threading.Thread(target=wait, name="zenbuild-watch-wait", daemon=True).start()
 
@@ -146,14 +147,18 @@ class ForkRunner(Runner):
             with self._lock:
                 if self.current == msg.get("id"):
                     self.current = None
-            self.post(("exit", msg.get("id"), int(msg.get("code", 3))))
+            self.post(("exit", ChildExit.from_code(int(msg.get("id", 0)),
+                                                   int(msg.get("code", Outcome.CRASHED)))))
+        elif msg.get("ev") == "busy":  # a second run while one is in flight: a bug here
+            self.post(("exit", ChildExit(int(msg.get("id", 0)),
+                                         lost="the rebuild server was still busy")))
         elif msg.get("ev") == "eof":
             if not server.info and server is self.server:
                 self.wanted = []  # it died while pre-importing: the next one starts bare
             with self._lock:
                 lost, self.current = self.current, None
             if lost is not None and server is self.server:
-                self.post(("exit", lost, -999))
+                self.post(("exit", ChildExit(lost, lost="the rebuild server process died")))
 
     def start(self, run_id: int, req: Dict[str, Any]) -> None:
         with self._lock:
@@ -162,7 +167,7 @@ class ForkRunner(Runner):
             self.server = None  # died: the next rebuild starts a new one
             with self._lock:
                 self.current = None
-            self.post(("exit", run_id, -999))
+            self.post(("exit", ChildExit(run_id, lost="the rebuild server process died")))
 
     def interrupt(self, sig: int = signal.SIGINT) -> None:
         if self.server is not None:
@@ -282,7 +287,7 @@ def _reap(pid: int, wait: float) -> Optional[int]:
 
 
 def _child(req: Dict[str, Any], close_fds: List[int]) -> None:
-    code = 3
+    code = int(Outcome.CRASHED)
     try:
         for fd in close_fds:
             try:
@@ -296,9 +301,9 @@ def _child(req: Dict[str, Any], close_fds: List[int]) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         from zenbuild.watch.child import run_child
 
-        code = run_child(req)
+        code = int(run_child(req))
     except KeyboardInterrupt:
-        code = 130
+        code = int(Outcome.INTERRUPTED)
     except BaseException:  # noqa: B902 - never return into the server's loop
         traceback.print_exc()
     finally:
@@ -323,7 +328,7 @@ def serve() -> int:
     t0 = time.perf_counter()
     for name in _WARM:
         importlib.import_module(name)
-    from zenbuild.watch.child import _is_project_module, project_predicate
+    from zenbuild.project import is_project_module, project_predicate
 
     is_project = project_predicate(root, os.path.join(root, ".zenbuild"))
     ok = 0
@@ -334,7 +339,7 @@ def serve() -> int:
         except BaseException:  # noqa: B902,S110 - a module that will not preload is imported by the child
             pass
     for name, mod in list(sys.modules.items()):  # never keep a project module warm
-        if mod is not None and _is_project_module(mod, is_project):
+        if mod is not None and is_project_module(mod, is_project):
             del sys.modules[name]
     import gc
 
@@ -373,7 +378,7 @@ def serve() -> int:
                 if code is None:
                     os.kill(child, signal.SIGKILL)
                     code = _reap(child, 5.0)
-                _send(out, {"ev": "exit", "id": child_id, "code": code if code is not None else -9})
+                _send(out, {"ev": "exit", "id": child_id, "code": code if code is not None else -signal.SIGKILL})
             return 0
         buf += data
         while b"\n" in buf:
@@ -386,7 +391,7 @@ def serve() -> int:
                     except ProcessLookupError:
                         pass
             elif msg.get("op") == "run" and child is not None:
-                _send(out, {"ev": "exit", "id": msg.get("id"), "code": -998})  # busy: a bug
+                _send(out, {"ev": "busy", "id": msg.get("id")})
             elif msg.get("op") == "run":
                 sys.stdout.flush()
                 sys.stderr.flush()

@@ -20,8 +20,10 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from zenbuild.config import find_project, load_config
+from zenbuild.config import load_config
 from zenbuild.errors import ConfigError, ZenbuildError
+from zenbuild.project import locate
+from zenbuild.watch.child import ChildExit, Outcome
 from zenbuild.watch.fs import (
     LIMIT_HELP,
     EventForwarder,
@@ -91,18 +93,14 @@ class Watcher:
         out: Optional[IO[str]] = None,
         err: Optional[IO[str]] = None,
         observer_factory: Optional[Callable[[bool], Any]] = None,
+        clock: Callable[[], float] = time.monotonic,
+        runner: Optional[Runner] = None,
     ) -> None:
+        self.clock = clock  # debounce and kill deadlines; a test passes a fake one
         self.opts = opts
         self.out = out or sys.stdout
         self.err = err or sys.stderr
-        start = os.path.abspath(opts.project_dir or os.getcwd())
-        if opts.project_dir is not None and not os.path.isdir(start):
-            raise ConfigError(f"--project-dir {opts.project_dir}: no such folder")
-        source: Optional[str]
-        if opts.project_dir is not None and os.path.isfile(os.path.join(start, "zenbuild.toml")):
-            self.root, source = start, os.path.join(start, "zenbuild.toml")
-        else:
-            self.root, source = find_project(start)
+        self.root, source = locate(opts.project_dir)
         table: Optional[Dict[str, Any]] = None
         store = ""
         try:
@@ -124,10 +122,9 @@ class Watcher:
         self.polling = False
         self.watches: Dict[Tuple[str, bool], Any] = {}
         self.tmp = tempfile.mkdtemp(prefix="zenbuild-watch-")
-        self.code_cache = os.path.join(self.tmp, "code")  # compiled project code by content
-        os.makedirs(self.code_cache)
         mode = opts.mode or default_mode()
-        self.runner: Runner = ForkRunner(self.q.put, self.root) if mode == "fork" else SpawnRunner(self.q.put)
+        self.runner: Runner = runner or (
+            ForkRunner(self.q.put, self.root) if mode == "fork" else SpawnRunner(self.q.put))
         self.run_id = 0
         self.running: Optional[int] = None
         self.run_started = 0.0
@@ -137,7 +134,7 @@ class Watcher:
         self.first_pending = 0.0
         self.last_event = 0.0
         self.shown_counts: Optional[Tuple[int, int]] = None
-        self.last_code = 0
+        self.last_failed = False  # the last rebuild did not succeed
         self.told: Set[Tuple[str, str]] = set()
 
     # -- output -------------------------------------------------------------------------------
@@ -217,8 +214,7 @@ class Watcher:
         overflow = OverflowHandler(self.q.put)
         wlog = logging.getLogger("watchdog")
         wlog.addHandler(overflow)
-        old_term = _install_sigterm()
-        try:
+        try:  # SIGTERM arrives as KeyboardInterrupt too (cli.entry installs that)
             self.refresh_watches()
             if isinstance(self.runner, ForkRunner):
                 self.runner.warm_up()
@@ -233,48 +229,60 @@ class Watcher:
             finally:
                 if old_int is not None:
                     signal.signal(signal.SIGINT, old_int)
-                _restore_sigterm(old_term)
                 wlog.removeHandler(overflow)
         self.say("stopped watching.", important=True)
         return 0
 
     def _loop(self) -> None:
         while True:
-            timeout: Optional[float] = None
-            if self.stopping and self.running is not None:
-                left = self.stop_at + KILL_AFTER_S - time.monotonic()
-                if left <= 0:
-                    self.warn(f"the rebuild did not stop within {KILL_AFTER_S:.0f}s of an "
-                              "interrupt; killing it")
-                    self.runner.interrupt(signal.SIGKILL)
-                    self.stop_at = float("inf")
-                else:
-                    timeout = left
-            if self.pending and self.running is None:
-                now = time.monotonic()
-                due = min(self.last_event + self.settings.debounce_s, self.first_pending + MAX_DELAY_S)
-                if now >= due:
-                    changed = list(self.pending)
-                    self.pending.clear()
-                    self._start_rebuild(changed)
-                    continue
-                timeout = due - now
+            timeout = self.tick()
+            if timeout == 0:
+                continue
             try:
                 item = self.q.get(timeout=timeout)
             except queue.Empty:
                 continue
-            kind = item[0]
-            if kind == "fs":
-                self._on_fs(*item[1:])
-            elif kind == "exit":
-                self._on_exit(item[1], item[2])
-            elif kind == "overflow":
-                self.warn("the file-event queue overflowed and events were lost; rescanning "
-                          "(a rebuild will check everything)")
-                self._changed("(all files: events were lost)")
+            self.dispatch(item)
+
+    def tick(self) -> Optional[float]:
+        """Act on the clock: kill a rebuild that ignored an interrupt, start a rebuild whose
+        debounce is over. Returns how long to wait for the next event (None: no deadline;
+        0: act again at once)."""
+        timeout: Optional[float] = None
+        if self.stopping and self.running is not None:
+            left = self.stop_at + KILL_AFTER_S - self.clock()
+            if left <= 0:
+                self.warn(f"the rebuild did not stop within {KILL_AFTER_S:.0f}s of an "
+                          "interrupt; killing it")
+                self.runner.interrupt(signal.SIGKILL)
+                self.stop_at = float("inf")
+            else:
+                timeout = left
+        if self.pending and self.running is None:
+            now = self.clock()
+            due = min(self.last_event + self.settings.debounce_s, self.first_pending + MAX_DELAY_S)
+            if now >= due:
+                changed = list(self.pending)
+                self.pending.clear()
+                self._start_rebuild(changed)
+                return 0
+            timeout = due - now
+        return timeout
+
+    def dispatch(self, item: tuple) -> None:
+        """One message from the queue: a file event, a rebuild's end, an overflow."""
+        kind = item[0]
+        if kind == "fs":
+            self._on_fs(*item[1:])
+        elif kind == "exit":
+            self._on_exit(item[1])
+        elif kind == "overflow":
+            self.warn("the file-event queue overflowed and events were lost; rescanning "
+                      "(a rebuild will check everything)")
+            self._changed("(all files: events were lost)")
 
     def _changed(self, rel: str) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if not self.pending:
             self.first_pending = now
         self.pending[rel] = None
@@ -282,7 +290,7 @@ class Watcher:
         if (self.running is not None and self.settings.on_busy == "restart"
                 and not self.stopping):
             self.stopping = True
-            self.stop_at = time.monotonic()
+            self.stop_at = self.clock()
             self.say(f"changed: {rel} (during the rebuild: stopping it to start over)")
             self.runner.interrupt()
 
@@ -344,7 +352,6 @@ class Watcher:
             "quiet": self.opts.quiet,
             "verbose": self.opts.verbose,
             "report": report,
-            "code_cache": self.code_cache,
         }
         try:
             os.unlink(report)
@@ -356,7 +363,8 @@ class Watcher:
         self.err.flush()
         self.runner.start(self.run_id, req)
 
-    def _on_exit(self, run_id: int, code: int) -> None:
+    def _on_exit(self, ended: ChildExit) -> None:
+        run_id = ended.run_id
         if run_id != self.running:
             return
         self.running = None
@@ -382,21 +390,23 @@ class Watcher:
         new_folders = self.refresh_watches()
         self._missed_during_run(new_folders)
         counts = (data or {}).get("counts", {})
-        if code == 0 and run_id > 1 and not counts.get("executed"):
-            self.say("nothing reran: " + ("every step is up to date again." if self.last_code
+        outcome = ended.outcome
+        restarted = outcome is Outcome.INTERRUPTED and self.stopping
+        if outcome is Outcome.SUCCEEDED and run_id > 1 and not counts.get("executed"):
+            self.say("nothing reran: " + ("every step is up to date again." if self.last_failed
                                           else "the change affects no step."), important=True)
-        elif code == 1:
+        elif outcome is Outcome.STEP_FAILED:
             self.say("a step failed; fix it and save to rebuild.", important=True)
-        elif code == 130 and self.stopping:
+        elif restarted:
             pass
-        elif code == -999:
-            self.warn("the rebuild server process died; starting a new one for the next save.")
-        elif code < 0:
-            self.say(f"the rebuild process was killed by signal {-code}; waiting for the next save.",
-                     important=True)
-        elif code != 0:
+        elif ended.lost:
+            self.warn(f"{ended.lost}; starting a new one for the next save.")
+        elif ended.signal:
+            self.say(f"the rebuild process was killed by signal {ended.signal}; waiting for the "
+                     "next save.", important=True)
+        elif outcome is not Outcome.SUCCEEDED:
             self.say("waiting for the next save.", important=True)
-        self.last_code = 0 if code == 130 and self.stopping else code
+        self.last_failed = outcome is not Outcome.SUCCEEDED and not restarted
         n = self.ws.counts()
         if n != self.shown_counts or self.opts.verbose:
             self.shown_counts = n
@@ -456,21 +466,6 @@ def _read_json(path: str) -> Optional[Dict[str, Any]]:
 
 def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
-
-
-def _install_sigterm() -> Any:
-    if not _main_thread():
-        return None
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, on_term)
-
-
-def _restore_sigterm(old: Any) -> None:
-    if old is not None and _main_thread():
-        signal.signal(signal.SIGTERM, old)
 
 
 __all__ = ["Settings", "WatchOptions", "Watcher", "resolve_settings", "watch"]
