@@ -2,16 +2,25 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# `make run` needs zenbuild and its runtime dependencies only (seconds); the dev extras
+# (test, lint and benchmark tools: selenium, dask, torch, mypy...) are for test/lint/bench.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 
 .PHONY: run test sysdeps lint bench clean
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
-	touch $(STAMP)
 
-run: $(STAMP)
+$(RUNTIME_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e . --config-settings editable_mode=compat
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	touch $(STAMP) $(RUNTIME_STAMP)
+
+run: $(RUNTIME_STAMP)
 	$(VENV)/bin/zenbuild run
 
 # System packages some tests need (nginx, chromium): each script installs what is missing.
