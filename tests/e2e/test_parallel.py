@@ -9,6 +9,7 @@ import pty
 import subprocess
 import sys
 import time
+from typing import List
 
 import pytest
 from conftest import REPO, Project
@@ -118,16 +119,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 @step
 def bad() -> int:
     tick("bad")
-    open(os.path.join(HERE, "bad.started"), "w").close()
     return 1 // 0
 
 
 @step
 def slow() -> int:
+    # Handshake: the test creates "release" once the main process has reported that bad
+    # failed, so slow is still running when the scheduler learns of the failure.
     tick("slow")
-    while not os.path.exists(os.path.join(HERE, "bad.started")):
+    deadline = time.time() + 60
+    while not os.path.exists(os.path.join(HERE, "release")):
+        assert time.time() < deadline, "never released"
         time.sleep(0.01)
-    time.sleep(2.0)  # time for the main process to learn that bad failed
     return 2
 
 
@@ -156,10 +159,55 @@ def statuses(r) -> dict:  # type: ignore[no-untyped-def]
     return {s["name"]: s["status"] for s in json.loads(r.stdout)["steps"]}
 
 
+class Finished:
+    """What a CLI run started with Popen printed, and its exit code."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_failing(project: Project, *args: str) -> Finished:
+    """Run FAILING with -j 2; once the CLI has printed that bad failed (so the scheduler has
+    taken in the failure), let slow finish by creating the file it waits for. stderr is a
+    terminal: there the console writes each line at once (into a pipe it may hold lines
+    back until the next one, which would come only after slow)."""
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("CI", None)
+    master, slave = pty.openpty()
+    out_path = project.root / "stdout.json"
+    with out_path.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zenbuild", "run", "-j", "2", *args, "--json",
+             "--project-dir", str(project.root)],
+            stdout=out, stderr=slave, env=env,
+        )
+    os.close(slave)
+    chunks: List[bytes] = []
+    try:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+            if b"Step bad failed" in b"".join(chunks[-2:]):
+                (project.root / "release").write_text("")
+    finally:
+        os.close(master)
+        (project.root / "release").write_text("")  # never leave slow waiting
+        returncode = proc.wait(timeout=120)
+    err = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    assert "Step bad failed" in err, err
+    return Finished(returncode, out_path.read_text(), err)
+
+
 def test_failure_stops_scheduling_but_finishes_running_steps(project: Project) -> None:
     project.write("pipe.py", FAILING)
     project.write("zenbuild.toml", 'pipelines = ["pipe:failing"]\n')
-    r = project.run("run", "-j", "2", "--json", check=1)
+    r = run_failing(project)
+    assert r.returncode == 1, r.stderr
     assert statuses(r) == {"bad": "failed", "slow": "executed", "later": "skipped",
                            "after_bad": "skipped"}
     assert sorted(project.ticks()) == ["bad", "slow"]
@@ -169,7 +217,8 @@ def test_failure_stops_scheduling_but_finishes_running_steps(project: Project) -
 def test_keep_going_runs_every_independent_step(project: Project) -> None:
     project.write("pipe.py", FAILING)
     project.write("zenbuild.toml", 'pipelines = ["pipe:failing"]\n')
-    r = project.run("run", "-j", "2", "--keep-going", "--json", check=1)
+    r = run_failing(project, "--keep-going")
+    assert r.returncode == 1, r.stderr
     assert statuses(r) == {"bad": "failed", "slow": "executed", "later": "executed",
                            "after_bad": "skipped"}
     assert sorted(project.ticks()) == ["bad", "later", "slow"]
