@@ -157,14 +157,11 @@ class StatCache:
         self.records: Dict[str, Any] = records or {}
         self.dirty: Dict[str, FileRecord] = {}
         self.hashed_bytes = 0
-        # path -> (digest, size) to report instead of the disk: a dry run's view of outputs
-        # that a real run would first restore from the store
-        self.overrides: Dict[str, Tuple[str, int]] = {}
 
     def lookup(self, key_path: str, key: StatKey) -> Optional[str]:
         """The recorded digest of a file whose stat is ``key``, if it can be trusted (same
-        stat, not racily clean, no dry-run override); else None."""
-        return None if self.overrides else self._recorded(key_path, key)
+        stat, not racily clean); else None."""
+        return self._recorded(key_path, key)
 
     def _recorded(self, key_path: str, key: StatKey) -> Optional[str]:
         rec = self.records.get(key_path)
@@ -180,10 +177,6 @@ class StatCache:
     ) -> Tuple[str, int]:
         """Digest and size of the file at ``path``, cached under ``key_path`` (its
         project-relative name). Raises FileNotFoundError."""
-        if self.overrides:
-            hit = self.overrides.get(key_path)
-            if hit is not None:
-                return hit
         if st is None:
             st = os.stat(path)
         key = stat_key(st)
@@ -204,8 +197,8 @@ class StatCache:
     def digest_unrecorded(self, key_path: str, path: str) -> Optional[Tuple[str, int, StatKey, int]]:
         """For a path with no record (a cold run): (digest, size, stat key, st_mode), opening
         the file first so that its stats are fstats (one path lookup, not two). None when a
-        dry-run override or a record exists: use lookup()/digest(). Raises FileNotFoundError."""
-        if self.overrides or key_path in self.records:
+        record exists: use lookup()/digest(). Raises FileNotFoundError."""
+        if key_path in self.records:
             return None
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:

@@ -1,11 +1,15 @@
-"""Run events and the reporters that subscribe to them (console lines, JSON summary, log)."""
+"""Run events and the reporters that subscribe to them (console lines, JSON summary, log).
+Events carry reasons as records; the console turns them into text (reasons.text)."""
 
 from __future__ import annotations
 
 import os
 import sys
 import time
-from typing import IO, Any, Dict, List, Optional
+from typing import IO, Any, Callable, Dict, List, Optional
+
+from zenbuild.reasons import Reason
+from zenbuild.reasons import text as reason_text
 
 
 class Event:
@@ -36,25 +40,28 @@ class StepCached(Event):
 
 
 class StepExecuting(Event):
-    reasons: List[str] = []
+    reasons: List[Reason] = []
 
 
 class StepFinished(Event):
     duration: float = 0.0
-    uncached_reason: str = ""
+    uncached_reason: Optional[Reason] = None  # why the result was used but not cached
 
 
-class StepFailed(Event):
+class StepErrored(Event):
+    """A step failed (its error text is the user's traceback or zenbuild's message). Not
+    errors.StepFailed, which is the exception the Python API raises."""
+
     duration: float = 0.0
     error: str = ""
 
 
 class StepSkipped(Event):
-    because: str = ""
+    because: Optional[Reason] = None
 
 
 class WouldExecute(Event):
-    reasons: List[str] = []
+    reasons: List[Reason] = []
 
 
 class Warning_(Event):
@@ -93,8 +100,10 @@ class ConsoleReporter(Reporter):
         verbose: bool = False,
         explain: bool = False,
         log: Optional[List[str]] = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stream = stream or sys.stdout
+        self.clock = clock  # seconds; decides when held lines are flushed by age
         self.quiet = quiet
         self.verbose = verbose
         self.explain = explain
@@ -110,7 +119,7 @@ class ConsoleReporter(Reporter):
         # stderr (the stream with --json) is line-buffered, and a write per line cost a no-op
         # of 1,000 steps 2,000 system calls.
         self._held: List[str] = []
-        self._flushed = time.monotonic()  # held lines go out at least every 0.5 s
+        self._flushed = clock()  # held lines go out at least every 0.5 s
         try:
             self._hold = not self.stream.isatty()
         except (AttributeError, ValueError):
@@ -150,7 +159,7 @@ class ConsoleReporter(Reporter):
         out = stream or self.stream
         if out is self.stream and self._hold:
             self._held.append(text + "\n")
-            if flush or len(self._held) >= 256 or time.monotonic() - self._flushed > 0.5:
+            if flush or len(self._held) >= 256 or self.clock() - self._flushed > 0.5:
                 self.flush()
             return
         if out is not self.stream:
@@ -160,7 +169,7 @@ class ConsoleReporter(Reporter):
             out.flush()
 
     def flush(self) -> None:
-        self._flushed = time.monotonic()
+        self._flushed = self.clock()
         if self._held:
             text = "".join(self._held)
             self._held.clear()  # a failed write (a closed pipe) must not repeat at every flush
@@ -175,7 +184,7 @@ class ConsoleReporter(Reporter):
         elif isinstance(e, StepExecuting):
             if self.explain or self.verbose:
                 for r in e.reasons:
-                    self.line(f"  reason: {r}")
+                    self.line(f"  reason: {reason_text(r)}")
             self.running.append(e.step)
             self.flush()  # show "Step X has started." before the step takes its time
             self._progress()
@@ -189,11 +198,11 @@ class ConsoleReporter(Reporter):
             if e.step in self.running:
                 self.running.remove(e.step)
             self.line(f"Step {e.step} has finished in {e.duration:.3f}s.", flush=True)
-            if e.uncached_reason:
-                self.line(self._c(f"Warning: {e.uncached_reason}", "33"), important=True,
+            if e.uncached_reason is not None:
+                self.line(self._c(f"Warning: {reason_text(e.uncached_reason)}", "33"), important=True,
                           stream=self.err)
             self._progress()
-        elif isinstance(e, StepFailed):
+        elif isinstance(e, StepErrored):
             self.done += 1
             if e.step in self.running:
                 self.running.remove(e.step)
@@ -204,9 +213,9 @@ class ConsoleReporter(Reporter):
             self._progress()
         elif isinstance(e, StepSkipped):
             self.done += 1
-            self.line(f"Step {e.step} skipped: {e.because}.")
+            self.line(f"Step {e.step} skipped: {reason_text(e.because) if e.because else ''}.")
         elif isinstance(e, WouldExecute):
-            self.line(f"Would execute {e.step}: {'; '.join(e.reasons)}")
+            self.line(f"Would execute {e.step}: {'; '.join(reason_text(r) for r in e.reasons)}")
         elif isinstance(e, Warning_):
             self.line(self._c(f"Warning: {e.message}", "33"), important=True, stream=self.err)
         elif isinstance(e, RunFinished):

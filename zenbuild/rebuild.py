@@ -1,19 +1,23 @@
-"""The one place that judges staleness: a step's fingerprint components, and decide(), which
-stops at the first reason to execute (for run) or collects every reason (for explain/status)."""
+"""The one place that judges staleness: a step's fingerprint components (seen through a dry
+run's output overlay), and decide(), which returns reason records (reasons.py): the first reason
+to execute (for run) or every reason (for explain/status), including for a step whose upstream
+would execute."""
 
 from __future__ import annotations
 
 import os
 import stat
 import sys
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
+from zenbuild import reasons as R
 from zenbuild.digest import StatCache, StatKey, digest_bytes
 from zenbuild.errors import ParamError
 from zenbuild.fingerprint.code import CodeFingerprinter
 from zenbuild.fingerprint.params import display_param, encode_param
 from zenbuild.graph import FileRef, Node
-from zenbuild.paths import MissingInput, dir_files
+from zenbuild.paths import DIR_SKIP, MissingInput, dir_files, glob_match
+from zenbuild.reasons import Reason
 from zenbuild.records import field, record
 from zenbuild.serialize import Unencodable
 from zenbuild.store.db import STORE_FORMAT, ActionEntry
@@ -64,14 +68,6 @@ def cache_policy(
     return CachePolicy(no_cache=node.step.no_cache, enabled=enabled, source=source)
 
 
-_DISABLED_BY = {
-    "run": "caching disabled by --no-cache",
-    "config": "caching disabled by zenbuild.toml [steps.{name}] enable_cache = false",
-    "step": "caching disabled by @step(enable_cache=False)",
-    "pipeline": "caching disabled by @pipeline(enable_cache=False)",
-}
-
-
 @record
 class Components:
     """Everything a fingerprint is made of, kept apart so a change can be named."""
@@ -114,16 +110,58 @@ class Components:
         }
 
 
+class OutputOverlay:
+    """What a dry run pretends a real run would have put on disk before downstream steps read
+    it: the outputs it would restore from the store (path -> (digest, size)) and the files it
+    would remove. The scheduler owns it; file_digests() consults it per path, so every other
+    file is still served by the stat cache."""
+
+    def __init__(self) -> None:
+        self.files: Dict[str, Tuple[str, int]] = {}
+        self.removed: Set[str] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self.files or self.removed)
+
+    def listing(self, root: str, ref: FileRef) -> List[str]:
+        """The files a Dir input would cover after the pretended restores."""
+        base = "" if ref.path == "." else ref.path.rstrip("/") + "/"
+        pattern = ref.glob or "**/*"
+        extra = {p for p in self.files if p.startswith(base) and glob_match(p[len(base):], pattern)
+                 and not any(d in DIR_SKIP for d in p.split("/")[:-1])}
+        try:
+            found = set(dir_files(root, ref.path, ref.glob))
+        except MissingInput:
+            if not extra:
+                raise
+            found = set()
+        return sorted((found - self.removed) | extra)
+
+
 def file_digests(
-    root: str, refs: List[FileRef], statcache: StatCache
+    root: str, refs: List[FileRef], statcache: StatCache, overlay: Optional[OutputOverlay] = None
 ) -> Tuple[Dict[str, List[Any]], Dict[str, StatKey]]:
+    """[digest, size] of every file the declared inputs cover, and the stats that vouch for
+    them (none for a file the dry-run ``overlay`` answers for). Raises MissingInput."""
     files: Dict[str, List[Any]] = {}
     stats: Dict[str, StatKey] = {}
     lookup = statcache.lookup
     records = statcache.records
     prefix = root.rstrip("/") + "/"
+    over = overlay.files if overlay else None
     for ref in refs:
-        for rel in dir_files(root, ref.path, ref.glob) if ref.is_dir else (ref.path,):
+        if ref.is_dir:
+            rels: Any = overlay.listing(root, ref) if overlay else dir_files(root, ref.path, ref.glob)
+        else:
+            rels = (ref.path,)
+        for rel in rels:
+            if over is not None:
+                hit = over.get(rel)
+                if hit is not None:
+                    files[rel] = [hit[0], hit[1]]
+                    continue
+                if rel in overlay.removed:  # type: ignore[union-attr]
+                    raise MissingInput(f"input file {rel!r} does not exist")
             full = prefix + rel
             try:
                 if rel not in records:  # a cold run: open, fstat, read, fstat
@@ -154,6 +192,7 @@ def compute_components(
     fingerprinter: CodeFingerprinter,
     statcache: StatCache,
     upstream_digests: Dict[str, str],
+    overlay: Optional[OutputOverlay] = None,
 ) -> Components:
     code = fingerprinter.code(node.step.fn)
     params: Dict[str, List[str]] = {}
@@ -169,7 +208,8 @@ def compute_components(
             ) from None
     for arg, ups in node.arg_inputs.items():
         inputs[arg] = {u: upstream_digests[u] for u in ups}
-    files, stats = file_digests(root, node.files, statcache) if node.files else ({}, {})
+    files, stats = (file_digests(root, node.files, statcache, overlay) if node.files
+                    else ({}, {}))
     track = fingerprinter.track_packages
     head = code.heads.get(track)
     if head is None:  # the code part of the fingerprint text: the same for every invocation
@@ -190,95 +230,135 @@ def compute_components(
 
 @record
 class Verdict:
+    """Whether a step executes, every reason (records, see reasons.py), and the entry to serve
+    (or, for a forced step, the entry that matches)."""
+
     execute: bool
-    reasons: List[str]
+    reasons: List[Reason]
     entry: Optional[ActionEntry] = None
 
 
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
+_UP_TO_DATE = [Reason(R.UP_TO_DATE)]
 
 
-def diff_components(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
-    """Every difference between two recorded component sets, in words."""
-    reasons: List[str] = []
+def diff_components(old: Dict[str, Any], new: Dict[str, Any]) -> List[Reason]:
+    """Every difference between two recorded component sets, as records."""
+    reasons: List[Reason] = []
     oc, nc = old.get("code", {}), new.get("code", {})
     meta = {**old.get("code_meta", {}), **new.get("code_meta", {})}
 
-    def label(k: str) -> str:
+    def item(k: str) -> Dict[str, Any]:
         kind, f = (meta.get(k) or ["code", ""])[:2]
-        kind = {"step": "step function", "function": "helper"}.get(kind, kind)
-        return f"{kind} {k}" + (f" ({f})" if f else "")
+        return {"item": kind, "file": f}
 
     for k in sorted(set(oc) | set(nc)):
         if k not in oc:
-            reasons.append(f"code: now uses {label(k)}")
+            reasons.append(Reason(R.CODE_ADDED, k, None, nc[k], item(k)))
         elif k not in nc:
-            reasons.append(f"code: no longer uses {label(k)}")
+            reasons.append(Reason(R.CODE_REMOVED, k, oc[k], None, item(k)))
         elif oc[k] != nc[k]:
-            reasons.append(f"code: {label(k)} changed")
+            reasons.append(Reason(R.CODE_CHANGED, k, oc[k], nc[k], item(k)))
     op, np_ = old.get("packages", {}), new.get("packages", {})
     for k in sorted(set(op) | set(np_)):
         if op.get(k) != np_.get(k):
-            reasons.append(f"package {k}: {op.get(k, 'not used')} -> {np_.get(k, 'not used')}")
+            reasons.append(Reason(R.PACKAGE_VERSION, k, op.get(k), np_.get(k)))
     opar, npar = old.get("params", {}), new.get("params", {})
     for k in sorted(set(opar) | set(npar)):
         o, n = opar.get(k), npar.get(k)
         if o is None:
-            reasons.append(f"param {k}: new ({n[1]})")
+            reasons.append(Reason(R.PARAM_NEW, k, None, n[1]))
         elif n is None:
-            reasons.append(f"param {k}: removed")
+            reasons.append(Reason(R.PARAM_REMOVED, k, o[1], None))
         elif o[0] != n[0]:
-            reasons.append(f"param {k}: {o[1]} -> {n[1]}")
+            reasons.append(Reason(R.PARAM_CHANGED, k, o[1], n[1]))
     oi, ni = old.get("inputs", {}), new.get("inputs", {})
     for arg in sorted(set(oi) | set(ni)):
         o, n = oi.get(arg, {}), ni.get(arg, {})
         for up in sorted(set(o) | set(n)):
             if up not in o:
-                reasons.append(f"input {arg}: now reads the output of step {up}")
+                reasons.append(Reason(R.INPUT_ADDED, arg, None, n[up], {"step": up}))
             elif up not in n:
-                reasons.append(f"input {arg}: no longer reads the output of step {up}")
+                reasons.append(Reason(R.INPUT_REMOVED, arg, o[up], None, {"step": up}))
             elif o[up] != n[up]:
-                reasons.append(f"input {arg}: upstream step {up} produced different output")
+                reasons.append(Reason(R.INPUT_CHANGED, arg, o[up], n[up], {"step": up}))
     of, nf = old.get("files", {}), new.get("files", {})
     for p in sorted(set(of) | set(nf)):
         if p not in of:
-            reasons.append(f"file {p}: new input")
+            reasons.append(Reason(R.FILE_NEW, p, None, nf[p][1]))
         elif p not in nf:
-            reasons.append(f"file {p}: no longer an input")
+            reasons.append(Reason(R.FILE_REMOVED, p, of[p][1], None))
         elif of[p][0] != nf[p][0]:
-            reasons.append(f"file {p}: content changed ({_size(of[p][1])} -> {_size(nf[p][1])})")
+            reasons.append(Reason(R.FILE_CHANGED, p, of[p][1], nf[p][1]))
     oe, ne = old.get("env", {}), new.get("env", {})
     for k in sorted(set(oe) | set(ne)):
         if oe.get(k) != ne.get(k):
-            reasons.append(f"env {k}: {oe.get(k)} -> {ne.get(k)}")
+            reasons.append(Reason(R.ENV_CHANGED, k, oe.get(k), ne.get(k)))
     return reasons
 
 
+def pending_reasons(pending: Sequence[str], comps: Optional[Components]) -> List[Reason]:
+    """One reason per upstream step that would execute, naming the argument that reads it
+    when the step's inputs are known."""
+    args: Dict[str, List[str]] = {}
+    for arg, ups in (comps.inputs if comps is not None else {}).items():
+        for up in ups:
+            args.setdefault(up, []).append(arg)
+    out: List[Reason] = []
+    for d in pending:
+        if d in args:
+            out += [Reason(R.UPSTREAM_PENDING, d, detail={"arg": a}) for a in args[d]]
+        else:
+            out.append(Reason(R.UPSTREAM_PENDING, d))
+    return out
+
+
 def decide(
+    node: Node,
+    comps: Optional[Components],
+    fingerprint: str,
+    policy: CachePolicy,
+    previous: Optional[ActionEntry],
+    lookup: Callable[[str], Optional[ActionEntry]],
+    usable: Callable[[ActionEntry], Optional[Reason]],
+    all_reasons: bool = False,
+    pending: Sequence[str] = (),
+) -> Verdict:
+    """Whether ``node`` must execute, and why. ``previous`` is the step's latest entry;
+    ``lookup`` finds an entry by fingerprint; ``usable`` says why an entry cannot be served.
+
+    ``pending`` names upstream steps that would execute (a dry run): then the step executes
+    too; with ``all_reasons`` it is first judged on everything else it can be compared on
+    (``comps`` made with the upstream outputs it saw last time, or None when they cannot be
+    made: a file an upstream step writes may not exist yet), then one upstream_pending reason
+    per pending step is added. Without ``all_reasons`` decide() stops at the first reason."""
+    if pending and (not all_reasons or comps is None):
+        return Verdict(True, pending_reasons(pending[:1] if not all_reasons else pending, comps))
+    assert comps is not None
+    verdict = _decide(node, comps, fingerprint, policy, previous, lookup, usable, all_reasons)
+    if not pending:
+        return verdict
+    own = [r for r in verdict.reasons if r.kind != R.UP_TO_DATE]
+    return Verdict(True, own + pending_reasons(pending, comps))
+
+
+def _decide(
     node: Node,
     comps: Components,
     fingerprint: str,
     policy: CachePolicy,
     previous: Optional[ActionEntry],
     lookup: Callable[[str], Optional[ActionEntry]],
-    usable: Callable[[ActionEntry], Optional[str]],
-    all_reasons: bool = False,
+    usable: Callable[[ActionEntry], Optional[Reason]],
+    all_reasons: bool,
 ) -> Verdict:
-    """Whether ``node`` must execute, and why. ``previous`` is the step's latest entry;
-    ``lookup`` finds an entry by fingerprint; ``usable`` says why an entry cannot be served."""
-    reasons: List[str] = []
+    reasons: List[Reason] = []
     forced = False
     if policy.no_cache:
-        reasons.append("no_cache: external input, always executes")
+        reasons.append(Reason(R.NO_CACHE))
         forced = True
     elif not policy.enabled:
-        reasons.append(_DISABLED_BY[policy.source].format(name=node.name))
+        reasons.append(Reason(R.CACHE_DISABLED, policy.source,
+                              detail={"step": node.name} if policy.source == "config" else None))
         forced = True
     if forced and not all_reasons:
         return Verdict(True, reasons)
@@ -287,15 +367,15 @@ def decide(
         entry = lookup(fingerprint)
     if entry is None:
         if previous is None:
-            reasons.append("never built")
+            reasons.append(Reason(R.NEVER_BUILT))
         else:
             changed = diff_components(previous.components, comps.to_json())
-            reasons.extend(changed or ["no cache entry for this fingerprint"])
+            reasons.extend(changed or [Reason(R.NO_ENTRY)])
         return Verdict(True, reasons)
     problem = usable(entry)
-    if problem:
+    if problem is not None:
         reasons.append(problem)
         return Verdict(True, reasons, None)
     if forced:
         return Verdict(True, reasons, entry)
-    return Verdict(False, ["up to date"], entry)
+    return Verdict(False, _UP_TO_DATE, entry)

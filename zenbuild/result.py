@@ -1,20 +1,23 @@
-"""What a run returns: every step's name, status, fingerprint, duration and, on demand, value."""
+"""What a run returns: every step's name, status, fingerprint, duration, reasons (records) and,
+on demand, value."""
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
 from zenbuild.errors import StepFailed
+from zenbuild.reasons import Reason
 from zenbuild.records import field, record
+from zenbuild.states import StepStatus
 
 
 @record
 class StepResult:
     name: str
-    status: str  # executed | cached | failed | skipped | would_execute
+    status: StepStatus  # a plain string (its value) is accepted and compares equal
     fingerprint: Optional[str] = None
     duration: float = 0.0
-    reasons: List[str] = field(default_factory=list)
+    reasons: List[Reason] = field(default_factory=list)
     value_digest: Optional[str] = None
     error: Optional[str] = None
     store_path: str = ""
@@ -53,15 +56,16 @@ class RunResult:
         return out
 
     def executed(self) -> List[str]:
-        return [s.name for s in self.steps.values() if s.status == "executed"]
+        return [s.name for s in self.steps.values() if s.status == StepStatus.EXECUTED]
 
     def cached(self) -> List[str]:
-        return [s.name for s in self.steps.values() if s.status == "cached"]
+        return [s.name for s in self.steps.values() if s.status == StepStatus.CACHED]
 
     def __getitem__(self, name: str) -> StepResult:
         return self.steps[name]
 
     def raise_for_status(self) -> None:
         for s in self.steps.values():
-            if s.status == "failed":
-                raise StepFailed(s.name, (s.error or "").strip().splitlines()[-1:][0] if s.error else "", s.error or "")
+            if s.status == StepStatus.FAILED:
+                last = (s.error or "").strip().splitlines()[-1:]
+                raise StepFailed(s.name, last[0] if last else "", s.error or "")

@@ -150,11 +150,23 @@ def test_status_json_schema(proj: Any) -> None:
     assert [s["step"] for s in data["steps"]] == STEPS
     for s in data["steps"]:
         assert set(s) == {"step", "function", "state", "execute", "no_cache", "reasons",
-                          "waits_on", "last_built"}
+                          "reason_records", "waits_on", "last_built"}
+        assert [r["text"] for r in s["reason_records"]] == s["reasons"]
         assert s["state"] in ("up to date", "stale", "always runs", "may rerun", "error", "skipped")
         assert set(s["last_built"]) == {"fingerprint", "time", "duration_s"}
     by = {s["step"]: s for s in data["steps"]}
     assert by["other"]["reasons"] == ["code: step function pipes.other (pipes.py) changed"]
+    [rec] = by["other"]["reason_records"]
+    assert (rec["kind"], rec["subject"], rec["detail"]) == (
+        "code_changed", "pipes.other", {"item": "step", "file": "pipes.py"})
+    assert rec["before"] != rec["after"]  # the item's old and new digests
+    assert [r["kind"] for r in by["fetch"]["reason_records"]] == ["no_cache"]
+    assert by["use_rates"]["reason_records"] == [{
+        "kind": "upstream_pending", "subject": "fetch", "before": None, "after": None,
+        "detail": {"arg": "rates"}, "text": "input rates: upstream step fetch would execute"}]
+    assert by["load"]["reason_records"] == [{
+        "kind": "up_to_date", "subject": "", "before": None, "after": None, "detail": None,
+        "text": "up to date"}]
     assert by["fetch"]["no_cache"] is True and by["fetch"]["execute"] is True
     assert by["use_rates"]["waits_on"] == ["fetch"]
     # the JSON verdict is the same with --check, which then exits 1
@@ -317,8 +329,15 @@ def test_runs_after_several_runs(mixed: Any) -> None:
     assert all(c[1] == "main" and re.match(r"\d+\.\d\ds$", c[4]) for c in cols)
     data = json.loads(mixed.run("runs", "--json").stdout)
     assert [d["id"] for d in data] == [c[0] for c in cols]
-    assert set(data[0]) >= {"id", "pipeline", "started", "finished", "duration_s", "status",
-                            "executed", "cached", "failed", "skipped", "params"}
+    for d, (executed, cached, failed, skipped, status) in zip(
+            data, [(1, 6, 0, 0, "succeeded"), (2, 2, 1, 2, "failed"), (7, 0, 0, 0, "succeeded")]):
+        started, finished, took = d["started"], d["finished"], d["duration_s"]
+        assert isinstance(started, float) and isinstance(finished, float)
+        assert took == pytest.approx(finished - started) and took >= 0
+        assert d == {"id": d["id"], "pipeline": "main", "started": started, "finished": finished,
+                     "duration_s": took, "status": status, "executed": executed,
+                     "cached": cached, "failed": failed, "skipped": skipped, "params": {}}
+    assert data[0]["started"] > data[1]["started"] > data[2]["started"]
     assert len(json.loads(mixed.run("runs", "--json", "-n", "2").stdout)) == 2
     assert json.loads(mixed.run("runs", "--json", "-P", "other").stdout) == []
 
@@ -341,6 +360,15 @@ def test_runs_show(mixed: Any) -> None:
     data = json.loads(mixed.run("runs", "show", failed, "--json").stdout)
     assert [s["step"] for s in data["steps"]] == STEPS
     assert {s["step"]: s["status"] for s in data["steps"]}["parse"] == "failed"
+    # each step's reasons as records too, so scripts can use kinds
+    kinds = {s["step"]: [r["kind"] for r in s["reason_records"]] for s in data["steps"]}
+    assert kinds == {"load": ["file_changed"], "parse": ["input_changed"],
+                     "report": ["upstream_failed"], "summary": ["upstream_skipped"],
+                     "other": ["up_to_date"], "fetch": ["no_cache"], "use_rates": ["up_to_date"]}
+    load = next(s for s in data["steps"] if s["step"] == "load")
+    assert load["reason_records"] == [{
+        "kind": "file_changed", "subject": "data/in.txt", "before": 6, "after": 4, "detail": None,
+        "text": "file data/in.txt: content changed (6 B -> 4 B)"}]
     assert "Step load has started." in data["log"]
 
 
@@ -378,3 +406,38 @@ def test_status_all_pipelines(proj: Any) -> None:
     proj.run("status", "--check", "--all")
     r = proj.run("status", "--all", "main", check=2)
     assert "not both" in r.stderr
+
+
+REWORD = """
+import zenbuild.reasons as R
+
+for _kind in R.KINDS:  # every reason says something else, in other words
+    R.TEMPLATES[_kind] = "reworded " + _kind.upper() + " {subject}"
+"""
+
+
+def test_status_check_decides_on_kinds_not_on_wording(proj: Any, tmp_path: Path) -> None:
+    """With every reason's text reworded (a sitecustomize in the CLI's process), status --check
+    gives the same states and exit codes: nothing is decided by matching a message."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(REWORD)
+    env = {"PYTHONPATH": str(site)}
+    proj.run("run")
+    proj.ticks()
+    # use_rates waits only on a no_cache step: "may rerun", which passes the check
+    r = proj.run("status", "--check", env=env)
+    assert re.search(r"^\s+use_rates\s+may rerun\s+reworded UPSTREAM_PENDING fetch$", r.stdout,
+                     re.M), r.stdout
+    assert re.search(r"^\s+other\s+up to date$", r.stdout, re.M), r.stdout
+    # an output edited by hand: "restore", which fails it; its reader stays up to date
+    (proj.root / "build/report.txt").write_text("edited by hand")
+    r = proj.run("status", "--check", env=env, check=1)
+    assert re.search(r"^\s+report\s+restore\s+reworded OUTPUT_RESTORE build/report.txt$",
+                     r.stdout, re.M), r.stdout
+    assert re.search(r"^\s+summary\s+up to date$", r.stdout, re.M), r.stdout
+    assert "1 step(s) of pipeline main are not up to date: report." in r.stderr
+    data = json.loads(proj.run("explain", "use_rates", "--json", env=env).stdout)
+    assert data["state"] == "may rerun"
+    assert data["reasons"] == ["reworded UPSTREAM_PENDING fetch"]
+    assert proj.ticks() == []

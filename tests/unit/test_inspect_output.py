@@ -14,7 +14,7 @@ import pydot
 import yaml
 
 from tests.conftest import REPO
-from zenbuild.events import RunFinished, StepCached, StepFailed, StepFinished, Warning_
+from zenbuild.events import RunFinished, StepCached, StepErrored, StepFinished, Warning_
 from zenbuild.inspect.github import GithubReporter, annotation, error_location
 from zenbuild.inspect.render import graph_data, to_dot, to_mermaid
 
@@ -46,7 +46,7 @@ def test_github_reporter(tmp_path: Path) -> None:
     rep = GithubReporter(str(tmp_path), stream=out, summary_path=str(summary))
     rep.handle(StepCached(step="a"))
     rep.handle(StepFinished(step="b", duration=0.25))
-    rep.handle(StepFailed(step="c", duration=0.5, error="Traceback...\nKeyError: 'k'\n"))
+    rep.handle(StepErrored(step="c", duration=0.5, error="Traceback...\nKeyError: 'k'\n"))
     rep.handle(Warning_(message="input x changed while step b ran"))
     rep.handle(RunFinished(status="failed", counts={"executed": 1, "cached": 1, "failed": 1}))
     lines = out.getvalue().splitlines()

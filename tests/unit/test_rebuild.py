@@ -6,6 +6,8 @@ import pytest
 
 from zenbuild import step
 from zenbuild.graph import Node
+from zenbuild import reasons as R
+from zenbuild.reasons import Reason, kinds, texts
 from zenbuild.rebuild import Components, cache_policy, decide, diff_components
 from zenbuild.store.db import ActionEntry
 
@@ -53,15 +55,18 @@ def test_decide_hit_miss_and_reasons():
     prev = entry(c, c.fingerprint())
     v = decide(node_for(), c, c.fingerprint(), cache_policy(node_for(), None, None, None),
                prev, lambda fp: None, lambda e: None)
-    assert not v.execute and v.reasons == ["up to date"]
+    assert not v.execute and v.reasons == [Reason(R.UP_TO_DATE)]
     c2 = comps(params={"top": ["p2", "5"]}, files={"data/w.txt": ["f2", 2400]})
     v = decide(node_for(), c2, c2.fingerprint(), cache_policy(node_for(), None, None, None),
                prev, lambda fp: None, lambda e: None)
     assert v.execute
-    assert v.reasons == ["param top: 10 -> 5", "file data/w.txt: content changed (2.1 KB -> 2.3 KB)"]
+    assert v.reasons == [Reason(R.PARAM_CHANGED, "top", "10", "5"),
+                         Reason(R.FILE_CHANGED, "data/w.txt", 2100, 2400)]
+    assert texts(v.reasons) == ["param top: 10 -> 5",
+                                "file data/w.txt: content changed (2.1 KB -> 2.3 KB)"]
     v = decide(node_for(), c2, c2.fingerprint(), cache_policy(node_for(), None, None, None),
                None, lambda fp: None, lambda e: None)
-    assert v.reasons == ["never built"]
+    assert v.reasons == [Reason(R.NEVER_BUILT)] and texts(v.reasons) == ["never built"]
 
 
 def test_no_cache_and_disabled_always_execute_but_all_reasons_adds_the_rest():
@@ -70,25 +75,33 @@ def test_no_cache_and_disabled_always_execute_but_all_reasons_adds_the_rest():
     n = node_for(no_cache=True)
     v = decide(n, c, c.fingerprint(), cache_policy(n, True, None, None), prev,
                lambda fp: None, lambda e: None)
-    assert v.execute and v.reasons == ["no_cache: external input, always executes"]
+    assert v.execute and kinds(v.reasons) == [R.NO_CACHE]
+    assert texts(v.reasons) == ["no_cache: external input, always executes"]
     n = node_for()
     v = decide(n, c, c.fingerprint(), cache_policy(n, False, None, None), prev,
                lambda fp: None, lambda e: None)
-    assert v.reasons == ["caching disabled by --no-cache"]
+    assert v.reasons == [Reason(R.CACHE_DISABLED, "run")]
+    assert texts(v.reasons) == ["caching disabled by --no-cache"]
+    v = decide(n, c, c.fingerprint(), cache_policy(n, None, False, None), prev,
+               lambda fp: None, lambda e: None)
+    assert v.reasons == [Reason(R.CACHE_DISABLED, "config", detail={"step": "s"})]
+    assert texts(v.reasons) == ["caching disabled by zenbuild.toml [steps.s] enable_cache = false"]
     n = node_for()
     c2 = comps(code={"m.s": "c2"})
     v = decide(n, c2, c2.fingerprint(), cache_policy(n, None, None, False), prev,
                lambda fp: None, lambda e: None, all_reasons=True)
-    assert v.reasons == ["caching disabled by @pipeline(enable_cache=False)",
-                         "code: step function m.s (m.py) changed"]
+    assert texts(v.reasons) == ["caching disabled by @pipeline(enable_cache=False)",
+                                "code: step function m.s (m.py) changed"]
+    assert v.reasons[1] == Reason(R.CODE_CHANGED, "m.s", "c1", "c2", {"item": "step", "file": "m.py"})
 
 
 def test_unusable_entry_executes_with_its_reason():
     c = comps()
     prev = entry(c, c.fingerprint())
     v = decide(node_for(), c, c.fingerprint(), cache_policy(node_for(), None, None, None),
-               prev, lambda fp: None, lambda e: "the cached result is missing from the store")
-    assert v.execute and v.reasons == ["the cached result is missing from the store"]
+               prev, lambda fp: None, lambda e: Reason(R.BLOB_MISSING))
+    assert v.execute and v.entry is None and v.reasons == [Reason(R.BLOB_MISSING)]
+    assert texts(v.reasons) == ["the cached result is missing from the store"]
 
 
 def test_diff_words():
@@ -97,7 +110,11 @@ def test_diff_words():
                 code_meta={"m.s": ["step", "m.py"], "m.helper": ["function", "m.py"]},
                 packages={"np": "2"}, inputs={"words": {"load": "i2"}},
                 files={"data/w.txt": ["f1", 2100], "data/new.csv": ["n", 5]}).to_json()
-    assert diff_components(old, new) == [
+    assert kinds(diff_components(old, new)) == [
+        R.CODE_ADDED, R.PACKAGE_VERSION, R.INPUT_CHANGED, R.FILE_NEW]
+    assert diff_components(old, new)[0].detail == {"item": "function", "file": "m.py"}
+    assert diff_components(old, new)[2].detail == {"step": "load"}
+    assert texts(diff_components(old, new)) == [
         "code: now uses helper m.helper (m.py)",
         "package np: 1 -> 2",
         "input words: upstream step load produced different output",
@@ -123,3 +140,57 @@ def test_long_params_are_displayed_as_the_start_of_their_repr():
     files = [FileRef(f"data/f{i}.txt") for i in range(9)]
     shown = display_param(files)
     assert shown.startswith("[File('data/f0.txt'), File('data/f1.txt')") and len(shown) == 60
+
+
+def test_decide_with_a_pending_upstream_stops_at_it_or_compares_the_rest_first():
+    c = comps()
+    prev = entry(c, c.fingerprint())
+    pol = cache_policy(node_for(), None, None, None)
+    # a run (first reason only): the first pending upstream, named without its argument
+    v = decide(node_for(), None, "", pol, prev, lambda fp: None, lambda e: None,
+               pending=["load", "other"])
+    assert v.execute and v.reasons == [Reason(R.UPSTREAM_PENDING, "load")]
+    # every reason: nothing else differs, so only the pending upstream, by the argument reading it
+    v = decide(node_for(), c, c.fingerprint(), pol, prev, lambda fp: None, lambda e: None,
+               all_reasons=True, pending=["load"])
+    assert v.execute and v.entry is None
+    assert v.reasons == [Reason(R.UPSTREAM_PENDING, "load", detail={"arg": "words"})]
+    assert texts(v.reasons) == ["input words: upstream step load would execute"]
+    # its own change comes first, then the pending upstream
+    c2 = comps(params={"top": ["p2", "5"]})
+    v = decide(node_for(), c2, c2.fingerprint(), pol, prev, lambda fp: None, lambda e: None,
+               all_reasons=True, pending=["load"])
+    assert kinds(v.reasons) == [R.PARAM_CHANGED, R.UPSTREAM_PENDING]
+    # components that cannot be made (an upstream writes the file): one reason per pending step
+    v = decide(node_for(), None, "", pol, prev, lambda fp: None, lambda e: None,
+               all_reasons=True, pending=["load", "other"])
+    assert v.reasons == [Reason(R.UPSTREAM_PENDING, "load"), Reason(R.UPSTREAM_PENDING, "other")]
+
+
+def test_file_digests_reads_the_dry_run_overlay_per_path_and_keeps_the_stat_cache(tmp_path):
+    from zenbuild.digest import StatCache, digest_file
+    from zenbuild.graph import FileRef
+    from zenbuild.paths import MissingInput
+    from zenbuild.rebuild import OutputOverlay, file_digests
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.txt").write_text("changed on disk")
+    (tmp_path / "out" / "stray.txt").write_text("a run removes this")
+    (tmp_path / "in.txt").write_text("input")
+    root = str(tmp_path)
+    cache = StatCache()
+    file_digests(root, [FileRef("in.txt")], cache)
+    for rel in list(cache.records):  # make the record old enough to be trusted
+        rec = cache.records[rel]
+        rec.recorded_ns = rec.key[1] + 10**10
+    hashed = cache.hashed_bytes
+    over = OutputOverlay()
+    over.files.update({"out/a.txt": ("stored-a", 7), "out/b.txt": ("stored-b", 3)})
+    over.removed.add("out/stray.txt")
+    files, stats = file_digests(root, [FileRef("in.txt"), FileRef("out", "**/*")], cache, over)
+    assert files == {"in.txt": [digest_file(str(tmp_path / "in.txt"))[0], 5],
+                     "out/a.txt": ["stored-a", 7], "out/b.txt": ["stored-b", 3]}
+    assert set(stats) == {"in.txt"}  # the overlay's files have no stat to vouch for them
+    assert cache.hashed_bytes == hashed  # one restorable output does not switch the cache off
+    with pytest.raises(MissingInput):
+        file_digests(root, [FileRef("out/stray.txt")], cache, over)

@@ -54,7 +54,10 @@ def test_run_history_is_pruned(tmp_path):
     assert s.db.execute("SELECT count(*) FROM runs").fetchone()[0] == 3
     assert s.run_steps(ids[0]) == []
     assert s.run_steps(ids[6]) == [{"step": "a", "status": "executed", "fingerprint": "f6",
-                                    "duration": 0.1, "reasons": ["never built"], "error": None}]
+                                    "duration": 0.1, "reasons": ["never built"], "error": None,
+                                    "reason_records": [{"kind": "", "subject": "", "before": None,
+                                                        "after": None, "detail": None,
+                                                        "text": "never built"}]}]
     s.close()
 
 
@@ -64,7 +67,10 @@ def test_steps_of_runs_recorded_by_schema_3_are_still_read(tmp_path):
     s.db.execute("INSERT INTO run_steps VALUES (?,?,?,?,?,?,?,?)",
                  (rid, 0, "a", "cached", "f", 0.0, '["up to date"]', None))
     assert s.run_steps(rid) == [{"step": "a", "status": "cached", "fingerprint": "f",
-                                 "duration": 0.0, "reasons": ["up to date"], "error": None}]
+                                 "duration": 0.0, "reasons": ["up to date"], "error": None,
+                                 "reason_records": [{"kind": "", "subject": "", "before": None,
+                                                     "after": None, "detail": None,
+                                                     "text": "up to date"}]}]
     s.close()
 
 

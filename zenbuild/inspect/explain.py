@@ -14,10 +14,13 @@ from zenbuild.errors import ConfigError, PipelineError
 from zenbuild.events import Event, Reporter
 from zenbuild.executors import InProcessExecutor
 from zenbuild.project import bind_pipeline, load_pipeline, parse_cli_params
+from zenbuild.reasons import CANNOT_RUN, PENDING_KINDS, RESTORE_KINDS, Reason, text
 from zenbuild.scheduler import RunOptions, Scheduler
+from zenbuild.states import StepStatus
 from zenbuild.store.db import ActionEntry, Store
 
-# What a step's state means for `status --check`: "stale" and "error" fail the check.
+# A step's state, decided from the kinds of its reasons (never their wording). "stale",
+# "error" and "restore" fail `status --check`.
 UP_TO_DATE = "up to date"
 STALE = "stale"
 ALWAYS = "always runs"  # a no_cache step
@@ -34,15 +37,15 @@ class _Silent(Reporter):
 
 
 @dataclass
-class StepStatus:
-    """One step's verdict: whether a run would execute it, and every reason."""
+class StepVerdict:
+    """One step's verdict: whether a run would execute it, and every reason (records)."""
 
     name: str
     function: str
     state: str
     execute: bool
     no_cache: bool
-    reasons: List[str]
+    reasons: List[Reason]
     pending: List[str] = field(default_factory=list)  # upstream steps that would execute
     last_built: Optional[ActionEntry] = None
 
@@ -64,7 +67,8 @@ class StepStatus:
             "state": self.state,
             "execute": self.execute,
             "no_cache": self.no_cache,
-            "reasons": self.reasons,
+            "reasons": [text(r) for r in self.reasons],
+            "reason_records": [r.to_json() for r in self.reasons],
             "waits_on": self.pending,
             "last_built": last,
         }
@@ -74,11 +78,11 @@ class StepStatus:
 class Evaluation:
     pipeline: str
     spec: str
-    steps: Dict[str, StepStatus]  # in topological order
+    steps: Dict[str, StepVerdict]  # in topological order
     locations: Dict[str, Tuple[str, Optional[int]]] = field(default_factory=dict)  # step -> def
 
     @property
-    def blocking(self) -> List[StepStatus]:
+    def blocking(self) -> List[StepVerdict]:
         return [s for s in self.steps.values() if s.blocking]
 
 
@@ -118,27 +122,27 @@ def evaluate(
         ).run()
     finally:
         store.close()
-    steps: Dict[str, StepStatus] = {}
+    steps: Dict[str, StepVerdict] = {}
     for name, r in result.steps.items():
         node = graph.nodes[name]
         pending = [d for d in node.deps if d in steps and steps[d].execute]
-        status = StepStatus(name, node.step.name, UP_TO_DATE, False, node.step.no_cache,
-                            list(r.reasons), pending, states.get(name))
-        if r.status == "would_execute":
+        status = StepVerdict(name, node.step.name, UP_TO_DATE, False, node.step.no_cache,
+                             list(r.reasons), pending, states.get(name))
+        if r.status == StepStatus.WOULD_EXECUTE:
             status.execute = True
-            own = [x for x in r.reasons if not _is_pending_reason(x, pending)]
+            own = [x for x in r.reasons if x.kind not in PENDING_KINDS]
             if node.step.no_cache:
                 status.state = ALWAYS
             elif not own and pending and all(not steps[d].blocking for d in pending):
                 status.state = MAY_RERUN
             else:
                 status.state = STALE
-        elif r.status == "failed":
+        elif r.status == StepStatus.FAILED:
             status.state, status.execute = ERROR, True
-            status.reasons = [(r.error or "").strip()]
-        elif r.status == "skipped":
+            status.reasons = [Reason(CANNOT_RUN, name, after=(r.error or "").strip())]
+        elif r.status == StepStatus.SKIPPED:
             status.state = SKIPPED
-        elif r.status == "cached" and r.reasons != ["up to date"]:
+        elif r.status == StepStatus.CACHED and any(x.kind in RESTORE_KINDS for x in r.reasons):
             status.state = RESTORE
         steps[name] = status
     locations = {n: _where(graph.nodes[n].step.fn) for n in steps}
@@ -155,10 +159,6 @@ def _where(fn: Callable[..., Any]) -> Tuple[str, Optional[int]]:
     return path, code.co_firstlineno
 
 
-def _is_pending_reason(reason: str, pending: List[str]) -> bool:
-    return any(reason.endswith(f"upstream step {d} would execute") for d in pending)
-
-
 # -- text ---------------------------------------------------------------------------------------
 def explain_text(ev: Evaluation, step: str) -> str:
     s = ev.steps[step]
@@ -173,7 +173,7 @@ def explain_text(ev: Evaluation, step: str) -> str:
     }[s.state]
     lines = [f"step {s.name} (pipeline {ev.pipeline}): {verdict}"]
     if s.state != UP_TO_DATE:
-        lines += [f"  - {r}" for r in s.reasons]
+        lines += [f"  - {text(r)}" for r in s.reasons]
     if s.last_built is not None:
         lb = s.last_built
         lines.append(f"last built {_iso(lb.created).replace('T', ' ')} in {lb.duration:.3f}s "
@@ -191,7 +191,7 @@ def status_text(ev: Evaluation) -> str:
     width = max(len(n) for n in ev.steps)
     lines = [f"pipeline {ev.pipeline} ({ev.spec})"]
     for s in ev.steps.values():
-        first = "" if s.state == UP_TO_DATE else (s.reasons[0] if s.reasons else "")
+        first = "" if s.state == UP_TO_DATE else (text(s.reasons[0]) if s.reasons else "")
         more = f" (+{len(s.reasons) - 1} more)" if s.state != UP_TO_DATE and len(s.reasons) > 1 else ""
         lines.append(f"  {s.name:<{width}}  {s.state:<11}  {first}{more}".rstrip())
     n = sum(1 for s in ev.steps.values() if s.execute)

@@ -12,12 +12,13 @@ from zenbuild.events import (
     Reporter,
     RunFinished,
     StepCached,
-    StepFailed,
+    StepErrored,
     StepFinished,
     StepSkipped,
     Warning_,
     summary_line,
 )
+from zenbuild.reasons import text as reason_text
 
 
 def _escape_data(s: str) -> str:
@@ -82,7 +83,7 @@ class GithubReporter(Reporter):
         self.stream.flush()
 
     def handle(self, e: Event) -> None:
-        if isinstance(e, StepFailed):
+        if isinstance(e, StepErrored):
             file, line = error_location(e.error, self.root)
             self._emit(annotation("error", e.error or "failed", f"zenbuild: step {e.step} failed: "
                                   f"{_last_line(e.error)}", file, line))
@@ -94,7 +95,7 @@ class GithubReporter(Reporter):
         elif isinstance(e, StepFinished):
             self.rows[e.step] = ("executed", f"{e.duration:.3f}s")
         elif isinstance(e, StepSkipped):
-            self.rows[e.step] = ("skipped", e.because)
+            self.rows[e.step] = ("skipped", reason_text(e.because) if e.because else "")
         elif isinstance(e, RunFinished):
             text = summary_line(e.counts, e.duration)
             if e.status != "failed":
@@ -116,6 +117,6 @@ def stale_annotations(ev: Any) -> List[str]:
     out: List[str] = []
     for s in ev.blocking:
         file, line = ev.locations.get(s.name, ("", None))
-        out.append(annotation("error", "; ".join(s.reasons),
+        out.append(annotation("error", "; ".join(reason_text(r) for r in s.reasons),
                               f"zenbuild: step {s.name} is {s.state}", file, line))
     return out

@@ -1,0 +1,338 @@
+"""scheduler: the walk driven by a fake executor that chooses the order of completion, the
+dry-run overlay, the inputs-changed check, and what a no-op costs (parses and store rows)."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import pytest
+
+from zenbuild import Dir, File, Output, pipeline, step
+from zenbuild import reasons as R
+from zenbuild.config import load_config
+from zenbuild.events import (
+    Event,
+    Reporter,
+    StepCached,
+    StepErrored,
+    StepFinished,
+    StepSkipped,
+    StepStarted,
+    WouldExecute,
+)
+from zenbuild.executors import Executor, Outcome, Task, call_task
+from zenbuild.reasons import Reason, kinds
+from zenbuild.scheduler import RunOptions, Scheduler
+from zenbuild.states import StepStatus
+from zenbuild.store.db import Store
+
+
+class Calls:
+    """What the steps executed. A class, not a module-level list: a list's value is part of
+    the fingerprint of the code that uses it (and it changes as steps run)."""
+
+    log: List[str] = []
+
+
+class Recording(Reporter):
+    def __init__(self) -> None:
+        self.events: List[Event] = []
+
+    def handle(self, event: Event) -> None:
+        self.events.append(event)
+
+    def seen(self, *types: type) -> List[Tuple[str, str]]:
+        return [(type(e).__name__, e.step) for e in self.events if isinstance(e, types)]
+
+
+class LastInFirstOut(Executor):
+    """Holds every submitted task; each wait() completes the most recently submitted one
+    first, so a step submitted second finishes before the one submitted first."""
+
+    def __init__(self, slots: int = 2) -> None:
+        self.slots = slots
+        self.pending: List[Task] = []
+        self.waits: List[List[str]] = []  # what was pending at each wait()
+
+    def submit(self, task: Task) -> None:
+        self.pending.append(task)
+
+    def wait(self) -> List[Outcome]:
+        self.waits.append([t.name for t in self.pending])
+        return [call_task(self.pending.pop())]
+
+
+@step
+def left(n: int) -> int:
+    Calls.log.append("left")
+    return n * 10
+
+
+@step
+def right(n: int) -> int:
+    Calls.log.append("right")
+    if n < 0:
+        raise ValueError("negative")
+    return n + 1
+
+
+@step
+def join(a: int, b: int) -> Tuple[int, int]:
+    Calls.log.append("join")
+    return (a, b)
+
+
+@pipeline
+def diamond(x: int = 1, y: int = 2):
+    join(left(x), right(y))
+
+
+def project(tmp_path: Path) -> Any:
+    (tmp_path / "zenbuild.toml").write_text("")
+    return load_config(str(tmp_path), str(tmp_path / "zenbuild.toml"))
+
+
+def walk(config: Any, bound: Any, executor: Optional[Executor] = None,
+         **opts: Any) -> Tuple[Any, Recording]:
+    rep = Recording()
+    store = Store(config.store)
+    try:
+        result = Scheduler(bound.trace(config.root), config, store, executor or LastInFirstOut(),
+                           rep, RunOptions(**opts)).run()
+    finally:
+        store.close()
+    return result, rep
+
+
+def test_completion_out_of_submission_order(tmp_path: Path) -> None:
+    config = project(tmp_path)
+    Calls.log.clear()
+    ex = LastInFirstOut()
+    result, rep = walk(config, diamond(3, 4), ex)
+    assert ex.waits == [["left", "right"], ["left"], ["join"]]  # both ran at once
+    assert Calls.log == ["right", "left", "join"]  # the second submitted finished first
+    assert rep.seen(StepStarted, StepFinished) == [
+        ("StepStarted", "left"), ("StepStarted", "right"), ("StepFinished", "right"),
+        ("StepFinished", "left"), ("StepStarted", "join"), ("StepFinished", "join")]
+    assert list(result.steps) == ["left", "right", "join"]  # results in topological order
+    assert {n: s.status for n, s in result.steps.items()} == {
+        "left": StepStatus.EXECUTED, "right": StepStatus.EXECUTED, "join": StepStatus.EXECUTED}
+    assert result["join"].output == (30, 5)
+    assert [kinds(s.reasons) for s in result.steps.values()] == [[R.NEVER_BUILT]] * 3
+    # again: all cached, nothing submitted
+    Calls.log.clear()
+    ex = LastInFirstOut()
+    result, rep = walk(config, diamond(3, 4), ex)
+    assert Calls.log == [] and ex.waits == []
+    assert rep.seen(StepCached) == [("StepCached", n) for n in ("left", "right", "join")]
+    assert [s.reasons for s in result.steps.values()] == [[Reason(R.UP_TO_DATE)]] * 3
+
+
+def test_a_failure_completing_first_skips_the_join_and_lets_the_other_finish(tmp_path: Path) -> None:
+    config = project(tmp_path)
+    Calls.log.clear()
+    result, rep = walk(config, diamond(5, -1))
+    assert Calls.log == ["right", "left"]  # right fails first; left, already running, still finishes
+    assert {n: s.status for n, s in result.steps.items()} == {
+        "left": "executed", "right": "failed", "join": "skipped"}
+    assert "ValueError: negative" in (result["right"].error or "")
+    assert result["join"].reasons == [Reason(R.UPSTREAM_FAILED, "right")]
+    assert rep.seen(StepErrored, StepSkipped) == [("StepErrored", "right"), ("StepSkipped", "join")]
+    assert result.status == "failed"
+    # left's result was stored although the run failed: only right runs again (and join)
+    Calls.log.clear()
+    walk(config, diamond(5, 6))
+    assert Calls.log == ["right", "join"]
+
+
+def test_dry_run_of_a_pending_upstream_is_one_decision(tmp_path: Path) -> None:
+    config = project(tmp_path)
+    walk(config, diamond(1, 2))
+    Calls.log.clear()
+    result, rep = walk(config, diamond(1, 3), dry_run=True)
+    assert Calls.log == []
+    assert result["right"].reasons == [Reason(R.PARAM_CHANGED, "n", "2", "3")]
+    assert result["join"].reasons == [Reason(R.UPSTREAM_PENDING, "right")]  # first reason only
+    result, _ = walk(config, diamond(1, 3), dry_run=True, all_reasons=True)
+    assert result["join"].reasons == [Reason(R.UPSTREAM_PENDING, "right", detail={"arg": "b"})]
+    assert result["join"].status == StepStatus.WOULD_EXECUTE
+    assert rep.seen(WouldExecute) == [("WouldExecute", "right"), ("WouldExecute", "join")]
+
+
+# -- outputs, folders and the dry-run overlay ---------------------------------------------------
+@step
+def make(out: Output) -> None:
+    Calls.log.append("make")
+    out.write_text("made")
+
+
+@step
+def use(made: File, big: File) -> int:
+    Calls.log.append("use")
+    return len(made.read_text()) + len(big.read_bytes())
+
+
+@pipeline
+def produce():
+    make(Output("build/made.txt"))
+    use(File("build/made.txt"), File("big.bin"))
+
+
+def test_a_restorable_output_is_seen_through_the_overlay_without_rehashing_other_inputs(
+        tmp_path: Path) -> None:
+    config = project(tmp_path)
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 300_000)
+    os.utime(big, (1_000_000_000, 1_000_000_000))  # old: its stat-cache record is trusted
+    walk(config, produce())
+    (tmp_path / "build/made.txt").write_text("edited by hand")
+    Calls.log.clear()
+    store = Store(config.store)
+    rep = Recording()
+    try:
+        sched = Scheduler(produce().trace(config.root), config, store, LastInFirstOut(), rep,
+                          RunOptions(dry_run=True, all_reasons=True))
+        result = sched.run()
+    finally:
+        store.close()
+    assert Calls.log == []
+    assert result["make"].reasons == [Reason(R.OUTPUT_RESTORE, "build/made.txt")]
+    assert result["use"].reasons == [Reason(R.UP_TO_DATE)]  # it sees what a run would restore
+    assert sched.server.overlay.files["build/made.txt"][1] == 4
+    # only the edited output was hashed (to find it differs), not the 300 kB input beside it
+    assert sched.statcache.hashed_bytes == len("edited by hand")
+    assert (tmp_path / "build/made.txt").read_text() == "edited by hand"  # a dry run changes nothing
+
+
+@step
+def scan(d: Dir) -> List[str]:
+    Calls.log.append("scan")
+    names = sorted(p.name for p in d.iterdir())
+    (d / "late.txt").write_text("added while the step ran")  # the folder changes under it
+    return names
+
+
+@pipeline
+def scanning():
+    scan(Dir("data"))
+
+
+def test_a_file_added_to_a_dir_input_while_the_step_runs_keeps_the_result_out_of_the_cache(
+        tmp_path: Path) -> None:
+    config = project(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/a.txt").write_text("a")
+    Calls.log.clear()
+    result, rep = walk(config, scanning())
+    assert result["scan"].output == ["a.txt"]  # the result is used
+    [done] = [e for e in rep.events if isinstance(e, StepFinished)]
+    assert done.uncached_reason == Reason(R.DIR_CHANGED_DURING, "data", detail={"step": "scan"})
+    assert R.text(done.uncached_reason) == (
+        "input folder data changed while step scan ran; its result was used but not cached")
+    # the folder as it was when the step started: no entry was stored for it, so it executes
+    (tmp_path / "data/late.txt").unlink()
+    walk(config, scanning())
+    assert Calls.log == ["scan", "scan"]
+
+
+# -- what a no-op costs -------------------------------------------------------------------------
+NOOP_PIPE = '''
+from zenbuild import File, pipeline, step
+
+
+def helper(text):
+    return text.upper()
+
+
+@step
+def load(src: File) -> str:
+    return helper(src.read_text())
+
+
+@step
+def count(text: str, n: int) -> int:
+    return len(text) * n
+
+
+@pipeline
+def p():
+    count(load(File("in.txt")), 3)
+'''
+
+
+def test_a_no_op_parses_no_source_and_writes_one_row(tmp_path: Path, monkeypatch: Any) -> None:
+    from zenbuild.events import Reporter as Base
+    from zenbuild.run import run_bound
+
+    name = f"noop_{os.getpid()}_{abs(hash(str(tmp_path))) % 10**8}"
+    (tmp_path / "zenbuild.toml").write_text(f'pipelines = ["{name}:p"]\n')
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(NOOP_PIPE))
+    (tmp_path / "in.txt").write_text("hello")
+    for f in ("in.txt", f"{name}.py"):  # old files: their stat-cache records are trusted
+        os.utime(tmp_path / f, (1_000_000_000, 1_000_000_000))
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "zenbuild", "run", "--project-dir", str(tmp_path)],
+                   check=True, capture_output=True, env={**os.environ, "NO_COLOR": "1"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = importlib.import_module(name)
+    parses: List[str] = []
+    real_parse = ast.parse
+
+    def spy(source: Any, filename: Any = "<unknown>", *a: Any, **kw: Any) -> Any:
+        parses.append(str(filename))
+        return real_parse(source, filename, *a, **kw)
+
+    monkeypatch.setattr(ast, "parse", spy)
+    changes: List[int] = []
+    real_close = Store.close
+
+    def close(self: Store) -> None:
+        changes.append(self.db.total_changes)
+        real_close(self)
+
+    monkeypatch.setattr(Store, "close", close)
+
+    class Quiet(Base):
+        def handle(self, event: Any) -> None:
+            pass
+
+    rows_before = table_rows(config_store(tmp_path))
+    result = run_bound(mod.p(), config=load_config(str(tmp_path), str(tmp_path / "zenbuild.toml")),
+                       reporter=Quiet())
+    assert {n: s.status for n, s in result.steps.items()} == {"load": "cached", "count": "cached"}
+    assert parses == []  # nothing parsed: every code fingerprint came from the store's cache
+    assert changes == [2]  # the run's history row: inserted when it began, updated at its end
+    after = table_rows(config_store(tmp_path))
+    assert {t: after[t] - rows_before[t] for t in after if after[t] != rows_before[t]} == {"runs": 1}
+    sys.modules.pop(name, None)
+
+
+def config_store(root: Path) -> str:
+    return load_config(str(root), str(root / "zenbuild.toml")).store
+
+
+def table_rows(store_path: str) -> Dict[str, int]:
+    import sqlite3
+
+    dbs = [f for f in os.listdir(store_path) if f.endswith((".db", ".sqlite"))]
+    assert len(dbs) == 1, dbs
+    con = sqlite3.connect(os.path.join(store_path, dbs[0]))
+    try:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+    finally:
+        con.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_calls() -> Any:
+    Calls.log.clear()
+    yield
+    Calls.log.clear()

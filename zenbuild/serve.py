@@ -1,0 +1,84 @@
+"""Serving a step from the cache: finding its entry (the local store, then the remote cache),
+judging whether the entry can be served, putting its outputs back on disk, and, in a dry run,
+the overlay that shows downstream steps the outputs a real run would have put back."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+from zenbuild import reasons as R
+from zenbuild.digest import StatCache
+from zenbuild.errors import CorruptBlob
+from zenbuild.reasons import Reason
+from zenbuild.rebuild import OutputOverlay
+from zenbuild.store.db import ActionEntry, Store
+from zenbuild.store.outputs import plan_restore, restore
+
+RestorePlan = List[Tuple[str, str, bool]]  # (path, digest or "" to remove, executable)
+
+
+class Server:
+    """Answers decide()'s questions about entries (``lookup``, ``usable``) and serves them.
+    In a dry run nothing on disk changes: ``overlay`` records what a run would restore."""
+
+    def __init__(self, root: str, store: Store, statcache: StatCache, remote: Any = None,
+                 dry_run: bool = False) -> None:
+        self.root = root
+        self.store = store
+        self.statcache = statcache
+        self.remote = remote  # remote.RemoteCache or None
+        self.dry_run = dry_run
+        self.overlay = OutputOverlay()
+        self.present: Set[str] = set()  # value blobs known to be in the store
+        self._plans: Dict[str, RestorePlan] = {}  # fingerprint -> what serving it restores
+
+    def lookup(self, fingerprint: str) -> Optional[ActionEntry]:
+        """The local store's entry for ``fingerprint``, else the remote cache's (copied in)."""
+        entry = self.store.get_action(fingerprint)
+        if entry is None and self.remote is not None:
+            entry = self.remote.fetch(fingerprint)
+        return entry
+
+    def usable(self, entry: ActionEntry) -> Optional[Reason]:
+        """Why ``entry`` cannot be served, or None (then its restore plan is kept for serve)."""
+        if entry.value_digest not in self.present and not self.store.has_blob(entry.value_digest):
+            return Reason(R.BLOB_MISSING)
+        todo, problem = plan_restore(self.root, entry.outputs, self.store, self.statcache)
+        if problem:
+            return Reason(R.OUTPUT_UNUSABLE, after=problem)
+        if todo:
+            self._plans[entry.fingerprint] = todo
+        return None
+
+    def serve(self, entry: ActionEntry) -> Tuple[List[str], Optional[List[Reason]]]:
+        """Put the entry's outputs back as usable() planned. Returns the paths restored and, in
+        a dry run with something to restore, the reasons saying what a run would put back
+        (None: the step is simply up to date)."""
+        todo = self._plans.pop(entry.fingerprint, None) if self._plans else None
+        if not todo:
+            return [], None
+        if not self.dry_run:
+            restore(self.root, todo, self.store, self.statcache)
+            return [t[0] for t in todo if t[1]], None
+        self._pretend_restored(entry, todo)
+        return [], [Reason(R.OUTPUT_RESTORE if digest else R.OUTPUT_REMOVE, rel)
+                    for rel, digest, _ in todo]
+
+    def _pretend_restored(self, entry: ActionEntry, todo: RestorePlan) -> None:
+        """Let downstream steps see the outputs a real run would restore (and not the files it
+        would remove): per path, through the overlay; every other file keeps its stat cache."""
+        over = self.overlay
+        for rel, rec in entry.outputs.items():
+            if rec.get("kind") == "file":
+                over.files[rel] = (rec["digest"], int(rec.get("size", 0)))
+                continue
+            try:
+                manifest = json.loads(self.store.get_blob(rec["digest"]))["files"]
+            except (KeyError, ValueError, CorruptBlob):
+                continue
+            for inner, digest, size, _ex in manifest:
+                over.files[f"{rel}/{inner}"] = (digest, int(size))
+        for rel, digest, _ in todo:
+            if not digest:
+                over.removed.add(rel)
