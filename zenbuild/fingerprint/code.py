@@ -169,7 +169,11 @@ class CodeFingerprinter:
         rel = self.project_file(src_file) or ""
         refs: List[Any] = []
         packages: Dict[str, str] = {}
-        cache_key = self._cache_key(src_file, key, code.co_firstlineno, int(strip))
+        where: object = code.co_firstlineno
+        if code.co_name == "<lambda>":  # lambdas on one line are told apart by column
+            cols = [c for _, _, c, _ in code.co_positions() if c is not None]
+            where = f"{where}:{cols[-1] if cols else ''}"
+        cache_key = self._cache_key(src_file, key, where, int(strip))
         cached = self.source_cache.get(cache_key) if cache_key and self.source_cache else None
         chains: Optional[List[Any]]
         if cached is not None:
