@@ -157,6 +157,8 @@ def _from_user(f: Any) -> bool:
     return True
 
 
+_SKIP_RX = re.compile("(?:^|/)(?:__pycache__|" + "|".join(re.escape(d) for d in SKIP_DIRS)
+                      + ")(?:/|$)")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 _cwd: List[Optional[str]] = [None]  # cached os.getcwd(), dropped on every os.chdir event
 
@@ -219,8 +221,7 @@ class _Recording:
             rel = rel.replace(os.sep, "/")
         if rel.startswith(self.excluded) or rel.endswith((".pyc", ".pyo")):
             return None
-        parts = rel.split("/")
-        if "__pycache__" in parts or any(p in SKIP_DIRS for p in parts):
+        if _SKIP_RX.search(rel) is not None:
             return None
         return rel
 
@@ -261,13 +262,9 @@ def _on_open(rec: _Recording, args: Tuple[Any, ...]) -> None:
         return
     flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
     r: Optional[_Recording] = rec
-    while r is not None:
-        if not r.opts.track_reads:
-            break
-        if flags & _WRITE_FLAGS:
-            r.writes[rel] = None
-        else:
-            r.reads[rel] = None
+    while r is not None and r.opts.track_reads:
+        seen = r.writes if flags & _WRITE_FLAGS else r.reads
+        seen[rel] = None
         r = r.parent
 
 
@@ -341,7 +338,9 @@ def _note_env(key: Any, value: Optional[str]) -> None:
                 rec.bulk_pos += 1  # part of a copy or iteration of the whole environment
                 return
             rec.bulk = None
-        if key in rec.env_set or not rec.env_wanted(key) or not _from_user(sys._getframe(2)):
+        if key in rec.env or key in rec.env_set:  # the first read decides: repeats are cheap
+            return
+        if not rec.env_wanted(key) or not _from_user(sys._getframe(2)):
             return
         r: Optional[_Recording] = rec
         while r is not None and r.opts.track_env:
