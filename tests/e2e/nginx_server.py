@@ -1,8 +1,10 @@
 """A real nginx with WebDAV PUT (as Bazel's docs configure it) on 127.0.0.1 and a free port, in a
-temp prefix: the remote cache the remote-cache tests and the benchmark talk to."""
+temp prefix: the remote cache the remote-cache tests and the benchmark talk to; and a port that
+refuses connections for as long as it is held."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,7 +12,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 TOKEN = "s3cr3t-token-do-not-log"  # the /auth/ location demands header X-Token: TOKEN
 
@@ -52,7 +54,19 @@ def nginx_binary() -> Optional[str]:
     return shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
 
-def free_port() -> int:
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A port on 127.0.0.1 where nothing listens, for as long as the block runs: it stays bound
+    (without listen(), so a connection is refused), so no other process can take it meanwhile,
+    as it could a port bound, closed and then handed out."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
+
+
+def _candidate_port() -> int:
+    # nginx cannot listen on port 0 and say which port it got, so it is given a port that was
+    # free a moment ago; start() retries with another if someone took it meanwhile
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -71,27 +85,54 @@ class Nginx:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/cache"
 
-    def start(self) -> Nginx:
+    def start(self, attempts: int = 5) -> Nginx:
+        """Start nginx on a free port. Ready means nginx wrote its pid file, which it does
+        after binding its listening socket (a connect alone could reach whoever took the port
+        meanwhile); "Address already in use" means the port was taken: try another one."""
         binary = nginx_binary()
         assert binary, "nginx is not installed: run tests/sysdeps/nginx.sh"
         for d in ("data", "tmp"):
             (self.prefix / d).mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        conf = self.prefix / "nginx.conf"
-        conf.write_text(CONF.format(prefix=self.prefix, port=self.port, token=TOKEN))
-        self.proc = subprocess.Popen([binary, "-p", str(self.prefix), "-c", str(conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise RuntimeError(f"nginx exited: {err}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+        errors = []
+        for _ in range(attempts):
+            err = self._start_on(binary, _candidate_port())
+            if err is None:
                 return self
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("nginx did not start listening")
+            errors.append(err)
+            if "Address already in use" not in err:
+                break
+        raise RuntimeError("nginx did not start: " + " | ".join(errors))
+
+    def _start_on(self, binary: str, port: int) -> Optional[str]:
+        """None once nginx listens on ``port``, else why not."""
+        self.port = port
+        pidfile = self.prefix / "nginx.pid"
+        pidfile.unlink(missing_ok=True)
+        conf = self.prefix / "nginx.conf"
+        conf.write_text(CONF.format(prefix=self.prefix, port=port, token=TOKEN))
+        proc = subprocess.Popen([binary, "-p", str(self.prefix), "-c", str(conf)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                if proc.stderr is not None:
+                    proc.stderr.close()
+                log = self.prefix / "error.log"
+                return (err + (log.read_text(errors="replace") if log.exists() else "")).strip() \
+                    or f"nginx exited with {proc.returncode}"
+            try:
+                ready = pidfile.read_text().strip() == str(proc.pid)
+            except FileNotFoundError:
+                ready = False
+            if ready:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                self.proc = proc
+                return None
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait()
+        return "nginx did not start listening within 30 s"
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

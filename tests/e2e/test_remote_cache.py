@@ -10,7 +10,8 @@ from typing import Dict, Iterator, Optional
 
 import pytest
 from conftest import Project, Result
-from tests.e2e.nginx_server import TOKEN, Nginx, free_port, nginx_binary
+
+from tests.e2e.nginx_server import TOKEN, Nginx, nginx_binary, refusing_port
 
 pytestmark = pytest.mark.skipif(nginx_binary() is None, reason="nginx missing: tests/sysdeps/nginx.sh")
 
@@ -135,7 +136,8 @@ def test_second_checkout_gets_every_step_from_the_remote(tmp_path: Path, nginx: 
         assert b.read(f"build/pages/{rel}") == a.read(f"build/pages/{rel}")
     # the copies are in b's local store now: no remote needed any more
     nginx.stop()
-    r = b.run("run", "--remote-cache", f"http://127.0.0.1:{free_port()}/cache")
+    with refusing_port() as port:
+        r = b.run("run", "--remote-cache", f"http://127.0.0.1:{port}/cache")
     assert r.executed == [] and sorted(r.cached) == sorted(STEPS)
     assert remote_warnings(r.output) == []  # never asked: the local store answered first
 
@@ -168,8 +170,9 @@ def test_remote_stopped_mid_run_degrades_to_local(tmp_path: Path, nginx: Nginx) 
 
 def test_remote_down_before_the_run(tmp_path: Path) -> None:
     a = checkout(tmp_path / "a")
-    r = a.run("run", "--remote-cache", f"http://127.0.0.1:{free_port()}/cache",
-              "--remote-cache-upload")
+    with refusing_port() as port:
+        r = a.run("run", "--remote-cache", f"http://127.0.0.1:{port}/cache",
+                  "--remote-cache-upload")
     assert sorted(r.executed) == sorted(STEPS)
     assert len(remote_warnings(r.output)) == 1, r
 

@@ -228,14 +228,15 @@ def test_open_remote_precedence(stores: Any) -> None:
 def test_http_cache_against_nothing_listening() -> None:
     import socket
 
+    # the port stays bound (not listening) throughout, so no other process can start
+    # listening on it between choosing it and connecting, as it could were it closed
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    http = HttpCache(f"http://127.0.0.1:{port}/c", timeout=1)
-    with pytest.raises(RemoteUnavailable):
-        http.get("ac", "k")
-    with pytest.raises(RemoteUnavailable):
-        http.put("cas", "k", io.BytesIO(b"x"), 1)
+        http = HttpCache(f"http://127.0.0.1:{s.getsockname()[1]}/c", timeout=1)
+        with pytest.raises(RemoteUnavailable, match="Connection refused"):
+            http.get("ac", "k")
+        with pytest.raises(RemoteUnavailable):
+            http.put("cas", "k", io.BytesIO(b"x"), 1)
 
 
 def test_a_server_that_never_answers_times_out() -> None:
