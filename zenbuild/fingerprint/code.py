@@ -13,8 +13,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from zenbuild.digest import digest_bytes
 from zenbuild.fingerprint.project import ProjectLocator
-from zenbuild.fingerprint.scopes import IMPORT, global_references
 from zenbuild.fingerprint.source import (
+    IMPORT,
     SOURCE_CACHE_VERSION,
     NoSourceWarning,
     SourceCache,
@@ -139,6 +139,8 @@ class CodeFingerprinter:
         if strip and hasattr(node, "decorator_list"):
             node = copy_without_decorators(node)
         strip_docstrings(node)
+        from zenbuild.fingerprint.scopes import global_references  # imports ast: parse time only
+
         return digest_bytes(dump(node).encode()), [list(c) for c in global_references(node)]
 
     def _function_key(self, obj: Any) -> str:
@@ -215,6 +217,8 @@ class CodeFingerprinter:
             digest, chains = cached
         else:
             nodes = self.sources.class_nodes(cls, src_file) if src_file else []
+            from zenbuild.fingerprint.scopes import global_references
+
             chains = []
             texts = []
             for node in nodes:

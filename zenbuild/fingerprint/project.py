@@ -34,9 +34,8 @@ def _library_dirs() -> Tuple[str, ...]:
             dirs.add(os.path.realpath(p))
     for p in (sys.prefix, sys.exec_prefix, sys.base_prefix + os.sep + "lib"):
         dirs.add(os.path.realpath(p))
-    import zenbuild
-
-    dirs.add(os.path.realpath(os.path.dirname(zenbuild.__file__)))
+    # zenbuild's own package (this file's grandparent folder) is never project code
+    dirs.add(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
     return tuple(sorted(dirs))
 
 

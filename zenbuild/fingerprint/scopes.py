@@ -10,7 +10,8 @@ import ast
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
-IMPORT = "<import>"
+from zenbuild.fingerprint.source import IMPORT  # noqa: E402  (re-exported for callers)
+
 # local name -> (level, module to import, module the name is bound to, attributes after it)
 _ImportMap = Dict[str, Tuple[int, str, str, Tuple[str, ...]]]
 _COMPS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)

@@ -16,6 +16,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # Bump when the analysis that fills the source cache changes, so old entries are not reused.
 SOURCE_CACHE_VERSION = "v3"
+# First element of an import chain (see scopes.py): an import inside a definition.
+IMPORT = "<import>"
 
 
 class SourceCache:
