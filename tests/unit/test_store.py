@@ -184,3 +184,54 @@ def test_the_facade_keeps_each_concern_in_its_own_part(tmp_path):
     s.delete_actions(["fp"])
     assert s.step_states("p") == {} and s.get_action("fp") is None
     s.close()
+
+
+class FakeSeconds:
+    """A monotonic clock (seconds) the test moves by hand."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_group_commit_is_paced_by_the_recorders_clock(tmp_path):
+    """Finished steps' entries join one held transaction until COMMIT_EVERY_S has passed on
+    the injected clock: before that a second connection (another run, or this store after a
+    kill -9) sees none of them; the step that crosses the interval commits them all. Real time
+    plays no part, so a loaded machine cannot change the outcome."""
+    import sqlite3
+
+    from zenbuild.commit import COMMIT_EVERY_S, Recorder
+    from zenbuild.digest import StatCache
+    from zenbuild.graph import Node
+    from zenbuild.rebuild import Components
+
+    def comps() -> Components:
+        return Components(code={}, code_meta={}, packages={}, params={}, inputs={}, files={},
+                          env={})
+
+    s = Store(str(tmp_path / "st"))
+    clock = FakeSeconds(1000.0)
+    rec = Recorder("p", str(tmp_path), s, StatCache(), sources=None, clock=clock)
+    other = sqlite3.connect(str(tmp_path / "st" / "zenbuild.db"))
+
+    def committed() -> list:
+        return sorted(r[0] for r in other.execute("SELECT step FROM step_state"))
+
+    for i, name in enumerate(["a", "b", "c"]):
+        clock.now = 1000.0 + COMMIT_EVERY_S * (i + 1) / 4  # all within one interval
+        rec.record(Node(name, None, i, {}), comps(), f"fp-{name}", name.encode(), 0.0)
+        assert s.db.in_transaction and committed() == []
+    clock.now = 1000.0 + COMMIT_EVERY_S
+    rec.record(Node("d", None, 3, {}), comps(), "fp-d", b"d", 0.0)
+    assert not s.db.in_transaction and committed() == ["a", "b", "c", "d"]
+    clock.now += COMMIT_EVERY_S / 2  # a new interval starts at the last commit
+    rec.record(Node("e", None, 4, {}), comps(), "fp-e", b"e", 0.0)
+    assert s.db.in_transaction and committed() == ["a", "b", "c", "d"]
+    other.close()
+    s.close()  # closing commits what is held
+    s = Store(str(tmp_path / "st"))
+    assert s.get_action("fp-e") is not None
+    s.close()
