@@ -1,0 +1,262 @@
+"""Discovered dependencies: a step's Trace turned into the record kept on its action entry
+(digests only, no secret values), and the verifying check of that record on a later run, which
+returns Reasons. Pure functions: every look-up (file digests, code digests, folder listings,
+the environment) is passed in, so rebuild.decide() and the tests choose the I/O.
+
+The stored record (JSON, ``components["discovered"]``), format 1::
+
+    {"format": 1,
+     "files":  {rel: [digest, size] | null},      # null: tried, but did not exist
+     "listed": {rel: digest | null},              # digest of the sorted names
+     "env":    {name: [digest | null, display | null]},  # display null for secret names
+     "calls":  [[file, qualname, firstlineno, digest | null], ...],
+     "writes": [rel, ...]}                        # undeclared writes (warned about, not checked)
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from zenbuild.digest import digest_bytes
+from zenbuild.reasons import Reason
+from zenbuild.trace import Trace, is_secret
+
+DISCOVERED_FORMAT = 1
+
+# Reason kinds (to be added to zenbuild.reasons KINDS/TEMPLATES at integration)
+READ_FILE_CHANGED = "read_file_changed"  # subject: path; before/after: sizes
+READ_FILE_MISSING = "read_file_missing"  # subject: path; before: size
+READ_FILE_APPEARED = "read_file_appeared"  # subject: path the step tried; after: size
+LISTED_DIR_CHANGED = "listed_dir_changed"  # subject: folder the step listed
+ENV_READ_CHANGED = "env_read_changed"  # subject: variable; before/after: values or None (secret)
+TRACED_CODE_CHANGED = "traced_code_changed"  # subject: "file:qualname"
+TRACED_CODE_MISSING = "traced_code_missing"  # the function is gone (renamed, removed)
+KINDS = (READ_FILE_CHANGED, READ_FILE_MISSING, READ_FILE_APPEARED, LISTED_DIR_CHANGED,
+         ENV_READ_CHANGED, TRACED_CODE_CHANGED, TRACED_CODE_MISSING)
+
+
+def _env_text(r: Reason) -> str:
+    if (r.detail or {}).get("secret"):
+        return f"read by the step: {r.subject} changed (value hidden)"
+    return f"read by the step: {r.subject} {_show(r.before)} -> {_show(r.after)}"
+
+
+def _show(v: Any) -> str:
+    return "unset" if v is None else repr(v)
+
+
+TEMPLATES: Dict[str, Any] = {
+    READ_FILE_CHANGED: "read by the step, not declared: {subject} changed",
+    READ_FILE_MISSING: "read by the step, not declared: {subject} is gone",
+    READ_FILE_APPEARED: "tried by the step, not declared: {subject} now exists",
+    LISTED_DIR_CHANGED: "listed by the step: folder {subject} changed",
+    ENV_READ_CHANGED: _env_text,
+    TRACED_CODE_CHANGED: "code run by the step, not seen statically: {subject} changed",
+    TRACED_CODE_MISSING: "code run by the step, not seen statically: {subject} is gone",
+}
+
+FileDigest = Callable[[str], Optional[Tuple[str, int]]]  # rel -> (digest, size), None: no file
+CodeDigest = Callable[[str, str, int], Optional[str]]  # (file, qualname, firstlineno) -> digest
+ListDigest = Callable[[str], Optional[str]]  # rel folder -> digest of its names, None: gone
+
+MAX_DISPLAY = 80
+
+
+def env_digest(value: Optional[str]) -> Optional[str]:
+    return None if value is None else digest_bytes(value.encode("utf-8", "surrogatepass"))
+
+
+def env_display(name: str, value: Optional[str]) -> Optional[str]:
+    """What explain may show of a variable's value: nothing for secret-looking names."""
+    if value is None or is_secret(name):
+        return None
+    return value if len(value) <= MAX_DISPLAY else value[: MAX_DISPLAY - 3] + "..."
+
+
+def listing_digest(root: str, rel: str) -> Optional[str]:
+    """The default ListDigest: a digest of a folder's sorted entry names."""
+    try:
+        names = sorted(os.listdir(os.path.join(root, rel)))
+    except OSError:
+        return None
+    return digest_bytes("\0".join(names).encode("utf-8", "surrogatepass"))
+
+
+def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
+          list_digest: Optional[ListDigest] = None,
+          skip_calls: Iterable[Tuple[str, str]] = ()) -> Dict[str, Any]:
+    """The record to store for ``trace`` (taken right after the step ran). ``skip_calls``:
+    (file, qualname) pairs the static key already covers (the step function itself, helpers
+    it names), which need no second check."""
+    skip = set(skip_calls)
+    files: Dict[str, Optional[List[Any]]] = {}
+    for rel in trace.reads:
+        d = file_digest(rel)
+        files[rel] = None if d is None else [d[0], d[1]]
+    listed = {rel: list_digest(rel) for rel in trace.listed} if list_digest is not None else {}
+    env = {name: [env_digest(v), env_display(name, v)] for name, v in trace.env.items()}
+    calls = [[f, q, line, code_digest(f, q, line)] for f, q, line in trace.calls
+             if (f, q) not in skip]
+    return {"format": DISCOVERED_FORMAT, "files": files, "listed": listed, "env": env,
+            "calls": calls, "writes": list(trace.writes)}
+
+
+def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[str, str],
+           code_digest: CodeDigest, list_digest: Optional[ListDigest] = None,
+           first_only: bool = False) -> List[Reason]:
+    """Why a stored entry may no longer be served, judged by what its step touched last time.
+    Empty: still valid. ``first_only`` stops at the first reason (run), else all (explain)."""
+    out: List[Reason] = []
+    if not record or record.get("format") != DISCOVERED_FORMAT:
+        return out
+
+    def add(r: Reason) -> bool:
+        out.append(r)
+        return first_only
+
+    for rel, was in record.get("files", {}).items():
+        now = file_digest(rel)
+        if was is None and now is not None:
+            if add(Reason(READ_FILE_APPEARED, rel, None, now[1])):
+                return out
+        elif was is not None and now is None:
+            if add(Reason(READ_FILE_MISSING, rel, was[1], None)):
+                return out
+        elif was is not None and now is not None and now[0] != was[0]:
+            if add(Reason(READ_FILE_CHANGED, rel, was[1], now[1])):
+                return out
+    for name, (was_digest, was_display) in record.get("env", {}).items():
+        value = environ.get(name)
+        if env_digest(value) != was_digest:
+            secret = is_secret(name)
+            r = Reason(ENV_READ_CHANGED, name, None if secret else was_display,
+                       None if secret else env_display(name, value), {"secret": secret})
+            if add(r):
+                return out
+    if list_digest is not None:
+        for rel, was in record.get("listed", {}).items():
+            if list_digest(rel) != was and add(Reason(LISTED_DIR_CHANGED, rel)):
+                return out
+    for f, q, line, was in record.get("calls", []):
+        code_now = code_digest(f, q, line)
+        subject = f"{f}:{q}"
+        if code_now is None and was is not None:
+            if add(Reason(TRACED_CODE_MISSING, subject, detail={"file": f, "line": line})):
+                return out
+        elif code_now != was:
+            if add(Reason(TRACED_CODE_CHANGED, subject, detail={"file": f, "line": line})):
+                return out
+    return out
+
+
+# -- the default code digest: the function's source, docstrings and formatting aside ------------
+
+
+class SourceDigests:
+    """A CodeDigest over project sources: the AST of the def that ``qualname`` names (the
+    nearest to ``firstlineno`` when a name is defined twice), docstrings stripped, so comments
+    and formatting do not count. Code in a comprehension or lambda counts as its enclosing
+    function's. ``"<__main__>"`` code (notebook cells) is found in ``__main__`` by name.
+    Parsed files are kept per (path, mtime, size) for the life of the object."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._trees: Dict[str, Tuple[Tuple[int, int], Optional[ast.Module]]] = {}
+
+    def __call__(self, file: str, qualname: str, firstlineno: int) -> Optional[str]:
+        if file == "<__main__>":
+            return self._main(qualname)
+        tree = self._tree(os.path.join(self.root, file))
+        if tree is None:
+            return None
+        node = _find(tree, qualname, firstlineno)
+        return None if node is None else _node_digest(node)
+
+    def _tree(self, path: str) -> Optional[ast.Module]:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = (st.st_mtime_ns, st.st_size)
+        hit = self._trees.get(path)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        try:
+            with open(path, "rb") as f:
+                tree: Optional[ast.Module] = ast.parse(f.read(), path)
+        except (OSError, SyntaxError, ValueError):
+            tree = None
+        self._trees[path] = (key, tree)
+        return tree
+
+    def _main(self, qualname: str) -> Optional[str]:
+        import inspect
+        import textwrap
+
+        obj: Any = sys.modules.get("__main__")
+        for part in qualname.split("."):
+            if part.startswith("<"):
+                break
+            obj = getattr(obj, part, None)
+            if obj is None:
+                return None
+        try:
+            src = textwrap.dedent(inspect.getsource(obj))
+            tree = ast.parse(src)
+        except (OSError, TypeError, SyntaxError):
+            return None
+        return _node_digest(tree.body[0]) if tree.body else None
+
+
+def _defs(body: List[ast.stmt]) -> List[ast.AST]:
+    """Defs and classes in a block, also inside if/try/with/for blocks (not inside defs)."""
+    out: List[ast.AST] = []
+    for n in body:
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.append(n)
+        else:
+            for name in ("body", "orelse", "finalbody", "handlers"):
+                sub = getattr(n, name, None)
+                if isinstance(sub, list):
+                    out += _defs([s for s in sub if isinstance(s, ast.stmt)] +
+                                 [s for h in sub if isinstance(h, ast.ExceptHandler)
+                                  for s in h.body])
+    return out
+
+
+def _first_line(n: ast.AST) -> int:
+    decos = getattr(n, "decorator_list", [])
+    return min([getattr(n, "lineno", 0)] + [d.lineno for d in decos])
+
+
+def _find(tree: ast.Module, qualname: str, firstlineno: int) -> Optional[ast.AST]:
+    parts = [p for p in qualname.split(".") if p != "<locals>"]
+    level: List[ast.AST] = [tree]
+    for part in parts:
+        if part.startswith("<"):  # a lambda, comprehension or genexpr: its enclosing def
+            break
+        found = [d for n in level for d in _defs(getattr(n, "body", []))
+                 if getattr(d, "name", None) == part]
+        if not found:
+            return None
+        level = found
+    if level == [tree]:
+        return None
+    return min(level, key=lambda n: abs(_first_line(n) - firstlineno))
+
+
+def _node_digest(node: ast.AST) -> str:
+    import copy
+
+    node = copy.deepcopy(node)
+    for n in ast.walk(node):
+        body = getattr(n, "body", None)
+        if (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                and isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            n.body = body[1:] or [ast.Pass()]
+    return digest_bytes(ast.dump(node, include_attributes=False).encode())
