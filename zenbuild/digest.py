@@ -137,9 +137,6 @@ def trusted(mtime_ns: int, recorded_ns: int) -> bool:
     return mtime_ns + window < recorded_ns
 
 
-_trusted = trusted  # the old private name, still imported by config.py
-
-
 class StatCache:
     """Maps a path to its content digest, rehashing only when the stat says it may have changed.
 
