@@ -92,7 +92,77 @@ def test_handle_cannot_be_used_as_a_value(tmp_path):
         if c(1):
             pass
 
-    with pytest.raises(PipelineError, match="not known while the pipeline is traced"):
+    with pytest.raises(PipelineError, match="used as a condition.*promise of a value"):
+        p().trace(tmp_path)
+
+
+@pytest.mark.parametrize("use", [
+    lambda h: f"run-{h}", lambda h: str(h), lambda h: "%s" % h,  # noqa: UP031
+    lambda h: "{}".format(h),  # noqa: UP032
+    lambda h: format(h, ">5"),
+])
+def test_handle_is_not_a_string(tmp_path, use):
+    @pipeline
+    def p():
+        use(c(1))
+
+    with pytest.raises(PipelineError, match="output of step c was used as a string"):
+        p().trace(tmp_path)
+
+
+def test_handle_repr_stays_for_display(tmp_path):
+    seen = []
+
+    @pipeline
+    def p():
+        seen.append(repr(c(1)))
+
+    p().trace(tmp_path)
+    assert seen == ["<output of step c>"]
+
+
+def test_call_ids_name_nodes(tmp_path):
+    @pipeline
+    def p():
+        c(1)
+        c(2, id="second")
+        c(3)
+        c(4, zen_id="fourth")
+
+    g = p().trace(tmp_path)
+    assert list(g.nodes) == ["c", "second", "c_2", "fourth"]
+    assert g.nodes["second"].args == {"x": 2, "y": 0}  # id is not passed to the function
+
+
+def test_a_parameter_named_id_stays_a_param(tmp_path):
+    @step
+    def fetch(id: int) -> int:
+        return id
+
+    @pipeline
+    def p():
+        fetch(id=5)
+        fetch(id=6, zen_id="six")
+
+    g = p().trace(tmp_path)
+    assert list(g.nodes) == ["fetch", "six"]
+    assert g.nodes["six"].args == {"id": 6}
+    assert fetch(id=7) == 7 and c(3, id="ignored-outside-a-pipeline") == 3
+
+
+@pytest.mark.parametrize("body, message", [
+    (lambda: (c(1, id="a"), c(2, id="a")), "given twice"),
+    (lambda: (c(0), c(1, id="c")), "automatic name"),
+    (lambda: (c(1, id="c_2"), c(2), c(3)), "automatic name"),
+    (lambda: (c(1, id="no spaces"),), "not a valid call id"),
+    (lambda: (c(1, id="a", zen_id="b"),), "not both"),
+])
+def test_bad_call_ids(tmp_path, body, message):
+    @pipeline
+    def p():
+        body()
+
+    with pytest.raises(PipelineError, match=message):
         p().trace(tmp_path)
 
 

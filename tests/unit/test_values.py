@@ -1,0 +1,299 @@
+"""serialize (values): canonical pickles (sets, torch, OmegaConf), numpy types kept, the
+stability check, root-relative params, and a property test across hash seeds."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydantic
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from zenbuild.fingerprint.params import encode_param
+from zenbuild.serialize import Unstable, canonical, dumps, loads, value_digest
+from zenbuild.serialize.pickler import locate_unstable
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _digests_in_child(values: list, seed: str, tmp_path: Path) -> list:
+    """The value digests of ``values`` (passed by plain pickle) in a fresh process."""
+    blob = tmp_path / "values.pkl"
+    blob.write_bytes(pickle.dumps(values))
+    code = ("import json, pickle, sys; from zenbuild.serialize import value_digest; "
+            "vals = pickle.load(open(sys.argv[1], 'rb')); "
+            "print(json.dumps([value_digest(v) for v in vals]))")
+    env = dict(os.environ, PYTHONHASHSEED=seed)
+    out = subprocess.run([sys.executable, "-c", code, str(blob)], capture_output=True, text=True,
+                         env=env, cwd=str(REPO), check=True)
+    return json.loads(out.stdout)
+
+
+# ---- plain data keeps its encoding (old store entries stay valid) ----------------------
+
+
+def test_plain_data_encoding_is_unchanged():
+    assert dumps({"a": [1, 2.5, None, True, "x", b"y"], "b": (Path("p/q"),)}) == (
+        b"ZBV1d2:s1:al6:i1;f2.5;NTs1:xb1:ys1:bt1:p3:p/q")
+    assert dumps({3, 1, 2}) == b"ZBV1S3:i1;i2;i3;"
+
+
+# ---- numpy types survive ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [np.float32(0.1), np.int64(7), np.int8(-3), np.bool_(True),
+                                   np.float16(1.5), np.complex64(1 + 2j), np.uint32(9),
+                                   np.str_("héllo"), np.datetime64("2024-01-02")])
+def test_numpy_scalars_keep_their_type(value):
+    out = loads(dumps({"v": value}))["v"]
+    assert type(out) is type(value) and out == value
+
+
+def test_numpy_scalar_is_not_a_python_number():
+    assert dumps(np.float32(0.5)) != dumps(0.5)
+    assert dumps(np.int64(7)) != dumps(7)
+    assert canonical(np.int64(7)) != canonical(np.int32(7))
+
+
+def test_numpy_structured_and_subclass_arrays_keep_their_type():
+    rec = np.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")])
+    out = loads(dumps(rec))
+    assert out.dtype == rec.dtype and out["b"][0] == 2.0
+    masked = np.ma.masked_array([1, 2, 3], mask=[0, 1, 0])
+    out = loads(dumps(masked))
+    assert type(out) is np.ma.MaskedArray and out.mask.tolist() == [False, True, False]
+
+
+# ---- sets inside pickled objects --------------------------------------------------------
+
+
+class Holder:
+    def __init__(self, labels: Any) -> None:
+        self.labels = labels
+
+    def __eq__(self, other: Any) -> bool:
+        return type(other) is Holder and other.labels == self.labels
+
+
+class Tags(set):  # a set subclass goes through reducer_override
+    pass
+
+
+def test_sets_in_objects_are_sorted(tmp_path):
+    class_free = [
+        types.SimpleNamespace(labels={"cat", "dog", "emu", "fox", "gnu", "hen"}),
+        [frozenset({"a1", "b2", "c3", "d4"}), {("x", 1), ("y", 2), ("z", 3)}],
+        types.SimpleNamespace(inner=types.SimpleNamespace(s={b"k1", b"k2", b"k3"})),
+    ]
+    one = _digests_in_child(class_free, "1", tmp_path)
+    two = _digests_in_child(class_free, "2", tmp_path)
+    assert one == two
+    # in this process too, and the value comes back equal
+    assert [value_digest(v) for v in class_free] == one
+    assert loads(dumps(class_free[0])) == class_free[0]
+    assert loads(dumps(Holder(Tags({"q", "r", "s"})))) == Holder(Tags({"q", "r", "s"}))
+    assert type(loads(dumps(Holder(Tags({"q"})))).labels) is Tags
+
+
+class Model(pydantic.BaseModel):  # at module level: a pickled class must be importable
+    alpha: int
+    beta: str = "x"
+
+
+def test_pydantic_models_round_trip():
+    m = Model(alpha=1, beta="y")
+    out = loads(dumps(m))
+    assert type(out) is Model and out == m and out.model_fields_set == {"alpha", "beta"}
+
+
+PYDANTIC_CHILD = """
+import sys, pydantic
+from zenbuild.serialize import value_digest
+class M(pydantic.BaseModel):
+    alpha: int
+    beta: str = "x"
+    gamma: float = 0.0
+    delta: list = []
+print(value_digest(M(alpha=1, beta="y", gamma=2.0, delta=[1])))
+"""
+
+
+def test_pydantic_model_digest_is_the_same_under_other_hash_seeds():
+    # pydantic v2 keeps the explicitly set fields as a set: __pydantic_fields_set__
+    outs = set()
+    for seed in ("1", "2", "3"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        r = subprocess.run([sys.executable, "-c", PYDANTIC_CHILD], capture_output=True,
+                           text=True, env=env, cwd=str(REPO), check=True)
+        outs.add(r.stdout)
+    assert len(outs) == 1
+
+
+# ---- torch ------------------------------------------------------------------------------
+
+
+TORCH_CHILD = """
+import torch
+from zenbuild.serialize import value_digest
+torch.manual_seed(0)
+m = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+t = torch.arange(12.0).reshape(3, 4)
+print(value_digest(t), value_digest(t[:, 1:]), value_digest(m), value_digest(m.state_dict()))
+"""
+
+
+def test_torch_values_have_the_same_digest_in_other_processes():
+    outs = set()
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        r = subprocess.run([sys.executable, "-c", TORCH_CHILD], capture_output=True, text=True,
+                           env=env, cwd=str(REPO), check=True)
+        outs.add(r.stdout)
+    assert len(outs) == 1, outs
+
+
+def test_torch_tensors_round_trip_exactly():
+    torch = pytest.importorskip("torch")
+    base = torch.arange(24, dtype=torch.float64).reshape(4, 6)
+    for t in (base[:, 1:4], torch.zeros(0, 3), torch.tensor(3.5), base.to(torch.bfloat16),
+              torch.tensor([True, False]), torch.ones(2, requires_grad=True)):
+        out = loads(dumps({"t": t}))["t"]
+        assert type(out) is torch.Tensor
+        assert out.dtype == t.dtype and out.shape == t.shape
+        assert out.requires_grad == t.requires_grad
+        assert torch.equal(out.detach(), t.detach())
+    # a view is stored by its elements, not its storage: equal tensors, equal digests
+    assert value_digest([base[:, 1:4]]) == value_digest([base[:, 1:4].clone()])
+    assert value_digest([base]) != value_digest([base.to(torch.float32)])
+    lin = torch.nn.Linear(3, 2)
+    out = loads(dumps(lin))
+    assert type(out) is torch.nn.Linear and type(out.weight) is torch.nn.Parameter
+    assert torch.equal(out.weight, lin.weight) and out.weight.requires_grad
+
+
+# ---- OmegaConf ----------------------------------------------------------------------------
+
+
+def test_omegaconf_resolver_cache_is_not_content():
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"lr": 0.1, "run": {"dir": "out"}})
+    before = value_digest(cfg)
+    cfg._metadata.resolver_cache["now"][("%H-%M-%S",)] = "12-00-00"
+    assert value_digest(cfg) == before
+    cfg.lr = 0.2
+    assert value_digest(cfg) != before
+    out = loads(dumps(cfg))
+    assert type(out) is type(cfg) and out.lr == 0.2 and out.run.dir == "out"
+
+
+# ---- the stability check ------------------------------------------------------------------
+
+
+class Clock:
+    """An object whose pickle holds the time it was pickled at."""
+
+    def __reduce__(self) -> Any:
+        return (Clock, (), {"t": time.perf_counter_ns()})
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+def test_unstable_value_is_reported_with_where():
+    value = {"model": types.SimpleNamespace(name="m", clock=Clock())}
+    with pytest.raises(Unstable) as e:
+        dumps(value)
+    msg = str(e.value)
+    assert "test_values.Clock" in msg and "['model'].clock" in msg and "inside a dict" in msg
+    assert "plain data" in msg  # how to fix it
+    assert locate_unstable(value)[0] == "['model'].clock"
+
+
+def test_stable_objects_pass_the_check():
+    v = [Holder({"a", "b"}), types.SimpleNamespace(x=np.arange(5))]
+    out = loads(dumps(v))
+    assert out[0] == v[0] and (out[1].x == v[1].x).all()
+
+
+# ---- params under the project root --------------------------------------------------------
+
+
+def test_param_paths_under_the_root_are_relative(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "elsewhere" / "b"
+    assert encode_param(a / "data.txt", str(a)) == encode_param(b / "data.txt", str(b))
+    assert encode_param(str(a / "d" / "x"), str(a)) == encode_param(str(b / "d" / "x"), str(b))
+    assert encode_param([a, {"p": a / "q"}], str(a)) == encode_param([b, {"p": b / "q"}], str(b))
+    # outside the root: absolute as before; a sibling folder sharing the prefix is outside
+    assert encode_param(tmp_path / "ax", str(a)) == encode_param(tmp_path / "ax")
+    assert encode_param(a / "data.txt", str(a)) != encode_param(a / "other.txt", str(a))
+    # a relative path is not confused with a root-relative one
+    assert encode_param(Path("data.txt"), str(a)) != encode_param(a / "data.txt", str(a))
+
+
+# ---- property: sets, numpy scalars and nested objects ------------------------------------
+
+
+hashable = st.text(max_size=6) | st.integers() | st.tuples(st.text(max_size=3), st.integers())
+np_scalars = (st.floats(width=32, allow_nan=False).map(np.float32)
+              | st.integers(-2**63, 2**63 - 1).map(np.int64)
+              | st.integers(-128, 127).map(np.int8) | st.booleans().map(np.bool_))
+leaves = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+          | st.text(max_size=8) | st.binary(max_size=8) | np_scalars)
+names = st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True)
+values = st.recursive(
+    leaves | st.sets(hashable, max_size=6) | st.frozensets(hashable, max_size=6),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    | st.dictionaries(names, inner, max_size=3).map(lambda d: types.SimpleNamespace(**d)),
+    max_leaves=15,
+)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of exactly the same types, all the way down."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, types.SimpleNamespace):
+        return _same(vars(a), vars(b))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
+    return bool(a == b)
+
+
+@given(values)
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_values_round_trip_with_their_types(value):
+    data = dumps(value)
+    assert _same(loads(data), value)
+    assert dumps(value) == data
+    if data.startswith(b"ZBV1"):  # a pickle also records which equal strings are one object
+        assert dumps(loads(data)) == data
+
+
+@given(st.lists(values, min_size=30, max_size=30))
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                HealthCheck.data_too_large])
+def test_generated_values_have_one_digest_across_hash_seeds(batch):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        one = _digests_in_child(batch, "11", Path(d))
+        two = _digests_in_child(batch, "22", Path(d))
+    assert one == two
