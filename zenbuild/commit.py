@@ -13,11 +13,12 @@ from zenbuild.digest import StatCache, digest_file, stat_key
 from zenbuild.fingerprint.code import SourceCache
 from zenbuild.graph import Node
 from zenbuild.paths import MissingInput, dir_files, glob_match
-from zenbuild.reasons import Reason, texts
+from zenbuild.reasons import Reason, pack, text
 from zenbuild.rebuild import Components
 from zenbuild.result import StepResult
 from zenbuild.store.db import TOUCH_EVERY_S, ActionEntry, Store
 from zenbuild.store.outputs import OutputMissing, capture
+from zenbuild.store.runs import StepRow
 
 # Group commit: writes join one transaction, committed at most every COMMIT_EVERY_S (and at the
 # end of the run). Each commit rewrites the touched B-tree pages into the WAL, so a commit per
@@ -140,11 +141,18 @@ class Recorder:
         last use, the steps' latest fingerprints and the run's history row. A step's reasons
         are kept as text (what old readers show) and as records (kinds for scripts)."""
         self.store.release()
-        steps = [
-            (r.name, str(r.status), r.fingerprint, r.duration, texts(r.reasons), r.error,
-             [x.to_json() for x in r.reasons if isinstance(x, Reason)])
-            for r in results
-        ]
+        shown: Dict[int, Tuple[str, Any]] = {}  # id(reason) -> (text, packed): served steps
+        steps: List[StepRow] = []  # share one up-to-date reason: a no-op renders it once
+        for r in results:
+            texts_: List[str] = []
+            packed: List[Any] = []
+            for x in r.reasons:
+                got = shown.get(id(x))
+                if got is None:
+                    got = shown[id(x)] = (text(x), pack(x))
+                texts_.append(got[0])
+                packed.append(got[1])
+            steps.append((r.name, r.status, r.fingerprint, r.duration, texts_, r.error, packed))
         with self.store.transaction():
             self.store.save_file_records(self.statcache.dirty)
             self.store.save_source_entries(self.sources.new)

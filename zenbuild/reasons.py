@@ -217,3 +217,23 @@ def from_json(obj: Any) -> Union[Reason, str]:
         return Reason(str(obj["kind"]), str(obj.get("subject") or ""), obj.get("before"),
                       obj.get("after"), obj.get("detail"))
     return str(obj)
+
+
+# -- the run history's form --------------------------------------------------------------------
+def pack(reason: Reason) -> Any:
+    """A reason as the run history stores it, beside its text: the kind alone when nothing else
+    is set (a no-op run of 1,000 steps stores "up_to_date" 1,000 times), else
+    [kind, subject, before, after, detail]."""
+    if not reason.subject and reason.before is None and reason.after is None \
+            and reason.detail is None:
+        return reason.kind
+    return [reason.kind, reason.subject, reason.before, reason.after, reason.detail]
+
+
+def unpack(packed: Any, shown: str) -> Dict[str, Any]:
+    """The --json record of a reason stored by pack(), with the text it was shown with."""
+    if isinstance(packed, str):
+        packed = [packed]
+    fields = list(packed) + [None] * (5 - len(packed))
+    return {"kind": fields[0], "subject": fields[1] or "", "before": fields[2],
+            "after": fields[3], "detail": fields[4], "text": shown}

@@ -193,11 +193,12 @@ class Scheduler:
         if problem:
             self._skip(name, problem)
             return
-        results = self.results
-        pending = [d for d in node.deps if d in results and results[d].status == WOULD]
-        if pending:
-            self._visit_pending(node, previous, pending)
-            return
+        if self.opts.dry_run:  # only a dry run has steps that would execute
+            results = self.results
+            pending = [d for d in node.deps if d in results and results[d].status == WOULD]
+            if pending:
+                self._visit_pending(node, previous, pending)
+                return
         try:
             comps = compute_components(node, self.root, self.fp, self.statcache, self.digests,
                                        self.server.overlay)

@@ -61,3 +61,10 @@ def test_records_round_trip_through_json_and_old_strings_stay_strings():
 
 def test_an_unknown_kind_still_renders():
     assert R.text(Reason("from_the_future", "x", after="y")) == "from_the_future x y"
+
+
+def test_the_run_history_form_is_compact_and_reads_back_as_records():
+    assert R.pack(Reason(R.UP_TO_DATE)) == "up_to_date"  # a no-op stores a word per step
+    r = Reason(R.FILE_CHANGED, "a.txt", 1, 2)
+    assert R.unpack(json.loads(json.dumps(R.pack(r))), R.text(r)) == r.to_json()
+    assert R.unpack("up_to_date", "up to date") == Reason(R.UP_TO_DATE).to_json()

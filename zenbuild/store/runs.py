@@ -10,12 +10,13 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from zenbuild.reasons import to_json as reason_json
+from zenbuild.reasons import unpack
 
 # Run history kept in the store (`zenbuild runs`, the dashboard); older runs are forgotten.
 RUNS_KEPT = 500
 
 # One step of a finished run: (step, status, fingerprint, duration, reasons, error, records):
-# reasons as text, records as reasons.Reason.to_json() dicts (rows before records have six).
+# reasons as text, records as reasons.pack() makes them (rows before records have six).
 StepRow = Tuple[str, str, Optional[str], float, List[Any], Optional[str], List[Any]]
 
 _RUN_COLS = ("id", "pipeline", "started", "finished", "status", "executed", "cached", "failed",
@@ -103,6 +104,7 @@ class RunHistory:
         return [
             {"step": r[0], "status": r[1], "fingerprint": r[2], "duration": r[3] or 0.0,
              "reasons": r[4] or [], "error": r[5],
-             "reason_records": r[6] if len(r) > 6 else [reason_json(t) for t in r[4] or []]}
+             "reason_records": [unpack(k, t) for k, t in zip(r[6], r[4])] if len(r) > 6
+             else [reason_json(t) for t in r[4] or []]}
             for r in rows
         ]
