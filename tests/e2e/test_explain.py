@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import pytest
 
@@ -102,7 +102,15 @@ def explain(p: Any, step: str, *extra: str) -> List[str]:
         assert shown == []
     else:
         assert shown == data["reasons"], (text, data)
+    # the same reasons as records, whose text is what was shown
+    assert [r["text"] for r in data["reason_records"]] == data["reasons"]
     return list(data["reasons"]) if data["state"] != "up to date" else ["up to date"]
+
+
+def records(p: Any, step: str, *extra: str) -> List[Tuple[str, str]]:
+    """(kind, subject) of every reason `explain STEP --json` gives."""
+    data = json.loads(p.run("explain", step, *extra, "--json", env=getattr(p, "env", None)).stdout)
+    return [(r["kind"], r["subject"]) for r in data["reason_records"]]
 
 
 def test_up_to_date_after_a_run(nlp: Any) -> None:
@@ -220,6 +228,8 @@ def test_every_reason_at_once(nlp: Any) -> None:
         "param top: 10 -> 2",
         "input tokens: upstream step words would execute",
     ]
+    assert records(nlp, "count", "-p", "top=2") == [
+        ("code_changed", "pipes.count"), ("param_changed", "top"), ("upstream_pending", "words")]
     assert explain(nlp, "words") == [
         "code: helper nlp.text.tokenize (nlp/text.py) changed",
         "input text: upstream step load would execute",

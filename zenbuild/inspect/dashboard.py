@@ -1,5 +1,5 @@
 """`zenbuild dashboard`: a local web page (stdlib HTTP server) with the run history and, per run,
-the DAG drawn by Cytoscape.js + dagre (shipped in zenbuild/assets, so it works offline)."""
+the DAG drawn by Cytoscape.js + dagre (shipped in zenbuild/inspect/assets: it works offline)."""
 
 from __future__ import annotations
 
