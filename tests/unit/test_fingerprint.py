@@ -684,3 +684,20 @@ PLUGINS = {
 def test_a_literal_import_module_is_resolved(tmp_path):
     assert changed(tmp_path, PLUGINS, {"plugins/x.py": ("v + 1", "v + 5")}) == {"plugins.x"}
     assert changed(tmp_path, PLUGINS, {"plugins/y.py": ("v + 2", "v + 5")}) == set()
+
+
+def test_a_library_import_in_a_body_is_the_same_whether_or_not_it_is_loaded(tmp_path, monkeypatch):
+    files = {"pipe.py": '''
+        from zenbuild import step
+
+
+        @step
+        def s(x: float) -> tuple:
+            from colorsys import rgb_to_hsv
+            return rgb_to_hsv(x, x, x)
+    '''}
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    cold = fingerprint(tmp_path, files).items
+    importlib.import_module("colorsys")
+    warm = fingerprint(tmp_path, files).items
+    assert cold == warm and "colorsys" in cold

@@ -364,28 +364,21 @@ class CodeFingerprinter:
         rel = self.project_file(g.get("__file__")) or ""
         if not target or not base:
             return
+        if not self.locator.top_is_project(target):
+            # a library: the import statement is in the definition's text; record the module
+            # the same way whether or not something else has loaded it in this process
+            refs.append(self._library_item(target, rel, "library module"))
+            self._add_package(target, packages)
+            return
         if target not in sys.modules:
-            if not self.locator.top_is_project(target):
-                refs.append(self._library_item(target, rel, "library module"))
-                self._add_package(target, packages)
-                return
             try:
                 importlib.import_module(target)
             except Exception:
                 return
         mod = sys.modules.get(base)
-        if mod is None:
+        if mod is None or not self.module_is_project(mod):
             return
         attrs = tuple(chain[4:])
-        if not self.module_is_project(mod):
-            value: Any = mod
-            for a in attrs:  # the library object named, when it can be read without importing
-                nxt = getattr(value, a, None)
-                if nxt is None:
-                    break
-                value = nxt
-            self._value_ref(f"{base}.{'.'.join(attrs)}", value, rel, refs, packages)
-            return
         self._walk(mod, base, self.locator.module_file(mod) or "", attrs, refs, packages)
 
     def _imports_of(self, g: Dict[str, Any]) -> Dict[str, Tuple[str, str]]:
