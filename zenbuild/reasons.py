@@ -68,6 +68,8 @@ CANNOT_RUN = "cannot_run"  # subject: step; after: the message (a declared input
 # what a step did while it ran: its result was used but not cached
 INPUT_CHANGED_DURING = "input_changed_during"  # subject: path; detail: {"step": name}
 DIR_CHANGED_DURING = "dir_changed_during"  # subject: folder; detail: {"step": name}
+# re-executed with exactly the key of a stored entry, it returned a different value
+NOT_DETERMINISTIC = "not_deterministic"  # subject: step; before/after: the value digests
 # the verdict when nothing above applies
 UP_TO_DATE = "up_to_date"
 
@@ -79,7 +81,7 @@ KINDS: Tuple[str, ...] = (
     FILE_NEW, FILE_REMOVED, FILE_CHANGED, ENV_CHANGED,
     BLOB_MISSING, OUTPUT_UNUSABLE, OUTPUT_RESTORE, OUTPUT_REMOVE,
     UPSTREAM_PENDING, UPSTREAM_FAILED, UPSTREAM_SKIPPED, EARLIER_FAILED, CANNOT_RUN,
-    INPUT_CHANGED_DURING, DIR_CHANGED_DURING,
+    INPUT_CHANGED_DURING, DIR_CHANGED_DURING, NOT_DETERMINISTIC,
     UP_TO_DATE,
 )
 
@@ -167,6 +169,8 @@ TEMPLATES: Dict[str, Template] = {
                           "but not cached",
     DIR_CHANGED_DURING: "input folder {subject} changed while step {step} ran; its result was "
                         "used but not cached",
+    NOT_DETERMINISTIC: "step {subject} is not deterministic: it ran again with the same code and "
+                       "inputs and returned a different value; seed it or mark it @no_cache",
     UP_TO_DATE: "up to date",
 }
 

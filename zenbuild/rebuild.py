@@ -232,8 +232,9 @@ def compute_components(
 
 @record
 class Verdict:
-    """Whether a step executes, every reason (records, see reasons.py), and the entry to serve
-    (or, for a forced step, the entry that matches)."""
+    """Whether a step executes, every reason (records, see reasons.py), and the stored entry
+    whose fingerprint matches, if one is known (served only when ``execute`` is False; for a
+    step that executes anyway, its value tells whether the step is deterministic)."""
 
     execute: bool
     reasons: List[Reason]
@@ -362,8 +363,9 @@ def _decide(
         reasons.append(Reason(R.CACHE_DISABLED, policy.source,
                               detail={"step": node.name} if policy.source == "config" else None))
         forced = True
-    if forced and not all_reasons:
-        return Verdict(True, reasons)
+    if forced and not all_reasons:  # the step's own latest entry, if it matches: no lookup
+        same = previous if previous is not None and previous.fingerprint == fingerprint else None
+        return Verdict(True, reasons, same)
     entry = previous if previous is not None and previous.fingerprint == fingerprint else None
     if entry is None:
         entry = lookup(fingerprint)
@@ -377,7 +379,7 @@ def _decide(
     problem = usable(entry)
     if problem is not None:
         reasons.append(problem)
-        return Verdict(True, reasons, None)
+        return Verdict(True, reasons, entry)
     if forced:
         return Verdict(True, reasons, entry)
     return Verdict(False, _UP_TO_DATE, entry)

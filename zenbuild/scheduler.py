@@ -89,7 +89,9 @@ class Scheduler:
         # Serialized values read or produced in this run. Each consumer gets its own decoded
         # copy, so a step that mutates its input cannot change what a sibling step sees.
         self.values: Dict[str, bytes] = {}
-        self.running: Dict[str, Tuple[Components, str, float]] = {}
+        # step -> (components, fingerprint, start, value digest of the stored entry with the
+        # same fingerprint: executing again, a deterministic step returns the same value)
+        self.running: Dict[str, Tuple[Components, str, float, Optional[str]]] = {}
         self._prefix = self.root.rstrip("/") + "/"
 
     def _source_digest(self, path: str) -> Optional[str]:
@@ -217,7 +219,8 @@ class Scheduler:
             self.results[name] = StepResult(name, WOULD, fingerprint, reasons=verdict.reasons)
             self.report(WouldExecute(step=name, reasons=verdict.reasons))
         else:
-            self._start(node, comps, fingerprint, verdict.reasons, previous)
+            same = verdict.entry.value_digest if verdict.entry is not None else None
+            self._start(node, comps, fingerprint, verdict.reasons, previous, same)
 
     def _visit_pending(self, node: Node, previous: Optional[ActionEntry],
                        pending: List[str]) -> None:
@@ -291,12 +294,13 @@ class Scheduler:
         return v
 
     def _start(self, node: Node, comps: Components, fingerprint: str, reasons: List[Reason],
-               previous: Optional[ActionEntry]) -> None:
+               previous: Optional[ActionEntry], same: Optional[str] = None) -> None:
         name = node.name
         clear_dir_outputs(self.root, node, previous)
         resolved = {k: self._resolve(v) for k, v in node.args.items()}
         call_args, call_kwargs = node.step.params.call_args(resolved)
-        self.running[name] = (comps, fingerprint, time.perf_counter())
+        self.running[name] = (comps, fingerprint, time.perf_counter(),
+                              None if node.step.no_cache else same)
         self.report(StepStarted(step=name))
         self.report(StepExecuting(step=name, reasons=reasons))
         self.results[name] = StepResult(name, RUNNING, fingerprint, reasons=reasons)
@@ -304,7 +308,7 @@ class Scheduler:
 
     def _finish(self, outcome: Outcome) -> bool:
         name = outcome.name
-        comps, fingerprint, _ = self.running.pop(name)
+        comps, fingerprint, _, same = self.running.pop(name)
         reasons = self.results[name].reasons
         if not outcome.ok:
             self._fail(name, fingerprint, outcome.error, outcome.duration, reasons)
@@ -324,6 +328,10 @@ class Scheduler:
             return False
         self.values[name] = data
         self.digests[name] = value_digest
+        if same is not None and same != value_digest:
+            notice = Reason(R.NOT_DETERMINISTIC, name, same, value_digest)
+            self.report(Warning_(message=R.text(notice)))
+            reasons = [*reasons, notice]
         self.results[name] = StepResult(
             name, EXECUTED, fingerprint, outcome.duration, reasons, value_digest,
             store_path=self.store.path,

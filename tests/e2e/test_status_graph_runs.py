@@ -441,3 +441,46 @@ def test_status_check_decides_on_kinds_not_on_wording(proj: Any, tmp_path: Path)
     assert data["state"] == "may rerun"
     assert data["reasons"] == ["reworded UPSTREAM_PENDING fetch"]
     assert proj.ticks() == []
+
+
+def test_a_step_returning_a_different_value_for_the_same_key_is_reported(project: Any) -> None:
+    project.write("zenbuild.toml", 'pipelines = ["clock:p"]\n')
+    project.write("clock.py", '''
+        import datetime
+
+        from zenbuild import no_cache, pipeline, step
+
+
+        @step
+        def stamp() -> str:
+            return datetime.datetime.now().isoformat()
+
+
+        @step
+        def steady(n: int) -> int:
+            return n * 2
+
+
+        @no_cache
+        @step
+        def fetch() -> str:
+            return datetime.datetime.now().isoformat()
+
+
+        @pipeline
+        def p():
+            stamp()
+            steady(2)
+            fetch()
+    ''')
+    r = project.run("run")
+    assert "not deterministic" not in r.output
+    r = project.run("run", "--no-cache")  # the same keys again: the same values are expected
+    warnings = [ln for ln in r.stderr.splitlines() if "not deterministic" in ln]
+    assert warnings == ["Warning: step stamp is not deterministic: it ran again with the same "
+                        "code and inputs and returned a different value; seed it or mark it "
+                        "@no_cache"]
+    data = json.loads(project.run("runs", "show", "last", "--json").stdout)
+    kinds = {s["step"]: [x["kind"] for x in s["reason_records"]] for s in data["steps"]}
+    assert kinds == {"stamp": ["cache_disabled", "not_deterministic"],
+                     "steady": ["cache_disabled"], "fetch": ["no_cache"]}

@@ -6,8 +6,6 @@ import io
 from typing import List
 
 from zenbuild import reasons as R
-from zenbuild.reasons import Reason
-
 from zenbuild.events import (
     ConsoleReporter,
     RunFinished,
@@ -16,6 +14,7 @@ from zenbuild.events import (
     StepExecuting,
     StepStarted,
 )
+from zenbuild.reasons import Reason
 
 
 class Pipe(io.StringIO):

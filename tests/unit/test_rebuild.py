@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from zenbuild import reasons as R
 from zenbuild import step
 from zenbuild.graph import Node
-from zenbuild import reasons as R
 from zenbuild.reasons import Reason, kinds, texts
 from zenbuild.rebuild import Components, cache_policy, decide, diff_components
 from zenbuild.store.db import ActionEntry
@@ -100,7 +100,7 @@ def test_unusable_entry_executes_with_its_reason():
     prev = entry(c, c.fingerprint())
     v = decide(node_for(), c, c.fingerprint(), cache_policy(node_for(), None, None, None),
                prev, lambda fp: None, lambda e: Reason(R.BLOB_MISSING))
-    assert v.execute and v.entry is None and v.reasons == [Reason(R.BLOB_MISSING)]
+    assert v.execute and v.entry is prev and v.reasons == [Reason(R.BLOB_MISSING)]
     assert texts(v.reasons) == ["the cached result is missing from the store"]
 
 
