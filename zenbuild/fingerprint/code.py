@@ -39,6 +39,7 @@ _MODULE_DUNDERS = frozenset(
     {"__file__", "__cached__", "__loader__", "__spec__", "__path__", "__builtins__",
      "__package__", "__doc__"}
 )
+_PLAIN = (int, float, str, bool, bytes, type(None))
 _BUILTIN_CALLABLES = (types.BuiltinFunctionType, types.MethodDescriptorType,
                       types.WrapperDescriptorType)
 
@@ -89,6 +90,7 @@ class CodeFingerprinter:
         self._pins: List[Any] = []  # keep memoized objects alive so ids stay unique
         self._step_cache: Dict[int, CodeInfo] = {}
         self._import_maps: Dict[str, Dict[str, Tuple[str, str]]] = {}
+        self._plain: Dict[Tuple[str, type, Any], str] = {}
 
     # -- which code belongs to the project (fingerprint/project.py) --------------------------
     def project_file(self, filename: Optional[str]) -> Optional[str]:
@@ -273,6 +275,13 @@ class CodeFingerprinter:
             # math.sqrt, numpy.mean (a dispatcher object): a library object known by its name
             refs.append(self._library_item(identity(value), rel, "library object"))
             self._add_package(getattr(value, "__module__", None), packages)
+            return
+        if type(value) in _PLAIN:  # the same constant read by many steps: encoded once
+            memo = self._plain.get((key, type(value), value))
+            if memo is None:
+                memo = self._plain[(key, type(value), value)] = ValueEncoder(
+                    self._is_project, self.package_of, self._relocatable, key).digest(value)
+            refs.append(_Obj(key, memo, rel, [], {}, kind))
             return
         enc = ValueEncoder(self._is_project, self.package_of, self._relocatable, key)
         digest = enc.digest(value)

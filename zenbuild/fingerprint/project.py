@@ -59,6 +59,9 @@ class ProjectLocator:
         self._files: Dict[str, Optional[str]] = {}
         self._libdirs = _library_dirs()
         self._warned: Dict[str, None] = {}
+        self._acknowledged: Dict[str, None] = {}
+        self._modules: Dict[int, Optional[str]] = {}  # file-less modules, by id (pinned)
+        self._pins: List[types.ModuleType] = []
         self._versions: Dict[str, Optional[str]] = {}
         self._dists: Optional[Dict[str, List[str]]] = None
 
@@ -101,7 +104,9 @@ class ProjectLocator:
     def acknowledge(self, filename: str) -> None:
         """The folder of a step's own file is where the pipeline lives: code imported from it
         is fingerprinted as source without a warning (only other outside folders are named)."""
-        self._warned[_package_top(os.path.realpath(filename))] = None
+        if filename not in self._acknowledged:
+            self._acknowledged[filename] = None
+            self._warned[_package_top(os.path.realpath(filename))] = None
 
     def _warn_outside(self, real: str) -> None:
         folder = _package_top(real)
@@ -125,6 +130,15 @@ class ProjectLocator:
         f = getattr(mod, "__file__", None)
         if f:
             return self.project_file(f)
+        hit = self._modules.get(id(mod), "")
+        if hit != "":
+            return hit
+        label = self._module_label(mod)
+        self._modules[id(mod)] = label
+        self._pins.append(mod)
+        return label
+
+    def _module_label(self, mod: types.ModuleType) -> Optional[str]:
         if mod.__name__ == "__main__":
             return CELL if _interactive_main(mod) else None
         path = getattr(mod, "__path__", None)
