@@ -252,17 +252,36 @@ class Fanout(Reporter):
 
 
 def json_summary(result: Any) -> Dict[str, Any]:
+    """What `run --json` prints: the run and every step; a failed step with its error's type,
+    message and the user's traceback."""
+    steps = []
+    for s in result.steps.values():
+        row: Dict[str, Any] = {
+            "name": s.name,
+            "status": s.status,
+            "fingerprint": s.fingerprint,
+            "duration_s": round(s.duration, 6),
+        }
+        if s.status == "failed" or s.error:
+            row["error"] = _error_fields(s.error or "")
+        steps.append(row)
     return {
         "pipeline": result.pipeline,
         "run_id": result.run_id,
         "status": result.status,
-        "steps": [
-            {
-                "name": s.name,
-                "status": s.status,
-                "fingerprint": s.fingerprint,
-                "duration_s": round(s.duration, 6),
-            }
-            for s in result.steps.values()
-        ],
+        "steps": steps,
     }
+
+
+def _error_fields(tb: str) -> Dict[str, Any]:
+    """Type and message of a failed step from its traceback text (the last ``Type: message``
+    line format_exception writes), and the traceback itself."""
+    import re
+
+    lines = tb.rstrip().splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        m = re.match(r"^([A-Za-z_][\w.]*)(?:: (.*))?$", lines[i])
+        if m:
+            message = "\n".join([m.group(2) or "", *lines[i + 1:]]).strip()
+            return {"type": m.group(1), "message": message, "traceback": tb}
+    return {"type": "Error", "message": tb.strip(), "traceback": tb}

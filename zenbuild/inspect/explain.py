@@ -13,7 +13,7 @@ from zenbuild.config import Config
 from zenbuild.errors import ConfigError, PipelineError
 from zenbuild.events import Event, Reporter
 from zenbuild.executors import InProcessExecutor
-from zenbuild.project import bind_pipeline, load_pipeline, parse_cli_params
+from zenbuild.project import open_pipeline
 from zenbuild.reasons import CANNOT_RUN, PENDING_KINDS, RESTORE_KINDS, Reason, text
 from zenbuild.scheduler import RunOptions, Scheduler
 from zenbuild.states import StepStatus
@@ -99,9 +99,8 @@ def evaluate(
 ) -> Evaluation:
     """Judge every step (or ``targets`` and what they need) without executing anything.
     ``params`` are KEY=VALUE strings, as `run --param` takes them."""
-    spec, pipe = load_pipeline(config, pipeline)
-    bound = bind_pipeline(pipe, config, parse_cli_params(pipe, list(params or [])))
-    graph = bound.trace(config.root)
+    opened = open_pipeline(name=pipeline, params=list(params or []), config=config)
+    spec, pipe, bound, graph = opened.spec, opened.pipeline, opened.bound, opened.graph
     for t in targets or []:
         if t not in graph.nodes:
             raise PipelineError(
