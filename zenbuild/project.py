@@ -228,10 +228,10 @@ def _raised_by_zenbuild(e: BaseException) -> bool:
     """Whether the innermost frame (the import machinery aside) is zenbuild's own code."""
     import traceback
 
-    frames = traceback.extract_tb(e.__traceback__)
-    if frames and _machinery(frames[-1].filename):
+    stack = traceback.extract_tb(e.__traceback__)
+    if stack and _machinery(stack[-1].filename):
         return False  # the import system refusing a user's import (no such module...)
-    frames = [f for f in frames if not _machinery(f.filename)]
+    frames = [f for f in stack if not _machinery(f.filename)]
     return bool(frames) and _own(frames[-1].filename)
 
 
