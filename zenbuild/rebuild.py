@@ -201,7 +201,7 @@ def compute_components(
     inputs: Dict[str, Dict[str, str]] = {}
     for arg, value in node.args.items():
         try:
-            params[arg] = [digest_bytes(encode_param(value))]
+            params[arg] = [digest_bytes(encode_param(value, root))]
         except Unencodable as e:
             raise ParamError(
                 f"step {node.name}, argument {arg}: a value of type {e} has no deterministic "

@@ -12,7 +12,10 @@ from zenbuild.errors import StoreError
 SCHEMA_VERSION = 5
 # The format of what fingerprints point at (value encoding, blob and manifest layout). It is
 # part of every fingerprint, so changing it invalidates every entry; a schema change does not.
-STORE_FORMAT = 1
+# 2: canonical pickles (ZBP2: sets sorted, tensors by bytes), numpy scalars kept with their
+#    dtype, path params relative to the root. Entries of format 1 are never served again (their
+#    values may hold numpy scalars decoded as plain floats); every step executes once.
+STORE_FORMAT = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
