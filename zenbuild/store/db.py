@@ -1,7 +1,7 @@
 """The Store facade: one object over a store folder, delegating to one small class per concern.
 
-On-disk layout (docs/store-format.md; database schema version SCHEMA_VERSION = 5, store format
-STORE_FORMAT = 1):
+On-disk layout (docs/store-format.md; its two versions, SCHEMA_VERSION for the database and
+STORE_FORMAT for what fingerprints point at, are in schema.py):
   STORE/cas/ab/cdef...   blob named by the xxh3-128 hex digest of its bytes; written to
                          STORE/tmp/ then renamed into place; verified against its name on read
   STORE/zenbuild.db      SQLite (WAL), tables in schema.py; meta.schema_version = SCHEMA_VERSION
