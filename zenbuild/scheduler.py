@@ -314,7 +314,7 @@ class Scheduler:
             self._fail(name, fingerprint, outcome.error, outcome.duration, reasons)
             return False
         try:
-            data = dumps(outcome.value)
+            data = dumps(outcome.value, code_of=self.fp.value_code)
         except Exception as e:
             self._fail(name, fingerprint, f"the return value of step {name} cannot be stored: "
                        f"{type(e).__name__}: {e}. Return plain data or a picklable object.",

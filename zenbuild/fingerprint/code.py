@@ -89,6 +89,7 @@ class CodeFingerprinter:
         self._objs: Dict[int, _Obj] = {}
         self._pins: List[Any] = []  # keep memoized objects alive so ids stay unique
         self._step_cache: Dict[int, CodeInfo] = {}
+        self._value_code: Dict[int, str] = {}  # id(class or function) -> value_code digest
         self._import_maps: Dict[str, Dict[str, Tuple[str, str]]] = {}
         self._plain: Dict[Tuple[str, type, Any], str] = {}
 
@@ -445,6 +446,20 @@ class CodeFingerprinter:
         self._step_cache[id(fn)] = info
         self._pins.append(fn)
         return info
+
+    def value_code(self, obj: Any) -> Optional[str]:
+        """The code digest of a class or function a step's value names (its pickle refers to
+        it), or None when it is not the project's own: the code that will run on the value
+        where it is consumed is part of the value's identity (issue 10, class 1)."""
+        if not self._is_project(obj):
+            return None
+        memo = self._value_code.get(id(obj))
+        if memo is None:
+            info = self.code(obj)
+            memo = digest_bytes("\n".join(f"{k}\0{v}" for k, v in sorted(info.items.items()))
+                                .encode("utf-8", "surrogatepass"))
+            self._value_code[id(obj)] = memo
+        return memo
 
     def _module_obj(self, mod: types.ModuleType) -> _Obj:
         """A whole project module (an attribute read dynamically, a plugin loaded by name):

@@ -13,11 +13,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import PurePath, PurePosixPath
-from typing import Any, Callable, FrozenSet, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 MAGIC = b"ZBV1"
 _PICKLE_MAGIC = b"ZBP1"  # plain pickle.dumps (values stored before the canonical pickler)
 _CANON_PICKLE_MAGIC = b"ZBP2"  # the canonical pickle: sets as persistent ids (pickler.py)
+# A canonical pickle that names project code: "N:" then N bytes of "qualname=code digest"
+# lines, then the pickle (see dumps).
+_CODE_MAGIC = b"ZBC1"
 
 
 class Unencodable(Exception):
@@ -194,17 +197,44 @@ def canonical(value: Any, items: FrozenSet[type] = frozenset(), roots: Tuple[str
     return _canon(value, True, items, roots)
 
 
-def dumps(value: Any) -> bytes:
+def dumps(value: Any, code_of: Optional[Callable[[Any], Optional[str]]] = None) -> bytes:
     """Serialize a step's return value deterministically: the canonical encoding for plain
     data, else the canonical pickle. Raises Unstable for a value whose pickle is not stable
-    (and whatever pickle raises for an unpicklable one)."""
+    (and whatever pickle raises for an unpicklable one).
+
+    ``code_of(obj)`` gives the code digest of a class or function the pickle names, or None
+    when it is not the project's own code. A value naming project code is stored under
+    ``_CODE_MAGIC`` with those digests in front of the pickle, so its digest (the identity
+    downstream fingerprints use) changes when the code that will run on it changes, even when
+    the pickled bytes do not (issue 10, class 1)."""
     try:
         return MAGIC + _canon(value, False)
     except Unencodable:
         pass
     from zenbuild.serialize.pickler import stable_pickle
 
-    return _CANON_PICKLE_MAGIC + stable_pickle(value)
+    refs: Optional[List[Any]] = [] if code_of is not None else None
+    data = stable_pickle(value, refs)
+    if refs and code_of is not None:
+        parts: Dict[str, str] = {}
+        for obj in refs:
+            d = code_of(obj)
+            if d is not None:
+                parts[f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"] = d
+        if parts:
+            head = "\n".join(f"{k}={v}" for k, v in sorted(parts.items())).encode(
+                "utf-8", "surrogatepass")
+            return b"%s%d:%s%s" % (_CODE_MAGIC, len(head), head, data)
+    return _CANON_PICKLE_MAGIC + data
+
+
+def code_refs(data: bytes) -> Dict[str, str]:
+    """The ``qualified name -> code digest`` a stored value carries (empty for most)."""
+    if data[:4] != _CODE_MAGIC:
+        return {}
+    n, _, rest = data[4:].partition(b":")
+    head = rest[: int(n)].decode("utf-8", "surrogatepass")
+    return dict(line.split("=", 1) for line in head.split("\n") if line)
 
 
 class _Decoder:
@@ -289,6 +319,11 @@ def loads(data: bytes) -> Any:
         from zenbuild.serialize.pickler import canonical_unpickle
 
         return canonical_unpickle(data[4:])
+    if data[:4] == _CODE_MAGIC:
+        from zenbuild.serialize.pickler import canonical_unpickle
+
+        n, _, rest = data[4:].partition(b":")
+        return canonical_unpickle(rest[int(n):])
     if data[:4] == _PICKLE_MAGIC:
         import pickle
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import pickle
 import sys
+from types import FunctionType
 from typing import Any, Iterator, List, Optional, Tuple
 
 import xxhash
@@ -57,6 +58,11 @@ class _Pickler(pickle.Pickler):
     # The C pickler never offers built-in containers to reducer_override (nor to a dispatch
     # table), but it asks persistent_id about every object: a set or frozenset is written as
     # a persistent id holding its elements in canonical order, read back by _Unpickler.
+    # ``refs``, when a list, collects the classes and functions the pickle names (it asks
+    # reducer_override about each before writing it as a global): the code that will run on
+    # the value when it is loaded.
+    refs: Optional[List[Any]] = None
+
     def persistent_id(self, obj: Any) -> Any:
         t = type(obj)
         if t is set or t is frozenset:
@@ -64,6 +70,8 @@ class _Pickler(pickle.Pickler):
         return None
 
     def reducer_override(self, obj: Any) -> Any:
+        if self.refs is not None and isinstance(obj, (type, FunctionType)):
+            self.refs.append(obj)
         if isinstance(obj, (set, frozenset)):
             return _sorted_set_reduce(obj) if len(obj) > 1 else NotImplemented
         mod = type(obj).__module__
@@ -76,10 +84,13 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-def canonical_pickle(value: Any) -> bytes:
-    """One canonical pickle of ``value`` (no stability check)."""
+def canonical_pickle(value: Any, refs: Optional[List[Any]] = None) -> bytes:
+    """One canonical pickle of ``value`` (no stability check); the classes and functions it
+    names are appended to ``refs`` when given."""
     f = io.BytesIO()
-    _Pickler(f, protocol=PROTOCOL).dump(value)
+    p = _Pickler(f, protocol=PROTOCOL)
+    p.refs = refs
+    p.dump(value)
     return f.getvalue()
 
 
@@ -101,11 +112,11 @@ def _pickle_digest(value: Any) -> str:
     return w.h.hexdigest()
 
 
-def stable_pickle(value: Any) -> bytes:
+def stable_pickle(value: Any, refs: Optional[List[Any]] = None) -> bytes:
     """The canonical pickle of ``value``, made a second time (streamed into a hash, so the
     check holds no second copy) and compared: a pickle that holds a clock, a counter or the
     address of a temporary object differs between the two, and raises Unstable."""
-    data = canonical_pickle(value)
+    data = canonical_pickle(value, refs)
     if xxhash.xxh3_128_hexdigest(data) != _pickle_digest(value):
         where, part = locate_unstable(value)
         raise Unstable(part, where, value if where else None)
