@@ -19,6 +19,7 @@ import types
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from zenbuild import imported
 from zenbuild.config import Config, find_project, load_config, resolve_pipeline_spec
 from zenbuild.errors import ConfigError, ParamError, PipelineError, ZenbuildError
 from zenbuild.paths import SKIP_DIRS
@@ -102,14 +103,19 @@ def is_project_module(mod: Any, is_project: Callable[[str], bool]) -> bool:
 
 
 # -- importing project code from its source -----------------------------------------------------
-_IMPORTED: Dict[str, str] = {}  # project module file -> digest of the source bytes imported
-
-
 def imported_sources() -> Dict[str, str]:
-    """{absolute path: content digest} of every project module imported through the source
+    """{real path: content digest} of every project module imported through the source
     loader in this process, as it was when imported. A run compares these with the files at
-    its end: a file that differs was edited while the run used the old code."""
-    return dict(_IMPORTED)
+    its end (imported.changed_during_run): a file that differs was edited while the run used
+    the old code, so the results that ran it are not cached."""
+    return imported.imported_sources()
+
+
+def import_reads() -> Dict[str, List[str]]:
+    """{real path of a project module: [project-relative files read while it was imported]}
+    (``CFG = json.load(open("params.json"))`` in config.py): part of that module's
+    fingerprint, and watched by `zenbuild watch`."""
+    return imported.import_reads()
 
 
 class SourceLoader(importlib.machinery.SourceFileLoader):
@@ -121,14 +127,36 @@ class SourceLoader(importlib.machinery.SourceFileLoader):
     of the source it came from, checked on every import (a checked hash-based pyc)."""
 
     code_cache = ""  # folder for compiled code; "" = compile every time
+    root = ""  # the project root: "" = do not record the files a module reads at import
+    store_dir = ""
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        """Run the module's top-level code, recording the project files it reads (its own
+        reads only: a module it imports records its own)."""
+        if not self.root:
+            super().exec_module(module)
+            return
+        from zenbuild.trace import recording_imports
+
+        rec = recording_imports(self.root, self.store_dir)
+        try:
+            with rec:
+                super().exec_module(module)
+        finally:
+            if rec.trace is not None and rec.trace.reads:
+                imported.note_reads(self.path, self.root, rec.trace.reads)
 
     def get_code(self, fullname: str) -> types.CodeType:
-        from zenbuild.digest import digest_bytes
+        from zenbuild.digest import digest_bytes, stat_key
 
         path = self.get_filename(fullname)
+        try:
+            before: Optional[Tuple[int, int, int, int]] = stat_key(os.stat(path))
+        except OSError:
+            before = None
         source = self.get_data(path)
         digest = digest_bytes(source)
-        _IMPORTED[path] = digest
+        imported.note_source(path, digest, before)
         cached = ""
         tag = f"{digest}:{sys.version}".encode()
         if self.code_cache:
@@ -160,9 +188,12 @@ class SourceFinder:
     """A meta path finder that puts SourceLoader on the project's own source modules and
     defers on everything else (skipping at once a search that cannot reach the project)."""
 
-    def __init__(self, is_project: Callable[[str], bool], code_cache: str = "") -> None:
+    def __init__(self, is_project: Callable[[str], bool], code_cache: str = "", root: str = "",
+                 store_dir: str = "") -> None:
         self.is_project = is_project
         self.code_cache = code_cache
+        self.root = root
+        self.store_dir = store_dir
 
     def find_spec(self, fullname: str, path: Optional[Sequence[str]],
                   target: Optional[types.ModuleType] = None) -> Optional[importlib.machinery.ModuleSpec]:
@@ -175,23 +206,26 @@ class SourceFinder:
             return None
         loader = SourceLoader(fullname, spec.origin)
         loader.code_cache = self.code_cache
+        loader.root, loader.store_dir = self.root, self.store_dir
         spec.loader = loader
         return spec
 
 
-def install_source_imports(is_project: Callable[[str], bool], code_cache: str = "") -> SourceFinder:
+def install_source_imports(is_project: Callable[[str], bool], code_cache: str = "",
+                           root: str = "", store_dir: str = "") -> SourceFinder:
     """Import the project's modules from source from now on (once per process: a second call
-    replaces the first finder)."""
+    replaces the first finder). With ``root``, the project files each module reads while it is
+    imported are recorded (import_reads())."""
     for f in [f for f in sys.meta_path if isinstance(f, SourceFinder)]:
         sys.meta_path.remove(f)
-    finder = SourceFinder(is_project, code_cache)
+    finder = SourceFinder(is_project, code_cache, root, store_dir)
     sys.meta_path.insert(0, finder)
     return finder
 
 
 def source_imports_for(config: Config) -> SourceFinder:
     return install_source_imports(project_predicate(config.root, config.store),
-                                  os.path.join(config.store, "pycode"))
+                                  os.path.join(config.store, "pycode"), config.root, config.store)
 
 
 # -- the error policy ---------------------------------------------------------------------------

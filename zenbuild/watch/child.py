@@ -2,9 +2,9 @@
 (project modules compiled from source), run, report.
 
 The report (JSON, in the watcher's temp folder) lists the project modules and declared inputs
-the pipeline depends on, its Outputs, and the non-project modules a warm server may preload.
-How the rebuild ended travels as an Outcome (the process's exit code) and reaches the watcher
-as a ChildExit."""
+the pipeline depends on (with the files project modules read while imported), its Outputs,
+and the non-project modules a warm server may preload. How the rebuild ended travels as an
+Outcome (the process's exit code) and reaches the watcher as a ChildExit."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from zenbuild.errors import ZenbuildError
-from zenbuild.project import is_project_module, module_file, project_predicate
+from zenbuild.project import import_reads, is_project_module, module_file, project_predicate
 
 
 class Outcome(enum.IntEnum):
@@ -144,6 +144,10 @@ def run_child(req: Dict[str, Any]) -> Outcome:
         try:
             found = collect_modules(is_project, baseline)
             report["modules"] = sorted(set(found["modules"]) | set(extra))
+            # files project modules read while imported (params.yaml loaded by config.py):
+            # the fingerprint of every step using that module holds them, so watch them too
+            reads = {r for rs in import_reads().values() for r in rs}
+            report["files"] = sorted(set(report["files"]) | reads)
             report["preload"] = found["preload"]
             _write_json(req["report"], report)
         except BaseException as e:  # noqa: B902 - the report is best effort; say so

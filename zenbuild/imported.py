@@ -1,0 +1,117 @@
+"""What this process imported of the project: each project module's source as it was when
+imported (digest and stat, noted by project.SourceLoader), the files each module read while it
+was being imported (its own top-level code, not its nested imports'), and the check that a
+step's code did not change on disk between import and the step's end (issue 10, item 7).
+
+It is a process-wide registry because imports are process-wide: the front door (project.py)
+writes it, the code fingerprint (import reads belong to a module's fingerprint) and the
+recorder (commit.py: a changed source marks a result uncached) read it. Keys are real paths."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from zenbuild.digest import StatKey, digest_file, stat_key
+from zenbuild.reasons import SOURCE_CHANGED_DURING, Reason
+
+# real path of a project module file -> (digest of the source bytes compiled, stat before read)
+_SOURCES: Dict[str, Tuple[str, Optional[StatKey]]] = {}
+# real path of a project module file -> {project-relative posix path read while importing it}
+_READS: Dict[str, Dict[str, None]] = {}
+# real path of a file read at import -> its stat after the importing module ran (None: gone)
+_READ_STATS: Dict[str, Optional[StatKey]] = {}
+_REAL: Dict[str, str] = {}  # label or path -> real path (memo)
+
+
+def _stat(path: str) -> Optional[StatKey]:
+    try:
+        return stat_key(os.stat(path))
+    except OSError:
+        return None
+
+
+def note_source(path: str, digest: str, before: Optional[StatKey]) -> None:
+    """A project module was compiled from source bytes with ``digest``; ``before``: the file's
+    stat taken before the bytes were read (so an edit during the read shows as a stat change)."""
+    _SOURCES[os.path.realpath(path)] = (digest, before)
+
+
+def note_reads(module_path: str, root: str, reads: Iterable[str]) -> None:
+    """The project files (root-relative posix) module ``module_path`` read while importing."""
+    got = {r: None for r in reads if not r.endswith(".py")}
+    if not got:
+        return
+    _READS.setdefault(os.path.realpath(module_path), {}).update(got)
+    for rel in got:
+        full = os.path.realpath(os.path.join(root, rel))
+        _READ_STATS.setdefault(full, _stat(full))
+
+
+def imported_sources() -> Dict[str, str]:
+    """{real path: content digest} of every project module imported from source so far."""
+    return {p: d for p, (d, _) in _SOURCES.items()}
+
+
+def import_reads() -> Dict[str, List[str]]:
+    """{real path of a module file: [project-relative paths its import read]}."""
+    return {m: list(r) for m, r in _READS.items()}
+
+
+def has_reads() -> bool:
+    return bool(_READS)
+
+
+def reads_version() -> int:
+    """Changes whenever a read is noted (a memo over import_reads() can tell it is stale)."""
+    return sum(len(r) for r in _READS.values())
+
+
+def _real(root: str, label: str) -> str:
+    key = root + "\0" + label
+    hit = _REAL.get(key)
+    if hit is None:
+        hit = _REAL[key] = os.path.realpath(label if os.path.isabs(label)
+                                            else os.path.join(root, label))
+    return hit
+
+
+def changed_during_run(root: str, step: str, code_meta: Dict[str, List[str]]) -> Optional[Reason]:
+    """Why a step's result must not be cached because code it was fingerprinted with changed
+    on disk since it was imported: one of the project source files its code closure holds
+    (``code_meta``: item -> [kind, file label]), or a file read when one of them was imported.
+    Costs a stat per file; a digest only for a file whose stat moved."""
+    if not _SOURCES:
+        return None
+    seen: Dict[str, None] = {}
+    for meta in code_meta.values():
+        label = meta[1] if len(meta) > 1 else ""
+        if not label or label.startswith("<") or label in seen:
+            continue
+        seen[label] = None
+        real = _real(root, label)
+        got = _SOURCES.get(real)
+        if got is None:
+            continue
+        digest, before = got
+        now = _stat(real)
+        if now is not None and now == before:
+            pass
+        else:
+            try:
+                if now is None or digest_file(real)[0] != digest:
+                    return Reason(SOURCE_CHANGED_DURING, _show(root, label), detail={"step": step})
+            except OSError:
+                return Reason(SOURCE_CHANGED_DURING, _show(root, label), detail={"step": step})
+        for rel in _READS.get(real, ()):
+            full = _real(root, rel)
+            if full in _READ_STATS and _stat(full) != _READ_STATS[full]:
+                return Reason(SOURCE_CHANGED_DURING, rel, detail={"step": step})
+    return None
+
+
+def _show(root: str, label: str) -> str:
+    if not os.path.isabs(label):
+        return label
+    rel = os.path.relpath(label, root)
+    return label if rel.startswith("..") else rel.replace(os.sep, "/")
