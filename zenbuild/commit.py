@@ -10,8 +10,10 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from zenbuild import reasons as R
 from zenbuild.digest import StatCache, digest_file, stat_key
+from zenbuild.discovered import Discovery, static_calls
 from zenbuild.fingerprint.code import SourceCache
 from zenbuild.graph import Node
+from zenbuild.imported import changed_during_run
 from zenbuild.paths import MissingInput, dir_files, glob_match
 from zenbuild.reasons import Reason, pack, text
 from zenbuild.rebuild import Components
@@ -19,6 +21,7 @@ from zenbuild.result import StepResult
 from zenbuild.store.db import TOUCH_EVERY_S, ActionEntry, Store
 from zenbuild.store.outputs import OutputMissing, capture
 from zenbuild.store.runs import StepRow
+from zenbuild.trace import Trace
 
 # Group commit: writes join one transaction, committed at most every COMMIT_EVERY_S (and at the
 # end of the run). Each commit rewrites the touched B-tree pages into the WAL, so a commit per
@@ -44,13 +47,30 @@ def clear_dir_outputs(root: str, node: Node, previous: Optional[ActionEntry]) ->
             shutil.rmtree(full)
 
 
+def reads_changed(root: str, step: str, trace: Trace,
+                  declared: Dict[str, Any]) -> Optional[Reason]:
+    """A file the step read without declaring it that was modified after the step started:
+    what it read may not be what is there now, so its result is used but not cached."""
+    for rel in trace.reads:
+        if rel in declared:
+            continue  # a declared input: inputs_changed() judged it
+        try:
+            mtime = os.stat(os.path.join(root, rel)).st_mtime_ns
+        except OSError:
+            continue
+        if mtime >= trace.started_ns:
+            return Reason(R.INPUT_CHANGED_DURING, rel, detail={"step": step})
+    return None
+
+
 class Recorder:
     """Writes a run's results into the store. ``clock`` is the monotonic clock that paces group
     commits; ``now`` the wall time of the run (for the entries' last use)."""
 
     def __init__(self, pipeline: str, root: str, store: Store, statcache: StatCache,
                  sources: SourceCache, remote: Any = None, now: Optional[float] = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter,
+                 discovery: Optional[Discovery] = None) -> None:
         self.pipeline = pipeline
         self.root = root
         self.store = store
@@ -58,6 +78,7 @@ class Recorder:
         self.sources = sources
         self.remote = remote
         self.clock = clock
+        self.discovery = discovery  # turns a step's Trace into the record its entry keeps
         self.now = time.time() if now is None else now
         self.hits: List[str] = []  # fingerprints served whose last use is worth updating
         self.state_updates: Dict[str, str] = {}  # step -> its latest fingerprint, if it moved
@@ -71,10 +92,11 @@ class Recorder:
             self.state_updates[name] = fingerprint
 
     def record(self, node: Node, comps: Components, fingerprint: str, data: bytes,
-               duration: float) -> Tuple[str, Optional[Reason]]:
+               duration: float, trace: Optional[Trace] = None) -> Tuple[str, Optional[Reason]]:
         """Store a finished step's serialized value and its outputs, and its entry unless an
-        input changed while it ran. Returns (value digest, why it was not cached or None).
-        Raises CaptureFailed."""
+        input (declared, or read as its ``trace`` says) changed while it ran; the entry keeps
+        what the trace saw, to be verified before it is served. Returns (value digest, why it
+        was not cached or None). Raises CaptureFailed."""
         name = node.name
         uncached: Optional[Reason] = None
         entry: Optional[ActionEntry] = None
@@ -93,10 +115,17 @@ class Recorder:
                 where = f" {e.filename!r}" if e.filename else ""
                 raise CaptureFailed(
                     f"step {name}: cannot store its output{where}: {e.strerror or e}") from None
-            uncached = self.inputs_changed(node, comps)
+            uncached = self.inputs_changed(node, comps) or changed_during_run(
+                self.root, name, comps.code_meta)
+            discovered = None
+            if uncached is None and trace is not None and self.discovery is not None:
+                uncached = reads_changed(self.root, node.name, trace, comps.files)
+                if uncached is None:
+                    discovered = self.discovery.build(trace, static_calls(comps.code_meta),
+                                                      comps.files)
             if uncached is None:
                 entry = ActionEntry(fingerprint, self.pipeline, name, value_digest, outputs,
-                                    comps.to_json(), duration=duration)
+                                    comps.to_json(), duration=duration, discovered=discovered)
                 self.store.put_action(entry)
                 self.state_updates.pop(name, None)
         now = self.clock()

@@ -51,6 +51,11 @@ class Config:
     params: Mapping[str, Any] = field(default_factory=dict)
     steps: Mapping[str, StepSettings] = field(default_factory=dict)
     track_packages: bool = True
+    # dynamic traces ([fingerprint]): files read without File(), project functions run
+    # (environment variables read are always tracked, minus the deny-list and ignore_env)
+    track_reads: bool = True
+    trace_calls: bool = True
+    ignore_env: Tuple[str, ...] = ()
     jobs: Optional[int] = None
     watch: Mapping[str, Any] = field(default_factory=dict)
     cache: Mapping[str, Any] = field(default_factory=dict)
@@ -70,7 +75,12 @@ _TOP: Dict[str, Any] = {
     "watch": (dict, "a table"),
     "cache": (dict, "a table"),
 }
-_FINGERPRINT = {"packages": (bool, "true or false")}
+_FINGERPRINT = {
+    "packages": (bool, "true or false"),
+    "track_reads": (bool, "true or false"),
+    "trace_calls": (bool, "true or false"),
+    "ignore_env": (list, "a list of environment variable names or glob patterns"),
+}
 _STEP = {"enable_cache": (bool, "true or false")}
 _WATCH = {
     "debounce_ms": (int, "milliseconds, an integer"),
@@ -189,7 +199,12 @@ def load_config(root: str, source: Optional[str]) -> Config:
     for p in pipelines:
         if not isinstance(p, str) or ":" not in p:
             raise c.fail("", "pipelines", f'each entry must be "module:attribute", got {p!r}')
-    c.check("fingerprint", data.get("fingerprint", {}), _FINGERPRINT)
+    fp = data.get("fingerprint", {})
+    c.check("fingerprint", fp, _FINGERPRINT)
+    for name in fp.get("ignore_env", []):
+        if not isinstance(name, str) or not name:
+            raise c.fail("fingerprint", "ignore_env",
+                         f"each entry must be a variable name or a glob pattern, got {name!r}")
     c.check("watch", data.get("watch", {}), _WATCH)
     c.check("cache", data.get("cache", {}), _CACHE)
     steps: Dict[str, StepSettings] = {}
@@ -214,7 +229,10 @@ def load_config(root: str, source: Optional[str]) -> Config:
         store=store,
         params=dict(data.get("params", {})),
         steps=steps,
-        track_packages=data.get("fingerprint", {}).get("packages", True),
+        track_packages=fp.get("packages", True),
+        track_reads=fp.get("track_reads", True),
+        trace_calls=fp.get("trace_calls", True),
+        ignore_env=tuple(fp.get("ignore_env", ())),
         jobs=jobs,
         watch=dict(data.get("watch", {})),
         cache=dict(data.get("cache", {})),

@@ -3,13 +3,15 @@
 returns Reasons. Pure functions: every look-up (file digests, code digests, folder listings,
 the environment) is passed in, so rebuild.decide() and the tests choose the I/O.
 
-The stored record (JSON, ``components["discovered"]``), format 1::
+The stored record (JSON, the ``discovered`` column of the entry's row and the ``discovered``
+key of a remote-cache entry; an entry with nothing to verify stores none), format 1::
 
     {"format": 1,
      "files":  {rel: [digest, size] | null},      # null: tried, but did not exist
      "listed": {rel: digest | null},              # digest of the sorted names
      "env":    {name: [digest | null, display | null]},  # display null for secret names
      "calls":  [[file, qualname, firstlineno, digest | null], ...],
+     "sources": {file: digest | null},             # the files of the calls, as a shortcut
      "writes": [rel, ...]}                        # undeclared writes (warned about, not checked)
 """
 
@@ -18,45 +20,26 @@ from __future__ import annotations
 import ast
 import os
 import sys
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Container, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
-from zenbuild.digest import digest_bytes
+from zenbuild import reasons as R
+from zenbuild.digest import StatCache, digest_bytes
 from zenbuild.reasons import Reason
-from zenbuild.trace import Trace, is_secret
+from zenbuild.trace import Trace, env_filter, is_secret
 
 DISCOVERED_FORMAT = 1
 
-# Reason kinds (to be added to zenbuild.reasons KINDS/TEMPLATES at integration)
-READ_FILE_CHANGED = "read_file_changed"  # subject: path; before/after: sizes
-READ_FILE_MISSING = "read_file_missing"  # subject: path; before: size
-READ_FILE_APPEARED = "read_file_appeared"  # subject: path the step tried; after: size
-LISTED_DIR_CHANGED = "listed_dir_changed"  # subject: folder the step listed
-ENV_READ_CHANGED = "env_read_changed"  # subject: variable; before/after: values or None (secret)
-TRACED_CODE_CHANGED = "traced_code_changed"  # subject: "file:qualname"
-TRACED_CODE_MISSING = "traced_code_missing"  # the function is gone (renamed, removed)
+# The reason kinds of a failed verification (defined with every other kind in zenbuild.reasons)
+READ_FILE_CHANGED = R.READ_FILE_CHANGED  # subject: path; before/after: sizes
+READ_FILE_MISSING = R.READ_FILE_MISSING  # subject: path; before: size
+READ_FILE_APPEARED = R.READ_FILE_APPEARED  # subject: path the step tried; after: size
+LISTED_DIR_CHANGED = R.LISTED_DIR_CHANGED  # subject: folder the step listed
+ENV_READ_CHANGED = R.ENV_READ_CHANGED  # subject: variable; before/after: values or None (secret)
+TRACED_CODE_CHANGED = R.TRACED_CODE_CHANGED  # subject: "file:qualname"
+TRACED_CODE_MISSING = R.TRACED_CODE_MISSING  # the function is gone (renamed, removed)
 KINDS = (READ_FILE_CHANGED, READ_FILE_MISSING, READ_FILE_APPEARED, LISTED_DIR_CHANGED,
          ENV_READ_CHANGED, TRACED_CODE_CHANGED, TRACED_CODE_MISSING)
-
-
-def _env_text(r: Reason) -> str:
-    if (r.detail or {}).get("secret"):
-        return f"read by the step: {r.subject} changed (value hidden)"
-    return f"read by the step: {r.subject} {_show(r.before)} -> {_show(r.after)}"
-
-
-def _show(v: Any) -> str:
-    return "unset" if v is None else repr(v)
-
-
-TEMPLATES: Dict[str, Any] = {
-    READ_FILE_CHANGED: "read by the step, not declared: {subject} changed",
-    READ_FILE_MISSING: "read by the step, not declared: {subject} is gone",
-    READ_FILE_APPEARED: "tried by the step, not declared: {subject} now exists",
-    LISTED_DIR_CHANGED: "listed by the step: folder {subject} changed",
-    ENV_READ_CHANGED: _env_text,
-    TRACED_CODE_CHANGED: "code run by the step, not seen statically: {subject} changed",
-    TRACED_CODE_MISSING: "code run by the step, not seen statically: {subject} is gone",
-}
+TEMPLATES: Dict[str, Any] = {k: R.TEMPLATES[k] for k in KINDS}
 
 FileDigest = Callable[[str], Optional[Tuple[str, int]]]  # rel -> (digest, size), None: no file
 CodeDigest = Callable[[str, str, int], Optional[str]]  # (file, qualname, firstlineno) -> digest
@@ -85,30 +68,72 @@ def listing_digest(root: str, rel: str) -> Optional[str]:
     return digest_bytes("\0".join(names).encode("utf-8", "surrogatepass"))
 
 
+def _covered(skip: Set[Tuple[str, str]], f: str, q: str) -> bool:
+    """Whether the static key covers function ``q`` of file ``f``: it names it, or a function
+    or class that encloses it (a nested def, a method)."""
+    if (f, q) in skip:
+        return True
+    parts = q.split(".")
+    return any((f, ".".join(parts[:i])) in skip for i in range(1, len(parts)))
+
+
+def static_calls(code_meta: Mapping[str, List[str]]) -> Set[Tuple[str, str]]:
+    """(file, qualname) pairs a step's static code items cover, from their keys
+    ("module.qualname") and files: every dotted suffix of a key, so no module name is needed."""
+    out: Set[Tuple[str, str]] = set()
+    for key, meta in code_meta.items():
+        f = meta[1] if len(meta) > 1 else ""
+        if not f:
+            continue
+        parts = key.split("#", 1)[0].split(" ", 1)[0].split(".")
+        for i in range(len(parts)):
+            out.add((f, ".".join(parts[i:])))
+    return out
+
+
 def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
           list_digest: Optional[ListDigest] = None,
-          skip_calls: Iterable[Tuple[str, str]] = ()) -> Dict[str, Any]:
+          skip_calls: Iterable[Tuple[str, str]] = (),
+          skip_files: Container[str] = ()) -> Dict[str, Any]:
     """The record to store for ``trace`` (taken right after the step ran). ``skip_calls``:
     (file, qualname) pairs the static key already covers (the step function itself, helpers
-    it names), which need no second check."""
+    it names, and what they enclose), which need no second check; ``skip_files``: files the
+    static key covers (declared inputs). ``sources`` holds the digest of each file a traced
+    function lives in: while it is the same, none of its functions needs parsing again."""
     skip = set(skip_calls)
     files: Dict[str, Optional[List[Any]]] = {}
     for rel in trace.reads:
+        if rel in skip_files:
+            continue
         d = file_digest(rel)
         files[rel] = None if d is None else [d[0], d[1]]
     listed = {rel: list_digest(rel) for rel in trace.listed} if list_digest is not None else {}
     env = {name: [env_digest(v), env_display(name, v)] for name, v in trace.env.items()}
     calls = [[f, q, line, code_digest(f, q, line)] for f, q, line in trace.calls
-             if (f, q) not in skip]
+             if not _covered(skip, f, q)]
+    sources: Dict[str, Optional[str]] = {}
+    for f, _q, _line, _d in calls:
+        if f not in sources and f != "<__main__>":
+            got = file_digest(f)
+            sources[f] = None if got is None else got[0]
     return {"format": DISCOVERED_FORMAT, "files": files, "listed": listed, "env": env,
-            "calls": calls, "writes": list(trace.writes)}
+            "calls": calls, "sources": sources, "writes": list(trace.writes)}
+
+
+def is_empty(record: Mapping[str, Any]) -> bool:
+    """Whether a record verifies nothing (then the entry stores none: nothing to check)."""
+    return not (record.get("files") or record.get("listed") or record.get("env")
+                or record.get("calls"))
 
 
 def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[str, str],
            code_digest: CodeDigest, list_digest: Optional[ListDigest] = None,
-           first_only: bool = False) -> List[Reason]:
+           first_only: bool = False,
+           env_wanted: Optional[Callable[[str], bool]] = None) -> List[Reason]:
     """Why a stored entry may no longer be served, judged by what its step touched last time.
-    Empty: still valid. ``first_only`` stops at the first reason (run), else all (explain)."""
+    Empty: still valid. ``first_only`` stops at the first reason (run), else all (explain).
+    ``env_wanted``: the variables still tracked (one now in ``ignore_env`` is not checked).
+    The functions of a file whose digest is the one in ``sources`` are not parsed again."""
     out: List[Reason] = []
     if not record or record.get("format") != DISCOVERED_FORMAT:
         return out
@@ -129,6 +154,8 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
             if add(Reason(READ_FILE_CHANGED, rel, was[1], now[1])):
                 return out
     for name, (was_digest, was_display) in record.get("env", {}).items():
+        if env_wanted is not None and not env_wanted(name):
+            continue
         value = environ.get(name)
         if env_digest(value) != was_digest:
             secret = is_secret(name)
@@ -140,7 +167,16 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
         for rel, was in record.get("listed", {}).items():
             if list_digest(rel) != was and add(Reason(LISTED_DIR_CHANGED, rel)):
                 return out
+    sources = record.get("sources") or {}
+    same: Dict[str, bool] = {}
     for f, q, line, was in record.get("calls", []):
+        if f in sources:
+            ok = same.get(f)
+            if ok is None:
+                got = file_digest(f)
+                ok = same[f] = got is not None and got[0] == sources[f]
+            if ok:
+                continue
         code_now = code_digest(f, q, line)
         subject = f"{f}:{q}"
         if code_now is None and was is not None:
@@ -150,6 +186,52 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
             if add(Reason(TRACED_CODE_CHANGED, subject, detail={"file": f, "line": line})):
                 return out
     return out
+
+
+# -- the I/O a run uses -------------------------------------------------------------------------
+
+
+class Discovery:
+    """build() and verify() with a run's look-ups: file digests through the run's StatCache
+    (a no-op costs one stat per discovered file), folder listings, this process's environment
+    filtered by the deny-list and ``ignore_env``, and one SourceDigests per run (made only when
+    a traced function's file changed)."""
+
+    def __init__(self, root: str, statcache: StatCache, ignore_env: Iterable[str] = (),
+                 environ: Optional[Mapping[str, str]] = None) -> None:
+        self.root = root
+        self.statcache = statcache
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
+        self.env_wanted = env_filter(ignore_env)
+        self._prefix = root.rstrip(os.sep) + os.sep
+        self._code: Optional[SourceDigests] = None
+
+    def file_digest(self, rel: str, st: Optional[os.stat_result] = None) -> Optional[Tuple[str, int]]:
+        try:
+            return self.statcache.digest(rel, self._prefix + rel, st)
+        except OSError:  # gone, a folder, unreadable: "no such file" to the record
+            return None
+
+    def list_digest(self, rel: str) -> Optional[str]:
+        return listing_digest(self.root, rel)
+
+    def code_digest(self, file: str, qualname: str, firstlineno: int) -> Optional[str]:
+        if self._code is None:
+            self._code = SourceDigests(self.root)
+        return self._code(file, qualname, firstlineno)
+
+    def build(self, trace: Trace, skip_calls: Iterable[Tuple[str, str]] = (),
+              skip_files: Container[str] = ()) -> Optional[Dict[str, Any]]:
+        """The record to store, or None when there is nothing to verify."""
+        rec = build(trace, self.file_digest, self.code_digest, self.list_digest, skip_calls,
+                    skip_files)
+        return None if is_empty(rec) else rec
+
+    def verify(self, record: Optional[Mapping[str, Any]], first_only: bool) -> List[Reason]:
+        if not record:
+            return []
+        return verify(record, self.file_digest, self.environ, self.code_digest,
+                      self.list_digest, first_only, self.env_wanted)
 
 
 # -- the default code digest: the function's source, docstrings and formatting aside ------------

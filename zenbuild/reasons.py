@@ -68,8 +68,19 @@ CANNOT_RUN = "cannot_run"  # subject: step; after: the message (a declared input
 # what a step did while it ran: its result was used but not cached
 INPUT_CHANGED_DURING = "input_changed_during"  # subject: path; detail: {"step": name}
 DIR_CHANGED_DURING = "dir_changed_during"  # subject: folder; detail: {"step": name}
+SOURCE_CHANGED_DURING = "source_changed_during"  # subject: project file; detail: {"step": name}
 # re-executed with exactly the key of a stored entry, it returned a different value
 NOT_DETERMINISTIC = "not_deterministic"  # subject: step; before/after: the value digests
+# it wrote a file inside the project that is not a declared Output (a warning, once per step)
+UNDECLARED_WRITE = "undeclared_write"  # subject: path; detail: {"step": name, "more": count}
+# what the step touched last time (its discovered record, discovered.py) is not the same now
+READ_FILE_CHANGED = "read_file_changed"  # subject: path; before/after: sizes
+READ_FILE_MISSING = "read_file_missing"  # subject: path; before: size
+READ_FILE_APPEARED = "read_file_appeared"  # subject: path the step tried; after: size
+LISTED_DIR_CHANGED = "listed_dir_changed"  # subject: folder the step listed
+ENV_READ_CHANGED = "env_read_changed"  # subject: variable; before/after: values, None if secret
+TRACED_CODE_CHANGED = "traced_code_changed"  # subject: "file:qualname"; detail: file, line
+TRACED_CODE_MISSING = "traced_code_missing"  # the function is gone (renamed, removed)
 # the verdict when nothing above applies
 UP_TO_DATE = "up_to_date"
 
@@ -81,9 +92,16 @@ KINDS: Tuple[str, ...] = (
     FILE_NEW, FILE_REMOVED, FILE_CHANGED, ENV_CHANGED,
     BLOB_MISSING, OUTPUT_UNUSABLE, OUTPUT_RESTORE, OUTPUT_REMOVE,
     UPSTREAM_PENDING, UPSTREAM_FAILED, UPSTREAM_SKIPPED, EARLIER_FAILED, CANNOT_RUN,
-    INPUT_CHANGED_DURING, DIR_CHANGED_DURING, NOT_DETERMINISTIC,
+    INPUT_CHANGED_DURING, DIR_CHANGED_DURING, SOURCE_CHANGED_DURING, NOT_DETERMINISTIC,
+    UNDECLARED_WRITE,
+    READ_FILE_CHANGED, READ_FILE_MISSING, READ_FILE_APPEARED, LISTED_DIR_CHANGED,
+    ENV_READ_CHANGED, TRACED_CODE_CHANGED, TRACED_CODE_MISSING,
     UP_TO_DATE,
 )
+# The kinds of a discovered record's verification (an entry whose static key matches).
+DISCOVERED_KINDS = frozenset({READ_FILE_CHANGED, READ_FILE_MISSING, READ_FILE_APPEARED,
+                              LISTED_DIR_CHANGED, ENV_READ_CHANGED, TRACED_CODE_CHANGED,
+                              TRACED_CODE_MISSING})
 
 # Kinds that say "only because an upstream step would execute": a step whose every reason is one
 # of these may still be served after its upstream reruns (early cutoff).
@@ -128,6 +146,21 @@ def _pending(r: Reason) -> str:
     return (f"input {arg}: " if arg else "") + f"upstream step {r.subject} would execute"
 
 
+def _env_read(r: Reason) -> str:
+    if (r.detail or {}).get("secret"):
+        return f"read by the step: {r.subject} changed (value hidden)"
+    show = lambda v: "unset" if v is None else repr(v)  # noqa: E731
+    return f"read by the step: {r.subject} {show(r.before)} -> {show(r.after)}"
+
+
+def _undeclared(r: Reason) -> str:
+    more = int((r.detail or {}).get("more") or 0)
+    also = f" (and {more} more file{'s' if more > 1 else ''})" if more else ""
+    step = (r.detail or {}).get("step", "")
+    return (f"step {step} wrote {r.subject}{also}, which will not be restored from the cache; "
+            f'declare it with Output("{r.subject}")')
+
+
 def _detail(key: str) -> Callable[[Reason], Any]:
     return lambda r: (r.detail or {}).get(key, "")
 
@@ -169,8 +202,18 @@ TEMPLATES: Dict[str, Template] = {
                           "but not cached",
     DIR_CHANGED_DURING: "input folder {subject} changed while step {step} ran; its result was "
                         "used but not cached",
+    SOURCE_CHANGED_DURING: "source {subject} changed while the run was in progress (step {step} "
+                           "ran the code imported before); its result was used but not cached",
     NOT_DETERMINISTIC: "step {subject} is not deterministic: it ran again with the same code and "
                        "inputs and returned a different value; seed it or mark it @no_cache",
+    UNDECLARED_WRITE: _undeclared,
+    READ_FILE_CHANGED: "read by the step, not declared: {subject} changed",
+    READ_FILE_MISSING: "read by the step, not declared: {subject} is gone",
+    READ_FILE_APPEARED: "tried by the step, not declared: {subject} now exists",
+    LISTED_DIR_CHANGED: "listed by the step: folder {subject} changed",
+    ENV_READ_CHANGED: _env_read,
+    TRACED_CODE_CHANGED: "code run by the step, not seen statically: {subject} changed",
+    TRACED_CODE_MISSING: "code run by the step, not seen statically: {subject} is gone",
     UP_TO_DATE: "up to date",
 }
 

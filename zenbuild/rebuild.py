@@ -242,6 +242,8 @@ class Verdict:
 
 
 _UP_TO_DATE = [Reason(R.UP_TO_DATE)]
+# (discovered record, stop at the first reason) -> why the entry may not be served
+Verify = Callable[[Dict[str, Any], bool], List[Reason]]
 
 
 def diff_components(old: Dict[str, Any], new: Dict[str, Any]) -> List[Reason]:
@@ -325,6 +327,7 @@ def decide(
     usable: Callable[[ActionEntry], Optional[Reason]],
     all_reasons: bool = False,
     pending: Sequence[str] = (),
+    verify: Optional[Verify] = None,
 ) -> Verdict:
     """Whether ``node`` must execute, and why. ``previous`` is the step's latest entry;
     ``lookup`` finds an entry by fingerprint; ``usable`` says why an entry cannot be served.
@@ -333,11 +336,16 @@ def decide(
     too; with ``all_reasons`` it is first judged on everything else it can be compared on
     (``comps`` made with the upstream outputs it saw last time, or None when they cannot be
     made: a file an upstream step writes may not exist yet), then one upstream_pending reason
-    per pending step is added. Without ``all_reasons`` decide() stops at the first reason."""
+    per pending step is added. Without ``all_reasons`` decide() stops at the first reason.
+
+    ``verify`` checks an entry's discovered record (what its step touched while it ran:
+    discovered.Discovery.verify): an entry whose static key matches is served only when it
+    returns no reason."""
     if pending and (not all_reasons or comps is None):
         return Verdict(True, pending_reasons(pending[:1] if not all_reasons else pending, comps))
     assert comps is not None
-    verdict = _decide(node, comps, fingerprint, policy, previous, lookup, usable, all_reasons)
+    verdict = _decide(node, comps, fingerprint, policy, previous, lookup, usable, all_reasons,
+                      verify)
     if not pending:
         return verdict
     own = [r for r in verdict.reasons if r.kind != R.UP_TO_DATE]
@@ -353,6 +361,7 @@ def _decide(
     lookup: Callable[[str], Optional[ActionEntry]],
     usable: Callable[[ActionEntry], Optional[Reason]],
     all_reasons: bool,
+    verify: Optional[Verify] = None,
 ) -> Verdict:
     reasons: List[Reason] = []
     forced = False
@@ -365,6 +374,9 @@ def _decide(
         forced = True
     if forced and not all_reasons:  # the step's own latest entry, if it matches: no lookup
         same = previous if previous is not None and previous.fingerprint == fingerprint else None
+        record = same.discovered if same is not None else None
+        if record is not None and verify is not None and verify(record, True):
+            same = None  # it read something else: a different value is no sign of chance
         return Verdict(True, reasons, same)
     entry = previous if previous is not None and previous.fingerprint == fingerprint else None
     if entry is None:
@@ -376,6 +388,12 @@ def _decide(
             changed = diff_components(previous.components, comps.to_json())
             reasons.extend(changed or [Reason(R.NO_ENTRY)])
         return Verdict(True, reasons)
+    record = entry.discovered
+    if record is not None and verify is not None:
+        found = verify(record, not all_reasons)
+        if found:  # what it read is not the same: no entry for these inputs (None, so a
+            reasons.extend(found)  # different value is not taken for non-determinism)
+            return Verdict(True, reasons)
     problem = usable(entry)
     if problem is not None:
         reasons.append(problem)

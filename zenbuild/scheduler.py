@@ -14,6 +14,7 @@ from zenbuild import reasons as R
 from zenbuild.commit import CaptureFailed, Recorder, clear_dir_outputs
 from zenbuild.config import Config
 from zenbuild.digest import StatCache
+from zenbuild.discovered import Discovery
 from zenbuild.errors import CorruptBlob
 from zenbuild.events import (
     Reporter,
@@ -40,6 +41,7 @@ from zenbuild.serialize import dumps, loads
 from zenbuild.serve import Server
 from zenbuild.states import StepStatus
 from zenbuild.store.db import ActionEntry, Store
+from zenbuild.trace import Trace, TraceOptions
 
 EXECUTED, CACHED, FAILED = StepStatus.EXECUTED, StepStatus.CACHED, StepStatus.FAILED
 SKIPPED, RUNNING, WOULD = StepStatus.SKIPPED, StepStatus.RUNNING, StepStatus.WOULD_EXECUTE
@@ -82,8 +84,10 @@ class Scheduler:
         self.sources = SourceCache(self._source_digest, store.source_entry)
         self.fp = CodeFingerprinter(config.root, config.track_packages, config.store, self.sources)
         self.server = Server(self.root, store, self.statcache, remote, options.dry_run)
+        # what steps touch while they run: recorded by the executors, stored and verified here
+        self.discovery = Discovery(self.root, self.statcache, config.ignore_env)
         self.recorder = Recorder(graph.pipeline, self.root, store, self.statcache, self.sources,
-                                 remote)
+                                 remote, discovery=self.discovery)
         self.results: Dict[str, StepResult] = {}
         self.digests: Dict[str, str] = {}  # step -> value digest
         # Serialized values read or produced in this run. Each consumer gets its own decoded
@@ -209,9 +213,11 @@ class Scheduler:
             self._fail(name, None, f"{e}. Create it, or fix the path given to step {name}.")
             return
         fingerprint = comps.fingerprint()
+        policy = self._policy(node)
         verdict = decide(
-            node, comps, fingerprint, self._policy(node), previous, self.server.lookup,
+            node, comps, fingerprint, policy, previous, self.server.lookup,
             self.server.usable, all_reasons=self.opts.all_reasons,
+            verify=self.discovery.verify,
         )
         if not verdict.execute and verdict.entry is not None:
             self._serve(node, fingerprint, verdict.entry, previous)
@@ -220,7 +226,8 @@ class Scheduler:
             self.report(WouldExecute(step=name, reasons=verdict.reasons))
         else:
             same = verdict.entry.value_digest if verdict.entry is not None else None
-            self._start(node, comps, fingerprint, verdict.reasons, previous, same)
+            self._start(node, comps, fingerprint, verdict.reasons, previous, same,
+                        traced=not policy.no_cache)  # --no-cache still stores entries
 
     def _visit_pending(self, node: Node, previous: Optional[ActionEntry],
                        pending: List[str]) -> None:
@@ -242,7 +249,8 @@ class Scheduler:
                 comps = None  # a file an upstream step writes may not exist yet
         verdict = decide(node, comps, fingerprint, self._policy(node), previous,
                          self.store.get_action, self.server.usable,
-                         all_reasons=self.opts.all_reasons, pending=pending)
+                         all_reasons=self.opts.all_reasons, pending=pending,
+                         verify=self.discovery.verify)
         self.results[node.name] = StepResult(node.name, WOULD, reasons=verdict.reasons)
         self.report(WouldExecute(step=node.name, reasons=verdict.reasons))
 
@@ -293,8 +301,16 @@ class Scheduler:
             return {k: self._resolve(x) for k, x in v.items()}
         return v
 
+    def _trace_options(self, node: Node) -> TraceOptions:
+        c = self.config
+        return TraceOptions(self.root, c.store, tuple(node.outputs), c.track_reads, True,
+                            c.trace_calls, c.ignore_env)
+
     def _start(self, node: Node, comps: Components, fingerprint: str, reasons: List[Reason],
-               previous: Optional[ActionEntry], same: Optional[str] = None) -> None:
+               previous: Optional[ActionEntry], same: Optional[str] = None,
+               traced: bool = False) -> None:
+        """Hand the step to the executor; ``traced``: its entry can be served later (all but
+        @no_cache steps), so what it touches is recorded (zenbuild.trace) and kept on it."""
         name = node.name
         clear_dir_outputs(self.root, node, previous)
         resolved = {k: self._resolve(v) for k, v in node.args.items()}
@@ -304,7 +320,8 @@ class Scheduler:
         self.report(StepStarted(step=name))
         self.report(StepExecuting(step=name, reasons=reasons))
         self.results[name] = StepResult(name, RUNNING, fingerprint, reasons=reasons)
-        self.executor.submit(Task(name, node.step.fn, call_args, call_kwargs))
+        self.executor.submit(Task(name, node.step.fn, call_args, call_kwargs,
+                                  self._trace_options(node) if traced else None))
 
     def _finish(self, outcome: Outcome) -> bool:
         name = outcome.name
@@ -322,12 +339,14 @@ class Scheduler:
             return False
         try:
             value_digest, uncached = self.recorder.record(
-                self.g.nodes[name], comps, fingerprint, data, outcome.duration)
+                self.g.nodes[name], comps, fingerprint, data, outcome.duration, outcome.trace)
         except CaptureFailed as e:
             self._fail(name, fingerprint, str(e), outcome.duration)
             return False
         self.values[name] = data
         self.digests[name] = value_digest
+        if outcome.trace is not None and outcome.trace.writes:
+            self._undeclared_writes(name, outcome.trace)
         if same is not None and same != value_digest:
             notice = Reason(R.NOT_DETERMINISTIC, name, same, value_digest)
             self.report(Warning_(message=R.text(notice)))
@@ -338,6 +357,12 @@ class Scheduler:
         )
         self.report(StepFinished(step=name, duration=outcome.duration, uncached_reason=uncached))
         return True
+
+    def _undeclared_writes(self, name: str, trace: Trace) -> None:
+        """One warning per step: files it wrote inside the project that are not Outputs."""
+        first, more = trace.writes[0], len(trace.writes) - 1
+        notice = Reason(R.UNDECLARED_WRITE, first, detail={"step": name, "more": more})
+        self.report(Warning_(message=R.text(notice)))
 
     def warn(self, message: str) -> None:
         self.report(Warning_(message=message))

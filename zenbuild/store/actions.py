@@ -31,6 +31,7 @@ class ActionEntry:
         last_used: float = 0.0,
         duration: float = 0.0,
         loader: Optional[Callable[[str], str]] = None,
+        discovered: Any = None,
     ) -> None:
         self.fingerprint = fingerprint
         self.pipeline = pipeline
@@ -43,6 +44,20 @@ class ActionEntry:
         self.last_used = last_used
         self.duration = duration
         self.value_inline = False  # step_states(): the value blob is in the blobs table
+        self._discovered = discovered  # a dict, its JSON text, or None: nothing to verify
+
+    @property
+    def discovered(self) -> Optional[Dict[str, Any]]:
+        """What the step touched while it ran (discovered.py), verified before the entry is
+        served; None when there is nothing to verify. Decoded on first use."""
+        d = self._discovered
+        if isinstance(d, str):
+            d = self._discovered = json.loads(d) if d else None
+        return d  # type: ignore[no-any-return]
+
+    @discovered.setter
+    def discovered(self, value: Optional[Dict[str, Any]]) -> None:
+        self._discovered = value
 
     @property
     def components(self) -> Dict[str, Any]:
@@ -73,10 +88,12 @@ def _entry(row: Tuple[Any, ...]) -> ActionEntry:
         created=row[6],
         last_used=row[7],
         duration=row[8],
+        discovered=row[9],
     )
 
 
-_ACTION_COLS = "fingerprint, pipeline, step, value_digest, outputs, components, created, last_used, duration"
+_ACTION_COLS = ("fingerprint, pipeline, step, value_digest, outputs, components, created, "
+                "last_used, duration, discovered")
 
 
 class ActionCache:
@@ -92,7 +109,7 @@ class ActionCache:
         blob is in the database (else it may be a file)."""
         rows = self.db.execute(
             "SELECT a.fingerprint, a.pipeline, a.step, a.value_digest, a.outputs, a.created, "
-            "a.last_used, a.duration, s.step, b.digest IS NOT NULL "
+            "a.last_used, a.duration, s.step, b.digest IS NOT NULL, a.discovered "
             "FROM step_state s JOIN actions a ON a.fingerprint = s.fingerprint "
             "LEFT JOIN blobs b ON b.digest = a.value_digest WHERE s.pipeline = ?",
             (pipeline,),
@@ -101,7 +118,7 @@ class ActionCache:
         load, plain = self._components_of, "{}"
         for r in rows:
             e = ActionEntry(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] != plain else {},
-                            None, r[5], r[6], r[7], load)
+                            None, r[5], r[6], r[7], load, r[10])
             e.value_inline = bool(r[9])
             out[r[8]] = e
         return out
@@ -120,7 +137,7 @@ class ActionCache:
     def put(self, e: ActionEntry) -> None:
         with self.database.transaction() as db:
             db.execute(
-                f"INSERT OR REPLACE INTO actions ({_ACTION_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO actions ({_ACTION_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     e.fingerprint,
                     e.pipeline,
@@ -131,6 +148,7 @@ class ActionCache:
                     e.created or time.time(),
                     e.last_used or time.time(),
                     e.duration,
+                    None if e.discovered is None else json.dumps(e.discovered, sort_keys=True),
                 ),
             )
             db.execute(

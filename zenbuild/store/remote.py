@@ -7,7 +7,9 @@ Remote layout, format version 1 (described in docs/remote-cache.md):
                    entry {"format": "zenbuild-ac", "version": 1, "fingerprint", "pipeline",
                    "step", "value_digest", "outputs", "components", "duration",
                    "blobs": {xxh3 digest: [sha256, size]}} naming every blob the entry needs
-                   (the value, each output file, each folder manifest and the files it lists).
+                   (the value, each output file, each folder manifest and the files it lists),
+                   and "discovered" (what the step touched while it ran, discovered.py) when
+                   there is something to verify: a fetched entry is verified before it is served.
 A client uploads every blob before the entry, so an entry never names a blob that was not
 sent. A downloaded blob is checked against both its SHA-256 and its xxh3 digest before it goes
 into the local store; a mismatch is a miss with a warning. Any transport problem (refused,
@@ -301,9 +303,13 @@ class RemoteCache:
             needed = {doc["value_digest"]} | {rec["digest"] for rec in outputs.values()}
             if not needed <= set(blobs) or not all(_safe_rel(r) for r in outputs):
                 raise ValueError("it is incomplete or names an unsafe output path")
+            discovered = doc.get("discovered")
+            if discovered is not None and not isinstance(discovered, dict):
+                raise ValueError("its discovered record is not an object")
             entry = ActionEntry(
                 fingerprint, str(doc["pipeline"]), str(doc["step"]), str(doc["value_digest"]),
                 outputs, dict(doc["components"]), duration=float(doc.get("duration", 0.0)),
+                discovered=discovered,
             )
         except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
             self.warn(f"remote cache entry ac/{ac_key(fingerprint)} is unreadable ({e}); "
@@ -394,6 +400,8 @@ class RemoteCache:
                 "duration": entry.duration,
                 "blobs": blobs,
             }
+            if entry.discovered is not None:  # verified by the client before it serves it
+                doc["discovered"] = entry.discovered
             body = json.dumps(doc, sort_keys=True).encode()
             self.http.put("ac", ac_key(entry.fingerprint), body, len(body))
             self.uploaded += 1

@@ -9,7 +9,7 @@ from zenbuild.digest import RACY_NS, RACY_NS_COARSE
 from zenbuild.errors import StoreError
 
 # The database schema. Older stores are migrated in place by MIGRATIONS; newer ones refused.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # The format of what fingerprints point at (value encoding, blob and manifest layout). It is
 # part of every fingerprint, so changing it invalidates every entry; a schema change does not.
 # 2: canonical pickles (ZBP2: sets sorted, tensors by bytes), numpy scalars kept with their
@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS actions (
     components   TEXT NOT NULL,
     created      REAL NOT NULL,
     last_used    REAL NOT NULL,
-    duration     REAL NOT NULL
+    duration     REAL NOT NULL,
+    discovered   TEXT
 );
 CREATE TABLE IF NOT EXISTS step_state (
     pipeline TEXT NOT NULL, step TEXT NOT NULL, fingerprint TEXT NOT NULL,
@@ -69,6 +70,10 @@ MIGRATIONS: Dict[int, List[str]] = {
     # recorded_ns, digest.RACY_NS / RACY_NS_COARSE), which must go.
     4: ["DELETE FROM files WHERE mtime_ns + (CASE WHEN mtime_ns % 1000000 = 0 "
         f"THEN {RACY_NS_COARSE} ELSE {RACY_NS} END) >= recorded_ns"],
+    # What a step touched while it ran, verified before its entry is served (discovered.py);
+    # its own column, NULL when there is nothing to verify, so a no-op decodes no components.
+    # Older entries have none: they are served as before, until their step runs again.
+    5: ["ALTER TABLE actions ADD COLUMN discovered TEXT"],
 }
 
 
@@ -99,7 +104,13 @@ def migrate(db: sqlite3.Connection, where: str) -> None:
     db.execute("BEGIN IMMEDIATE")
     try:
         for stmt in stmts:
-            db.execute(stmt)
+            try:
+                db.execute(stmt)
+            except sqlite3.OperationalError as e:
+                # a column already there (a store whose version row was put back by hand):
+                # adding it again is the one step that may be skipped
+                if not (stmt.startswith("ALTER TABLE") and "duplicate column" in str(e)):
+                    raise
     except BaseException:
         db.execute("ROLLBACK")
         raise

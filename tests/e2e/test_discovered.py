@@ -1,0 +1,253 @@
+"""End-to-end: discovered dependencies through the real CLI. What a step touched while it ran
+(files opened without File(), environment variables, project functions reached dynamically) is
+kept on its entry and verified before the entry is served: a change reruns exactly that step
+and its dependents, explain names it, and nothing else reruns."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.conftest import Project
+
+# Steps open relative paths ("data/train.csv"), as in a notebook or script run from the project
+# root, so every command runs with the project root as its working directory (project.cli).
+
+PIPE = '''
+import importlib
+import os
+
+import numpy as np
+from zenbuild import Output, pipeline, step
+from ticker import tick
+
+
+@step
+def load() -> float:
+    tick("load")
+    return float(np.loadtxt("data/train.csv", delimiter=",").sum())
+
+
+@step
+def device() -> str:
+    tick("device")
+    return os.environ.get("DEVICE", "cpu") + "/" + os.environ.get("API_TOKEN", "")[:0]
+
+
+@step
+def home() -> int:
+    tick("home")
+    return len(os.environ.get("HOME", "")) * 0 + len(os.environ.get("MY_NOISE", "")) * 0
+
+
+@step
+def plugin(name: str) -> str:
+    tick("plugin")
+    mod = importlib.import_module(f"plugins.{name}")
+    return mod.run()
+
+
+@step
+def side() -> int:
+    tick("side")
+    with open("side.txt", "w") as f:
+        f.write("x")
+    with open("side2.txt", "w") as f:
+        f.write("y")
+    return 1
+
+
+@step
+def report(total: float, dev: str, h: int, pl: str, s: int, out: Output) -> None:
+    tick("report")
+    out.write_text(f"{total} {dev} {h} {pl} {s}")
+
+
+@pipeline
+def p(which: str = "alpha"):
+    report(load(), device(), home(), plugin(which), side(), Output("build/report.txt"))
+'''
+
+PLUGIN = '''
+def run():
+    return "alpha-1"
+'''
+
+
+def make(project: Project, fingerprint: str = "") -> Project:
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n' + fingerprint)
+    project.write("pipe.py", PIPE)
+    project.write("data/train.csv", "1,2\n3,4\n")
+    project.write("plugins/__init__.py", "")
+    project.write("plugins/alpha.py", PLUGIN)
+    return project
+
+
+def first_run(project: Project, *args: str) -> None:
+    r = project.cli("run", *args, env={"DEVICE": "cpu"})
+    assert sorted(project.ticks()) == ["device", "home", "load", "plugin", "report", "side"], r
+    r = project.cli("run", *args, env={"DEVICE": "cpu"})
+    assert project.ticks() == [] and r.executed == [], r
+
+
+def test_an_undeclared_read_reruns_its_step_when_edited_and_explain_names_it(
+        project: Project) -> None:
+    make(project)
+    first_run(project)
+    os.utime(project.root / "data" / "train.csv", ns=(10**18, 10**18))  # touch: nothing
+    r = project.cli("run", env={"DEVICE": "cpu"})
+    assert project.ticks() == [] and r.executed == [], r
+    project.write("data/train.csv", "1,2\n3,5\n")
+    r = project.cli("explain", "load", env={"DEVICE": "cpu"})
+    assert "read by the step, not declared: data/train.csv changed" in r.stdout, r
+    r = project.cli("run", env={"DEVICE": "cpu"})
+    assert project.ticks() == ["load", "report"], r
+    assert "11.0" in project.read("build/report.txt")
+    (project.root / "data" / "train.csv").unlink()
+    r = project.cli("explain", "load", env={"DEVICE": "cpu"})
+    assert "read by the step, not declared: data/train.csv is gone" in r.stdout, r
+    r = project.cli("run", env={"DEVICE": "cpu"}, check=1)
+    assert project.ticks() == ["load"], r
+
+
+def test_an_environment_read_reruns_only_its_step(project: Project) -> None:
+    make(project)
+    first_run(project)
+    r = project.cli("explain", "device", env={"DEVICE": "cuda"})
+    assert "read by the step: DEVICE 'cpu' -> 'cuda'" in r.stdout, r
+    r = project.cli("run", env={"DEVICE": "cuda"})
+    assert project.ticks() == ["device", "report"], r
+    assert "cuda/" in project.read("build/report.txt")
+    # a secret-looking name: rerun, its value never shown
+    r = project.cli("explain", "device", env={"DEVICE": "cuda", "API_TOKEN": "hunter2-s3cret"})
+    assert "read by the step: API_TOKEN changed (value hidden)" in r.stdout, r
+    assert "hunter2" not in r.output
+    r = project.cli("run", env={"DEVICE": "cuda", "API_TOKEN": "hunter2-s3cret"})
+    assert project.ticks() == ["device"], r  # same value: report stays cached
+    # a deny-listed variable (HOME) and an ignored one (ignore_env) never rerun anything
+    r = project.cli("run", env={"DEVICE": "cuda", "API_TOKEN": "hunter2-s3cret",
+                                "HOME": "/elsewhere"})
+    assert project.ticks() == [] and r.executed == [], r
+
+
+def test_ignore_env_and_track_reads_false(project: Project) -> None:
+    make(project, '[fingerprint]\nignore_env = ["MY_*"]\ntrack_reads = false\n')
+    first_run(project)
+    r = project.cli("run", env={"DEVICE": "cpu", "MY_NOISE": "1"})
+    assert project.ticks() == [] and r.executed == [], r
+    project.write("data/train.csv", "1,2\n3,5\n")  # reads not tracked: served (stale)
+    r = project.cli("run", env={"DEVICE": "cpu", "MY_NOISE": "2"})
+    assert project.ticks() == [] and r.executed == [], r
+
+
+def test_without_ignore_env_a_variable_is_tracked(project: Project) -> None:
+    make(project)
+    first_run(project)
+    r = project.cli("run", env={"DEVICE": "cpu", "MY_NOISE": "3"})
+    assert project.ticks() == ["home"], r
+
+
+def test_a_bad_fingerprint_setting_is_a_usage_error(project: Project) -> None:
+    make(project, "[fingerprint]\ntrace_calls = 1\n")
+    r = project.cli("run", check=2)
+    assert "fingerprint.trace_calls: expected true or false" in r.output, r
+    make(project, '[fingerprint]\ntrack_files = true\n')
+    r = project.cli("run", check=2)
+    assert "fingerprint.track_files: unknown key" in r.output, r
+
+
+def test_a_plugin_loaded_by_a_computed_name_reruns_when_edited(project: Project) -> None:
+    make(project)
+    first_run(project)
+    # cosmetic edit of the plugin: the traced function's AST is the same
+    project.write("plugins/alpha.py", "# a comment\n" + PLUGIN)
+    r = project.cli("run", env={"DEVICE": "cpu"})
+    assert project.ticks() == [] and r.executed == [], r
+    project.write("plugins/alpha.py", PLUGIN.replace("alpha-1", "alpha-2"))
+    r = project.cli("explain", "plugin", env={"DEVICE": "cpu"})
+    assert "code run by the step, not seen statically: plugins/alpha.py:run changed" in r.stdout
+    r = project.cli("run", env={"DEVICE": "cpu"})
+    assert project.ticks() == ["plugin", "report"], r
+    assert "alpha-2" in project.read("build/report.txt")
+
+
+def test_parallel_workers_record_and_verify_the_same(project: Project) -> None:
+    make(project)
+    first_run(project, "-j", "2")
+    project.write("plugins/alpha.py", PLUGIN.replace("alpha-1", "alpha-3"))
+    project.write("data/train.csv", "1,2\n3,6\n")
+    r = project.cli("run", "-j", "2", env={"DEVICE": "gpu"})
+    assert sorted(project.ticks()) == ["device", "load", "plugin", "report"], r
+    assert project.read("build/report.txt").startswith("12.0 gpu/")
+    r = project.cli("run", env={"DEVICE": "gpu"})  # serially now: the same records hold
+    assert project.ticks() == [] and r.executed == [], r
+
+
+def test_an_undeclared_write_warns_once_per_step(project: Project) -> None:
+    make(project)
+    r = project.cli("run", env={"DEVICE": "cpu"})
+    warned = [ln for ln in r.output.splitlines() if "step side wrote" in ln]
+    assert len(warned) == 1, r  # it wrote side.txt, side2.txt and ticks.log: one warning
+    assert "step report wrote build/report.txt" not in r.output  # a declared Output
+    assert ('step side wrote side.txt (and 2 more files), which will not be restored from the '
+            'cache; declare it with Output("side.txt")') in warned[0]
+
+
+def test_a_no_cache_run_records_too(project: Project) -> None:
+    """--no-cache still stores entries: they carry their record, so a later run verifies."""
+    make(project)
+    r = project.cli("run", "--no-cache", env={"DEVICE": "cpu"})
+    assert len(project.ticks()) == 6, r
+    project.write("data/train.csv", "1,2\n3,7\n")
+    r = project.cli("run", env={"DEVICE": "cpu"})
+    assert project.ticks() == ["load", "report"], r
+
+
+def test_a_file_changed_while_the_step_ran_is_not_cached(project: Project) -> None:
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", '''
+import os
+import subprocess
+import sys
+from pathlib import Path
+from zenbuild import pipeline, step
+from ticker import tick
+
+
+@step
+def read() -> str:
+    tick("read")
+    text = Path("data/in.txt").read_text()
+    if os.environ.get("EDIT_DURING"):  # another process edits the file meanwhile
+        subprocess.run([sys.executable, "-c", "open('data/in.txt', 'a').write('b')"], check=True)
+    return text
+
+
+@pipeline
+def p():
+    read()
+''')
+    project.write("data/in.txt", "a")
+    r = project.cli("run", env={"EDIT_DURING": "1"})
+    assert project.ticks() == ["read"], r
+    assert "input data/in.txt changed while step read ran; its result was used but not cached" \
+        in r.output, r
+    r = project.cli("run")  # nothing was cached
+    assert project.ticks() == ["read"], r
+    r = project.cli("run")
+    assert project.ticks() == [], r
+
+
+def test_the_record_survives_the_store_reopening_and_old_rows_have_none(project: Project,
+                                                                        ) -> None:
+    import sqlite3
+
+    make(project)
+    first_run(project)
+    db = sqlite3.connect(str(Path(project.root) / ".zenbuild" / "zenbuild.db"))
+    rows = dict(db.execute("SELECT step, discovered FROM actions").fetchall())
+    db.close()
+    assert rows["load"] and "data/train.csv" in rows["load"]
+    assert rows["device"] and "DEVICE" in rows["device"]
+    assert rows["plugin"] and "plugins/alpha.py" in rows["plugin"]
+    assert rows["report"] is None  # it touched nothing beyond its static key
