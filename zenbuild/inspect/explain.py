@@ -29,6 +29,8 @@ ERROR = "error"  # the step cannot run as things are (an input is missing)
 SKIPPED = "skipped"  # an upstream step cannot run
 RESTORE = "restore"  # cached, but an output on disk differs: a run restores it, executing nothing
 BLOCKING = (STALE, ERROR, RESTORE)
+NONDETERMINISTIC = ("not deterministic: the last two runs with the same inputs returned different "
+                    "values (seed it or mark it @no_cache)")
 
 
 class _Silent(Reporter):
@@ -48,10 +50,14 @@ class StepVerdict:
     reasons: List[Reason]
     pending: List[str] = field(default_factory=list)  # upstream steps that would execute
     last_built: Optional[ActionEntry] = None
+    # the latest entry was stored when the step, run again with the same key, returned another
+    # value than before (commit.nondeterminism marks it)
+    nondeterministic: bool = False
 
     @property
     def blocking(self) -> bool:
         return self.state in BLOCKING
+
 
     def to_json(self) -> Dict[str, Any]:
         last = None
@@ -71,6 +77,7 @@ class StepVerdict:
             "reason_records": [r.to_json() for r in self.reasons],
             "waits_on": self.pending,
             "last_built": last,
+            "not_deterministic": self.nondeterministic,
         }
 
 
@@ -119,6 +126,7 @@ def evaluate(
         result = Scheduler(
             graph, config, store, InProcessExecutor(), _Silent(), options, pipe.enable_cache
         ).run()
+        marked = {n for n, e in states.items() if "not_deterministic" in e.components}
     finally:
         store.close()
     steps: Dict[str, StepVerdict] = {}
@@ -126,7 +134,7 @@ def evaluate(
         node = graph.nodes[name]
         pending = [d for d in node.deps if d in steps and steps[d].execute]
         status = StepVerdict(name, node.step.name, UP_TO_DATE, False, node.step.no_cache,
-                             list(r.reasons), pending, states.get(name))
+                             list(r.reasons), pending, states.get(name), name in marked)
         if r.status == StepStatus.WOULD_EXECUTE:
             status.execute = True
             own = [x for x in r.reasons if x.kind not in PENDING_KINDS]
@@ -179,6 +187,8 @@ def explain_text(ev: Evaluation, step: str) -> str:
                      f"(fingerprint {lb.fingerprint[:12]})")
     else:
         lines.append("no earlier build of this step is stored")
+    if s.nondeterministic:
+        lines.append(NONDETERMINISTIC)
     return "\n".join(lines)
 
 
@@ -193,6 +203,8 @@ def status_text(ev: Evaluation) -> str:
         first = "" if s.state == UP_TO_DATE else (text(s.reasons[0]) if s.reasons else "")
         more = f" (+{len(s.reasons) - 1} more)" if s.state != UP_TO_DATE and len(s.reasons) > 1 else ""
         lines.append(f"  {s.name:<{width}}  {s.state:<11}  {first}{more}".rstrip())
+        if s.nondeterministic:
+            lines.append(f"  {'':<{width}}  {NONDETERMINISTIC}")
     n = sum(1 for s in ev.steps.values() if s.execute)
     stale = len(ev.blocking)
     restore = sum(1 for s in ev.steps.values() if s.state == RESTORE)
