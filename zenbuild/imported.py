@@ -10,7 +10,7 @@ recorder (commit.py: a changed source marks a result uncached) read it. Keys are
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from zenbuild.digest import StatKey, digest_file, stat_key
 from zenbuild.reasons import SOURCE_CHANGED_DURING, Reason
@@ -65,6 +65,46 @@ def has_reads() -> bool:
 def reads_version() -> int:
     """Changes whenever a read is noted (a memo over import_reads() can tell it is stale)."""
     return sum(len(r) for r in _READS.values())
+
+
+class ReadItems:
+    """For one code fingerprinter: the code items that files read at import add to a step.
+    ``root``: the project's (the source loader records modules under it only); ``label_of``
+    gives a module file's project label (as code items' meta carry it);
+    ``digest_of`` a project-relative file's content digest (through the stat cache), or None
+    when it is gone."""
+
+    def __init__(self, root: str, label_of: Callable[[str], Optional[str]],
+                 digest_of: Callable[[str], Optional[str]]) -> None:
+        self.prefix = os.path.realpath(root) + os.sep  # modules of this project only
+        self.label_of = label_of
+        self.digest_of = digest_of
+        self._version = -1
+        self._by_label: Dict[str, List[str]] = {}
+        self._digests: Dict[str, str] = {}
+
+    def add(self, items: Dict[str, str], meta: Dict[str, List[str]]) -> None:
+        """Add ``F (read when M is imported)`` with F's digest for every file F read while
+        importing a module M that one of the step's items (``meta``: item -> [kind, label])
+        lives in."""
+        if self._version != reads_version():
+            self._version = reads_version()
+            self._by_label = {}
+            for module_path, reads in _READS.items():
+                if not module_path.startswith(self.prefix):
+                    continue
+                label = self.label_of(module_path)
+                if label is not None:
+                    self._by_label.setdefault(label, []).extend(reads)
+        by_label = self._by_label
+        for label in {m[1] for m in list(meta.values()) if len(m) > 1 and m[1]}:
+            for rel in by_label.get(label, ()):
+                key = f"{rel} (read when {label} is imported)"
+                digest = self._digests.get(rel)
+                if digest is None:
+                    digest = self._digests[rel] = self.digest_of(rel) or "missing"
+                items[key] = digest
+                meta[key] = ["file", ""]
 
 
 def _real(root: str, label: str) -> str:

@@ -93,8 +93,8 @@ class CodeFingerprinter:
         self._value_code: Dict[int, str] = {}  # id(class or function) -> value_code digest
         self._import_maps: Dict[str, Dict[str, Tuple[str, str]]] = {}
         self._plain: Dict[Tuple[str, type, Any], str] = {}
-        self._reads_memo: Optional[Tuple[int, Dict[str, List[str]]]] = None
-        self._read_digests: Dict[str, str] = {}
+        self._import_reads = imported.ReadItems(self.root, self.project_file,
+                                                 self._file_digest)
 
     # -- which code belongs to the project (fingerprint/project.py) --------------------------
     def project_file(self, filename: Optional[str]) -> Optional[str]:
@@ -446,43 +446,21 @@ class CodeFingerprinter:
                     stack.append(self._module_obj(r))
                 else:
                     stack.append(self._analyze(r, strip_decorators=False))
-        if imported.has_reads():
-            self._add_import_reads(info)
+        if imported.has_reads():  # files read when a module the code touches was imported
+            self._import_reads.add(info.items, info.meta)
         self._step_cache[id(fn)] = info
         self._pins.append(fn)
         return info
 
-    def _add_import_reads(self, info: CodeInfo) -> None:
-        """Files read while a project module the step's code touches was imported (config.py
-        doing ``CFG = json.load(open("params.json"))``) belong to that module's fingerprint:
-        one item per file, its content digest through the stat cache (no parsing)."""
-        version = imported.reads_version()
-        if self._reads_memo is None or self._reads_memo[0] != version:
-            by_label: Dict[str, List[str]] = {}
-            for module_path, reads in imported.import_reads().items():
-                label = self.project_file(module_path)
-                if label is not None:
-                    by_label.setdefault(label, []).extend(reads)
-            self._reads_memo = (version, by_label)
-        by_label = self._reads_memo[1]
-        for label in {m[1] for m in list(info.meta.values()) if len(m) > 1 and m[1]}:
-            for rel in by_label.get(label, ()):
-                key = f"{rel} (read when {label} is imported)"
-                info.items[key] = self._read_digest(rel)
-                info.meta[key] = ["file", ""]
-
-    def _read_digest(self, rel: str) -> str:
-        memo = self._read_digests.get(rel)
-        if memo is None:
-            full = os.path.join(self._given_root, rel)
-            got = self.source_cache.file_digest(full) if self.source_cache is not None else None
-            if got is None:
-                try:
-                    got = digest_file(full)[0]
-                except OSError:
-                    got = "missing"
-            memo = self._read_digests[rel] = got
-        return memo
+    def _file_digest(self, rel: str) -> Optional[str]:
+        full = os.path.join(self._given_root, rel)
+        got = self.source_cache.file_digest(full) if self.source_cache is not None else None
+        if got is None:
+            try:
+                got = digest_file(full)[0]
+            except OSError:
+                return None
+        return got
 
     def value_code(self, obj: Any) -> Optional[str]:
         """The code digest of a class or function a step's value names (its pickle refers to
