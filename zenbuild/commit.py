@@ -4,6 +4,7 @@ not change while it ran, and the run's bookkeeping written when the run ends."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -63,6 +64,15 @@ def reads_changed(root: str, step: str, trace: Trace,
     return None
 
 
+def nondeterminism(components: Dict[str, Any], same: Optional[str],
+                   value_digest: str) -> Dict[str, Any]:
+    """An entry's components, marked when the step just returned another value than the stored
+    entry with the same fingerprint (``same``): explain and status read the mark from it."""
+    if same is not None and same != value_digest:
+        components["not_deterministic"] = [same, value_digest]
+    return components
+
+
 class Recorder:
     """Writes a run's results into the store. ``clock`` is the monotonic clock that paces group
     commits; ``now`` the wall time of the run (for the entries' last use)."""
@@ -82,17 +92,21 @@ class Recorder:
         self.now = time.time() if now is None else now
         self.hits: List[str] = []  # fingerprints served whose last use is worth updating
         self.state_updates: Dict[str, str] = {}  # step -> its latest fingerprint, if it moved
+        self.promotions: List[Tuple[str, str]] = []  # (alternate served, its fingerprint)
         self._last_commit = clock()
 
     def served(self, name: str, fingerprint: str, entry: ActionEntry,
                previous: Optional[ActionEntry]) -> None:
+        if entry.fingerprint != fingerprint:  # an alternate verified: it is the latest again
+            self.promotions.append((entry.fingerprint, fingerprint))
         if self.now - entry.last_used > TOUCH_EVERY_S:
             self.hits.append(fingerprint)
         if previous is None or previous.fingerprint != fingerprint:
             self.state_updates[name] = fingerprint
 
     def record(self, node: Node, comps: Components, fingerprint: str, data: bytes,
-               duration: float, trace: Optional[Trace] = None) -> Tuple[str, Optional[Reason]]:
+               duration: float, trace: Optional[Trace] = None,
+               same: Optional[str] = None) -> Tuple[str, Optional[Reason]]:
         """Store a finished step's serialized value and its outputs, and its entry unless an
         input (declared, or read as its ``trace`` says) changed while it ran; the entry keeps
         what the trace saw, to be verified before it is served. Returns (value digest, why it
@@ -124,8 +138,11 @@ class Recorder:
                     discovered = self.discovery.build(trace, static_calls(comps.code_meta),
                                                       comps.files)
             if uncached is None:
+                if discovered is not None:  # the entry it replaces stays, as an alternate
+                    self.store.demote_action(fingerprint, json.dumps(discovered, sort_keys=True))
                 entry = ActionEntry(fingerprint, self.pipeline, name, value_digest, outputs,
-                                    comps.to_json(), duration=duration, discovered=discovered)
+                                    nondeterminism(comps.to_json(), same, value_digest),
+                                    duration=duration, discovered=discovered)
                 self.store.put_action(entry)
                 self.state_updates.pop(name, None)
         now = self.clock()
@@ -185,6 +202,8 @@ class Recorder:
         with self.store.transaction():
             self.store.save_file_records(self.statcache.dirty)
             self.store.save_source_entries(self.sources.new)
+            for alternate, fingerprint in self.promotions:
+                self.store.promote_action(alternate, fingerprint)
             self.store.touch_actions(self.hits, self.now)
             self.store.set_step_states(self.pipeline, self.state_updates)
             self.store.finish_run(run_id, status, counts, steps, log)

@@ -328,6 +328,7 @@ def decide(
     all_reasons: bool = False,
     pending: Sequence[str] = (),
     verify: Optional[Verify] = None,
+    alternates: Optional[Callable[[str], List[ActionEntry]]] = None,
 ) -> Verdict:
     """Whether ``node`` must execute, and why. ``previous`` is the step's latest entry;
     ``lookup`` finds an entry by fingerprint; ``usable`` says why an entry cannot be served.
@@ -340,12 +341,14 @@ def decide(
 
     ``verify`` checks an entry's discovered record (what its step touched while it ran:
     discovered.Discovery.verify): an entry whose static key matches is served only when it
-    returns no reason."""
+    returns no reason; else ``alternates`` gives the other entries of that key (made when what
+    the step read was different, e.g. before a file was edited and reverted), one of which
+    may verify."""
     if pending and (not all_reasons or comps is None):
         return Verdict(True, pending_reasons(pending[:1] if not all_reasons else pending, comps))
     assert comps is not None
     verdict = _decide(node, comps, fingerprint, policy, previous, lookup, usable, all_reasons,
-                      verify)
+                      verify, alternates)
     if not pending:
         return verdict
     own = [r for r in verdict.reasons if r.kind != R.UP_TO_DATE]
@@ -362,6 +365,7 @@ def _decide(
     usable: Callable[[ActionEntry], Optional[Reason]],
     all_reasons: bool,
     verify: Optional[Verify] = None,
+    alternates: Optional[Callable[[str], List[ActionEntry]]] = None,
 ) -> Verdict:
     reasons: List[Reason] = []
     forced = False
@@ -391,8 +395,14 @@ def _decide(
     record = entry.discovered
     if record is not None and verify is not None:
         found = verify(record, not all_reasons)
-        if found:  # what it read is not the same: no entry for these inputs (None, so a
-            reasons.extend(found)  # different value is not taken for non-determinism)
+        if found:
+            for alt in alternates(fingerprint) if alternates is not None else ():
+                rec = alt.discovered
+                if rec is not None and not verify(rec, True) and usable(alt) is None:
+                    return Verdict(True, reasons, alt) if forced else Verdict(False, _UP_TO_DATE,
+                                                                              alt)
+            # what it read is not the same: no entry for these inputs (None, so a different
+            reasons.extend(found)  # value is not taken for non-determinism)
             return Verdict(True, reasons)
     problem = usable(entry)
     if problem is not None:

@@ -217,7 +217,7 @@ class Scheduler:
         verdict = decide(
             node, comps, fingerprint, policy, previous, self.server.lookup,
             self.server.usable, all_reasons=self.opts.all_reasons,
-            verify=self.discovery.verify,
+            verify=self.discovery.verify, alternates=self.store.alternate_actions,
         )
         if not verdict.execute and verdict.entry is not None:
             self._serve(node, fingerprint, verdict.entry, previous)
@@ -250,7 +250,8 @@ class Scheduler:
         verdict = decide(node, comps, fingerprint, self._policy(node), previous,
                          self.store.get_action, self.server.usable,
                          all_reasons=self.opts.all_reasons, pending=pending,
-                         verify=self.discovery.verify)
+                         verify=self.discovery.verify,
+                         alternates=self.store.alternate_actions)
         self.results[node.name] = StepResult(node.name, WOULD, reasons=verdict.reasons)
         self.report(WouldExecute(step=node.name, reasons=verdict.reasons))
 
@@ -339,7 +340,8 @@ class Scheduler:
             return False
         try:
             value_digest, uncached = self.recorder.record(
-                self.g.nodes[name], comps, fingerprint, data, outcome.duration, outcome.trace)
+                self.g.nodes[name], comps, fingerprint, data, outcome.duration, outcome.trace,
+                same)
         except CaptureFailed as e:
             self._fail(name, fingerprint, str(e), outcome.duration)
             return False

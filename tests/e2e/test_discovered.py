@@ -251,3 +251,23 @@ def test_the_record_survives_the_store_reopening_and_old_rows_have_none(project:
     assert rows["device"] and "DEVICE" in rows["device"]
     assert rows["plugin"] and "plugins/alpha.py" in rows["plugin"]
     assert rows["report"] is None  # it touched nothing beyond its static key
+
+
+def test_a_reverted_read_or_variable_is_served_from_the_store(project: Project) -> None:
+    """One static key, several entries told apart by what the step read: a revert is served."""
+    make(project)
+    first_run(project)
+    original = project.read("data/train.csv")
+    project.write("data/train.csv", "1,2\n3,9\n")
+    r = project.cli("run", env={"DEVICE": "cpu"})
+    assert project.ticks() == ["load", "report"], r
+    project.write("data/train.csv", original)
+    r = project.cli("run", env={"DEVICE": "cpu"})
+    assert project.ticks() == [] and "load" in r.cached, r
+    assert project.read("build/report.txt").startswith("10.0 ")
+    r = project.cli("run", env={"DEVICE": "cpu"})  # the served alternate is the latest again
+    assert project.ticks() == [] and r.executed == [], r
+    r = project.cli("run", env={"DEVICE": "tpu"})
+    assert project.ticks() == ["device", "report"], r
+    r = project.cli("run", env={"DEVICE": "cpu"})
+    assert project.ticks() == [], r

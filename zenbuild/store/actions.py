@@ -7,12 +7,15 @@ import json
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+from zenbuild.digest import digest_bytes
 from zenbuild.store.database import Database
 
 # A served entry's last_used is rewritten only when older than this (like relatime for atimes):
 # a no-op run of a big pipeline then writes nothing to the action cache, and `cache gc`, which
 # ranks entries by last use, sees ages to within an hour.
 TOUCH_EVERY_S = 3600.0
+# Entries kept per static key besides the latest, for steps whose discovered inputs differ.
+ALTERNATES_KEPT = 8
 
 
 class ActionEntry:
@@ -154,6 +157,43 @@ class ActionCache:
             db.execute(
                 "INSERT OR REPLACE INTO step_state VALUES (?,?,?)", (e.pipeline, e.step, e.fingerprint)
             )
+
+    # -- alternates: other entries of one static key, told apart by what their step read ----
+    # A step's static key does not cover what it touched while it ran (an undeclared read, an
+    # env var, a plugin), so one key can have several valid entries: the latest is stored under
+    # the fingerprint, earlier ones (with a discovered record) under "FINGERPRINT:TAG", TAG a
+    # digest of their record; a reverted file or variable is then served, not executed again.
+
+    def alternates(self, fingerprint: str) -> List[ActionEntry]:
+        """The alternates of ``fingerprint``, the most recently used first."""
+        rows = self.db.execute(
+            f"SELECT {_ACTION_COLS} FROM actions WHERE fingerprint > ? AND fingerprint < ? "
+            "ORDER BY last_used DESC", (fingerprint + ":", fingerprint + ";")).fetchall()
+        return [_entry(r) for r in rows]
+
+    def demote(self, fingerprint: str, unless: Optional[str] = None) -> None:
+        """Keep the entry under ``fingerprint`` as an alternate (if it has a discovered record
+        other than ``unless``, the JSON of the entry about to replace it); at most
+        ALTERNATES_KEPT alternates are kept, the least recently used go."""
+        row = self.db.execute(
+            "SELECT discovered FROM actions WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        if row is None or not row[0] or row[0] == unless:
+            return
+        alt = f"{fingerprint}:{digest_bytes(row[0].encode())[:16]}"
+        with self.database.transaction() as db:
+            db.execute("UPDATE OR REPLACE actions SET fingerprint = ? WHERE fingerprint = ?",
+                       (alt, fingerprint))
+            db.execute(
+                "DELETE FROM actions WHERE fingerprint IN (SELECT fingerprint FROM actions "
+                "WHERE fingerprint > ? AND fingerprint < ? ORDER BY last_used DESC "
+                "LIMIT -1 OFFSET ?)", (fingerprint + ":", fingerprint + ";", ALTERNATES_KEPT))
+
+    def promote(self, alternate: str, fingerprint: str) -> None:
+        """Make the alternate ``alternate`` (just served) the entry of ``fingerprint`` again."""
+        with self.database.transaction() as db:
+            self.demote(fingerprint)
+            db.execute("UPDATE OR REPLACE actions SET fingerprint = ? WHERE fingerprint = ?",
+                       (fingerprint, alternate))
 
     def set_step_states(self, pipeline: str, states: Dict[str, str]) -> None:
         self.db.executemany(

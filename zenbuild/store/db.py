@@ -131,6 +131,15 @@ class Store:
     def put_action(self, e: ActionEntry) -> None:
         self.actions.put(e)
 
+    def alternate_actions(self, fingerprint: str) -> List[ActionEntry]:
+        return self.actions.alternates(fingerprint)
+
+    def demote_action(self, fingerprint: str, unless: Optional[str] = None) -> None:
+        self.actions.demote(fingerprint, unless)
+
+    def promote_action(self, alternate: str, fingerprint: str) -> None:
+        self.actions.promote(alternate, fingerprint)
+
     def set_step_states(self, pipeline: str, states: Dict[str, str]) -> None:
         self.actions.set_step_states(pipeline, states)
 
