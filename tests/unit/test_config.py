@@ -119,3 +119,33 @@ def test_config_cache_is_not_kept_for_another_store_or_a_bad_file(tmp_path):
     src = write(tmp_path, "zenbuild.toml", 'pipelines = ["a:p"]\n')
     _age(src)
     assert load_config(str(tmp_path), src).pipelines == ("a:p",)
+
+
+def test_fingerprint_trace_settings(tmp_path):
+    c = load_config(str(tmp_path), write(tmp_path, "zenbuild.toml", "pipelines = []\n"))
+    assert c.track_reads is True and c.trace_calls is True and c.ignore_env == ()
+    src = write(tmp_path, "zenbuild.toml", '''
+[fingerprint]
+track_reads = false
+trace_calls = false
+ignore_env = ["MY_*", "SEED"]
+''')
+    c = load_config(str(tmp_path), src)
+    assert (c.track_reads, c.trace_calls, c.ignore_env) == (False, False, ("MY_*", "SEED"))
+    for bad, msg in (("track_reads = 1", "fingerprint.track_reads: expected true or false"),
+                     ("ignore_env = [1]", "fingerprint.ignore_env: each entry must be"),
+                     ("ignore_env = 'X'", "fingerprint.ignore_env: expected a list"),
+                     ("track_files = true", "fingerprint.track_files: unknown key")):
+        src = write(tmp_path, "zenbuild.toml", f"[fingerprint]\n{bad}\n")
+        with pytest.raises(ConfigError, match=msg):
+            load_config(str(tmp_path), src)
+
+
+def test_fingerprint_trace_settings_in_pyproject(tmp_path):
+    src = write(tmp_path, "pyproject.toml", '''
+[tool.zenbuild.fingerprint]
+trace_calls = false
+ignore_env = ["SEED"]
+''')
+    c = load_config(str(tmp_path), src)
+    assert c.trace_calls is False and c.ignore_env == ("SEED",) and c.track_reads is True

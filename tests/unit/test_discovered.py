@@ -155,3 +155,177 @@ def test_main_code_is_found_by_name(tmp_path: Path, monkeypatch: Any) -> None:
 def test_an_unknown_format_verifies_nothing() -> None:
     assert dv.verify({"format": 99, "files": {"x": ["d", 1]}}, lambda rel: None, {},
                      lambda *a: None) == []
+
+
+# -- the record on the entry: the store, its migration, alternates, the remote cache, decide ---
+
+RECORD = {"format": 1, "files": {"data/train.csv": ["d1", 4]}, "listed": {}, "env": {},
+          "calls": [], "sources": {}, "writes": []}
+
+
+def _put(store: Any, fp: str, value: bytes, record: Optional[Dict[str, Any]],
+         last_used: float = 0.0) -> Any:
+    from zenbuild.store.db import ActionEntry
+
+    e = ActionEntry(fp, "pipe", "load", store.put_blob(value), {}, {"code": {}},
+                    last_used=last_used, discovered=record)
+    store.put_action(e)
+    return e
+
+
+def test_the_record_has_its_own_column_and_no_record_is_null(tmp_path: Path) -> None:
+    from zenbuild.store.db import Store
+
+    s = Store(str(tmp_path / "st"))
+    _put(s, "a" * 32, b"v", RECORD)
+    _put(s, "b" * 32, b"w", None)
+    assert s.get_action("a" * 32).discovered == RECORD  # type: ignore[union-attr]
+    assert s.get_action("b" * 32).discovered is None  # type: ignore[union-attr]
+    states = s.step_states("pipe")
+    assert states["load"].discovered is None  # step_state points at the last put
+    assert dict(s.db.execute("SELECT fingerprint, discovered FROM actions").fetchall())[
+        "b" * 32] is None
+    s.close()
+
+
+def test_a_schema_5_store_gains_the_column_and_keeps_its_entries(tmp_path: Path) -> None:
+    import sqlite3
+
+    from zenbuild.store.db import SCHEMA_VERSION, Store
+
+    s = Store(str(tmp_path / "st"))
+    _put(s, "a" * 32, b"v", None)
+    s.close()
+    db = sqlite3.connect(str(tmp_path / "st" / "zenbuild.db"))
+    db.execute("ALTER TABLE actions DROP COLUMN discovered")  # what a schema-5 store holds
+    db.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    s = Store(str(tmp_path / "st"))
+    e = s.get_action("a" * 32)
+    assert e is not None and e.discovered is None
+    assert s.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+        str(SCHEMA_VERSION),)
+    s.close()
+
+
+def test_a_replaced_entry_stays_as_an_alternate_and_can_be_promoted(tmp_path: Path) -> None:
+    from zenbuild.store.actions import ALTERNATES_KEPT
+    from zenbuild.store.db import Store
+
+    s = Store(str(tmp_path / "st"))
+    fp = "c" * 32
+    first = _put(s, fp, b"one", RECORD, last_used=1.0)
+    other = {**RECORD, "files": {"data/train.csv": ["d2", 5]}}
+    s.demote_action(fp, json.dumps(other, sort_keys=True))
+    _put(s, fp, b"two", other, last_used=2.0)
+    alts = s.alternate_actions(fp)
+    assert [a.value_digest for a in alts] == [first.value_digest]
+    assert alts[0].fingerprint.startswith(fp + ":") and alts[0].discovered == RECORD
+    s.promote_action(alts[0].fingerprint, fp)
+    assert s.get_action(fp).value_digest == first.value_digest  # type: ignore[union-attr]
+    assert [a.discovered for a in s.alternate_actions(fp)] == [other]
+    s.demote_action(fp, json.dumps(RECORD, sort_keys=True))  # the same record: replaced
+    assert len(s.alternate_actions(fp)) == 1
+    for i in range(ALTERNATES_KEPT + 3):  # bounded
+        rec = {**RECORD, "files": {"data/train.csv": [f"x{i}", i]}}
+        s.demote_action(fp)
+        _put(s, fp, f"v{i}".encode(), rec, last_used=10.0 + i)
+    assert len(s.alternate_actions(fp)) == ALTERNATES_KEPT
+    s.close()
+
+
+def test_the_record_survives_the_remote_round_trip(tmp_path: Path) -> None:
+    from tests.unit.test_remote import FakeHttp
+    from zenbuild.store.db import Store
+    from zenbuild.store.remote import RemoteCache
+
+    a, b = Store(str(tmp_path / "a")), Store(str(tmp_path / "b"))
+    warnings: list = []
+    entry = _put(a, "d" * 32, b"value", RECORD)
+    plain = _put(a, "e" * 32, b"plain", None)
+    http = FakeHttp()
+    up = RemoteCache(http, a, warnings.append, upload=True)
+    up.upload(entry)
+    up.upload(plain)
+    rc = RemoteCache(http, b, warnings.append)
+    got = rc.fetch(entry.fingerprint)
+    assert got is not None and got.discovered == RECORD
+    assert b.get_action(entry.fingerprint).discovered == RECORD  # type: ignore[union-attr]
+    got2 = rc.fetch(plain.fingerprint)
+    assert got2 is not None and got2.discovered is None and warnings == []
+    a.close()
+    b.close()
+
+
+def test_decide_verifies_the_record_then_the_alternates(tmp_path: Path) -> None:
+    from zenbuild import reasons as R
+    from zenbuild.rebuild import CachePolicy, Components, decide
+    from zenbuild.reasons import Reason
+    from zenbuild.store.db import ActionEntry
+
+    comps = Components({}, {}, {}, {}, {}, {}, {})
+    fp = comps.fingerprint()
+    latest = ActionEntry(fp, "p", "s", "v2", {}, {}, discovered={"latest": 1})
+    alt = ActionEntry(fp + ":t", "p", "s", "v1", {}, {}, discovered={"alt": 1})
+    valid: Dict[str, bool] = {"latest": False, "alt": True}
+    asked: list = []
+
+    def verify(rec: Dict[str, Any], first_only: bool) -> list:
+        asked.append((sorted(rec), first_only))
+        key = sorted(rec)[0]
+        return [] if valid[key] else [Reason(R.READ_FILE_CHANGED, "data/train.csv", 4, 5)]
+
+    policy = CachePolicy(False, True, "default")
+    node: Any = types.SimpleNamespace(name="s")
+    v = decide(node, comps, fp, policy, latest, lambda f: None, lambda e: None,
+               verify=verify, alternates=lambda f: [alt])
+    assert not v.execute and v.entry is alt and asked == [(["latest"], True), (["alt"], True)]
+    valid["alt"] = False
+    v = decide(node, comps, fp, policy, latest, lambda f: None, lambda e: None,
+               all_reasons=True, verify=verify, alternates=lambda f: [alt])
+    assert v.execute and v.entry is None  # not the same inputs: no non-determinism check
+    assert [r.kind for r in v.reasons] == [R.READ_FILE_CHANGED]
+    assert R.text(v.reasons[0]) == "read by the step, not declared: data/train.csv changed"
+    plain = ActionEntry(fp, "p", "s", "v", {}, {})  # no record: nothing is verified
+    asked.clear()
+    v = decide(node, comps, fp, policy, plain, lambda f: None, lambda e: None, verify=verify)
+    assert not v.execute and asked == []
+
+
+def test_static_calls_cover_what_the_static_key_names() -> None:
+    meta = {"pipe.step_fn": ["step", "pipe.py"], "lib.Scaler": ["class", "lib.py"],
+            "numpy.mean": ["library", ""]}
+    skip = dv.static_calls(meta)
+    trace = Trace(calls=[["pipe.py", "step_fn", 1], ["pipe.py", "step_fn.<locals>.inner", 2],
+                         ["lib.py", "Scaler.transform", 3], ["lib.py", "helper", 9]],
+                  calls_traced=True)
+    rec = dv.build(trace, lambda rel: ("d", 1), lambda f, q, line: "c", None, skip)
+    assert [c[:2] for c in rec["calls"]] == [["lib.py", "helper"]]
+    assert rec["sources"] == {"lib.py": "d"}
+    assert dv.is_empty(dv.build(Trace(), lambda rel: None, lambda *a: None))
+
+
+def test_an_unchanged_source_file_is_not_parsed(tmp_path: Path) -> None:
+    rec = {"format": 1, "calls": [["lib.py", "helper", 2, "old"]], "sources": {"lib.py": "d"}}
+    parsed: list = []
+
+    def code(f: str, q: str, line: int) -> str:
+        parsed.append(q)
+        return "new"
+
+    assert dv.verify(rec, lambda rel: ("d", 1), {}, code) == [] and parsed == []
+    got = dv.verify(rec, lambda rel: ("d2", 1), {}, code)
+    assert [r.kind for r in got] == [dv.TRACED_CODE_CHANGED] and parsed == ["helper"]
+
+
+def test_ignored_variables_are_not_verified() -> None:
+    from zenbuild.trace import env_filter
+
+    rec = {"format": 1, "env": {"MY_SEED": [dv.env_digest("1"), "1"],
+                                "DEVICE": [dv.env_digest("cpu"), "cpu"]}}
+    environ = {"MY_SEED": "2", "DEVICE": "gpu"}
+    wanted = env_filter(["MY_*"])
+    got = dv.verify(rec, lambda rel: None, environ, lambda *a: None, env_wanted=wanted)
+    assert [r.subject for r in got] == ["DEVICE"]
+    assert not wanted("HOME") and not wanted("LC_ALL") and wanted("DEVICE")
