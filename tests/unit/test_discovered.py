@@ -260,8 +260,8 @@ def test_the_record_survives_the_remote_round_trip(tmp_path: Path) -> None:
 
 def test_decide_verifies_the_record_then_the_alternates(tmp_path: Path) -> None:
     from zenbuild import reasons as R
-    from zenbuild.rebuild import CachePolicy, Components, decide
     from zenbuild.reasons import Reason
+    from zenbuild.rebuild import CachePolicy, Components, decide
     from zenbuild.store.db import ActionEntry
 
     comps = Components({}, {}, {}, {}, {}, {}, {})
