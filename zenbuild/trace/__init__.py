@@ -169,6 +169,10 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 _cwd: List[Optional[str]] = [None]  # cached os.getcwd(), dropped on every os.chdir event
 
 
+# (root, store_dir) -> (root prefixes, excluded project-relative prefixes) of a recording
+_PLACES: Dict[Tuple[str, str], Tuple[Tuple[str, ...], Tuple[str, ...]]] = {}
+
+
 class _Recording:
     """The live state of one recording."""
 
@@ -179,17 +183,20 @@ class _Recording:
         self.opts = opts
         root = os.path.abspath(opts.root)
         self.root = root
-        self.prefixes = tuple({root + os.sep, os.path.realpath(root) + os.sep})
-        excluded: List[str] = []
-        for p in (opts.store_dir, sys.prefix, sys.base_prefix, sys.exec_prefix,
-                  *(x.rstrip(os.sep) for x in _LIB)):
-            if not p:
-                continue
-            for form in {os.path.abspath(p), os.path.realpath(p)}:
-                for pre in self.prefixes:
-                    if (form + os.sep).startswith(pre):
-                        excluded.append(form[len(pre):].replace(os.sep, "/") + "/")
-        self.excluded = tuple(excluded) or ("\0",)
+        memo = _PLACES.get((root, opts.store_dir))
+        if memo is None:  # realpath costs ~8 syscalls a path: once per (root, store) a process
+            prefixes = tuple({root + os.sep, os.path.realpath(root) + os.sep})
+            excluded: List[str] = []
+            for p in (opts.store_dir, sys.prefix, sys.base_prefix, sys.exec_prefix,
+                      *(x.rstrip(os.sep) for x in _LIB)):
+                if not p:
+                    continue
+                for form in {os.path.abspath(p), os.path.realpath(p)}:
+                    for pre in prefixes:
+                        if (form + os.sep).startswith(pre):
+                            excluded.append(form[len(pre):].replace(os.sep, "/") + "/")
+            memo = _PLACES[(root, opts.store_dir)] = (prefixes, tuple(excluded) or ("\0",))
+        self.prefixes, self.excluded = memo
         self.outputs = tuple(o.rstrip("/") for o in opts.outputs)
         self.reads: Dict[str, None] = {}
         self.writes: Dict[str, None] = {}
