@@ -15,13 +15,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 # A tiny helper every test project can import: each step calls tick("name") so tests can count
-# how many times each step really executed (as redo's tests do).
+# how many times each step really executed (as redo's tests do). The log lives beside the
+# project folder, not in it: a file a step writes in the project is an undeclared write, which
+# zenbuild warns about (and the test harness's own log is no part of the project under test).
 TICK = '''\
 import os
 
 
 def tick(name):
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "ticks.log"), "a") as f:
+    here = os.path.dirname(os.path.abspath(__file__))
+    log = os.path.join(os.path.dirname(here), os.path.basename(here) + ".ticks.log")
+    with open(log, "a") as f:
         f.write(name + "\\n")
 '''
 
@@ -42,7 +46,7 @@ class Project:
         return (self.root / rel).read_text()
 
     def ticks(self, reset: bool = True) -> List[str]:
-        p = self.root / "ticks.log"
+        p = self.root.parent / (self.root.name + ".ticks.log")
         if not p.exists():
             return []
         out = p.read_text().split()

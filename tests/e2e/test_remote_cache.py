@@ -82,7 +82,7 @@ import os
 
 
 def tick(name):
-    with open(os.environ["ZB_TICKS"], "a") as f:
+    with open(os.environ["ZENBUILD_TEST_TICKS"], "a") as f:
         f.write(name + "\\n")
 """
 
@@ -90,7 +90,8 @@ def tick(name):
 class Checkout(Project):
     def run(self, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120,
             check: Optional[int] = 0) -> Result:
-        full = {"ZB_TICKS": str(self.root / "ticks.log"), **(env or {})}
+        log = self.root.parent / (self.root.name + ".ticks.log")  # where Project.ticks reads
+        full = {"ZENBUILD_TEST_TICKS": str(log), **(env or {})}
         return super().run(*args, env=full, timeout=timeout, check=check)
 
 
