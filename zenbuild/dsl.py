@@ -282,6 +282,8 @@ class _Tracer:
         if v._node not in node.upstream:
             node.upstream.append(v._node)
         node.arg_inputs.setdefault(arg, []).append(v._node)
+        if v._path:
+            node.input_paths.setdefault(arg, []).append((v._node, v._path))
         return InputRef(v._node, v._path)
 
     def _file(self, node: Node, path: str, name: str, arg: str, glob: Optional[str] = None) -> FileRef:

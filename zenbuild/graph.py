@@ -100,6 +100,9 @@ class Node:
     outputs: List[str] = field(default_factory=list)
     file_upstream: List[str] = field(default_factory=list)  # via File(path) == Output(path)
     arg_inputs: Dict[str, List[str]] = field(default_factory=dict)  # arg -> steps via handles
+    # arg -> (step, item path) for each indexed handle (`train, test = split()`; out[0]): the
+    # step is keyed by the digest of the element it reads, not of the whole value
+    input_paths: Dict[str, List[Tuple[str, Tuple[Any, ...]]]] = field(default_factory=dict)
 
     @property
     def deps(self) -> List[str]:

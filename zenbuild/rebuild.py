@@ -81,6 +81,9 @@ class Components:
     env: Dict[str, str]
     stats: Dict[str, StatKey] = field(default_factory=dict)  # not persisted
     args: Dict[str, Any] = field(default_factory=dict)  # not persisted: for param display
+    # not part of the fingerprint: the digest of each element of the value that a consumer
+    # reads through an indexed handle (repr of the item path -> digest), kept on the entry
+    elements: Dict[str, str] = field(default_factory=dict)
     head: str = ""  # not persisted: the code and packages part of the fingerprint text
 
     def fingerprint(self) -> str:
@@ -107,6 +110,7 @@ class Components:
             "inputs": self.inputs,
             "files": self.files,
             "env": self.env,
+            **({"elements": self.elements} if self.elements else {}),
         }
 
 
@@ -188,6 +192,29 @@ def file_digests(
     return files, stats
 
 
+def element_key(path: Tuple[Any, ...]) -> str:
+    """How an item path of an indexed handle is named in components: ``[0]``, ``['a'][1]``."""
+    return "".join(f"[{p!r}]" for p in path)
+
+
+def _element_inputs(node: Node, inputs: Dict[str, Dict[str, str]],
+                    upstream_digests: Dict[str, str], elements: Dict[str, Dict[str, str]]) -> None:
+    """Key a step reading ``split()[0]`` by that element's digest, so it stays cached when
+    only another element changed (issue 10, class 16). Without a recorded element digest (an
+    entry made before, a dry run's pending upstream) the whole value's digest stays."""
+    for arg, pairs in node.input_paths.items():
+        got = inputs[arg]
+        whole = {u: node.arg_inputs[arg].count(u) for u in got}  # uses, indexed ones included
+        for u, path in pairs:
+            d = elements.get(u, {}).get(element_key(path))
+            if d is not None:
+                got[u + element_key(path)] = d
+                whole[u] -= 1
+        for u, n in whole.items():
+            if n == 0:  # every use of u in this argument is an element with its own digest
+                del got[u]
+
+
 def compute_components(
     node: Node,
     root: str,
@@ -195,6 +222,7 @@ def compute_components(
     statcache: StatCache,
     upstream_digests: Dict[str, str],
     overlay: Optional[OutputOverlay] = None,
+    elements: Optional[Dict[str, Dict[str, str]]] = None,
 ) -> Components:
     code = fingerprinter.code(node.step.fn)
     params: Dict[str, List[str]] = {}
@@ -210,6 +238,8 @@ def compute_components(
             ) from None
     for arg, ups in node.arg_inputs.items():
         inputs[arg] = {u: upstream_digests[u] for u in ups}
+    if node.input_paths:
+        _element_inputs(node, inputs, upstream_digests, elements or {})
     files, stats = (file_digests(root, node.files, statcache, overlay) if node.files
                     else ({}, {}))
     track = fingerprinter.track_packages

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from zenbuild import reasons as R
 from zenbuild.commit import CaptureFailed, Recorder, clear_dir_outputs
 from zenbuild.config import Config
-from zenbuild.digest import StatCache
+from zenbuild.digest import StatCache, digest_bytes
 from zenbuild.discovered import Discovery
 from zenbuild.errors import CorruptBlob
 from zenbuild.events import (
@@ -34,7 +34,14 @@ from zenbuild.fingerprint.code import CodeFingerprinter, SourceCache
 from zenbuild.graph import FileRef, Graph, InputRef, Node, OutputRef
 from zenbuild.paths import MissingInput
 from zenbuild.reasons import Reason
-from zenbuild.rebuild import CachePolicy, Components, cache_policy, compute_components, decide
+from zenbuild.rebuild import (
+    CachePolicy,
+    Components,
+    cache_policy,
+    compute_components,
+    decide,
+    element_key,
+)
 from zenbuild.records import field, record
 from zenbuild.result import RunResult, StepResult
 from zenbuild.serialize import dumps, loads
@@ -90,6 +97,13 @@ class Scheduler:
                                  remote, discovery=self.discovery)
         self.results: Dict[str, StepResult] = {}
         self.digests: Dict[str, str] = {}  # step -> value digest
+        # step -> the item paths its consumers index it by, and their elements' digests
+        self.indexed: Dict[str, Set[Tuple[Any, ...]]] = {}
+        for n in graph.nodes.values():
+            for pairs in n.input_paths.values():
+                for up, path in pairs:
+                    self.indexed.setdefault(up, set()).add(path)
+        self.elements: Dict[str, Dict[str, str]] = {}
         # Serialized values read or produced in this run. Each consumer gets its own decoded
         # copy, so a step that mutates its input cannot change what a sibling step sees.
         self.values: Dict[str, bytes] = {}
@@ -207,7 +221,7 @@ class Scheduler:
                 return
         try:
             comps = compute_components(node, self.root, self.fp, self.statcache, self.digests,
-                                       self.server.overlay)
+                                       self.server.overlay, self.elements)
         except MissingInput as e:
             self.report(StepStarted(step=name))
             self._fail(name, None, f"{e}. Create it, or fix the path given to step {name}.")
@@ -243,7 +257,7 @@ class Scheduler:
             digests = {**{d: seen.get(d, "") for d in pending}, **self.digests}
             try:
                 comps = compute_components(node, self.root, self.fp, self.statcache, digests,
-                                           self.server.overlay)
+                                           self.server.overlay, self.elements)
                 fingerprint = comps.fingerprint()
             except MissingInput:
                 comps = None  # a file an upstream step writes may not exist yet
@@ -260,6 +274,8 @@ class Scheduler:
         name = node.name
         restored, restore_reasons = self.server.serve(entry)
         self.digests[name] = entry.value_digest
+        if name in self.indexed:
+            self.elements[name] = entry.components.get("elements") or {}
         self.recorder.served(name, fingerprint, entry, previous)
         self.results[name] = StepResult(
             name, CACHED, fingerprint, 0.0, restore_reasons or [_UP_TO_DATE],
@@ -324,6 +340,19 @@ class Scheduler:
         self.executor.submit(Task(name, node.step.fn, call_args, call_kwargs,
                                   self._trace_options(node) if traced else None))
 
+    def _element_digests(self, name: str, value: Any) -> Dict[str, str]:
+        """The digest of each element of ``value`` that a consumer reads by an item path."""
+        out: Dict[str, str] = {}
+        for path in self.indexed[name]:
+            try:
+                v = value
+                for key in path:
+                    v = v[key]
+                out[element_key(path)] = digest_bytes(dumps(v, code_of=self.fp.value_code))
+            except Exception:  # no such element, or not storable: the whole value stands in
+                continue
+        return out
+
     def _finish(self, outcome: Outcome) -> bool:
         name = outcome.name
         comps, fingerprint, _, same = self.running.pop(name)
@@ -338,6 +367,9 @@ class Scheduler:
                        f"{type(e).__name__}: {e}. Return plain data or a picklable object.",
                        outcome.duration)
             return False
+        if name in self.indexed:
+            comps.elements = self._element_digests(name, outcome.value)
+            self.elements[name] = comps.elements
         try:
             value_digest, uncached = self.recorder.record(
                 self.g.nodes[name], comps, fingerprint, data, outcome.duration, outcome.trace,
