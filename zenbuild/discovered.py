@@ -17,10 +17,24 @@ key of a remote-cache entry; an entry with nothing to verify stores none), forma
 
 from __future__ import annotations
 
-import ast
 import os
 import sys
-from typing import Any, Callable, Container, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Container,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Set,
+    Tuple,
+)
+
+if TYPE_CHECKING:  # ast is imported where a source is parsed: a no-op parses nothing
+    import ast
 
 from zenbuild import reasons as R
 from zenbuild.digest import StatCache, digest_bytes
@@ -266,6 +280,8 @@ class SourceDigests:
         hit = self._trees.get(path)
         if hit is not None and hit[0] == key:
             return hit[1]
+        import ast
+
         try:
             with open(path, "rb") as f:
                 tree: Optional[ast.Module] = ast.parse(f.read(), path)
@@ -275,6 +291,7 @@ class SourceDigests:
         return tree
 
     def _main(self, qualname: str) -> Optional[str]:
+        import ast
         import inspect
         import textwrap
 
@@ -295,6 +312,8 @@ class SourceDigests:
 
 def _defs(body: List[ast.stmt]) -> List[ast.AST]:
     """Defs and classes in a block, also inside if/try/with/for blocks (not inside defs)."""
+    import ast
+
     out: List[ast.AST] = []
     for n in body:
         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -331,6 +350,7 @@ def _find(tree: ast.Module, qualname: str, firstlineno: int) -> Optional[ast.AST
 
 
 def _node_digest(node: ast.AST) -> str:
+    import ast
     import copy
 
     node = copy.deepcopy(node)

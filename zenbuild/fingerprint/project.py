@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-import sysconfig
 import types
 import warnings
 from typing import Any, Dict, List, Optional, Tuple
@@ -24,13 +23,11 @@ class OutsideRootWarning(UserWarning):
 
 def _library_dirs() -> Tuple[str, ...]:
     """Folders whose code is the interpreter's or an installed distribution's."""
-    dirs = set()
-    for name in ("stdlib", "platstdlib", "purelib", "platlib"):
-        try:
-            p = sysconfig.get_path(name)
-        except KeyError:  # pragma: no cover - an unusual scheme
-            continue
-        if p:
+    import site  # imported at start-up anyway; sysconfig would cost ~3 ms of every run
+
+    dirs = {os.path.realpath(os.path.dirname(os.__file__))}  # the standard library
+    for p in [*site.getsitepackages(), site.getusersitepackages(), *sys.path]:
+        if p and ("site-packages" in p or "dist-packages" in p):
             dirs.add(os.path.realpath(p))
     for p in (sys.prefix, sys.exec_prefix, sys.base_prefix + os.sep + "lib"):
         dirs.add(os.path.realpath(p))
@@ -42,8 +39,9 @@ def _library_dirs() -> Tuple[str, ...]:
 def interactive_file(filename: str) -> bool:
     """True for the pseudo-file of code typed into an interactive session: linecache holds its
     lines although no such file exists."""
-    import linecache
-
+    linecache: Any = sys.modules.get("linecache")  # never imported just to look: no cells then
+    if linecache is None:
+        return False
     if filename in linecache.cache and not os.path.exists(filename):
         return True
     ip_cache: Any = getattr(linecache, "_ipython_cache", None)

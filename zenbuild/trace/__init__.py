@@ -23,15 +23,27 @@ from __future__ import annotations
 import os
 import re
 import sys
-import sysconfig
 import threading
 import time
 from contextvars import ContextVar
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Set,
+    Tuple,
+)
 
 from zenbuild.paths import SKIP_DIRS
 from zenbuild.records import field, record
-from zenbuild.trace.calls import CallTracer, project_calls
+
+if TYPE_CHECKING:  # pragma: no cover - the call tracer is imported when a step is recorded
+    from zenbuild.trace.calls import CallTracer
 
 TRACE_FORMAT = 1
 
@@ -133,10 +145,10 @@ _BOUNDARY_FILES = frozenset({os.path.abspath(__file__),
 
 def _lib_prefixes() -> Tuple[str, ...]:
     out: Set[str] = set()
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        p = sysconfig.get_paths().get(key)
-        if p:
-            out.update({os.path.abspath(p) + os.sep, os.path.realpath(p) + os.sep})
+    # the standard library is where os lives (sysconfig would say the same, at ~3 ms of import
+    # on every run); the other library folders are the site-packages on sys.path
+    for p in (os.path.dirname(os.__file__),):
+        out.update({os.path.abspath(p) + os.sep, os.path.realpath(p) + os.sep})
     for p in sys.path:
         if p and ("site-packages" in p or "dist-packages" in p):
             out.add(os.path.abspath(p) + os.sep)
@@ -460,6 +472,8 @@ class Recorder:
         self._token = _CURRENT.set(rec)
         self._t0 = time.time_ns()
         if opts.trace_calls:
+            from zenbuild.trace.calls import CallTracer  # only once a step is recorded
+
             self._calls = CallTracer(rec, lambda: _target(), lambda: len(_ACTIVE))
             self._calls.start()
         return self
@@ -472,6 +486,8 @@ class Recorder:
         try:
             if self._calls is not None:
                 traced = self._calls.stop()
+                from zenbuild.trace.calls import project_calls
+
                 calls = project_calls(rec.codes, rec.root, rec.excluded) if traced else []
         finally:
             _CURRENT.reset(self._token)

@@ -10,7 +10,6 @@ trace then says calls were not traced) when another profiler is already set.
 
 from __future__ import annotations
 
-import linecache
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
@@ -139,7 +138,7 @@ def _file_key(filename: str, prefixes: Tuple[str, ...], excluded: Tuple[str, ...
                 if not rel.startswith(excluded) and not any(p in SKIP_DIRS for p in parts):
                     key = rel
                 break
-    elif filename in linecache.cache and not os.path.exists(filename):
+    elif _in_linecache(filename) and not os.path.exists(filename):
         key = "<__main__>"  # a notebook cell or exec'd source: found again through __main__
     _KIND[(root, filename)] = key
     return key
@@ -158,3 +157,10 @@ def project_calls(codes: Set[Any], root: str, excluded: Tuple[str, ...]) -> List
         if key is not None:
             out.add((key, name, code.co_firstlineno))
     return [list(t) for t in sorted(out)]
+
+
+def _in_linecache(filename: str) -> bool:
+    """Whether linecache holds source for ``filename`` (a notebook cell, exec'd code); linecache
+    is imported only if something already did (IPython does), so a run never pays for it."""
+    lc = sys.modules.get("linecache")
+    return lc is not None and filename in lc.cache
