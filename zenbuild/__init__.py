@@ -10,6 +10,7 @@ from zenbuild.errors import (
     ZenbuildError,
 )
 from zenbuild.result import RunResult, StepResult
+from zenbuild.serialize import register_value_type
 
 __version__ = "0.1.0"
 
@@ -30,5 +31,6 @@ __all__ = [
     "ZenbuildError",
     "no_cache",
     "pipeline",
+    "register_value_type",
     "step",
 ]

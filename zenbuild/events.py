@@ -264,6 +264,10 @@ def json_summary(result: Any) -> Dict[str, Any]:
         }
         if s.status == "failed" or s.error:
             row["error"] = _error_fields(s.error or "")
+        if s.status != "cached":  # why it ran, or would run (--dry-run): the records, for scripts
+            from zenbuild.reasons import to_json as reason_json
+
+            row["reasons"] = [reason_json(r) for r in s.reasons]
         steps.append(row)
     return {
         "pipeline": result.pipeline,

@@ -110,3 +110,36 @@ def test_a_click_usage_error_is_json_too(demo: Project) -> None:
     data = _piped(demo, "--no-such-flag")
     assert data["_exit"] == 2 and data["status"] == "error"
     assert "no-such-flag" in data["error"]["message"]
+
+
+def test_dry_run_json_carries_each_steps_reasons_as_records(project):
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", '''
+from zenbuild import step, pipeline
+
+
+@step
+def a(n: int = 1) -> int:
+    return n
+
+
+@step
+def b(x: int) -> int:
+    return x + 1
+
+
+@pipeline
+def p(n: int = 1):
+    b(a(n))
+''')
+    r = project.run("run", "--dry-run", "--json")
+    out = json.loads(r.stdout)
+    kinds = {s["name"]: [x["kind"] for x in s["reasons"]] for s in out["steps"]}
+    assert kinds == {"a": ["never_built"], "b": ["upstream_pending"]}, out
+    project.run("run")
+    r = project.run("run", "--dry-run", "--json", "--param", "n=2")
+    steps = {s["name"]: s for s in json.loads(r.stdout)["steps"]}
+    (rec,) = steps["a"]["reasons"]
+    assert (rec["kind"], rec["subject"], rec["before"], rec["after"]) == \
+        ("param_changed", "n", "1", "2"), rec
+    assert rec["text"] == "param n: 1 -> 2"

@@ -336,3 +336,17 @@ def value_digest(value: Any) -> str:
     import xxhash  # the same hash as zenbuild.digest.digest_bytes (a sibling layer)
 
     return xxhash.xxh3_128_hexdigest(dumps(value))
+
+
+def register_value_type(cls: type, reduce: Callable[[Any], Any]) -> None:
+    """Teach zenbuild how to store and digest instances of ``cls`` (and its subclasses):
+    ``reduce(obj)`` returns what ``obj.__reduce__()`` would, ``(callable, args[, state])``,
+    built only from parts that are the same in every process (no addresses, clocks or
+    caches). Use it for a type whose own pickle is unstable; it is the hook the canonical
+    pickler consults before torch, OmegaConf and the default reduction."""
+    if not isinstance(cls, type) or not callable(reduce):
+        raise TypeError("register_value_type(cls, reduce) takes a class and a function")
+    from zenbuild.serialize.pickler import REDUCERS
+
+    REDUCERS[cls] = reduce
+

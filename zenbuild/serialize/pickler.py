@@ -8,7 +8,7 @@ import io
 import pickle
 import sys
 from types import FunctionType
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import xxhash
 
@@ -54,6 +54,21 @@ def _sorted_set_reduce(obj: Any) -> Any:
     return rv
 
 
+# Value types the user taught zenbuild to encode (serialize.register_value_type): type ->
+# reduce function returning what __reduce__ would, made of stable parts.
+REDUCERS: Dict[type, Callable[[Any], Any]] = {}
+
+
+def _registered(t: type) -> Optional[Callable[[Any], Any]]:
+    if not REDUCERS:
+        return None
+    for base in t.__mro__:
+        fn = REDUCERS.get(base)
+        if fn is not None:
+            return fn
+    return None
+
+
 class _Pickler(pickle.Pickler):
     # The C pickler never offers built-in containers to reducer_override (nor to a dispatch
     # table), but it asks persistent_id about every object: a set or frozenset is written as
@@ -74,6 +89,9 @@ class _Pickler(pickle.Pickler):
             self.refs.append(obj)
         if isinstance(obj, (set, frozenset)):
             return _sorted_set_reduce(obj) if len(obj) > 1 else NotImplemented
+        custom = _registered(type(obj)) if not isinstance(obj, type) else None
+        if custom is not None:
+            return custom(obj)
         mod = type(obj).__module__
         if mod.startswith("torch") and "torch" in sys.modules:
             rv = _torch_reduce(obj)
