@@ -159,6 +159,13 @@ def test_a_bad_fingerprint_setting_is_a_usage_error(project: Project) -> None:
 def test_a_plugin_loaded_by_a_computed_name_reruns_when_edited(project: Project) -> None:
     make(project)
     first_run(project)
+    # up to date: explain still says what the static analysis had missed, and what was read
+    r = project.cli("explain", "plugin", env={"DEVICE": "cpu"})
+    assert "code it ran that the static analysis had missed: plugins/alpha.py:run" in r.stdout, r
+    r = project.cli("explain", "load", env={"DEVICE": "cpu"})
+    assert "read while it ran, not declared: data/train.csv" in r.stdout, r
+    r = project.cli("explain", "device", env={"DEVICE": "cpu"})
+    assert "environment variables it read: API_TOKEN, DEVICE" in r.stdout, r  # names only
     # cosmetic edit of the plugin: the traced function's AST is the same
     project.write("plugins/alpha.py", "# a comment\n" + PLUGIN)
     r = project.cli("run", env={"DEVICE": "cpu"})

@@ -189,7 +189,31 @@ def explain_text(ev: Evaluation, step: str) -> str:
         lines.append("no earlier build of this step is stored")
     if s.nondeterministic:
         lines.append(NONDETERMINISTIC)
+    lines += discovered_lines(s.last_built)
     return "\n".join(lines)
+
+
+def discovered_lines(entry: Optional[ActionEntry]) -> List[str]:
+    """What the last build saw while it ran that its static fingerprint does not cover: the
+    files it read without File, the variables it read, the project code it ran that the
+    static analysis had missed. All of it is verified before the entry is served."""
+    rec = entry.discovered if entry is not None else None
+    if not rec:
+        return []
+    out: List[str] = []
+    files = sorted(rec.get("files") or {})
+    if files:
+        out.append("read while it ran, not declared: " + ", ".join(files))
+    listed = sorted(rec.get("listed") or {})
+    if listed:
+        out.append("folders it listed: " + ", ".join(listed))
+    env = sorted(rec.get("env") or {})
+    if env:
+        out.append("environment variables it read: " + ", ".join(env))
+    calls = [f"{c[0]}:{c[1]}" for c in rec.get("calls") or [] if len(c) >= 2]
+    if calls:
+        out.append("code it ran that the static analysis had missed: " + ", ".join(sorted(calls)))
+    return out
 
 
 def explain_json(ev: Evaluation, step: str) -> str:
