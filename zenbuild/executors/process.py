@@ -18,7 +18,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import importlib
-import marshal
 import multiprocessing
 import os
 import sys
@@ -67,8 +66,27 @@ def fn_ref(fn: Callable[..., Any]) -> FnRef:
 
 
 def _code_digest(fn: Callable[..., Any]) -> str:
+    """What a function's code is, the same whether it was compiled from source or loaded from a
+    .pyc (marshal.dumps is not: it records which strings were interned and shared, and those
+    differ between the two, so a worker loading the .pyc would refuse the step)."""
     code = getattr(fn, "__code__", None)
-    return hashlib.sha256(marshal.dumps(code)).hexdigest() if code is not None else ""
+    if code is None:
+        return ""
+    h = hashlib.sha256()
+    _feed(h, code)
+    return h.hexdigest()
+
+
+def _feed(h: Any, code: Any) -> None:
+    h.update(code.co_code)
+    h.update(repr((code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars,
+                   code.co_argcount, code.co_kwonlyargcount, code.co_flags)).encode())
+    for c in code.co_consts:
+        if hasattr(c, "co_code"):
+            _feed(h, c)
+        else:
+            h.update(repr(c).encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
 
 
 def resolve_ref(ref: FnRef, root: str) -> Callable[[], Any]:
