@@ -278,3 +278,26 @@ def test_a_reverted_read_or_variable_is_served_from_the_store(project: Project) 
     assert project.ticks() == ["device", "report"], r
     r = project.cli("run", env={"DEVICE": "cpu"})
     assert project.ticks() == [], r
+
+
+def test_a_failing_env_read_shows_no_zenbuild_frame(project: Project) -> None:
+    project.write("zenbuild.toml", 'pipelines = ["envfail:p"]\n')
+    project.write("envfail.py", '''
+import os
+from zenbuild import step, pipeline
+
+
+@step
+def mode() -> str:
+    return os.environ["ZB_TEST_MODE_UNSET"]
+
+
+@pipeline
+def p():
+    mode()
+''')
+    for args in ((), ("-j", "2")):
+        r = project.cli("run", *args, check=1)
+        assert "KeyError: 'ZB_TEST_MODE_UNSET'" in r.output, r
+        assert 'envfail.py", line 8, in mode' in r.output, r
+        assert "/zenbuild/" not in r.output.replace(str(project.root), ""), r

@@ -81,15 +81,33 @@ def _call(task: Task) -> Outcome:
         raise
     except BaseException as e:  # noqa: B902 - a step's SystemExit is a step failure too
         dt = time.perf_counter() - t0
-        tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
-        import traceback
-
-        text = "".join(traceback.format_exception(type(e), e, tb))
+        text = user_traceback_text(e)
         trace = recorder.trace if recorder is not None else None
         return Outcome(task.name, False, error=text, duration=dt, trace=trace)
     dt = time.perf_counter() - t0
     return Outcome(task.name, True, value=value, duration=dt,
                    trace=recorder.trace if recorder is not None else None)
+
+
+def user_traceback_text(e: BaseException) -> str:
+    """The traceback of a step's exception without zenbuild's own frames (the call above the
+    step, the environment wrapper of the trace recorder...), chained exceptions included."""
+    import os
+    import traceback
+
+    own = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    te = traceback.TracebackException(type(e), e, e.__traceback__)
+    seen = set()
+    todo = [te]
+    while todo:
+        t = todo.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        t.stack = traceback.StackSummary.from_list(
+            [f for f in t.stack if not f.filename.startswith(own)])
+        todo += [c for c in (t.__cause__, t.__context__) if c is not None]
+    return "".join(te.format())
 
 
 class Executor:
