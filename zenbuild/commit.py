@@ -106,7 +106,8 @@ class Recorder:
 
     def record(self, node: Node, comps: Components, fingerprint: str, data: bytes,
                duration: float, trace: Optional[Trace] = None,
-               same: Optional[str] = None) -> Tuple[str, Optional[Reason]]:
+               same: Optional[str] = None,
+               stale: Optional[Reason] = None) -> Tuple[str, Optional[Reason]]:
         """Store a finished step's serialized value and its outputs, and its entry unless an
         input (declared, or read as its ``trace`` says) changed while it ran; the entry keeps
         what the trace saw, to be verified before it is served. Returns (value digest, why it
@@ -129,8 +130,8 @@ class Recorder:
                 where = f" {e.filename!r}" if e.filename else ""
                 raise CaptureFailed(
                     f"step {name}: cannot store its output{where}: {e.strerror or e}") from None
-            uncached = self.inputs_changed(node, comps) or changed_during_run(
-                self.root, name, comps.code_meta)
+            uncached = (stale or self.inputs_changed(node, comps)
+                        or changed_during_run(self.root, name, comps.code_meta))
             discovered = None
             if uncached is None and trace is not None and self.discovery is not None:
                 uncached = reads_changed(self.root, node.name, trace, comps.files)

@@ -155,3 +155,9 @@ def _show(root: str, label: str) -> str:
         return label
     rel = os.path.relpath(label, root)
     return label if rel.startswith("..") else rel.replace(os.sep, "/")
+
+
+def loaded_from_source(path: str) -> bool:
+    """Whether ``path`` was imported through zenbuild's source loader in this process."""
+    return os.path.realpath(path) in _SOURCES
+

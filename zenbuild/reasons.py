@@ -69,6 +69,7 @@ CANNOT_RUN = "cannot_run"  # subject: step; after: the message (a declared input
 INPUT_CHANGED_DURING = "input_changed_during"  # subject: path; detail: {"step": name}
 DIR_CHANGED_DURING = "dir_changed_during"  # subject: folder; detail: {"step": name}
 SOURCE_CHANGED_DURING = "source_changed_during"  # subject: project file; detail: {"step": name}
+STALE_CODE = "stale_code"  # subject: project file whose code in memory is not what it holds now
 # re-executed with exactly the key of a stored entry, it returned a different value
 NOT_DETERMINISTIC = "not_deterministic"  # subject: step; before/after: the value digests
 # it wrote a file inside the project that is not a declared Output (a warning, once per step)
@@ -92,7 +93,7 @@ KINDS: Tuple[str, ...] = (
     FILE_NEW, FILE_REMOVED, FILE_CHANGED, ENV_CHANGED,
     BLOB_MISSING, OUTPUT_UNUSABLE, OUTPUT_RESTORE, OUTPUT_REMOVE,
     UPSTREAM_PENDING, UPSTREAM_FAILED, UPSTREAM_SKIPPED, EARLIER_FAILED, CANNOT_RUN,
-    INPUT_CHANGED_DURING, DIR_CHANGED_DURING, SOURCE_CHANGED_DURING, NOT_DETERMINISTIC,
+    INPUT_CHANGED_DURING, DIR_CHANGED_DURING, SOURCE_CHANGED_DURING, STALE_CODE, NOT_DETERMINISTIC,
     UNDECLARED_WRITE,
     READ_FILE_CHANGED, READ_FILE_MISSING, READ_FILE_APPEARED, LISTED_DIR_CHANGED,
     ENV_READ_CHANGED, TRACED_CODE_CHANGED, TRACED_CODE_MISSING,
@@ -202,6 +203,10 @@ TEMPLATES: Dict[str, Template] = {
                           "but not cached",
     DIR_CHANGED_DURING: "input folder {subject} changed while step {step} ran; its result was "
                         "used but not cached",
+    STALE_CODE: "the code of {subject} this process runs is not what the file holds now (it "
+                "was edited after it was imported, or came from a stale .pyc); the result of "
+                "step {step} was used but not cached. Re-import the module (restart the kernel) "
+                "to cache it",
     SOURCE_CHANGED_DURING: "source {subject} changed while the run was in progress (step {step} "
                            "ran the code imported before); its result was used but not cached",
     NOT_DETERMINISTIC: "step {subject} is not deterministic: it ran again with the same code and "

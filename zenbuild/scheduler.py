@@ -340,6 +340,20 @@ class Scheduler:
         self.executor.submit(Task(name, node.step.fn, call_args, call_kwargs,
                                   self._trace_options(node) if traced else None))
 
+    def _stale_code(self, name: str) -> Optional[Reason]:
+        """A reason not to cache: the step ran code that is not what its files hold now (a
+        module imported by a script or notebook before an edit, or from a stale .pyc); the
+        fingerprint was made from the files, so the result must not be stored under it."""
+        from zenbuild.fingerprint.running import stale_source
+        from zenbuild.imported import loaded_from_source
+
+        path = stale_source(self.fp.code(self.g.nodes[name].step.fn).funcs, loaded_from_source)
+        if path is None:
+            return None
+        rel = os.path.relpath(path, self.root)
+        shown = path if rel.startswith("..") else rel.replace(os.sep, "/")
+        return Reason(R.STALE_CODE, shown, detail={"step": name})
+
     def _element_digests(self, name: str, value: Any) -> Dict[str, str]:
         """The digest of each element of ``value`` that a consumer reads by an item path."""
         out: Dict[str, str] = {}
@@ -370,10 +384,11 @@ class Scheduler:
         if name in self.indexed:
             comps.elements = self._element_digests(name, outcome.value)
             self.elements[name] = comps.elements
+        stale = self._stale_code(name)
         try:
             value_digest, uncached = self.recorder.record(
                 self.g.nodes[name], comps, fingerprint, data, outcome.duration, outcome.trace,
-                same)
+                same, stale)
         except CaptureFailed as e:
             self._fail(name, fingerprint, str(e), outcome.duration)
             return False

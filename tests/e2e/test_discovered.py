@@ -301,3 +301,54 @@ def p():
         assert "KeyError: 'ZB_TEST_MODE_UNSET'" in r.output, r
         assert 'envfail.py", line 8, in mode' in r.output, r
         assert "/zenbuild/" not in r.output.replace(str(project.root), ""), r
+
+
+def test_an_existence_check_reruns_its_step_when_the_file_appears(project: Project) -> None:
+    project.write("zenbuild.toml", 'pipelines = ["probe:p"]\n')
+    project.write("probe.py", '''
+import os
+from pathlib import Path
+from zenbuild import step, pipeline
+from ticker import tick
+
+
+@step
+def flag() -> bool:
+    tick("flag")
+    return os.path.exists("flag.txt")
+
+
+@step
+def config() -> str:
+    tick("config")
+    p = Path("pl.txt")
+    return p.read_text() if p.is_file() else "none"
+
+
+@step
+def other() -> int:
+    tick("other")
+    return 1
+
+
+@pipeline
+def p():
+    flag()
+    config()
+    other()
+''')
+    project.cli("run")
+    assert sorted(project.ticks()) == ["config", "flag", "other"]
+    r = project.cli("run")
+    assert project.ticks() == [], r
+    project.write("flag.txt", "x")
+    project.write("pl.txt", "hello")
+    r = project.cli("explain", "flag")
+    assert "would execute" in r.stdout, r
+    r = project.cli("run")
+    assert sorted(project.ticks()) == ["config", "flag"], r
+    assert project.run("run", "--json").returncode == 0
+    assert project.ticks() == []
+    project.write("pl.txt", "hello again")
+    r = project.cli("run")
+    assert project.ticks() == ["config"], r

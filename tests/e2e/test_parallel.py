@@ -16,6 +16,8 @@ from conftest import REPO, Project
 
 # a and b each record when they started and ended, then wait (up to 30 s) for the other to have
 # started: run one after the other, neither sees the other; run at once, both do.
+# Steps wait on handshake files with os.access: zenbuild records os.stat-based existence
+# checks (os.path.exists) as a step's inputs, and the handshake is test plumbing, not an input.
 RENDEZVOUS = '''
 import os
 import time
@@ -41,7 +43,7 @@ def _meet(me, other):
     deadline = time.time() + 30
     seen = False
     while time.time() < deadline:
-        if os.path.exists(os.path.join(HERE, "times", f"{other}.start")):
+        if os.access(os.path.join(HERE, "times", f"{other}.start"), os.F_OK):
             seen = True
             break
         time.sleep(0.01)
@@ -130,7 +132,7 @@ def slow() -> int:
     # failed, so slow is still running when the scheduler learns of the failure.
     tick("slow")
     deadline = time.time() + 60
-    while not os.path.exists(os.path.join(HERE, "release")):
+    while not os.access(os.path.join(HERE, "release"), os.F_OK):
         assert time.time() < deadline, "never released"
         time.sleep(0.01)
     return 2
@@ -286,7 +288,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 @step
 def hold() -> int:
     open(os.path.join(HERE, "holding"), "w").close()
-    while not os.path.exists(os.path.join(HERE, "release")):
+    while not os.access(os.path.join(HERE, "release"), os.F_OK):
         time.sleep(0.01)
     return 1
 

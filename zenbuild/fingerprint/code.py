@@ -56,6 +56,8 @@ class CodeInfo:
     meta: Dict[str, List[str]] = field(default_factory=dict)
     # the fingerprint text of items (and packages, when tracked) -> rebuild.compute_components
     heads: Dict[bool, str] = field(default_factory=dict)
+    # the project functions the closure holds (fingerprint.running checks them against disk)
+    funcs: List[Any] = field(default_factory=list)
 
 
 @record
@@ -427,6 +429,8 @@ class CodeFingerprinter:
         if isinstance(code, types.CodeType):
             self.locator.acknowledge(code.co_filename)
         root = self._analyze(fn, strip_decorators=True)
+        if isinstance(fn, types.FunctionType):
+            info.funcs.append(fn)
         seen: Dict[int, None] = {}
         stack: List[_Obj] = [root]
         while stack:
@@ -446,6 +450,11 @@ class CodeFingerprinter:
                     stack.append(self._module_obj(r))
                 else:
                     stack.append(self._analyze(r, strip_decorators=False))
+                    if isinstance(r, types.FunctionType):
+                        info.funcs.append(r)
+                    elif isinstance(r, type):  # its methods run too
+                        info.funcs += [v for v in vars(r).values()
+                                       if isinstance(v, types.FunctionType)]
         if imported.has_reads():  # files read when a module the code touches was imported
             self._import_reads.add(info.items, info.meta)
         self._step_cache[id(fn)] = info

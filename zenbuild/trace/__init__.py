@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat as stat_mod
 import sys
 import threading
 import time
@@ -354,6 +355,62 @@ def _install_hook() -> None:
             _hook_installed[0] = True
 
 
+# -- existence checks ---------------------------------------------------------------------------
+# Python has no audit event for stat, so os.path.exists(), os.path.isfile() and Path.exists()/
+# is_file() (which all call os.stat at call time) are seen by wrapping os.stat while a step is
+# recorded. A probed regular file counts as read (its content is what a step that checks it is
+# likely to use next, maybe through native code); a missing one as a file the step tried to
+# open, so its appearing reruns the step. Folders are not counted.
+
+_ORIG_STAT = os.stat
+_stat_users = [0]
+
+
+def _stat_wrapper(path: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        st = _ORIG_STAT(path, *args, **kwargs)
+    except FileNotFoundError:
+        if _ACTIVE:
+            _probe(path, None)
+        raise
+    if _ACTIVE:
+        _probe(path, st)
+    return st
+
+
+def _probe(path: Any, st: Any) -> None:
+    try:
+        if isinstance(path, int) or (st is not None and not stat_mod.S_ISREG(st.st_mode)):
+            return
+        rec = _target()
+        if rec is None or not rec.opts.track_reads:
+            return
+        rel = rec.rel(path)
+        if rel is None or rel == "." or not _from_user(sys._getframe(2)):
+            return
+        r: Optional[_Recording] = rec
+        while r is not None and r.opts.track_reads:
+            if rel not in r.writes:
+                r.reads[rel] = None
+            r = _up(r)
+    except Exception:  # pragma: no cover - never break the step's own stat
+        pass
+
+
+def _wrap_stat() -> None:
+    with _LOCK:
+        _stat_users[0] += 1
+        if _stat_users[0] == 1:
+            os.stat = _stat_wrapper
+
+
+def _unwrap_stat() -> None:
+    with _LOCK:
+        _stat_users[0] = max(0, _stat_users[0] - 1)
+        if _stat_users[0] == 0:
+            os.stat = _ORIG_STAT
+
+
 # -- environment ----------------------------------------------------------------------------------
 
 _Environ: Any = type(os.environ)
@@ -464,6 +521,8 @@ class Recorder:
         self._rec = rec
         if opts.track_reads:
             _install_hook()
+            if not self.isolated:  # a step, not an import: imports stat through importlib's own
+                _wrap_stat()
         if opts.track_env:
             _wrap_env()
         with _LOCK:
@@ -496,6 +555,8 @@ class Recorder:
                     _ACTIVE.remove(rec)
             if self.opts.track_env:
                 _unwrap_env()
+            if self.opts.track_reads and not self.isolated:
+                _unwrap_stat()
         self.trace = rec.finish(self._t0, calls, traced)
 
 
