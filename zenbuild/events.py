@@ -76,6 +76,8 @@ class RunFinished(Event):
 
 def summary_line(counts: Dict[str, int], duration: float) -> str:
     parts = [f"{counts.get('executed', 0)} executed", f"{counts.get('cached', 0)} cached"]
+    if counts.get("would_execute"):  # a dry run: what a run would execute
+        parts.append(f"{counts['would_execute']} would execute")
     for k in ("failed", "skipped"):
         if counts.get(k):
             parts.append(f"{counts[k]} {k}")

@@ -251,6 +251,7 @@ def test_dry_run_executes_nothing(wc):
     assert wc.ticks() == []
     assert "Would execute keep: code: constant helpers.THRESHOLD (helpers.py) changed" in r.stdout
     assert "Would execute render: upstream step keep would execute" in r.stdout
+    assert "0 executed, 2 cached, 2 would execute in" in r.stdout, r  # the summary says so
     wc.run("run")
     assert wc.ticks() == ["keep", "render"]
 
