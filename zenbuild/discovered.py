@@ -11,8 +11,7 @@ key of a remote-cache entry; an entry with nothing to verify stores none), forma
      "listed": {rel: digest | null},              # digest of the sorted names
      "env":    {name: [digest | null, display | null]},  # display null for secret names
      "calls":  [[file, qualname, firstlineno, digest | null], ...],
-     "sources": {file: digest | null},             # the files of the calls, as a shortcut
-     "writes": [rel, ...]}                        # undeclared writes (warned about, not checked)
+     "sources": {file: digest | null}}             # the files of the calls, as a shortcut
 """
 
 from __future__ import annotations
@@ -43,17 +42,9 @@ from zenbuild.trace import Trace, env_filter, is_secret
 
 DISCOVERED_FORMAT = 1
 
-# The reason kinds of a failed verification (defined with every other kind in zenbuild.reasons)
-READ_FILE_CHANGED = R.READ_FILE_CHANGED  # subject: path; before/after: sizes
-READ_FILE_MISSING = R.READ_FILE_MISSING  # subject: path; before: size
-READ_FILE_APPEARED = R.READ_FILE_APPEARED  # subject: path the step tried; after: size
-LISTED_DIR_CHANGED = R.LISTED_DIR_CHANGED  # subject: folder the step listed
-ENV_READ_CHANGED = R.ENV_READ_CHANGED  # subject: variable; before/after: values or None (secret)
-TRACED_CODE_CHANGED = R.TRACED_CODE_CHANGED  # subject: "file:qualname"
-TRACED_CODE_MISSING = R.TRACED_CODE_MISSING  # the function is gone (renamed, removed)
-KINDS = (READ_FILE_CHANGED, READ_FILE_MISSING, READ_FILE_APPEARED, LISTED_DIR_CHANGED,
-         ENV_READ_CHANGED, TRACED_CODE_CHANGED, TRACED_CODE_MISSING)
-TEMPLATES: Dict[str, Any] = {k: R.TEMPLATES[k] for k in KINDS}
+# A failed verification gives reasons of the kinds R.READ_FILE_CHANGED, R.READ_FILE_MISSING,
+# R.READ_FILE_APPEARED, R.LISTED_DIR_CHANGED, R.ENV_READ_CHANGED, R.TRACED_CODE_CHANGED and
+# R.TRACED_CODE_MISSING (defined, with their text, beside every other kind in zenbuild.reasons).
 
 FileDigest = Callable[[str], Optional[Tuple[str, int]]]  # rel -> (digest, size), None: no file
 CodeDigest = Callable[[str, str, int], Optional[str]]  # (file, qualname, firstlineno) -> digest
@@ -131,7 +122,7 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
             got = file_digest(f)
             sources[f] = None if got is None else got[0]
     return {"format": DISCOVERED_FORMAT, "files": files, "listed": listed, "env": env,
-            "calls": calls, "sources": sources, "writes": list(trace.writes)}
+            "calls": calls, "sources": sources}
 
 
 def is_empty(record: Mapping[str, Any]) -> bool:
@@ -159,13 +150,13 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
     for rel, was in record.get("files", {}).items():
         now = file_digest(rel)
         if was is None and now is not None:
-            if add(Reason(READ_FILE_APPEARED, rel, None, now[1])):
+            if add(Reason(R.READ_FILE_APPEARED, rel, None, now[1])):
                 return out
         elif was is not None and now is None:
-            if add(Reason(READ_FILE_MISSING, rel, was[1], None)):
+            if add(Reason(R.READ_FILE_MISSING, rel, was[1], None)):
                 return out
         elif was is not None and now is not None and now[0] != was[0]:
-            if add(Reason(READ_FILE_CHANGED, rel, was[1], now[1])):
+            if add(Reason(R.READ_FILE_CHANGED, rel, was[1], now[1])):
                 return out
     for name, (was_digest, was_display) in record.get("env", {}).items():
         if env_wanted is not None and not env_wanted(name):
@@ -173,13 +164,13 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
         value = environ.get(name)
         if env_digest(value) != was_digest:
             secret = is_secret(name)
-            r = Reason(ENV_READ_CHANGED, name, None if secret else was_display,
+            r = Reason(R.ENV_READ_CHANGED, name, None if secret else was_display,
                        None if secret else env_display(name, value), {"secret": secret})
             if add(r):
                 return out
     if list_digest is not None:
         for rel, was in record.get("listed", {}).items():
-            if list_digest(rel) != was and add(Reason(LISTED_DIR_CHANGED, rel)):
+            if list_digest(rel) != was and add(Reason(R.LISTED_DIR_CHANGED, rel)):
                 return out
     sources = record.get("sources") or {}
     same: Dict[str, bool] = {}
@@ -194,10 +185,10 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
         code_now = code_digest(f, q, line)
         subject = f"{f}:{q}"
         if code_now is None and was is not None:
-            if add(Reason(TRACED_CODE_MISSING, subject, detail={"file": f, "line": line})):
+            if add(Reason(R.TRACED_CODE_MISSING, subject, detail={"file": f, "line": line})):
                 return out
         elif code_now != was:
-            if add(Reason(TRACED_CODE_CHANGED, subject, detail={"file": f, "line": line})):
+            if add(Reason(R.TRACED_CODE_CHANGED, subject, detail={"file": f, "line": line})):
                 return out
     return out
 

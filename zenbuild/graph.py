@@ -137,6 +137,13 @@ class Graph:
         for node in self.nodes.values():
             node.__dict__["_deps"] = node.deps
         self.order: List[str] = self._toposort()
+        # step -> the item paths its consumers read it by (`train, test = split()`), so each
+        # element gets its own digest
+        self.indexed: Dict[str, Set[Tuple[Any, ...]]] = {}
+        for node in self.nodes.values():
+            for pairs in node.input_paths.values():
+                for up, path in pairs:
+                    self.indexed.setdefault(up, set()).add(path)
         self.downstream: Dict[str, List[str]] = {n: [] for n in self.nodes}
         for n in self.order:
             for d in self.nodes[n].deps:

@@ -13,6 +13,7 @@ import os
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from zenbuild.digest import StatKey, digest_file, stat_key
+from zenbuild.paths import shown
 from zenbuild.reasons import SOURCE_CHANGED_DURING, Reason
 
 # real path of a project module file -> (digest of the source bytes compiled, stat before read)
@@ -87,8 +88,9 @@ class ReadItems:
         """Add ``F (read when M is imported)`` with F's digest for every file F read while
         importing a module M that one of the step's items (``meta``: item -> [kind, label])
         lives in."""
-        if self._version != reads_version():
-            self._version = reads_version()
+        version = reads_version()
+        if self._version != version:
+            self._version = version
             self._by_label = {}
             for module_path, reads in _READS.items():
                 if not module_path.startswith(self.prefix):
@@ -140,9 +142,9 @@ def changed_during_run(root: str, step: str, code_meta: Dict[str, List[str]]) ->
         else:
             try:
                 if now is None or digest_file(real)[0] != digest:
-                    return Reason(SOURCE_CHANGED_DURING, _show(root, label), detail={"step": step})
+                    return Reason(SOURCE_CHANGED_DURING, shown(label, root), detail={"step": step})
             except OSError:
-                return Reason(SOURCE_CHANGED_DURING, _show(root, label), detail={"step": step})
+                return Reason(SOURCE_CHANGED_DURING, shown(label, root), detail={"step": step})
         for rel in _READS.get(real, ()):
             full = _real(root, rel)
             if full in _READ_STATS and _stat(full) != _READ_STATS[full]:
@@ -150,11 +152,6 @@ def changed_during_run(root: str, step: str, code_meta: Dict[str, List[str]]) ->
     return None
 
 
-def _show(root: str, label: str) -> str:
-    if not os.path.isabs(label):
-        return label
-    rel = os.path.relpath(label, root)
-    return label if rel.startswith("..") else rel.replace(os.sep, "/")
 
 
 def loaded_from_source(path: str) -> bool:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 from zenbuild import imported
 from zenbuild.config import Config, find_project, load_config, resolve_pipeline_spec
 from zenbuild.errors import ConfigError, ParamError, PipelineError, ZenbuildError
-from zenbuild.paths import SKIP_DIRS
+from zenbuild.paths import SKIP_DIRS, shown
 
 if TYPE_CHECKING:  # pragma: no cover
     from zenbuild.dsl import BoundPipeline, Pipeline
@@ -269,11 +269,6 @@ def _raised_by_zenbuild(e: BaseException) -> bool:
     return bool(frames) and _own(frames[-1].filename)
 
 
-def _show(path: str, root: str) -> str:
-    rel = os.path.relpath(path, root)
-    return path if rel.startswith("..") else rel.replace(os.sep, "/")
-
-
 class UserCodeError(PipelineError):
     """The user's code raised while zenbuild imported it or traced a pipeline body. Carries
     the place and the user's frames (for --json and the watch report)."""
@@ -295,7 +290,7 @@ def guard(what: str, root: str, call: Callable[[], Any]) -> Any:
     except ZenbuildError as e:
         where = user_location(e)
         if where is not None and not isinstance(e, UserCodeError):
-            e.message = f"{e.message.rstrip()} (in {what}, at {_show(where[0], root)}:{where[1]})"
+            e.message = f"{e.message.rstrip()} (in {what}, at {shown(where[0], root)}:{where[1]})"
             e.args = (e.message,)
         raise
     except Exception as e:
@@ -303,7 +298,7 @@ def guard(what: str, root: str, call: Callable[[], Any]) -> Any:
             raise  # zenbuild's own bug: the whole traceback, exit 1 (a SyntaxError is the
             # user's even though zenbuild's source loader is the one that compiles)
         where = user_location(e)
-        place = f"{_show(where[0], root)}:{where[1]}" if where else "(no line of your code)"
+        place = f"{shown(where[0], root)}:{where[1]}" if where else "(no line of your code)"
         tb = user_traceback(e)
         hint = ""
         if isinstance(e, TypeError) and "not callable" in str(e):
@@ -318,7 +313,7 @@ def guard(what: str, root: str, call: Callable[[], Any]) -> Any:
 
 def _defined_at(fn: Any, root: str) -> str:
     code = getattr(fn, "__code__", None)
-    return f"{_show(code.co_filename, root)}:{code.co_firstlineno}" if code is not None else "?"
+    return f"{shown(code.co_filename, root)}:{code.co_firstlineno}" if code is not None else "?"
 
 
 # -- import, params, bind, trace ----------------------------------------------------------------
@@ -335,7 +330,7 @@ def import_object(config: Config, spec: str) -> Any:
     except UserCodeError as e:
         cause = e.__cause__
         if isinstance(cause, SyntaxError):
-            where = _show(cause.filename, config.root) if cause.filename else mod_name
+            where = shown(cause.filename, config.root) if cause.filename else mod_name
             raise PipelineError(
                 f"cannot import {mod_name}: syntax error in {where} line {cause.lineno}: "
                 f"{cause.msg}.\n    {(cause.text or '').strip()}"

@@ -100,10 +100,6 @@ KINDS: Tuple[str, ...] = (
     UP_TO_DATE,
 )
 # The kinds of a discovered record's verification (an entry whose static key matches).
-DISCOVERED_KINDS = frozenset({READ_FILE_CHANGED, READ_FILE_MISSING, READ_FILE_APPEARED,
-                              LISTED_DIR_CHANGED, ENV_READ_CHANGED, TRACED_CODE_CHANGED,
-                              TRACED_CODE_MISSING})
-
 # Kinds that say "only because an upstream step would execute": a step whose every reason is one
 # of these may still be served after its upstream reruns (early cutoff).
 PENDING_KINDS = frozenset({UPSTREAM_PENDING})

@@ -124,9 +124,6 @@ class OutputOverlay:
         self.files: Dict[str, Tuple[str, int]] = {}
         self.removed: Set[str] = set()
 
-    def __bool__(self) -> bool:
-        return bool(self.files or self.removed)
-
     def listing(self, root: str, ref: FileRef) -> List[str]:
         """The files a Dir input would cover after the pretended restores."""
         base = "" if ref.path == "." else ref.path.rstrip("/") + "/"

@@ -32,7 +32,7 @@ from zenbuild.events import (
 from zenbuild.executors import Executor, Outcome, Task
 from zenbuild.fingerprint.code import CodeFingerprinter, SourceCache
 from zenbuild.graph import FileRef, Graph, InputRef, Node, OutputRef
-from zenbuild.paths import MissingInput
+from zenbuild.paths import MissingInput, shown
 from zenbuild.reasons import Reason
 from zenbuild.rebuild import (
     CachePolicy,
@@ -97,13 +97,8 @@ class Scheduler:
                                  remote, discovery=self.discovery)
         self.results: Dict[str, StepResult] = {}
         self.digests: Dict[str, str] = {}  # step -> value digest
-        # step -> the item paths its consumers index it by, and their elements' digests
-        self.indexed: Dict[str, Set[Tuple[Any, ...]]] = {}
-        for n in graph.nodes.values():
-            for pairs in n.input_paths.values():
-                for up, path in pairs:
-                    self.indexed.setdefault(up, set()).add(path)
-        self.elements: Dict[str, Dict[str, str]] = {}
+        self.indexed = graph.indexed  # step -> item paths its consumers read it by
+        self.elements: Dict[str, Dict[str, str]] = {}  # ... and those elements' digests
         # Serialized values read or produced in this run. Each consumer gets its own decoded
         # copy, so a step that mutates its input cannot change what a sibling step sees.
         self.values: Dict[str, bytes] = {}
@@ -115,9 +110,7 @@ class Scheduler:
     def _source_digest(self, path: str) -> Optional[str]:
         """Content digest of a source file, through the stat cache (None if unreadable)."""
         try:
-            rel = os.path.relpath(path, self.root)
-            key = rel.replace(os.sep, "/") if not rel.startswith("..") else path
-            return self.statcache.digest(key, path)[0]
+            return self.statcache.digest(shown(path, self.root), path)[0]
         except (OSError, ValueError):
             return None
 
@@ -262,7 +255,7 @@ class Scheduler:
             except MissingInput:
                 comps = None  # a file an upstream step writes may not exist yet
         verdict = decide(node, comps, fingerprint, self._policy(node), previous,
-                         self.store.get_action, self.server.usable,
+                         self.server.lookup, self.server.usable,
                          all_reasons=self.opts.all_reasons, pending=pending,
                          verify=self.discovery.verify,
                          alternates=self.store.alternate_actions)
@@ -350,9 +343,7 @@ class Scheduler:
         path = stale_source(self.fp.code(self.g.nodes[name].step.fn).funcs, loaded_from_source)
         if path is None:
             return None
-        rel = os.path.relpath(path, self.root)
-        shown = path if rel.startswith("..") else rel.replace(os.sep, "/")
-        return Reason(R.STALE_CODE, shown, detail={"step": name})
+        return Reason(R.STALE_CODE, shown(path, self.root), detail={"step": name})
 
     def _element_digests(self, name: str, value: Any) -> Dict[str, str]:
         """The digest of each element of ``value`` that a consumer reads by an item path."""
@@ -413,8 +404,6 @@ class Scheduler:
         notice = Reason(R.UNDECLARED_WRITE, first, detail={"step": name, "more": more})
         self.report(Warning_(message=R.text(notice)))
 
-    def warn(self, message: str) -> None:
-        self.report(Warning_(message=message))
 
 
 _UP_TO_DATE = Reason(R.UP_TO_DATE)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import zenbuild.discovered as dv
+from zenbuild import reasons as R
 from zenbuild.digest import digest_file
 from zenbuild.trace import Trace
 
@@ -75,7 +76,8 @@ def test_the_record_is_json_holds_digests_and_no_secret(tmp_path: Path) -> None:
                                               ["lib.py", "helper.<locals>.<listcomp>"],
                                               ["lib.py", "Scaler.transform"],
                                               ["lib.py", "fallback"]]
-    assert all(c[3] for c in rec["calls"]) and rec["writes"] == ["side.txt"]
+    assert all(c[3] for c in rec["calls"])
+    assert "side.txt" not in text  # an undeclared write is warned about, never verified
     assert check(root, json.loads(text), dv.SourceDigests(str(root)), ENV) == []
 
 
@@ -83,14 +85,14 @@ def test_each_change_has_its_reason(tmp_path: Path) -> None:
     root, rec, code = setup(tmp_path)
     (root / "data" / "train.csv").write_text("a\n1\n2\n")
     got = check(root, rec, code, ENV)
-    assert [r.kind for r in got] == [dv.READ_FILE_CHANGED]
+    assert [r.kind for r in got] == [R.READ_FILE_CHANGED]
     assert (got[0].subject, got[0].before, got[0].after) == ("data/train.csv", 4, 6)
     (root / "local.cfg").write_text("x")  # tried by the step, missing then
     (root / "data" / "train.csv").unlink()
     got = check(root, rec, code, ENV)
     assert [(r.kind, r.subject) for r in got] == [
-        (dv.READ_FILE_MISSING, "data/train.csv"), (dv.READ_FILE_APPEARED, "local.cfg"),
-        (dv.LISTED_DIR_CHANGED, "data")]
+        (R.READ_FILE_MISSING, "data/train.csv"), (R.READ_FILE_APPEARED, "local.cfg"),
+        (R.LISTED_DIR_CHANGED, "data")]
     assert check(root, rec, code, ENV, first_only=True) == got[:1]
 
 
@@ -98,10 +100,10 @@ def test_env_changes_show_values_only_when_not_secret(tmp_path: Path) -> None:
     root, rec, code = setup(tmp_path)
     got = check(root, rec, code, {"DEVICE": "cuda", "API_TOKEN": "other", "OPTIONAL": "1"})
     assert [(r.kind, r.subject, r.before, r.after) for r in got] == [
-        (dv.ENV_READ_CHANGED, "DEVICE", "cpu", "cuda"),
-        (dv.ENV_READ_CHANGED, "API_TOKEN", None, None),
-        (dv.ENV_READ_CHANGED, "OPTIONAL", None, "1")]
-    texts = [dv.TEMPLATES[r.kind](r) for r in got]
+        (R.ENV_READ_CHANGED, "DEVICE", "cpu", "cuda"),
+        (R.ENV_READ_CHANGED, "API_TOKEN", None, None),
+        (R.ENV_READ_CHANGED, "OPTIONAL", None, "1")]
+    texts = [R.text(r) for r in got]
     assert texts == ["read by the step: DEVICE 'cpu' -> 'cuda'",
                      "read by the step: API_TOKEN changed (value hidden)",
                      "read by the step: OPTIONAL unset -> '1'"]
@@ -118,13 +120,13 @@ def test_traced_code_semantic_cosmetic_and_removed(tmp_path: Path) -> None:
     (root / "lib.py").write_text(HELPERS.replace("x * 2", "x * 3").replace("return 1", "return 2"))
     got = check(root, rec, code, ENV)
     assert [(r.kind, r.subject) for r in got] == [
-        (dv.TRACED_CODE_CHANGED, "lib.py:Scaler.transform"),
-        (dv.TRACED_CODE_CHANGED, "lib.py:fallback")]
+        (R.TRACED_CODE_CHANGED, "lib.py:Scaler.transform"),
+        (R.TRACED_CODE_CHANGED, "lib.py:fallback")]
     (root / "lib.py").write_text(HELPERS.replace("def helper(x):", "def renamed(x):"))
     got = check(root, rec, code, ENV)
     assert [(r.kind, r.subject) for r in got] == [
-        (dv.TRACED_CODE_MISSING, "lib.py:helper"),
-        (dv.TRACED_CODE_MISSING, "lib.py:helper.<locals>.<listcomp>")]
+        (R.TRACED_CODE_MISSING, "lib.py:helper"),
+        (R.TRACED_CODE_MISSING, "lib.py:helper.<locals>.<listcomp>")]
 
 
 def test_main_code_is_found_by_name(tmp_path: Path, monkeypatch: Any) -> None:
@@ -160,7 +162,7 @@ def test_an_unknown_format_verifies_nothing() -> None:
 # -- the record on the entry: the store, its migration, alternates, the remote cache, decide ---
 
 RECORD = {"format": 1, "files": {"data/train.csv": ["d1", 4]}, "listed": {}, "env": {},
-          "calls": [], "sources": {}, "writes": []}
+          "calls": [], "sources": {}}
 
 
 def _put(store: Any, fp: str, value: bytes, record: Optional[Dict[str, Any]],
@@ -316,7 +318,7 @@ def test_an_unchanged_source_file_is_not_parsed(tmp_path: Path) -> None:
 
     assert dv.verify(rec, lambda rel: ("d", 1), {}, code) == [] and parsed == []
     got = dv.verify(rec, lambda rel: ("d2", 1), {}, code)
-    assert [r.kind for r in got] == [dv.TRACED_CODE_CHANGED] and parsed == ["helper"]
+    assert [r.kind for r in got] == [R.TRACED_CODE_CHANGED] and parsed == ["helper"]
 
 
 def test_ignored_variables_are_not_verified() -> None:

@@ -6,6 +6,7 @@ import gc
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from zenbuild.paths import PACKAGE_DIR
 from zenbuild.records import field, record
 from zenbuild.trace import Recorder, Trace, TraceOptions
 
@@ -95,7 +96,7 @@ def user_traceback_text(e: BaseException) -> str:
     import os
     import traceback
 
-    own = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    own = PACKAGE_DIR + os.sep
     te = traceback.TracebackException(type(e), e, e.__traceback__)
     seen = set()
     todo = [te]

@@ -67,26 +67,13 @@ def fn_ref(fn: Callable[..., Any]) -> FnRef:
 
 def _code_digest(fn: Callable[..., Any]) -> str:
     """What a function's code is, the same whether it was compiled from source or loaded from a
-    .pyc (marshal.dumps is not: it records which strings were interned and shared, and those
-    differ between the two, so a worker loading the .pyc would refuse the step)."""
+    .pyc (marshal.dumps is not: it records which strings were interned and shared)."""
+    from zenbuild.fingerprint.running import code_shape
+
     code = getattr(fn, "__code__", None)
     if code is None:
         return ""
-    h = hashlib.sha256()
-    _feed(h, code)
-    return h.hexdigest()
-
-
-def _feed(h: Any, code: Any) -> None:
-    h.update(code.co_code)
-    h.update(repr((code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars,
-                   code.co_argcount, code.co_kwonlyargcount, code.co_flags)).encode())
-    for c in code.co_consts:
-        if hasattr(c, "co_code"):
-            _feed(h, c)
-        else:
-            h.update(repr(c).encode("utf-8", "surrogatepass"))
-        h.update(b"\0")
+    return hashlib.sha256(repr(code_shape(code)).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def resolve_ref(ref: FnRef, root: str) -> Callable[[], Any]:

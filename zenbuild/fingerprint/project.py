@@ -10,7 +10,7 @@ import types
 import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
-from zenbuild.paths import SKIP_DIRS
+from zenbuild.paths import PACKAGE_DIR, SKIP_DIRS, interactive_file, library_dirs
 
 # Label of code typed into an interactive session (a notebook cell, IPython): its source lives
 # only in linecache, under a file name that does not exist.
@@ -22,30 +22,12 @@ class OutsideRootWarning(UserWarning):
 
 
 def _library_dirs() -> Tuple[str, ...]:
-    """Folders whose code is the interpreter's or an installed distribution's."""
-    import site  # imported at start-up anyway; sysconfig would cost ~3 ms of every run
-
-    dirs = {os.path.realpath(os.path.dirname(os.__file__))}  # the standard library
-    for p in [*site.getsitepackages(), site.getusersitepackages(), *sys.path]:
-        if p and ("site-packages" in p or "dist-packages" in p):
-            dirs.add(os.path.realpath(p))
+    """Folders whose code is the interpreter's, an installed distribution's or zenbuild's."""
+    dirs = set(library_dirs())
     for p in (sys.prefix, sys.exec_prefix, sys.base_prefix + os.sep + "lib"):
         dirs.add(os.path.realpath(p))
-    # zenbuild's own package (this file's grandparent folder) is never project code
-    dirs.add(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+    dirs.add(os.path.realpath(PACKAGE_DIR))  # zenbuild's own package is never project code
     return tuple(sorted(dirs))
-
-
-def interactive_file(filename: str) -> bool:
-    """True for the pseudo-file of code typed into an interactive session: linecache holds its
-    lines although no such file exists."""
-    linecache: Any = sys.modules.get("linecache")  # never imported just to look: no cells then
-    if linecache is None:
-        return False
-    if filename in linecache.cache and not os.path.exists(filename):
-        return True
-    ip_cache: Any = getattr(linecache, "_ipython_cache", None)
-    return bool(ip_cache) and filename in ip_cache and not os.path.exists(filename)
 
 
 class ProjectLocator:

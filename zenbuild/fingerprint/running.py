@@ -14,11 +14,11 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 _COMPILED: Dict[str, Tuple[Tuple[int, int], Dict[str, List[Any]]]] = {}
 
 
-def _shape(code: types.CodeType) -> Any:
+def code_shape(code: types.CodeType) -> Any:
     """A code object without its positions: equal for the same source compiled anywhere."""
     return (code.co_code, code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars,
             code.co_argcount, code.co_kwonlyargcount, code.co_flags,
-            tuple(_shape(c) if isinstance(c, types.CodeType) else (type(c).__name__, repr(c))
+            tuple(code_shape(c) if isinstance(c, types.CodeType) else (type(c).__name__, repr(c))
                   for c in code.co_consts))
 
 
@@ -44,7 +44,7 @@ def _on_disk(path: str) -> Optional[Dict[str, List[Any]]]:
     todo = [top]
     while todo:
         c = todo.pop()
-        found.setdefault(_qualname(c), []).append(_shape(c))
+        found.setdefault(_qualname(c), []).append(code_shape(c))
         todo += [k for k in c.co_consts if isinstance(k, types.CodeType)]
     _COMPILED[path] = (key, found)
     return found
@@ -64,6 +64,6 @@ def stale_source(funcs: Iterable[Any], trusted: Callable[[str], bool]) -> Option
         compiled = _on_disk(path)
         if compiled is None:
             continue
-        if _shape(code) not in compiled.get(_qualname(code), []):
+        if code_shape(code) not in compiled.get(_qualname(code), []):
             return path
     return None

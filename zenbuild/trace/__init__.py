@@ -40,7 +40,7 @@ from typing import (
     Tuple,
 )
 
-from zenbuild.paths import SKIP_DIRS
+from zenbuild.paths import PACKAGE_DIR, SKIP_DIRS, inside, library_dirs
 from zenbuild.records import field, record
 
 if TYPE_CHECKING:  # pragma: no cover - the call tracer is imported when a step is recorded
@@ -139,24 +139,19 @@ def _env_filter(ignore: Iterable[str]) -> Any:
 
 # -- where a path or a frame belongs ---------------------------------------------------------------
 
-_ZB_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_ZB_DIR = PACKAGE_DIR + os.sep
 _BOUNDARY_FILES = frozenset({os.path.abspath(__file__),
                              os.path.join(_ZB_DIR, "executors", "__init__.py")})
+# the library folders (stdlib, site-packages): found when the first step is recorded, so a
+# no-op run never pays for site's look-ups
+_LIB: Tuple[str, ...] = ()
 
 
-def _lib_prefixes() -> Tuple[str, ...]:
-    out: Set[str] = set()
-    # the standard library is where os lives (sysconfig would say the same, at ~3 ms of import
-    # on every run); the other library folders are the site-packages on sys.path
-    for p in (os.path.dirname(os.__file__),):
-        out.update({os.path.abspath(p) + os.sep, os.path.realpath(p) + os.sep})
-    for p in sys.path:
-        if p and ("site-packages" in p or "dist-packages" in p):
-            out.add(os.path.abspath(p) + os.sep)
-    return tuple(sorted(out))
-
-
-_LIB = _lib_prefixes()
+def _lib() -> Tuple[str, ...]:
+    global _LIB
+    if not _LIB:
+        _LIB = tuple(d + os.sep for d in library_dirs())
+    return _LIB
 
 
 def _from_user(f: Any) -> bool:
@@ -169,7 +164,7 @@ def _from_user(f: Any) -> bool:
             return False
         if fn.startswith(_ZB_DIR):
             return fn in _BOUNDARY_FILES  # reached the recorder: library code all the way
-        if not (fn.startswith(_LIB) or fn.startswith("<frozen")):
+        if not (fn.startswith(_lib()) or fn.startswith("<frozen")):
             return True
         f = f.f_back
         n += 1
@@ -201,7 +196,7 @@ class _Recording:
             prefixes = tuple({root + os.sep, os.path.realpath(root) + os.sep})
             excluded: List[str] = []
             for p in (opts.store_dir, sys.prefix, sys.base_prefix, sys.exec_prefix,
-                      *(x.rstrip(os.sep) for x in _LIB)):
+                      *(x.rstrip(os.sep) for x in _lib())):
                 if not p:
                     continue
                 for form in {os.path.abspath(p), os.path.realpath(p)}:
@@ -254,10 +249,7 @@ class _Recording:
         return rel
 
     def declared(self, rel: str) -> bool:
-        for o in self.outputs:
-            if rel == o or rel.startswith(o + "/"):
-                return True
-        return False
+        return any(inside(rel, o) for o in self.outputs)
 
     def finish(self, started_ns: int, calls: List[List[Any]], calls_traced: bool) -> Trace:
         root = self.root
@@ -293,37 +285,34 @@ def _up(r: _Recording) -> Optional[_Recording]:
     return p
 
 
+def _note(rec: _Recording, kind: str, rel: str) -> None:
+    """Put ``rel`` in the ``kind`` ("reads", "writes" or "listed") of ``rec`` and of every
+    recording it passes events up to."""
+    r: Optional[_Recording] = rec
+    while r is not None and r.opts.track_reads:
+        getattr(r, kind)[rel] = None
+        r = _up(r)
+
+
 def _on_open(rec: _Recording, args: Tuple[Any, ...]) -> None:
     rel = rec.rel(args[0])
     if rel is None or rel == "." or not _from_user(sys._getframe(2)):
         return
     flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
-    r: Optional[_Recording] = rec
-    while r is not None and r.opts.track_reads:
-        seen = r.writes if flags & _WRITE_FLAGS else r.reads
-        seen[rel] = None
-        r = _up(r)
+    _note(rec, "writes" if flags & _WRITE_FLAGS else "reads", rel)
 
 
 def _on_rename(rec: _Recording, args: Tuple[Any, ...]) -> None:
     dst = rec.rel(args[1]) if len(args) > 1 else None
-    if dst is None or not _from_user(sys._getframe(2)):
-        return
-    r: Optional[_Recording] = rec
-    while r is not None and r.opts.track_reads:
-        r.writes[dst] = None
-        r = _up(r)
+    if dst is not None and _from_user(sys._getframe(2)):
+        _note(rec, "writes", dst)
 
 
 def _on_list(rec: _Recording, args: Tuple[Any, ...]) -> None:
     path = args[0] if args else None
     rel = rec.rel("." if path is None else path)
-    if rel is None or not _from_user(sys._getframe(2)):
-        return
-    r: Optional[_Recording] = rec
-    while r is not None and r.opts.track_reads:
-        r.listed[rel] = None
-        r = _up(r)
+    if rel is not None and _from_user(sys._getframe(2)):
+        _note(rec, "listed", rel)
 
 
 _HANDLERS = {"open": _on_open, "os.rename": _on_rename, "os.listdir": _on_list,
@@ -386,13 +375,8 @@ def _probe(path: Any, st: Any) -> None:
         if rec is None or not rec.opts.track_reads:
             return
         rel = rec.rel(path)
-        if rel is None or rel == "." or not _from_user(sys._getframe(2)):
-            return
-        r: Optional[_Recording] = rec
-        while r is not None and r.opts.track_reads:
-            if rel not in r.writes:
-                r.reads[rel] = None
-            r = _up(r)
+        if rel is not None and rel != "." and _from_user(sys._getframe(2)):
+            _note(rec, "reads", rel)  # a file the step wrote is dropped from reads at finish
     except Exception:  # pragma: no cover - never break the step's own stat
         pass
 
@@ -568,11 +552,3 @@ def recording_imports(root: str, store_dir: str = "", track_env: bool = True) ->
     reads to the innermost module being executed); a step recording around it still sees them."""
     return Recorder(TraceOptions(root, store_dir, (), True, track_env, False, ()), isolated=True)
 
-
-def default_trace_calls() -> bool:
-    """The ``[fingerprint] trace_calls`` default: on, on every Python version. Correctness
-    comes first (plugins, registries and getattr dispatch are otherwise stale with no word).
-    Cost: nearly free with sys.monitoring (Python >= 3.12); below, cProfile costs ~x1.0 on
-    numpy-bound steps and ~x3-5 on pure-Python call-bound loops; ``trace_calls = false`` opts
-    out."""
-    return True

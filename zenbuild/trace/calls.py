@@ -14,7 +14,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
 
-from zenbuild.paths import SKIP_DIRS
+from zenbuild.paths import PACKAGE_DIR, SKIP_DIRS, interactive_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from zenbuild.trace import _Recording
@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 Target = Callable[[], "Optional[_Recording]"]
 Count = Callable[[], int]
 
-_ZB_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_ZB_DIR = PACKAGE_DIR + os.sep
 MONITORING = sys.version_info >= (3, 12)
 
 
@@ -138,7 +138,7 @@ def _file_key(filename: str, prefixes: Tuple[str, ...], excluded: Tuple[str, ...
                 if not rel.startswith(excluded) and not any(p in SKIP_DIRS for p in parts):
                     key = rel
                 break
-    elif _in_linecache(filename) and not os.path.exists(filename):
+    elif interactive_file(filename):
         key = "<__main__>"  # a notebook cell or exec'd source: found again through __main__
     _KIND[(root, filename)] = key
     return key
@@ -157,10 +157,3 @@ def project_calls(codes: Set[Any], root: str, excluded: Tuple[str, ...]) -> List
         if key is not None:
             out.add((key, name, code.co_firstlineno))
     return [list(t) for t in sorted(out)]
-
-
-def _in_linecache(filename: str) -> bool:
-    """Whether linecache holds source for ``filename`` (a notebook cell, exec'd code); linecache
-    is imported only if something already did (IPython does), so a run never pays for it."""
-    lc = sys.modules.get("linecache")
-    return lc is not None and filename in lc.cache
