@@ -388,6 +388,31 @@ def test_threads_started_by_the_step_and_concurrent_recordings(proj: Path) -> No
     assert results == {"a": ["params.yaml"], "b": ["data/train.csv"]}
 
 
+def test_threads_running_before_the_recording_count_only_with_user_code(proj: Path) -> None:
+    """A thread that was already running (a Dask worker's profiler reading source through
+    linecache, a pool made earlier) is not the step: its library-only reads are not the step's,
+    but the step's own function run on such a pool is."""
+    import concurrent.futures as cf
+
+    with cf.ThreadPoolExecutor(1) as pool:
+        pool.submit(int).result()  # the pool's thread exists before the recording
+        (proj / "src.py").write_text("x = 1\n")
+
+        def body() -> None:
+            pool.submit(Path(proj / "data" / "train.csv").read_text).result()  # library only
+            pool.submit(linecache.updatecache, str(proj / "src.py")).result()
+            pool.submit(slurp, proj / "params.yaml").result()  # the step's own code
+
+        assert record(proj, body).reads == ["params.yaml"]
+
+        def fresh() -> None:  # a thread the step starts is the step's, library code or not
+            th = threading.Thread(target=Path(proj / "data" / "train.csv").read_text)
+            th.start()
+            th.join()
+
+        assert record(proj, fresh).reads == ["data/train.csv"]
+
+
 def test_nested_recordings_report_to_the_outer_one(proj: Path) -> None:
     with Recorder(opts(proj)) as outer:
         slurp(proj / "params.yaml")

@@ -215,6 +215,11 @@ class _Recording:
         self.bulk: Optional[List[str]] = None  # keys of an iteration of os.environ under way
         self.bulk_pos = 0
         self.codes: Set[Any] = set()
+        # threads alive before the recording began, other than its own: a Dask worker's
+        # profiler reads source files through linecache; a pool the project made earlier may
+        # run the step's work. Their events count only with user code on their stack.
+        self.thread = threading.get_ident()
+        self.foreign = frozenset(t.ident for t in threading.enumerate()) - {self.thread}
 
     def rel(self, path: Any) -> Optional[str]:
         """Project-relative posix form of an opened path, or None when it is not of interest."""
@@ -267,10 +272,26 @@ _LOCK = threading.Lock()
 
 
 def _target() -> Optional[_Recording]:
+    """The recording an event in this thread goes to: the one entered in this thread (or its
+    context), else the only one under way, for a thread the step started. A thread that was
+    already running when the recording began is only trusted when its stack holds user code."""
     rec = _CURRENT.get()
     if rec is None and len(_ACTIVE) == 1:
         rec = _ACTIVE[0]
+        if threading.get_ident() in rec.foreign and not _user_on_stack(sys._getframe(1)):
+            return None
     return rec
+
+
+def _user_on_stack(f: Any) -> bool:
+    """Whether any frame from frame ``f`` up is user code (not a library, not zenbuild)."""
+    lib = _lib()
+    while f is not None:
+        fn = f.f_code.co_filename
+        if not (fn.startswith(lib) or fn.startswith(_ZB_DIR) or fn.startswith("<")):
+            return True
+        f = f.f_back
+    return False
 
 
 # -- files: the audit hook -------------------------------------------------------------------------
