@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark the zenbuild CLI on synthetic projects.
 
-For each size (default N=200 steps / F=2,000 files and N=1,000 / F=20,000), in a fresh temp dir:
+For each size (default N=200 steps / F=2,000 files, N=1,000 / F=20,000 and N=5,000 /
+F=50,000), in a fresh temp dir:
 
 * bare script: the same work in a plain loop, no tool (median of 3);
 * cold run: empty store, every step executes;
@@ -23,7 +24,7 @@ Results: a table on stdout and ``benchmarks/results/latest.json``.  Exit status 
 failed, 2 if zenbuild cannot be run.
 
     python benchmarks/run_bench.py --quick          # N=200 only
-    python benchmarks/run_bench.py                  # both sizes
+    python benchmarks/run_bench.py                  # all three sizes
     python benchmarks/run_bench.py --sizes 500:5000 --with-doit
 """
 
@@ -53,7 +54,7 @@ from gen_synthetic import SynthSpec, bare_script, doit_script, generate, generat
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
-DEFAULT_SIZES = ((200, 2_000), (1_000, 20_000))
+DEFAULT_SIZES = ((200, 2_000), (1_000, 20_000), (5_000, 50_000))
 MIB = 1 << 20
 
 
