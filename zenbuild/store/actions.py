@@ -8,7 +8,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from zenbuild.digest import digest_bytes
-from zenbuild.store.database import Database
+from zenbuild.store.database import BAD_TEXT, Database
 
 # A served entry's last_used is rewritten only when older than this (like relatime for atimes):
 # a no-op run of a big pipeline then writes nothing to the action cache, and `cache gc`, which
@@ -16,6 +16,10 @@ from zenbuild.store.database import Database
 TOUCH_EVERY_S = 3600.0
 # Entries kept per static key besides the latest, for steps whose discovered inputs differ.
 ALTERNATES_KEPT = 8
+# What a damaged ``discovered`` column (not JSON, not an object) reads as: a record (format 1 of
+# discovered.py) saying the step read a file that is not there, so the entry is never served,
+# its step executes again and its row is replaced.
+DAMAGED_RECORD: Dict[str, Any] = {"format": 1, "files": {"<damaged store row>": ["0", "0"]}}
 
 
 class ActionEntry:
@@ -55,7 +59,7 @@ class ActionEntry:
         served; None when there is nothing to verify. Decoded on first use."""
         d = self._discovered
         if isinstance(d, str):
-            d = self._discovered = json.loads(d) if d else None
+            d = self._discovered = _json_dict(d, DAMAGED_RECORD) if d else None
         return d  # type: ignore[no-any-return]
 
     @discovered.setter
@@ -68,9 +72,11 @@ class ActionEntry:
         if c is None and self._loader is not None:
             c = self._loader(self.fingerprint)
         if isinstance(c, str):
-            c = json.loads(c)
+            c = _json_dict(c, {})  # a damaged row: nothing known of what made it
+        elif not isinstance(c, dict):
+            c = {}
         self._components = c
-        return c  # type: ignore[no-any-return]
+        return c
 
     @components.setter
     def components(self, value: Dict[str, Any]) -> None:
@@ -80,13 +86,57 @@ class ActionEntry:
         return f"ActionEntry({self.step!r}, {self.fingerprint!r})"
 
 
-def _entry(row: Tuple[Any, ...]) -> ActionEntry:
+def _json_dict(text: str, default: Dict[str, Any]) -> Dict[str, Any]:
+    try:
+        d = json.loads(text)
+    except ValueError:
+        return default
+    return d if isinstance(d, dict) else default
+
+
+def _text(x: Any) -> bool:
+    return type(x) is str and BAD_TEXT not in x
+
+
+def _outputs(x: Any) -> Optional[Dict[str, Dict[str, Any]]]:
+    """An entry's outputs column decoded, or None when it is damaged."""
+    if x == "{}":
+        return {}
+    if not _text(x):
+        return None
+    d: Dict[str, Any] = _json_dict(x, {"": None}) if x else {"": None}
+    for rel, rec in d.items():
+        if not (rel and isinstance(rec, dict) and rec.get("kind") in ("file", "dir")
+                and _text(rec.get("digest"))):
+            return None
+    return d
+
+
+def sound(row: Tuple[Any, ...]) -> Optional[Dict[str, Dict[str, Any]]]:
+    """The outputs of an actions row (columns as _ACTION_COLS) when the row is sound, else None:
+    a row with text that is not UTF-8, a column of the wrong type or outputs that are not an
+    object of output records is damaged. A damaged row is a miss: its step executes again and
+    the row is replaced. Components and discovered are checked when decoded (ActionEntry)."""
+    if not (_text(row[0]) and _text(row[1]) and _text(row[2]) and _text(row[3])):
+        return None
+    for n in row[6:9]:
+        if type(n) is not float and type(n) is not int:
+            return None
+    if not (row[5] is None or _text(row[5])) or not (row[9] is None or _text(row[9])):
+        return None
+    return _outputs(row[4])
+
+
+def _entry(row: Tuple[Any, ...]) -> Optional[ActionEntry]:
+    outputs = sound(row)
+    if outputs is None:
+        return None
     return ActionEntry(
         fingerprint=row[0],
         pipeline=row[1],
         step=row[2],
         value_digest=row[3],
-        outputs=json.loads(row[4]) if row[4] != "{}" else {},
+        outputs=outputs,
         components=row[5],
         created=row[6],
         last_used=row[7],
@@ -111,31 +161,33 @@ class ActionCache:
         read only if asked for (a step that changed); ``value_inline`` says whether the value
         blob is in the database (else it may be a file)."""
         rows = self.db.execute(
-            "SELECT a.fingerprint, a.pipeline, a.step, a.value_digest, a.outputs, a.created, "
-            "a.last_used, a.duration, s.step, b.digest IS NOT NULL, a.discovered "
+            "SELECT a.fingerprint, a.pipeline, a.step, a.value_digest, a.outputs, NULL, "
+            "a.created, a.last_used, a.duration, a.discovered, s.step, b.digest IS NOT NULL "
             "FROM step_state s JOIN actions a ON a.fingerprint = s.fingerprint "
             "LEFT JOIN blobs b ON b.digest = a.value_digest WHERE s.pipeline = ?",
             (pipeline,),
         ).fetchall()
         out: Dict[str, ActionEntry] = {}
-        load, plain = self._components_of, "{}"
+        load = self._components_of
         for r in rows:
-            e = ActionEntry(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] != plain else {},
-                            None, r[5], r[6], r[7], load, r[10])
-            e.value_inline = bool(r[9])
-            out[r[8]] = e
+            outputs = sound(r)
+            if outputs is None or not _text(r[10]):
+                continue  # damaged: the step has no latest entry, and executes
+            e = ActionEntry(r[0], r[1], r[2], r[3], outputs, None, r[6], r[7], r[8], load, r[9])
+            e.value_inline = bool(r[11])
+            out[r[10]] = e
         return out
 
     def _components_of(self, fingerprint: str) -> str:
         row = self.db.execute(
             "SELECT components FROM actions WHERE fingerprint = ?", (fingerprint,)).fetchone()
-        return row[0] if row else "{}"
+        return row[0] if row and _text(row[0]) else "{}"
 
     def get(self, fingerprint: str) -> Optional[ActionEntry]:
         row = self.db.execute(
             f"SELECT {_ACTION_COLS} FROM actions WHERE fingerprint = ?", (fingerprint,)
         ).fetchone()
-        return _entry(row) if row else None
+        return _entry(row) if row else None  # a damaged row is a miss, replaced by put()
 
     def put(self, e: ActionEntry) -> None:
         with self.database.transaction() as db:
@@ -169,7 +221,7 @@ class ActionCache:
         rows = self.db.execute(
             f"SELECT {_ACTION_COLS} FROM actions WHERE fingerprint > ? AND fingerprint < ? "
             "ORDER BY last_used DESC", (fingerprint + ":", fingerprint + ";")).fetchall()
-        return [_entry(r) for r in rows]
+        return [e for e in map(_entry, rows) if e is not None]
 
     def demote(self, fingerprint: str, unless: Optional[str] = None) -> None:
         """Keep the entry under ``fingerprint`` as an alternate (if it has a discovered record
@@ -177,7 +229,7 @@ class ActionCache:
         ALTERNATES_KEPT alternates are kept, the least recently used go."""
         row = self.db.execute(
             "SELECT discovered FROM actions WHERE fingerprint = ?", (fingerprint,)).fetchone()
-        if row is None or not row[0] or row[0] == unless:
+        if row is None or not _text(row[0]) or not row[0] or row[0] == unless:
             return
         alt = f"{fingerprint}:{digest_bytes(row[0].encode())[:16]}"
         with self.database.transaction() as db:
@@ -220,4 +272,4 @@ class ActionCache:
             "SELECT fingerprint FROM actions WHERE value_digest = ? OR outputs LIKE ?",
             (digest, f"%{digest}%"),
         ).fetchall()
-        return [r[0] for r in rows]
+        return [r[0] for r in rows if _text(r[0])]

@@ -80,20 +80,22 @@ class RunHistory:
         sql += " ORDER BY started DESC, id DESC LIMIT ?"
         args.append(-1 if limit is None else limit)
         rows = self.db.execute(sql, args).fetchall()
-        out = [dict(zip(_RUN_COLS, r)) for r in rows]
+        out = [dict(zip(_RUN_COLS, r)) for r in rows if _sound_run(r)]
         for r in out:
-            r["params"] = json.loads(r["params"]) if r["params"] else {}
+            r["params"] = _json(r["params"], {}) if r["params"] else {}
         return out
 
     def log(self, run_id: str) -> str:
         row = self.db.execute("SELECT log FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return (row[0] or "") if row else ""
+        return row[0] if row and type(row[0]) is str else ""
 
     def steps(self, run_id: str) -> List[Dict[str, Any]]:
         """The steps of one run in the order they were recorded."""
         row = self.db.execute("SELECT steps FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is not None and row[0] is not None:
-            rows = json.loads(row[0])
+            rows = _json(row[0], [])
+            if not isinstance(rows, list) or not all(_sound_step(r) for r in rows):
+                rows = []  # a damaged row: the run's steps are not known
         else:  # recorded by a store of schema < 4 (or the run did not finish)
             rows = [
                 [r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else [], r[5]]
@@ -101,6 +103,7 @@ class RunHistory:
                     "SELECT step, status, fingerprint, duration, reasons, error FROM run_steps "
                     "WHERE run_id = ? ORDER BY seq", (run_id,))
             ]
+            rows = [r for r in rows if _sound_step(r)]
         return [
             {"step": r[0], "status": r[1], "fingerprint": r[2], "duration": r[3] or 0.0,
              "reasons": r[4] or [], "error": r[5],
@@ -108,3 +111,24 @@ class RunHistory:
              else [reason_json(t) for t in r[4] or []]}
             for r in rows
         ]
+
+
+def _json(text: Any, default: Any) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return default
+
+
+def _sound_run(r: Tuple[Any, ...]) -> bool:
+    """A runs row that can be shown: text that is text, times and counts that are numbers."""
+    return (type(r[0]) is str and type(r[1]) is str and type(r[4]) is str
+            and isinstance(r[2], (int, float)) and (r[3] is None or isinstance(r[3], (int, float)))
+            and all(isinstance(n, int) or n is None for n in r[5:9])
+            and (r[9] is None or type(r[9]) is str))
+
+
+def _sound_step(r: Any) -> bool:
+    return (isinstance(r, list) and len(r) >= 6 and type(r[0]) is str and type(r[1]) is str
+            and (r[3] is None or isinstance(r[3], (int, float)))
+            and isinstance(r[4] or [], list) and (len(r) < 7 or isinstance(r[6], list)))

@@ -7,6 +7,8 @@ import json
 import sqlite3
 from typing import Dict, List, Optional, Tuple
 
+from zenbuild.store.database import BAD_TEXT
+
 SourceEntry = Tuple[str, List[List[str]]]  # (normalized AST digest, referenced names)
 
 
@@ -17,8 +19,18 @@ class SourceRows:
         self.db = db
 
     def get(self, key: str) -> Optional[SourceEntry]:
+        """The entry, or None when there is none or its row is damaged (it is made again)."""
         row = self.db.execute("SELECT digest, refs FROM source_cache WHERE key = ?", (key,)).fetchone()
-        return (row[0], json.loads(row[1])) if row else None
+        if row is None or type(row[0]) is not str or BAD_TEXT in row[0] or type(row[1]) is not str:
+            return None
+        try:
+            refs = json.loads(row[1])
+        except ValueError:
+            return None
+        if not (isinstance(refs, list)
+                and all(isinstance(r, list) and all(type(x) is str for x in r) for r in refs)):
+            return None
+        return row[0], refs
 
     def save(self, entries: Dict[str, SourceEntry]) -> None:
         self.db.executemany(

@@ -6,6 +6,7 @@ import sqlite3
 from typing import Any, Dict, Tuple
 
 from zenbuild.digest import FileRecord
+from zenbuild.store.database import BAD_TEXT
 
 
 class StatRows:
@@ -16,11 +17,17 @@ class StatRows:
 
     def load(self) -> Dict[str, Tuple[Any, ...]]:
         """path -> (size, mtime_ns, ino, ctime_ns, digest), for StatCache: every saved record
-        is trusted (not racily clean), so its recording time need not be read."""
+        is trusted (not racily clean), so its recording time need not be read. A damaged row
+        (text that is not UTF-8, a column of the wrong type) is left out: its file is hashed
+        again and the row replaced."""
         rows = self.db.execute(
-            "SELECT path, size, mtime_ns, ino, ctime_ns, digest FROM files"
+            "SELECT path, size, mtime_ns, ino, ctime_ns, digest FROM files WHERE "
+            "typeof(path) = 'text' AND typeof(digest) = 'text' AND typeof(size) = 'integer' "
+            "AND typeof(mtime_ns) = 'integer' AND typeof(ino) = 'integer' "
+            "AND typeof(ctime_ns) = 'integer'"
         ).fetchall()
-        return {r[0]: r[1:] for r in rows}
+        bad = BAD_TEXT
+        return {r[0]: r[1:] for r in rows if bad not in r[0] and bad not in r[5]}
 
     def save(self, recs: Dict[str, FileRecord]) -> None:
         """Save the trusted records; a racily clean one will never be trusted (its mtime and
@@ -31,3 +38,4 @@ class StatRows:
             [(p, *r.key, r.digest, r.recorded_ns) for p, r in keep.items()],
         )
         self.db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in recs if p not in keep])
+
