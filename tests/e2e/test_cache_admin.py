@@ -137,16 +137,91 @@ def test_gc_removes_blobs_no_entry_needs(built: Project) -> None:
     assert built.run("run").executed == []
 
 
-def test_verify_removes_corrupt_blobs_and_their_entries(built: Project) -> None:
+def test_verify_reports_corrupt_blobs_and_repair_removes_them(built: Project) -> None:
     big_value = next(p for p in (built.root / ".zenbuild" / "cas").rglob("*")
                      if p.is_file() and p.stat().st_size > 100_000)
     big_value.write_bytes(b"x" + big_value.read_bytes()[1:])
     r = built.run("cache", "verify", check=1)
-    assert "corrupt blob" in r.stdout and "of step big" in r.stdout
-    assert "1 corrupt, 1 entries removed" in r.stdout
-    assert entry_steps(built) == ["files", "small", "twin"]
+    assert "corrupt blob" in r.stdout and "of step big" in r.stdout and "--repair" in r.stdout
+    assert "1 corrupt, 0 damaged rows, 1 broken entries" in r.stdout
+    assert entry_steps(built) == ALL and big_value.exists()  # only reported
+    r = built.run("cache", "verify", "--repair", check=1)
+    assert "1 corrupt, 0 damaged rows, 1 broken entries removed" in r.stdout
+    assert entry_steps(built) == ["files", "small", "twin"] and not big_value.exists()
     assert built.run("cache", "verify").returncode == 0
     assert built.run("run").executed == ["big"]
+
+
+def damage(built: Project, sql: str) -> None:
+    db = sqlite3.connect(built.root / ".zenbuild" / "zenbuild.db")
+    with db:
+        db.execute(sql)
+    db.close()
+
+
+@pytest.mark.parametrize("sql", [
+    "UPDATE actions SET outputs = CAST(X'FFFE7B' AS TEXT) WHERE step = 'files'",  # not UTF-8
+    "UPDATE actions SET outputs = '{garbage' WHERE step = 'files'",  # not JSON
+    "UPDATE actions SET outputs = '[1, 2]' WHERE step = 'files'",  # the wrong shape
+    "UPDATE actions SET created = 'yesterday' WHERE step = 'files'",  # the wrong type
+    "UPDATE actions SET value_digest = X'0102' WHERE step = 'files'",
+    "UPDATE actions SET step = CAST(X'66696CFF' AS TEXT) WHERE step = 'files'",
+])
+def test_a_damaged_entry_row_is_a_miss_reported_and_repaired(built: Project, sql: str) -> None:
+    damage(built, sql)
+    assert built.run("status").returncode in (0, 1)  # no traceback, whatever it shows
+    r = built.run("cache", "verify", check=1)
+    assert "damaged row in actions" in r.stdout and "Traceback" not in r.output
+    r = built.run("run")
+    assert r.executed == ["files"] and sorted(r.cached) == ["big", "small", "twin"]
+    assert (built.root / "build" / "files" / "one.txt").read_text() == "one" * 1000
+    r = built.run("run")  # the row was replaced: served from now on
+    assert r.executed == []
+    built.run("cache", "verify", "--repair", check=None)
+    assert built.run("cache", "verify").returncode == 0
+    assert built.run("run").executed == []
+
+
+@pytest.mark.parametrize("sql,table", [
+    ("UPDATE files SET path = CAST(X'FF' || CAST(path AS BLOB) AS TEXT)", "files"),
+    ("UPDATE files SET size = 'big'", "files"),
+    ("UPDATE source_cache SET refs = 'not json'", "source_cache"),
+    ("UPDATE step_state SET step = CAST(X'FF' AS TEXT) WHERE step = 'big'", "step_state"),
+    ("UPDATE runs SET steps = CAST(X'5BFF' AS TEXT)", "runs"),
+    ("INSERT INTO blobs VALUES (CAST(X'FFEE' AS TEXT), X'00')", "blobs"),
+])
+def test_damaged_rows_of_other_tables(built: Project, sql: str, table: str) -> None:
+    damage(built, sql)
+    r = built.run("cache", "verify", check=1)
+    assert f"damaged row in {table}" in r.stdout
+    assert "Traceback" not in built.run("runs", check=None).output
+    r = built.run("run")
+    assert "Traceback" not in r.output
+    assert r.executed == []  # a lost step_state row: the entry is found by its fingerprint
+    built.run("cache", "verify", "--repair", check=None)
+    assert built.run("cache", "verify").returncode == 0
+    assert built.run("run").executed == []
+
+
+def test_garbage_in_database_pages_stops_every_command_with_one_message(built: Project) -> None:
+    db = built.root / ".zenbuild" / "zenbuild.db"
+    data = bytearray(db.read_bytes())
+    data[4096:] = bytes((i * 131 + 7) % 256 for i in range(len(data) - 4096))
+    db.write_bytes(bytes(data))
+    for cmd in (["run"], ["status"], ["explain", "big"], ["cache", "verify"], ["runs"]):
+        r = built.run(*cmd, check=2)
+        assert "Traceback" not in r.output, r
+        assert "move the store folder away" in r.stderr.lower(), r
+        assert str(db) in r.stderr
+
+
+def test_a_file_that_is_not_a_database(built: Project) -> None:
+    (built.root / ".zenbuild" / "zenbuild.db").write_bytes(b"hello, not sqlite" * 400)
+    for name in ("zenbuild.db-wal", "zenbuild.db-shm"):
+        (built.root / ".zenbuild" / name).unlink(missing_ok=True)
+    for cmd in (["run"], ["status"], ["cache", "verify"]):
+        r = built.run(*cmd, check=2)
+        assert "move the store folder away" in r.stderr.lower() and "Traceback" not in r.output
 
 
 def test_clear_removes_everything(built: Project) -> None:

@@ -414,25 +414,34 @@ def cache_gc(max_size: Optional[str], older_than: Optional[str], no_wait: bool,
 
 
 @cache.command("verify")
+@click.option("--repair", is_flag=True,
+              help="Remove the corrupt blobs, damaged rows and broken entries found.")
 @_no_wait
 @_project_dir
-def cache_verify(no_wait: bool, project_dir: Optional[str]) -> None:
-    """Rehash every blob; remove corrupt ones and the entries that need them (exit 1 if any)."""
+def cache_verify(repair: bool, no_wait: bool, project_dir: Optional[str]) -> None:
+    """Rehash every blob and read every row; report what is damaged (exit 1 if anything),
+    and with --repair remove it (the steps concerned run again)."""
     from zenbuild.inspect.cache_admin import human, verify
 
     store = _locked_store(project_dir, no_wait)
     try:
-        r = verify(store)
+        r = verify(store, repair)
     finally:
         store.close()
+    done = "removed" if repair else "found"
     for digest in r.corrupt:
-        click.echo(f"corrupt blob {digest}: removed")
+        click.echo(f"corrupt blob {digest}: {done}")
+    for table, why in r.bad_rows:
+        click.echo(f"damaged row in {table}, {why}: {done}")
     for step_name, fp in r.removed_entries:
-        click.echo(f"removed entry {fp[:12]} of step {step_name}: it needed a corrupt or "
-                   "missing blob (the step will run again)")
+        click.echo(f"broken entry {fp[:12]} of step {step_name}: it needs a corrupt or missing "
+                   f"blob ({done}; the step will run again)")
     click.echo(f"checked {r.checked} blobs ({human(r.checked_bytes)}): {len(r.corrupt)} corrupt, "
-               f"{len(r.removed_entries)} entries removed")
-    if r.corrupt or r.removed_entries:
+               f"{len(r.bad_rows)} damaged rows, {len(r.removed_entries)} broken entries"
+               + (" removed" if repair else ""))
+    if not r.clean:
+        if not repair:
+            click.echo("Run `zenbuild cache verify --repair` to remove them.")
         sys.exit(1)
 
 

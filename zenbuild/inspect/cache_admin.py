@@ -1,7 +1,8 @@
 """Store maintenance behind `zenbuild cache`: info, gc, verify and clear.
 
 gc drops least recently used entries first and never a blob a kept entry needs; verify rehashes
-every blob. Callers hold the store's lock.
+every blob and reads every row, reporting what is damaged (and removing it with repair).
+Callers hold the store's lock.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
 from zenbuild.errors import ConfigError
+from zenbuild.store.actions import ACTION_COLS as _ACTION_COLS
+from zenbuild.store.actions import sound
+from zenbuild.store.database import BAD_TEXT
 from zenbuild.store.db import Store
+from zenbuild.store.runs import RUN_COLS as _RUN_COLS
+from zenbuild.store.runs import sound_run, sound_steps
 
 _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB": 1024**2,
           "MIB": 1024**2, "G": 1024**3, "GB": 1024**3, "GIB": 1024**3, "T": 1024**4,
@@ -60,10 +66,14 @@ class Entry:
 def entries(store: Store) -> List[Entry]:
     """Every action-cache entry, least recently used first."""
     rows = store.db.execute(
-        "SELECT fingerprint, step, value_digest, outputs, created, last_used FROM actions "
-        "ORDER BY last_used, created, fingerprint"
+        f"SELECT {_ACTION_COLS} FROM actions ORDER BY last_used, created, fingerprint"
     ).fetchall()
-    return [Entry(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
+    out = []
+    for r in rows:
+        outputs = sound(r)
+        if outputs is not None:  # a damaged row is left to `cache verify`
+            out.append(Entry(r[0], r[2], r[3], outputs, r[6], r[7]))
+    return out
 
 
 def blob_sizes(store: Store) -> Dict[str, int]:
@@ -192,14 +202,25 @@ class VerifyReport:
     checked_bytes: int = 0
     corrupt: List[str] = field(default_factory=list)
     removed_entries: List[Tuple[str, str]] = field(default_factory=list)  # (step, fingerprint)
+    bad_rows: List[Tuple[str, str]] = field(default_factory=list)  # (table, what is wrong)
+    repaired: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return not (self.corrupt or self.removed_entries or self.bad_rows)
 
 
-def verify(store: Store) -> VerifyReport:
-    """Rehash every blob; remove the corrupt ones and every entry that needs a blob that is
-    corrupt or missing. Call with the store's lock held."""
-    rep = VerifyReport()
+def verify(store: Store, repair: bool = False) -> VerifyReport:
+    """Rehash every blob and read every row. Report corrupt blobs, damaged rows and the entries
+    that need a blob that is corrupt or missing; with ``repair``, remove them all (their steps
+    execute again). Call with the store's lock held."""
+    rep = VerifyReport(repaired=repair)
+    bad = bad_rows(store)
+    rep.bad_rows = [(table, why) for table, _rowid, why in bad]
     good: Set[str] = set()
     for digest, _size in list(store.iter_blobs()):
+        if not _HEX32.fullmatch(digest):
+            continue  # a damaged row of the blobs table: reported by bad_rows
         found = store.rehash_blob(digest)
         if found is None:
             continue
@@ -210,16 +231,102 @@ def verify(store: Store) -> VerifyReport:
             good.add(digest)
         else:
             rep.corrupt.append(digest)
-            store.delete_blob(digest)
     drop: List[str] = []
     for e in entries(store):
-        need = needs(store, e)
+        need = _needs_good(store, e, good)
         if need is None or not need <= good:
             drop.append(e.fingerprint)
             rep.removed_entries.append((e.step, e.fingerprint))
-    if drop:
-        store.delete_actions(drop)
+    if repair:
+        with store.transaction() as db:
+            for table, rowid, _why in bad:
+                db.execute(f"DELETE FROM {table} WHERE rowid = ?", (rowid,))
+            for digest in rep.corrupt:
+                store.delete_blob(digest)
+            if drop:
+                store.delete_actions(drop)
     return rep
+
+
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+
+
+def _needs_good(store: Store, e: Entry, good: Set[str]) -> Optional[Set[str]]:
+    """Like needs(), reading folder manifests only from blobs known to be ``good`` (so a
+    corrupt one is reported, not removed as get_blob would)."""
+    need = {e.value_digest}
+    for rec in e.outputs.values():
+        digest = str(rec["digest"])
+        need.add(digest)
+        if rec.get("kind") == "dir":
+            if digest not in good:
+                return None
+            try:
+                with store.open_blob(digest) as f:
+                    need.update(str(m[1]) for m in json.loads(f.read())["files"])
+            except Exception:  # malformed manifest
+                return None
+    return need
+
+
+def bad_rows(store: Store) -> List[Tuple[str, int, str]]:
+    """Damaged rows of the store's tables as (table, rowid, what is wrong): text that is not
+    UTF-8, a column of the wrong type, JSON that does not parse or has the wrong shape. Each is
+    a miss where it is read (the step executes and replaces it); `cache verify --repair`
+    deletes them."""
+    out: List[Tuple[str, int, str]] = []
+    db = store.db
+    for r in db.execute(f"SELECT rowid, {_ACTION_COLS} FROM actions").fetchall():
+        row = tuple(r[1:])
+        why = None
+        if sound(row) is None:
+            why = "a column is damaged"
+        else:
+            for col, text in (("components", row[5]), ("discovered", row[9])):
+                if text is not None and not _is_json_object(text):
+                    why = f"its {col} are not readable"
+        if why:
+            out.append(("actions", r[0], f"entry of step {_show(row[2])}: {why}"))
+    for r in db.execute("SELECT rowid, pipeline, step, fingerprint FROM step_state").fetchall():
+        if not all(_clean(x) for x in r[1:]):
+            out.append(("step_state", r[0], "latest entry of a step: a column is damaged"))
+    for r in db.execute(
+        "SELECT rowid, path, digest FROM files WHERE NOT (typeof(path) = 'text' AND "
+        "typeof(digest) = 'text' AND typeof(size) = 'integer' AND typeof(mtime_ns) = "
+        "'integer' AND typeof(ino) = 'integer' AND typeof(ctime_ns) = 'integer')").fetchall():
+        out.append(("files", r[0], f"stat-cache row of {_show(r[1])}: a column has the wrong type"))
+    for r in db.execute("SELECT rowid, path, digest FROM files").fetchall():
+        if not (_clean(r[1]) and _clean(r[2])) and ("files", r[0]) not in {o[:2] for o in out}:
+            out.append(("files", r[0], f"stat-cache row of {_show(r[1])}: text is damaged"))
+    for r in db.execute("SELECT rowid, key FROM source_cache").fetchall():
+        key = r[1]
+        if not _clean(key) or store.sources.get(key) is None:
+            out.append(("source_cache", r[0], "parsed-source row: damaged"))
+    for r in db.execute(
+        "SELECT rowid FROM blobs WHERE typeof(digest) != 'text' OR length(digest) != 32 "
+        "OR digest GLOB '*[^0-9a-f]*'").fetchall():
+        out.append(("blobs", r[0], "inline blob row: its digest is damaged"))
+    for r in db.execute(f"SELECT rowid, {', '.join(_RUN_COLS)}, steps FROM runs").fetchall():
+        if not sound_run(tuple(r[1:-1])) or (r[-1] is not None and not sound_steps(r[-1])):
+            out.append(("runs", r[0], f"run {_show(r[1])}: its history row is damaged"))
+    return out
+
+
+def _clean(x: object) -> bool:
+    return isinstance(x, str) and BAD_TEXT not in x
+
+
+def _show(x: object) -> str:
+    return x if isinstance(x, str) else repr(x)
+
+
+def _is_json_object(text: object) -> bool:
+    if not _clean(text):
+        return False
+    try:
+        return isinstance(json.loads(str(text)), dict)
+    except ValueError:
+        return False
 
 
 def clear(store: Store) -> Tuple[int, int, int]:

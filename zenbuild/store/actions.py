@@ -113,7 +113,7 @@ def _outputs(x: Any) -> Optional[Dict[str, Dict[str, Any]]]:
 
 
 def sound(row: Tuple[Any, ...]) -> Optional[Dict[str, Dict[str, Any]]]:
-    """The outputs of an actions row (columns as _ACTION_COLS) when the row is sound, else None:
+    """The outputs of an actions row (columns as ACTION_COLS) when the row is sound, else None:
     a row with text that is not UTF-8, a column of the wrong type or outputs that are not an
     object of output records is damaged. A damaged row is a miss: its step executes again and
     the row is replaced. Components and discovered are checked when decoded (ActionEntry)."""
@@ -145,7 +145,7 @@ def _entry(row: Tuple[Any, ...]) -> Optional[ActionEntry]:
     )
 
 
-_ACTION_COLS = ("fingerprint, pipeline, step, value_digest, outputs, components, created, "
+ACTION_COLS = ("fingerprint, pipeline, step, value_digest, outputs, components, created, "
                 "last_used, duration, discovered")
 
 
@@ -185,14 +185,14 @@ class ActionCache:
 
     def get(self, fingerprint: str) -> Optional[ActionEntry]:
         row = self.db.execute(
-            f"SELECT {_ACTION_COLS} FROM actions WHERE fingerprint = ?", (fingerprint,)
+            f"SELECT {ACTION_COLS} FROM actions WHERE fingerprint = ?", (fingerprint,)
         ).fetchone()
         return _entry(row) if row else None  # a damaged row is a miss, replaced by put()
 
     def put(self, e: ActionEntry) -> None:
         with self.database.transaction() as db:
             db.execute(
-                f"INSERT OR REPLACE INTO actions ({_ACTION_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO actions ({ACTION_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     e.fingerprint,
                     e.pipeline,
@@ -219,7 +219,7 @@ class ActionCache:
     def alternates(self, fingerprint: str) -> List[ActionEntry]:
         """The alternates of ``fingerprint``, the most recently used first."""
         rows = self.db.execute(
-            f"SELECT {_ACTION_COLS} FROM actions WHERE fingerprint > ? AND fingerprint < ? "
+            f"SELECT {ACTION_COLS} FROM actions WHERE fingerprint > ? AND fingerprint < ? "
             "ORDER BY last_used DESC", (fingerprint + ":", fingerprint + ";")).fetchall()
         return [e for e in map(_entry, rows) if e is not None]
 

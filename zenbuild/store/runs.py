@@ -19,7 +19,7 @@ RUNS_KEPT = 500
 # reasons as text, records as reasons.pack() makes them (rows before records have six).
 StepRow = Tuple[str, str, Optional[str], float, List[Any], Optional[str], List[Any]]
 
-_RUN_COLS = ("id", "pipeline", "started", "finished", "status", "executed", "cached", "failed",
+RUN_COLS = ("id", "pipeline", "started", "finished", "status", "executed", "cached", "failed",
              "skipped", "params")
 
 
@@ -72,7 +72,7 @@ class RunHistory:
         self, pipeline: Optional[str] = None, prefix: str = "", limit: Optional[int] = None
     ) -> List[Dict[str, Any]]:
         """Runs, newest first, optionally of one pipeline and/or whose id starts with ``prefix``."""
-        sql = f"SELECT {', '.join(_RUN_COLS)} FROM runs WHERE substr(id, 1, length(?)) = ?"
+        sql = f"SELECT {', '.join(RUN_COLS)} FROM runs WHERE substr(id, 1, length(?)) = ?"
         args: List[Any] = [prefix, prefix]
         if pipeline is not None:
             sql += " AND pipeline = ?"
@@ -80,7 +80,7 @@ class RunHistory:
         sql += " ORDER BY started DESC, id DESC LIMIT ?"
         args.append(-1 if limit is None else limit)
         rows = self.db.execute(sql, args).fetchall()
-        out = [dict(zip(_RUN_COLS, r)) for r in rows if _sound_run(r)]
+        out = [dict(zip(RUN_COLS, r)) for r in rows if sound_run(r)]
         for r in out:
             r["params"] = _json(r["params"], {}) if r["params"] else {}
         return out
@@ -93,9 +93,8 @@ class RunHistory:
         """The steps of one run in the order they were recorded."""
         row = self.db.execute("SELECT steps FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is not None and row[0] is not None:
-            rows = _json(row[0], [])
-            if not isinstance(rows, list) or not all(_sound_step(r) for r in rows):
-                rows = []  # a damaged row: the run's steps are not known
+            # a damaged row: the run's steps are not known
+            rows = _json(row[0], []) if sound_steps(row[0]) else []
         else:  # recorded by a store of schema < 4 (or the run did not finish)
             rows = [
                 [r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else [], r[5]]
@@ -120,12 +119,18 @@ def _json(text: Any, default: Any) -> Any:
         return default
 
 
-def _sound_run(r: Tuple[Any, ...]) -> bool:
+def sound_run(r: Tuple[Any, ...]) -> bool:
     """A runs row that can be shown: text that is text, times and counts that are numbers."""
     return (type(r[0]) is str and type(r[1]) is str and type(r[4]) is str
             and isinstance(r[2], (int, float)) and (r[3] is None or isinstance(r[3], (int, float)))
             and all(isinstance(n, int) or n is None for n in r[5:9])
             and (r[9] is None or type(r[9]) is str))
+
+
+def sound_steps(text: Any) -> bool:
+    """Whether a runs.steps column is readable: a JSON list of step rows."""
+    rows = _json(text, None)
+    return isinstance(rows, list) and all(_sound_step(r) for r in rows)
 
 
 def _sound_step(r: Any) -> bool:
