@@ -97,6 +97,20 @@ _CACHE = {
 }
 
 
+def config_where(config: Config, table: str, key: str) -> str:
+    """"zenbuild.toml:LINE" of ``key`` in ``[table]`` (``[table.key]`` for a section) of the
+    project's config file, for a message; the file alone when the line is not found."""
+    source = config.source or os.path.join(config.root, CONFIG_NAME)
+    try:
+        with open(source, "rb") as f:
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return source
+    prefix = "tool.zenbuild." if os.path.basename(source) == "pyproject.toml" else ""
+    line = _line_of(text, prefix + table, key)
+    return f"{source}:{line}" if line else source
+
+
 def _line_of(text: str, table: str, key: str) -> Optional[int]:
     """Best-effort line number of ``key`` inside ``[table]`` (or at top level)."""
     current = ""

@@ -16,11 +16,10 @@ import marshal
 import os
 import sys
 import types
-from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from zenbuild import imported
-from zenbuild.config import Config, find_project, load_config, resolve_pipeline_spec
+from zenbuild.config import Config, config_where, find_project, load_config, resolve_pipeline_spec
 from zenbuild.errors import ConfigError, ParamError, PipelineError, ZenbuildError
 from zenbuild.paths import SKIP_DIRS, shown
 
@@ -364,73 +363,81 @@ def load_pipeline(config: Config, name: Optional[str]) -> Tuple[str, Pipeline]:
     return spec, obj
 
 
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
-def convert_param(name: str, raw: str, annotation: Any) -> Any:
-    """Convert a --param string by the parameter's annotation, else as a TOML literal."""
-    ann = annotation
-    if isinstance(ann, str):
-        ann = {"int": int, "float": float, "bool": bool, "str": str, "Path": Path,
-               "pathlib.Path": Path}.get(ann.replace("Optional[", "").rstrip("]"), ann)
-    try:
-        if ann is bool:
-            low = raw.strip().lower()
-            if low in _TRUE:
-                return True
-            if low in _FALSE:
-                return False
-            raise ValueError("expected true or false")
-        if ann in (int, float, str):
-            return ann(raw)
-        if isinstance(ann, type) and issubclass(ann, PurePath):
-            return ann(raw)
-    except ValueError as e:
-        tname = getattr(ann, "__name__", str(ann))
-        raise ParamError(f"--param {name}={raw}: cannot convert to {tname} ({e})") from None
-    from zenbuild.config import tomllib
-
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
-
-
 def parse_cli_params(pipe: Pipeline, pairs: List[str]) -> Dict[str, Any]:
-    layout = pipe.params
-    names = [n for n in layout.names if n not in (layout.varargs, layout.varkw)]
-    out: Dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ParamError(f"--param {pair!r}: expected KEY=VALUE")
-        key, raw = pair.split("=", 1)
-        key = key.strip()
-        if key not in names and not layout.varkw:
-            known = ", ".join(names) or "none"
-            raise ParamError(
-                f"--param {key}: pipeline {pipe.name} has no parameter {key!r} (parameters: {known})"
-            )
-        ann = layout.annotations.get(key) if key in names else None
-        if ann is None and key in layout.defaults:
-            d = layout.defaults[key]
-            ann = type(d) if isinstance(d, (bool, int, float, str, PurePath)) else None
-        out[key] = convert_param(key, raw, ann)
-    return out
+    """--param KEY=VALUE strings converted by the pipeline's annotations (zenbuild/typed.py)."""
+    from zenbuild.typed.pipeline import ParamTypes
+
+    return ParamTypes(pipe.fn, pipe.params).cli_values(pairs, pipe.name)
 
 
-def bind_pipeline(pipe: Pipeline, config: Config, explicit: Dict[str, Any]) -> BoundPipeline:
-    """Bind with precedence: function defaults < zenbuild.toml [params] < explicit values."""
+def bind_pipeline(pipe: Pipeline, config: Config, explicit: Dict[str, Any],
+                  api: bool = False) -> BoundPipeline:
+    """Bind with precedence: function defaults < zenbuild.toml [params] < explicit values.
+    [params] values are converted by the annotations and their names checked; with ``api``,
+    the explicit values (Python API arguments) are checked too."""
     from zenbuild.dsl import BoundPipeline
 
-    names = pipe.params.names
-    merged = {k: v for k, v in config.params.items() if k in names}
+    merged: Dict[str, Any] = {}
+    if config.params or api:
+        from zenbuild.typed.pipeline import ParamTypes, unknown_names
+
+        types_ = ParamTypes(pipe.fn, pipe.params)
+        merged, unknown = types_.config_values(
+            config.params, lambda k: config_where(config, "params", k),
+            f"pipeline {pipe.name} is defined at {_defined_at(pipe.fn, config.root)}")
+        if unknown and not pipe.params.varkw:
+            known = _elsewhere(config, pipe, types_.names, lambda p: p.params.names,
+                               lambda p: not p.params.varkw)
+            if known is not None:
+                unknown_names("params", unknown, known, lambda k: config_where(config, "params", k))
+        if api:
+            explicit = types_.api_values(explicit, pipe.name)
     merged.update(explicit)
     try:
         return BoundPipeline(pipe, (), merged)
     except PipelineError as e:
         raise PipelineError(f"{e.message} (pipeline {pipe.name} is defined at "
                             f"{_defined_at(pipe.fn, config.root)})") from None
+
+
+def _elsewhere(config: Config, pipe: Pipeline, names: List[str],
+               names_of: Callable[[Pipeline], List[str]],
+               checkable: Callable[[Pipeline], bool] = lambda p: True) -> Optional[List[str]]:
+    """``names`` plus ``names_of`` each other configured pipeline (one [params] table and one
+    set of [steps.NAME] sections serve them all), or None when one cannot be imported or
+    looked into: then no name can be called unknown."""
+    from zenbuild.dsl import BoundPipeline, Pipeline
+
+    known = list(names)
+    for spec in config.pipelines:
+        try:
+            obj = import_object(config, spec)
+            obj = obj.pipeline if isinstance(obj, BoundPipeline) else obj
+            if not isinstance(obj, Pipeline) or not checkable(obj):
+                return None
+            if obj.fn is not pipe.fn:
+                known += [n for n in names_of(obj) if n not in known]
+        except Exception:  # it needs params only the command line gives, or fails to import
+            return None
+    return known
+
+
+def check_step_sections(config: Config, graph: Graph, pipe: Pipeline) -> None:
+    """Each [steps.NAME] must name a call or a step of a configured pipeline (did-you-mean)."""
+    names = _step_names(graph)
+    if config.steps and any(n not in names for n in config.steps):
+        from zenbuild.typed.pipeline import unknown_names
+
+        known = _elsewhere(config, pipe, names, lambda p: _step_names(
+            bind_pipeline(p, config, {}).trace(config.root)))
+        if known is not None:
+            unknown_names("steps", list(config.steps), known,
+                          lambda k: config_where(config, "steps", k))
+
+
+def _step_names(graph: Graph) -> List[str]:
+    names = list(graph.nodes)
+    return names + [n.step.name for n in graph.nodes.values() if n.step.name not in names]
 
 
 def trace(bound: BoundPipeline, config: Config) -> Graph:
@@ -471,7 +478,9 @@ def open_pipeline(
         raise ParamError(f"{e.message} (pipeline {pipe.name} is defined at "
                          f"{_defined_at(pipe.fn, config.root)})") from None
     bound = bind_pipeline(pipe, config, values)
-    return Opened(config, spec, pipe, bound, trace(bound, config))
+    graph = trace(bound, config)
+    check_step_sections(config, graph, pipe)
+    return Opened(config, spec, pipe, bound, graph)
 
 
 def run_from_api(
@@ -488,5 +497,7 @@ def run_from_api(
         config = load_project(os.fspath(project_dir) if project_dir is not None else None)
     source_imports_for(config)
     explicit = {k: bound.arguments[k] for k in bound.explicit}
-    bound = bind_pipeline(bound.pipeline, config, explicit)  # [params] fill the rest
-    return run_bound(bound, config=config, graph=trace(bound, config), **options)
+    bound = bind_pipeline(bound.pipeline, config, explicit, api=True)  # [params] fill the rest
+    graph = trace(bound, config)
+    check_step_sections(config, graph, bound.pipeline)
+    return run_bound(bound, config=config, graph=graph, **options)

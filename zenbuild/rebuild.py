@@ -226,7 +226,7 @@ def compute_components(
     inputs: Dict[str, Dict[str, str]] = {}
     for arg, value in node.args.items():
         try:
-            params[arg] = [digest_bytes(encode_param(value, root))]
+            params[arg] = [digest_bytes(encode_param(value, root, fingerprinter.value_code))]
         except Unencodable as e:
             raise ParamError(
                 f"step {node.name}, argument {arg}: a value of type {e} has no deterministic "

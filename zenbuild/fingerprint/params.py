@@ -5,21 +5,43 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from zenbuild.graph import FileRef, InputRef, OutputRef
 from zenbuild.serialize import canonical
+from zenbuild.serialize.configs import classes_met
 
 # Marker types carry their own canonical encoding (``item``: tag m, the marker's kind and
 # path), made once when the pipeline is traced.
 _MARKERS = frozenset((FileRef, InputRef, OutputRef))
 
 
-def encode_param(value: Any, root: Optional[str] = None) -> bytes:
+_PLAIN = frozenset((str, int, float, bool, type(None), bytes))
+
+
+def encode_param(value: Any, root: Optional[str] = None,
+                 code_of: Optional[Callable[[Any], Optional[str]]] = None) -> bytes:
     """Canonical bytes of one bound argument (markers included). Raises Unencodable.
     With the project ``root``, a path (or string) under it is encoded relative to it, so a
-    param ``ROOT / "data.txt"`` keeps its fingerprint when the checkout moves."""
-    return canonical(value, items=_MARKERS, roots=_roots(root) if root else ())
+    param ``ROOT / "data.txt"`` keeps its fingerprint when the checkout moves.
+
+    A config object (dataclass, Enum, NamedTuple, pydantic model) is encoded by its type's
+    qualified name and fields (serialize/configs.py); with ``code_of`` (the fingerprinter's
+    value_code), the code digest of each project class among them follows, so editing the
+    class's code reruns the steps that take its instances, like any project class."""
+    roots = _roots(root) if root else ()
+    if code_of is None or type(value) in _PLAIN:
+        return canonical(value, items=_MARKERS, roots=roots)
+    with classes_met() as met:
+        data = canonical(value, items=_MARKERS, roots=roots)
+    parts = []
+    for cls in met:
+        digest = code_of(cls)
+        if digest is not None:
+            parts.append(f"{cls.__module__}.{cls.__qualname__}={digest}")
+    if parts:
+        data += b"\0code:" + "\n".join(sorted(parts)).encode("utf-8", "surrogatepass")
+    return data
 
 
 @functools.lru_cache(maxsize=8)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Set
 from zenbuild.digest import digest_bytes
 from zenbuild.graph import StepDef
 from zenbuild.serialize import Unencodable, Unstable, canonical
+from zenbuild.serialize.configs import classes_met
 
 _PLAIN = (type(None), bool, int, float, complex, str, bytes)
 _CONTAINERS = (dict, list, tuple, set, frozenset)
@@ -167,9 +168,14 @@ class ValueEncoder:
 
     def _container(self, v: Any, d: int) -> bytes:
         try:
-            return b"d" + canonical(v)  # plain data: one pass in the value encoding
+            with classes_met() as met:  # config objects inside (dataclasses, Enums...)
+                data = b"d" + canonical(v)  # plain data: one pass in the value encoding
         except Unencodable:
             pass
+        else:
+            for cls in met:
+                self._code(cls)  # a project class joins the closure, a library one its package
+            return data
         head = identity(type(v)).encode()
         if isinstance(v, dict):
             parts = sorted(self.encode(k, d) + b"=" + self.encode(x, d) for k, x in v.items())

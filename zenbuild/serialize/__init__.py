@@ -179,7 +179,8 @@ def _extra_encoder(v: Any) -> Optional[Callable[[_Encoder, Any], None]]:
             return _numpy_encode
         if isinstance(v, np.generic):
             return _numpy_scalar_encode
-    return None
+    from zenbuild.serialize.configs import config_encoder  # dataclasses, Enums, NamedTuples...
+    return config_encoder(v)
 
 
 def _canon(v: Any, sort_keys: bool, items: FrozenSet[type] = frozenset(),

@@ -1,0 +1,152 @@
+"""A pipeline's params by its annotations: --param strings, [params] values and Python API
+arguments converted and checked (zenbuild.typed does the conversion), unknown names refused
+with a did-you-mean."""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from zenbuild.typed import ParamMismatch, did_you_mean, from_text, from_value, hints
+
+
+def default_rule(default: Any) -> Optional[Any]:
+    """The annotation an unannotated param takes from its default on the command line: a
+    bool, str or path default keeps its type; anything else (3, 0.5, None, a list) reads a
+    TOML literal (README: ``4.5`` for a default of 3 is fine)."""
+    if isinstance(default, (bool, str, PurePath)):
+        return type(default)
+    return None
+
+
+def widen(value: Any, default: Any) -> Any:
+    """An unannotated param with a float default: an int value becomes that float (1 -> 1.0),
+    so one value has one fingerprint however it was given."""
+    if (isinstance(default, float) and isinstance(value, int)
+            and not isinstance(value, bool)):
+        return float(value)
+    return value
+
+
+# -- a pipeline's params ---------------------------------------------------------------------
+_NO_DEFAULT = object()
+
+
+class ParamTypes:
+    """What each parameter of a pipeline converts by: its annotation (string annotations
+    resolved once), else the rule its default gives (default_rule, widen)."""
+
+    def __init__(self, fn: Callable[..., Any], layout: Any) -> None:
+        self.fn = fn
+        self.layout = layout  # a binding.Params
+        self.names = [n for n in layout.names if n not in (layout.varargs, layout.varkw)]
+        self._hints: Optional[Dict[str, Any]] = None
+
+    def annotation(self, name: str) -> Optional[Any]:
+        """The resolved annotation; None for an unannotated param, Any for one that names
+        what cannot be resolved here (not checked)."""
+        raw = self.layout.annotations
+        if name not in raw:
+            return None
+        if self._hints is None:
+            self._hints = hints(self.fn, raw)
+        return self._hints.get(name, Any)
+
+    def _default(self, name: str) -> Any:
+        return self.layout.defaults.get(name, _NO_DEFAULT)
+
+    def text(self, name: str, raw: str) -> Any:
+        """A --param value. Raises ParamMismatch."""
+        ann = self.annotation(name) if name in self.names else Any
+        default = self._default(name)
+        if ann is None:
+            ann = default_rule(default) or Any
+        return widen(from_text(raw, ann), default)
+
+    def value(self, name: str, value: Any, api: bool = False) -> Any:
+        """A [params] value (or an API value when ``api``). Raises ParamMismatch."""
+        ann = self.annotation(name) if name in self.names else Any
+        if ann is None:
+            return widen(value, self._default(name))
+        return from_value(value, ann, api=api)
+
+    def cli_values(self, pairs: Sequence[str], pipeline: str) -> Dict[str, Any]:
+        """--param KEY=VALUE strings -> {name: value}. Raises ParamError."""
+        from zenbuild.errors import ParamError
+
+        out: Dict[str, Any] = {}
+        for pair in pairs:
+            if "=" not in pair:
+                raise ParamError(f"--param {pair!r}: expected KEY=VALUE")
+            key, raw = pair.split("=", 1)
+            key = key.strip()
+            if key not in self.names and not self.layout.varkw:
+                known = ", ".join(self.names) or "none"
+                raise ParamError(
+                    f"--param {key}: pipeline {pipeline} has no parameter {key!r}"
+                    f"{did_you_mean(key, self.names)} (parameters: {known})")
+            try:
+                out[key] = self.text(key, raw)
+            except ParamMismatch as e:
+                raise ParamError(f"--param {key}={raw}: {e.text(key)}") from None
+        return out
+
+    def config_values(self, params: Any, where: Callable[[str], str],
+                      defined: str) -> Tuple[Dict[str, Any], List[str]]:
+        """([params] values this pipeline takes, converted; the keys it does not take).
+        ``where(key)`` is "zenbuild.toml:LINE". Raises ConfigError."""
+        out: Dict[str, Any] = {}
+        unknown: List[str] = []
+        for k, v in params.items():
+            if k not in self.names:
+                unknown.append(k)
+                continue
+            try:
+                out[k] = self.value(k, v)
+            except ParamMismatch as e:
+                from zenbuild.errors import ConfigError
+
+                raise ConfigError(f"{where(k)}: params.{k}: {e.text(k)}. Fix the value in "
+                                  f"[params] ({defined})") from None
+        return out, unknown
+
+    def api_values(self, values: Dict[str, Any], pipeline: str) -> Dict[str, Any]:
+        """Python API arguments, checked against their annotations (an int for a float
+        becomes the float). Raises ParamError."""
+        from zenbuild.errors import ParamError
+
+        out = dict(values)
+        for key, v in values.items():
+            if key not in self.names or _is_step(v):
+                continue
+            try:
+                out[key] = self.value(key, v, api=True)
+            except ParamMismatch as e:
+                raise ParamError(f"pipeline {pipeline}, parameter {key}: {e.text(key)}") from None
+        return out
+
+
+def _is_step(v: Any) -> bool:
+    """A step (or a handle to one) passed as a pipeline argument: not a param to check."""
+    return type(v).__module__.startswith("zenbuild.")
+
+
+def unknown_names(table: str, names: Sequence[str], known: Sequence[str],
+                  where: Callable[[str], str]) -> None:
+    """Raise ConfigError for the first of ``names`` (keys of [params], or NAME of
+    [steps.NAME] when ``table`` is "steps") that is not ``known``, with a did-you-mean."""
+    from zenbuild.errors import ConfigError
+
+    for name in names:
+        if name in known:
+            continue
+        listed = ", ".join(known) or "none"
+        if table == "steps":
+            raise ConfigError(
+                f"{where(name)}: [steps.{name}] names no step or call of the configured "
+                f"pipelines{did_you_mean(name, known)} (steps and calls: {listed}). Fix the "
+                "section's name or remove it.")
+        raise ConfigError(
+            f"{where(name)}: params.{name}: no configured pipeline has a parameter "
+            f"{name!r}{did_you_mean(name, known)} (parameters: {listed}). Fix the name in "
+            "[params] or remove it.")
