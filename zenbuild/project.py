@@ -424,8 +424,10 @@ def _elsewhere(config: Config, pipe: Pipeline, names: List[str],
 
 def check_step_sections(config: Config, graph: Graph, pipe: Pipeline) -> None:
     """Each [steps.NAME] must name a call or a step of a configured pipeline (did-you-mean)."""
+    if not config.steps:
+        return
     names = _step_names(graph)
-    if config.steps and any(n not in names for n in config.steps):
+    if any(n not in names for n in config.steps):
         from zenbuild.typed.pipeline import unknown_names
 
         known = _elsewhere(config, pipe, names, lambda p: _step_names(
@@ -436,8 +438,9 @@ def check_step_sections(config: Config, graph: Graph, pipe: Pipeline) -> None:
 
 
 def _step_names(graph: Graph) -> List[str]:
-    names = list(graph.nodes)
-    return names + [n.step.name for n in graph.nodes.values() if n.step.name not in names]
+    names = dict.fromkeys(graph.nodes)
+    names.update(dict.fromkeys(n.step.name for n in graph.nodes.values()))
+    return list(names)
 
 
 def trace(bound: BoundPipeline, config: Config) -> Graph:

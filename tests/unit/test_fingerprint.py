@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import itertools
 import sys
@@ -701,3 +702,114 @@ def test_a_library_import_in_a_body_is_the_same_whether_or_not_it_is_loaded(tmp_
     importlib.import_module("colorsys")
     warm = fingerprint(tmp_path, files).items
     assert cold == warm and "colorsys" in cold
+
+
+# -- config objects as params (issue 14): serialize/configs.py and fingerprint/params.py ------
+def _config_classes():
+    import dataclasses
+    import enum
+    from typing import NamedTuple
+
+    import pydantic
+
+    @dataclasses.dataclass(frozen=True)
+    class Train:
+        lr: float = 0.1
+        tags: tuple = ()
+
+    @dataclasses.dataclass(frozen=True)
+    class Other:
+        lr: float = 0.1
+        tags: tuple = ()
+
+    class Mode(enum.Enum):
+        FAST = "fast"
+        SLOW = "slow"
+
+    class Window(NamedTuple):
+        start: int = 0
+        stop: int = 10
+
+    class Model(pydantic.BaseModel):
+        depth: int = 2
+        train: Train = Train()
+
+    return Train, Other, Mode, Window, Model
+
+
+def test_config_objects_have_canonical_encodings_by_type_and_fields() -> None:
+    from zenbuild.fingerprint.params import encode_param
+
+    Train, Other, Mode, Window, Model = _config_classes()
+    cases = [Train(), Train(lr=0.2), Train(tags=("a",)), Other(), Mode.FAST, Mode.SLOW,
+             Window(), Window(1, 10), (0, 10), Model(), Model(depth=3),
+             Model(train=Train(lr=0.3)), {"cfg": Train()}, [Mode.FAST]]
+    encodings = [encode_param(v) for v in cases]
+    assert len(set(encodings)) == len(cases)  # each field, each type tells them apart
+    assert encode_param(Train(lr=0.2)) == encode_param(Train(lr=0.2))  # equal: equal bytes
+    assert b"dataclass:" in encodings[0] and b"Train" in encodings[0]
+    assert b"pydantic:" in encodings[9] and b"dataclass:" in encodings[11]  # nested
+    assert b"Other" in encodings[3] and b"enum:" in encodings[4]
+
+
+@dataclasses.dataclass(frozen=True)
+class PickledTrain:
+    lr: float = 0.1
+
+
+def test_a_stored_config_value_is_still_the_canonical_pickle_that_loads_back() -> None:
+    from zenbuild.serialize import canonical, dumps, loads
+
+    v = PickledTrain(lr=0.5)
+    data = dumps(v)
+    assert not data.startswith(b"ZBV1")  # not the fingerprint-only encoding: a pickle
+    assert loads(data) == v and type(loads(data)) is PickledTrain
+    assert canonical(v).startswith(b"o")  # the fingerprint encoding, tag o
+
+
+def test_a_project_class_code_digest_joins_the_param_key() -> None:
+    from zenbuild.fingerprint.params import encode_param
+
+    Train, _, Mode, _, _ = _config_classes()
+    plain = encode_param(Train())
+    with_code = encode_param(Train(), None, lambda cls: "d1" if cls is Train else None)
+    other_code = encode_param(Train(), None, lambda cls: "d2" if cls is Train else None)
+    assert with_code != plain and with_code != other_code
+    assert b"Train=d1" in with_code
+    # a library class (code_of says None) adds nothing; plain data is untouched
+    assert encode_param(Train(), None, lambda cls: None) == plain
+    assert encode_param([1, "a"], None, lambda cls: "x") == encode_param([1, "a"])
+
+
+CONST_CONFIGS = '''
+import dataclasses
+from zenbuild import step
+
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    lr: float = 0.1
+
+    def scaled(self):
+        return self.lr * 2
+
+
+CONFIGS = [Cfg(0.1), Cfg(0.2)]
+
+
+@step
+def my_step() -> int:
+    return len(CONFIGS)
+'''
+
+
+def test_a_container_of_config_constants_keeps_their_class_in_the_closure(tmp_path) -> None:
+    """A list of dataclass constants is encoded in one pass now (tag o), and the project
+    class its elements are still joins the code closure: editing a method reruns."""
+    before, _ = code_of(tmp_path, CONST_CONFIGS)
+    assert "Cfg" in before and "CONFIGS" in before
+    # (each code_of imports the source as a new module, whose name is in CONFIGS's encoding)
+    after, _ = code_of(tmp_path, CONST_CONFIGS.replace("self.lr * 2", "self.lr * 3"))
+    assert before["Cfg"] != after["Cfg"] and before["my_step"] == after["my_step"]
+    value, _ = code_of(tmp_path, CONST_CONFIGS.replace("Cfg(0.2)]", "Cfg(0.3)]"))
+    assert before["Cfg"] == value["Cfg"]

@@ -229,3 +229,18 @@ def test_a_dict_from_json_or_a_toml_table_is_the_same_value(d: Dict[str, int]) -
 
     toml = "{" + ", ".join(f"{k} = {v}" for k, v in d.items()) + "}"
     assert from_text(json.dumps(d), Dict[str, int]) == d == from_text(toml, Dict[str, int])
+
+
+def test_a_pydantic_model_is_validated_from_a_table_or_json() -> None:
+    import pydantic
+
+    class Model(pydantic.BaseModel):
+        depth: int = 2
+        name: str = "m"
+
+    got = from_text('{"depth": 5}', Model)
+    assert isinstance(got, Model) and got.depth == 5
+    assert from_value({"name": "x"}, Model) == Model(name="x")
+    with pytest.raises(ParamMismatch) as e:
+        from_value({"depth": "deep"}, Model)
+    assert "cannot convert to Model" in e.value.text("m") and "depth" in e.value.text("m")
