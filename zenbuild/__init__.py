@@ -1,6 +1,17 @@
 """zenbuild: an incremental runner for Python pipelines. Public API only."""
 
-from zenbuild.dsl import BoundPipeline, Dir, File, Output, Pipeline, Step, no_cache, pipeline, step
+from zenbuild.dsl import (
+    BoundPipeline,
+    Dir,
+    Env,
+    File,
+    Output,
+    Pipeline,
+    Step,
+    no_cache,
+    pipeline,
+    step,
+)
 from zenbuild.errors import (
     ConfigError,
     PathError,
@@ -18,6 +29,7 @@ __all__ = [
     "BoundPipeline",
     "ConfigError",
     "Dir",
+    "Env",
     "File",
     "Output",
     "PathError",

@@ -4,6 +4,7 @@ not change while it ran, and the run's bookkeeping written when the run ends."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -19,8 +20,9 @@ from zenbuild.paths import MissingInput, dir_files, glob_match
 from zenbuild.reasons import Reason, pack, text
 from zenbuild.rebuild import Components
 from zenbuild.result import StepResult
+from zenbuild.store.database import DiskFull, full_message
 from zenbuild.store.db import TOUCH_EVERY_S, ActionEntry, Store
-from zenbuild.store.outputs import OutputMissing, capture
+from zenbuild.store.outputs import Claims, OutputMissing, Trash, capture, check_adopt, output_size
 from zenbuild.store.runs import StepRow
 from zenbuild.trace import Trace
 
@@ -35,17 +37,14 @@ class CaptureFailed(Exception):
     """A step's result cannot be stored; the message says why and how to fix it."""
 
 
-def clear_dir_outputs(root: str, node: Node, previous: Optional[ActionEntry]) -> None:
-    """Before a step executes: remove the output folders it produced before, so it starts
-    clean (zenbuild made them; a folder it did not make is left alone)."""
-    if previous is None:
-        return
-    for rel, rec in previous.outputs.items():
-        full = os.path.join(root, rel)
-        if rec.get("kind") == "dir" and rel in node.outputs and os.path.isdir(full):
-            import shutil
-
-            shutil.rmtree(full)
+def _size(data: Any) -> int:
+    """The size of a value's encoding: bytes, or its parts."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return len(data)
+    try:
+        return sum(len(memoryview(p).cast("B")) for p in getattr(data, "parts", data))
+    except TypeError:
+        return 0
 
 
 def reads_changed(root: str, step: str, trace: Trace,
@@ -93,7 +92,24 @@ class Recorder:
         self.hits: List[str] = []  # fingerprints served whose last use is worth updating
         self.state_updates: Dict[str, str] = {}  # step -> its latest fingerprint, if it moved
         self.promotions: List[Tuple[str, str]] = []  # (alternate served, its fingerprint)
+        self.claims = Claims(store)
         self._last_commit = clock()
+
+    def clear_outputs(self, node: Node, previous: Optional[ActionEntry]) -> None:
+        """Before a step executes: refuse an Output that holds files zenbuild did not create
+        (PathError: the step's first run would take them over), then remove the output folders
+        the step produced before, so it starts clean; a file in them the store has no copy of
+        (one the user added or edited) goes to the trash first."""
+        known = previous.outputs if previous is not None else {}
+        check_adopt(self.root, node.name, list(node.outputs), known, self.store, self.claims)
+        trash = Trash(self.store)
+        for rel, rec in known.items():
+            full = os.path.join(self.root, rel)
+            if rec.get("kind") == "dir" and rel in node.outputs and os.path.isdir(full):
+                if not trash.keep_if_users(self.root, rel, self.statcache):
+                    import shutil
+
+                    shutil.rmtree(full)
 
     def served(self, name: str, fingerprint: str, entry: ActionEntry,
                previous: Optional[ActionEntry]) -> None:
@@ -115,41 +131,54 @@ class Recorder:
         name = node.name
         uncached: Optional[Reason] = None
         entry: Optional[ActionEntry] = None
-        self.store.hold()
-        with self.store.transaction():
-            value_digest = self.store.put_blob(data)
-            outputs: Dict[str, Dict[str, Any]] = {}
-            try:
-                for rel in node.outputs:
-                    outputs[rel] = capture(self.root, rel, self.store, self.statcache)
-            except OutputMissing as e:
-                raise CaptureFailed(
-                    f"step {name} declared Output({str(e)!r}) but did not write it. Write the "
-                    "file (or folder) at the Path the step receives.") from None
-            except OSError as e:  # unreadable (permissions, a symlink loop...)
-                where = f" {e.filename!r}" if e.filename else ""
-                raise CaptureFailed(
-                    f"step {name}: cannot store its output{where}: {e.strerror or e}") from None
-            uncached = (stale or self.inputs_changed(node, comps)
-                        or changed_during_run(self.root, name, comps.code_meta))
-            discovered = None
-            if uncached is None and trace is not None and self.discovery is not None:
-                uncached = reads_changed(self.root, node.name, trace, comps.files)
+        try:
+            self.store.hold()
+            with self.store.transaction():
+                value_digest = self.store.put_blob(data)
+                outputs: Dict[str, Dict[str, Any]] = {}
+                try:
+                    for rel in node.outputs:
+                        outputs[rel] = capture(self.root, rel, self.store, self.statcache)
+                except OutputMissing as e:
+                    raise CaptureFailed(
+                        f"step {name} declared Output({str(e)!r}) but did not write it. Write the "
+                        "file (or folder) at the Path the step receives.") from None
+                except OSError as e:  # unreadable (permissions, a symlink loop...)
+                    if e.errno == errno.ENOSPC:
+                        raise CaptureFailed(f"step {name}: its output {rel} cannot be stored: "
+                                            + full_message(self.store.path, f"a copy of {rel}",
+                                                           output_size(self.root, rel))) from None
+                    where = f" {e.filename!r}" if e.filename else ""
+                    raise CaptureFailed(
+                        f"step {name}: cannot store its output{where}: {e.strerror or e}") from None
+                uncached = (stale or self.inputs_changed(node, comps)
+                            or changed_during_run(self.root, name, comps.code_meta))
+                discovered = None
+                if uncached is None and trace is not None and self.discovery is not None:
+                    uncached = reads_changed(self.root, node.name, trace, comps.files)
+                    if uncached is None:
+                        discovered = self.discovery.build(trace, static_calls(comps.code_meta),
+                                                          comps.files)
                 if uncached is None:
-                    discovered = self.discovery.build(trace, static_calls(comps.code_meta),
-                                                      comps.files)
-            if uncached is None:
-                if discovered is not None:  # the entry it replaces stays, as an alternate
-                    self.store.demote_action(fingerprint, json.dumps(discovered, sort_keys=True))
-                entry = ActionEntry(fingerprint, self.pipeline, name, value_digest, outputs,
-                                    nondeterminism(comps.to_json(), same, value_digest),
-                                    duration=duration, discovered=discovered)
-                self.store.put_action(entry)
-                self.state_updates.pop(name, None)
-        now = self.clock()
-        if now - self._last_commit >= COMMIT_EVERY_S or self.remote is not None:
-            self.store.release()
-            self._last_commit = now
+                    if discovered is not None:  # the entry it replaces stays, as an alternate
+                        self.store.demote_action(fingerprint, json.dumps(discovered, sort_keys=True))
+                    entry = ActionEntry(fingerprint, self.pipeline, name, value_digest, outputs,
+                                        nondeterminism(comps.to_json(), same, value_digest),
+                                        duration=duration, discovered=discovered)
+                    self.store.put_action(entry)
+                    self.state_updates.pop(name, None)
+            now = self.clock()
+            if now - self._last_commit >= COMMIT_EVERY_S or self.remote is not None:
+                self.store.release()
+                self._last_commit = now
+        except DiskFull as e:  # the database's disk: SQLite may have rolled back
+            self.store.database.abandon()
+            raise CaptureFailed(f"step {name}: its result cannot be stored: {e.message}") from None
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise CaptureFailed(f"step {name}: its result cannot be stored: " + full_message(
+                e.filename or self.store.path, "its return value", _size(data))) from None
         if entry is not None and self.remote is not None:
             self.remote.upload(entry)
         return value_digest, uncached

@@ -38,6 +38,7 @@ def _toml() -> Any:
 @record(frozen=True)
 class StepSettings:
     enable_cache: Optional[bool] = None
+    cache_expires_after: Optional[float] = None  # seconds (parsed from "6h", "PT6H", ...)
 
 
 @record(frozen=True)
@@ -81,7 +82,8 @@ _FINGERPRINT = {
     "trace_calls": (bool, "true or false"),
     "ignore_env": (list, "a list of environment variable names or glob patterns"),
 }
-_STEP = {"enable_cache": (bool, "true or false")}
+_STEP = {"enable_cache": (bool, "true or false"),
+         "cache_expires_after": (str, 'a duration such as "6h"')}
 _WATCH = {
     "debounce_ms": (int, "milliseconds, an integer"),
     "poll": (bool, "true or false"),
@@ -226,7 +228,16 @@ def load_config(root: str, source: Optional[str]) -> Config:
         if not isinstance(table, dict):
             raise c.fail("steps", name, "expected a table [steps.NAME]")
         c.check(f"steps.{name}", table, _STEP)
-        steps[name] = StepSettings(enable_cache=table.get("enable_cache"))
+        expires = table.get("cache_expires_after")
+        if expires is not None:
+            from zenbuild.durations import parse_duration
+
+            try:
+                expires = parse_duration(expires)
+            except ValueError as e:
+                raise c.fail(f"steps.{name}", "cache_expires_after", str(e)) from None
+        steps[name] = StepSettings(enable_cache=table.get("enable_cache"),
+                                   cache_expires_after=expires)
     jobs = data.get("jobs")
     if jobs is not None and jobs < 1:
         raise c.fail("", "jobs", "expected an integer >= 1")

@@ -67,7 +67,8 @@ def env_display(name: str, value: Optional[str]) -> Optional[str]:
 def listing_digest(root: str, rel: str) -> Optional[str]:
     """The default ListDigest: a digest of a folder's sorted entry names."""
     try:
-        names = sorted(os.listdir(os.path.join(root, rel)))
+        names = sorted(n for n in os.listdir(os.path.join(root, rel))
+                       if ".zenbuild-tmp-" not in n)  # a restore's temp file: not content
     except OSError:
         return None
     return digest_bytes("\0".join(names).encode("utf-8", "surrogatepass"))

@@ -6,11 +6,24 @@ import functools
 import os
 import re
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    overload,
+)
 
 from zenbuild.binding import Params, params_of
+from zenbuild.durations import HOW as _DURATION_HOW
+from zenbuild.durations import parse_duration
 from zenbuild.errors import PathError, PipelineError
-from zenbuild.graph import FileRef, Graph, InputRef, Node, OutputRef, StepDef
+from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef, StepDef
 from zenbuild.paths import normalize_path, plain_rel
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,6 +51,26 @@ class Dir:
 
     def __repr__(self) -> str:
         return f"Dir({self.path!r}, glob={self.glob!r})"
+
+
+class Env:
+    """An environment variable as a declared input: the step receives its value (a str) and the
+    value joins the fingerprint. Without ``default`` the variable must be set. A ``secret``
+    value is fingerprinted by a keyed digest (the key lives in the store) and never shown."""
+
+    def __init__(self, name: str, default: Optional[str] = None, secret: bool = False) -> None:
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise PipelineError(f"Env({name!r}): the name of an environment variable is letters, "
+                                "digits and '_', not starting with a digit")
+        if default is not None and not isinstance(default, str):
+            raise PipelineError(f"Env({name!r}, default={default!r}): the default must be a "
+                                "string, as environment variables are")
+        self.name = name
+        self.default = default
+        self.secret = bool(secret)
+
+    def __repr__(self) -> str:
+        return f"Env({self.name!r}{', secret=True' if self.secret else ''})"
 
 
 class Output:
@@ -163,7 +196,9 @@ class Step(StepDef):
     """A plain function made into a pipeline step. Called in a pipeline body it records an
     invocation and returns a Handle; called anywhere else it simply runs the function."""
 
-    def __init__(self, fn: Callable[..., Any], enable_cache: Optional[bool] = None) -> None:
+    def __init__(self, fn: Callable[..., Any], enable_cache: Optional[bool] = None,
+                 ignore: Sequence[str] = (), version: Optional[Callable[..., Any]] = None,
+                 cache_expires_after: Optional[str] = None) -> None:
         if not callable(fn):
             raise TypeError("@step decorates a function")
         self.fn = fn
@@ -172,7 +207,36 @@ class Step(StepDef):
         self.no_cache: bool = bool(getattr(fn, "__zenbuild_no_cache__", False))
         self._params: Optional[Params] = None
         self._nout = _tuple_len(fn)
+        self.ignore = self._check_ignore(ignore)
+        if version is not None and not callable(version):
+            raise PipelineError(f"@step(version=...) of step {self.name}: the version probe "
+                                f"must be a function (called with the step's params), got "
+                                f"{type(version).__name__} {version!r}")
+        self.version = version
+        self.expires_after: Optional[float] = None
+        if cache_expires_after is not None:
+            try:
+                self.expires_after = parse_duration(cache_expires_after)
+            except ValueError as e:
+                raise PipelineError(
+                    f"@step(cache_expires_after={cache_expires_after!r}) of step {self.name} "
+                    f"({_where(fn)}): {e}. Give {_DURATION_HOW}.") from None
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def _check_ignore(self, ignore: Sequence[str]) -> Tuple[str, ...]:
+        """The ignored argument names, each checked against the function's parameters."""
+        if isinstance(ignore, str):
+            ignore = [ignore]
+        names = list(ignore)
+        layout = self.params
+        known = [n for n in layout.names if n != layout.varkw]
+        for n in names:
+            if not isinstance(n, str) or (n not in known and layout.varkw is None):
+                raise PipelineError(
+                    f"@step(ignore=[{n!r}]) of step {self.name} ({_where(self.fn)}): the step "
+                    f"has no parameter {n!r}; its parameters are: "
+                    f"{', '.join(known) or '(none)'}. Name only parameters of the function.")
+        return tuple(names)
 
     @property
     def params(self) -> Params:
@@ -198,17 +262,36 @@ class Step(StepDef):
         return f"<zenbuild step {self.name}>"
 
 
+def _where(fn: Callable[..., Any]) -> str:
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return getattr(fn, "__qualname__", repr(fn))
+    return f"{code.co_filename}:{code.co_firstlineno}"
+
+
 @overload
 def step(fn: Callable[..., Any]) -> Step: ...
 @overload
-def step(*, enable_cache: Optional[bool] = None) -> Callable[[Callable[..., Any]], Step]: ...
-def step(fn: Any = None, *, enable_cache: Optional[bool] = None) -> Any:
-    """Make a function a step. ``@step`` or ``@step(enable_cache=False)``."""
+def step(*, enable_cache: Optional[bool] = None, ignore: Sequence[str] = (),
+         version: Optional[Callable[..., Any]] = None,
+         cache_expires_after: Optional[str] = None) -> Callable[[Callable[..., Any]], Step]: ...
+def step(fn: Any = None, *, enable_cache: Optional[bool] = None, ignore: Sequence[str] = (),
+         version: Optional[Callable[..., Any]] = None,
+         cache_expires_after: Optional[str] = None) -> Any:
+    """Make a function a step. ``@step`` or ``@step(enable_cache=False, ignore=["verbose"],
+    version=probe, cache_expires_after="6h")``: ``ignore`` names arguments left out of the key;
+    ``version`` is a cheap function of the step's params whose JSON-able value stands for
+    external state (an ETag, a commit) and joins the key; ``cache_expires_after`` is the age
+    after which a cached result executes again."""
+    def make(f: Callable[..., Any]) -> Step:
+        return Step(f, enable_cache=enable_cache, ignore=ignore, version=version,
+                    cache_expires_after=cache_expires_after)
+
     if fn is None:
-        return lambda f: Step(f, enable_cache=enable_cache)
+        return make
     if isinstance(fn, Step):
         return fn
-    return Step(fn, enable_cache=enable_cache)
+    return make(fn)
 
 
 def no_cache(obj: Any) -> Any:
@@ -324,6 +407,10 @@ class _Tracer:
             return self._file(node, v.path, name, arg, v.glob)
         if isinstance(v, Output):
             return self._output(node, v.path, name, arg)
+        if isinstance(v, Env):
+            ref = EnvRef(v.name, v.default, v.secret)
+            node.envs.append(ref)
+            return ref
         if isinstance(v, Step):
             raise PipelineError(
                 f"step {name}, argument {arg}: a step object was passed as a value; call it to "

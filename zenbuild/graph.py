@@ -70,6 +70,21 @@ class InputRef:
     def __repr__(self) -> str:
         return f"<output of {self.node}{''.join(f'[{p!r}]' for p in self.path)}>"
 
+class EnvRef:
+    """An Env("NAME") inside a traced node's arguments: the variable, its default (None: the
+    variable must be set) and whether its value is secret (fingerprinted by a keyed digest,
+    never shown). Its value is read when the step is fingerprinted and given to the step."""
+
+    __slots__ = ("name", "default", "secret", "item")
+
+    def __init__(self, name: str, default: Optional[str] = None, secret: bool = False) -> None:
+        self.name = name
+        self.default = default
+        self.secret = secret
+        self.item = _item(b"env\0" + name.encode("utf-8", "surrogatepass"))
+
+    def __repr__(self) -> str:
+        return f"Env({self.name!r}{', secret=True' if self.secret else ''})"
 
 
 class StepDef:
@@ -80,6 +95,12 @@ class StepDef:
     name: str
     enable_cache: Optional[bool]
     no_cache: bool
+    # cache controls (dsl.step): arguments left out of the key, the version probe of an
+    # external input (called with the step's plain params), the age after which a cached
+    # result is executed again (seconds)
+    ignore: Tuple[str, ...] = ()
+    version: Optional[Callable[..., Any]] = None
+    expires_after: Optional[float] = None
 
     @property
     def params(self) -> Any:  # binding.Params
@@ -103,6 +124,7 @@ class Node:
     # arg -> (step, item path) for each indexed handle (`train, test = split()`; out[0]): the
     # step is keyed by the digest of the element it reads, not of the whole value
     input_paths: Dict[str, List[Tuple[str, Tuple[Any, ...]]]] = field(default_factory=dict)
+    envs: List[EnvRef] = field(default_factory=list)  # Env("NAME") arguments, in order
 
     @property
     def deps(self) -> List[str]:

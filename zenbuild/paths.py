@@ -104,6 +104,8 @@ def dir_files(root: str, path: str, pattern: Optional[str]) -> List[str]:
         dirnames[:] = sorted(d for d in dirnames if d not in DIR_SKIP)
         relbase = os.path.relpath(dirpath, base)
         for fn in filenames:
+            if ".zenbuild-tmp-" in fn:  # a restore's temp file (store/outputs.py): not content
+                continue
             rel = fn if relbase == "." else os.path.join(relbase, fn).replace(os.sep, "/")
             if glob_match(rel, pattern):
                 found.append(f"{path}/{rel}" if path != "." else rel)

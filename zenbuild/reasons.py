@@ -53,6 +53,13 @@ FILE_NEW = "file_new"  # subject: path; after: size in bytes
 FILE_REMOVED = "file_removed"  # before: size in bytes
 FILE_CHANGED = "file_changed"  # before/after: sizes in bytes
 ENV_CHANGED = "env_changed"  # zenbuild's own environment (store format, Python version)
+ENV_INPUT_CHANGED = "env_input_changed"  # subject: variable declared with Env(); before/after:
+#   reprs of the values, or None (unset, or secret: detail {"secret": True} hides both)
+VERSION_CHANGED = "version_changed"  # @step(version=probe): before/after: the probe's values
+# cache controls: an entry matches, but the step executes anyway
+EXPIRED = "expired"  # subject: step; before: the entry's age, after: the limit (seconds)
+FORCED_RERUN = "forced_rerun"  # subject: step named by run --rerun / run(rerun=[...])
+PROBE_FAILED = "probe_failed"  # subject: step; after: "ErrorType: message" of its version probe
 # an entry matches but cannot be served
 BLOB_MISSING = "blob_missing"  # the stored value is gone
 OUTPUT_UNUSABLE = "output_unusable"  # subject: output path; after: what is wrong with it
@@ -90,7 +97,8 @@ KINDS: Tuple[str, ...] = (
     CODE_ADDED, CODE_REMOVED, CODE_CHANGED, PACKAGE_VERSION,
     PARAM_NEW, PARAM_REMOVED, PARAM_CHANGED,
     INPUT_ADDED, INPUT_REMOVED, INPUT_CHANGED,
-    FILE_NEW, FILE_REMOVED, FILE_CHANGED, ENV_CHANGED,
+    FILE_NEW, FILE_REMOVED, FILE_CHANGED, ENV_CHANGED, ENV_INPUT_CHANGED, VERSION_CHANGED,
+    EXPIRED, FORCED_RERUN, PROBE_FAILED,
     BLOB_MISSING, OUTPUT_UNUSABLE, OUTPUT_RESTORE, OUTPUT_REMOVE,
     UPSTREAM_PENDING, UPSTREAM_FAILED, UPSTREAM_SKIPPED, EARLIER_FAILED, CANNOT_RUN,
     INPUT_CHANGED_DURING, DIR_CHANGED_DURING, SOURCE_CHANGED_DURING, STALE_CODE, NOT_DETERMINISTIC,
@@ -103,6 +111,9 @@ KINDS: Tuple[str, ...] = (
 # Kinds that say "only because an upstream step would execute": a step whose every reason is one
 # of these may still be served after its upstream reruns (early cutoff).
 PENDING_KINDS = frozenset({UPSTREAM_PENDING})
+# Kinds that make a step execute although a usable entry matches: a different value is then no
+# sign of non-determinism (external state changed), and early cutoff applies downstream.
+REFRESH_KINDS = frozenset({EXPIRED, FORCED_RERUN, PROBE_FAILED})
 # Kinds that describe a served step whose outputs a run puts back from the store.
 RESTORE_KINDS = frozenset({OUTPUT_RESTORE, OUTPUT_REMOVE})
 
@@ -150,6 +161,26 @@ def _env_read(r: Reason) -> str:
     return f"read by the step: {r.subject} {show(r.before)} -> {show(r.after)}"
 
 
+def _env_input(r: Reason) -> str:
+    if (r.detail or {}).get("secret"):
+        return f"env {r.subject}: secret value changed (value hidden)"
+    show = lambda v: "unset" if v is None else str(v)  # noqa: E731
+    return f"env {r.subject}: {show(r.before)} -> {show(r.after)}"
+
+
+def _version(r: Reason) -> str:
+    if r.before is None:
+        return f"version: new ({r.after!r})"
+    return f"version: {r.before!r} -> {r.after!r}"
+
+
+def _expired(r: Reason) -> str:
+    from zenbuild.durations import format_duration
+
+    return (f"cached result is {format_duration(float(r.before or 0))} old (expires after "
+            f"{format_duration(float(r.after or 0))})")
+
+
 def _undeclared(r: Reason) -> str:
     more = int((r.detail or {}).get("more") or 0)
     also = f" (and {more} more file{'s' if more > 1 else ''})" if more else ""
@@ -186,6 +217,11 @@ TEMPLATES: Dict[str, Template] = {
     FILE_CHANGED: lambda r: f"file {r.subject}: content changed ({size_text(r.before)} -> "
                             f"{size_text(r.after)})",
     ENV_CHANGED: "env {subject}: {before} -> {after}",
+    ENV_INPUT_CHANGED: _env_input,
+    VERSION_CHANGED: _version,
+    EXPIRED: _expired,
+    FORCED_RERUN: "forced to execute (--rerun {subject})",
+    PROBE_FAILED: "version probe of step {subject} failed ({after}); the step executes",
     BLOB_MISSING: "the cached result is missing from the store",
     OUTPUT_UNUSABLE: "{after}",
     OUTPUT_RESTORE: "output {subject}: differs from the stored result; a run restores it",

@@ -5,12 +5,14 @@ would execute."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from zenbuild import reasons as R
+from zenbuild.diffs import diff_components
 from zenbuild.digest import StatCache, StatKey, digest_bytes
 from zenbuild.errors import ParamError
 from zenbuild.fingerprint.code import CodeFingerprinter
@@ -39,6 +41,15 @@ def _env_text(env: Dict[str, str]) -> str:
 _ENV_TEXT = _env_text(ENV)
 
 
+class _NoVersion:
+    def __repr__(self) -> str:
+        return "NO_VERSION"
+
+
+NO_VERSION: Any = _NoVersion()
+PROBE_FAILED_VERSION = {"probe_failed": True}  # the version an entry made after a failed probe
+
+
 @record
 class CachePolicy:
     """How caching applies to one step, from the precedence rules."""
@@ -46,6 +57,10 @@ class CachePolicy:
     no_cache: bool
     enabled: bool
     source: str  # what decided `enabled`: "default", "run", "config", "step", "pipeline"
+    rerun: bool = False  # run --rerun NAME: execute even if cached (early cutoff downstream)
+    expires_after: Optional[float] = None  # seconds: an older cached result executes again
+    now: float = 0.0  # the wall time entries are aged by (durations.now: injectable)
+    probe_error: Optional[str] = None  # the step's version probe raised: "Type: message"
 
 
 def cache_policy(
@@ -53,8 +68,13 @@ def cache_policy(
     run_level: Optional[bool],
     config_setting: Optional[bool],
     pipeline_setting: Optional[bool],
+    rerun: bool = False,
+    expires_after: Optional[float] = None,
+    now: float = 0.0,
 ) -> CachePolicy:
-    """Precedence: run-level > zenbuild.toml [steps.NAME] > @step > @pipeline > on."""
+    """Precedence: run-level > zenbuild.toml [steps.NAME] > @step > @pipeline > on. @no_cache
+    always executes; --rerun and expiry make a cached step execute (``expires_after``: the
+    [steps.NAME] setting, else @step's); neither can turn caching on."""
     if run_level is not None:
         enabled, source = run_level, "run"
     elif config_setting is not None:
@@ -65,7 +85,10 @@ def cache_policy(
         enabled, source = pipeline_setting, "pipeline"
     else:
         enabled, source = True, "default"
-    return CachePolicy(no_cache=node.step.no_cache, enabled=enabled, source=source)
+    if expires_after is None:
+        expires_after = node.step.expires_after
+    return CachePolicy(no_cache=node.step.no_cache, enabled=enabled, source=source, rerun=rerun,
+                       expires_after=expires_after, now=now)
 
 
 @record
@@ -85,6 +108,12 @@ class Components:
     # reads through an indexed handle (repr of the item path -> digest), kept on the entry
     elements: Dict[str, str] = field(default_factory=dict)
     head: str = ""  # not persisted: the code and packages part of the fingerprint text
+    # Env("NAME") inputs: name -> [digest of the value (keyed for a secret), display or None]
+    envs: Dict[str, List[Any]] = field(default_factory=dict)
+    # @step(version=probe): what the probe returned (JSON-able), PROBE_FAILED_VERSION when it
+    # raised; NO_VERSION for a step without a probe (then nothing joins the fingerprint)
+    version: Any = None
+    has_version: bool = False
 
     def fingerprint(self) -> str:
         """One digest over every component. Keys and values are identifiers, paths and hex
@@ -96,6 +125,10 @@ class Components:
             parts += [f"i\0{arg}\0{u}\0{d}" for u, d in sorted(ups.items())]
         parts += [f"f\0{k}\0{v[0]}" for k, v in sorted(self.files.items())]
         parts.append(_ENV_TEXT if self.env == ENV else _env_text(self.env))
+        if self.envs:  # only then, so that a fingerprint made before Env() is the same
+            parts += [f"n\0{k}\0{v[0]}" for k, v in sorted(self.envs.items())]
+        if self.has_version:
+            parts.append("v\0" + json.dumps(self.version, sort_keys=True, default=repr))
         return digest_bytes("\n".join(parts).encode("utf-8", "surrogatepass"))
 
     def to_json(self) -> Dict[str, Any]:
@@ -111,6 +144,8 @@ class Components:
             "files": self.files,
             "env": self.env,
             **({"elements": self.elements} if self.elements else {}),
+            **({"envs": self.envs} if self.envs else {}),
+            **({"version": self.version} if self.has_version else {}),
         }
 
 
@@ -220,11 +255,22 @@ def compute_components(
     upstream_digests: Dict[str, str],
     overlay: Optional[OutputOverlay] = None,
     elements: Optional[Dict[str, Dict[str, str]]] = None,
+    envs: Optional[Dict[str, List[Any]]] = None,
+    version: Any = NO_VERSION,
 ) -> Components:
+    """The components of ``node``'s key. ``envs`` are its Env inputs, digested by the caller
+    (policy.env_inputs); ``version`` what its version probe returned (NO_VERSION: none)."""
     code = fingerprinter.code(node.step.fn)
     params: Dict[str, List[str]] = {}
     inputs: Dict[str, Dict[str, str]] = {}
+    ignore = node.step.ignore
+    varkw = node.step.params.varkw if ignore else None
     for arg, value in node.args.items():
+        if ignore:
+            if arg in ignore:
+                continue
+            if arg == varkw and type(value) is dict:
+                value = {k: v for k, v in value.items() if k not in ignore}
         try:
             params[arg] = [digest_bytes(encode_param(value, root, fingerprinter.value_code))]
         except Unencodable as e:
@@ -254,6 +300,9 @@ def compute_components(
         stats=stats,
         args=node.args,
         head=head,
+        envs=envs or {},
+        version=None if version is NO_VERSION else version,
+        has_version=version is not NO_VERSION,
     )
 
 
@@ -271,61 +320,6 @@ class Verdict:
 _UP_TO_DATE = [Reason(R.UP_TO_DATE)]
 # (discovered record, stop at the first reason) -> why the entry may not be served
 Verify = Callable[[Dict[str, Any], bool], List[Reason]]
-
-
-def diff_components(old: Dict[str, Any], new: Dict[str, Any]) -> List[Reason]:
-    """Every difference between two recorded component sets, as records."""
-    reasons: List[Reason] = []
-    oc, nc = old.get("code", {}), new.get("code", {})
-    meta = {**old.get("code_meta", {}), **new.get("code_meta", {})}
-
-    def item(k: str) -> Dict[str, Any]:
-        kind, f = (meta.get(k) or ["code", ""])[:2]
-        return {"item": kind, "file": f}
-
-    for k in sorted(set(oc) | set(nc)):
-        if k not in oc:
-            reasons.append(Reason(R.CODE_ADDED, k, None, nc[k], item(k)))
-        elif k not in nc:
-            reasons.append(Reason(R.CODE_REMOVED, k, oc[k], None, item(k)))
-        elif oc[k] != nc[k]:
-            reasons.append(Reason(R.CODE_CHANGED, k, oc[k], nc[k], item(k)))
-    op, np_ = old.get("packages", {}), new.get("packages", {})
-    for k in sorted(set(op) | set(np_)):
-        if op.get(k) != np_.get(k):
-            reasons.append(Reason(R.PACKAGE_VERSION, k, op.get(k), np_.get(k)))
-    opar, npar = old.get("params", {}), new.get("params", {})
-    for k in sorted(set(opar) | set(npar)):
-        o, n = opar.get(k), npar.get(k)
-        if o is None:
-            reasons.append(Reason(R.PARAM_NEW, k, None, n[1]))
-        elif n is None:
-            reasons.append(Reason(R.PARAM_REMOVED, k, o[1], None))
-        elif o[0] != n[0]:
-            reasons.append(Reason(R.PARAM_CHANGED, k, o[1], n[1]))
-    oi, ni = old.get("inputs", {}), new.get("inputs", {})
-    for arg in sorted(set(oi) | set(ni)):
-        o, n = oi.get(arg, {}), ni.get(arg, {})
-        for up in sorted(set(o) | set(n)):
-            if up not in o:
-                reasons.append(Reason(R.INPUT_ADDED, arg, None, n[up], {"step": up}))
-            elif up not in n:
-                reasons.append(Reason(R.INPUT_REMOVED, arg, o[up], None, {"step": up}))
-            elif o[up] != n[up]:
-                reasons.append(Reason(R.INPUT_CHANGED, arg, o[up], n[up], {"step": up}))
-    of, nf = old.get("files", {}), new.get("files", {})
-    for p in sorted(set(of) | set(nf)):
-        if p not in of:
-            reasons.append(Reason(R.FILE_NEW, p, None, nf[p][1]))
-        elif p not in nf:
-            reasons.append(Reason(R.FILE_REMOVED, p, of[p][1], None))
-        elif of[p][0] != nf[p][0]:
-            reasons.append(Reason(R.FILE_CHANGED, p, of[p][1], nf[p][1]))
-    oe, ne = old.get("env", {}), new.get("env", {})
-    for k in sorted(set(oe) | set(ne)):
-        if oe.get(k) != ne.get(k):
-            reasons.append(Reason(R.ENV_CHANGED, k, oe.get(k), ne.get(k)))
-    return reasons
 
 
 def pending_reasons(pending: Sequence[str], comps: Optional[Components]) -> List[Reason]:
@@ -403,6 +397,12 @@ def _decide(
         reasons.append(Reason(R.CACHE_DISABLED, policy.source,
                               detail={"step": node.name} if policy.source == "config" else None))
         forced = True
+    elif policy.rerun:
+        reasons.append(Reason(R.FORCED_RERUN, node.name))
+        forced = True
+    if policy.probe_error is not None and not policy.no_cache:
+        reasons.append(Reason(R.PROBE_FAILED, node.name, after=policy.probe_error))
+        forced = True
     if forced and not all_reasons:  # the step's own latest entry, if it matches: no lookup
         same = previous if previous is not None and previous.fingerprint == fingerprint else None
         record = same.discovered if same is not None else None
@@ -437,4 +437,18 @@ def _decide(
         return Verdict(True, reasons, entry)
     if forced:
         return Verdict(True, reasons, entry)
+    expired = _expired(entry, policy)
+    if expired is not None:
+        return Verdict(True, [*reasons, expired], entry)
     return Verdict(False, _UP_TO_DATE, entry)
+
+
+def _expired(entry: ActionEntry, policy: CachePolicy) -> Optional[Reason]:
+    """EXPIRED when ``entry`` is older than the step's cache_expires_after."""
+    limit = policy.expires_after
+    if limit is None or not entry.created:
+        return None
+    age = policy.now - entry.created
+    if age <= limit:
+        return None
+    return Reason(R.EXPIRED, entry.step, round(age, 3), limit)

@@ -45,10 +45,12 @@ def run_bound(
     from zenbuild.executors import GcPause, InProcessExecutor
     from zenbuild.scheduler import RunOptions, Scheduler
     from zenbuild.store.db import Store
+    from zenbuild.store.outputs import prepare as prepare_outputs
 
     with GcPause():  # on again around each step's own code (executors.call_task)
         if graph is None:
             graph = bound.trace(config.root)
+        prepare_outputs(config.root, config.store, graph)  # overlap refused, leftovers removed
         store = Store(config.store)
         own_executor, remote = executor is None, None
         try:

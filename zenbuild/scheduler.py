@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from zenbuild import reasons as R
-from zenbuild.commit import CaptureFailed, Recorder, clear_dir_outputs
+from zenbuild.commit import CaptureFailed, Recorder
 from zenbuild.config import Config
 from zenbuild.digest import StatCache, digest_bytes
 from zenbuild.discovered import Discovery
@@ -322,7 +322,7 @@ class Scheduler:
         """Hand the step to the executor; ``traced``: its entry can be served later (all but
         @no_cache steps), so what it touches is recorded (zenbuild.trace) and kept on it."""
         name = node.name
-        clear_dir_outputs(self.root, node, previous)
+        self.recorder.clear_outputs(node, previous)
         resolved = {k: self._resolve(v) for k, v in node.args.items()}
         call_args, call_kwargs = node.step.params.call_args(resolved)
         self.running[name] = (comps, fingerprint, time.perf_counter(),

@@ -251,7 +251,7 @@ def test_graph_json_schema(mixed: Any) -> None:
                       "use_rates": "cached"}
     for n in data["nodes"]:
         assert set(n) == {"id", "function", "status", "duration_s", "reasons", "error",
-                          "no_cache", "in_pipeline", "label"}
+                          "no_cache", "expired", "forced", "in_pipeline", "label"}
         assert n["status"] in n["label"]
     by = {n["id"]: n for n in data["nodes"]}
     assert "ValueError: cannot parse bad" in by["parse"]["error"]

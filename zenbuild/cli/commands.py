@@ -50,6 +50,11 @@ def cli() -> None:
               help="github: also print GitHub Actions annotations (::error per failed step).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary line.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print every step's reasons.")
+@click.option("--step", "steps", multiple=True, metavar="NAME",
+              help="Run only this step and what it needs (repeatable).")
+@click.option("--rerun", "rerun", multiple=True, metavar="NAME",
+              help="Execute this step even if cached; its dependents execute only if its output "
+                   "changed (repeatable).")
 @_project_dir
 def run(
     pipeline: Optional[str],
@@ -68,6 +73,8 @@ def run(
     fmt: str,
     quiet: bool,
     verbose: bool,
+    steps: List[str],
+    rerun: List[str],
     project_dir: Optional[str],
 ) -> None:
     """Run PIPELINE (a name from zenbuild.toml or module:attribute; default: the first one)."""
@@ -76,7 +83,7 @@ def run(
     code = run_command(
         pipeline, list(params), no_cache, dry_run, explain, keep_going, no_wait, jobs,
         executor_name, dask_scheduler, remote_cache, remote_cache_upload, as_json, fmt, quiet,
-        verbose, project_dir,
+        verbose, project_dir, list(steps), list(rerun),
     )
     if code:
         sys.exit(code)

@@ -24,7 +24,10 @@ _FLAGS = {
     "--param": ("params", True),
     "-p": ("params", True),
     "--project-dir": ("project_dir", True),
+    "--step": ("steps", True),
+    "--rerun": ("rerun", True),
 }
+_REPEATABLE = ("params", "steps", "rerun")
 
 
 def fast_parse(args: List[str]) -> Optional[Dict[str, Any]]:
@@ -57,8 +60,8 @@ def fast_parse(args: List[str]) -> Optional[Dict[str, Any]]:
             i += 1
         else:
             return None  # click says the option needs an argument
-        if dest == "params":
-            opts["params"].append(value)
+        if dest in _REPEATABLE:
+            opts.setdefault(dest, []).append(value)
         elif dest in opts:
             return None  # given twice: let click decide
         else:
@@ -84,6 +87,8 @@ def run_command(
     quiet: bool = False,
     verbose: bool = False,
     project_dir: Optional[str] = None,
+    steps: Optional[List[str]] = None,
+    rerun: Optional[List[str]] = None,
 ) -> int:
     """Run a pipeline as `zenbuild run` does; returns the exit code (0, or 1 if a step failed).
     Raises ZenbuildError for usage and configuration errors (with --json, after printing the
@@ -113,6 +118,7 @@ def run_command(
             wait=not no_wait, log=log, jobs=jobs, executor_name=executor_name,
             dask_scheduler=dask_scheduler, remote_cache=remote_cache,
             remote_upload=remote_cache_upload, graph=opened.graph,
+            steps=list(steps or []) or None, rerun=list(rerun or []) or None,
         )
     except ZenbuildError as e:
         if json_fd is not None:

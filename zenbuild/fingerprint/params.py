@@ -7,13 +7,13 @@ import functools
 import os
 from typing import Any, Callable, Optional, Tuple
 
-from zenbuild.graph import FileRef, InputRef, OutputRef
+from zenbuild.graph import EnvRef, FileRef, InputRef, OutputRef
 from zenbuild.serialize import canonical
 from zenbuild.serialize.configs import classes_met
 
 # Marker types carry their own canonical encoding (``item``: tag m, the marker's kind and
 # path), made once when the pipeline is traced.
-_MARKERS = frozenset((FileRef, InputRef, OutputRef))
+_MARKERS = frozenset((FileRef, InputRef, OutputRef, EnvRef))
 
 
 _PLAIN = frozenset((str, int, float, bool, type(None), bytes))

@@ -7,6 +7,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from zenbuild import reasons as R
 from zenbuild.graph import Graph
 
 GRAPH_FORMAT = "zenbuild.graph/1"
@@ -29,6 +30,10 @@ def style(status: str) -> Dict[str, str]:
 
 def label(node: Dict[str, Any]) -> str:
     text = f"{node['id']}: {node['status']}"
+    if node.get("expired"):
+        text += " (expired)"
+    if node.get("forced"):
+        text += " (forced)"
     if node["status"] in ("executed", "failed") and node.get("duration_s") is not None:
         text += f" {node['duration_s']:.3f}s"
     return text
@@ -46,6 +51,7 @@ def graph_data(graph: Optional[Graph], run: Optional[Dict[str, Any]], pipeline: 
         rec = by_step.get(name)
         node = graph.nodes.get(name) if graph is not None else None
         status = rec["status"] if rec else "not run"
+        kinds = {x.get("kind") for x in rec.get("reason_records") or []} if rec else set()
         nodes.append({
             "id": name,
             "function": node.step.name if node is not None else name,
@@ -54,6 +60,9 @@ def graph_data(graph: Optional[Graph], run: Optional[Dict[str, Any]], pipeline: 
             "reasons": rec["reasons"] if rec else [],
             "error": rec["error"] if rec else None,
             "no_cache": bool(node.step.no_cache) if node is not None else False,
+            # executed although cached: its result had expired, or run --rerun named it
+            "expired": R.EXPIRED in kinds,
+            "forced": R.FORCED_RERUN in kinds,
             "in_pipeline": node is not None,
         })
         nodes[-1]["label"] = label(nodes[-1])

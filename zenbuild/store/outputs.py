@@ -1,26 +1,76 @@
 """Declared outputs: capture them into the store after a step runs, check and restore them on a
-cache hit. A folder output is stored as a manifest blob listing its files' blobs."""
+cache hit. A folder output is stored as a manifest blob listing its files' blobs.
+
+Outputs never destroy the user's work: a file a restore would overwrite or delete whose bytes
+the store does not hold (a hand edit, a file the user added) is first moved under
+STORE/trash/; an Output that already holds files zenbuild did not create is refused (see
+check_adopt, and STORE/claims, the outputs zenbuild saw absent before their step first ran);
+a store inside an Output, or an Output inside the store, is refused when the run starts; temp
+files a killed run left behind are removed."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import stat
-from typing import Any, Dict, List, Optional, Tuple
+import sys
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from zenbuild.digest import StatCache, stat_key
+from zenbuild.errors import PathError
 from zenbuild.store.db import INLINE_MAX, Store
+
+# Temp files: blobs.restore_file writes DEST.zenbuild-tmp-PID, renamed over DEST when whole.
+TMP_MARK = ".zenbuild-tmp-"
+_TMP = re.compile(r"\.zenbuild-tmp-(\d+)$")
+
+
+def pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def leftover(name: str) -> bool:
+    """Whether ``name`` is a temp file of a zenbuild process that is no longer running."""
+    m = _TMP.search(name)
+    return m is not None and not pid_alive(int(m.group(1)))
+
+
+def output_size(root: str, rel: str) -> int:
+    """Bytes of the output at ``rel`` (a file, or a folder's files); 0 if unreadable."""
+    full = os.path.join(root, rel)
+    try:
+        if not os.path.isdir(full):
+            return os.path.getsize(full)
+        return sum(os.path.getsize(os.path.join(full, f)) for f in _walk_files(full))
+    except OSError:
+        return 0
 
 
 class OutputMissing(Exception):
     """A step finished without writing an Output it declared."""
 
 
-def _walk_files(base: str) -> List[str]:
+def _walk_files(base: str, leftovers: Optional[List[str]] = None) -> List[str]:
+    """The files under ``base``, relative, sorted; temp files of a zenbuild run are left out
+    (and, when ``leftovers`` is given, those of a dead run are listed in it, as full paths)."""
     found: List[str] = []
     for dirpath, dirnames, filenames in os.walk(base):
         dirnames.sort()
         for fn in filenames:
+            if TMP_MARK in fn:
+                if leftovers is not None and leftover(fn):
+                    leftovers.append(os.path.join(dirpath, fn))
+                continue
             found.append(os.path.relpath(os.path.join(dirpath, fn), base).replace(os.sep, "/"))
     return sorted(found)
 
@@ -98,11 +148,14 @@ def plan_restore(
             base = os.path.join(root, rel)
             if os.path.isdir(base):
                 expected = {f[0] for f in files}
+                dead: List[str] = []
                 todo.extend(
                     (f"{rel}/{inner}", "", False)
-                    for inner in _walk_files(base)
+                    for inner in _walk_files(base, dead)
                     if f"{rel}/{inner}" not in expected
                 )
+                for path in dead:  # a killed run's temp file: never a user's
+                    _unlink(path)
         for frel, digest, ex in files:
             full = os.path.join(root, frel)
             try:
@@ -118,16 +171,230 @@ def plan_restore(
     return todo, None
 
 
-def restore(root: str, todo: List[Tuple[str, str, bool]], store: Store, statcache: StatCache) -> None:
+def restore(root: str, todo: List[Tuple[str, str, bool]], store: Store, statcache: StatCache,
+            say: Optional[Callable[[str], None]] = None) -> None:
+    """Put files back (digest "" = remove). A file about to be overwritten or removed whose
+    bytes the store does not hold (a hand edit, a file the user added) is moved to the
+    trash first, and ``say`` (default: stderr) is told where it went."""
+    trash = Trash(store, say)
     for frel, digest, ex in todo:
         full = os.path.join(root, frel)
         if not digest:
-            os.unlink(full)
+            if not trash.keep_if_users(root, frel, statcache):
+                os.unlink(full)
             statcache.forget([frel])
             continue
         if os.path.isdir(full) and not os.path.islink(full):
             import shutil
 
-            shutil.rmtree(full)
+            if not trash.keep_if_users(root, frel, statcache):
+                shutil.rmtree(full)
+        elif os.path.lexists(full):
+            trash.keep_if_users(root, frel, statcache)
         store.restore_file(digest, full, 0o755 if ex else 0o644)
         statcache.record(frel, full, digest)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+class Trash:
+    """STORE/trash/TIME-PID/REL: where a user's version of an output goes before zenbuild
+    overwrites or removes it. Nothing is moved when the store holds the same bytes (the file
+    is zenbuild's own, from another run of the step)."""
+
+    def __init__(self, store: Store, say: Optional[Callable[[str], None]] = None) -> None:
+        self.store = store
+        self.say = say or _say
+        self._folder: Optional[str] = None
+
+    def folder(self) -> str:
+        if self._folder is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            self._folder = os.path.join(self.store.path, "trash", f"{stamp}-{os.getpid()}")
+        return self._folder
+
+    def keep_if_users(self, root: str, rel: str, statcache: Optional[StatCache]) -> bool:
+        """Move ``rel`` (a file or folder) to the trash unless every file of it is in the
+        store; True when it was moved (it is gone from ``rel``)."""
+        full = os.path.join(root, rel)
+        if not os.path.lexists(full):
+            return False
+        if self._all_stored(root, rel, statcache):
+            return False
+        dest = os.path.join(self.folder(), rel)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        os.replace(full, dest)
+        if statcache is not None:
+            statcache.forget([rel])
+        self.say(f"zenbuild: moved your version of {rel} to {dest} before replacing it")
+        return True
+
+    def _all_stored(self, root: str, rel: str, statcache: Optional[StatCache]) -> bool:
+        full = os.path.join(root, rel)
+        if os.path.islink(full) or not (os.path.isfile(full) or os.path.isdir(full)):
+            return False
+        names = [rel] if os.path.isfile(full) else [f"{rel}/{f}" for f in _walk_files(full)]
+        for name in names:
+            try:
+                if statcache is not None:
+                    digest, _ = statcache.digest(name, os.path.join(root, name))
+                else:
+                    from zenbuild.digest import digest_file
+
+                    digest, _ = digest_file(os.path.join(root, name))
+            except OSError:
+                return False
+            if not self.store.has_blob(digest):
+                return False
+        return True
+
+
+def sweep_leftovers(root: str, rels: Iterable[str]) -> int:
+    """Remove the temp files a killed run left beside file outputs (``DEST.zenbuild-tmp-PID``
+    whose PID is not running); temp files inside folder outputs go when the folder is next
+    served or rebuilt. One listing per folder holding outputs. Returns how many went."""
+    gone = 0
+    parents: Dict[str, List[str]] = {}
+    for rel in rels:
+        parent, name = os.path.split(os.path.join(root, rel))
+        parents.setdefault(parent, []).append(name)
+    for parent in parents:
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for name in names:
+            if TMP_MARK in name and leftover(name):
+                _unlink(os.path.join(parent, name))
+                gone += 1
+    return gone
+
+
+def check_placement(root: str, store_path: str, rels: Iterable[Tuple[str, str]]) -> None:
+    """Refuse a store inside (or at) a declared Output, and an Output inside the store:
+    restoring or clearing the output would destroy the store, and capturing it would copy the
+    store into itself. ``rels``: (step, output path relative to ``root``)."""
+    store = os.path.realpath(store_path)
+    for step, rel in rels:
+        out = os.path.realpath(os.path.join(root, rel))
+        if store == out or store.startswith(out + os.sep):
+            raise PathError(
+                f"the store {store_path} is inside Output({rel!r}) of step {step}: the step's "
+                "output would take the store with it. Point `store` in zenbuild.toml at a "
+                "folder outside every Output (the default, .zenbuild, is), or declare the "
+                "Output one level deeper.")
+        if out.startswith(store + os.sep):
+            raise PathError(
+                f"Output({rel!r}) of step {step} is inside the store {store_path}: zenbuild "
+                "owns that folder. Write the output somewhere in the project outside it.")
+
+
+class Claims:
+    """STORE/claims: one project-relative path a line, each an Output that did not exist when
+    its step was about to run for the first time, so what is there later is zenbuild's (or
+    its step's). Appended before the step runs, so a killed run's partial output is still
+    known as zenbuild's; read only when an existing output has no entry listing it."""
+
+    def __init__(self, store: Store) -> None:
+        self.path = os.path.join(store.path, "claims")
+        self._known: Optional[set[str]] = None
+
+    def known(self) -> set[str]:
+        if self._known is None:
+            try:
+                with open(self.path, encoding="utf-8", errors="replace") as f:
+                    self._known = {line.rstrip("\n") for line in f}
+            except FileNotFoundError:
+                self._known = set()
+        return self._known
+
+    def add(self, rels: List[str]) -> None:
+        new = [r for r in rels if r not in self.known()]
+        if not new:
+            return
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, "".join(r + "\n" for r in new).encode())
+        finally:
+            os.close(fd)
+        self.known().update(new)
+
+
+def _occupied(full: str) -> Optional[str]:
+    """What is at ``full`` that a first run must not take over, or None (absent, empty dir)."""
+    if os.path.islink(full) or os.path.isfile(full):
+        return "a file"
+    if os.path.isdir(full):
+        files = _walk_files(full)
+        if files:
+            shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+            return f"a folder holding {len(files)} file(s) ({shown})"
+        return None
+    return "something" if os.path.lexists(full) else None
+
+
+def check_adopt(root: str, step: str, rels: List[str], known: Dict[str, Any], store: Store,
+                claims: Claims) -> None:
+    """Before ``step`` executes: each Output not in ``known`` (its latest entry's outputs) must
+    be absent (or an empty folder), claimed earlier, or listed by some entry of the store;
+    otherwise it holds the user's files, and the run stops (PathError). Absent ones are
+    claimed."""
+    claim: List[str] = []
+    for rel in rels:
+        if rel in known:
+            continue
+        what = _occupied(os.path.join(root, rel))
+        if what is None:
+            claim.append(rel)
+            continue
+        if rel in claims.known() or _listed(store, rel):
+            continue
+        raise PathError(
+            f"Output({rel!r}) of step {step} already exists and zenbuild did not create it: "
+            f"{rel} is {what}. zenbuild would overwrite and delete what is there. Move it away "
+            "(or delete it) and run again, or declare the Output at a path that does not "
+            "exist yet.")
+    if claim:
+        claims.add(claim)
+
+
+def _listed(store: Store, rel: str) -> bool:
+    """Whether any entry of the store lists ``rel`` as an output (zenbuild made it before,
+    perhaps under another step name or params)."""
+    needle = json.dumps(rel)[1:-1]
+    return store.db.execute("SELECT 1 FROM actions WHERE outputs LIKE ? LIMIT 1",
+                            (f'%"{needle}":%',)).fetchone() is not None
+
+
+def prepare(root: str, store_path: str, graph: Any) -> None:
+    """When a run starts: refuse a store and Outputs that overlap (check_placement), then
+    remove the temp files killed runs left beside file outputs and in STORE/tmp."""
+    rels = [(name, rel) for name, node in graph.nodes.items() for rel in node.outputs]
+    check_placement(root, store_path, rels)
+    sweep_leftovers(root, [rel for _, rel in rels])
+    sweep_store_tmp(os.path.join(store_path, "tmp"))
+
+
+def sweep_store_tmp(folder: str) -> int:
+    """Remove STORE/tmp files (named PID-RANDOM by blobs.py) whose PID is not running."""
+    gone = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for name in names:
+        pid = name.split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            _unlink(os.path.join(folder, name))
+            gone += 1
+    return gone

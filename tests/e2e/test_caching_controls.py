@@ -1,0 +1,347 @@
+"""End-to-end: caching beyond on and off (issue 14), through the real CLI and pipe().run():
+expiry with an injected clock, ignored params, Env() inputs and secrets, --step targets and
+--rerun with early cutoff. Version probes against a real HTTP server: test_version_probes.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+PIPE = '''
+import os
+from zenbuild import step, pipeline, File, Output, Env
+from ticker import tick
+
+
+@step(cache_expires_after="6h")
+def fetch(src: File) -> str:
+    tick("fetch")
+    return src.read_text().strip()
+
+
+@step
+def parse(text: str) -> list:
+    tick("parse")
+    return sorted(text.split(","))
+
+
+@step(ignore=["verbose", "n_jobs"])
+def count(items: list, verbose: bool = False, n_jobs: int = 1) -> int:
+    tick("count")
+    return len(items)
+
+
+@step
+def label(items: list, region: str) -> str:
+    tick("label")
+    return region + ":" + "+".join(items)
+
+
+@step
+def side(src: File) -> int:
+    tick("side")
+    return len(src.read_text())
+
+
+@step
+def render(n: int, tag: str, out: Output) -> None:
+    tick("render")
+    out.write_text(f"{n} {tag}\\n")
+
+
+@pipeline
+def feed(verbose: bool = False, n_jobs: int = 1):
+    items = parse(fetch(File("data/feed.txt")))
+    n = count(items, verbose=verbose, n_jobs=n_jobs)
+    render(n, label(items, Env("API_REGION", default="eu")), Output("build/out.txt"))
+    side(File("data/side.txt"))
+'''
+
+T0 = 1_800_000_000.0  # the injected clock: seconds since the epoch
+HOUR = 3600.0
+
+
+def at(t: float) -> dict:
+    return {"ZENBUILD_NOW": repr(t)}
+
+
+@pytest.fixture
+def feed(project):
+    project.write("zenbuild.toml", 'pipelines = ["pipe:feed"]\n')
+    project.write("pipe.py", PIPE)
+    project.write("data/feed.txt", "b,a,c\n")
+    project.write("data/side.txt", "side\n")
+    r = project.run("run", env=at(T0))
+    assert sorted(r.executed) == ["count", "fetch", "label", "parse", "render", "side"]
+    assert project.read("build/out.txt") == "3 eu:a+b+c\n"
+    project.ticks()
+    return project
+
+
+# -- expiry ------------------------------------------------------------------------------------
+def test_expired_step_reexecutes_and_early_cutoff_keeps_dependents_cached(feed):
+    r = feed.run("run", env=at(T0 + 5 * HOUR))  # younger than 6h: nothing executes
+    assert r.executed == []
+    r = feed.run("run", env=at(T0 + 7 * HOUR))
+    assert r.executed == ["fetch"]  # the same text again: parse, count... stay cached
+    assert sorted(r.cached) == ["count", "label", "parse", "render", "side"]
+    assert feed.ticks() == ["fetch"]
+    # the re-executed result is the new entry: aged from T0 + 7h now
+    assert feed.run("run", env=at(T0 + 12 * HOUR)).executed == []
+    assert feed.run("run", env=at(T0 + 13.5 * HOUR)).executed == ["fetch"]
+
+
+def test_expired_step_whose_result_changed_reruns_its_dependents(feed):
+    feed.write("data/feed.txt", "b,a,c,d\n")  # fetch is keyed by the file: it reruns anyway
+    feed.run("run", env=at(T0))
+    feed.ticks()
+    r = feed.run("run", env=at(T0 + 7 * HOUR))
+    assert r.executed == ["fetch"]
+
+
+def test_explain_and_status_show_an_expired_step(feed):
+    r = feed.run("explain", "fetch", env=at(T0 + 7 * HOUR), check=None)
+    assert "cached result is 7h old (expires after 6h)" in r.output, r
+    r = feed.run("explain", "fetch", "--json", env=at(T0 + 7 * HOUR), check=None)
+    kinds = [x["kind"] for x in json.loads(r.stdout)["reason_records"]]
+    assert "expired" in kinds, r
+    r = feed.run("status", "--check", env=at(T0 + 7 * HOUR), check=None)
+    assert r.returncode == 1, r
+    assert "fetch" in r.output
+    r = feed.run("status", "--check", env=at(T0 + 1 * HOUR), check=None)
+    assert r.returncode == 0, r
+
+
+def test_expiry_from_zenbuild_toml_wins_over_the_decorator(feed):
+    feed.write("zenbuild.toml", 'pipelines = ["pipe:feed"]\n[steps.side]\n'
+               'cache_expires_after = "PT30M"\n[steps.fetch]\ncache_expires_after = "1d"\n')
+    r = feed.run("run", env=at(T0 + 7 * HOUR))
+    assert r.executed == ["side"]  # fetch now lasts a day; side only 30 minutes
+
+
+@pytest.mark.parametrize("where", ["toml", "decorator"])
+def test_a_bad_duration_is_a_clear_error(feed, where):
+    if where == "toml":
+        feed.write("zenbuild.toml", 'pipelines = ["pipe:feed"]\n[steps.fetch]\n'
+                   'cache_expires_after = "6 hours"\n')
+        r = feed.run("run", check=2)
+        assert "zenbuild.toml:3: steps.fetch.cache_expires_after:" in r.output, r
+    else:
+        feed.write("pipe.py", PIPE.replace('cache_expires_after="6h"',
+                                           'cache_expires_after="6hours"'))
+        r = feed.run("run", check=2)
+        assert "cache_expires_after='6hours'" in r.output and "step fetch" in r.output, r
+    assert "ISO-8601" in r.output
+    assert "Traceback" not in r.output
+
+
+# -- ignored params ----------------------------------------------------------------------------
+def test_ignored_params_do_not_invalidate(feed):
+    r = feed.run("run", "-p", "verbose=true", "-p", "n_jobs=4", env=at(T0))
+    assert r.executed == []
+    assert feed.ticks() == []
+
+
+def test_an_unknown_ignored_name_is_an_error_at_definition(feed):
+    feed.write("pipe.py", PIPE.replace('ignore=["verbose", "n_jobs"]', 'ignore=["verbos"]'))
+    r = feed.run("run", check=2)
+    assert "@step(ignore=['verbos']) of step count" in r.output, r
+    assert "has no parameter 'verbos'" in r.output and "items, verbose, n_jobs" in r.output
+    assert "Traceback" not in r.output
+
+
+# -- Env() ---------------------------------------------------------------------------------------
+def test_env_input_is_given_to_the_step_and_keys_it(feed):
+    r = feed.run("run", env={**at(T0), "API_REGION": "eu"})  # the default's value: no change
+    assert r.executed == []
+    r = feed.run("run", env={**at(T0), "API_REGION": "us"})
+    assert r.executed == ["label", "render"]
+    assert feed.read("build/out.txt") == "3 us:a+b+c\n"
+    r = feed.run("explain", "label", env={**at(T0), "API_REGION": "ch"}, check=None)
+    assert "env API_REGION: 'us' -> 'ch'" in r.output, r
+
+
+def test_a_missing_env_input_without_default_is_a_clear_error(feed):
+    feed.write("pipe.py", PIPE.replace('Env("API_REGION", default="eu")', 'Env("API_REGION")'))
+    env = {k: v for k, v in os.environ.items() if k != "API_REGION"}
+    proc = subprocess.run([sys.executable, "-m", "zenbuild", "run", "--project-dir",
+                           str(feed.root)], capture_output=True, text=True, env=env, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "step label takes Env('API_REGION')" in out and "is not set" in out
+    assert "Traceback" not in out
+
+
+SECRET_PIPE = '''
+from zenbuild import step, pipeline, Env, Output
+from ticker import tick
+
+
+@step
+def call_api(token: str, region: str) -> int:
+    tick("call_api")
+    return len(token) * 0 + len(region)
+
+
+@step
+def report(n: int, out: Output) -> None:
+    tick("report")
+    out.write_text(str(n))
+
+
+@pipeline
+def api():
+    report(call_api(Env("ZB_TEST_TOKEN", secret=True), Env("ZB_TEST_REGION", default="eu")),
+           Output("build/report.txt"))
+'''
+
+
+def _files_text(root) -> bytes:
+    out = b""
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            with open(os.path.join(dirpath, f), "rb") as fh:
+                out += fh.read()
+    return out
+
+
+def test_a_secret_env_input_is_keyed_and_appears_nowhere(project):
+    project.write("zenbuild.toml", 'pipelines = ["pipe:api"]\n')
+    project.write("pipe.py", SECRET_PIPE)
+    secret, secret2 = "s3cr3t-T0KEN-value-4711", "an0ther-S3CRET-0815"
+    r = project.run("run", "--json", env={"ZB_TEST_TOKEN": secret})
+    assert project.ticks() == ["call_api", "report"]
+    outputs = [r.output]
+    assert project.run("run", env={"ZB_TEST_TOKEN": secret}).executed == []
+    r = project.run("run", "--json", "--explain", env={"ZB_TEST_TOKEN": secret2})
+    outputs.append(r.output)
+    assert project.ticks() == ["call_api"]  # the secret changed; the result did not
+    reasons = [x for s in json.loads(r.stdout)["steps"] if s["name"] == "call_api"
+               for x in s["reasons"]]
+    assert [x["kind"] for x in reasons] == ["env_input_changed"]
+    assert reasons[0]["before"] is None and reasons[0]["after"] is None
+    assert "value hidden" in reasons[0]["text"]
+    for args in (("explain", "call_api"), ("explain", "call_api", "--json"), ("status",),
+                 ("status", "--json"), ("runs", "--json"), ("graph", "--format", "json")):
+        outputs.append(project.run(*args, env={"ZB_TEST_TOKEN": "x" + secret}, check=None).output)
+    html = project.root.parent / "dash.html"
+    r = project.run("dashboard", "--output", str(html), check=None)
+    outputs.append(r.output)
+    if html.exists():
+        outputs.append(html.read_text())
+    key = project.root / ".zenbuild" / "secret.key"
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    store = _files_text(project.root / ".zenbuild")
+    for s in (secret, secret2):
+        assert s.encode() not in store
+        for text in outputs:
+            assert s not in text
+
+
+# -- targets and forced reruns -----------------------------------------------------------------
+def test_step_runs_that_step_and_what_it_needs_nothing_else(feed):
+    feed.write("data/feed.txt", "x,y\n")
+    feed.write("data/side.txt", "changed\n")
+    r = feed.run("run", "--step", "count", env=at(T0))
+    assert r.executed == ["fetch", "parse", "count"]
+    assert r.cached == []
+    assert feed.ticks() == ["fetch", "parse", "count"]
+    r = feed.run("run", "--step", "side", "--step", "label", env=at(T0))
+    assert sorted(r.executed) == ["label", "side"]
+    assert r.cached == ["fetch", "parse"]
+    r = feed.run("run", "--step", "nope", check=2)
+    assert "--step nope: pipeline feed has no step named 'nope'" in r.output
+
+
+def test_rerun_executes_a_cached_step_and_cuts_off_when_its_output_is_the_same(feed):
+    r = feed.run("run", "--rerun", "parse", env=at(T0))
+    assert r.executed == ["parse"]
+    assert sorted(r.cached) == ["count", "fetch", "label", "render", "side"]
+    assert feed.ticks() == ["parse"]
+    assert "not deterministic" not in r.output
+
+
+def test_rerun_whose_output_changed_reruns_dependents(project):
+    project.write("zenbuild.toml", 'pipelines = ["pipe:ext"]\n')
+    project.write("pipe.py", '''
+from zenbuild import step, pipeline
+from ticker import tick
+import os
+
+
+@step
+def snapshot() -> str:
+    tick("snapshot")
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(here, "outside.txt")) as f:  # outside the project: not tracked
+        return f.read()
+
+
+@step
+def shout(text: str) -> str:
+    tick("shout")
+    return text.upper()
+
+
+@pipeline
+def ext():
+    shout(snapshot())
+''')
+    outside = project.root.parent / "outside.txt"
+    outside.write_text("one")
+    project.run("run")
+    assert project.ticks() == ["snapshot", "shout"]
+    outside.write_text("two")
+    assert project.run("run").executed == []  # zenbuild cannot see it: that is what --rerun is for
+    r = project.run("run", "--rerun", "snapshot", "--explain")
+    assert r.executed == ["snapshot", "shout"]
+    assert "forced to execute (--rerun snapshot)" in r.output
+    assert "not deterministic" not in r.output
+    r = project.run("run", "--rerun", "snapshot")
+    assert r.executed == ["snapshot"] and r.cached == ["shout"]
+
+
+def test_no_cache_still_wins_over_rerun_and_expiry(feed):
+    r = feed.run("run", "--no-cache", "--rerun", "parse", "--explain", env=at(T0))
+    assert sorted(r.executed) == ["count", "fetch", "label", "parse", "render", "side"]
+    assert "caching disabled by --no-cache" in r.output
+
+
+# -- the Python API --------------------------------------------------------------------------------
+API = '''
+import json, sys
+sys.path.insert(0, {root!r})
+import pipe
+r = pipe.feed().run(project_dir={root!r}, **json.loads(sys.argv[1]))
+print(json.dumps({{n: s.status for n, s in r.steps.items()}}))
+'''
+
+
+def api_run(project, **options):
+    script = project.root.parent / "api.py"
+    script.write_text(textwrap.dedent(API.format(root=str(project.root))))
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    env.pop("ZENBUILD_NOW", None)
+    proc = subprocess.run([sys.executable, str(script), json.dumps(options)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    statuses = json.loads(proc.stdout.strip().splitlines()[-1])
+    return sorted(n for n, s in statuses.items() if s == "executed"), statuses
+
+
+def test_python_api_takes_now_steps_and_rerun(feed):
+    assert api_run(feed, now=T0 + 5 * HOUR)[0] == []
+    assert api_run(feed, now=T0 + 7 * HOUR)[0] == ["fetch"]
+    feed.ticks()
+    feed.write("data/side.txt", "other\n")
+    executed, statuses = api_run(feed, steps=["count"], now=T0 + 7 * HOUR)
+    assert executed == [] and sorted(statuses) == ["count", "fetch", "parse"]
+    executed, statuses = api_run(feed, rerun=["label"], now=T0 + 7 * HOUR)
+    assert executed == ["label", "side"]
+    assert statuses["render"] == "cached"
+    assert feed.ticks() == ["label", "side"]

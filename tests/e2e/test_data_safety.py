@@ -1,0 +1,178 @@
+"""End-to-end: outputs never destroy the user's work, and a killed run's leftovers go."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import Project
+
+PIPE = '''
+from zenbuild import Dir, Output, pipeline, step
+from ticker import tick
+
+
+@step
+def table(out: Output) -> None:
+    tick("table")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("a,b\\n1,2\\n")
+
+
+@step
+def folder(out: Output) -> None:
+    tick("folder")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "one.txt").write_text("one")
+
+
+@step
+def listing(d: Dir) -> list:
+    tick("listing")
+    return sorted(p.name for p in d.iterdir())
+
+
+@pipeline
+def safe():
+    table(Output("OUT_FILE"))
+    folder(Output("OUT_DIR"))
+    listing(Dir("build"))
+'''
+
+
+def setup(project: Project, out_file: str = "data/table.csv", out_dir: str = "build/folder",
+          store: str = "") -> None:
+    project.write("pipe.py", PIPE.replace("OUT_FILE", out_file).replace("OUT_DIR", out_dir))
+    project.write("zenbuild.toml", 'pipelines = ["pipe:safe"]\n'
+                  + (f'store = "{store}"\n' if store else ""))
+
+
+def trash_files(project: Project) -> list:
+    base = project.root / ".zenbuild" / "trash"
+    return sorted(p.relative_to(base).as_posix().split("/", 1)[1]
+                  for p in base.rglob("*") if p.is_file()) if base.exists() else []
+
+
+def test_an_existing_user_file_is_never_adopted_as_an_output(project: Project) -> None:
+    setup(project)
+    project.write("data/table.csv", "the user's own data\n")
+    r = project.run("run", check=2)
+    assert "Output('data/table.csv') of step table already exists" in r.stderr
+    assert "a file" in r.stderr and "Move it away" in r.stderr and "Traceback" not in r.output
+    assert project.read("data/table.csv") == "the user's own data\n"
+    assert "table" not in project.ticks()
+    (project.root / "data" / "table.csv").unlink()
+    assert sorted(project.run("run").executed) == ["folder", "listing", "table"]
+
+
+def test_a_folder_holding_user_files_is_never_adopted(project: Project) -> None:
+    setup(project, out_file="table.csv", out_dir="data")
+    project.write("data/raw.csv", "precious\n")
+    r = project.run("run", check=2)
+    assert "Output('data') of step folder already exists" in r.stderr
+    assert "raw.csv" in r.stderr
+    assert project.read("data/raw.csv") == "precious\n"
+
+
+def test_an_empty_folder_and_a_partial_output_of_a_killed_first_run_are_adopted(
+        project: Project) -> None:
+    setup(project)
+    (project.root / "build" / "folder").mkdir(parents=True)  # empty: nothing to lose
+    project.run("run")
+    # a first run killed after the step wrote part of its output: the output was claimed
+    # before the step ran, so the next run takes it back (the step executes again)
+    project.write("pipe.py", PIPE.replace("OUT_FILE", "data/other.csv")
+                  .replace("OUT_DIR", "build/folder"))
+    (project.root / ".zenbuild" / "claims").write_text(
+        (project.root / ".zenbuild" / "claims").read_text() + "data/other.csv\n")
+    project.write("data/other.csv", "half written")
+    project.ticks()
+    r = project.run("run")
+    assert r.executed == ["table"] and project.read("data/other.csv") == "a,b\n1,2\n"
+
+
+def test_a_hand_edited_output_goes_to_the_trash_before_a_restore(project: Project) -> None:
+    setup(project)
+    project.run("run")
+    project.write("data/table.csv", "my edit\n")
+    project.write("build/folder/mine.txt", "a file I added\n")
+    project.ticks()
+    r = project.run("run")
+    assert sorted(r.cached) == ["folder", "listing", "table"] and project.ticks() == []
+    assert project.read("data/table.csv") == "a,b\n1,2\n"
+    assert not (project.root / "build" / "folder" / "mine.txt").exists()
+    assert trash_files(project) == ["build/folder/mine.txt", "data/table.csv"]
+    trash = project.root / ".zenbuild" / "trash"
+    kept = {p.name: p.read_text() for p in trash.rglob("*") if p.is_file()}
+    assert kept == {"table.csv": "my edit\n", "mine.txt": "a file I added\n"}
+    moved = [ln for ln in r.stderr.splitlines() if "moved your version of" in ln]
+    assert len(moved) == 2 and str(trash) in moved[0]
+
+
+def test_zenbuilds_own_other_version_is_replaced_without_trash(project: Project) -> None:
+    pipe = '''
+from zenbuild import Output, pipeline, step
+
+
+@step
+def write(out: Output, n: int = 1) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(str(n))
+
+
+@pipeline
+def safe(n: int = 1):
+    write(Output("build/n.txt"), n)
+'''
+    project.write("pipe.py", pipe)
+    project.write("zenbuild.toml", 'pipelines = ["pipe:safe"]\n')
+    project.run("run")
+    project.run("run", "--param", "n=2")
+    r = project.run("run")  # n=1 again: its output is restored over n=2's, which the store has
+    assert r.cached == ["write"] and project.read("build/n.txt") == "1"
+    assert trash_files(project) == [] and "moved your version" not in r.stderr
+
+
+def test_a_store_inside_an_output_is_refused(project: Project) -> None:
+    setup(project, out_dir="build", store="build/.zenbuild")
+    r = project.run("run", check=2)
+    assert "inside Output('build') of step folder" in r.stderr and "Traceback" not in r.output
+    assert project.ticks() == [] and not (project.root / "build" / ".zenbuild" / "cas").exists()
+
+
+def test_an_output_inside_the_store_is_refused(project: Project) -> None:
+    setup(project, out_file=".zenbuild/stolen.csv")
+    r = project.run("run", check=2)
+    assert "Output('.zenbuild/stolen.csv') of step table is inside the store" in r.stderr
+
+
+def test_leftover_temp_files_of_a_killed_run_are_removed_and_never_seen_by_dir(
+        project: Project) -> None:
+    setup(project)
+    project.run("run")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    beside = project.root / "data" / f"table.csv.zenbuild-tmp-{dead}"
+    inside = project.root / "build" / "folder" / f"one.txt.zenbuild-tmp-{dead}"
+    in_store = project.root / ".zenbuild" / "tmp" / f"{dead}-{'ab' * 16}"
+    for p in (beside, inside, in_store):
+        p.write_bytes(b"torn" * 1000)
+    live = project.root / "data" / f"table.csv.zenbuild-tmp-{1}"  # pid 1 is running
+    live.write_bytes(b"not ours to remove")
+    project.ticks()
+    r = project.run("run")
+    assert r.executed == [] and project.ticks() == []  # listing's Dir("build") did not change
+    assert not beside.exists() and not inside.exists() and not in_store.exists()
+    assert live.exists()
+    assert sorted(p.name for p in (project.root / "build" / "folder").iterdir()) == ["one.txt"]
+
+
+def test_a_dir_input_ignores_temp_files(project: Project) -> None:
+    setup(project)
+    project.run("run")
+    project.ticks()
+    (project.root / "build" / "x.zenbuild-tmp-1").write_text("in flight")
+    assert project.run("run").executed == []
+    (project.root / "build" / "real.txt").write_text("content")
+    assert project.run("run").executed == ["listing"]
+

@@ -1,0 +1,119 @@
+"""End-to-end: @step(version=probe) against a REAL local HTTP server (http.server in a thread)
+whose ETag changes, on the examples/external project copied into tmp_path, through the real
+CLI and pipe().run(). Asserts exactly which steps executed, and that the probe ran each time."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Iterator, Tuple
+
+import pytest
+
+from examples.external.server import DataServer
+from tests.conftest import REPO, Project
+
+RATES = {"base": "USD", "rates": {"EUR": 0.92, "CHF": 0.88, "GBP": 0.79, "JPY": 151.2,
+                                  "SGD": 1.34}}
+ALL = ["fetch_rates", "load_prices", "convert", "render"]
+
+
+@pytest.fixture
+def ext(tmp_path: Path) -> Iterator[Tuple[Project, DataServer, str]]:
+    root = tmp_path / "external"
+    shutil.copytree(REPO / "examples" / "external", root,
+                    ignore=shutil.ignore_patterns(".zenbuild", "build", "__pycache__"))
+    with DataServer() as api:
+        api.publish("/rates.json", RATES)
+        yield Project(root), api, f"url={api.url}/rates.json"
+
+
+def test_only_the_steps_behind_a_changed_etag_rerun(ext: Tuple[Project, DataServer, str]) -> None:
+    p, api, url = ext
+    r = p.run("run", "-p", url)
+    assert r.executed == ALL
+    assert api.hits == {"HEAD": 1, "GET": 1}
+    assert "| coffee | 3.50 | 3.22 | 3.08 |" in p.read("build/report.md")
+
+    r = p.run("run", "-p", url)  # the probe runs (HEAD), the same ETag: nothing executes
+    assert r.executed == [] and r.cached == ALL
+    assert api.hits == {"HEAD": 2, "GET": 1}
+
+    api.publish("/rates.json", {**RATES, "rates": {**RATES["rates"], "EUR": 0.95}})
+    r = p.run("explain", "fetch_rates", "-p", url, check=None)
+    assert "version: 'rates-1' -> 'rates-2'" in r.output, r
+    r = p.run("status", "--check", "-p", url, check=1)
+    r = p.run("run", "-p", url, "--json")
+    assert r.executed == ["fetch_rates", "convert", "render"]
+    steps = {s["name"]: s for s in json.loads(r.stdout)["steps"]}
+    assert steps["fetch_rates"]["reasons"][0]["kind"] == "version_changed"
+    assert steps["fetch_rates"]["reasons"][0]["before"] == "rates-1"
+    assert steps["fetch_rates"]["reasons"][0]["after"] == "rates-2"
+    assert "| coffee | 3.50 | 3.32 | 3.08 |" in p.read("build/report.md")
+    assert api.hits["GET"] == 2
+
+    # a new ETag for the same data: fetch_rates executes, early cutoff keeps the rest cached
+    api.publish("/rates.json", {**RATES, "rates": {**RATES["rates"], "EUR": 0.95}})
+    r = p.run("run", "-p", url)
+    assert r.executed == ["fetch_rates"]
+    assert r.cached == ["load_prices", "convert", "render"]
+    assert "not deterministic" not in r.output
+
+
+def test_a_failing_probe_warns_once_and_the_step_runs(ext: Tuple[Project, DataServer, str]) -> None:
+    p, api, url = ext
+    p.run("run", "-p", url)
+    api.fail_head = True  # HEAD answers 503; GET still works
+    r = p.run("run", "-p", url, "--explain")
+    assert r.executed == ["fetch_rates"]  # it returned the same rates: cutoff
+    assert r.output.count("the version probe of step fetch_rates failed") == 1, r
+    assert "HTTPError: HTTP Error 503" in r.output
+    assert "0 failed" not in r.output and r.returncode == 0
+    api.fail_head = False
+    # the probe works again with the ETag of the first run: that run's entry is served
+    r = p.run("run", "-p", url)
+    assert r.executed == [] and api.hits["GET"] == 2
+
+
+def test_no_cache_step_is_not_probed_and_always_executes(ext: Tuple[Project, DataServer, str]) -> None:
+    p, api, url = ext
+    src = p.read("pipeline.py")
+    p.write("pipeline.py", src.replace("@step(version=rates_etag", "@no_cache\n@step(version="
+                                       "rates_etag").replace("import Env,", "import Env, no_cache,"))
+    p.run("run", "-p", url)
+    r = p.run("run", "-p", url)
+    assert r.executed == ["fetch_rates"]
+    assert api.hits["HEAD"] == 0
+
+
+API = '''
+import json, sys
+sys.path.insert(0, {root!r})
+import pipeline
+r = pipeline.external(url={url!r}).run(project_dir={root!r})
+print(json.dumps([n for n, s in r.steps.items() if s.status == "executed"]))
+'''
+
+
+def api_executed(p: Project, url: str) -> Any:
+    script = p.root.parent / "api.py"
+    script.write_text(textwrap.dedent(API.format(root=str(p.root), url=url)))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_the_probe_through_the_python_api(ext: Tuple[Project, DataServer, str]) -> None:
+    p, api, url = ext
+    full = url.split("=", 1)[1]
+    assert api_executed(p, full) == ALL
+    assert api_executed(p, full) == []
+    api.publish("/rates.json", {**RATES, "rates": {**RATES["rates"], "CHF": 0.9}})
+    assert api_executed(p, full) == ["fetch_rates", "convert", "render"]
+    assert api.hits["HEAD"] == 3

@@ -1,0 +1,69 @@
+"""Cache expiry durations ("90s", "15m", "6h", "2d", ISO-8601 "PT6H", "P1DT2H") and the
+injectable wall clock that ages cached results (ZENBUILD_NOW, for tests and the CLI)."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Optional
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_SIMPLE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", re.IGNORECASE)
+_ISO = re.compile(
+    r"P(?:(?P<w>\d+(?:\.\d+)?)W)?(?:(?P<d>\d+(?:\.\d+)?)D)?"
+    r"(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?",
+    re.IGNORECASE,
+)
+HOW = ('a duration such as "90s", "15m", "6h", "2d" or an ISO-8601 duration such as '
+       '"PT6H" or "P1DT12H"')
+
+
+def parse_duration(text: object) -> float:
+    """Seconds in ``text``; raises ValueError (with a message naming the accepted forms)."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected {HOW}, got {type(text).__name__} {text!r}")
+    m = _SIMPLE.fullmatch(text)
+    if m:
+        seconds = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    else:
+        iso = _ISO.fullmatch(text.strip())
+        if iso is None or not any(iso.groupdict().values()) or text.strip().upper().endswith("T"):
+            raise ValueError(f"expected {HOW}, got {text!r}")
+        seconds = sum(float(v) * _UNITS[k] for k, v in iso.groupdict().items() if v)
+    if seconds <= 0:
+        raise ValueError(f"expected a duration longer than zero, got {text!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people, in its two largest units: 45s, 7h, 7h 30m, 2d 3h."""
+    s = max(0, int(seconds))
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if s >= size or (unit == "s" and not parts):
+            parts.append(f"{s // size}{unit}")
+            s %= size
+        if len(parts) == 2:
+            break
+    return " ".join(p for p in parts if not p.startswith("0") or len(parts) == 1)
+
+
+NOW_ENV = "ZENBUILD_NOW"
+
+
+def now(given: Optional[float] = None) -> float:
+    """The wall time cached results are aged by: ``given``, else ZENBUILD_NOW (seconds since
+    the epoch; a test's injected clock), else the real time."""
+    if given is not None:
+        return float(given)
+    text = os.environ.get(NOW_ENV)
+    if text:
+        try:
+            return float(text)
+        except ValueError:
+            from zenbuild.errors import ConfigError
+
+            raise ConfigError(f"{NOW_ENV}={text!r} is not a number of seconds since the epoch; "
+                              f"unset it or give a number such as {int(time.time())}") from None
+    return time.time()

@@ -1,0 +1,152 @@
+"""Cache controls read before a step is judged: its Env() inputs (values, and digests for the
+key: keyed for secrets, with the key kept in the store), its version probe's value, and the
+names given to run --rerun / --step checked against the graph."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+
+from zenbuild.binding import params_of
+from zenbuild.digest import digest_bytes
+from zenbuild.errors import ParamError, PipelineError
+from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef
+from zenbuild.rebuild import PROBE_FAILED_VERSION
+
+KEY_FILE = "secret.key"  # in the store: the key of secret Env digests (0600, 32 random bytes)
+
+
+def secret_key(store: str) -> bytes:
+    """The store's key for secret Env digests, made (0600) on first use. Two runs racing to
+    make it agree: the key is written to a temp file and linked into place, never replaced."""
+    path = os.path.join(store, KEY_FILE)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        pass
+    os.makedirs(store, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, os.urandom(32))
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class EnvInputs:
+    """Reads and digests the Env() inputs of steps; the store's key is read once, when a
+    secret first needs it."""
+
+    def __init__(self, store: str, environ: Optional[Dict[str, str]] = None) -> None:
+        self.store = store
+        self.environ = os.environ if environ is None else environ
+        self._key: Optional[bytes] = None
+
+    def key(self) -> bytes:
+        if self._key is None:
+            self._key = secret_key(self.store)
+        return self._key
+
+    def read(self, node: Node) -> Tuple[Dict[str, List[Any]], Dict[str, str]]:
+        """(components: name -> [digest, display or None for a secret], values by name).
+        Raises ParamError for a variable that is not set and has no default."""
+        comps: Dict[str, List[Any]] = {}
+        values: Dict[str, str] = {}
+        for ref in node.envs:
+            value = self.environ.get(ref.name)
+            if value is None:
+                value = ref.default
+            if value is None:
+                raise ParamError(
+                    f"step {node.name} takes Env({ref.name!r}), but the environment variable "
+                    f"{ref.name} is not set. Set it (export {ref.name}=...) before the run, or "
+                    f"give the step a default: Env({ref.name!r}, default=\"...\").")
+            values[ref.name] = value
+            data = value.encode("utf-8", "surrogatepass")
+            if ref.secret:
+                comps[ref.name] = ["k:" + hmac.new(self.key(), data, hashlib.sha256).hexdigest(),
+                                   None]
+            else:
+                shown = repr(value)
+                comps[ref.name] = [digest_bytes(data),
+                                   shown if len(shown) <= 60 else shown[:57] + "..."]
+        return comps, values
+
+
+def resolve_env(ref: EnvRef, values: Dict[str, str]) -> str:
+    """The value a step receives for ``ref`` (read when the step was fingerprinted)."""
+    return values[ref.name]
+
+
+def _plain(value: Any, root: str, envs: Dict[str, str]) -> Tuple[bool, Any]:
+    """(usable, value) for a probe's keyword: markers resolved, upstream outputs unusable."""
+    if isinstance(value, InputRef):
+        return False, None
+    if isinstance(value, (FileRef, OutputRef)):
+        return True, Path(root, value.path)
+    if isinstance(value, EnvRef):
+        return True, envs.get(value.name)
+    t = type(value)
+    if t is list or t is tuple:
+        items = [_plain(x, root, envs) for x in value]
+        return all(ok for ok, _ in items), t(v for _, v in items)
+    if t is dict:
+        pairs = {k: _plain(x, root, envs) for k, x in value.items()}
+        return all(ok for ok, _ in pairs.values()), {k: v for k, (_, v) in pairs.items()}
+    return True, value
+
+
+def probe_version(node: Node, root: str, envs: Dict[str, str]) -> Tuple[Any, Optional[str]]:
+    """(what the step's version probe returned, None) or (PROBE_FAILED_VERSION, "Type: msg").
+    The probe gets the step's params it names (all of them with **kwargs), except those that
+    hold an upstream step's output, which is not known before the step runs."""
+    probe = node.step.version
+    assert probe is not None
+    layout = params_of(probe)
+    accepted = None if layout.varkw else set(layout.positional) | set(layout.kwonly)
+    kwargs: Dict[str, Any] = {}
+    for arg, value in node.args.items():
+        if accepted is not None and arg not in accepted:
+            continue
+        ok, plain = _plain(value, root, envs)
+        if ok:
+            kwargs[arg] = plain
+    try:
+        value = probe(**kwargs)
+        json.dumps(value, sort_keys=True)
+    except Exception as e:  # the probe's own failure: the step executes, the run goes on
+        if isinstance(e, TypeError) and "JSON serializable" in str(e):
+            return PROBE_FAILED_VERSION, (f"it returned a value that is not JSON-able: {e}; "
+                                          "return a string, number, list or dict")
+        return PROBE_FAILED_VERSION, f"{type(e).__name__}: {e}"
+    if value == PROBE_FAILED_VERSION:  # pragma: no cover - a probe mimicking the marker
+        value = ["probe", value]
+    return value, None
+
+
+def named_steps(graph: Graph, names: Iterable[str], option: str) -> Set[str]:
+    """The graph nodes ``names`` stand for (a call name, or a step function's name: all its
+    calls). Raises PipelineError for a name that is neither."""
+    out: Set[str] = set()
+    for name in names:
+        hits = [n for n in graph.order if n == name or graph.nodes[n].step.name == name]
+        if not hits:
+            raise PipelineError(
+                f"{option} {name}: pipeline {graph.pipeline} has no step named {name!r}. Its "
+                f"steps are: {', '.join(graph.order)}. A step called twice is named NAME_2 "
+                "for its second call.")
+        out.update(hits)
+    return out
