@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zenbuild.serialize import Unencodable, canonical, dumps, loads
+from zenbuild.serialize import Unencodable, canonical, dumps, loads, value_digest
 
 plain = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.binary(),
@@ -77,3 +77,157 @@ def test_recursive_structure_is_refused():
     x.append(x)
     with pytest.raises(Unencodable):
         canonical(x)
+
+
+# ---- store format 3: values as buffers, mapped copy-on-write ----------------------------
+
+
+def test_an_array_is_encoded_from_its_own_memory_and_aligned():
+    np = pytest.importorskip("numpy")
+    from zenbuild.serialize import ALIGN
+    from zenbuild.serialize.buffers import encode_value
+
+    a = np.arange(100_000, dtype=np.float64)
+    enc = encode_value({"x": a, "n": 3})
+    views = [p for p in enc.parts if isinstance(p, memoryview)]
+    assert len(views) == 1 and np.shares_memory(np.asarray(views[0]), a)  # no copy made
+    blob = enc.tobytes()
+    assert blob == dumps({"x": a, "n": 3}) and enc.digest() == value_digest({"x": a, "n": 3})
+    start = blob.index(a.tobytes())
+    assert start % ALIGN == 0
+    # canonical() (fingerprints) keeps the unaligned tag A it always had
+    assert canonical(a) == b"A10:<f8|100000800000:" + a.tobytes()
+
+
+def test_a_pickled_value_keeps_its_buffers_out_of_band_and_aligned():
+    np = pytest.importorskip("numpy")
+    from zenbuild.serialize import ALIGN
+    from zenbuild.serialize.buffers import encode_value, payload_spans
+
+    value = Thing(np.arange(50_000, dtype=np.int64))
+    enc = encode_value(value)
+    blob = enc.tobytes()
+    assert blob[:4] == b"ZBO1"
+    (a, b), = payload_spans(blob)
+    assert a % ALIGN == 0 and blob[a:b] == value.x.tobytes()
+    assert any(isinstance(p, memoryview) and np.shares_memory(np.asarray(p), value.x)
+               for p in enc.parts)
+    back = loads(blob)
+    assert isinstance(back, Thing) and (back.x == value.x).all() and back.x.flags.writeable
+    # a pickle without buffers is exactly the store format 2 layout
+    assert encode_value(Thing(3)).tobytes()[:4] == b"ZBP2"
+
+
+def _store(tmp_path: Path):
+    from zenbuild.store.db import Store
+
+    return Store(str(tmp_path / "store"))
+
+
+def test_a_stored_array_is_mapped_copy_on_write(tmp_path):
+    np = pytest.importorskip("numpy")
+    import mmap
+
+    from zenbuild.serialize.buffers import encode_value
+
+    s = _store(tmp_path)
+    a = np.arange(1_000_000, dtype=np.float64)
+    digest = s.put_value(encode_value({"a": a, "b": Thing(a[:10].copy())}).parts)
+    blob = Path(s.blob_path(digest))
+    before = blob.read_bytes()
+    first, second = loads(s.map_blob(digest)), loads(s.map_blob(digest))
+    for v in (first["a"], first["b"].x):
+        base = v
+        while not isinstance(base, mmap.mmap):  # the array lives in the mapping, uncopied
+            base = base.base if not isinstance(base, memoryview) else base.obj
+        assert v.flags.writeable and v.flags.aligned
+    first["a"][:] = -1.0  # in place
+    first["b"].x[0] = 7
+    assert (second["a"] == a).all() and second["b"].x[0] == 0  # another load: untouched
+    assert blob.read_bytes() == before  # the store: untouched
+    third = loads(s.map_blob(digest))
+    assert (third["a"] == a).all()
+    s.close()
+
+
+def test_a_corrupt_stored_array_is_never_loaded(tmp_path):
+    np = pytest.importorskip("numpy")
+    from zenbuild.errors import CorruptBlob
+    from zenbuild.serialize.buffers import encode_value
+
+    s = _store(tmp_path)
+    a = np.arange(200_000, dtype=np.float64)
+    digest = s.put_value(encode_value(a).parts)
+    s.close()
+    path = Path(s.blob_path(digest))
+    with open(path, "r+b") as f:  # one flipped byte in the middle of the payload
+        f.seek(path.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    s = _store(tmp_path)  # another process: nothing verified yet
+    with pytest.raises(CorruptBlob):
+        s.map_blob(digest)
+    assert not path.exists() and not s.has_blob(digest)
+    s.close()
+
+
+def test_many_small_parts_are_written_in_few_writes(tmp_path, monkeypatch):
+    import os as os_
+
+    s = _store(tmp_path)
+    value = [f"item {i}" for i in range(200_000)]
+    writes = []
+    real = os_.write
+    monkeypatch.setattr(os_, "write", lambda fd, b: writes.append(len(b)) or real(fd, b))
+    from zenbuild.serialize.buffers import encode_value
+
+    enc = encode_value(value)
+    digest = s.put_value(enc.parts)
+    monkeypatch.undo()
+    assert len(enc.parts) > 100_000 and len(writes) <= enc.size // (1 << 20) + 2
+    assert loads(s.map_blob(digest)) == value and digest == value_digest(value)
+    s.close()
+
+
+FRAME_DIGEST = """
+import sys
+import numpy as np, pandas as pd
+from zenbuild.serialize import value_digest
+rng = np.random.default_rng(5)
+df = pd.DataFrame({"i": np.arange(50_000), "f": rng.random(50_000),
+                   "s": [f"k{i % 97}" for i in range(50_000)],
+                   "c": pd.Categorical([("a", "b", "c")[i % 3] for i in range(50_000)]),
+                   "t": pd.date_range("2020-01-01", periods=50_000, freq="min")})
+df = df.set_index("i")
+print(value_digest(df), value_digest({"frame": df, "col": df["f"]}))
+"""
+
+
+def test_the_same_frame_has_the_same_digest_in_two_processes():
+    pytest.importorskip("pandas")
+    import os as os_
+    import subprocess
+    import sys
+
+    got = []
+    for seed in ("1", "2"):
+        out = subprocess.run([sys.executable, "-c", FRAME_DIGEST], capture_output=True,
+                             text=True, env={**os_.environ, "PYTHONHASHSEED": seed}, check=True)
+        got.append(out.stdout.split())
+    assert got[0] == got[1] and len(got[0]) == 2 and got[0][0] != got[0][1]
+
+
+def test_a_frame_round_trips_from_a_mapping_without_copying(tmp_path):
+    pd = pytest.importorskip("pandas")
+    np = pytest.importorskip("numpy")
+    from zenbuild.serialize.buffers import encode_value
+
+    df = pd.DataFrame({"f": np.arange(300_000, dtype=np.float64), "g": np.ones(300_000)})
+    s = _store(tmp_path)
+    enc = encode_value(df)
+    assert enc.tobytes()[:4] == b"ZBO1"
+    digest = s.put_value(enc.parts)
+    back = loads(s.map_blob(digest))
+    pd.testing.assert_frame_equal(back, df)
+    s.close()

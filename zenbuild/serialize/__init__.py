@@ -6,6 +6,12 @@ str, bytes, list, tuple, dict, set, frozenset, pathlib paths), numpy arrays and 
 anything else is pickled (protocol 5) by the canonical pickler in ``serialize.pickler``: sets
 sorted, torch tensors by dtype, shape and bytes, OmegaConf resolver caches dropped, and every
 pickle made twice and compared, so a value whose pickle changes by itself raises Unstable.
+
+A stored value (store format 3) is made as a list of buffers, never joined into one bytes
+object (``serialize.buffers``): an array's payload is a view of its memory, padded so that it
+starts at a 64-byte boundary of the blob (tag a), which lets a load map it in place; a pickle
+keeps its protocol-5 buffers out of band (header ZBO1), aligned the same way. ``canonical()``
+(fingerprints) keeps tag A and the exact bytes it always had.
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ _CANON_PICKLE_MAGIC = b"ZBP2"  # the canonical pickle: sets as persistent ids (p
 # A canonical pickle that names project code: "N:" then N bytes of "qualname=code digest"
 # lines, then the pickle (see dumps).
 _CODE_MAGIC = b"ZBC1"
+# A canonical pickle with out-of-band buffers (serialize.buffers): "N:" and N bytes of code
+# lines (maybe none), the pickle's length, the buffer count and each buffer's length (each
+# "D;"), the pickle, then each buffer, zero-padded to start at an ALIGN boundary.
+OOB_MAGIC = b"ZBO1"
 
 
 class Unencodable(Exception):
@@ -62,14 +72,27 @@ class _Encoder:
     sized items the length in ASCII decimal and a colon, then the payload (netstring-like)."""
 
     def __init__(self, sort_keys: bool, items: FrozenSet[type] = frozenset(),
-                 roots: Tuple[str, ...] = ()) -> None:
+                 roots: Tuple[str, ...] = (), align: int = 0) -> None:
         self.sort_keys = sort_keys
+        # a stored value (not a fingerprint): array payloads start at an ALIGN boundary of the
+        # blob, whose first ``align`` bytes (the magic) come before ``out``
+        self.align = align
+        self._counted = (0, align)  # (parts of out summed, their total length + align)
         # marker types: their instances hold their whole encoding (tag m) in ``.item``
         self.items = items
         # project roots (fingerprints only): a path or string under one is encoded relative
         # to it (tags r and q), so moving the checkout keeps the fingerprint
         self.roots = roots
-        self.out: List[bytes] = []
+        self.out: List[Any] = []  # bytes, or uint8 memoryviews of array memory
+
+    def pos(self) -> int:
+        """The blob offset at which the next part starts (value mode)."""
+        n, total = self._counted
+        out = self.out
+        for i in range(n, len(out)):
+            total += len(out[i])
+        self._counted = (len(out), total)
+        return total
 
     def blob(self, tag: bytes, data: bytes) -> None:
         self.out.append(b"%s%d:" % (tag, len(data)))
@@ -157,8 +180,18 @@ def _numpy_encode(e: _Encoder, v: Any) -> None:
         raise Unencodable(v, " with a structured dtype")  # dtype.str would lose the fields
     arr = np.ascontiguousarray(v)
     header = f"{arr.dtype.str}|{','.join(map(str, arr.shape))}".encode()
-    e.blob(b"A", header)
-    e.blob(b"", arr.tobytes())
+    raw = arr.reshape(-1).view(np.uint8).data  # a memoryview of its memory, not a copy
+    size = b"%d:" % raw.nbytes
+    if e.align:  # tag a: header, zero padding, payload starting at an ALIGN boundary
+        e.blob(b"a", header)
+        base = e.pos() + 3 + len(size)  # a two-digit pad length and its colon come first
+        pad = 10 + (-(base + 10)) % ALIGN
+        e.out.append(b"%d:" % pad)
+        e.out.append(bytes(pad))
+    else:
+        e.blob(b"A", header)
+    e.out.append(size)
+    e.out.append(raw)
 
 
 def _numpy_scalar_encode(e: _Encoder, v: Any) -> None:
@@ -183,6 +216,11 @@ def _extra_encoder(v: Any) -> Optional[Callable[[_Encoder, Any], None]]:
     return config_encoder(v)
 
 
+# Array payloads and out-of-band pickle buffers of a stored value start at a multiple of this
+# offset in the blob (a cache line, and more than any dtype's alignment).
+ALIGN = 64
+
+
 def _canon(v: Any, sort_keys: bool, items: FrozenSet[type] = frozenset(),
            roots: Tuple[str, ...] = ()) -> bytes:
     e = _Encoder(sort_keys, items, roots)
@@ -199,53 +237,47 @@ def canonical(value: Any, items: FrozenSet[type] = frozenset(), roots: Tuple[str
 
 
 def dumps(value: Any, code_of: Optional[Callable[[Any], Optional[str]]] = None) -> bytes:
-    """Serialize a step's return value deterministically: the canonical encoding for plain
-    data, else the canonical pickle. Raises Unstable for a value whose pickle is not stable
-    (and whatever pickle raises for an unpicklable one).
+    """Serialize a step's return value deterministically, as one bytes object: the canonical
+    encoding for plain data and arrays, else the canonical pickle (see
+    ``serialize.buffers.encode_value``, which gives the same bytes as a list of buffers and is
+    what the store writes). Raises Unstable for a value whose pickle is not stable (and
+    whatever pickle raises for an unpicklable one)."""
+    from zenbuild.serialize.buffers import encode_value
 
-    ``code_of(obj)`` gives the code digest of a class or function the pickle names, or None
-    when it is not the project's own code. A value naming project code is stored under
-    ``_CODE_MAGIC`` with those digests in front of the pickle, so its digest (the identity
-    downstream fingerprints use) changes when the code that will run on it changes, even when
-    the pickled bytes do not (issue 10, class 1)."""
-    try:
-        return MAGIC + _canon(value, False)
-    except Unencodable:
-        pass
-    from zenbuild.serialize.pickler import stable_pickle
-
-    refs: Optional[List[Any]] = [] if code_of is not None else None
-    data = stable_pickle(value, refs)
-    if refs and code_of is not None:
-        parts: Dict[str, str] = {}
-        for obj in refs:
-            d = code_of(obj)
-            if d is not None:
-                parts[f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"] = d
-        if parts:
-            head = "\n".join(f"{k}={v}" for k, v in sorted(parts.items())).encode(
-                "utf-8", "surrogatepass")
-            return b"%s%d:%s%s" % (_CODE_MAGIC, len(head), head, data)
-    return _CANON_PICKLE_MAGIC + data
+    return encode_value(value, code_of).tobytes()
 
 
-def code_refs(data: bytes) -> Dict[str, str]:
+def code_refs(data: Any) -> Dict[str, str]:
     """The ``qualified name -> code digest`` a stored value carries (empty for most)."""
-    if data[:4] != _CODE_MAGIC:
+    if bytes(data[:4]) not in (_CODE_MAGIC, OOB_MAGIC):
         return {}
-    n, _, rest = data[4:].partition(b":")
-    head = rest[: int(n)].decode("utf-8", "surrogatepass")
+    colon = data.find(b":", 4)
+    n = int(data[4:colon])
+    head = bytes(data[colon + 1 : colon + 1 + n]).decode("utf-8", "surrogatepass")
     return dict(line.split("=", 1) for line in head.split("\n") if line)
 
 
 class _Decoder:
-    def __init__(self, data: bytes) -> None:
+    """Reads one encoding from ``data`` (bytes, or an mmap: both find and slice). Array
+    payloads are views of ``view``: writable memory (a private, copy-on-write mapping of the
+    blob, or a private copy of its bytes) that the arrays own from then on."""
+
+    def __init__(self, data: Any, pos: int = 0) -> None:
         self.data = data
-        self.pos = 0
+        self.pos = pos
+        self._view: Optional[memoryview] = None
+
+    def view(self) -> memoryview:
+        if self._view is None:
+            v = memoryview(self.data)
+            self._view = memoryview(bytearray(v)) if v.readonly else v
+        return self._view
 
     def until(self, sep: bytes) -> bytes:
-        end = self.data.index(sep, self.pos)
-        b = self.data[self.pos : end]
+        end = self.data.find(sep, self.pos)
+        if end < 0:
+            raise ValueError(f"corrupt value encoding (no {sep!r} after {self.pos})")
+        b = bytes(self.data[self.pos : end])
         self.pos = end + 1
         return b
 
@@ -254,7 +286,14 @@ class _Decoder:
 
     def chunk(self) -> bytes:
         n = self.size()
-        b = self.data[self.pos : self.pos + n]
+        b = bytes(self.data[self.pos : self.pos + n])
+        self.pos += n
+        return b
+
+    def span(self) -> memoryview:
+        """The next sized payload, as a writable view (no copy for a mapped blob)."""
+        n = self.size()
+        b = self.view()[self.pos : self.pos + n]
         self.pos += n
         return b
 
@@ -301,42 +340,52 @@ class _Decoder:
 
             scalar_type = np.dtype(self.chunk().decode())
             return np.frombuffer(self.chunk(), dtype=scalar_type)[0]
-        if tag == b"A":
+        if tag == b"A" or tag == b"a":
             import numpy as np
 
             header = self.chunk().decode()
             dtype, shape_s = header.split("|")
             shape = tuple(int(x) for x in shape_s.split(",")) if shape_s else ()
-            raw = self.chunk()
-            return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
+            if tag == b"a":
+                pad = self.size()
+                self.pos += pad  # the padding
+            return np.frombuffer(self.span(), dtype=np.dtype(dtype)).reshape(shape)
         raise ValueError(f"corrupt value encoding (tag {tag!r} at {self.pos - 1})")
 
 
-def loads(data: bytes) -> Any:
-    if data[:4] == MAGIC:
-        d = _Decoder(data[4:])
-        return d.dec()
-    if data[:4] == _CANON_PICKLE_MAGIC:
+def loads(data: Any) -> Any:
+    """The value stored as ``data``: bytes, or a blob mapped copy-on-write (mmap ACCESS_COPY),
+    whose arrays and out-of-band buffers then stay in the mapping: no copy is made, and a
+    step that writes into one changes only its own private pages."""
+    magic = bytes(data[:4])
+    if magic == MAGIC:
+        return _Decoder(data, 4).dec()
+    if magic == OOB_MAGIC:
+        from zenbuild.serialize.buffers import load_oob
+
+        return load_oob(data)
+    if magic == _CANON_PICKLE_MAGIC:
         from zenbuild.serialize.pickler import canonical_unpickle
 
-        return canonical_unpickle(data[4:])
-    if data[:4] == _CODE_MAGIC:
+        return canonical_unpickle(bytes(data[4:]))
+    if magic == _CODE_MAGIC:
         from zenbuild.serialize.pickler import canonical_unpickle
 
-        n, _, rest = data[4:].partition(b":")
-        return canonical_unpickle(rest[int(n):])
-    if data[:4] == _PICKLE_MAGIC:
+        colon = data.find(b":", 4)
+        return canonical_unpickle(bytes(data[colon + 1 + int(data[4:colon]):]))
+    if magic == _PICKLE_MAGIC:
         import pickle
 
         return pickle.loads(data[4:])
     raise ValueError("not a zenbuild value (unknown header)")
 
 
-def value_digest(value: Any) -> str:
-    """The stable digest of a value zenbuild can store: the digest of ``dumps(value)``."""
-    import xxhash  # the same hash as zenbuild.digest.digest_bytes (a sibling layer)
+def value_digest(value: Any, code_of: Optional[Callable[[Any], Optional[str]]] = None) -> str:
+    """The stable digest of a value zenbuild can store: the digest of ``dumps(value)``,
+    hashed from its buffers (no copy of an array is made)."""
+    from zenbuild.serialize.buffers import encode_value
 
-    return xxhash.xxh3_128_hexdigest(dumps(value))
+    return encode_value(value, code_of).digest()
 
 
 def register_value_type(cls: type, reduce: Callable[[Any], Any]) -> None:

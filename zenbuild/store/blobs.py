@@ -1,12 +1,15 @@
 """Content-addressed blobs: small ones as rows of the ``blobs`` table, bigger ones as files
-under cas/, every one verified against its name (the xxh3-128 digest) before it is trusted."""
+under cas/, every one verified against its name (the xxh3-128 digest) before it is trusted.
+A value is written from its buffers, hashed on the way (``put_parts``), and read back mapped
+copy-on-write (``map``); output files are captured and restored by the fastest safe copy."""
 
 from __future__ import annotations
 
 import io
+import mmap
 import os
 import sqlite3
-from typing import IO, Iterator, Optional, Set, Tuple
+from typing import IO, Any, Iterator, Optional, Sequence, Set, Tuple
 
 import xxhash
 
@@ -28,6 +31,8 @@ class BlobStore:
         self.cas = cas
         self.tmp = tmp
         self._made_dirs: Set[str] = set()
+        # file blobs this process wrote or hashed whole: mapped again without rehashing
+        self._verified: Set[str] = set()
 
     def path(self, digest: str) -> str:
         """Where a file blob lives (blobs up to INLINE_MAX bytes are in the database)."""
@@ -61,7 +66,10 @@ class BlobStore:
             self._made_dirs.add(folder)
         os.replace(tmp, final)
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: Any) -> str:
+        """Store bytes (or a value's parts, as put_parts does). Returns the digest."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            return self.put_parts(data)
         digest = xxhash.xxh3_128_hexdigest(data)
         if len(data) <= INLINE_MAX:
             self.db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?)", (digest, data))
@@ -76,6 +84,77 @@ class BlobStore:
                 unlink_quiet(tmp)
                 raise
         return digest
+
+    def put_parts(self, parts: Sequence[Any]) -> str:
+        """Store the concatenation of ``parts`` (bytes-like, in order) without ever joining
+        a big one: each is hashed and written in the same pass (small parts are gathered
+        into WRITE_CHUNK writes, big ones written from their own memory). Returns the
+        digest."""
+        size = sum(memoryview(p).nbytes for p in parts)
+        if size <= INLINE_MAX:
+            return self.put(b"".join(parts))
+        h = xxhash.xxh3_128()
+        fd, tmp = self._tmpfile()
+        try:
+            pending = bytearray()
+            for p in parts:
+                m = memoryview(p)
+                if m.nbytes < WRITE_CHUNK:
+                    pending += m
+                    if len(pending) < WRITE_CHUNK:
+                        continue
+                    m = memoryview(pending)
+                elif pending:
+                    _write_hashed(fd, memoryview(pending), h)
+                    pending = bytearray()
+                _write_hashed(fd, m, h)
+                if m.obj is pending:
+                    m.release()
+                    pending = bytearray()
+            if pending:
+                _write_hashed(fd, memoryview(pending), h)
+            os.close(fd)
+            fd = -1
+            digest = h.hexdigest()
+            self._place(tmp, digest)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            unlink_quiet(tmp)
+            raise
+        self._verified.add(digest)
+        return digest
+
+    def map(self, digest: str) -> Any:
+        """The blob's bytes to load a value from: a file blob mapped copy-on-write (mmap
+        ACCESS_COPY: O(1), and a write into it changes private pages of this mapping only,
+        never the store), an inline blob as bytes. A file blob is hashed whole the first
+        time this process maps it; a mismatch raises CorruptBlob (after removing it). Each
+        call gives a new mapping, so two loads never share pages. Raises KeyError."""
+        data = self._inline(digest)
+        if data is not None:
+            if xxhash.xxh3_128_hexdigest(data) != digest:
+                self.delete(digest)
+                raise CorruptBlob(digest)
+            return data
+        try:
+            fd = os.open(self.path(digest), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise KeyError(digest) from None
+        try:
+            if os.fstat(fd).st_size == 0:
+                self.delete(digest)
+                raise CorruptBlob(digest)
+            mm = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+        finally:
+            os.close(fd)
+        if digest not in self._verified:
+            if xxhash.xxh3_128_hexdigest(mm) != digest:
+                mm.close()
+                self.delete(digest)
+                raise CorruptBlob(digest)
+            self._verified.add(digest)
+        return mm
 
     def put_file(self, path: str) -> Tuple[str, int]:
         """Copy a file into the store, hashing while copying. Returns (digest, size)."""
@@ -122,6 +201,7 @@ class BlobStore:
 
     def delete(self, digest: str) -> bool:
         """Remove a blob wherever it lives; False when there was none."""
+        self._verified.discard(digest)
         gone = self.db.execute("DELETE FROM blobs WHERE digest = ?", (digest,)).rowcount > 0
         try:
             os.unlink(self.path(digest))
@@ -181,6 +261,21 @@ class BlobStore:
             if len(name) == 2 and os.path.isdir(p):
                 shutil.rmtree(p)
         self._made_dirs.clear()
+
+
+# Small parts of a value are gathered into writes of this size; bigger ones are written (and
+# hashed) straight from their memory, in pieces of at most WRITE_PIECE.
+WRITE_CHUNK = 1 << 20
+WRITE_PIECE = 1 << 20
+
+
+def _write_hashed(fd: int, m: memoryview, h: Any) -> None:
+    for i in range(0, m.nbytes, WRITE_PIECE):
+        piece = m[i : i + WRITE_PIECE]
+        h.update(piece)
+        while piece:
+            n = os.write(fd, piece)
+            piece = piece[n:]
 
 
 def unlink_quiet(path: str) -> None:

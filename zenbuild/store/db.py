@@ -100,6 +100,14 @@ class Store:
     def put_file(self, path: str) -> Tuple[str, int]:
         return self.blobs.put_file(path)
 
+    def put_value(self, data: Any) -> str:
+        """Store a value's encoding: bytes, or its parts (serialize.buffers.Encoded.parts)."""
+        return self.blobs.put(data) if isinstance(data, bytes) else self.blobs.put_parts(data)
+
+    def map_blob(self, digest: str) -> Any:
+        """A blob verified and mapped copy-on-write (bytes when inline); see BlobStore.map."""
+        return self.blobs.map(digest)
+
     def get_blob(self, digest: str) -> bytes:
         return self.blobs.get(digest)
 

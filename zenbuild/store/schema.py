@@ -15,7 +15,10 @@ SCHEMA_VERSION = 6
 # 2: canonical pickles (ZBP2: sets sorted, tensors by bytes), numpy scalars kept with their
 #    dtype, path params relative to the root. Entries of format 1 are never served again (their
 #    values may hold numpy scalars decoded as plain floats); every step executes once.
-STORE_FORMAT = 2
+# 3: values written from their buffers: array payloads aligned to 64 bytes (tag a), pickles
+#    with protocol-5 buffers out of band (ZBO1), so loads map them copy-on-write. Entries of
+#    format 2 are never served again (every step executes once); their blobs stay readable.
+STORE_FORMAT = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

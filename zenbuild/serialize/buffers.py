@@ -1,0 +1,216 @@
+"""A stored value as a list of buffers (store format 3): the canonical encoding with array
+payloads as views of the arrays' memory, or the canonical pickle with its protocol-5 buffers
+out of band, both aligned so that a load can map them in place; and the load of the
+out-of-band layout (ZBO1). Nothing here joins the buffers of a large value into one bytes
+object: the store hashes and writes them in one pass."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import xxhash
+
+from zenbuild.serialize import (
+    _CANON_PICKLE_MAGIC,
+    _CODE_MAGIC,
+    ALIGN,
+    MAGIC,
+    OOB_MAGIC,
+    Unencodable,
+    Unstable,
+    _Encoder,
+)
+
+CodeOf = Callable[[Any], Optional[str]]
+# A value encoded in at most this many bytes is kept as bytes by the run that made it (its
+# consumers decode their copies from them); a bigger one is mapped from its blob.
+INLINE_KEEP = 64 * 1024
+
+
+class Encoded:
+    """A value's encoding as ``parts`` (bytes and uint8 memoryviews, in order): their
+    concatenation is the blob. ``size`` is its length in bytes."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: List[Any]) -> None:
+        self.parts = parts
+        self.size = sum(len(p) for p in parts)
+
+    def tobytes(self) -> bytes:
+        return b"".join(self.parts)
+
+    def digest(self) -> str:
+        """xxh3-128 of the blob (zenbuild.digest.digest_bytes of ``tobytes()``)."""
+        if len(self.parts) == 1:
+            return xxhash.xxh3_128_hexdigest(self.parts[0])
+        h = xxhash.xxh3_128()
+        for p in self.parts:
+            h.update(p)
+        return h.hexdigest()
+
+
+def encode_value(value: Any, code_of: Optional[CodeOf] = None) -> Encoded:
+    """The stored encoding of a step's value: the canonical encoding (plain data, numpy
+    arrays by their memory) when it has one, else the canonical pickle. Raises Unstable for
+    a value whose pickle is not stable (and whatever pickle raises for an unpicklable one).
+
+    ``code_of(obj)`` gives the code digest of a class or function the pickle names, or None
+    when it is not the project's own code. A value naming project code carries those digests
+    in front of the pickle, so its digest (the identity downstream fingerprints use) changes
+    when the code that will run on it changes, even when the pickled bytes do not."""
+    e = _Encoder(False, align=len(MAGIC))
+    try:
+        e.enc(value)
+    except Unencodable:
+        return _pickled(value, code_of)
+    return Encoded([MAGIC, *e.out])
+
+
+class _Parts:
+    """A pickle's file: keeps what the pickler writes (frames, and big payloads as they
+    are), hashing it on the way."""
+
+    def __init__(self) -> None:
+        self.parts: List[Any] = []
+        self.size = 0
+        self.h = xxhash.xxh3_128()
+
+    def write(self, b: Any) -> int:
+        m = memoryview(b)
+        if m.format != "B" or m.ndim != 1:
+            m = m.cast("B")
+        self.parts.append(m if not isinstance(b, bytes) else b)
+        self.h.update(m)
+        self.size += m.nbytes
+        return m.nbytes
+
+
+class _HashOnly:
+    """A pickle's file that only hashes (the stability check holds no second copy)."""
+
+    def __init__(self) -> None:
+        self.h = xxhash.xxh3_128()
+
+    def write(self, b: Any) -> int:
+        m = memoryview(b)
+        self.h.update(m)
+        return m.nbytes
+
+
+class _Buffers:
+    """The buffer_callback: keeps each contiguous protocol-5 buffer out of band (a view, no
+    copy) and hashes its length and bytes; a non-contiguous one stays in band."""
+
+    def __init__(self, keep: bool) -> None:
+        self.keep = keep
+        self.views: List[memoryview] = []
+        self.h = xxhash.xxh3_128()
+
+    def __call__(self, pb: pickle.PickleBuffer) -> bool:
+        try:
+            raw = pb.raw()
+        except BufferError:
+            return True
+        self.h.update(b"%d;" % raw.nbytes)
+        self.h.update(raw)
+        if self.keep:
+            self.views.append(raw)
+        else:
+            raw.release()
+        return False
+
+
+def _pickle_pass(value: Any, out: Any, bufs: _Buffers, refs: Optional[List[Any]]) -> None:
+    from zenbuild.serialize.pickler import PROTOCOL, _Pickler
+
+    p = _Pickler(out, protocol=PROTOCOL, buffer_callback=bufs)
+    p.refs = refs
+    p.dump(value)
+
+
+def _pickled(value: Any, code_of: Optional[CodeOf]) -> Encoded:
+    """The canonical pickle with out-of-band buffers, made twice (the second time only
+    hashed) and compared: a value whose pickle changes by itself raises Unstable."""
+    refs: Optional[List[Any]] = [] if code_of is not None else None
+    stream, bufs = _Parts(), _Buffers(keep=True)
+    _pickle_pass(value, stream, bufs, refs)
+    check, check_bufs = _HashOnly(), _Buffers(keep=False)
+    _pickle_pass(value, check, check_bufs, None)
+    if (stream.h.digest(), bufs.h.digest()) != (check.h.digest(), check_bufs.h.digest()):
+        from zenbuild.serialize.pickler import locate_unstable
+
+        where, part = locate_unstable(value)
+        raise Unstable(part, where, value if where else None)
+    head = b""
+    if refs and code_of is not None:
+        lines = {}
+        for obj in refs:
+            d = code_of(obj)
+            if d is not None:
+                lines[f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"] = d
+        if lines:
+            head = "\n".join(f"{k}={v}" for k, v in sorted(lines.items())).encode(
+                "utf-8", "surrogatepass")
+    if not bufs.views:  # exactly the layouts of store format 2
+        if head:
+            return Encoded([_CODE_MAGIC, b"%d:" % len(head), head, *stream.parts])
+        return Encoded([_CANON_PICKLE_MAGIC, *stream.parts])
+    lens = b"".join(b"%d;" % v.nbytes for v in bufs.views)
+    top = b"%s%d:%s%d;%d;%s" % (OOB_MAGIC, len(head), head, stream.size, len(bufs.views), lens)
+    parts: List[Any] = [top, *stream.parts]
+    pos = len(top) + stream.size
+    for v in bufs.views:
+        pad = -pos % ALIGN
+        if pad:
+            parts.append(bytes(pad))
+        parts.append(v)
+        pos += pad + v.nbytes
+    return Encoded(parts)
+
+
+def _oob_layout(data: Any) -> Tuple[int, int, List[Tuple[int, int]]]:
+    """(pickle start, pickle end, [(buffer start, end)]) of a ZBO1 blob."""
+    colon = data.find(b":", 4)
+    pos = colon + 1 + int(data[4:colon])
+
+    def number() -> int:
+        nonlocal pos
+        end = data.find(b";", pos)
+        if end < 0:
+            raise ValueError("corrupt value (ZBO1 header)")
+        n = int(data[pos:end])
+        pos = end + 1
+        return n
+
+    stream = number()
+    lens = [number() for _ in range(number())]
+    start, at = pos, pos + stream
+    spans = []
+    for n in lens:
+        at += -at % ALIGN
+        spans.append((at, at + n))
+        at += n
+    if at > len(data):
+        raise ValueError("corrupt value (ZBO1 buffers past the end)")
+    return start, start + stream, spans
+
+
+def load_oob(data: Any) -> Any:
+    """Load a ZBO1 value: its buffers are views of ``data`` (writable: a copy-on-write
+    mapping, or a private copy of bytes), so arrays in it are not copied."""
+    from zenbuild.serialize.pickler import _Unpickler
+
+    start, end, spans = _oob_layout(data)
+    view = memoryview(data)
+    if view.readonly:
+        view = memoryview(bytearray(view))
+    buffers = [view[a:b] for a, b in spans]
+    return _Unpickler(io.BytesIO(bytes(view[start:end])), buffers=buffers).load()
+
+
+def payload_spans(data: Any) -> Sequence[Tuple[int, int]]:
+    """Where the out-of-band buffers of a ZBO1 blob lie (tests and tools)."""
+    return _oob_layout(data)[2]
