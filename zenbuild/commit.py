@@ -120,7 +120,7 @@ class Recorder:
         if previous is None or previous.fingerprint != fingerprint:
             self.state_updates[name] = fingerprint
 
-    def record(self, node: Node, comps: Components, fingerprint: str, data: Any,
+    def record(self, node: Node, comps: Components, fingerprint: str, data: bytes,
                duration: float, trace: Optional[Trace] = None,
                same: Optional[str] = None,
                stale: Optional[Reason] = None) -> Tuple[str, Optional[Reason]]:
@@ -134,7 +134,7 @@ class Recorder:
         try:
             self.store.hold()
             with self.store.transaction():
-                value_digest = self.store.put_value(data)  # bytes, or the value's buffers
+                value_digest = self.store.put_blob(data)
                 outputs: Dict[str, Dict[str, Any]] = {}
                 try:
                     for rel in node.outputs:
@@ -164,7 +164,7 @@ class Recorder:
                         self.store.demote_action(fingerprint, json.dumps(discovered, sort_keys=True))
                     entry = ActionEntry(fingerprint, self.pipeline, name, value_digest, outputs,
                                         nondeterminism(comps.to_json(), same, value_digest),
-                                        duration=duration, discovered=discovered)
+                                        created=self.now, duration=duration, discovered=discovered)
                     self.store.put_action(entry)
                     self.state_updates.pop(name, None)
             now = self.clock()

@@ -3,7 +3,7 @@ a restart when a corrupt blob is found. The one module the DSL's ``.run()`` reac
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Union
 
 from zenbuild.config import Config
 from zenbuild.errors import CorruptBlob
@@ -33,8 +33,16 @@ def run_bound(
     remote_cache: Optional[str] = None,
     remote_upload: Optional[bool] = None,
     graph: Optional[Graph] = None,
+    steps: Union[str, Sequence[str], None] = None,
+    rerun: Union[str, Sequence[str], None] = None,
+    now: Optional[float] = None,
 ) -> RunResult:
-    """Run ``bound`` (traced again unless its ``graph`` is given, as the front door does)."""
+    """Run ``bound`` (traced again unless its ``graph`` is given, as the front door does).
+    ``steps`` (or ``targets``): run only those steps and what they need; ``rerun``: execute
+    those steps even if cached (their dependents only if the output changed); ``now``: the
+    wall time cached results are aged by for cache_expires_after (default: the clock, or
+    ZENBUILD_NOW)."""
+    chosen = _names(targets) + _names(steps)
     if config is None:  # the Python API: project.run_from_api finds the project and binds
         from zenbuild.errors import ZenbuildError
 
@@ -64,8 +72,9 @@ def run_bound(
             for attempt in range(3):
                 sched = Scheduler(
                     graph, config, store, executor or InProcessExecutor(), reporter,
-                    RunOptions(enable_cache, dry_run, explain, keep_going, targets,
-                               {k: v for k, v in bound.params.items()}),
+                    RunOptions(enable_cache, dry_run, explain, keep_going, chosen or None,
+                               {k: v for k, v in bound.params.items()},
+                               rerun=_names(rerun) or None, now=now),
                     bound.pipeline.enable_cache, log, remote=remote,
                 )
                 try:
@@ -90,3 +99,12 @@ def run_bound(
             if own_executor and executor is not None:
                 executor.close()
             store.close()
+
+
+def _names(given: Union[str, Sequence[str], None]) -> List[str]:
+    """Step names given as one string or a sequence of them."""
+    if given is None:
+        return []
+    if isinstance(given, str):
+        return [given]
+    return [str(n) for n in given]

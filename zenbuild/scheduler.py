@@ -13,8 +13,9 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from zenbuild import reasons as R
 from zenbuild.commit import CaptureFailed, Recorder
 from zenbuild.config import Config
-from zenbuild.digest import StatCache
+from zenbuild.digest import StatCache, digest_bytes
 from zenbuild.discovered import Discovery
+from zenbuild.durations import now as wall_now
 from zenbuild.errors import CorruptBlob
 from zenbuild.events import (
     Reporter,
@@ -31,10 +32,12 @@ from zenbuild.events import (
 )
 from zenbuild.executors import Executor, Outcome, Task
 from zenbuild.fingerprint.code import CodeFingerprinter, SourceCache
-from zenbuild.graph import FileRef, Graph, InputRef, Node, OutputRef
+from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef
 from zenbuild.paths import MissingInput, shown
-from zenbuild.reasons import Reason
+from zenbuild.policy import EnvInputs, named_steps, probe_version
+from zenbuild.reasons import REFRESH_KINDS, Reason
 from zenbuild.rebuild import (
+    NO_VERSION,
     CachePolicy,
     Components,
     cache_policy,
@@ -44,8 +47,7 @@ from zenbuild.rebuild import (
 )
 from zenbuild.records import field, record
 from zenbuild.result import RunResult, StepResult
-from zenbuild.serialize import loads, value_digest
-from zenbuild.serialize.buffers import INLINE_KEEP, encode_value
+from zenbuild.serialize import dumps, loads
 from zenbuild.serve import Server
 from zenbuild.states import StepStatus
 from zenbuild.store.db import ActionEntry, Store
@@ -64,6 +66,8 @@ class RunOptions:
     targets: Optional[List[str]] = None
     params: Dict[str, Any] = field(default_factory=dict)
     all_reasons: bool = False  # collect every reason (explain/status), not just the first
+    rerun: Optional[List[str]] = None  # steps to execute even if cached (run --rerun)
+    now: Optional[float] = None  # the wall time cached results are aged by (None: the clock)
 
 
 class Scheduler:
@@ -92,18 +96,21 @@ class Scheduler:
         self.sources = SourceCache(self._source_digest, store.source_entry)
         self.fp = CodeFingerprinter(config.root, config.track_packages, config.store, self.sources)
         self.server = Server(self.root, store, self.statcache, remote, options.dry_run)
+        self.now = wall_now(options.now)  # entries are aged by it (and made at it)
+        self.rerun = named_steps(graph, options.rerun, "--rerun") if options.rerun else set()
+        self.env_inputs = EnvInputs(config.store)
+        self.env_values: Dict[str, Dict[str, str]] = {}  # step -> its Env() values
+        self.probe_errors: Dict[str, str] = {}  # step -> why its version probe failed
         # what steps touch while they run: recorded by the executors, stored and verified here
         self.discovery = Discovery(self.root, self.statcache, config.ignore_env)
         self.recorder = Recorder(graph.pipeline, self.root, store, self.statcache, self.sources,
-                                 remote, discovery=self.discovery)
+                                 remote, now=self.now, discovery=self.discovery)
         self.results: Dict[str, StepResult] = {}
         self.digests: Dict[str, str] = {}  # step -> value digest
         self.indexed = graph.indexed  # step -> item paths its consumers read it by
         self.elements: Dict[str, Dict[str, str]] = {}  # ... and those elements' digests
-        # Small serialized values read or produced in this run. Each consumer gets its own
-        # decoded copy, so a step that mutates its input cannot change what a sibling step
-        # sees; a bigger value is mapped copy-on-write from its blob for each consumer (O(1),
-        # the same isolation: each mapping has private pages).
+        # Serialized values read or produced in this run. Each consumer gets its own decoded
+        # copy, so a step that mutates its input cannot change what a sibling step sees.
         self.values: Dict[str, bytes] = {}
         # step -> (components, fingerprint, start, value digest of the stored entry with the
         # same fingerprint: executing again, a deterministic step returns the same value)
@@ -119,15 +126,36 @@ class Scheduler:
 
     def _policy(self, node: Node) -> CachePolicy:
         st = self.config.step_settings(node.name, node.step.name)
-        return cache_policy(
-            node, self.opts.enable_cache, st.enable_cache if st else None, self.pipeline_cache
+        policy = cache_policy(
+            node, self.opts.enable_cache, st.enable_cache if st else None, self.pipeline_cache,
+            node.name in self.rerun, st.cache_expires_after if st else None, self.now,
         )
+        if node.name in self.probe_errors:
+            policy.probe_error = self.probe_errors[node.name]
+        return policy
+
+    def _controls(self, node: Node) -> Tuple[Dict[str, Any], Any]:
+        """(Env components, version) of ``node``: its Env() values are read (and kept for the
+        step) and its version probe called, on every run, before it is judged. A probe that
+        raises is warned about once; the step then executes."""
+        envs: Dict[str, Any] = {}
+        if node.envs:
+            envs, self.env_values[node.name] = self.env_inputs.read(node)
+        version: Any = NO_VERSION
+        if node.step.version is not None and not node.step.no_cache:
+            version, error = probe_version(node, self.root, self.env_values.get(node.name, {}))
+            if error is not None:
+                self.probe_errors[node.name] = error
+                self.report(Warning_(message=f"the version probe of step {node.name} failed: "
+                                     f"{error}; the step executes"))
+        return envs, version
 
     # -- the walk ------------------------------------------------------------------------------
     def run(self) -> RunResult:
         t0 = time.perf_counter()
         wanted: Set[str] = (
-            self.g.select(self.opts.targets) if self.opts.targets else set(self.g.order)
+            self.g.select(named_steps(self.g, self.opts.targets, "--step"))
+            if self.opts.targets else set(self.g.order)
         )
         order = [n for n in self.g.order if n in wanted]
         states = self.store.step_states(self.g.pipeline)
@@ -215,9 +243,10 @@ class Scheduler:
             if pending:
                 self._visit_pending(node, previous, pending)
                 return
+        envs, version = self._controls(node) if node.envs or node.step.version else ({}, NO_VERSION)
         try:
             comps = compute_components(node, self.root, self.fp, self.statcache, self.digests,
-                                       self.server.overlay, self.elements)
+                                       self.server.overlay, self.elements, envs, version)
         except MissingInput as e:
             self.report(StepStarted(step=name))
             self._fail(name, None, f"{e}. Create it, or fix the path given to step {name}.")
@@ -236,6 +265,8 @@ class Scheduler:
             self.report(WouldExecute(step=name, reasons=verdict.reasons))
         else:
             same = verdict.entry.value_digest if verdict.entry is not None else None
+            if any(r.kind in REFRESH_KINDS for r in verdict.reasons):
+                same = None  # executed for fresh external state: a new value is expected
             self._start(node, comps, fingerprint, verdict.reasons, previous, same,
                         traced=not policy.no_cache)  # --no-cache still stores entries
 
@@ -251,9 +282,11 @@ class Scheduler:
             for ups in (previous.components.get("inputs", {}) if previous else {}).values():
                 seen.update(ups)
             digests = {**{d: seen.get(d, "") for d in pending}, **self.digests}
+            envs, version = self._controls(node) if node.envs or node.step.version else ({},
+                                                                                     NO_VERSION)
             try:
                 comps = compute_components(node, self.root, self.fp, self.statcache, digests,
-                                           self.server.overlay, self.elements)
+                                           self.server.overlay, self.elements, envs, version)
                 fingerprint = comps.fingerprint()
             except MissingInput:
                 comps = None  # a file an upstream step writes may not exist yet
@@ -283,18 +316,17 @@ class Scheduler:
 
     # -- executing -----------------------------------------------------------------------------
     def _value_of(self, name: str) -> Any:
-        data: Any = self.values.get(name)
+        data = self.values.get(name)
         if data is None:
             digest = self.digests[name]
             try:
-                data = self.store.map_blob(digest)  # verified; a new private mapping
+                data = self.store.get_blob(digest)
             except KeyError:
                 raise CorruptBlob(digest) from None  # gone: purge the entries and run again
-            if isinstance(data, bytes):
-                self.values[name] = data
+            self.values[name] = data
         return loads(data)
 
-    def _resolve(self, v: Any) -> Any:
+    def _resolve(self, v: Any, envs: Dict[str, str]) -> Any:
         if isinstance(v, InputRef):
             value = self._value_of(v.node)
             for key in v.path:
@@ -302,6 +334,8 @@ class Scheduler:
             return value
         if isinstance(v, FileRef):
             return Path(self._prefix + v.path)
+        if isinstance(v, EnvRef):
+            return envs[v.name]  # as read when the step was fingerprinted
         if isinstance(v, OutputRef):
             full = self._prefix + v.path
             parent = os.path.dirname(full)
@@ -310,9 +344,9 @@ class Scheduler:
             return Path(full)
         t = type(v)
         if t is list or t is tuple:
-            return t(self._resolve(x) for x in v)
+            return t(self._resolve(x, envs) for x in v)
         if t is dict:
-            return {k: self._resolve(x) for k, x in v.items()}
+            return {k: self._resolve(x, envs) for k, x in v.items()}
         return v
 
     def _trace_options(self, node: Node) -> TraceOptions:
@@ -327,7 +361,8 @@ class Scheduler:
         @no_cache steps), so what it touches is recorded (zenbuild.trace) and kept on it."""
         name = node.name
         self.recorder.clear_outputs(node, previous)
-        resolved = {k: self._resolve(v) for k, v in node.args.items()}
+        envs = self.env_values.get(name, {})
+        resolved = {k: self._resolve(v, envs) for k, v in node.args.items()}
         call_args, call_kwargs = node.step.params.call_args(resolved)
         self.running[name] = (comps, fingerprint, time.perf_counter(),
                               None if node.step.no_cache else same)
@@ -357,7 +392,7 @@ class Scheduler:
                 v = value
                 for key in path:
                     v = v[key]
-                out[element_key(path)] = value_digest(v, code_of=self.fp.value_code)
+                out[element_key(path)] = digest_bytes(dumps(v, code_of=self.fp.value_code))
             except Exception:  # no such element, or not storable: the whole value stands in
                 continue
         return out
@@ -370,7 +405,7 @@ class Scheduler:
             self._fail(name, fingerprint, outcome.error, outcome.duration, reasons)
             return False
         try:
-            data = encode_value(outcome.value, code_of=self.fp.value_code)
+            data = dumps(outcome.value, code_of=self.fp.value_code)
         except Exception as e:
             self._fail(name, fingerprint, f"the return value of step {name} cannot be stored: "
                        f"{type(e).__name__}: {e}. Return plain data or a picklable object.",
@@ -382,15 +417,12 @@ class Scheduler:
         stale = self._stale_code(name)
         try:
             value_digest, uncached = self.recorder.record(
-                self.g.nodes[name], comps, fingerprint, data.parts, outcome.duration,
-                outcome.trace, same, stale)
+                self.g.nodes[name], comps, fingerprint, data, outcome.duration, outcome.trace,
+                same, stale)
         except CaptureFailed as e:
             self._fail(name, fingerprint, str(e), outcome.duration)
             return False
-        if data.size <= INLINE_KEEP:
-            self.values[name] = data.tobytes()
-        outcome.value = None  # a big value lives on in its blob, not in this process
-        del data
+        self.values[name] = data
         self.digests[name] = value_digest
         if outcome.trace is not None and outcome.trace.writes:
             self._undeclared_writes(name, outcome.trace)
