@@ -22,6 +22,7 @@ from zenbuild.errors import (
 )
 from zenbuild.result import RunResult, StepResult
 from zenbuild.serialize import register_value_type
+from zenbuild.serialize.materialize import value_type
 
 __version__ = "0.1.0"
 
@@ -45,4 +46,5 @@ __all__ = [
     "pipeline",
     "register_value_type",
     "step",
+    "value_type",
 ]

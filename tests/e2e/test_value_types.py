@@ -65,3 +65,106 @@ def test_a_registered_type_digests_the_same_in_every_process(project):
 def test_without_registration_the_same_type_reruns_its_consumer(project):
     ticks, r = _runs(project, register=False)
     assert ticks == ["evaluate", "train"], r  # the reason registration exists
+
+
+# ---- @zenbuild.value_type: a class that saves itself to a folder (issue 13) -------------
+
+FOLDER_MODEL = '''
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import zenbuild
+
+
+@zenbuild.value_type
+class Model:
+    def __init__(self, weights, name):
+        self.weights = weights
+        self.name = name
+        self.loaded_at = time.time()  # per-process state: not part of what save() writes
+
+    def save(self, folder: Path) -> None:
+        (folder / "meta.json").write_text(json.dumps({"name": self.name}))
+        (folder / "arrays").mkdir()
+        np.save(folder / "arrays" / "weights.npy", self.weights)
+
+    @classmethod
+    def load(cls, folder: Path) -> "Model":
+        meta = json.loads((folder / "meta.json").read_text())
+        return cls(np.load(folder / "arrays" / "weights.npy"), meta["name"])
+'''
+
+FOLDER_PIPE = '''
+import numpy as np
+from zenbuild import step, pipeline, no_cache
+from ticker import tick
+from model import Model
+
+
+@no_cache
+@step
+def train(scale: float = 1.0) -> Model:
+    tick("train")
+    return Model(np.arange(100_000, dtype=np.float64) * scale, "linear")
+
+
+@step
+def evaluate(m) -> str:
+    tick("evaluate")
+    assert type(m) is Model, type(m)
+    return f"{m.name}:{float(m.weights.sum())}"
+
+
+@pipeline
+def p(scale: float = 1.0):
+    evaluate(train(scale))
+'''
+
+
+def test_a_value_type_is_stored_by_its_files_and_loaded_by_its_class(project):
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("model.py", FOLDER_MODEL)
+    project.write("pipe.py", FOLDER_PIPE)
+    r = project.run("run")
+    assert r.executed == ["train", "evaluate"] and sorted(project.ticks()) == ["evaluate", "train"]
+    # train runs again (no_cache) in another process under another hash seed: the files it
+    # saves are the same, so its digest is too, and evaluate stays cached
+    r = project.run("run", env={"PYTHONHASHSEED": "7"})
+    assert r.executed == ["train"] and r.cached == ["evaluate"], r
+    assert project.ticks() == ["train"]
+    # the consumer edited: it loads the model through Model.load from the stored files
+    project.write("pipe.py", FOLDER_PIPE.replace('return f"{m.name}', 'return "v2 " + f"{m.name}'))
+    r = project.run("run")
+    assert sorted(project.ticks()) == ["evaluate", "train"]
+    want = f"v2 linear:{float(sum(range(100_000)))}"
+    assert _stored(project, "evaluate") == want
+    assert _stored(project, "train") == ["linear", float(sum(range(100_000)))]
+    # other weights: other files, another digest; evaluate executes
+    r = project.run("run", "--param", "scale=2.0")
+    assert r.executed == ["train", "evaluate"]
+
+
+READ = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from zenbuild.serialize import loads
+from zenbuild.store.db import Store
+s = Store(sys.argv[1] + "/.zenbuild", create=False)
+(digest,), = s.db.execute("SELECT a.value_digest FROM step_state s JOIN actions a"
+                          " ON a.fingerprint = s.fingerprint WHERE s.step = ?", (sys.argv[2],))
+v = loads(s.map_blob(digest))
+print(repr(v if isinstance(v, str) else [v.name, float(v.weights.sum())]))
+"""
+
+
+def _stored(project, step):
+    """A step's stored value, loaded in another process (a Model by its name and sum)."""
+    import ast
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", READ, str(project.root), step],
+                         capture_output=True, text=True, check=True).stdout
+    return ast.literal_eval(out.strip())

@@ -231,3 +231,45 @@ def test_a_frame_round_trips_from_a_mapping_without_copying(tmp_path):
     back = loads(s.map_blob(digest))
     pd.testing.assert_frame_equal(back, df)
     s.close()
+
+
+def test_value_type_stores_the_folder_its_save_writes(tmp_path):
+    from zenbuild.serialize import Unstable
+    from zenbuild.serialize.buffers import encode_value
+    from zenbuild.serialize.materialize import value_type
+
+    @value_type(save="dump", load="restore")
+    class Blobby:
+        counter = 0
+
+        def __init__(self, text):
+            self.text = text
+
+        def dump(self, folder):
+            (folder / "sub").mkdir()
+            (folder / "sub" / "t.txt").write_text(self.text)
+
+        @classmethod
+        def restore(cls, folder):
+            return cls((folder / "sub" / "t.txt").read_text())
+
+    globals()["Blobby"] = Blobby  # pickled by reference: it must be findable by name
+    Blobby.__qualname__ = "Blobby"
+    big = "x" * 100_000
+    enc = encode_value(Blobby(big))
+    assert enc.tobytes()[:4] == b"ZBO1"  # the file's bytes are an out-of-band buffer
+    back = loads(enc.tobytes())
+    assert type(back) is Blobby and back.text == big
+    assert value_digest(Blobby(big)) == enc.digest() != value_digest(Blobby(big + "y"))
+
+    class Clock(Blobby):
+        def dump(self, folder):
+            Clock.counter += 1
+            (folder / "n").write_text(str(Clock.counter))  # differs on every save
+
+    globals()["Clock"] = Clock
+    Clock.__qualname__ = "Clock"
+    with pytest.raises(Unstable):
+        encode_value(Clock("a"))
+    with pytest.raises(TypeError, match="no method save"):
+        value_type(type("NoSave", (), {"load": classmethod(lambda c, f: c())}))
