@@ -120,7 +120,7 @@ class Recorder:
         if previous is None or previous.fingerprint != fingerprint:
             self.state_updates[name] = fingerprint
 
-    def record(self, node: Node, comps: Components, fingerprint: str, data: bytes,
+    def record(self, node: Node, comps: Components, fingerprint: str, data: Any,
                duration: float, trace: Optional[Trace] = None,
                same: Optional[str] = None,
                stale: Optional[Reason] = None) -> Tuple[str, Optional[Reason]]:
@@ -134,7 +134,7 @@ class Recorder:
         try:
             self.store.hold()
             with self.store.transaction():
-                value_digest = self.store.put_blob(data)
+                value_digest = self.store.put_value(data)  # bytes, or the value's buffers
                 outputs: Dict[str, Dict[str, Any]] = {}
                 try:
                     for rel in node.outputs:

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from zenbuild import reasons as R
 from zenbuild.commit import CaptureFailed, Recorder
 from zenbuild.config import Config
-from zenbuild.digest import StatCache, digest_bytes
+from zenbuild.digest import StatCache
 from zenbuild.discovered import Discovery
 from zenbuild.durations import now as wall_now
 from zenbuild.errors import CorruptBlob
@@ -47,7 +47,8 @@ from zenbuild.rebuild import (
 )
 from zenbuild.records import field, record
 from zenbuild.result import RunResult, StepResult
-from zenbuild.serialize import dumps, loads
+from zenbuild.serialize import loads, value_digest
+from zenbuild.serialize.buffers import INLINE_KEEP, encode_value
 from zenbuild.serve import Server
 from zenbuild.states import StepStatus
 from zenbuild.store.db import ActionEntry, Store
@@ -109,8 +110,10 @@ class Scheduler:
         self.digests: Dict[str, str] = {}  # step -> value digest
         self.indexed = graph.indexed  # step -> item paths its consumers read it by
         self.elements: Dict[str, Dict[str, str]] = {}  # ... and those elements' digests
-        # Serialized values read or produced in this run. Each consumer gets its own decoded
-        # copy, so a step that mutates its input cannot change what a sibling step sees.
+        # Small serialized values read or produced in this run. Each consumer gets its own
+        # decoded copy, so a step that mutates its input cannot change what a sibling step
+        # sees; a bigger value is mapped copy-on-write from its blob for each consumer (O(1),
+        # the same isolation: each mapping has private pages).
         self.values: Dict[str, bytes] = {}
         # step -> (components, fingerprint, start, value digest of the stored entry with the
         # same fingerprint: executing again, a deterministic step returns the same value)
@@ -316,14 +319,15 @@ class Scheduler:
 
     # -- executing -----------------------------------------------------------------------------
     def _value_of(self, name: str) -> Any:
-        data = self.values.get(name)
+        data: Any = self.values.get(name)
         if data is None:
             digest = self.digests[name]
             try:
-                data = self.store.get_blob(digest)
+                data = self.store.map_blob(digest)  # verified; a new private mapping
             except KeyError:
                 raise CorruptBlob(digest) from None  # gone: purge the entries and run again
-            self.values[name] = data
+            if isinstance(data, bytes):
+                self.values[name] = data
         return loads(data)
 
     def _resolve(self, v: Any, envs: Dict[str, str]) -> Any:
@@ -392,7 +396,7 @@ class Scheduler:
                 v = value
                 for key in path:
                     v = v[key]
-                out[element_key(path)] = digest_bytes(dumps(v, code_of=self.fp.value_code))
+                out[element_key(path)] = value_digest(v, code_of=self.fp.value_code)
             except Exception:  # no such element, or not storable: the whole value stands in
                 continue
         return out
@@ -405,7 +409,7 @@ class Scheduler:
             self._fail(name, fingerprint, outcome.error, outcome.duration, reasons)
             return False
         try:
-            data = dumps(outcome.value, code_of=self.fp.value_code)
+            data = encode_value(outcome.value, code_of=self.fp.value_code)
         except Exception as e:
             self._fail(name, fingerprint, f"the return value of step {name} cannot be stored: "
                        f"{type(e).__name__}: {e}. Return plain data or a picklable object.",
@@ -417,12 +421,15 @@ class Scheduler:
         stale = self._stale_code(name)
         try:
             value_digest, uncached = self.recorder.record(
-                self.g.nodes[name], comps, fingerprint, data, outcome.duration, outcome.trace,
-                same, stale)
+                self.g.nodes[name], comps, fingerprint, data.parts, outcome.duration,
+                outcome.trace, same, stale)
         except CaptureFailed as e:
             self._fail(name, fingerprint, str(e), outcome.duration)
             return False
-        self.values[name] = data
+        if data.size <= INLINE_KEEP:
+            self.values[name] = data.tobytes()
+        outcome.value = None  # a big value lives on in its blob, not in this process
+        del data
         self.digests[name] = value_digest
         if outcome.trace is not None and outcome.trace.writes:
             self._undeclared_writes(name, outcome.trace)
