@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import urllib.request
 
 import pytest
 
@@ -201,6 +203,36 @@ def api():
 '''
 
 
+def dashboard_pages(project) -> list:
+    """What the real dashboard serves (page, run list, every run's detail), as text."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zenbuild", "dashboard", "--port", "0", "--project-dir",
+         str(project.root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, NO_COLOR="1", PYTHONDONTWRITEBYTECODE="1"))
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.match(r"^zenbuild dashboard: (http://127\.0\.0\.1:\d+/) ", line)
+        assert m, line
+        base = m.group(1)
+
+        def get(path: str) -> str:
+            with urllib.request.urlopen(base + path, timeout=30) as r:
+                return r.read().decode()
+
+        pages = [get(""), get("api/runs")]
+        runs = json.loads(pages[1])["runs"]
+        assert runs
+        pages += [get("api/runs/" + r["id"]) for r in runs]
+        return pages
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        for f in (proc.stdout, proc.stderr):
+            if f is not None:
+                f.close()
+
+
 def _files_text(root) -> bytes:
     out = b""
     for dirpath, _, files in os.walk(root):
@@ -229,11 +261,7 @@ def test_a_secret_env_input_is_keyed_and_appears_nowhere(project):
     for args in (("explain", "call_api"), ("explain", "call_api", "--json"), ("status",),
                  ("status", "--json"), ("runs", "--json"), ("graph", "--format", "json")):
         outputs.append(project.run(*args, env={"ZB_TEST_TOKEN": "x" + secret}, check=None).output)
-    html = project.root.parent / "dash.html"
-    r = project.run("dashboard", "--output", str(html), check=None)
-    outputs.append(r.output)
-    if html.exists():
-        outputs.append(html.read_text())
+    outputs += dashboard_pages(project)
     key = project.root / ".zenbuild" / "secret.key"
     assert oct(key.stat().st_mode & 0o777) == "0o600"
     store = _files_text(project.root / ".zenbuild")
@@ -304,6 +332,22 @@ def ext():
     assert "not deterministic" not in r.output
     r = project.run("run", "--rerun", "snapshot")
     assert r.executed == ["snapshot"] and r.cached == ["shout"]
+
+
+def test_the_dashboard_graph_shows_forced_and_expired_steps(feed):
+    feed.run("run", "--rerun", "label", env=at(T0 + 7 * HOUR))
+    nodes = {n["id"]: n for n in json.loads(feed.run("graph", "--format", "json").stdout)["nodes"]}
+    assert nodes["fetch"]["expired"] and not nodes["fetch"]["forced"]
+    assert nodes["label"]["forced"] and not nodes["label"]["expired"]
+    assert nodes["fetch"]["label"].startswith("fetch: executed (expired)")
+    assert nodes["label"]["label"].startswith("label: executed (forced)")
+    assert not nodes["parse"]["forced"] and not nodes["parse"]["expired"]
+    assert nodes["parse"]["label"] == "parse: cached"
+    assert "cached result is 7h old (expires after 6h)" in nodes["fetch"]["reasons"]
+    assert "forced to execute (--rerun label)" in nodes["label"]["reasons"]
+    [page] = [p for p in dashboard_pages(feed)[2:3]]  # the latest run, as the dashboard has it
+    drawn = {n["id"]: n for n in json.loads(page)["graph"]["nodes"]}
+    assert drawn["fetch"]["expired"] and drawn["label"]["forced"]
 
 
 def test_no_cache_still_wins_over_rerun_and_expiry(feed):
