@@ -364,7 +364,9 @@ def load_pipeline(config: Config, name: Optional[str]) -> Tuple[str, Pipeline]:
 
 
 def parse_cli_params(pipe: Pipeline, pairs: List[str]) -> Dict[str, Any]:
-    """--param KEY=VALUE strings converted by the pipeline's annotations (zenbuild/typed.py)."""
+    """--param KEY=VALUE strings converted by the pipeline's annotations (zenbuild/typed)."""
+    if not pairs:
+        return {}  # a no-op run without params imports no converter
     from zenbuild.typed.pipeline import ParamTypes
 
     return ParamTypes(pipe.fn, pipe.params).cli_values(pairs, pipe.name)

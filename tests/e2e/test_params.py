@@ -285,6 +285,8 @@ r = pipe.configs(train=pipe.Train(epochs=3), mode=pipe.Mode.SLOW).run()
 out.append(sorted(r.executed()))
 r = pipe.configs(train=pipe.Train(epochs=3), mode="slow").run()  # an Enum by value
 out.append(sorted(r.executed()))
+r = pipe.configs(train=pipe.Train(epochs=4), mode=pipe.Mode.SLOW).run()  # one field changed
+out.append(sorted(r.executed()))
 try:
     pipe.configs(mode="medium").run()
 except ParamError as e:
@@ -301,8 +303,9 @@ def test_config_objects_and_the_type_check_through_pipe_run(configs: Project) ->
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out[0] == ["fit", "report", "speed", "window"]
     assert out[1] == []  # "slow" is Mode.SLOW
-    assert "pipeline configs, parameter mode: cannot convert to Mode" in out[2], out
+    assert out[2] == ["fit", "report"]  # exactly the steps that take the config
+    assert "pipeline configs, parameter mode: cannot convert to Mode" in out[3], out
+    assert sorted(configs.ticks()) == ["fit", "fit", "report", "report", "speed", "window"]
     # the CLI gives the same values the same fingerprints: nothing runs
-    res = configs.run("run", "--param", 'train={"epochs": 3}', "--param", "mode=SLOW")
-    assert res.executed == [] and len(res.cached) == 4, res
-    assert sorted(configs.ticks()) == ["fit", "report", "speed", "window"]  # the API's run only
+    res = configs.run("run", "--param", 'train={"epochs": 4}', "--param", "mode=SLOW")
+    assert res.executed == [] and len(res.cached) == 4 and configs.ticks() == [], res
