@@ -273,3 +273,46 @@ def test_value_type_stores_the_folder_its_save_writes(tmp_path):
         encode_value(Clock("a"))
     with pytest.raises(TypeError, match="no method save"):
         value_type(type("NoSave", (), {"load": classmethod(lambda c, f: c())}))
+
+
+def test_an_output_file_is_captured_and_restored_by_copy_and_verified(tmp_path, monkeypatch):
+    import os as os_
+
+    from zenbuild.errors import CorruptBlob
+    from zenbuild.store import blobs
+
+    src = tmp_path / "out.bin"
+    data = os_.urandom(3 << 20)
+    src.write_bytes(data)
+    s = _store(tmp_path)
+    reads = []
+    real_readv = os_.readv
+    monkeypatch.setattr(os_, "readv", lambda fd, bufs: reads.append(len(bufs[0]))
+                        or real_readv(fd, bufs))
+    digest, size = s.put_file(str(src))
+    assert size == len(data) and blobs.last_copy in ("reflink", "copy_file_range", "stream")
+    assert reads and max(reads) <= 1 << 20  # hashed through one bounded buffer
+    assert digest == value_digest_bytes(data)
+    s.restore_file(digest, str(tmp_path / "back" / "out.bin"), 0o755)
+    back = tmp_path / "back" / "out.bin"
+    assert back.read_bytes() == data and back.stat().st_mode & 0o777 == 0o755
+    # without a reflink or copy_file_range the streaming copy gives the same
+    monkeypatch.delattr(os_, "copy_file_range", raising=False)
+    src.write_bytes(data[::-1])
+    d2, _ = s.put_file(str(src))
+    assert blobs.last_copy in ("reflink", "stream")
+    assert Path(s.blob_path(d2)).read_bytes() == data[::-1]
+    s.close()
+    blob = Path(s.blob_path(digest))
+    blob.write_bytes(data[:-1] + b"!")  # corrupt: a new process verifies before restoring
+    s = _store(tmp_path)
+    with pytest.raises(CorruptBlob):
+        s.restore_file(digest, str(tmp_path / "again.bin"))
+    assert not (tmp_path / "again.bin").exists()
+    s.close()
+
+
+def value_digest_bytes(data: bytes) -> str:
+    from zenbuild.digest import digest_bytes
+
+    return digest_bytes(data)
