@@ -96,6 +96,10 @@ _CACHE = {
     "header_env": (str, "the name of an environment variable holding NAME: VALUE"),
     "timeout_s": ((int, float), "seconds"),
     "max_size": (str, 'a size such as "5GB"'),
+    # signed remote entries (store/signing.py): readers trust these public keys; a writer
+    # signs with the private key in this file (relative to the project root)
+    "trusted_keys": (list, 'a list of "ed25519:..." public keys from `zenbuild cache keygen`'),
+    "signing_key_file": (str, "the path of a private key file from `zenbuild cache keygen`"),
 }
 
 
@@ -111,6 +115,13 @@ def config_where(config: Config, table: str, key: str) -> str:
     prefix = "tool.zenbuild." if os.path.basename(source) == "pyproject.toml" else ""
     line = _line_of(text, prefix + table, key)
     return f"{source}:{line}" if line else source
+
+
+def _cache_paths(cache: Dict[str, Any], root: str) -> Dict[str, Any]:
+    """[cache] with signing_key_file made absolute (relative to the project root)."""
+    if isinstance(cache.get("signing_key_file"), str):
+        cache["signing_key_file"] = os.path.join(root, os.path.expanduser(cache["signing_key_file"]))
+    return cache
 
 
 def _line_of(text: str, table: str, key: str) -> Optional[int]:
@@ -260,7 +271,7 @@ def load_config(root: str, source: Optional[str]) -> Config:
         ignore_env=tuple(fp.get("ignore_env", ())),
         jobs=jobs,
         watch=dict(data.get("watch", {})),
-        cache=dict(data.get("cache", {})),
+        cache=_cache_paths(dict(data.get("cache", {})), root),
     )
 
 

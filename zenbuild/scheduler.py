@@ -8,7 +8,7 @@ import heapq
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from zenbuild import reasons as R
 from zenbuild.commit import CaptureFailed, Recorder
@@ -257,7 +257,7 @@ class Scheduler:
         fingerprint = comps.fingerprint()
         policy = self._policy(node)
         verdict = decide(
-            node, comps, fingerprint, policy, previous, self.server.lookup,
+            node, comps, fingerprint, policy, previous, self._lookup(node),
             self.server.usable, all_reasons=self.opts.all_reasons,
             verify=self.discovery.verify, alternates=self.store.alternate_actions,
         )
@@ -272,6 +272,10 @@ class Scheduler:
                 same = None  # executed for fresh external state: a new value is expected
             self._start(node, comps, fingerprint, verdict.reasons, previous, same,
                         traced=not policy.no_cache)  # --no-cache still stores entries
+
+    def _lookup(self, node: Node) -> Callable[[str], Optional[ActionEntry]]:
+        """Entries by fingerprint for ``node``: a remote one must name its declared outputs."""
+        return lambda fingerprint: self.server.lookup(fingerprint, node.outputs)
 
     def _visit_pending(self, node: Node, previous: Optional[ActionEntry],
                        pending: List[str]) -> None:
@@ -294,7 +298,7 @@ class Scheduler:
             except MissingInput:
                 comps = None  # a file an upstream step writes may not exist yet
         verdict = decide(node, comps, fingerprint, self._policy(node), previous,
-                         self.server.lookup, self.server.usable,
+                         self._lookup(node), self.server.usable,
                          all_reasons=self.opts.all_reasons, pending=pending,
                          verify=self.discovery.verify,
                          alternates=self.store.alternate_actions)

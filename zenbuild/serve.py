@@ -33,11 +33,12 @@ class Server:
         self.present: Set[str] = set()  # value blobs known to be in the store
         self._plans: Dict[str, RestorePlan] = {}  # fingerprint -> what serving it restores
 
-    def lookup(self, fingerprint: str) -> Optional[ActionEntry]:
-        """The local store's entry for ``fingerprint``, else the remote cache's (copied in)."""
+    def lookup(self, fingerprint: str, outputs: Optional[List[str]] = None) -> Optional[ActionEntry]:
+        """The local store's entry for ``fingerprint``, else the remote cache's (copied in once
+        it names exactly the step's declared ``outputs``: store/signing.py)."""
         entry = self.store.get_action(fingerprint)
         if entry is None and self.remote is not None:
-            entry = self.remote.fetch(fingerprint)
+            entry = self.remote.fetch(fingerprint, outputs, self.root)
         return entry
 
     def usable(self, entry: ActionEntry) -> Optional[Reason]:

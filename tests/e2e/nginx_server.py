@@ -40,6 +40,9 @@ http {{
             create_full_put_path on;
             dav_access user:rw group:rw all:r;
         }}
+        location /getonly/ {{  # a server that only answers GET (and HEAD): PUT is refused
+            limit_except GET {{ deny all; }}
+        }}
         location /auth/ {{
             if ($http_x_token != "{token}") {{ return 401; }}
             dav_methods PUT;

@@ -1,5 +1,6 @@
-"""Unit: the remote cache's key scheme, options, entry checks and failure handling, over an
-in-memory transport (the real nginx is in tests/e2e/test_remote_cache.py)."""
+"""Unit: the remote cache's key scheme, options, entry checks and failure handling, and the
+signing core (store/signing.py), over an in-memory transport (the real nginx is in
+tests/e2e/test_remote_cache.py and tests/e2e/test_remote_security.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from zenbuild.errors import ConfigError
+from zenbuild.serialize import MAGIC
+from zenbuild.store import signing
 from zenbuild.store.db import ActionEntry, Store
 from zenbuild.store.remote import (
     AC_NAMESPACE,
@@ -19,13 +22,13 @@ from zenbuild.store.remote import (
     RemoteCache,
     RemoteRefused,
     RemoteUnavailable,
-    _safe_rel,
     ac_key,
     open_remote,
     parse_header,
     redact,
     upload_default,
 )
+from zenbuild.store.signing import Signer, safe_rel
 
 
 class FakeHttp:
@@ -76,8 +79,11 @@ def stores(tmp_path: Path) -> Any:
     b.close()
 
 
-def _entry(store: Store) -> ActionEntry:
-    value = store.put_blob(b"the value")
+VALUE = MAGIC + b"s9:the value"  # the canonical encoding of "the value": plain data
+
+
+def _entry(store: Store, value_bytes: bytes = VALUE) -> ActionEntry:
+    value = store.put_blob(value_bytes)
     f1 = store.put_blob(b"file one")
     manifest = store.put_blob(json.dumps({"files": [["x.txt", f1, 8, False]]}).encode())
     out = store.put_blob(b"out file")
@@ -87,10 +93,13 @@ def _entry(store: Store) -> ActionEntry:
                        {"code": {}}, duration=1.5)
 
 
-def test_keys_are_sha256_and_namespaced_by_version() -> None:
-    assert ac_key("ab") == hashlib.sha256(AC_NAMESPACE + b"ab").hexdigest()
+def test_keys_are_sha256_and_namespaced_by_version_and_signer() -> None:
+    assert ac_key("ab") == hashlib.sha256(AC_NAMESPACE + b"unsigned\0ab").hexdigest()
+    k = "ed25519:" + "A" * 43 + "="
+    assert ac_key("ab", k) == hashlib.sha256(AC_NAMESPACE + k.encode() + b"\0ab").hexdigest()
     assert len(ac_key("ab")) == 64 and ac_key("ab") != ac_key("ac")
-    assert AC_NAMESPACE.startswith(b"zenbuild-ac-v1")
+    assert len({ac_key("ab"), ac_key("ab", k), ac_key("ab", k.replace("A", "B", 1))}) == 3
+    assert AC_NAMESPACE.startswith(b"zenbuild-ac-v2")
 
 
 def test_upload_default_follows_ci() -> None:
@@ -113,9 +122,9 @@ def test_redact_and_header_parsing_never_show_secrets() -> None:
 
 
 def test_safe_paths() -> None:
-    assert _safe_rel("build/out.txt")
-    for bad in ("/etc/passwd", "../x", "a/../../x", "", ".", "a//b", "a\\b"):
-        assert not _safe_rel(bad), bad
+    assert safe_rel("build/out.txt")
+    for bad in ("/etc/passwd", "../x", "a/../../x", "", ".", "a//b", "a\\b", "a/./b", None, 3):
+        assert not safe_rel(bad), bad
 
 
 def test_round_trip_copies_entry_and_every_blob(stores: Any) -> None:
@@ -153,18 +162,19 @@ def test_corrupt_blob_is_a_miss_with_a_warning_and_is_reuploaded(stores: Any) ->
     RemoteCache(http, a, print, upload=True).upload(entry)
     doc = json.loads(http.files[f"ac/{ac_key(entry.fingerprint)}"])
     sha = doc["blobs"][entry.value_digest][0]
-    http.files[f"cas/{sha}"] = b"the valuE"
+    http.files[f"cas/{sha}"] = VALUE[:-1] + b"E"
     warnings: List[str] = []
     rc = RemoteCache(http, b, warnings.append, upload=True)
     assert rc.fetch(entry.fingerprint) is None
     assert len(warnings) == 1 and "does not match its digest" in warnings[0]
     assert not b.has_blob(entry.value_digest) and b.get_action(entry.fingerprint) is None
     rc.upload(entry if b.has_blob(entry.value_digest) else _entry(b))
-    assert http.files[f"cas/{sha}"] == b"the value"  # overwritten, although HEAD said present
+    assert http.files[f"cas/{sha}"] == VALUE  # overwritten, although HEAD said present
 
 
 @pytest.mark.parametrize("mutate,warns", [
-    (lambda d: d.update(version=2), False),  # a newer client's entry: a plain miss
+    (lambda d: d.update(version=3), False),  # a newer client's entry: a plain miss
+    (lambda d: d.update(version=1), False),  # an older client's: a plain miss
     (lambda d: d.update(fingerprint="0" * 32), True),
     (lambda d: d["outputs"].update({"../../etc/x": {"kind": "file", "digest": "0", "size": 1}}), True),
     (lambda d: d["blobs"].clear(), True),
@@ -249,3 +259,238 @@ def test_a_server_that_never_answers_times_out() -> None:
         with pytest.raises(RemoteUnavailable, match="no answer within 0.3s"):
             http.get("ac", "k")
         http.close()
+
+
+# -- the signing core (store/signing.py) -------------------------------------------------------
+def _signer() -> Signer:
+    pem, _ = signing.new_key_pair()
+    return Signer.from_pem(pem, "test")
+
+
+def test_the_signature_covers_every_field_and_not_the_layout() -> None:
+    s = _signer()
+    doc: Dict[str, Any] = {"format": "zenbuild-ac", "version": 2, "fingerprint": "f" * 32,
+                           "pipeline": "p", "step": "s", "value_digest": "v",
+                           "outputs": {"o": {"kind": "file", "digest": "d", "size": 1}},
+                           "components": {"code": {}}, "duration": 0.25,
+                           "blobs": {"v": ["sha", 1], "d": ["sha2", 1]}}
+    doc["signature"] = s.sign(doc)
+    msg = signing.signed_message(s.key_id, doc)
+    assert msg.startswith(b"zenbuild-ac-signature-v1\0" + s.key_id.encode() + b"\0")
+    assert b"\"signature\"" not in msg
+    signing.verify(doc, s.key_id)
+    relaid = json.loads(json.dumps(doc, indent=3, sort_keys=False))  # layout is not signed
+    signing.verify(relaid, s.key_id)
+    for path, value in [(("fingerprint",), "0" * 32), (("pipeline",), "q"), (("step",), "t"),
+                        (("value_digest",), "w"), (("outputs", "o", "digest"), "e"),
+                        (("blobs", "v"), ["other", 1]), (("components", "code"), {"x": 1}),
+                        (("duration",), 0.5), (("discovered",), {"files": {}}),
+                        (("version",), 1)]:
+        changed = json.loads(json.dumps(doc))
+        target = changed
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = value
+        with pytest.raises(signing.BadSignature, match="does not verify"):
+            signing.verify(changed, s.key_id)
+    other = _signer()
+    with pytest.raises(signing.BadSignature, match="another key"):
+        signing.verify(doc, other.key_id)
+    stripped = {k: v for k, v in doc.items() if k != "signature"}
+    with pytest.raises(signing.BadSignature, match="not signed"):
+        signing.verify(stripped, s.key_id)
+    forged = json.loads(json.dumps(doc))
+    forged["signature"]["key"] = other.key_id  # claims the other key, signature is s's
+    with pytest.raises(signing.BadSignature, match="does not verify"):
+        signing.verify(forged, other.key_id)
+    forged["signature"]["sig"] = "not base64!"
+    with pytest.raises(signing.BadSignature, match="malformed"):
+        signing.verify(forged, other.key_id)
+
+
+def test_key_texts_are_checked_and_normalized() -> None:
+    s = _signer()
+    assert signing.parse_key_id(s.key_id) == s.key_id
+    assert signing.trusted_keys({"trusted_keys": [s.key_id, s.key_id + "\n"]}) == [s.key_id]
+    for bad in ("ed25519:abc", "rsa:" + s.key_id[8:], s.key_id[:-4], 7, ""):
+        with pytest.raises(ConfigError, match="not a zenbuild public key"):
+            signing.parse_key_id(bad)
+    with pytest.raises(ConfigError, match="PEM"):
+        Signer.from_pem(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "X")
+    pem, key_id = signing.new_key_pair()
+    assert Signer.from_pem(pem, "X").key_id == key_id
+    one_line = pem.decode().strip().replace("\n", "\\n").encode()  # as some CI secrets keep it
+    assert Signer.from_pem(one_line, "X").key_id == key_id
+    assert signing.namespaces([], None) == [None]
+    assert signing.namespaces([key_id], None) == [key_id]
+    assert signing.namespaces([], s) == [s.key_id]  # a writer trusts its own key, nothing else
+
+
+def test_the_signing_key_comes_from_env_text_then_env_file_then_config(tmp_path: Path) -> None:
+    pem1, id1 = signing.new_key_pair()
+    pem2, id2 = signing.new_key_pair()
+    pem3, id3 = signing.new_key_pair()
+    f2, f3 = tmp_path / "k2", tmp_path / "k3"
+    f2.write_bytes(pem2)
+    f3.write_bytes(pem3)
+    f2.chmod(0o600)
+    f3.chmod(0o644)
+    warns: List[str] = []
+    conf = {"signing_key_file": str(f3)}
+    env_all = {"ZENBUILD_SIGNING_KEY": pem1.decode(), "ZENBUILD_SIGNING_KEY_FILE": str(f2)}
+    assert signing.load_signer(conf, env_all, warns.append).key_id == id1  # type: ignore[union-attr]
+    assert signing.load_signer(conf, {"ZENBUILD_SIGNING_KEY_FILE": str(f2)},  # type: ignore[union-attr]
+                               warns.append).key_id == id2
+    assert warns == []
+    assert signing.load_signer(conf, {}, warns.append).key_id == id3  # type: ignore[union-attr]
+    assert len(warns) == 1 and "chmod 600" in warns[0]  # readable by others: said once
+    assert signing.load_signer({}, {}, warns.append) is None
+    with pytest.raises(ConfigError, match="cannot read the signing key"):
+        signing.load_signer({"signing_key_file": str(tmp_path / "missing")}, {}, warns.append)
+    with pytest.raises(ConfigError, match="ZENBUILD_SIGNING_KEY does not hold"):
+        signing.load_signer({}, {"ZENBUILD_SIGNING_KEY": "secret-but-garbage"}, warns.append)
+    assert not any("secret-but-garbage" in w for w in warns)
+
+
+class Pair:
+    """A writer store, a reader store and one fake server between them."""
+
+    def __init__(self, stores: Any) -> None:
+        self.a, self.b = stores
+        self.http = FakeHttp()
+        self.warnings: List[str] = []
+
+    def write(self, entry: ActionEntry, signer: Optional[Signer] = None) -> str:
+        RemoteCache(self.http, self.a, print, upload=True, signer=signer).upload(entry)
+        return f"ac/{ac_key(entry.fingerprint, signer.key_id if signer else None)}"
+
+    def reader(self, trusted: List[str] = ()) -> RemoteCache:  # type: ignore[assignment]
+        return RemoteCache(self.http, self.b, self.warnings.append, trusted=list(trusted))
+
+
+def test_signed_entries_live_in_their_signers_namespace(stores: Any) -> None:
+    p, ci, other = Pair(stores), _signer(), _signer()
+    entry = _entry(p.a)
+    key = p.write(entry, ci)
+    doc = json.loads(p.http.files[key])
+    assert doc["signature"]["key"] == ci.key_id
+    assert [k for k in p.http.files if k.startswith("ac/")] == [key]
+    assert p.reader().fetch(entry.fingerprint) is None  # no key configured: unsigned only
+    assert p.reader([other.key_id]).fetch(entry.fingerprint) is None  # not its namespace
+    assert p.warnings == [] and p.b.get_action(entry.fingerprint) is None
+    rc = p.reader([other.key_id, ci.key_id])
+    got = rc.fetch(entry.fingerprint, ["build/out.txt", "build/dir"])
+    assert got is not None and got.value_digest == entry.value_digest and rc.hits == 1
+    assert p.warnings == []
+
+
+def test_an_attacker_cannot_occupy_or_forge_a_trusted_key(stores: Any) -> None:
+    p, ci, attacker = Pair(stores), _signer(), _signer()
+    victim = _entry(p.a)
+    trusted_key = f"ac/{ac_key(victim.fingerprint, ci.key_id)}"
+    # the attacker writes before CI does: into its own namespace and the unsigned one
+    p.write(victim, attacker)
+    p.write(victim)
+    rc = p.reader([ci.key_id])
+    assert rc.fetch(victim.fingerprint) is None and rc.rejected == 0  # never even looked at
+    cases = {}
+    cases["unsigned"] = {k: v for k, v in json.loads(p.http.files[p.write(victim)]).items()}
+    cases["untrusted signer"] = json.loads(p.http.files[p.write(victim, attacker)])
+    good = json.loads(p.http.files[p.write(victim, ci)])
+    tampered = json.loads(json.dumps(good))
+    tampered["step"] = "other"
+    cases["altered"] = tampered
+    cases["stripped"] = {k: v for k, v in good.items() if k != "signature"}
+    for doc in cases.values():
+        p.http.files[trusted_key] = json.dumps(doc).encode()
+        assert rc.fetch(victim.fingerprint) is None
+    assert rc.rejected == 4 and p.b.get_action(victim.fingerprint) is None
+    assert len(p.warnings) == 1 and "trusted_keys" in p.warnings[0], p.warnings  # once a run
+    # a genuine entry of another fingerprint, replayed under this one's key
+    replayed = _entry(p.a, MAGIC + b"s5:other")
+    replayed.fingerprint = "e" * 32
+    p.http.files[trusted_key] = p.http.files[p.write(replayed, ci)]
+    assert rc.fetch(victim.fingerprint) is None and rc.rejected == 5
+    p.http.files[trusted_key] = json.dumps(good).encode()
+    assert rc.fetch(victim.fingerprint) is not None  # the genuine one, back in place, is used
+
+
+def test_unsigned_pickles_are_refused_and_signed_ones_served(stores: Any) -> None:
+    p, ci = Pair(stores), _signer()
+    pickled = _entry(p.a, b"ZBP2" + b"\x80\x05payload")
+    p.write(pickled)
+    rc = p.reader()
+    assert rc.fetch(pickled.fingerprint) is None and rc.rejected == 1
+    assert "pickle" in p.warnings[0]
+    assert not p.b.has_blob(pickled.value_digest)  # not even kept in the local store
+    code = _entry(p.a, b"ZBC1" + b"0:" + b"\x80\x05payload")
+    p.write(code)
+    assert rc.fetch(code.fingerprint) is None and rc.rejected == 2 and len(p.warnings) == 1
+    p.write(pickled, ci)
+    assert p.reader([ci.key_id]).fetch(pickled.fingerprint) is not None
+    assert p.b.has_blob(pickled.value_digest)
+    plain = _entry(p.a)  # canonical plain data: served unsigned
+    plain.fingerprint = "d" * 32
+    p.write(plain)
+    assert p.reader().fetch(plain.fingerprint) is not None
+
+
+@pytest.mark.parametrize("mutate,why", [
+    (lambda d, a: d["outputs"].update(
+        {"pipelines.py": {"kind": "file", "digest": d["value_digest"], "size": 1}}),
+     "undeclared pipelines.py"),
+    (lambda d, a: d["outputs"].pop("build/dir"), "missing build/dir"),
+    (lambda d, a: _set_manifest(d, a, [["x.txt", "F", 1, False], ["x.txt", "F", 1, False]]),
+     "incomplete or unsafe"),
+    (lambda d, a: _set_manifest(d, a, [["x", "F", 1, False], ["x/y", "F", 1, False]]),
+     "as a file and a folder"),
+    (lambda d, a: _set_manifest(d, a, [["../../pipelines.py", "F", 1, False]]),
+     "incomplete or unsafe"),
+])
+def test_outputs_must_be_exactly_the_declared_ones(stores: Any, mutate: Any, why: str) -> None:
+    p = Pair(stores)
+    entry = _entry(p.a)
+    key = p.write(entry)
+    doc = json.loads(p.http.files[key])
+    mutate(doc, p)
+    p.http.files[key] = json.dumps(doc).encode()
+    rc = p.reader()
+    assert rc.fetch(entry.fingerprint, ["build/out.txt", "build/dir"]) is None
+    assert rc.rejected == 1 and len(p.warnings) == 1 and why in p.warnings[0], p.warnings
+    assert p.b.get_action(entry.fingerprint) is None
+
+
+def _set_manifest(doc: Dict[str, Any], p: Pair, files: List[List[Any]]) -> None:
+    f1 = next(d for d in doc["blobs"] if p.a.get_blob(d) == b"file one")
+    files = [[f[0], f1, f[2], f[3]] for f in files]
+    data = json.dumps({"files": files}).encode()
+    digest = p.a.put_blob(data)
+    doc["outputs"]["build/dir"]["digest"] = digest
+    doc["blobs"][digest] = [hashlib.sha256(data).hexdigest(), len(data)]
+    p.http.files[f"cas/{hashlib.sha256(data).hexdigest()}"] = data
+
+
+def test_an_output_behind_a_symlink_is_refused(stores: Any, tmp_path: Path) -> None:
+    p = Pair(stores)
+    entry = _entry(p.a)
+    p.write(entry)
+    root = tmp_path / "proj"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "build").mkdir(parents=True)
+    (root / "build" / "dir").symlink_to(outside)
+    rc = p.reader()
+    assert rc.fetch(entry.fingerprint, ["build/out.txt", "build/dir"], str(root)) is None
+    assert "symbolic link build/dir" in p.warnings[0]
+    (root / "build" / "dir").unlink()
+    assert rc.fetch(entry.fingerprint, ["build/out.txt", "build/dir"], str(root)) is not None
+
+
+def test_open_remote_reads_keys(stores: Any, tmp_path: Path) -> None:
+    a, _ = stores
+    pem, key_id = signing.new_key_pair()
+    with pytest.raises(ConfigError, match="trusted_keys"):
+        open_remote({"remote": "http://h/c", "trusted_keys": ["nope"]}, a, print, environ={})
+    rc = open_remote({"remote": "http://h/c", "trusted_keys": [key_id]}, a, print,
+                     environ={"ZENBUILD_SIGNING_KEY": pem.decode()})
+    assert rc is not None and rc.signer is not None and rc.namespaces == [key_id]

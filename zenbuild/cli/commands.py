@@ -467,6 +467,18 @@ def cache_clear(no_wait: bool, project_dir: Optional[str]) -> None:
     click.echo(f"removed {n_entries} entries and {n_blobs} blobs ({human(size)})")
 
 
+@cache.command("keygen")
+@click.option("--out", metavar="PATH", default=None,
+              help="Where to write the private key (PATH.pub gets the public key; default: "
+                   "~/.config/zenbuild/signing-key). Existing files are never overwritten.")
+def cache_keygen(out: Optional[str]) -> None:
+    """Write an Ed25519 key pair for signing remote-cache entries (docs/remote-cache.md)."""
+    from zenbuild.inspect.keys import default_key_path, keygen, keygen_text
+
+    for line in keygen_text(*keygen(out or default_key_path())):
+        click.echo(line)
+
+
 def click_main(args: List[str]) -> Any:
     """Parse ``args`` with click and run the command; entry.main maps zenbuild's own errors
     and signals to exit codes around this."""

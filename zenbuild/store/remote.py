@@ -1,19 +1,18 @@
 """The remote cache: Bazel's HTTP cache protocol behind the local store.
 
-Remote layout, format version 1 (described in docs/remote-cache.md):
-  URL/cas/SHA256   a blob, named by the SHA-256 of its bytes (as Bazel names its blobs, so the
-                   same server can hold Bazel's and zenbuild's entries and dedupe them)
-  URL/ac/KEY       KEY = sha256(b"zenbuild-ac-v1\\0" + fingerprint); the body is a JSON action
-                   entry {"format": "zenbuild-ac", "version": 1, "fingerprint", "pipeline",
-                   "step", "value_digest", "outputs", "components", "duration",
-                   "blobs": {xxh3 digest: [sha256, size]}} naming every blob the entry needs
-                   (the value, each output file, each folder manifest and the files it lists),
-                   and "discovered" (what the step touched while it ran, discovered.py) when
-                   there is something to verify: a fetched entry is verified before it is served.
-A client uploads every blob before the entry, so an entry never names a blob that was not
-sent. A downloaded blob is checked against both its SHA-256 and its xxh3 digest before it goes
-into the local store; a mismatch is a miss with a warning. Any transport problem (refused,
-timeout, 5xx) turns the remote off for the rest of the run with one warning.
+Remote layout, format version 2 (described in docs/remote-cache.md):
+  URL/cas/SHA256   a blob, named by the SHA-256 of its bytes (as Bazel names its blobs)
+  URL/ac/KEY       KEY = sha256(b"zenbuild-ac-v2\\0" + SIGNER + b"\\0" + fingerprint), SIGNER
+                   the writer's public key id ("ed25519:...") or b"unsigned"; the body is a JSON
+                   entry {"format": "zenbuild-ac", "version": 2, "fingerprint", "pipeline",
+                   "step", "value_digest", "outputs", "components", "duration", "blobs":
+                   {xxh3: [sha256, size]}, "discovered"?, "signature"?} (signing.py).
+A reader looks only in the namespaces of the keys it trusts (the unsigned one only when no key
+is configured), so an untrusted writer can never occupy a key a trusted writer will want. An
+entry is used only after its signature (in a signed namespace), its output paths (exactly the
+step's declared outputs), its blobs (SHA-256 and xxh3) and, when unsigned, its value's encoding
+(no pickle) all check out; else it is a miss with one warning per kind per run. Blobs go up
+before the entry. A transport problem turns the remote off for the run with one warning.
 """
 
 from __future__ import annotations
@@ -23,27 +22,33 @@ import hashlib
 import http.client
 import json
 import os
-import posixpath
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import xxhash
 
 from zenbuild.digest import CHUNK, hash_stream
 from zenbuild.errors import ConfigError, CorruptBlob
 from zenbuild.store.db import ActionEntry, Store
+from zenbuild.store.signing import (  # noqa: F401 (AC_NAMESPACE: the key scheme)
+    AC_NAMESPACE,
+    BadSignature,
+    Signer,
+    ac_key,
+    load_signer,
+    namespaces,
+    needs_unpickling,
+    outputs_problem,
+    restore_problem,
+    trusted_keys,
+    verify,
+)
 
 REMOTE_FORMAT = "zenbuild-ac"
-REMOTE_VERSION = 1
-AC_NAMESPACE = b"zenbuild-ac-v1\0"
+REMOTE_VERSION = 2  # 2: entries namespaced by signer, optionally signed (1: one key per fingerprint)
 DEFAULT_TIMEOUT_S = 5.0
-
-
-def ac_key(fingerprint: str) -> str:
-    """The remote action-cache key of a fingerprint (SHA-256 hex, versioned by its namespace)."""
-    return hashlib.sha256(AC_NAMESPACE + fingerprint.encode()).hexdigest()
 
 
 def upload_default(env: Optional[Dict[str, str]] = None) -> bool:
@@ -208,16 +213,10 @@ class HttpCache:
             raise RemoteRefused(404, "Not Found (does the server accept PUT?)")
 
 
-def _safe_rel(rel: Any) -> bool:
-    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel or "\0" in rel:
-        return False
-    norm = posixpath.normpath(rel)
-    return norm == rel and norm != "." and not norm.startswith("../") and norm != ".."
-
-
 class RemoteCache:
     """The local store's remote tier: ``fetch`` copies a remote entry (and every blob it needs)
-    into the local store; ``upload`` sends a local entry. Problems become warnings, never errors."""
+    into the local store once it passed every check; ``upload`` sends a local entry, signed when
+    a signing key is set. Problems become warnings, never errors."""
 
     def __init__(
         self,
@@ -225,19 +224,25 @@ class RemoteCache:
         store: Store,
         warn: Callable[[str], None],
         upload: bool = False,
+        signer: Optional[Signer] = None,
+        trusted: Sequence[str] = (),
     ) -> None:
         self.http = http
         self.store = store
         self.warn = warn
         self.upload_enabled = upload
+        self.signer = signer
+        self.namespaces = namespaces(trusted, signer)  # None: the unsigned namespace
         self.enabled = True
         self.hits = 0
         self.misses = 0
+        self.rejected = 0  # entries found but refused (untrusted, unsafe, undecodable unsigned)
         self.uploaded = 0
         self.bytes_down = 0
         self.bytes_up = 0
         self._bad: Set[str] = set()  # sha256 keys the server served corrupt: overwrite them
         self._sha: Dict[str, Tuple[str, int]] = {}
+        self._warned: Set[str] = set()
 
     # -- failure handling -------------------------------------------------------------------
     def _down(self, why: str) -> None:
@@ -257,52 +262,120 @@ class RemoteCache:
             self.warn(f"remote cache {self.http.display} refused an upload ({e}){hint}; "
                       "not uploading for the rest of this run")
 
+    def _reject(self, kind: str, key: str, why: str, what: str) -> None:
+        """An entry found but not used: a miss, with one warning per ``kind`` per run."""
+        self.rejected += 1
+        if kind not in self._warned:
+            self._warned.add(kind)
+            self.warn(f"remote cache entry ac/{key} {what}: {why}; treating it as a miss and "
+                      f"computing the step here (further such entries are misses without a "
+                      "warning this run)")
+
     # -- reading ----------------------------------------------------------------------------
-    def fetch(self, fingerprint: str) -> Optional[ActionEntry]:
+    def fetch(self, fingerprint: str, outputs: Optional[Sequence[str]] = None,
+              root: Optional[str] = None) -> Optional[ActionEntry]:
         """The remote entry for ``fingerprint``, copied with all its blobs into the local store;
-        None on a miss, a bad entry or a bad blob (the last two with a warning)."""
+        None on a miss or a refused entry. ``outputs`` are the step's declared outputs (an
+        entry naming any other path is refused), ``root`` the project they are restored into
+        (an entry to be written through a symbolic link is refused)."""
         if not self.enabled:
             return None
         try:
-            raw = self.http.get("ac", ac_key(fingerprint))
-            if raw is None:
-                self.misses += 1
-                return None
-            entry, blobs = self._parse(raw, fingerprint)
-            if entry is None:
-                self.misses += 1
-                return None
-            for digest, (sha, size) in sorted(blobs.items()):
-                if not self.store.has_blob(digest) and not self._download(digest, sha, size, entry.step):
-                    self.misses += 1
-                    return None
-            if not self._manifests_complete(entry, blobs):
-                self.misses += 1
-                return None
+            for ns in self.namespaces:
+                key = ac_key(fingerprint, ns)
+                raw = self.http.get("ac", key)
+                if raw is None:
+                    continue
+                entry = self._accept(raw, fingerprint, ns, key, outputs, root)
+                if entry is not None:
+                    now = time.time()
+                    entry.created = entry.last_used = now
+                    self.store.put_action(entry)
+                    self.hits += 1
+                    return entry
         except RemoteUnavailable as e:
             self._down(str(e))
             return None
         except RemoteRefused as e:
             self._refused_read(e)
             return None
-        now = time.time()
-        entry.created = entry.last_used = now
-        self.store.put_action(entry)
-        self.hits += 1
+        self.misses += 1
+        return None
+
+    def _accept(self, raw: bytes, fingerprint: str, ns: Optional[str], key: str,
+                declared: Optional[Sequence[str]], root: Optional[str]) -> Optional[ActionEntry]:
+        """The entry in ``raw`` if every check passes, else None (with a warning)."""
+        doc = self._document(raw, key)
+        if doc is None:
+            return None
+        what = f"(for step {str(doc.get('step'))[:100]})"
+        if ns is not None:
+            try:
+                verify(doc, ns)
+            except BadSignature as e:
+                self._reject("untrusted", key, f"{e}, and only entries signed by a key in "
+                             "[cache] trusted_keys are used", what)
+                return None
+        parsed = self._parse(doc, fingerprint, key, declared, what)
+        if parsed is None:
+            return None
+        entry, blobs = parsed
+        value = entry.value_digest
+        fresh = not self.store.has_blob(value)
+        for digest in [value] + sorted(set(blobs) - {value}):  # the value first: it may be refused
+            sha, size = blobs[digest]
+            if not self.store.has_blob(digest) and not self._download(digest, sha, size, entry.step):
+                return None
+            if digest == value and ns is None and self._pickled(value, fresh):
+                self._reject("pickle", key, "its value is a pickle, and a pickle from a remote "
+                             "is loaded only when a key in [cache] trusted_keys signed its entry "
+                             "(plain data and numpy arrays are served unsigned)", what)
+                return None
+        problem = restore_problem(entry.outputs, self.store.get_blob, blobs, root)
+        if problem is not None:
+            self._reject("outputs", key, problem, what)
+            return None
         return entry
 
-    def _parse(self, raw: bytes, fingerprint: str) -> Tuple[Optional[ActionEntry], Dict[str, Tuple[str, int]]]:
+    def _pickled(self, digest: str, fresh: bool) -> bool:
+        """Whether the stored value ``digest`` would be unpickled; if so and it was ``fresh``ly
+        downloaded, it is removed again (no entry of this store names it)."""
+        with self.store.open_blob(digest) as f:
+            pickled = needs_unpickling(f.read(4))
+        if pickled and fresh:
+            self.store.delete_blob(digest)
+        return pickled
+
+    def _document(self, raw: bytes, key: str) -> Optional[Dict[str, Any]]:
         try:
             doc = json.loads(raw)
-            if doc.get("format") != REMOTE_FORMAT or doc.get("version") != REMOTE_VERSION:
-                return None, {}  # another tool's or another version's entry: a plain miss
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            self._reject("unreadable", key, "it is not a JSON object", "(for an unknown step)")
+            return None
+        if doc.get("format") != REMOTE_FORMAT or doc.get("version") != REMOTE_VERSION:
+            return None  # another tool's or another version's entry: a plain miss
+        return doc
+
+    def _parse(self, doc: Dict[str, Any], fingerprint: str, key: str,
+               declared: Optional[Sequence[str]], what: str,
+               ) -> Optional[Tuple[ActionEntry, Dict[str, Tuple[str, int]]]]:
+        try:
             if doc["fingerprint"] != fingerprint:
-                raise ValueError("it names another fingerprint")
+                # signed, it is an entry replayed under another key; unsigned, a broken one
+                self._reject("untrusted" if "signature" in doc else "unreadable", key,
+                             "it names another fingerprint", what)
+                return None
             blobs = {str(d): (str(v[0]), int(v[1])) for d, v in doc["blobs"].items()}
             outputs = doc["outputs"]
+            problem = outputs_problem(outputs, declared)
+            if problem is not None:
+                self._reject("outputs", key, problem, what)
+                return None
             needed = {doc["value_digest"]} | {rec["digest"] for rec in outputs.values()}
-            if not needed <= set(blobs) or not all(_safe_rel(r) for r in outputs):
-                raise ValueError("it is incomplete or names an unsafe output path")
+            if not needed <= set(blobs):
+                raise ValueError("it lacks a blob it needs")
             discovered = doc.get("discovered")
             if discovered is not None and not isinstance(discovered, dict):
                 raise ValueError("its discovered record is not an object")
@@ -312,9 +385,8 @@ class RemoteCache:
                 discovered=discovered,
             )
         except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
-            self.warn(f"remote cache entry ac/{ac_key(fingerprint)} is unreadable ({e}); "
-                      "treating it as a miss")
-            return None, {}
+            self._reject("unreadable", key, f"it is unreadable ({e})", what)
+            return None
         return entry, blobs
 
     def _download(self, digest: str, sha: str, size: int, step: str) -> bool:
@@ -342,21 +414,6 @@ class RemoteCache:
             except OSError:
                 pass
 
-    def _manifests_complete(self, entry: ActionEntry, blobs: Dict[str, Tuple[str, int]]) -> bool:
-        for rel, rec in entry.outputs.items():
-            if rec.get("kind") != "dir":
-                continue
-            try:
-                files = json.loads(self.store.get_blob(rec["digest"]))["files"]
-                ok = all(_safe_rel(f[0]) and f[1] in blobs for f in files)
-            except (KeyError, ValueError, TypeError, IndexError):
-                ok = False
-            if not ok:
-                self.warn(f"remote cache entry for step {entry.step}: the manifest of output "
-                          f"{rel} is incomplete or unsafe; treating it as a miss")
-                return False
-        return True
-
     # -- writing ----------------------------------------------------------------------------
     def _blobs_of(self, entry: ActionEntry) -> List[str]:
         digests = [entry.value_digest]
@@ -374,6 +431,27 @@ class RemoteCache:
             self._sha[digest] = (h.hexdigest(), n)
         return self._sha[digest]
 
+    def document(self, entry: ActionEntry, blobs: Dict[str, List[Any]]) -> Dict[str, Any]:
+        """The remote document of ``entry``, signed when there is a signing key."""
+        doc: Dict[str, Any] = {
+            "format": REMOTE_FORMAT,
+            "version": REMOTE_VERSION,
+            "fingerprint": entry.fingerprint,
+            "pipeline": entry.pipeline,
+            "step": entry.step,
+            "value_digest": entry.value_digest,
+            "outputs": entry.outputs,
+            "components": entry.components,
+            "duration": entry.duration,
+            "blobs": blobs,
+        }
+        if entry.discovered is not None:  # verified by the client before it serves it
+            doc["discovered"] = entry.discovered
+        doc = json.loads(json.dumps(doc))  # what a reader will parse: tuples are lists...
+        if self.signer is not None:
+            doc["signature"] = self.signer.sign(doc)
+        return dict(doc)
+
     def upload(self, entry: ActionEntry) -> None:
         """Send ``entry``'s blobs (those the server lacks), then the entry itself."""
         if not (self.enabled and self.upload_enabled):
@@ -388,22 +466,9 @@ class RemoteCache:
                         self.http.put("cas", sha, f, size)
                     self._bad.discard(sha)
                     self.bytes_up += size
-            doc = {
-                "format": REMOTE_FORMAT,
-                "version": REMOTE_VERSION,
-                "fingerprint": entry.fingerprint,
-                "pipeline": entry.pipeline,
-                "step": entry.step,
-                "value_digest": entry.value_digest,
-                "outputs": entry.outputs,
-                "components": entry.components,
-                "duration": entry.duration,
-                "blobs": blobs,
-            }
-            if entry.discovered is not None:  # verified by the client before it serves it
-                doc["discovered"] = entry.discovered
-            body = json.dumps(doc, sort_keys=True).encode()
-            self.http.put("ac", ac_key(entry.fingerprint), body, len(body))
+            body = json.dumps(self.document(entry, blobs), sort_keys=True).encode()
+            ns = self.signer.key_id if self.signer is not None else None
+            self.http.put("ac", ac_key(entry.fingerprint, ns), body, len(body))
             self.uploaded += 1
         except RemoteUnavailable as e:
             self._down(str(e))
@@ -414,8 +479,11 @@ class RemoteCache:
 
     def summary(self) -> str:
         parts = [f"{self.hits} fetched", f"{self.misses} missed"]
+        if self.rejected:
+            parts.append(f"{self.rejected} refused")
         if self.upload_enabled or self.uploaded:
-            parts.append(f"{self.uploaded} uploaded")
+            signed = " signed" if self.signer is not None and self.uploaded else ""
+            parts.append(f"{self.uploaded}{signed} uploaded")
         return (f"remote cache {self.http.display}: {', '.join(parts)} "
                 f"({self.bytes_down / 1e6:.1f} MB down, {self.bytes_up / 1e6:.1f} MB up)")
 
@@ -436,7 +504,8 @@ def open_remote(
     environ: Optional[Dict[str, str]] = None,
 ) -> Optional[RemoteCache]:
     """The remote cache the options and ``[cache]`` ask for, or None. ``url``/``upload`` given on
-    the command line win over the config; an empty ``url`` turns the remote off."""
+    the command line win over the config; an empty ``url`` turns the remote off. The trusted
+    keys and the signing key are read here (a bad one is a ConfigError)."""
     env = environ if environ is not None else dict(os.environ)
     url = url if url is not None else config_cache.get("remote")
     if not url:
@@ -455,4 +524,7 @@ def open_remote(
         else:
             headers[parsed[0]] = parsed[1]
     timeout = float(config_cache.get("timeout_s", DEFAULT_TIMEOUT_S))
-    return RemoteCache(HttpCache(url, headers, timeout), store, warn, upload=bool(upload))
+    trusted = trusted_keys(config_cache)
+    signer = load_signer(config_cache, env, warn)
+    return RemoteCache(HttpCache(url, headers, timeout), store, warn, upload=bool(upload),
+                       signer=signer, trusted=trusted)
