@@ -114,7 +114,12 @@ def test_explain_and_status_show_an_expired_step(feed):
     assert "expired" in kinds, r
     r = feed.run("status", "--check", env=at(T0 + 7 * HOUR), check=None)
     assert r.returncode == 1, r
-    assert "fetch" in r.output
+    assert re.search(r"^\s+fetch\s+stale\s+cached result is 7h old \(expires after 6h\)$",
+                     r.stdout, re.M), r
+    # its dependents wait only on a refresh: early cutoff may keep them cached
+    assert re.search(r"^\s+parse\s+may rerun\s+input text: upstream step fetch would execute$",
+                     r.stdout, re.M), r
+    assert "1 step(s) of pipeline feed are not up to date: fetch." in r.stderr
     r = feed.run("status", "--check", env=at(T0 + 1 * HOUR), check=None)
     assert r.returncode == 0, r
 
@@ -361,15 +366,16 @@ API = '''
 import json, sys
 sys.path.insert(0, {root!r})
 import pipe
-r = pipe.feed().run(project_dir={root!r}, **json.loads(sys.argv[1]))
+opts = json.loads(sys.argv[1])
+r = pipe.feed(**opts.pop("params", {{}})).run(project_dir={root!r}, **opts)
 print(json.dumps({{n: s.status for n, s in r.steps.items()}}))
 '''
 
 
-def api_run(project, **options):
+def api_run(project, env_vars=None, **options):
     script = project.root.parent / "api.py"
     script.write_text(textwrap.dedent(API.format(root=str(project.root))))
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **(env_vars or {}))
     env.pop("ZENBUILD_NOW", None)
     proc = subprocess.run([sys.executable, str(script), json.dumps(options)],
                           capture_output=True, text=True, timeout=120, env=env)
@@ -389,3 +395,11 @@ def test_python_api_takes_now_steps_and_rerun(feed):
     assert executed == ["label", "side"]
     assert statuses["render"] == "cached"
     assert feed.ticks() == ["label", "side"]
+
+
+def test_python_api_ignored_params_and_env_inputs(feed):
+    now = T0 + HOUR
+    assert api_run(feed, now=now, params={"verbose": True, "n_jobs": 8})[0] == []
+    assert api_run(feed, {"API_REGION": "us"}, now=now)[0] == ["label", "render"]
+    assert feed.read("build/out.txt") == "3 us:a+b+c\n"
+    assert api_run(feed, {"API_REGION": "us"}, now=now)[0] == []

@@ -14,7 +14,14 @@ from zenbuild.errors import ConfigError, PipelineError
 from zenbuild.events import Event, Reporter
 from zenbuild.executors import InProcessExecutor
 from zenbuild.project import open_pipeline
-from zenbuild.reasons import CANNOT_RUN, PENDING_KINDS, RESTORE_KINDS, Reason, text
+from zenbuild.reasons import (
+    CANNOT_RUN,
+    PENDING_KINDS,
+    REFRESH_KINDS,
+    RESTORE_KINDS,
+    Reason,
+    text,
+)
 from zenbuild.scheduler import RunOptions, Scheduler
 from zenbuild.states import StepStatus
 from zenbuild.store.db import ActionEntry, Store
@@ -24,7 +31,9 @@ from zenbuild.store.db import ActionEntry, Store
 UP_TO_DATE = "up to date"
 STALE = "stale"
 ALWAYS = "always runs"  # a no_cache step
-MAY_RERUN = "may rerun"  # waits only on no_cache steps: reruns if they produce new output
+# waits only on no_cache steps, or on steps executed only to refresh a result (expired, --rerun,
+# a failed version probe): reruns if they produce new output (early cutoff)
+MAY_RERUN = "may rerun"
 ERROR = "error"  # the step cannot run as things are (an input is missing)
 SKIPPED = "skipped"  # an upstream step cannot run
 RESTORE = "restore"  # cached, but an output on disk differs: a run restores it, executing nothing
@@ -57,6 +66,13 @@ class StepVerdict:
     @property
     def blocking(self) -> bool:
         return self.state in BLOCKING
+
+    @property
+    def refresh_only(self) -> bool:
+        """Stale only because its cached result is refreshed (expired, forced): the same
+        output keeps its dependents cached."""
+        own = [r for r in self.reasons if r.kind not in PENDING_KINDS]
+        return bool(own) and all(r.kind in REFRESH_KINDS for r in own)
 
 
     def to_json(self) -> Dict[str, Any]:
@@ -140,7 +156,8 @@ def evaluate(
             own = [x for x in r.reasons if x.kind not in PENDING_KINDS]
             if node.step.no_cache:
                 status.state = ALWAYS
-            elif not own and pending and all(not steps[d].blocking for d in pending):
+            elif not own and pending and all(not steps[d].blocking or steps[d].refresh_only
+                                             for d in pending):
                 status.state = MAY_RERUN
             else:
                 status.state = STALE
