@@ -206,7 +206,8 @@ def test_auth_header_from_env_is_sent_never_logged_or_stored(tmp_path: Path, ngi
     r = a.run("run", "--remote-cache-upload")  # variable unset: a warning, then 401: local only
     assert "ZB_CACHE_HEADER, which is not set" in r.output
     assert any("401" in w for w in remote_warnings(r.output)), r
-    shutil.rmtree(a.root / ".zenbuild")
+    shutil.rmtree(a.root / ".zenbuild")  # a fresh clone: no store, no outputs (zenbuild
+    shutil.rmtree(a.root / "build")  # refuses to adopt outputs a store it lost had made)
     r = a.run("run", "--remote-cache-upload", env={"ZB_CACHE_HEADER": f"X-Token: {TOKEN}"})
     assert remote_warnings(r.output) == [], r
     assert len(list((nginx.data / "auth" / "ac").iterdir())) == 4
