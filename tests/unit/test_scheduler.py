@@ -336,3 +336,66 @@ def _fresh_calls() -> Any:
     Calls.log.clear()
     yield
     Calls.log.clear()
+
+
+# -- cache controls (issue 14): the clock is RunOptions.now, never a sleep ---------------------
+class Probe:
+    """The external state a version probe reports; ``error`` makes the probe raise."""
+
+    etag: Any = "e1"
+    error: Optional[Exception] = None
+
+
+def etag_probe(**_: Any) -> Any:
+    if Probe.error is not None:
+        raise Probe.error
+    return Probe.etag
+
+
+@step(cache_expires_after="1h", version=etag_probe)
+def source(n: int) -> int:
+    Calls.log.append("source")
+    return n
+
+
+@step
+def double(v: int) -> int:
+    Calls.log.append("double")
+    return 2 * v
+
+
+@pipeline
+def refreshed(n: int = 1):
+    double(source(n))
+
+
+def test_expiry_rerun_and_probes_in_the_walk(tmp_path: Path) -> None:
+    config = project(tmp_path)
+    Calls.log.clear()
+    Probe.etag, Probe.error = "e1", None
+    t0 = 1_800_000_000.0
+    walk(config, refreshed(), now=t0)
+    assert Calls.log == ["source", "double"]
+    for now, log in ((t0 + 3599, []), (t0 + 3601, ["source"]), (t0 + 3601 + 1800, [])):
+        Calls.log.clear()
+        result, _ = walk(config, refreshed(), now=now)
+        assert Calls.log == log, now
+    assert kinds(walk(config, refreshed(), now=t0 + 9000, dry_run=True, all_reasons=True)[0]
+                 ["source"].reasons) == [R.EXPIRED]
+    Calls.log.clear()
+    result, rep = walk(config, refreshed(), now=t0 + 3601, rerun=["source"])
+    assert Calls.log == ["source"]  # the same value: double stays cached
+    assert kinds(result["source"].reasons) == [R.FORCED_RERUN]
+    Probe.etag = {"etag": "e2"}
+    Calls.log.clear()
+    result, _ = walk(config, refreshed(), now=t0 + 3601)
+    assert Calls.log == ["source"]
+    assert result["source"].reasons == [Reason(R.VERSION_CHANGED, "version", "e1", {"etag": "e2"})]
+    Probe.error = OSError("unreachable")
+    Calls.log.clear()
+    result, rep = walk(config, refreshed(), now=t0 + 3601)
+    assert Calls.log == ["source"] and result.status == "succeeded"
+    assert [e.message for e in rep.events if type(e).__name__ == "Warning_"] == [
+        "the version probe of step source failed: OSError: unreachable; the step executes"]
+    assert kinds(result["source"].reasons)[0] == R.PROBE_FAILED
+    Probe.error = None
