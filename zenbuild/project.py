@@ -381,17 +381,15 @@ def bind_pipeline(pipe: Pipeline, config: Config, explicit: Dict[str, Any],
 
     merged: Dict[str, Any] = {}
     if config.params or api:
-        from zenbuild.typed.pipeline import ParamTypes, unknown_names
+        from zenbuild.typed.pipeline import ParamTypes
 
         types_ = ParamTypes(pipe.fn, pipe.params)
         merged, unknown = types_.config_values(
             config.params, lambda k: config_where(config, "params", k),
             f"pipeline {pipe.name} is defined at {_defined_at(pipe.fn, config.root)}")
         if unknown and not pipe.params.varkw:
-            known = _elsewhere(config, pipe, types_.names, lambda p: p.params.names,
-                               lambda p: not p.params.varkw)
-            if known is not None:
-                unknown_names("params", unknown, known, lambda k: config_where(config, "params", k))
+            _check_names(config, "params", unknown, types_.names,
+                         lambda p: None if p.params.varkw else p.params.names)
         if api:
             explicit = types_.api_values(explicit, pipe.name)
     merged.update(explicit)
@@ -402,47 +400,25 @@ def bind_pipeline(pipe: Pipeline, config: Config, explicit: Dict[str, Any],
                             f"{_defined_at(pipe.fn, config.root)})") from None
 
 
-def _elsewhere(config: Config, pipe: Pipeline, names: List[str],
-               names_of: Callable[[Pipeline], List[str]],
-               checkable: Callable[[Pipeline], bool] = lambda p: True) -> Optional[List[str]]:
-    """``names`` plus ``names_of`` each other configured pipeline (one [params] table and one
-    set of [steps.NAME] sections serve them all), or None when one cannot be imported or
-    looked into: then no name can be called unknown."""
-    from zenbuild.dsl import BoundPipeline, Pipeline
-
-    known = list(names)
-    for spec in config.pipelines:
-        try:
-            obj = import_object(config, spec)
-            obj = obj.pipeline if isinstance(obj, BoundPipeline) else obj
-            if not isinstance(obj, Pipeline) or not checkable(obj):
-                return None
-            if obj.fn is not pipe.fn:
-                known += [n for n in names_of(obj) if n not in known]
-        except Exception:  # it needs params only the command line gives, or fails to import
-            return None
-    return known
-
-
-def check_step_sections(config: Config, graph: Graph, pipe: Pipeline) -> None:
+def check_step_sections(config: Config, graph: Graph) -> None:
     """Each [steps.NAME] must name a call or a step of a configured pipeline (did-you-mean)."""
-    if not config.steps:
-        return
-    names = _step_names(graph)
-    if any(n not in names for n in config.steps):
-        from zenbuild.typed.pipeline import unknown_names
+    if config.steps:
+        from zenbuild.typed.pipeline import step_names
 
-        known = _elsewhere(config, pipe, names, lambda p: _step_names(
+        _check_names(config, "steps", list(config.steps), step_names(graph), lambda p: step_names(
             bind_pipeline(p, config, {}).trace(config.root)))
-        if known is not None:
-            unknown_names("steps", list(config.steps), known,
-                          lambda k: config_where(config, "steps", k))
 
 
-def _step_names(graph: Graph) -> List[str]:
-    names = dict.fromkeys(graph.nodes)
-    names.update(dict.fromkeys(n.step.name for n in graph.nodes.values()))
-    return list(names)
+def _check_names(config: Config, table: str, names: List[str], here: List[str],
+                 names_of: Callable[[Pipeline], Optional[List[str]]]) -> None:
+    """typed.pipeline.check_names, with the other configured pipelines imported from source
+    only when their files do not declare the names (one [params] table and one set of
+    [steps.NAME] sections serve them all)."""
+    from zenbuild.typed.pipeline import check_names
+
+    check_names(table, names, here, config.root, config.pipelines,
+                lambda spec: names_of(load_pipeline(config, spec)[1]),
+                lambda k: config_where(config, table, k))
 
 
 def trace(bound: BoundPipeline, config: Config) -> Graph:
@@ -484,7 +460,7 @@ def open_pipeline(
                          f"{_defined_at(pipe.fn, config.root)})") from None
     bound = bind_pipeline(pipe, config, values)
     graph = trace(bound, config)
-    check_step_sections(config, graph, pipe)
+    check_step_sections(config, graph)
     return Opened(config, spec, pipe, bound, graph)
 
 
@@ -504,5 +480,5 @@ def run_from_api(
     explicit = {k: bound.arguments[k] for k in bound.explicit}
     bound = bind_pipeline(bound.pipeline, config, explicit, api=True)  # [params] fill the rest
     graph = trace(bound, config)
-    check_step_sections(config, graph, bound.pipeline)
+    check_step_sections(config, graph)
     return run_bound(bound, config=config, graph=graph, **options)

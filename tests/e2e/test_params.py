@@ -144,10 +144,13 @@ def test_unknown_names_are_errors_with_a_did_you_mean(typed: Project) -> None:
 
 
 def test_one_params_table_serves_every_configured_pipeline(typed: Project) -> None:
-    """A [params] key or [steps.NAME] section of another configured pipeline is no error."""
+    """A [params] key or [steps.NAME] section of another configured pipeline is no error,
+    and finding that out reads the other pipeline's source without importing it."""
     typed.write("other.py", '''\
         from zenbuild import pipeline, step
         from ticker import tick
+
+        tick("imported-other")
 
         @step
         def count(k: int) -> int:
@@ -169,8 +172,9 @@ def test_one_params_table_serves_every_configured_pipeline(typed: Project) -> No
         enable_cache = false
         ''')
     typed.run("run", "typed")
+    assert typed.ticks() == ["show"]  # other.py was read, not imported
     typed.run("run", "other")
-    assert typed.ticks() == ["show", "count"]
+    assert typed.ticks() == ["imported-other", "count"]
     typed.write("zenbuild.toml", 'pipelines = ["pipe:typed", "other:other"]\n[params]\nkk = 5\n')
     _user_error(typed.run("run", "other", check=None), "params.kk", "did you mean 'k'?")
 

@@ -244,3 +244,38 @@ def test_a_pydantic_model_is_validated_from_a_table_or_json() -> None:
     with pytest.raises(ParamMismatch) as e:
         from_value({"depth": "deep"}, Model)
     assert "cannot convert to Model" in e.value.text("m") and "depth" in e.value.text("m")
+
+
+def test_check_names_reads_sources_before_loading_and_says_nothing_when_it_cannot_tell(
+        tmp_path: Path) -> None:
+    from zenbuild.typed.pipeline import check_names, declared_names
+
+    (tmp_path / "a.py").write_text("from lib import count\n\ndef p(n, *, k=1):\n    step(id='fast')\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("def q(**kw):\n    pass\n")
+    assert declared_names(str(tmp_path), ["a:p"], "params") == ["n", "k"]
+    assert {"count", "fast", "p"} <= set(declared_names(str(tmp_path), ["a:p"], "steps") or [])
+    assert declared_names(str(tmp_path), ["pkg:q"], "params") is None  # **kw takes anything
+    assert declared_names(str(tmp_path), ["missing:p"], "params") is None
+
+    loaded: List[str] = []
+
+    def load(spec: str) -> List[str]:
+        loaded.append(spec)
+        return ["x"]
+
+    def where(k: str) -> str:
+        return "zenbuild.toml:2"
+
+    check_names("params", ["k"], ["y"], str(tmp_path), ["a:p"], load, where)
+    check_names("steps", ["count_2", "fast"], [], str(tmp_path), ["a:p"], load, where)
+    assert loaded == []  # declared in the source: nothing imported
+    check_names("params", ["x"], [], str(tmp_path), ["a:p"], load, where)  # found by loading
+    assert loaded == ["a:p"]
+    with pytest.raises(ConfigError, match="params.z: no configured pipeline"):
+        check_names("params", ["z"], [], str(tmp_path), ["a:p"], load, where)
+
+    def broken(spec: str) -> List[str]:
+        raise RuntimeError("cannot import")
+
+    check_names("params", ["z"], [], str(tmp_path), ["a:p"], broken, where)  # cannot tell

@@ -150,3 +150,84 @@ def unknown_names(table: str, names: Sequence[str], known: Sequence[str],
             f"{where(name)}: params.{name}: no configured pipeline has a parameter "
             f"{name!r}{did_you_mean(name, known)} (parameters: {listed}). Fix the name in "
             "[params] or remove it.")
+
+
+def declared_names(root: str, specs: Sequence[str], table: str) -> Optional[List[str]]:
+    """Names the configured pipelines' modules declare, read from their source under ``root``
+    without importing them (a cheap first look before another pipeline is imported): for
+    "params", the parameters of each ``def ATTR``; for "steps", every function, imported name
+    and string constant (call ids) in those modules. None when a module or a pipeline
+    function is not found there, or one takes **kwargs."""
+    import ast
+    import os
+
+    out: Dict[str, None] = {}
+    for spec in specs:
+        mod, _, attr = spec.partition(":")
+        base = os.path.join(root, *mod.split("."))
+        tree = None
+        for path in (base + ".py", os.path.join(base, "__init__.py")):
+            try:
+                with open(path, "rb") as f:
+                    tree = ast.parse(f.read(), path)
+                break
+            except (OSError, SyntaxError, ValueError):
+                continue
+        if tree is None:
+            return None
+        if table == "params":
+            fn = next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                       and n.name == attr), None)
+            if fn is None or fn.args.kwarg is not None:
+                return None
+            a = fn.args
+            out.update(dict.fromkeys(x.arg for x in a.posonlyargs + a.args + a.kwonlyargs))
+            continue
+        for n in ast.walk(tree):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                out[n.name] = None
+            elif isinstance(n, (ast.Import, ast.ImportFrom)):
+                out.update(dict.fromkeys((a.asname or a.name).split(".")[0] for a in n.names))
+            elif isinstance(n, ast.Constant) and isinstance(n.value, str) and len(n.value) < 100:
+                out[n.value] = None
+    return list(out)
+
+
+def _automatic_base(name: str) -> str:
+    """``scale_2`` (the second call of scale) -> ``scale``; other names as they are."""
+    head, _, tail = name.rpartition("_")
+    return head if head and tail.isdigit() else name
+
+
+def step_names(graph: Any) -> List[str]:
+    """The call names of a graph, then its steps' names ([steps.NAME] may use either)."""
+    names = dict.fromkeys(graph.nodes)
+    names.update(dict.fromkeys(n.step.name for n in graph.nodes.values()))
+    return list(names)
+
+
+def check_names(table: str, names: Sequence[str], here: Sequence[str], root: str,
+                specs: Sequence[str], names_of: Callable[[str], Optional[List[str]]],
+                where: Callable[[str], str]) -> None:
+    """Raise ConfigError (unknown_names) for a [params] key or [steps.NAME] that neither this
+    pipeline (``here``) nor another configured one (``specs``) has. The other pipelines'
+    sources are read first (declared_names); only when they do not declare a name are they
+    loaded (``names_of(spec)``, which may import and trace). Anything that cannot be looked
+    into (raises, or gives None) means nothing can be said: no error."""
+    missing = [n for n in names if n not in here]
+    if not missing:
+        return
+    found = declared_names(root, specs, table)
+    if found is not None and all(
+            n in found or (table == "steps" and _automatic_base(n) in found) for n in missing):
+        return
+    known = dict.fromkeys(here)
+    for spec in specs:
+        try:
+            got = names_of(spec)
+        except Exception:  # fails to import, or needs params only the command line gives
+            return
+        if got is None:
+            return
+        known.update(dict.fromkeys(got))
+    unknown_names(table, names, list(known), where)
