@@ -110,6 +110,13 @@ class Recorder:
                     import shutil
 
                     shutil.rmtree(full)
+        for rel in node.outputs:  # a killed first run's partial folder: zenbuild's own
+            full = os.path.join(self.root, rel)
+            if (rel not in known and os.path.isdir(full) and not os.path.islink(full)
+                    and rel in self.claims.known()):
+                import shutil
+
+                shutil.rmtree(full)
 
     def served(self, name: str, fingerprint: str, entry: ActionEntry,
                previous: Optional[ActionEntry]) -> None:

@@ -55,6 +55,17 @@ def _is_full(e: sqlite3.DatabaseError) -> bool:
     return getattr(e, "sqlite_errorname", "") == "SQLITE_FULL" or "disk is full" in str(e)
 
 
+def _no_room(folder: str) -> bool:
+    """Whether the disk holding ``folder`` is (all but) full: SQLite reports a full disk
+    while opening as an I/O error."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free < 256 * 1024
+    except OSError:
+        return False
+
+
 def _is_bad_text(e: sqlite3.DatabaseError) -> bool:
     return isinstance(e, sqlite3.OperationalError) and "Could not decode" in str(e)
 
@@ -159,6 +170,8 @@ class Database:
             self.conn.execute("PRAGMA synchronous=NORMAL")
             migrate(self.conn, store_path)
         except sqlite3.DatabaseError as e:
+            if _is_full(e) or _no_room(store_path):
+                raise DiskFull(full_message(db_path, "the store database")) from None
             raise StoreDamaged(
                 f"the store database {db_path} cannot be opened ({e}). "
                 "If it is damaged, move the store folder away and run again."
