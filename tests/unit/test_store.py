@@ -235,3 +235,162 @@ def test_group_commit_is_paced_by_the_recorders_clock(tmp_path):
     s = Store(str(tmp_path / "st"))
     assert s.get_action("fp-e") is not None
     s.close()
+
+
+# -- damage: a bad row is a miss, an unreadable database one clear error ---------------------
+
+def _entry(fp: str = "f" * 32, step: str = "s"):
+    from zenbuild.store.db import ActionEntry
+
+    return ActionEntry(fp, "p", step, "d" * 32,
+                       {"out.txt": {"kind": "file", "digest": "e" * 32, "size": 1}}, {"k": 1})
+
+
+@pytest.mark.parametrize("sql", [
+    "UPDATE actions SET outputs = CAST(X'FFFE' AS TEXT)",
+    "UPDATE actions SET outputs = '{not json'",
+    "UPDATE actions SET outputs = '{\"out.txt\": 3}'",
+    "UPDATE actions SET step = X'00'",
+    "UPDATE actions SET last_used = 'soon'",
+])
+def test_a_damaged_action_row_is_a_miss(tmp_path, sql):
+    s = Store(str(tmp_path / "st"))
+    s.put_action(_entry())
+    s.put_action(_entry("a" * 32, "t"))
+    s.db.execute(sql + " WHERE fingerprint = ?", ("f" * 32,))
+    assert s.get_action("f" * 32) is None
+    assert list(s.step_states("p")) == ["t"]  # the other entry is served as before
+    s.put_action(_entry())  # the step executed again: its row is replaced
+    assert s.get_action("f" * 32).outputs["out.txt"]["digest"] == "e" * 32
+    s.close()
+
+
+def test_damaged_components_and_discovered_never_serve_unverified(tmp_path):
+    from zenbuild.store.actions import DAMAGED_RECORD
+
+    s = Store(str(tmp_path / "st"))
+    s.put_action(_entry())
+    s.db.execute("UPDATE actions SET components = 'garbage', discovered = '[1'")
+    e = s.get_action("f" * 32)
+    assert e.components == {}
+    assert e.discovered == DAMAGED_RECORD  # verified as "a file it read is missing": a miss
+    s.close()
+
+
+def test_damaged_stat_source_and_run_rows_are_dropped(tmp_path):
+    s = Store(str(tmp_path / "st"))
+    s.db.execute("INSERT INTO files VALUES ('a.txt', 'x', 1, 2, 3, 'd', 4)")
+    s.db.execute("INSERT INTO files VALUES (CAST(X'FF' AS TEXT), 1, 1, 2, 3, 'd', 4)")
+    s.db.execute("INSERT INTO files VALUES ('ok.txt', 1, 1, 2, 3, 'd', 4)")
+    assert list(s.file_records()) == ["ok.txt"]
+    s.db.execute("INSERT INTO source_cache VALUES ('k', 'd', 'nope')")
+    assert s.source_entry("k") is None
+    run = s.begin_run("p", {})
+    s.finish_run(run, "succeeded", {}, [])
+    s.db.execute("UPDATE runs SET steps = CAST(X'5BFF' AS TEXT), params = '{'")
+    assert s.run_steps(run) == [] and s.list_runs()[0]["params"] == {}
+    s.close()
+
+
+def test_garbage_pages_are_one_clear_error(tmp_path):
+    from zenbuild.errors import StoreError
+
+    s = Store(str(tmp_path / "st"))
+    for i in range(300):
+        s.put_action(_entry(f"{i:032x}"))
+    s.close()
+    db = tmp_path / "st" / "zenbuild.db"
+    data = bytearray(db.read_bytes())
+    data[4096:] = bytes(len(data) - 4096)
+    db.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="Move the store folder away"):
+        s = Store(str(tmp_path / "st"))
+        s.step_states("p")
+        s.get_action("0" * 32)
+
+
+def test_a_full_disk_is_disk_full(tmp_path):
+    import sqlite3
+
+    from zenbuild.store.database import DiskFull, SafeCursor
+
+    cur = SafeCursor(sqlite3.connect(":memory:"))
+    e = sqlite3.OperationalError("database or disk is full")
+    with pytest.raises(DiskFull, match="no space left"):
+        cur._raise(e)
+    assert DiskFull("x").exit_code == 1
+
+
+# -- outputs: placement, adoption, trash, leftovers -------------------------------------------
+
+def test_store_and_outputs_must_not_overlap(tmp_path):
+    from zenbuild.errors import PathError
+    from zenbuild.store.outputs import check_placement
+
+    root = str(tmp_path)
+    check_placement(root, os.path.join(root, ".zenbuild"), [("a", "build"), ("b", "out.txt")])
+    with pytest.raises(PathError, match="inside Output"):
+        check_placement(root, os.path.join(root, "build", ".zb"), [("a", "build")])
+    with pytest.raises(PathError, match="inside Output"):
+        check_placement(root, os.path.join(root, "build"), [("a", "build")])
+    with pytest.raises(PathError, match="is inside the store"):
+        check_placement(root, os.path.join(root, "st"), [("a", "st/x.csv")])
+    check_placement(root, os.path.join(root, "build2"), [("a", "build")])  # a prefix, not inside
+
+
+def test_adopting_outputs(tmp_path):
+    from zenbuild.errors import PathError
+    from zenbuild.store.outputs import Claims, check_adopt
+
+    s = Store(str(tmp_path / "st"))
+    root = tmp_path / "proj"
+    (root / "empty").mkdir(parents=True)
+    (root / "user.csv").write_text("mine")
+    claims = Claims(s)
+    check_adopt(str(root), "a", ["new.txt", "empty"], {}, s, claims)  # absent, empty: claimed
+    assert claims.known() == {"new.txt", "empty"} and Claims(s).known() == claims.known()
+    with pytest.raises(PathError, match="user.csv is a file"):
+        check_adopt(str(root), "a", ["user.csv"], {}, s, claims)
+    check_adopt(str(root), "a", ["user.csv"], {"user.csv": {}}, s, claims)  # its entry lists it
+    (root / "new.txt").write_text("written by a killed run")
+    check_adopt(str(root), "a", ["new.txt"], {}, s, Claims(s))  # claimed: zenbuild's
+    s.close()
+
+
+def test_trash_keeps_what_the_store_has_no_copy_of(tmp_path):
+    from zenbuild.store.outputs import Trash
+
+    s = Store(str(tmp_path / "st"))
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "ours.txt").write_text("stored")
+    s.put_blob(b"stored")
+    (root / "theirs.txt").write_text("hand edit")
+    said = []
+    t = Trash(s, said.append)
+    assert not t.keep_if_users(str(root), "ours.txt", None) and (root / "ours.txt").exists()
+    assert t.keep_if_users(str(root), "theirs.txt", None) and not (root / "theirs.txt").exists()
+    kept = list((tmp_path / "st" / "trash").rglob("theirs.txt"))
+    assert [p.read_text() for p in kept] == ["hand edit"] and str(kept[0]) in said[0]
+    s.close()
+
+
+def test_leftover_temp_files_only_of_dead_processes(tmp_path):
+    import subprocess
+    import sys
+
+    from zenbuild.store.outputs import leftover, sweep_leftovers, sweep_store_tmp
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout)
+    assert leftover(f"x.csv.zenbuild-tmp-{dead}") and not leftover(f"x.csv.zenbuild-tmp-{os.getpid()}")
+    assert not leftover("x.csv")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / f"a.zenbuild-tmp-{dead}").write_text("")
+    (tmp_path / "out" / f"a.zenbuild-tmp-{os.getpid()}").write_text("")
+    assert sweep_leftovers(str(tmp_path), ["out/a"]) == 1
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp" / f"{dead}-abc").write_text("")
+    (tmp_path / "tmp" / f"{os.getpid()}-abc").write_text("")
+    assert sweep_store_tmp(str(tmp_path / "tmp")) == 1
+    assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == [f"{os.getpid()}-abc"]
