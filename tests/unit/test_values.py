@@ -297,3 +297,33 @@ def test_generated_values_have_one_digest_across_hash_seeds(batch):
         one = _digests_in_child(batch, "11", Path(d))
         two = _digests_in_child(batch, "22", Path(d))
     assert one == two
+
+
+# ---- Dask: arrays of the store go to workers by reference (issue 13) ----------------------
+
+
+def test_arrays_in_store_blobs_are_sent_by_reference(tmp_path):
+    pytest.importorskip("distributed")
+    from zenbuild.executors.dask_executor import pack_args
+    from zenbuild.serialize.buffers import encode_value
+    from zenbuild.store.db import Store
+
+    s = Store(str(tmp_path / "store"))
+    a = np.arange(1_000_000, dtype=np.float64)
+    value = {"a": a, "t": a[::2], "small": np.arange(10), "name": "x"}
+    digest = s.put_value(encode_value(value).parts)
+    loaded = loads(s.map_blob(digest))
+    packed = pack_args((loaded["a"], loaded["t"]), {"d": loaded})
+    assert packed.references == 2  # a (once: pickled again by its memo in d) and the view
+    assert len(packed.data) < 10_000  # 12 MiB of arrays travel as paths and offsets
+    args, kwargs = pickle.loads(packed.data)  # what a worker does
+    assert (args[0] == a).all() and (args[1] == a[::2]).all() and kwargs["d"]["name"] == "x"
+    assert (kwargs["d"]["small"] == np.arange(10)).all()
+    args[0][:] = -1  # a worker writing into its input: a private copy-on-write mapping
+    again, _ = pickle.loads(packed.data)  # another worker's copy
+    assert (again[0] == a).all() and (loaded["a"] == a).all()
+    assert kwargs["d"]["a"] is args[0]  # one object twice in the step's inputs, as sent
+    assert (loads(s.map_blob(digest))["a"] == a).all()
+    # an array that is not in the store goes by value
+    assert pack_args((np.ones(1_000_000),), {}).references == 0
+    s.close()

@@ -145,7 +145,8 @@ class BlobStore:
             if os.fstat(fd).st_size == 0:
                 self.delete(digest)
                 raise CorruptBlob(digest)
-            mm = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+            mm = MappedBlob(fd, 0, access=mmap.ACCESS_COPY)
+            mm.path = self.path(digest)
         finally:
             os.close(fd)
         if digest not in self._verified:
@@ -285,6 +286,13 @@ class BlobStore:
             if len(name) == 2 and os.path.isdir(p):
                 shutil.rmtree(p)
         self._made_dirs.clear()
+
+
+class MappedBlob(mmap.mmap):
+    """A file blob mapped copy-on-write; ``path`` says which (an executor can then send a
+    worker where an array lies instead of its bytes)."""
+
+    path = ""
 
 
 # Small parts of a value are gathered into writes of this size; bigger ones are written (and
