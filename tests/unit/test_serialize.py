@@ -316,3 +316,20 @@ def value_digest_bytes(data: bytes) -> str:
     from zenbuild.digest import digest_bytes
 
     return digest_bytes(data)
+
+
+def test_a_pyarrow_table_is_stored_by_its_buffers_and_mapped_back(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    np = pytest.importorskip("numpy")
+    from zenbuild.serialize.buffers import encode_value
+
+    table = pa.table({"x": np.arange(200_000, dtype=np.int64),
+                      "s": [f"row {i % 10}" for i in range(200_000)]})
+    enc = encode_value(table)
+    blob = enc.tobytes()
+    assert blob[:4] == b"ZBO1" and blob.count(table.column("x").chunk(0).buffers()[1]) == 1
+    s = _store(tmp_path)
+    digest = s.put_value(enc.parts)
+    back = loads(s.map_blob(digest))
+    assert back.equals(table) and digest == value_digest(table)
+    s.close()
