@@ -279,10 +279,10 @@ def test_damaged_components_and_discovered_never_serve_unverified(tmp_path):
 
 def test_damaged_stat_source_and_run_rows_are_dropped(tmp_path):
     s = Store(str(tmp_path / "st"))
-    s.db.execute("INSERT INTO files VALUES ('a.txt', 'x', 1, 2, 3, 'd', 4)")
-    s.db.execute("INSERT INTO files VALUES (CAST(X'FF' AS TEXT), 1, 1, 2, 3, 'd', 4)")
+    s.db.execute("INSERT INTO files VALUES ('a.txt', 1, 1, 2, 3, X'00', 4)")
+    s.db.execute("INSERT INTO files VALUES ('b.txt', 1, 1, 2, 3, CAST(X'FF' AS TEXT), 4)")
     s.db.execute("INSERT INTO files VALUES ('ok.txt', 1, 1, 2, 3, 'd', 4)")
-    assert list(s.file_records()) == ["ok.txt"]
+    assert list(s.file_records()) == ["ok.txt"]  # a digest that is not clean text: dropped
     s.db.execute("INSERT INTO source_cache VALUES ('k', 'd', 'nope')")
     assert s.source_entry("k") is None
     run = s.begin_run("p", {})

@@ -94,6 +94,10 @@ def _json_dict(text: str, default: Dict[str, Any]) -> Dict[str, Any]:
     return d if isinstance(d, dict) else default
 
 
+_NUM = {int, float}
+_OPT_TEXT = {str, type(None)}
+
+
 def _text(x: Any) -> bool:
     return type(x) is str and BAD_TEXT not in x
 
@@ -160,19 +164,28 @@ class ActionCache:
         """The latest entry of every step of ``pipeline``, in one query. Their components are
         read only if asked for (a step that changed); ``value_inline`` says whether the value
         blob is in the database (else it may be a file)."""
-        rows = self.db.execute(
+        cur = self.db.execute(
             "SELECT a.fingerprint, a.pipeline, a.step, a.value_digest, a.outputs, NULL, "
             "a.created, a.last_used, a.duration, a.discovered, s.step, b.digest IS NOT NULL "
             "FROM step_state s JOIN actions a ON a.fingerprint = s.fingerprint "
             "LEFT JOIN blobs b ON b.digest = a.value_digest WHERE s.pipeline = ?",
             (pipeline,),
-        ).fetchall()
+        )
+        rows = cur.fetchall()
+        check = sound if getattr(cur, "lenient", False) else None  # text with bad bytes
         out: Dict[str, ActionEntry] = {}
-        load = self._components_of
+        load, num, opt = self._components_of, _NUM, _OPT_TEXT
         for r in rows:
-            outputs = sound(r)
-            if outputs is None or not _text(r[10]):
-                continue  # damaged: the step has no latest entry, and executes
+            # a damaged row (see sound(); the checks a row's use needs, inline for a no-op of
+            # thousands of steps) is left out: the step has no latest entry, and executes
+            if (type(r[0]) is not str or type(r[2]) is not str or type(r[3]) is not str
+                    or type(r[10]) is not str
+                    or type(r[6]) not in num or type(r[7]) not in num or type(r[8]) not in num
+                    or type(r[9]) not in opt):
+                continue
+            outputs = {} if r[4] == "{}" else _outputs(r[4])
+            if outputs is None or (check is not None and (check(r) is None or not _text(r[10]))):
+                continue
             e = ActionEntry(r[0], r[1], r[2], r[3], outputs, None, r[6], r[7], r[8], load, r[9])
             e.value_inline = bool(r[11])
             out[r[10]] = e

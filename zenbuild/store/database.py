@@ -79,6 +79,7 @@ class SafeCursor(sqlite3.Cursor):
     are fetched again with the bad bytes replaced by BAD_TEXT."""
 
     where = ""
+    lenient = False  # the rows were fetched again, bad bytes replaced: check their text
 
     def _raise(self, e: sqlite3.DatabaseError) -> None:
         if _is_full(e):
@@ -103,6 +104,7 @@ class SafeCursor(sqlite3.Cursor):
         return self
 
     def _again(self) -> List[Any]:
+        self.lenient = True
         conn = self.connection
         old = conn.text_factory
         conn.text_factory = _lenient
