@@ -227,9 +227,31 @@ def test_a_full_disk(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         assert zb(root, "cache", "verify").returncode == 0
         r4 = zb(root, "run")
         assert r4.returncode == 0 and wrong(root, list(range(40))) == []
+        # a return value too big for what is left
+        vroot = tmp_path / "values"
+        vroot.mkdir()
+        (vroot / "pipe.py").write_text(
+            "from zenbuild import pipeline, step\n\n\n@step\ndef small() -> int:\n    return 1\n\n\n"
+            "@step\ndef huge(n: int) -> bytes:\n    return bytes(range(256)) * 3000\n\n\n"
+            "@pipeline\ndef v():\n    huge(small())\n")
+        (vroot / "zenbuild.toml").write_text(
+            f'pipelines = ["pipe:v"]\nstore = "{small / "vstore"}"\n')
+        filler.write_bytes(b"\0" * max(shutil.disk_usage(small).free - 300_000, 0))
+        r5 = zb(vroot, "run")
+        out5 = r5.stdout + r5.stderr
+        value_clean = (r5.returncode == 1 and "Traceback" not in out5
+                       and "its return value" in out5 and "KB needed" in out5
+                       and "1 executed" in r5.stdout and "1 failed" in r5.stdout)
+        filler.unlink()
+        assert value_clean, out5
         left = leftovers(root, small / "store")
+        shutil.rmtree(small / "store")  # room for the value now
+        r6 = zb(vroot, "run")
+        assert r6.returncode == 0 and "Using cached version of small." in r6.stdout, r6.stdout
+        left += leftovers(vroot, small / "vstore")
         _figures(capsys, "full disk (tmpfs 2500k)", {
-            "value/output write failed cleanly": int(failed_cleanly),
+            "value write failed cleanly": int(value_clean),
+            "output write failed cleanly": int(failed_cleanly),
             "nearly full disk failed cleanly": int(db_full_clean), "corrupt stores": 0,
             "wrong results": 0, "leftovers": len(left)})
         assert left == []
