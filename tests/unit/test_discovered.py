@@ -244,8 +244,9 @@ def test_the_record_survives_the_remote_round_trip(tmp_path: Path) -> None:
 
     a, b = Store(str(tmp_path / "a")), Store(str(tmp_path / "b"))
     warnings: list = []
-    entry = _put(a, "d" * 32, b"value", RECORD)
-    plain = _put(a, "e" * 32, b"plain", None)
+    # values in the canonical data encoding: an unsigned remote serves no other (remote.py)
+    entry = _put(a, "d" * 32, b"ZBV1s5:value", RECORD)
+    plain = _put(a, "e" * 32, b"ZBV1s5:plain", None)
     http = FakeHttp()
     up = RemoteCache(http, a, warnings.append, upload=True)
     up.upload(entry)

@@ -50,10 +50,12 @@ class FakeHttp:
         self._check(f"GET {kind}")
         return self.files.get(f"{kind}/{key}")
 
-    def get_to(self, kind: str, key: str, out: Any, hashers: List[Any]) -> Optional[int]:
+    def get_to(self, kind: str, key: str, out: Any, hashers: List[Any],
+               limit: Optional[int] = None) -> Optional[int]:
         data = self.get(kind, key)
         if data is None:
             return None
+        data = data if limit is None else data[: limit + 1]
         for h in hashers:
             h.update(data)
         out.write(data)
@@ -494,3 +496,39 @@ def test_open_remote_reads_keys(stores: Any, tmp_path: Path) -> None:
     rc = open_remote({"remote": "http://h/c", "trusted_keys": [key_id]}, a, print,
                      environ={"ZENBUILD_SIGNING_KEY": pem.decode()})
     assert rc is not None and rc.signer is not None and rc.namespaces == [key_id]
+
+
+def test_a_blob_longer_than_its_entry_says_is_not_read_to_the_end() -> None:
+    import http.server
+    import threading
+
+    sent: List[int] = []
+
+    class Endless(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 30))
+            self.end_headers()
+            try:
+                for _ in range(1 << 14):  # 1 GiB in 64 KiB writes, if it were all read
+                    self.wfile.write(b"\0" * 65536)
+                    sent.append(65536)
+            except OSError:
+                pass
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        http_cache = HttpCache(f"http://127.0.0.1:{srv.server_address[1]}/c", timeout=5)
+        out = io.BytesIO()
+        n = http_cache.get_to("cas", "k", out, [], limit=1000)
+        assert n is not None and 1000 < n <= 1000 + (1 << 20) and len(out.getvalue()) == n
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join(5)
+    assert sum(sent) < 1 << 29  # the server was cut off long before its gigabyte

@@ -180,8 +180,10 @@ class HttpCache:
             raise RemoteUnavailable(f"reading the answer failed: {type(e).__name__}") from None
         return None if resp.status == 404 else data
 
-    def get_to(self, kind: str, key: str, out: Any, hashers: List[Any]) -> Optional[int]:
-        """Stream the body into ``out`` feeding ``hashers``; the byte count, or None on 404."""
+    def get_to(self, kind: str, key: str, out: Any, hashers: List[Any],
+               limit: Optional[int] = None) -> Optional[int]:
+        """Stream the body into ``out`` feeding ``hashers``; the byte count, or None on 404.
+        Past ``limit`` bytes it stops (a server sending more than the entry said is wrong)."""
         resp = self.request("GET", kind, key)
         if resp.status == 404:
             resp.read()
@@ -196,6 +198,9 @@ class HttpCache:
                     h.update(chunk)
                 out.write(chunk)
                 n += len(chunk)
+                if limit is not None and n > limit:
+                    self.close()  # the rest of this answer is never read
+                    break
         except (OSError, http.client.HTTPException) as e:
             self.close()
             raise RemoteUnavailable(f"reading the answer failed: {type(e).__name__}") from None
@@ -395,7 +400,7 @@ class RemoteCache:
         tmp = os.path.join(self.store.tmp, f"remote-{os.getpid()}-{threading.get_ident()}-{digest}")
         try:
             with open(tmp, "wb") as out:
-                n = self.http.get_to("cas", sha, out, [sha_h, xx_h])
+                n = self.http.get_to("cas", sha, out, [sha_h, xx_h], limit=size)
             if n is None:
                 return False  # the entry names a blob the server no longer has: a plain miss
             if sha_h.hexdigest() != sha or xx_h.hexdigest() != digest or n != size:
