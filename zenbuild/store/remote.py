@@ -531,5 +531,9 @@ def open_remote(
     timeout = float(config_cache.get("timeout_s", DEFAULT_TIMEOUT_S))
     trusted = trusted_keys(config_cache)
     signer = load_signer(config_cache, env, warn)
+    if upload and trusted and signer is None:
+        warn("uploading to the remote cache without a signing key (ZENBUILD_SIGNING_KEY, "
+             "ZENBUILD_SIGNING_KEY_FILE or [cache] signing_key_file): readers that trust "
+             "[cache] trusted_keys will not use these entries")
     return RemoteCache(HttpCache(url, headers, timeout), store, warn, upload=bool(upload),
                        signer=signer, trusted=trusted)
