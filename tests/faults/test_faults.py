@@ -96,8 +96,11 @@ def test_kill_9_at_random_points(tmp_path: Path, capsys: pytest.CaptureFixture[s
                 finished += 1
             _recovered(root, current, problems, f"{kind} #{i} (kill after {delay:.3f}s)")
     trials = TRIALS_PER_KIND * len(kinds)
+    trash = root / ".zenbuild" / "trash"  # a killed step's partial files it could not tell
+    trashed = sum(1 for p in trash.rglob("*") if p.is_file()) if trash.exists() else 0
     _figures(capsys, f"kill -9 (seed {SEED})", {
         "trials": trials, "killed mid-run": killed, "finished before the kill": finished,
+        "files kept in trash (since the last cold trial)": trashed,
         **{k: len(v) for k, v in problems.items()}})
     assert trials >= 30
     assert killed >= trials // 2, "the kills should land inside runs"
