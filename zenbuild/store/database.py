@@ -27,7 +27,8 @@ class StoreDamaged(StoreError):
 
 def damaged_message(where: str, e: BaseException) -> str:
     return (f"the store database {where} is damaged and cannot be read ({e}). Move the store "
-            "folder away (or delete it) and run again: every step will execute once.")
+            "folder away (or delete it) and run again: every step will execute once. Delete the "
+            "outputs the old store made as well: a new store takes over no existing file.")
 
 
 def full_message(where: str, what: str = "", need: Optional[int] = None) -> str:

@@ -363,7 +363,7 @@ def check_adopt(root: str, step: str, rels: List[str], known: Dict[str, Any], st
             f"Output({rel!r}) of step {step} already exists and zenbuild did not create it: "
             f"{rel} is {what}. zenbuild would overwrite and delete what is there. Move it away "
             "(or delete it) and run again, or declare the Output at a path that does not "
-            "exist yet.")
+            "exist yet. (If an earlier store made it, one since moved or deleted, delete it.)")
     if claim:
         claims.add(claim)
 
