@@ -7,7 +7,6 @@ from __future__ import annotations
 import heapq
 import os
 import time
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from zenbuild import reasons as R
@@ -33,7 +32,7 @@ from zenbuild.events import (
 from zenbuild.executors import Executor, Outcome, Task
 from zenbuild.fingerprint.code import CodeFingerprinter, SourceCache
 from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef
-from zenbuild.paths import MissingInput, shown
+from zenbuild.paths import MissingInput, PathMaker, shown
 from zenbuild.policy import EnvInputs, named_steps, probe_version
 from zenbuild.reasons import REFRESH_KINDS, Reason
 from zenbuild.rebuild import (
@@ -119,6 +118,7 @@ class Scheduler:
         # same fingerprint: executing again, a deterministic step returns the same value)
         self.running: Dict[str, Tuple[Components, str, float, Optional[str]]] = {}
         self._prefix = self.root.rstrip("/") + "/"
+        self._path = PathMaker(self.root)  # Path(root/rel) for the files steps receive
 
     def _source_digest(self, path: str) -> Optional[str]:
         """Content digest of a source file, through the stat cache (None if unreadable)."""
@@ -341,7 +341,7 @@ class Scheduler:
                 value = value[key]
             return value
         if isinstance(v, FileRef):
-            return Path(self._prefix + v.path)
+            return self._path(v.path)
         if isinstance(v, EnvRef):
             return envs[v.name]  # as read when the step was fingerprinted
         if isinstance(v, OutputRef):
@@ -349,7 +349,7 @@ class Scheduler:
             parent = os.path.dirname(full)
             if not os.path.isdir(parent):  # a stat; mkdir of an existing folder costs more
                 os.makedirs(parent, exist_ok=True)
-            return Path(full)
+            return self._path(v.path)
         t = type(v)
         if t is list or t is tuple:
             return t(self._resolve(x, envs) for x in v)

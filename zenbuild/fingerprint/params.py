@@ -30,7 +30,7 @@ def encode_param(value: Any, root: Optional[str] = None,
     value_code), the code digest of each project class among them follows, so editing the
     class's code reruns the steps that take its instances, like any project class."""
     roots = _roots(root) if root else ()
-    if code_of is None or type(value) in _PLAIN:
+    if code_of is None or _no_classes(value):
         return canonical(value, items=_MARKERS, roots=roots)
     with classes_met() as met:
         data = canonical(value, items=_MARKERS, roots=roots)
@@ -42,6 +42,26 @@ def encode_param(value: Any, root: Optional[str] = None,
     if parts:
         data += b"\0code:" + "\n".join(sorted(parts)).encode("utf-8", "surrogatepass")
     return data
+
+
+_SHALLOW = _PLAIN | _MARKERS
+
+
+def _no_classes(value: Any) -> bool:
+    """Whether ``value`` is plain data or a marker, or a list/tuple of them (the usual
+    ``[File(...), ...]`` argument): then no config class can be met while encoding it, and the
+    collecting of classes met (a context manager per argument, per step, per run) is skipped.
+    Anything else (a dict, a nested list, an object) takes the full path."""
+    t = type(value)
+    if t in _SHALLOW:
+        return True
+    if t is list or t is tuple:
+        shallow = _SHALLOW
+        for x in value:
+            if type(x) not in shallow:
+                return False
+        return True
+    return False
 
 
 @functools.lru_cache(maxsize=8)

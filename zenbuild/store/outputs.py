@@ -285,8 +285,9 @@ def check_placement(root: str, store_path: str, rels: Iterable[Tuple[str, str]])
     restoring or clearing the output would destroy the store, and capturing it would copy the
     store into itself. ``rels``: (step, output path relative to ``root``)."""
     store = os.path.realpath(store_path)
+    real_dirs: Dict[str, str] = {}  # a folder -> its realpath: outputs share a few folders
     for step, rel in rels:
-        out = os.path.realpath(os.path.join(root, rel))
+        out = _realpath(os.path.join(root, rel), real_dirs)
         if store == out or store.startswith(out + os.sep):
             raise PathError(
                 f"the store {store_path} is inside Output({rel!r}) of step {step}: the step's "
@@ -330,17 +331,42 @@ class Claims:
         self.known().update(new)
 
 
+def _realpath(full: str, real_dirs: Dict[str, str]) -> str:
+    """os.path.realpath(full), resolving its folder once per ``real_dirs`` memo (realpath
+    costs a syscall per component, on every run, for every Output): the same result whenever
+    the last component is not a symlink (one lstat tells), else the full realpath."""
+    parent, name = os.path.split(full)
+    if name in ("", ".", "..") or not os.path.isabs(full):
+        return os.path.realpath(full)
+    try:
+        if stat.S_ISLNK(os.lstat(full).st_mode):
+            return os.path.realpath(full)
+    except (OSError, ValueError):
+        pass  # absent: realpath keeps the name as it is
+    real = real_dirs.get(parent)
+    if real is None:
+        real = real_dirs[parent] = os.path.realpath(parent)
+    return os.path.join(real, name)
+
+
 def _occupied(full: str) -> Optional[str]:
-    """What is at ``full`` that a first run must not take over, or None (absent, empty dir)."""
-    if os.path.islink(full) or os.path.isfile(full):
+    """What is at ``full`` that a first run must not take over, or None (absent, empty dir).
+    One lstat (islink, isfile, isdir and lexists in one look)."""
+    try:
+        mode = os.lstat(full).st_mode
+    except (OSError, ValueError):
+        return None  # what lexists() says for a path it cannot stat
+    if stat.S_ISLNK(mode):
+        return "a file"  # a symlink, even to a folder: islink() came first
+    if stat.S_ISREG(mode):
         return "a file"
-    if os.path.isdir(full):
+    if stat.S_ISDIR(mode):
         files = _walk_files(full)
         if files:
             shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
             return f"a folder holding {len(files)} file(s) ({shown})"
         return None
-    return "something" if os.path.lexists(full) else None
+    return "something"
 
 
 def check_adopt(root: str, step: str, rels: List[str], known: Dict[str, Any], store: Store,

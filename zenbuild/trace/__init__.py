@@ -40,7 +40,7 @@ from typing import (
     Tuple,
 )
 
-from zenbuild.paths import PACKAGE_DIR, SKIP_DIRS, inside, library_dirs
+from zenbuild.paths import PACKAGE_DIR, SKIP_DIRS, library_dirs
 from zenbuild.records import field, record
 
 if TYPE_CHECKING:  # pragma: no cover - the call tracer is imported when a step is recorded
@@ -123,7 +123,18 @@ def env_filter(ignore: Iterable[str]) -> Callable[[str], bool]:
     return _env_filter(ignore)  # type: ignore[no-any-return]
 
 
+_FILTERS: Dict[Tuple[str, ...], Any] = {}  # ignore_env -> its filter: one per step recorded
+
+
 def _env_filter(ignore: Iterable[str]) -> Any:
+    key = tuple(ignore)
+    got = _FILTERS.get(key)
+    if got is None:
+        got = _FILTERS[key] = _make_env_filter(key)
+    return got
+
+
+def _make_env_filter(ignore: Tuple[str, ...]) -> Any:
     import fnmatch
 
     pats = [p for p in ignore if p]
@@ -206,6 +217,7 @@ class _Recording:
             memo = _PLACES[(root, opts.store_dir)] = (prefixes, tuple(excluded) or ("\0",))
         self.prefixes, self.excluded = memo
         self.outputs = tuple(o.rstrip("/") for o in opts.outputs)
+        self._below = tuple(o + "/" for o in self.outputs)  # declared(): inside() at once
         self.reads: Dict[str, None] = {}
         self.writes: Dict[str, None] = {}
         self.listed: Dict[str, None] = {}
@@ -254,7 +266,8 @@ class _Recording:
         return rel
 
     def declared(self, rel: str) -> bool:
-        return any(inside(rel, o) for o in self.outputs)
+        """Whether ``rel`` is a declared Output or inside one (paths.inside for each)."""
+        return rel in self.outputs or rel.startswith(self._below)
 
     def finish(self, started_ns: int, calls: List[List[Any]], calls_traced: bool) -> Trace:
         root = self.root

@@ -1,0 +1,83 @@
+"""paths.PathMaker (the Paths steps receive) and the per-run path checks built on the same
+idea: each gives exactly what the plain, slower call gives."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from zenbuild.errors import PathError
+from zenbuild.fingerprint.params import encode_param
+from zenbuild.graph import FileRef, OutputRef
+from zenbuild.paths import PathMaker
+from zenbuild.serialize import canonical
+from zenbuild.store.outputs import check_placement
+
+RELS = ["a", "a/b.txt", "data/d049/f49449.txt", ".", "a/./b", ".hidden/x", "a/.h", "a//b",
+        "a/", "..", "a/..", "a b/c d", "ünï/cødé.txt"]
+
+
+@pytest.mark.parametrize("rel", RELS)
+def test_path_maker_gives_what_path_gives(tmp_path: Path, rel: str) -> None:
+    make = PathMaker(str(tmp_path))
+    got, want = make(rel), Path(str(tmp_path) + "/" + rel)
+    assert type(got) is type(want)
+    assert got == want and str(got) == str(want) and got.parts == want.parts
+    assert got.name == want.name and got.parent == want.parent and hash(got) == hash(want)
+
+
+def test_path_maker_paths_open_the_file(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f.txt").write_text("hi")
+    p = PathMaker(str(tmp_path) + "/")("d/f.txt")
+    assert p.read_text() == "hi" and p.exists() and p.with_suffix(".md").name == "f.md"
+
+
+class _Cfg:
+    pass
+
+
+def test_encode_param_shallow_list_is_the_canonical_encoding(tmp_path: Path) -> None:
+    """The fast path for [File(...), ...] (no config classes to collect) encodes the same bytes
+    as the full path; a list holding anything else still collects classes (code_of asked)."""
+    root = str(tmp_path)
+    value = [FileRef("a.txt"), 3, "x", None, OutputRef("build/o.txt")]
+    asked: list = []
+
+    def code_of(cls: type) -> None:
+        asked.append(cls)
+        return None
+
+    markers = frozenset((FileRef, OutputRef))
+    assert encode_param(value, root, code_of) == canonical(value, items=markers,
+                                                           roots=(root,))
+    assert asked == []
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Conf:
+        n: int = 1
+
+    def code_of2(cls: type) -> str:
+        asked.append(cls)
+        return "d1"
+
+    data = encode_param([FileRef("a.txt"), Conf()], root, code_of2)
+    assert asked == [Conf] and data.endswith(b"=d1")
+
+
+def test_check_placement_sees_through_a_symlinked_output(tmp_path: Path) -> None:
+    """An Output whose last component is a symlink to the store is refused; one in a
+    symlinked folder too (the folder's real path is resolved once, the link each time)."""
+    store = tmp_path / ".zenbuild"
+    store.mkdir()
+    (tmp_path / "build").mkdir()
+    os.symlink(store, tmp_path / "build" / "out")
+    check_placement(str(tmp_path), str(store), [("s", "build/x.txt"), ("t", "build/y.txt")])
+    with pytest.raises(PathError, match="is inside Output"):
+        check_placement(str(tmp_path), str(store), [("s", "build/x.txt"), ("t", "build/out")])
+    os.symlink(store, tmp_path / "linked")
+    with pytest.raises(PathError, match="is inside the store"):
+        check_placement(str(tmp_path), str(store), [("s", "build/x.txt"), ("t", "linked/o.txt")])
