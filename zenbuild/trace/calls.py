@@ -93,7 +93,7 @@ class CallTracer:
             return
         import cProfile
 
-        self._profiler = cProfile.Profile(builtins=False)
+        self._profiler = cProfile.Profile(builtins=False, subcalls=False)  # codes only
         self._profiler.enable()
 
     def stop(self) -> bool:
@@ -119,6 +119,7 @@ class CallTracer:
 
 
 _KIND: Dict[Tuple[str, str], Optional[str]] = {}  # (root, co_filename) -> file key or None
+_PREFIXES: Dict[str, Tuple[str, ...]] = {}  # root -> (root/, realpath(root)/)
 
 
 def _file_key(filename: str, prefixes: Tuple[str, ...], excluded: Tuple[str, ...],
@@ -147,7 +148,9 @@ def _file_key(filename: str, prefixes: Tuple[str, ...], excluded: Tuple[str, ...
 def project_calls(codes: Set[Any], root: str, excluded: Tuple[str, ...]) -> List[List[Any]]:
     """``[file key, qualname, firstlineno]`` for each project function among ``codes``, sorted;
     module bodies are left out (their code is the module's, fingerprinted statically)."""
-    prefixes = tuple({root + os.sep, os.path.realpath(root) + os.sep})
+    prefixes = _PREFIXES.get(root)
+    if prefixes is None:  # realpath costs a syscall per component: once per root a process
+        prefixes = _PREFIXES[root] = tuple({root + os.sep, os.path.realpath(root) + os.sep})
     out: Set[Tuple[str, str, int]] = set()
     for code in codes:
         name = getattr(code, "co_qualname", code.co_name)
