@@ -93,6 +93,7 @@ class Recorder:
         self.state_updates: Dict[str, str] = {}  # step -> its latest fingerprint, if it moved
         self.promotions: List[Tuple[str, str]] = []  # (alternate served, its fingerprint)
         self.claims = Claims(store)
+        self.deferred: Optional[Exception] = None  # a full disk at the end: raise_deferred()
         self._last_commit = clock()
 
     def clear_outputs(self, node: Node, previous: Optional[ActionEntry]) -> None:
@@ -222,7 +223,22 @@ class Recorder:
                 results: Iterable[StepResult], log: str) -> None:
         """The end of a run, in one transaction: the stat cache, new source digests, entries'
         last use, the steps' latest fingerprints and the run's history row. A step's reasons
-        are kept as text (what old readers show) and as records (kinds for scripts)."""
+        are kept as text (what old readers show) and as records (kinds for scripts). A full
+        disk is kept for raise_deferred(), so the run's summary is still shown first."""
+        try:
+            self._persist(run_id, status, counts, results, log)
+        except DiskFull as e:  # what was committed before stays; this last batch runs again
+            self.store.database.abandon()
+            self.deferred = e
+
+    def raise_deferred(self) -> None:
+        """Raise the error persist() kept (DiskFull: exit 1), if any."""
+        if self.deferred is not None:
+            e, self.deferred = self.deferred, None
+            raise e
+
+    def _persist(self, run_id: str, status: str, counts: Dict[str, int],
+                 results: Iterable[StepResult], log: str) -> None:
         self.store.release()
         shown: Dict[int, Tuple[str, Any]] = {}  # id(reason) -> (text, packed): served steps
         steps: List[StepRow] = []  # share one up-to-date reason: a no-op renders it once

@@ -205,6 +205,7 @@ class Scheduler:
                 self.recorder.persist(run_id, status, counts, self.results.values(),
                                       "\n".join(self.log))
         self.report(RunFinished(status=status, counts=counts, duration=duration))
+        self.recorder.raise_deferred()  # a full disk while recording the run: exit 1
         ordered = {n: self.results[n] for n in order if n in self.results}
         return RunResult(self.g.pipeline, run_id, status, ordered, duration)
 

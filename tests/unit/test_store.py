@@ -394,3 +394,29 @@ def test_leftover_temp_files_only_of_dead_processes(tmp_path):
     (tmp_path / "tmp" / f"{os.getpid()}-abc").write_text("")
     assert sweep_store_tmp(str(tmp_path / "tmp")) == 1
     assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == [f"{os.getpid()}-abc"]
+
+
+def test_a_full_disk_at_the_end_of_a_run_is_raised_after_the_summary(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from zenbuild.commit import Recorder
+    from zenbuild.digest import StatCache
+    from zenbuild.store.database import DiskFull
+
+    s = Store(str(tmp_path / "st"))
+    sources = SimpleNamespace(new={})
+    rec = Recorder("p", str(tmp_path), s, StatCache(), sources)  # type: ignore[arg-type]
+    run = s.begin_run("p", {})
+
+    def full(*a, **k):
+        raise DiskFull("no space left on the device holding x")
+
+    monkeypatch.setattr(s, "finish_run", full)
+    rec.persist(run, "succeeded", {}, [], "")  # kept, not raised: the summary comes first
+    assert not s.db.in_transaction  # given up cleanly: the store is usable
+    with pytest.raises(DiskFull, match="no space left"):
+        rec.raise_deferred()
+    rec.raise_deferred()  # raised once
+    s.put_action(_entry())
+    assert s.get_action("f" * 32) is not None
+    s.close()
