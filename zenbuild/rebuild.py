@@ -426,8 +426,12 @@ def _decide(
             for alt in alternates(fingerprint) if alternates is not None else ():
                 rec = alt.discovered
                 if rec is not None and not verify(rec, True) and usable(alt) is None:
-                    return Verdict(True, reasons, alt) if forced else Verdict(False, _UP_TO_DATE,
-                                                                              alt)
+                    if forced:
+                        return Verdict(True, reasons, alt)
+                    old = _expired(alt, policy)  # an alternate ages like the latest entry
+                    if old is not None:
+                        return Verdict(True, [*reasons, old], alt)
+                    return Verdict(False, _UP_TO_DATE, alt)
             # what it read is not the same: no entry for these inputs (None, so a different
             reasons.extend(found)  # value is not taken for non-determinism)
             return Verdict(True, reasons)

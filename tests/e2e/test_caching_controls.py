@@ -98,6 +98,35 @@ def test_expired_step_reexecutes_and_early_cutoff_keeps_dependents_cached(feed):
     assert feed.run("run", env=at(T0 + 13.5 * HOUR)).executed == ["fetch"]
 
 
+def test_an_older_entry_served_again_for_what_the_step_read_still_expires(project):
+    """An entry kept for what a step read (an alternate: the file went A -> B -> A) ages like
+    the latest one: served again at 7h old it would be a stale result."""
+    project.write("zenbuild.toml", 'pipelines = ["pipe:main"]\n')
+    project.write("pipe.py", textwrap.dedent('''
+        from pathlib import Path
+        from zenbuild import step, pipeline
+        from ticker import tick
+
+        @step(cache_expires_after="6h")
+        def fetch() -> str:
+            tick("fetch")
+            return (Path(__file__).parent / "feed.txt").read_text()  # read without File
+
+        @pipeline
+        def main():
+            fetch()
+    '''))
+    project.write("feed.txt", "AAA\n")
+    assert project.run("run", env=at(T0)).executed == ["fetch"]
+    project.write("feed.txt", "BBB\n")
+    assert project.run("run", env=at(T0 + 5 * HOUR)).executed == ["fetch"]
+    project.write("feed.txt", "AAA\n")  # the AAA entry, made at T0, is still in the store
+    r = project.run("run", env=at(T0 + 7 * HOUR))
+    assert r.executed == ["fetch"], r
+    project.write("feed.txt", "BBB\n")  # the BBB entry is 4h old: served
+    assert project.run("run", env=at(T0 + 9 * HOUR)).executed == []
+
+
 def test_expired_step_whose_result_changed_reruns_its_dependents(feed):
     feed.write("data/feed.txt", "b,a,c,d\n")  # fetch is keyed by the file: it reruns anyway
     feed.run("run", env=at(T0))
