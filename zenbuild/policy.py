@@ -16,6 +16,7 @@ from zenbuild.digest import digest_bytes
 from zenbuild.errors import ParamError, PipelineError
 from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef
 from zenbuild.rebuild import PROBE_FAILED_VERSION
+from zenbuild.trace import is_secret
 
 KEY_FILE = "secret.key"  # in the store: the key of secret Env digests (0600, 32 random bytes)
 
@@ -76,7 +77,7 @@ class EnvInputs:
                     f"give the step a default: Env({ref.name!r}, default=\"...\").")
             values[ref.name] = value
             data = value.encode("utf-8", "surrogatepass")
-            if ref.secret:
+            if ref.secret or is_secret(ref.name):  # OPENAI_API_KEY is a secret, said or not
                 comps[ref.name] = ["k:" + hmac.new(self.key(), data, hashlib.sha256).hexdigest(),
                                    None]
             else:

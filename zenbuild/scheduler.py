@@ -360,8 +360,11 @@ class Scheduler:
 
     def _trace_options(self, node: Node) -> TraceOptions:
         c = self.config
+        ignore = c.ignore_env  # a declared Env is keyed already; a secret one only by HMAC:
+        if node.envs:  # the recorder must not store its value too
+            ignore = (*ignore, *(r.name for r in node.envs))
         return TraceOptions(self.root, c.store, tuple(node.outputs), c.track_reads, True,
-                            c.trace_calls, c.ignore_env)
+                            c.trace_calls, ignore)
 
     def _start(self, node: Node, comps: Components, fingerprint: str, reasons: List[Reason],
                previous: Optional[ActionEntry], same: Optional[str] = None,

@@ -305,6 +305,48 @@ def test_a_secret_env_input_is_keyed_and_appears_nowhere(project):
             assert s not in text
 
 
+LEAKY_PIPE = '''
+import os
+from zenbuild import step, pipeline, Env
+from ticker import tick
+
+
+@step
+def connect(url: str, api_key: str) -> int:
+    tick("connect")
+    # a library reading the same variables from the environment, as drivers and SDKs do
+    return len(url) + len(os.environ.get("DB_URL", "")) + len(os.environ["OPENAI_API_KEY"])
+
+
+@pipeline
+def db():
+    connect(Env("DB_URL", secret=True), Env("OPENAI_API_KEY"))
+'''
+
+
+def test_a_secret_read_again_through_os_environ_and_a_secret_looking_name_stay_hidden(project):
+    """A variable declared secret is not recorded in clear by the read tracker when the step
+    (or a library) also reads it from os.environ; a name that looks secret (..._API_KEY) is
+    keyed like a secret even without secret=True."""
+    project.write("zenbuild.toml", 'pipelines = ["pipe:db"]\n')
+    project.write("pipe.py", LEAKY_PIPE)
+    url, key = "postgres://admin:Sup3rS3cretPW@db/prod", "sk-LEAKME123"
+    env = {"DB_URL": url, "OPENAI_API_KEY": key}
+    outputs = [project.run("run", "--json", env=env).output]
+    assert project.ticks() == ["connect"]
+    assert project.run("run", env=env).executed == []
+    env2 = {"DB_URL": url, "OPENAI_API_KEY": "sk-LEAKME456"}
+    r = project.run("run", "--json", "--explain", env=env2)
+    assert project.ticks() == ["connect"]
+    outputs.append(r.output)
+    outputs.append(project.run("explain", "connect", env=env, check=None).output)
+    store = _files_text(project.root / ".zenbuild")
+    for s in (url, "Sup3rS3cretPW", key, "sk-LEAKME456"):
+        assert s.encode() not in store, s
+        for text in outputs:
+            assert s not in text, (s, text)
+
+
 # -- targets and forced reruns -----------------------------------------------------------------
 def test_step_runs_that_step_and_what_it_needs_nothing_else(feed):
     feed.write("data/feed.txt", "x,y\n")
