@@ -132,6 +132,42 @@ def is_empty(record: Mapping[str, Any]) -> bool:
                 or record.get("calls"))
 
 
+def _is_digest(v: Any) -> bool:
+    return v is None or type(v) is str
+
+
+def malformed(record: Any) -> Optional[str]:
+    """What is wrong with a stored record (its shape, as format 1 has it), or None. A record
+    verify() cannot fully check must never let its entry be served."""
+    if not isinstance(record, dict):
+        return "not an object"
+    if record.get("format") != DISCOVERED_FORMAT:
+        return f"format {record.get('format')!r}, this version reads {DISCOVERED_FORMAT}"
+    files, listed, env = record.get("files", {}), record.get("listed", {}), record.get("env", {})
+    calls, sources = record.get("calls", []), record.get("sources") or {}
+    if not (isinstance(files, dict) and isinstance(listed, dict) and isinstance(env, dict)
+            and isinstance(calls, list) and isinstance(sources, dict)):
+        return "a section of the wrong type"
+    for rel, was in files.items():
+        if was is not None and not (type(was) is list and len(was) == 2 and type(was[0]) is str
+                                    and type(was[1]) is int):
+            return f"file {rel!r}"
+    for rel, was in listed.items():
+        if not _is_digest(was):
+            return f"folder {rel!r}"
+    for name, was in env.items():
+        if not (type(was) is list and len(was) == 2 and _is_digest(was[0])
+                and _is_digest(was[1])):
+            return f"variable {name!r}"
+    for c in calls:
+        if not (type(c) is list and len(c) == 4 and type(c[0]) is str and type(c[1]) is str
+                and type(c[2]) is int and _is_digest(c[3])):
+            return "a call"
+    if not all(_is_digest(v) for v in sources.values()):
+        return "a source"
+    return None
+
+
 def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[str, str],
            code_digest: CodeDigest, list_digest: Optional[ListDigest] = None,
            first_only: bool = False,
@@ -141,8 +177,11 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
     ``env_wanted``: the variables still tracked (one now in ``ignore_env`` is not checked).
     The functions of a file whose digest is the one in ``sources`` are not parsed again."""
     out: List[Reason] = []
-    if not record or record.get("format") != DISCOVERED_FORMAT:
+    if not record:
         return out
+    problem = malformed(record)
+    if problem is not None:  # a damaged row, or a store shared with another version: the
+        return [Reason(R.RECORD_UNREADABLE, after=problem)]  # entry cannot be trusted
 
     def add(r: Reason) -> bool:
         out.append(r)

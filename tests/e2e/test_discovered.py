@@ -354,3 +354,31 @@ def p():
     project.write("pl.txt", "hello again")
     r = project.cli("run")
     assert project.ticks() == ["config"], r
+
+
+def test_a_damaged_or_unknown_record_is_never_trusted(project: Project) -> None:
+    """A record the store holds in a shape this version cannot check fully (a damaged row, or
+    a store shared with a newer zenbuild) makes its step execute, and the row is replaced; it
+    is neither served unchecked (a stale result) nor a traceback."""
+    import sqlite3
+
+    make(project)
+    first_run(project)
+    db = project.root / ".zenbuild" / "zenbuild.db"
+    bad = ['{"files": 5}', '{"files": {"data/train.csv": 5}}', '{"format": 2}',
+           '{"files": {"data/train.csv": ["x"]}, "format": 1}',
+           '{"env": {"A": 3}, "format": 1}', '{"calls": [[1]], "format": 1}', '[1, 2]']
+    for n, text in enumerate(bad):
+        project.write("data/train.csv", f"1,2\n3,{10 + n}\n")  # a change only the record sees
+        c = sqlite3.connect(db)
+        with c:
+            got = c.execute("UPDATE actions SET discovered=? WHERE step='load'", (text,)).rowcount
+        c.close()
+        assert got >= 1
+        r = project.cli("explain", "load", env={"DEVICE": "cpu"})
+        assert "the record of what the step read last time cannot be checked" in r.stdout, (text, r)
+        r = project.cli("run", env={"DEVICE": "cpu"})
+        assert project.ticks() == ["load", "report"], (text, r)
+        assert f"{1 + 2 + 3 + 10 + n}.0" in project.read("build/report.txt"), text
+        r = project.cli("run", env={"DEVICE": "cpu"})  # the row was replaced by a good one
+        assert project.ticks() == [] and r.executed == [], (text, r)

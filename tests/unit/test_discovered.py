@@ -154,9 +154,23 @@ def test_main_code_is_found_by_name(tmp_path: Path, monkeypatch: Any) -> None:
     assert code("<__main__>", "gone_fn", 1) is None
 
 
-def test_an_unknown_format_verifies_nothing() -> None:
-    assert dv.verify({"format": 99, "files": {"x": ["d", 1]}}, lambda rel: None, {},
-                     lambda *a: None) == []
+def test_a_record_of_an_unknown_format_or_shape_is_never_valid() -> None:
+    """A record verify() cannot check fully (another version's format, a damaged row) is one
+    reason, so its entry is not served; a well-formed record verifies as before."""
+    good = {"format": 1, "files": {"x": ["d", 1], "y": None}, "listed": {"f": None},
+            "env": {"A": [None, None]}, "calls": [["a.py", "f", 3, "c"]], "sources": {"a.py": "s"}}
+    assert dv.malformed(good) is None
+    assert dv.verify(good, lambda rel: ("d", 1) if rel in ("x", "a.py") else None, {},
+                     lambda *a: "c", lambda rel: None) == []
+    for bad in ({"format": 99, "files": {"x": ["d", 1]}}, {"files": {}}, [1], "x",
+                {"format": 1, "files": 5}, {"format": 1, "files": {"x": 5}},
+                {"format": 1, "files": {"x": ["d"]}}, {"format": 1, "env": {"A": 3}},
+                {"format": 1, "env": {"A": [1, None]}}, {"format": 1, "calls": [[1]]},
+                {"format": 1, "calls": [["a.py", "f", "3", None]]},
+                {"format": 1, "listed": {"f": 1}}, {"format": 1, "sources": {"a": 1}}):
+        assert dv.malformed(bad) is not None, bad
+        got = dv.verify(bad, lambda rel: None, {}, lambda *a: None)  # type: ignore[arg-type]
+        assert [r.kind for r in got] == ["record_unreadable"], bad
 
 
 # -- the record on the entry: the store, its migration, alternates, the remote cache, decide ---

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from zenbuild.config import Config
+from zenbuild.discovered import malformed
 from zenbuild.errors import ConfigError, PipelineError
 from zenbuild.events import Event, Reporter
 from zenbuild.executors import InProcessExecutor
@@ -216,6 +217,8 @@ def discovered_lines(entry: Optional[ActionEntry]) -> List[str]:
     static analysis had missed. All of it is verified before the entry is served."""
     rec = entry.discovered if entry is not None else None
     if not rec:
+        return []
+    if malformed(rec) is not None:  # said by the reasons above; nothing in it can be listed
         return []
     out: List[str] = []
     files = sorted(rec.get("files") or {})
