@@ -72,6 +72,9 @@ class Proc:
     timed_out: bool
     stdout: str
     stderr: str
+    # user + system CPU seconds of the child and what it waited for (0.0 if unknown): on a
+    # shared machine a much steadier figure than wall time, which also counts waiting for a core
+    cpu_s: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -106,7 +109,8 @@ if pid == 0:
 _, status, ru = os.wait4(pid, 0)
 wall = time.perf_counter() - t0
 with open(res, "w") as fh:
-    fh.write(f"{wall!r} {ru.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+    fh.write(f"{wall!r} {ru.ru_maxrss} {os.waitstatus_to_exitcode(status)} "
+             f"{ru.ru_utime + ru.ru_stime!r}")
 """
 
 
@@ -140,9 +144,10 @@ def run_proc(cmd: Sequence[str], cwd: Path, timeout: float) -> Proc:
             outer_wall = time.perf_counter() - t0
             _kill_group(proc.pid)  # stray grandchildren, if any
         wall, rss_kib, rc = outer_wall, 0, -9 if timed_out else proc.returncode
+        cpu = 0.0
         with contextlib.suppress(OSError, ValueError):
-            w, r, c = res_file.read_text().split()
-            wall, rss_kib, rc = float(w), int(r), int(c)
+            w, r, c, u = res_file.read_text().split()
+            wall, rss_kib, rc, cpu = float(w), int(r), int(c), float(u)
         return Proc(
             cmd=list(cmd),
             wall_s=wall,
@@ -151,6 +156,7 @@ def run_proc(cmd: Sequence[str], cwd: Path, timeout: float) -> Proc:
             timed_out=timed_out,
             stdout=out_file.read_bytes().decode(errors="replace"),
             stderr=err_file.read_bytes().decode(errors="replace"),
+            cpu_s=cpu,
         )
 
 
@@ -247,8 +253,11 @@ def median(xs: Sequence[float]) -> float:
 def timing(runs: Sequence[ZbRun] | Sequence[Proc]) -> dict[str, Any]:
     procs = [r.proc if isinstance(r, ZbRun) else r for r in runs]
     walls = [p.wall_s for p in procs]
+    cpus = [p.cpu_s for p in procs]
     return {
         "median_s": round(median(walls), 4),
+        "cpu_median_s": round(median(cpus), 4) if cpus else None,
+        "cpu_min_s": round(min(cpus), 4) if cpus else None,
         "min_s": round(min(walls), 4) if walls else None,
         "max_s": round(max(walls), 4) if walls else None,
         "n": len(walls),
@@ -567,14 +576,19 @@ def cold_pairs(bench: Bench, root: Path, n_steps: int, pairs: int) -> dict[str, 
                             p.ok and count_doit(p.stdout)["executed"] == n_steps)
                 procs[tool].append(p)
     shutil.rmtree(trash, ignore_errors=True)
-    out = {tool: {**timing(ps), "all_s": [round(p.wall_s, 3) for p in ps]}
-           for tool, ps in procs.items()}
+    out: dict[str, Any] = {tool: {**timing(ps), "all_s": [round(p.wall_s, 3) for p in ps],
+                                  "cpu_all_s": [round(p.cpu_s, 3) for p in ps]}
+                           for tool, ps in procs.items()}
     ratios = [z.wall_s / d.wall_s for z, d in zip(procs["zenbuild"], procs["doit"])]
     out["ratio_median"] = round(median(ratios), 3)
     out["ratio_of_mins"] = round(out["zenbuild"]["min_s"] / out["doit"]["min_s"], 3)
-    print(f"    zenbuild {out['zenbuild']['all_s']}  doit {out['doit']['all_s']}  "
+    cpu_ratios = [z.cpu_s / d.cpu_s for z, d in zip(procs["zenbuild"], procs["doit"]) if d.cpu_s]
+    out["cpu_ratio_median"] = round(median(cpu_ratios), 3) if cpu_ratios else None
+    print(f"    zenbuild {out['zenbuild']['all_s']} (CPU {out['zenbuild']['cpu_all_s']})  "
+          f"doit {out['doit']['all_s']} (CPU {out['doit']['cpu_all_s']})  "
           f"zenbuild/doit: median of pairs {out['ratio_median']}, of fastest "
-          f"{out['ratio_of_mins']}", flush=True)
+          f"{out['ratio_of_mins']}; CPU time (user+sys) median of pairs "
+          f"{out['cpu_ratio_median']}", flush=True)
     return out
 
 
@@ -688,7 +702,8 @@ def print_tables(results: dict[str, Any]) -> None:
         print("\nStart-up (median):")
         for name, t in st.items():
             print(f"  {name:<36} {t['median_s']:>8.3f} s  {t['max_rss_mib']:>7.1f} MiB")
-    hdr = f"  {'scenario':<30} {'wall s':>8} {'min s':>8} {'peak RSS MiB':>13}  steps"
+    hdr = (f"  {'scenario':<30} {'wall s':>8} {'min s':>8} {'cpu s':>8} {'peak RSS MiB':>13}"
+           "  steps")
     for r in results["sizes"]:
         d = r.get("dag", {})
         print(f"\nN={r['n_steps']} steps, F={r['n_files']} files "
@@ -699,7 +714,9 @@ def print_tables(results: dict[str, Any]) -> None:
         def row(name: str, t: dict[str, Any] | None, steps: str = "") -> None:
             if not t:
                 return
+            cpu = t.get("cpu_median_s")
             print(f"  {name:<30} {t['median_s']:>8.3f} {t['min_s']:>8.3f} "
+                  f"{cpu if cpu is not None else float('nan'):>8.3f} "
                   f"{t['max_rss_mib']:>13.1f}  {steps}")
 
         row("bare script (median of 3)", r.get("bare"))
@@ -726,7 +743,8 @@ def print_tables(results: dict[str, Any]) -> None:
             row(f"cold, paired x{cp['zenbuild']['n']}", cp["zenbuild"])
             row(f"doit cold, paired x{cp['doit']['n']}", cp["doit"])
             print(f"  paired cold zenbuild/doit: median of pairs {cp['ratio_median']}, "
-                  f"of fastest {cp['ratio_of_mins']}")
+                  f"of fastest {cp['ratio_of_mins']}; CPU time median of pairs "
+                  f"{cp.get('cpu_ratio_median')}")
     b = results.get("big_file")
     if b:
         print(f"\nNo-op vs input size ({b['small']['bytes'] // MIB} MiB vs "
