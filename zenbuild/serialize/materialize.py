@@ -10,8 +10,6 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple, TypeVar, Union
 
@@ -37,6 +35,8 @@ _folders: List[str] = []  # folders made for loads in this process, removed at e
 
 
 def _cleanup() -> None:
+    import shutil  # here: tempfile and shutil (random, bz2, lzma) cost every run ~10 ms
+
     for d in _folders:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -62,6 +62,8 @@ def from_folder(cls: type, load: str, files: Tuple[Tuple[str, bool, Any], ...]) 
     name: stored values refer to it."""
     if not _folders:
         atexit.register(_cleanup)
+    import tempfile
+
     folder = tempfile.mkdtemp(prefix="zenbuild-value-")
     _folders.append(folder)
     for rel, executable, data in files:
@@ -76,6 +78,8 @@ def from_folder(cls: type, load: str, files: Tuple[Tuple[str, bool, Any], ...]) 
 
 def _folder_reducer(save: str, load: str) -> Callable[[Any], Any]:
     def reduce(obj: Any) -> Any:
+        import tempfile
+
         with tempfile.TemporaryDirectory(prefix="zenbuild-save-") as folder:
             getattr(obj, save)(Path(folder))
             files = _folder_files(folder)
