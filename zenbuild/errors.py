@@ -41,10 +41,13 @@ class StoreLocked(StoreError):
 
 
 class CorruptBlob(StoreError):
-    """A blob's bytes do not match its digest. The blob has been removed."""
+    """A blob's bytes do not match its digest (the blob has been removed), or the value it
+    holds does not decode (``why``)."""
 
-    def __init__(self, digest: str) -> None:
-        super().__init__(f"store blob {digest} is corrupt (its bytes do not match its digest)")
+    def __init__(self, digest: str, why: str = "") -> None:
+        super().__init__(f"store blob {digest} is corrupt ("
+                         + (f"its value does not decode: {why}" if why else
+                            "its bytes do not match its digest") + ")")
         self.digest = digest
 
 

@@ -333,7 +333,11 @@ class Scheduler:
                 raise CorruptBlob(digest) from None  # gone: purge the entries and run again
             if isinstance(data, bytes):
                 self.values[name] = data
-        return loads(data)
+        try:
+            return loads(data)
+        except Exception as e:  # noqa: BLE001 - a stored value that no longer decodes (damage,
+            # a forged data value, its class gone) is a missing one: its producer runs again
+            raise CorruptBlob(self.digests[name], f"{type(e).__name__}: {e}") from None
 
     def _resolve(self, v: Any, envs: Dict[str, str]) -> Any:
         if isinstance(v, InputRef):

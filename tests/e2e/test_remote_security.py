@@ -369,3 +369,51 @@ def test_keygen_never_overwrites_and_bad_keys_stop_with_exit_2(tmp_path: Path) -
                              'remote = "http://127.0.0.1:9/c"\nsigning_key_file = "nowhere"\n')
     r = p.run("run", check=2)
     assert "cannot read the signing key" in r.stderr and str(p.root / "nowhere") in r.stderr, r
+
+
+def forge_value(server: Server, doc: Dict[str, Any], data: bytes) -> Dict[str, Any]:
+    forged = json.loads(json.dumps(doc))
+    digest = server.put_blob(data)
+    forged["value_digest"] = digest
+    forged["blobs"][digest] = server.blob_ref(data)
+    return forged
+
+
+def test_an_unsigned_data_value_that_does_not_decode_is_a_miss(
+        tmp_path: Path, nginx: Nginx, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unsigned remote is trusted for data, but a forged data encoding (a bad array header,
+    a list as a dict key, nesting deep enough to exhaust the stack) must be a miss with one
+    warning, never a value every later run fails to load."""
+    server, tally = Server(nginx), Tally()
+    writer = project(tmp_path / "ci")
+    writer.run("run", "--remote-cache", server.url, "--remote-cache-upload")
+    load = server.entry("load")
+    forgeries = [b"ZBV1d1:l0:i1;", b"ZBV1" + b"l1:" * 100_000 + b"i1;",
+                 b"ZBV1a" + b"\xff" * 40, b"ZBV1"]
+    for i, data in enumerate(forgeries):
+        server.put_entry(load["fingerprint"], None, forge_value(server, load, data))
+        reader = project(tmp_path / f"r{i}")
+        r = reader.run("run", "--remote-cache", server.url, check=None)
+        check_reader(r, reader, tmp_path / "no-marker", tally, ["load", "train"],
+                     "pickle", "does not decode")
+        r = reader.run("run", "--remote-cache", server.url, check=None)  # no lasting damage
+        check_reader(r, reader, tmp_path / "no-marker", tally, [], )
+    with capsys.disabled():
+        print("\n" + tally.line("forged data values"))
+
+
+def test_a_remote_entry_keeps_its_age(tmp_path: Path, nginx: Nginx) -> None:
+    """cache_expires_after counts from when the writer made the entry, not from when a reader
+    fetched it: a 5-day-old entry of a step that expires after a day is not served."""
+    server = Server(nginx)
+    now = 1_700_000_000  # in the past: a fetched entry is never younger than the real clock allows
+    toml = f'[cache]\nremote = "{server.url}"\n[steps.load]\ncache_expires_after = "1d"\n'
+    writer = project(tmp_path / "ci", toml)
+    writer.run("run", "--remote-cache-upload", env={"ZENBUILD_NOW": str(now - 5 * 86400)})
+    reader = project(tmp_path / "r0", toml)
+    r = reader.run("run", env={"ZENBUILD_NOW": str(now)}, check=None)
+    assert r.returncode == 0, r
+    assert sorted(r.executed) == ["load", "train"], r  # load expired; train: a pickle
+    reader = project(tmp_path / "r1", toml)
+    r = reader.run("run", env={"ZENBUILD_NOW": str(now - 4 * 86400)}, check=None)
+    assert sorted(r.executed) == ["train"], r  # a day old then: served

@@ -294,7 +294,9 @@ class RemoteCache:
                 entry = self._accept(raw, fingerprint, ns, key, outputs, root)
                 if entry is not None:
                     now = time.time()
-                    entry.created = entry.last_used = now
+                    # the entry keeps the age it has (cache_expires_after), never a future one
+                    entry.created = min(entry.created, now)
+                    entry.last_used = now
                     self.store.put_action(entry)
                     self.hits += 1
                     return entry
@@ -331,11 +333,18 @@ class RemoteCache:
             sha, size = blobs[digest]
             if not self.store.has_blob(digest) and not self._download(digest, sha, size, entry.step):
                 return None
-            if digest == value and ns is None and self._pickled(value, fresh):
-                self._reject("pickle", key, "its value is a pickle, and a pickle from a remote "
-                             "is loaded only when a key in [cache] trusted_keys signed its entry "
-                             "(plain data and numpy arrays are served unsigned)", what)
-                return None
+            if digest == value and ns is None:
+                if self._pickled(value, fresh):
+                    self._reject("pickle", key, "its value is a pickle, and a pickle from a "
+                                 "remote is loaded only when a key in [cache] trusted_keys signed "
+                                 "its entry (plain data and numpy arrays are served unsigned)",
+                                 what)
+                    return None
+                problem = self._undecodable(value, fresh)
+                if problem is not None:
+                    self._reject("unreadable", key, f"its value does not decode ({problem})",
+                                 what)
+                    return None
         problem = restore_problem(entry.outputs, self.store.get_blob, blobs, root)
         if problem is not None:
             self._reject("outputs", key, problem, what)
@@ -350,6 +359,20 @@ class RemoteCache:
         if pickled and fresh:
             self.store.delete_blob(digest)
         return pickled
+
+    def _undecodable(self, digest: str, fresh: bool) -> Optional[str]:
+        """Why the unsigned data value ``digest`` does not decode (a forged or damaged
+        encoding would otherwise fail every later run that uses it), or None. A value that
+        fails is removed again if it was ``fresh``ly downloaded."""
+        from zenbuild.serialize import loads
+
+        try:
+            loads(self.store.map_blob(digest))
+        except Exception as e:  # noqa: BLE001 - anything a hostile encoding can raise
+            if fresh:
+                self.store.delete_blob(digest)
+            return f"{type(e).__name__}: {str(e)[:100]}"
+        return None
 
     def _document(self, raw: bytes, key: str) -> Optional[Dict[str, Any]]:
         try:
@@ -384,10 +407,13 @@ class RemoteCache:
             discovered = doc.get("discovered")
             if discovered is not None and not isinstance(discovered, dict):
                 raise ValueError("its discovered record is not an object")
+            created = float(doc["created"])  # when the writer made it: expiry counts from there
+            if not created > 0:  # NaN, zero, negative
+                raise ValueError(f"its creation time {doc['created']!r} is not a time")
             entry = ActionEntry(
                 fingerprint, str(doc["pipeline"]), str(doc["step"]), str(doc["value_digest"]),
                 outputs, dict(doc["components"]), duration=float(doc.get("duration", 0.0)),
-                discovered=discovered,
+                discovered=discovered, created=created,
             )
         except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
             self._reject("unreadable", key, f"it is unreadable ({e})", what)
@@ -448,6 +474,7 @@ class RemoteCache:
             "outputs": entry.outputs,
             "components": entry.components,
             "duration": entry.duration,
+            "created": entry.created or time.time(),
             "blobs": blobs,
         }
         if entry.discovered is not None:  # verified by the client before it serves it
