@@ -358,6 +358,13 @@ class _Tracer:
         convert = self._convert
         for arg, value in arguments.items():
             node.args[arg] = convert(node, value, name, arg)
+        for arg in st.ignore:
+            marker = _keyed_marker(node.args.get(arg))
+            if marker is not None:
+                raise PipelineError(
+                    f"step {name}, argument {arg}: it is in @step(ignore=[...]) but receives "
+                    f"{marker!r}, which must stay in the step's key (a declared output's or "
+                    f"variable's change must rerun the step). Remove {arg!r} from ignore.")
         self.nodes.append(node)
         return Handle(name, (), st._nout)
 
@@ -417,6 +424,18 @@ class _Tracer:
                 "use its output"
             )
         return v
+
+
+def _keyed_marker(v: Any) -> Any:
+    """The first Output or Env marker inside an argument's traced value, else None."""
+    if isinstance(v, (OutputRef, EnvRef)):
+        return v
+    t = type(v)
+    if t is list or t is tuple:
+        return next((m for m in map(_keyed_marker, v) if m is not None), None)
+    if t is dict:
+        return next((m for m in map(_keyed_marker, v.values()) if m is not None), None)
+    return None
 
 
 class Pipeline:

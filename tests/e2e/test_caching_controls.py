@@ -347,6 +347,37 @@ def test_a_secret_read_again_through_os_environ_and_a_secret_looking_name_stay_h
             assert s not in text, (s, text)
 
 
+def test_ignore_refuses_an_output_or_env_argument(project):
+    """An Output's path in ignore= would give two output paths one key: the second run would
+    be served from the first and never write its file. Refused when the pipeline is traced."""
+    project.write("zenbuild.toml", 'pipelines = ["pipe:main"]\n')
+    project.write("pipe.py", textwrap.dedent('''
+        from zenbuild import step, pipeline, File, Output, Env
+
+        @step(ignore=["out"])
+        def w(out: Output) -> None:
+            out.write_text("DATA")
+
+        @step(ignore=["region"])
+        def r(src: File, region: str) -> str:
+            return src.read_text() + region
+
+        @pipeline
+        def main(o: str = "build/a.txt", env: bool = False):
+            if env:
+                r(File("pipe.py"), Env("REGION", default="eu"))
+            else:
+                w([Output(o)][0])
+    '''))
+    for args, what in ((("--param", "o=build/b.txt"), "Output('build/b.txt')"),
+                       (("--param", "env=true"), "Env('REGION')")):
+        r = project.run("run", *args, check=2)
+        assert "it is in @step(ignore=[...]) but receives" in r.output, r
+        assert what in r.output, r
+        assert "Traceback" not in r.output, r
+    assert not (project.root / "build").exists()
+
+
 # -- targets and forced reruns -----------------------------------------------------------------
 def test_step_runs_that_step_and_what_it_needs_nothing_else(feed):
     feed.write("data/feed.txt", "x,y\n")
