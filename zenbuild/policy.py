@@ -13,12 +13,13 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from zenbuild.binding import params_of
 from zenbuild.digest import digest_bytes
-from zenbuild.errors import ParamError, PipelineError
+from zenbuild.errors import ParamError, PipelineError, StoreError
 from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef
 from zenbuild.rebuild import PROBE_FAILED_VERSION
 from zenbuild.trace import is_secret
 
 KEY_FILE = "secret.key"  # in the store: the key of secret Env digests (0600, 32 random bytes)
+KEY_SIZE = 32
 
 
 def secret_key(store: str) -> bytes:
@@ -26,15 +27,14 @@ def secret_key(store: str) -> bytes:
     make it agree: the key is written to a temp file and linked into place, never replaced."""
     path = os.path.join(store, KEY_FILE)
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return _checked_key(path)
     except FileNotFoundError:
         pass
     os.makedirs(store, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, os.urandom(32))
+        os.write(fd, os.urandom(KEY_SIZE))
     finally:
         os.close(fd)
     try:
@@ -43,8 +43,29 @@ def secret_key(store: str) -> bytes:
         pass
     finally:
         os.unlink(tmp)
-    with open(path, "rb") as f:
-        return f.read()
+    return _checked_key(path)
+
+
+def _checked_key(path: str) -> bytes:
+    """The key at ``path``: 32 bytes. A file of another size, or a folder there, is refused
+    (StoreError, exit 2): a damaged key must not quietly key every secret anew. Raises
+    FileNotFoundError when there is nothing at ``path``."""
+    fix = (f"Delete {path} to let zenbuild make a new key; every step that takes a secret "
+           "Env then executes once, since its secret's digest changes with the key.")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(KEY_SIZE + 1)
+    except (IsADirectoryError, NotADirectoryError):
+        raise StoreError(f"{path} is a folder, not the store's secret key (a file of "
+                         f"{KEY_SIZE} random bytes). {fix}") from None
+    except PermissionError as e:
+        raise StoreError(f"the store's secret key {path} cannot be read ({e.strerror}). "
+                         f"Make it readable by you, or: {fix}") from None
+    if len(data) != KEY_SIZE:
+        raise StoreError(f"the store's secret key {path} is damaged: it holds "
+                         f"{'more than ' if len(data) > KEY_SIZE else ''}{min(len(data), KEY_SIZE)}"
+                         f" bytes, not {KEY_SIZE}. {fix}")
+    return data
 
 
 class EnvInputs:
@@ -60,6 +81,14 @@ class EnvInputs:
         if self._key is None:
             self._key = secret_key(self.store)
         return self._key
+
+    def check_set(self, nodes: Iterable[Node]) -> None:
+        """Raise ParamError (before anything runs) for the first Env() input of ``nodes`` that
+        is neither set nor has a default: a run must not execute half a pipeline first."""
+        for node in nodes:
+            for ref in node.envs:
+                if ref.default is None and self.environ.get(ref.name) is None:
+                    self.read(node)  # raises, with the message
 
     def read(self, node: Node) -> Tuple[Dict[str, List[Any]], Dict[str, str]]:
         """(components: name -> [digest, display or None for a secret], values by name).

@@ -228,3 +228,19 @@ def test_the_fast_path_parses_step_and_rerun_like_click():
     assert fast is not None
     assert fast["steps"] == list(ctx.params["steps"]) == ["a", "c"]
     assert fast["rerun"] == list(ctx.params["rerun"]) == ["b"]
+
+
+def test_secret_key_of_the_wrong_size_or_a_folder_is_refused(tmp_path):
+    from zenbuild.errors import StoreError
+
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "secret.key").write_bytes(b"abc")
+    with pytest.raises(StoreError, match="damaged: it holds 3 bytes, not 32.*Delete"):
+        secret_key(str(store))
+    (store / "secret.key").unlink()
+    (store / "secret.key").mkdir()
+    with pytest.raises(StoreError, match="is a folder.*executes once"):
+        secret_key(str(store))
+    (store / "secret.key").rmdir()
+    assert len(secret_key(str(store))) == 32
