@@ -161,6 +161,7 @@ class Scheduler:
             if self.opts.targets else set(self.g.order)
         )
         order = [n for n in self.g.order if n in wanted]
+        self.env_inputs.check_set(self.g.nodes[n] for n in order)
         states = self.store.step_states(self.g.pipeline)
         self.server.present = {e.value_digest for e in states.values() if e.value_inline}
         run_id = "dry-run" if self.opts.dry_run else self.store.begin_run(

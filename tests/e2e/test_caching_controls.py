@@ -204,6 +204,7 @@ def test_env_input_is_given_to_the_step_and_keys_it(feed):
 
 def test_a_missing_env_input_without_default_is_a_clear_error(feed):
     feed.write("pipe.py", PIPE.replace('Env("API_REGION", default="eu")', 'Env("API_REGION")'))
+    feed.write("data/feed.txt", "z,y\n")  # fetch and parse would execute before label
     env = {k: v for k, v in os.environ.items() if k != "API_REGION"}
     proc = subprocess.run([sys.executable, "-m", "zenbuild", "run", "--project-dir",
                            str(feed.root)], capture_output=True, text=True, env=env, timeout=120)
@@ -211,6 +212,7 @@ def test_a_missing_env_input_without_default_is_a_clear_error(feed):
     assert proc.returncode == 2, out
     assert "step label takes Env('API_REGION')" in out and "is not set" in out
     assert "Traceback" not in out
+    assert "has started" not in out and feed.ticks() == []  # checked before anything runs
 
 
 SECRET_PIPE = '''
