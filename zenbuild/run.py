@@ -3,10 +3,11 @@ a restart when a corrupt blob is found. The one module the DSL's ``.run()`` reac
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Union
 
 from zenbuild.config import Config
-from zenbuild.errors import CorruptBlob
+from zenbuild.errors import CorruptBlob, PathError
 from zenbuild.events import ConsoleReporter, Reporter, Warning_
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,7 +59,11 @@ def run_bound(
     with GcPause():  # on again around each step's own code (executors.call_task)
         if graph is None:
             graph = bound.trace(config.root)
-        prepare_outputs(config.root, config.store, graph)  # overlap refused, leftovers removed
+        try:
+            prepare_outputs(config.root, config.store, graph)  # overlap refused, leftovers gone
+        except PathError:
+            _drop_unused_store(config.store)  # what this refused run made must not block the fix
+            raise
         store = Store(config.store)
         own_executor, remote = executor is None, None
         try:
@@ -108,3 +113,18 @@ def _names(given: Union[str, Sequence[str], None]) -> List[str]:
     if isinstance(given, str):
         return [given]
     return [str(n) for n in given]
+
+
+def _drop_unused_store(store: str) -> None:
+    """Remove a store that was never used as one (no database: only the compiled sources the
+    command wrote while loading the project), so a refused placement leaves nothing behind
+    in an Output folder. Everything removed is zenbuild's own cache."""
+    import shutil
+
+    if os.path.exists(os.path.join(store, "zenbuild.db")):
+        return
+    shutil.rmtree(os.path.join(store, "pycode"), ignore_errors=True)
+    try:
+        os.rmdir(store)  # only if nothing else is in it
+    except OSError:
+        pass
