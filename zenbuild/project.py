@@ -400,17 +400,29 @@ def bind_pipeline(pipe: Pipeline, config: Config, explicit: Dict[str, Any],
                             f"{_defined_at(pipe.fn, config.root)})") from None
 
 
-def check_step_sections(config: Config, graph: Graph) -> None:
-    """Each [steps.NAME] must name a call or a step of a configured pipeline (did-you-mean)."""
+def check_step_sections(config: Config, graph: Graph, spec: Optional[str] = None) -> None:
+    """Each [steps.NAME] must name a call or a step of a configured pipeline (did-you-mean):
+    the real names of ``graph`` (traced from ``spec``), else another configured pipeline's."""
     if config.steps:
         from zenbuild.typed.pipeline import step_names
 
         _check_names(config, "steps", list(config.steps), step_names(graph), lambda p: step_names(
-            bind_pipeline(p, config, {}).trace(config.root)))
+            bind_pipeline(p, config, {}).trace(config.root)), traced=[spec] if spec else [])
+
+
+def _spec_of(config: Config, pipe: Pipeline) -> Optional[str]:
+    """The configured spec (module:attr) ``pipe`` was loaded from, if it is one of them."""
+    mod = getattr(pipe.fn, "__module__", None)
+    for spec in config.pipelines:
+        m, _, attr = spec.partition(":")
+        if m == mod and attr in (pipe.name, getattr(pipe.fn, "__name__", None)):
+            return spec
+    return None
 
 
 def _check_names(config: Config, table: str, names: List[str], here: List[str],
-                 names_of: Callable[[Pipeline], Optional[List[str]]]) -> None:
+                 names_of: Callable[[Pipeline], Optional[List[str]]],
+                 traced: Sequence[str] = ()) -> None:
     """typed.pipeline.check_names, with the other configured pipelines imported from source
     only when their files do not declare the names (one [params] table and one set of
     [steps.NAME] sections serve them all)."""
@@ -418,7 +430,7 @@ def _check_names(config: Config, table: str, names: List[str], here: List[str],
 
     check_names(table, names, here, config.root, config.pipelines,
                 lambda spec: names_of(load_pipeline(config, spec)[1]),
-                lambda k: config_where(config, table, k))
+                lambda k: config_where(config, table, k), traced)
 
 
 def trace(bound: BoundPipeline, config: Config) -> Graph:
@@ -460,7 +472,7 @@ def open_pipeline(
                          f"{_defined_at(pipe.fn, config.root)})") from None
     bound = bind_pipeline(pipe, config, values)
     graph = trace(bound, config)
-    check_step_sections(config, graph)
+    check_step_sections(config, graph, spec)
     return Opened(config, spec, pipe, bound, graph)
 
 
@@ -480,5 +492,5 @@ def run_from_api(
     explicit = {k: bound.arguments[k] for k in bound.explicit}
     bound = bind_pipeline(bound.pipeline, config, explicit, api=True)  # [params] fill the rest
     graph = trace(bound, config)
-    check_step_sections(config, graph)
+    check_step_sections(config, graph, _spec_of(config, bound.pipeline))
     return run_bound(bound, config=config, graph=graph, **options)

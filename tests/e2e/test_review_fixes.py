@@ -5,6 +5,7 @@ against the traced pipeline's real names, TOML dates as params and config fields
 from __future__ import annotations
 
 import os
+import textwrap
 
 import pytest
 
@@ -65,3 +66,75 @@ def test_a_damaged_secret_key_is_a_clear_error_and_deleting_it_recovers(project,
     r = project.run("run", env=env)
     assert r.executed == ["call_api"] and project.ticks() == ["call_api"]  # report: cut off
     assert project.run("run", env=env).executed == []
+
+
+GREET_PIPE = '''
+from zenbuild import step, pipeline, File, Output
+from ticker import tick
+
+GREETING = "hello"
+LABEL = "salutation"
+
+
+@step
+def greet(src: File, out: Output) -> None:
+    tick("greet")
+    out.write_text(GREETING + " " + src.read_text())
+
+
+@pipeline
+def hello():
+    greet(File("name.txt"), Output("build/greeting.txt"))
+'''
+
+
+@pytest.mark.parametrize("section,suggest", [
+    ("greet_2", "greet"),   # greet is called once: there is no greet_2
+    ("hello", None),        # the pipeline's own name is no step
+    ("File", None),         # an imported name
+    ("salutation", None),   # a string constant in the module
+    ("greett", "greet"),    # a plain typo
+])
+def test_a_steps_section_must_name_a_real_step_of_the_traced_pipeline(project, section, suggest):
+    project.write("pipe.py", GREET_PIPE)
+    project.write("name.txt", "world")
+    project.write("zenbuild.toml",
+                  f'pipelines = ["pipe:hello"]\n\n[steps.{section}]\nenable_cache = false\n')
+    r = project.run("run", check=None)
+    _user_error(r, f"zenbuild.toml:3: [steps.{section}] names no step or call",
+                "(steps and calls: greet)")
+    if suggest:
+        assert f"did you mean '{suggest}'?" in r.output, r
+    assert project.ticks() == []
+    project.write("zenbuild.toml", 'pipelines = ["pipe:hello"]\n\n[steps.greet]\n'
+                  'enable_cache = false\n')
+    assert project.run("run").executed == ["greet"]
+    assert project.run("run").executed == ["greet"]  # the section applies: never cached
+
+
+def _api(project, code: str):
+    """Run ``code`` in a fresh interpreter in the project folder (pipe.py importable)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NO_COLOR="1", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("CI", None)
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=project.root,
+                          capture_output=True, text=True, env=env, timeout=120)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_the_python_api_checks_steps_sections_against_the_traced_pipeline(project):
+    project.write("pipe.py", GREET_PIPE)
+    project.write("name.txt", "world")
+    project.write("zenbuild.toml", 'pipelines = ["pipe:hello"]\n\n[steps.File]\nenable_cache = false\n')
+    code, out = _api(project, '''
+        from zenbuild import ConfigError
+        from pipe import hello
+        try:
+            hello().run()
+        except ConfigError as e:
+            print("ConfigError:", e)
+        ''')
+    assert code == 0 and "zenbuild.toml:3: [steps.File] names no step" in out, out
+    assert project.ticks() == []

@@ -208,15 +208,19 @@ def step_names(graph: Any) -> List[str]:
 
 def check_names(table: str, names: Sequence[str], here: Sequence[str], root: str,
                 specs: Sequence[str], names_of: Callable[[str], Optional[List[str]]],
-                where: Callable[[str], str]) -> None:
+                where: Callable[[str], str], traced: Sequence[str] = ()) -> None:
     """Raise ConfigError (unknown_names) for a [params] key or [steps.NAME] that neither this
-    pipeline (``here``) nor another configured one (``specs``) has. The other pipelines'
-    sources are read first (declared_names); only when they do not declare a name are they
-    loaded (``names_of(spec)``, which may import and trace). Anything that cannot be looked
-    into (raises, or gives None) means nothing can be said: no error."""
+    pipeline (``here``: its real names, from the trace) nor another configured one
+    (``specs``) has. The pipelines ``traced`` (the specs ``here`` comes from) are judged by
+    ``here`` alone: their sources' every function, import and string is no evidence of a
+    step. The other pipelines' sources are read first (declared_names); only when they do
+    not declare a name are they loaded (``names_of(spec)``, which may import and trace).
+    Anything that cannot be looked into (raises, or gives None) means nothing can be said:
+    no error."""
     missing = [n for n in names if n not in here]
     if not missing:
         return
+    specs = [s for s in specs if s not in traced]
     found = declared_names(root, specs, table)
     if found is not None and all(
             n in found or (table == "steps" and _automatic_base(n) in found) for n in missing):
