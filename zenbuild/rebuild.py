@@ -275,9 +275,10 @@ def compute_components(
             params[arg] = [digest_bytes(encode_param(value, root, fingerprinter.value_code))]
         except Unencodable as e:
             raise ParamError(
-                f"step {node.name}, argument {arg}: a value of type {e} has no deterministic "
-                "encoding, so it cannot be part of a fingerprint. Pass plain data (numbers, "
-                "strings, lists, dicts, paths), or build the object inside the step."
+                f"step {node.name}, argument {arg}{e.path}: a value of type {e} has no "
+                "deterministic encoding, so it cannot be part of a fingerprint. Pass plain data "
+                "(numbers, strings, lists, dicts, paths, dates), or build the object inside "
+                "the step."
             ) from None
     for arg, ups in node.arg_inputs.items():
         inputs[arg] = {u: upstream_digests[u] for u in ups}

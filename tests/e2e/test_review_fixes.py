@@ -138,3 +138,93 @@ def test_the_python_api_checks_steps_sections_against_the_traced_pipeline(projec
         ''')
     assert code == 0 and "zenbuild.toml:3: [steps.File] names no step" in out, out
     assert project.ticks() == []
+
+
+DATE_PIPE = '''
+import dataclasses
+import datetime
+
+from zenbuild import step, pipeline, Output
+from ticker import tick
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    start: datetime.date
+    at: datetime.time = datetime.time(9, 0)
+
+
+@step
+def plan(day: datetime.date, when: datetime.datetime, w: Window, out: Output) -> None:
+    tick("plan")
+    out.write_text(f"{day!r} {when.isoformat()} {w.start!r} {w.at!r}")
+
+
+@pipeline
+def sched(day: datetime.date = datetime.date(2024, 1, 1),
+          when: datetime.datetime = datetime.datetime(2024, 1, 1, 12),
+          w: Window = Window(datetime.date(2024, 1, 1))):
+    plan(day, when, w, Output("build/plan.txt"))
+'''
+
+DATE_TOML = '''pipelines = ["pipe:sched"]
+[params]
+day = 2024-03-05
+when = 2024-03-05T10:00:00+01:00
+w = {start = 2024-02-02, at = 08:30:00}
+'''
+
+
+def test_toml_dates_datetimes_and_times_are_params_and_config_fields(project):
+    project.write("pipe.py", DATE_PIPE)
+    project.write("zenbuild.toml", DATE_TOML)
+    assert project.run("run").executed == ["plan"]
+    assert project.read("build/plan.txt") == (
+        "datetime.date(2024, 3, 5) 2024-03-05T10:00:00+01:00 datetime.date(2024, 2, 2) "
+        "datetime.time(8, 30)")
+    assert project.run("run").executed == []  # a date has one encoding: cached
+    # the same day as an ISO string on the command line is the same value
+    assert project.run("run", "--param", "day=2024-03-05").executed == []
+    # the same instant at another UTC offset is another param: the offset is kept
+    r = project.run("run", "--param", "when=2024-03-05T09:00:00+00:00")
+    assert r.executed == ["plan"]
+    assert "2024-03-05T09:00:00+00:00" in project.read("build/plan.txt")
+    r = project.run("run", "--param", 'w={"start": "2024-02-03"}')
+    assert r.executed == ["plan"]
+    assert "datetime.date(2024, 2, 3) datetime.time(9, 0)" in project.read("build/plan.txt")
+    _user_error(project.run("run", "--param", "day=5 March", check=None),
+                "--param day=5 March: cannot convert to date (ISO 8601, like 2024-03-05)")
+    project.write("zenbuild.toml", DATE_TOML.replace("day = 2024-03-05", "day = 2024-03-05T10:00:00"))
+    _user_error(project.run("run", check=None), "zenbuild.toml:3: params.day",
+                "a datetime, not a date")
+
+
+def test_an_argument_with_no_encoding_names_its_path(project):
+    project.write("pipe.py", '''
+        import dataclasses
+        import threading
+
+        from zenbuild import step, pipeline
+        from ticker import tick
+
+
+        @dataclasses.dataclass(frozen=True)
+        class Cfg:
+            lock: object
+            n: int = 1
+
+
+        @step
+        def use(cfg: Cfg) -> None:
+            tick("use")
+
+
+        @pipeline
+        def p():
+            use({"main": [Cfg(threading.Lock())]})
+        ''')
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    _user_error(project.run("run", check=None),
+                "step use, argument cfg['main'][0].lock: a value of type _thread.lock has no "
+                "deterministic encoding")
+    assert project.ticks() == []

@@ -279,3 +279,66 @@ def test_check_names_reads_sources_before_loading_and_says_nothing_when_it_canno
         raise RuntimeError("cannot import")
 
     check_names("params", ["z"], [], str(tmp_path), ["a:p"], broken, where)  # cannot tell
+
+
+def test_dates_datetimes_and_times_from_toml_and_iso_text() -> None:
+    import datetime as dt
+
+    tz = dt.timezone(dt.timedelta(hours=1))
+    assert from_text("2024-03-05", dt.date) == dt.date(2024, 3, 5)
+    assert from_text("2024-03-05T10:00:00+01:00", dt.datetime) == dt.datetime(2024, 3, 5, 10,
+                                                                             tzinfo=tz)
+    assert from_text("08:30", dt.time) == dt.time(8, 30)
+    assert from_value(dt.date(2024, 3, 5), dt.date) == dt.date(2024, 3, 5)  # a TOML date
+    assert from_value("2024-03-05", dt.date) == dt.date(2024, 3, 5)  # a JSON string
+    aware = from_value(dt.datetime(2024, 3, 5, 10, tzinfo=tz), dt.datetime)
+    assert aware.utcoffset() == dt.timedelta(hours=1)
+    with pytest.raises(ParamMismatch) as e:
+        from_value(dt.datetime(2024, 3, 5, 10), dt.date)  # not cut to its date
+    assert "a datetime, not a date" in e.value.text("day")
+    with pytest.raises(ParamMismatch) as e:
+        from_value(dt.date(2024, 3, 5), dt.datetime)
+    assert "a date without a time of day" in e.value.text("when")
+    with pytest.raises(ParamMismatch) as e:
+        from_text("5 March", dt.date)
+    assert e.value.text("day") == ("cannot convert to date (ISO 8601, like 2024-03-05): got "
+                                   "'5 March' (not an ISO 8601 date)")
+    with pytest.raises(ParamMismatch):  # the Python API passes a date, not its text
+        from_value("2024-03-05", dt.date, api=True)
+
+    # made with real (not string) annotations: this module's are strings, and dt is local
+    Window = dataclasses.make_dataclass(
+        "Window", [("start", dt.date), ("at", dt.time, dataclasses.field(default=dt.time(9)))],
+        frozen=True)
+    got = from_value({"start": dt.date(2024, 2, 2), "at": dt.time(8, 30)}, Window)
+    assert got == Window(dt.date(2024, 2, 2), dt.time(8, 30))
+    with pytest.raises(ParamMismatch) as e:
+        from_text('{"start": "2 Feb"}', Window)
+    assert e.value.text("w").startswith("cannot convert w.start to date")
+
+
+def test_dates_have_canonical_encodings_that_keep_the_utc_offset() -> None:
+    import datetime as dt
+
+    from zenbuild.serialize import Unencodable, canonical
+
+    paris = dt.timezone(dt.timedelta(hours=1))
+    noon = dt.datetime(2024, 3, 5, 12, tzinfo=paris)
+    assert canonical(dt.date(2024, 3, 5)) == b"D15:date:2024-03-05"
+    assert canonical(noon) == b"D34:datetime:2024-03-05T12:00:00+01:00"
+    assert canonical(noon) != canonical(noon.astimezone(dt.timezone.utc))  # the offset kept
+    assert canonical(noon) != canonical(noon.replace(tzinfo=None))
+    assert canonical(dt.time(8, 30, 0, 5)) == b"D20:time:08:30:00.000005"
+    assert canonical(dt.timedelta(days=1, seconds=3)) == b"D15:timedelta:1,3,0"
+    assert canonical(dt.date(2024, 3, 5)) != canonical("2024-03-05")
+
+    class Day(dt.date):  # a subclass is not the date class: no encoding of its own
+        pass
+
+    @dataclasses.dataclass
+    class Window:
+        days: List[Any]
+
+    with pytest.raises(Unencodable) as e:
+        canonical({"w": Window([1, Day(2024, 1, 1)])})
+    assert e.value.path == "['w'].days[1]"

@@ -3,6 +3,8 @@
 Format (version 1): a magic prefix then one tagged item. Plain data (None, bool, int, float,
 str, bytes, list, tuple, dict, set, frozenset, pathlib paths), numpy arrays and numpy scalars
 (tag n: dtype and raw bytes, so a np.float32 comes back a np.float32) get a canonical encoding;
+in fingerprints only, so do config objects (tag o, serialize.configs) and datetime dates,
+datetimes, times and timedeltas (tag D: the type's name and its isoformat, UTC offset kept);
 anything else is pickled (protocol 5) by the canonical pickler in ``serialize.pickler``: sets
 sorted, torch tensors by dtype, shape and bytes, OmegaConf resolver caches dropped, and every
 pickle made twice and compared, so a value whose pickle changes by itself raises Unstable.
@@ -39,6 +41,8 @@ class Unencodable(Exception):
     def __init__(self, value: Any, where: str = "") -> None:
         super().__init__(f"{type(value).__module__}.{type(value).__qualname__}{where}")
         self.value = value
+        # where ``value`` sits inside the value given to canonical(): ".start", "[2]", "['k']"
+        self.path = ""
 
 
 class Unstable(Exception):
@@ -203,8 +207,34 @@ def _numpy_scalar_encode(e: _Encoder, v: Any) -> None:
     e.blob(b"", v.tobytes())
 
 
+# datetime values in fingerprints (tag D): the type's name, then its isoformat, which keeps
+# microseconds and a timezone-aware value's UTC offset (2024-03-05T10:00:00+01:00 and the same
+# instant at +00:00 are different params); a naive value is encoded as it is
+_DATETIME_TYPES = ("date", "datetime", "time", "timedelta")
+
+
+def _datetime_encode(e: _Encoder, v: Any) -> None:
+    if not e.sort_keys:
+        raise Unencodable(v)  # a stored value: the canonical pickle, which loads back
+    name = type(v).__name__
+    if name == "timedelta":
+        text = f"{v.days},{v.seconds},{v.microseconds}"
+    elif name == "date":
+        text = v.isoformat()
+    else:
+        if v.tzinfo is not None and v.utcoffset() is None:
+            raise Unencodable(v, " (its tzinfo gives no UTC offset)")
+        text = v.isoformat() + (f"|fold={v.fold}" if v.fold else "")
+    e.blob(b"D", f"{name}:{text}".encode())
+
+
 def _extra_encoder(v: Any) -> Optional[Callable[[_Encoder, Any], None]]:
     t = type(v)
+    if t.__module__ == "datetime" and t.__name__ in _DATETIME_TYPES:
+        import datetime as dt
+
+        if t in (dt.date, dt.datetime, dt.time, dt.timedelta):  # a subclass (pandas) is not
+            return _datetime_encode
     if t.__module__ == "numpy" and "numpy" in sys.modules:
         import numpy as np
 
@@ -229,11 +259,46 @@ def _canon(v: Any, sort_keys: bool, items: FrozenSet[type] = frozenset(),
 
 
 def canonical(value: Any, items: FrozenSet[type] = frozenset(), roots: Tuple[str, ...] = ()) -> bytes:
-    """Canonical bytes for fingerprinting (dict keys sorted). Raises Unencodable.
+    """Canonical bytes for fingerprinting (dict keys sorted). Raises Unencodable (its
+    ``path`` says where in ``value`` the unencodable part is).
     Instances of the types in ``items`` (markers) carry their complete encoding, under a tag
     of its own (m) that user data never has, in their ``item`` attribute. A path (or string)
     under one of ``roots`` (absolute, no trailing slash) is encoded relative to it."""
-    return _canon(value, True, items, roots)
+    try:
+        return _canon(value, True, items, roots)
+    except Unencodable as e:
+        if e.value is not value:
+            e.path = _path_to(value, e.value) or ""
+        raise
+
+
+def _path_to(value: Any, target: Any, depth: int = 0) -> Optional[str]:
+    """Where ``target`` (by identity) sits inside ``value``: "" for itself, ".field" of a
+    config object, "[i]" of a list or tuple, "[key]" of a dict; None when not found."""
+    if value is target:
+        return ""
+    if depth > 100:
+        return None
+    t = type(value)
+    parts: List[Tuple[str, Any]] = []
+    if t is list or t is tuple:
+        parts = [(f"[{i}]", x) for i, x in enumerate(value)]
+    elif t is dict:
+        for k, x in value.items():
+            parts += [(f"[{k!r}]", x), (" (a dict key)", k)]
+    elif t is set or t is frozenset:
+        parts = [(" (an item of a set)", x) for x in value]
+    else:
+        from zenbuild.serialize.configs import fields_of, kind_of
+
+        kind = kind_of(value)
+        if kind is not None and kind != "enum":
+            parts = [(f".{k}", x) for k, x in fields_of(value, kind).items()]
+    for label, x in parts:
+        got = _path_to(x, target, depth + 1)
+        if got is not None:
+            return label + got
+    return None
 
 
 def dumps(value: Any, code_of: Optional[Callable[[Any], Optional[str]]] = None) -> bytes:

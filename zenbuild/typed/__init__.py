@@ -1,7 +1,8 @@
 """Param conversion by annotation: the one function that turns a --param string, a zenbuild.toml
 [params] value or a Python API value into what the pipeline's annotation asks for (int, float,
 bool, str, Path, Optional, Union, list/tuple/set/dict, Literal, Enum, dataclasses, NamedTuples,
-pydantic models), or raises ParamMismatch naming the value and the expected type."""
+pydantic models, datetime dates, datetimes and times), or raises ParamMismatch naming the
+value and the expected type."""
 
 from __future__ import annotations
 
@@ -239,6 +240,8 @@ class _Conv:
             raise ParamMismatch(v, f"{ann.__name__} (a path string)")
         if issubclass(ann, enum.Enum):
             return self._enum(ann, v, textual)
+        if ann.__module__ == "datetime" and ann.__name__ in ("date", "datetime", "time"):
+            return self._datetime(ann, v)
         if ann in (list, tuple, set, frozenset, dict):
             return self._generic(ann, ann, v, textual, where)
         if _is_dataclass(ann) or _is_namedtuple(ann) or _is_pydantic(ann):
@@ -252,6 +255,33 @@ class _Conv:
         if textual:
             return toml_literal(v)
         return v
+
+    def _datetime(self, ann: Any, v: Any) -> Any:
+        """A date, datetime or time: a TOML date / datetime / time as it is, or an ISO 8601
+        string (the command line, JSON; not a Python API value) parsed by fromisoformat."""
+        import datetime as dt
+
+        name = ann.__name__
+        iso = {"date": "2024-03-05", "datetime": "2024-03-05T10:00:00+01:00",
+               "time": "10:30:00"}[name]
+        if isinstance(v, str) and not self.api:
+            try:
+                got = ann.fromisoformat(v.strip())
+            except ValueError:
+                raise ParamMismatch(v, f"{name} (ISO 8601, like {iso})",
+                                    "not an ISO 8601 " + name) from None
+            v = got
+        # datetime is a subclass of date: a date param given a time of day is refused, not cut
+        fits = (isinstance(v, dt.date) and not isinstance(v, dt.datetime) if ann is dt.date
+                else isinstance(v, ann))
+        if fits:
+            return v
+        why = ""
+        if ann is dt.datetime and isinstance(v, dt.date):
+            why = "a date without a time of day; write it as " + iso
+        elif ann is dt.date and isinstance(v, dt.datetime):
+            why = "a datetime, not a date; write just the date, like " + iso
+        raise ParamMismatch(v, f"{name} (ISO 8601, like {iso})", why)
 
     def _enum(self, ann: Any, v: Any, textual: bool) -> Any:
         if isinstance(v, ann):
