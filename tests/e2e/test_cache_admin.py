@@ -166,6 +166,10 @@ def damage(built: Project, sql: str) -> None:
     "UPDATE actions SET created = 'yesterday' WHERE step = 'files'",  # the wrong type
     "UPDATE actions SET value_digest = X'0102' WHERE step = 'files'",
     "UPDATE actions SET step = CAST(X'66696CFF' AS TEXT) WHERE step = 'files'",
+    "UPDATE actions SET value_digest = '' WHERE step = 'files'",  # not a digest (a review)
+    "UPDATE actions SET value_digest = '../../zenbuild.db' WHERE step = 'files'",
+    "UPDATE actions SET outputs = replace(outputs, '\"digest\": \"', '\"digest\": \"/') "
+    "WHERE step = 'files'",
 ])
 def test_a_damaged_entry_row_is_a_miss_reported_and_repaired(built: Project, sql: str) -> None:
     damage(built, sql)

@@ -417,3 +417,27 @@ def test_a_remote_entry_keeps_its_age(tmp_path: Path, nginx: Nginx) -> None:
     reader = project(tmp_path / "r1", toml)
     r = reader.run("run", env={"ZENBUILD_NOW": str(now - 4 * 86400)}, check=None)
     assert sorted(r.executed) == ["train"], r  # a day old then: served
+
+
+def test_a_blob_name_that_is_a_path_is_refused_and_touches_nothing(tmp_path: Path,
+                                                                   nginx: Nginx) -> None:
+    """A blob is named by its digest, which becomes a path in the store: an entry naming a
+    blob "ab/home/you/file" would have made zenbuild read that file as the value and, finding
+    it corrupt, delete it. Any name that is not a digest makes the entry a miss."""
+    server = Server(nginx)
+    writer = project(tmp_path / "ci")
+    writer.run("run", "--remote-cache", server.url, "--remote-cache-upload")
+    victim = tmp_path / "precious.txt"
+    victim.write_text("the user's precious file\n")
+    load = server.entry("load")
+    for name in ("ab" + str(victim), "../../../" + str(victim), ""):
+        forged = json.loads(json.dumps(load))
+        forged["blobs"][name] = forged["blobs"].pop(forged["value_digest"])
+        forged["value_digest"] = name
+        server.put_entry(load["fingerprint"], None, forged)
+        reader = project(tmp_path / f"r{len(name)}")
+        r = reader.run("run", "--remote-cache", server.url, check=None)
+        assert r.returncode == 0, r
+        assert sorted(r.executed) == ["load", "train"], r
+        assert "not a digest" in r.output, r
+        assert victim.read_text() == "the user's precious file\n", name

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -102,6 +103,13 @@ def _text(x: Any) -> bool:
     return type(x) is str and BAD_TEXT not in x
 
 
+_DIGEST = re.compile(r"[0-9a-f]{32}")  # xxh3-128, hex: what every blob is named by
+
+
+def _digest(x: Any) -> bool:
+    return type(x) is str and _DIGEST.fullmatch(x) is not None
+
+
 def _outputs(x: Any) -> Optional[Dict[str, Dict[str, Any]]]:
     """An entry's outputs column decoded, or None when it is damaged."""
     if x == "{}":
@@ -111,7 +119,7 @@ def _outputs(x: Any) -> Optional[Dict[str, Dict[str, Any]]]:
     d: Dict[str, Any] = _json_dict(x, {"": None}) if x else {"": None}
     for rel, rec in d.items():
         if not (rel and isinstance(rec, dict) and rec.get("kind") in ("file", "dir")
-                and _text(rec.get("digest"))):
+                and _digest(rec.get("digest"))):
             return None
     return d
 
@@ -121,7 +129,7 @@ def sound(row: Tuple[Any, ...]) -> Optional[Dict[str, Dict[str, Any]]]:
     a row with text that is not UTF-8, a column of the wrong type or outputs that are not an
     object of output records is damaged. A damaged row is a miss: its step executes again and
     the row is replaced. Components and discovered are checked when decoded (ActionEntry)."""
-    if not (_text(row[0]) and _text(row[1]) and _text(row[2]) and _text(row[3])):
+    if not (_text(row[0]) and _text(row[1]) and _text(row[2]) and _digest(row[3])):
         return None
     for n in row[6:9]:
         if type(n) is not float and type(n) is not int:
@@ -174,11 +182,11 @@ class ActionCache:
         rows = cur.fetchall()
         check = sound if getattr(cur, "lenient", False) else None  # text with bad bytes
         out: Dict[str, ActionEntry] = {}
-        load, num, opt = self._components_of, _NUM, _OPT_TEXT
+        load, num, opt, digest_ok = self._components_of, _NUM, _OPT_TEXT, _digest
         for r in rows:
             # a damaged row (see sound(); the checks a row's use needs, inline for a no-op of
             # thousands of steps) is left out: the step has no latest entry, and executes
-            if (type(r[0]) is not str or type(r[2]) is not str or type(r[3]) is not str
+            if (type(r[0]) is not str or type(r[2]) is not str or not digest_ok(r[3])
                     or type(r[10]) is not str
                     or type(r[6]) not in num or type(r[7]) not in num or type(r[8]) not in num
                     or type(r[9]) not in opt):

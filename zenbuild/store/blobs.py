@@ -20,6 +20,7 @@ from zenbuild.errors import CorruptBlob
 # file costs 0.1-0.5 ms on the virtual disks we run on, and a cold run of N steps would create
 # 2N of them (a return value and an output copy per step). Bigger blobs are files under cas/.
 INLINE_MAX = 64 * 1024
+_HEX = frozenset("0123456789abcdef")
 
 
 class BlobStore:
@@ -35,7 +36,11 @@ class BlobStore:
         self._verified: Set[str] = set()
 
     def path(self, digest: str) -> str:
-        """Where a file blob lives (blobs up to INLINE_MAX bytes are in the database)."""
+        """Where a file blob lives (blobs up to INLINE_MAX bytes are in the database). A digest
+        comes from rows and remote entries: anything but 32 hex digits is no blob (KeyError),
+        never a path ("ab/home/you/file" would otherwise name /home/you/file)."""
+        if type(digest) is not str or len(digest) != 32 or not _HEX.issuperset(digest):
+            raise KeyError(f"not a blob digest: {str(digest)[:80]!r}")
         return os.path.join(self.cas, digest[:2], digest[2:])
 
     def _inline(self, digest: str) -> Optional[bytes]:
@@ -49,7 +54,10 @@ class BlobStore:
     def has(self, digest: str) -> bool:
         if self.db.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone():
             return True
-        return os.path.exists(self.path(digest))
+        try:
+            return os.path.exists(self.path(digest))
+        except KeyError:
+            return False
 
     def _tmpfile(self) -> Tuple[int, str]:
         name = os.path.join(self.tmp, f"{os.getpid()}-{os.urandom(16).hex()}")
@@ -210,7 +218,7 @@ class BlobStore:
         try:
             os.unlink(self.path(digest))
             gone = True
-        except FileNotFoundError:
+        except (FileNotFoundError, KeyError):  # KeyError: not a digest, so no file of ours
             pass
         return gone
 
