@@ -37,6 +37,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_bench.py
+	$(PY) benchmarks/bench_values.py
 
 clean:
 	rm -rf $(VENV) .zenbuild build
