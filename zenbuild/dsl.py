@@ -477,7 +477,10 @@ class BoundPipeline:
         try:
             self.arguments, self.explicit = self._layout.bind(args, kwargs)
         except TypeError as e:
-            raise PipelineError(f"pipeline {pipeline.name}: {e}") from None
+            from zenbuild.typed.pipeline import unknown_keyword_hint
+
+            raise PipelineError(f"pipeline {pipeline.name}: {e}"
+                                f"{unknown_keyword_hint(self._layout, kwargs)}") from None
 
     @property
     def params(self) -> Dict[str, Any]:

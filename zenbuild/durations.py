@@ -52,11 +52,29 @@ def format_duration(seconds: float) -> str:
 NOW_ENV = "ZENBUILD_NOW"
 
 
-def now(given: Optional[float] = None) -> float:
-    """The wall time cached results are aged by: ``given``, else ZENBUILD_NOW (seconds since
-    the epoch; a test's injected clock), else the real time."""
-    if given is not None:
+def _given_now(given: object) -> float:
+    """``.run(now=...)``: seconds since the epoch (a number), or a timezone-aware datetime.
+    Raises ParamError (exit 2) for anything else."""
+    import datetime as dt
+
+    if isinstance(given, dt.datetime) and given.utcoffset() is not None:
+        return given.timestamp()
+    if isinstance(given, (int, float)) and not isinstance(given, bool) and given == given:
         return float(given)
+    from zenbuild.errors import ParamError
+
+    raise ParamError(f"run(now={given!r}): now is the wall time cached results are aged by, "
+                     "as seconds since the epoch (a number such as time.time()) or a "
+                     f"timezone-aware datetime; got a {type(given).__name__}. Pass "
+                     f"now={int(time.time())}, or leave it out to use the clock.")
+
+
+def now(given: Optional[float] = None) -> float:
+    """The wall time cached results are aged by: ``given`` (checked: a number or an aware
+    datetime), else ZENBUILD_NOW (seconds since the epoch; a test's injected clock), else the
+    real time."""
+    if given is not None:
+        return _given_now(given)
     text = os.environ.get(NOW_ENV)
     if text:
         try:

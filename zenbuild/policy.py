@@ -9,7 +9,7 @@ import hmac
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from zenbuild.binding import params_of
 from zenbuild.digest import digest_bytes
@@ -169,14 +169,70 @@ def probe_version(node: Node, root: str, envs: Dict[str, str]) -> Tuple[Any, Opt
 
 def named_steps(graph: Graph, names: Iterable[str], option: str) -> Set[str]:
     """The graph nodes ``names`` stand for (a call name, or a step function's name: all its
-    calls). Raises PipelineError for a name that is neither."""
+    calls). ``option`` words the error: "--rerun" (the command line) or "rerun" (a keyword of
+    the Python API's .run()). Raises PipelineError for a name that is neither."""
     out: Set[str] = set()
     for name in names:
-        hits = [n for n in graph.order if n == name or graph.nodes[n].step.name == name]
+        hits = _hits(graph, name)
         if not hits:
             raise PipelineError(
-                f"{option} {name}: pipeline {graph.pipeline} has no step named {name!r}. Its "
-                f"steps are: {', '.join(graph.order)}. A step called twice is named NAME_2 "
+                f"{_given(option, [name])}: pipeline {graph.pipeline} has no step named {name!r}. "
+                f"Its steps are: {', '.join(graph.order)}. A step called twice is named NAME_2 "
                 "for its second call.")
         out.update(hits)
     return out
+
+
+def check_rerun_selected(graph: Graph, rerun: Iterable[str], targets: Sequence[str],
+                         options: Tuple[str, str] = ("--rerun", "--step")) -> None:
+    """A step to rerun must be among the steps the run runs (the ``targets`` chosen and what
+    they need); else it would be quietly ignored. ``options`` names the two options as the
+    user wrote them ("--rerun", "--step", or the API's "rerun", "steps"). Raises
+    PipelineError."""
+    rerun_opt, step_opt = options
+    selected = graph.select(named_steps(graph, targets, step_opt))
+    for name in rerun:
+        hits = _hits(graph, name)
+        if hits and not any(h in selected for h in hits):
+            chosen = ", ".join(n for n in graph.order if n in selected)
+            how = (f"add {step_opt} {name}" if step_opt.startswith("--")
+                   else f"add {name!r} to {step_opt}=")
+            raise PipelineError(
+                f"{_given(rerun_opt, [name])}: step {name} does not run in this run: "
+                f"{_given(step_opt, list(targets))} selects only {chosen} (the chosen steps and "
+                f"what they need). To rerun it, {how}, or drop it from {rerun_opt}.")
+
+
+def check_api_choices(graph: Graph, targets: Any, steps: Any, rerun: Any) -> None:
+    """The Python API's ``.run(steps=..., rerun=...)`` (one name or a list of them): names
+    checked against the graph, errors worded with the keywords, not the CLI's options.
+    Raises PipelineError."""
+    chosen = _as_names(targets, "targets") + _as_names(steps, "steps")
+    again = _as_names(rerun, "rerun")
+    named_steps(graph, chosen, "steps")
+    named_steps(graph, again, "rerun")
+    if chosen and again:
+        check_rerun_selected(graph, again, chosen, ("rerun", "steps"))
+
+
+def _as_names(given: Any, keyword: str) -> List[str]:
+    if given is None:
+        return []
+    if isinstance(given, str):
+        return [given]
+    if isinstance(given, (list, tuple, set, frozenset)) and all(isinstance(n, str) for n in given):
+        return list(given)
+    raise PipelineError(f"run({keyword}={given!r}): expected a step name or a list of step "
+                        f"names, like {keyword}=['load']")
+
+
+def _hits(graph: Graph, name: str) -> List[str]:
+    return [n for n in graph.order if n == name or graph.nodes[n].step.name == name]
+
+
+def _given(option: str, names: List[str]) -> str:
+    """How the user gave ``names``: "--step a --step b" on the command line, "steps=['a',
+    'b']" in the Python API."""
+    if option.startswith("--"):
+        return " ".join(f"{option} {n}" for n in names)
+    return f"{option}={names!r}"

@@ -493,4 +493,7 @@ def run_from_api(
     bound = bind_pipeline(bound.pipeline, config, explicit, api=True)  # [params] fill the rest
     graph = trace(bound, config)
     check_step_sections(config, graph, _spec_of(config, bound.pipeline))
+    from zenbuild.policy import check_api_choices
+
+    check_api_choices(graph, options.get("targets"), options.get("steps"), options.get("rerun"))
     return run_bound(bound, config=config, graph=graph, **options)

@@ -274,12 +274,7 @@ def compute_components(
         try:
             params[arg] = [digest_bytes(encode_param(value, root, fingerprinter.value_code))]
         except Unencodable as e:
-            raise ParamError(
-                f"step {node.name}, argument {arg}{e.path}: a value of type {e} has no "
-                "deterministic encoding, so it cannot be part of a fingerprint. Pass plain data "
-                "(numbers, strings, lists, dicts, paths, dates), or build the object inside "
-                "the step."
-            ) from None
+            raise ParamError(f"step {node.name}, argument {arg}{e.path}: {e.explain()}") from None
     for arg, ups in node.arg_inputs.items():
         inputs[arg] = {u: upstream_digests[u] for u in ups}
     if node.input_paths:

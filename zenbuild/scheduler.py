@@ -33,7 +33,7 @@ from zenbuild.executors import Executor, Outcome, Task
 from zenbuild.fingerprint.code import CodeFingerprinter, SourceCache
 from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef
 from zenbuild.paths import MissingInput, PathMaker, shown
-from zenbuild.policy import EnvInputs, named_steps, probe_version
+from zenbuild.policy import EnvInputs, check_rerun_selected, named_steps, probe_version
 from zenbuild.reasons import REFRESH_KINDS, Reason
 from zenbuild.rebuild import (
     NO_VERSION,
@@ -160,6 +160,8 @@ class Scheduler:
             self.g.select(named_steps(self.g, self.opts.targets, "--step"))
             if self.opts.targets else set(self.g.order)
         )
+        if self.opts.targets and self.opts.rerun:  # a rerun the selection leaves out: refused
+            check_rerun_selected(self.g, self.opts.rerun, self.opts.targets)
         order = [n for n in self.g.order if n in wanted]
         self.env_inputs.check_set(self.g.nodes[n] for n in order)
         states = self.store.step_states(self.g.pipeline)

@@ -228,3 +228,105 @@ def test_an_argument_with_no_encoding_names_its_path(project):
                 "step use, argument cfg['main'][0].lock: a value of type _thread.lock has no "
                 "deterministic encoding")
     assert project.ticks() == []
+
+
+PARSE_PIPE = '''
+import dataclasses
+
+from zenbuild import step, pipeline, File, Output, Env
+from ticker import tick
+
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    token: object = None
+
+
+@step
+def parse(src: File) -> str:
+    tick("parse")
+    return src.read_text()
+
+
+@step
+def write(text: str, out: Output) -> None:
+    tick("write")
+    out.write_text(text)
+
+
+@step
+def use(cfg: Cfg) -> None:
+    tick("use")
+
+
+@pipeline
+def main(epochs: int = 1):
+    write(parse(File("in.txt")), Output("build/out.txt"))
+
+
+@pipeline
+def nested():
+    use(Cfg(Env("HOME")))
+'''
+
+
+@pytest.fixture
+def parse_project(project):
+    project.write("pipe.py", PARSE_PIPE)
+    project.write("in.txt", "hi")
+    project.write("zenbuild.toml", 'pipelines = ["pipe:main", "pipe:nested"]\n')
+    return project
+
+
+def test_a_rerun_the_step_selection_leaves_out_is_refused_on_the_command_line(parse_project):
+    p = parse_project
+    assert p.run("run", "main").executed == ["parse", "write"]
+    p.ticks()
+    r = p.run("run", "main", "--step", "parse", "--rerun", "write", check=None)
+    _user_error(r, "--rerun write: step write does not run in this run: --step parse selects "
+                "only parse", "add --step write")
+    assert p.ticks() == []
+    # rerunning a step the selection does need is fine
+    assert p.run("run", "main", "--step", "write", "--rerun", "parse").executed == ["parse"]
+    assert p.ticks() == ["parse"]
+
+
+def test_a_config_object_holding_an_env_says_to_pass_env_as_a_step_argument(parse_project):
+    r = parse_project.run("run", "nested", check=None)
+    _user_error(r, "step use, argument cfg.token: Env('HOME') is inside a config object",
+                "Pass it to the step as an argument of its own")
+    assert parse_project.ticks() == []
+
+
+def test_python_api_mistakes_are_worded_for_the_api(parse_project):
+    code, out = _api(parse_project, '''
+        from zenbuild import ZenbuildError
+        from pipe import main
+        calls = [
+            lambda: main().run(rerun=["nope"]),
+            lambda: main().run(steps="nope"),
+            lambda: main().run(steps=["parse"], rerun=["write"]),
+            lambda: main().run(now="x"),
+            lambda: main.run(epoch=3),
+        ]
+        for call in calls:
+            try:
+                call()
+                print("NO ERROR")
+            except ZenbuildError as e:
+                print(f"{type(e).__name__} {e.exit_code}: {e}")
+        ''')
+    assert code == 0, out
+    lines = out.strip().splitlines()
+    assert len(lines) == 5, out
+    assert lines[0].startswith("PipelineError 2: rerun=['nope']: pipeline main has no step "
+                               "named 'nope'. Its steps are: parse, write.")
+    assert lines[1].startswith("PipelineError 2: steps=['nope']: pipeline main has no step")
+    assert lines[2].startswith("PipelineError 2: rerun=['write']: step write does not run in "
+                               "this run: steps=['parse'] selects only parse")
+    assert lines[3].startswith("ParamError 2: run(now='x'): now is the wall time cached "
+                               "results are aged by, as seconds since the epoch")
+    assert lines[4] == ("PipelineError 2: pipeline main: got an unexpected keyword argument "
+                        "'epoch' (did you mean 'epochs'?) (parameters: epochs)")
+    assert "--rerun" not in out and "--step" not in out and "Traceback" not in out
+    assert parse_project.ticks() == []

@@ -244,3 +244,46 @@ def test_secret_key_of_the_wrong_size_or_a_folder_is_refused(tmp_path):
         secret_key(str(store))
     (store / "secret.key").rmdir()
     assert len(secret_key(str(store))) == 32
+
+
+def test_rerun_outside_the_selection_and_api_wording(tmp_path):
+    from zenbuild.policy import check_api_choices, check_rerun_selected
+
+    @step
+    def a(x: int) -> int:
+        return x
+
+    @step
+    def b(y: int) -> int:
+        return y
+
+    @pipeline
+    def p():
+        b(a(1))
+        a(2)
+
+    g = p().trace(str(tmp_path))
+    check_rerun_selected(g, ["a"], ["b"])  # a (its first call) is needed by b
+    check_rerun_selected(g, ["a_2"], ["a_2"])
+    with pytest.raises(PipelineError, match="--rerun b: step b does not run in this run: "
+                       "--step a_2 selects only a_2"):
+        check_rerun_selected(g, ["b"], ["a_2"])
+    with pytest.raises(PipelineError, match=r"^rerun=\['zz'\]: pipeline p has no step"):
+        check_api_choices(g, None, None, ["zz"])
+    with pytest.raises(PipelineError, match=r"^rerun=\['b'\]: .* steps=\['a'\] selects only "
+                       "a, a_2"):
+        check_api_choices(g, None, "a", "b")
+    with pytest.raises(PipelineError, match=r"run\(steps=3\): expected a step name"):
+        check_api_choices(g, None, 3, None)
+    check_api_choices(g, ["b"], None, ["a"])
+
+
+def test_an_api_clock_is_a_number_or_an_aware_datetime():
+    import datetime as dt
+
+    assert now(5) == 5.0
+    aware = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    assert now(aware) == aware.timestamp()  # type: ignore[arg-type]
+    for bad in ("x", True, float("nan"), dt.datetime(2026, 1, 1)):
+        with pytest.raises(ParamError, match=r"run\(now=.*seconds since the epoch"):
+            now(bad)  # type: ignore[arg-type]

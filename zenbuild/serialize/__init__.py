@@ -44,6 +44,19 @@ class Unencodable(Exception):
         # where ``value`` sits inside the value given to canonical(): ".start", "[2]", "['k']"
         self.path = ""
 
+    def explain(self) -> str:
+        """What is wrong, for a person, after "step S, argument A.path: "."""
+        t = type(self.value)
+        if t.__module__ == "zenbuild.dsl" and t.__name__ in ("Env", "File", "Dir", "Output"):
+            return (f"{self.value!r} is inside a config object (a dataclass, NamedTuple or "
+                    f"model). zenbuild finds {t.__name__}(...) only where it is passed as a "
+                    "step argument (or inside a list, tuple or dict passed as one). Pass it "
+                    "to the step as an argument of its own, and build the config inside the "
+                    "step.")
+        return (f"a value of type {self} has no deterministic encoding, so it cannot be part "
+                "of a fingerprint. Pass plain data (numbers, strings, lists, dicts, paths, "
+                "dates), or build the object inside the step.")
+
 
 class Unstable(Exception):
     """A value whose encoding differs between two encodings of the same object in one process

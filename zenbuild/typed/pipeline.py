@@ -126,6 +126,18 @@ class ParamTypes:
         return out
 
 
+def unknown_keyword_hint(layout: Any, kwargs: Dict[str, Any]) -> str:
+    """For a pipeline called with a keyword it does not take (``layout``: a binding.Params):
+    " (did you mean 'n'?; parameters: n)", else ""."""
+    if layout.varkw:
+        return ""
+    names = [n for n in layout.names if n != layout.varargs]
+    bad = next((k for k in kwargs if k not in names), None)
+    if bad is None:
+        return ""
+    return f"{did_you_mean(bad, names)} (parameters: {', '.join(names) or 'none'})"
+
+
 def _is_step(v: Any) -> bool:
     """A step (or a handle to one) passed as a pipeline argument: not a param to check."""
     return type(v).__module__.startswith("zenbuild.")
