@@ -441,3 +441,12 @@ def test_a_blob_name_that_is_a_path_is_refused_and_touches_nothing(tmp_path: Pat
         assert sorted(r.executed) == ["load", "train"], r
         assert "not a digest" in r.output, r
         assert victim.read_text() == "the user's precious file\n", name
+
+
+def test_keygen_warns_when_the_private_key_lands_in_a_checkout(tmp_path: Path) -> None:
+    p = project(tmp_path / "p")
+    r = zb("cache", "keygen", "--out", str(p.root / "keys" / "signing-key"))
+    assert f"the private key is inside {p.root}" in r.output, r
+    assert "keys/signing-key to .gitignore" in r.output, r
+    r = zb("cache", "keygen", "--out", str(tmp_path / "outside" / "signing-key"))
+    assert "Warning" not in r.output, r

@@ -59,10 +59,28 @@ def keygen(path: str) -> Tuple[str, str, str]:
     return path, pub, key_id
 
 
+def _checkout_of(path: str) -> Optional[str]:
+    """The project or git checkout folder holding ``path`` (zenbuild.toml, pyproject.toml or
+    .git in it or above), or None."""
+    d = os.path.dirname(path)
+    while True:
+        if any(os.path.exists(os.path.join(d, m)) for m in ("zenbuild.toml", ".git")):
+            return d
+        up = os.path.dirname(d)
+        if up == d:
+            return None
+        d = up
+
+
 def keygen_text(private: str, public: str, key_id: str) -> List[str]:
     """What keygen prints: where the keys went, how a writer uses the private one, and the
-    line every reader pastes into zenbuild.toml."""
-    return [
+    line every reader pastes into zenbuild.toml (with a warning first when the private key
+    landed inside a checkout, where a commit would publish it)."""
+    inside = _checkout_of(private)
+    warn = [f"Warning: the private key is inside {inside}; do not commit it (add "
+            f"{os.path.relpath(private, inside)} to .gitignore) or move it out.", ""] \
+        if inside else []
+    return warn + [
         f"Wrote the private key to {private} (mode 0600). Keep it secret: only the machine that",
         "uploads (usually CI) needs it, as",
         f"    {ENV_KEY_FILE}={private}",
