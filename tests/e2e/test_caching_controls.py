@@ -149,6 +149,8 @@ def test_explain_and_status_show_an_expired_step(feed):
     assert re.search(r"^\s+parse\s+may rerun\s+input text: upstream step fetch would execute$",
                      r.stdout, re.M), r
     assert "1 step(s) of pipeline feed are not up to date: fetch." in r.stderr
+    m = re.search(r"^(\d+) of 6 steps would execute \(1 stale, (\d+) may rerun\)$", r.stdout, re.M)
+    assert m and int(m.group(1)) == 1 + int(m.group(2)), r  # every row counted, by its state
     r = feed.run("status", "--check", env=at(T0 + 1 * HOUR), check=None)
     assert r.returncode == 0, r
 

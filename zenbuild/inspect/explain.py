@@ -254,7 +254,11 @@ def status_text(ev: Evaluation) -> str:
     restore = sum(1 for s in ev.steps.values() if s.state == RESTORE)
     tail = f"{n} of {len(ev.steps)} steps would execute"
     if n:
-        tail += f" ({stale - restore} stale)" if stale - restore != n else ""
+        may = sum(1 for s in ev.steps.values() if s.execute and s.state == MAY_RERUN)
+        parts = [f"{stale - restore} stale"] if stale - restore != n else []
+        if may:  # each counted, so "(1 stale)" never stands alone beside may-rerun rows
+            parts.append(f"{may} may rerun")
+        tail += f" ({', '.join(parts)})" if parts else ""
     if restore:
         tail += f"; {restore} would have outputs restored from the store"
     lines.append(tail)
