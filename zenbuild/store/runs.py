@@ -31,7 +31,10 @@ class RunHistory:
         self.clock = clock
 
     def begin(self, pipeline: str, params: Dict[str, Any]) -> str:
+        """A new run row. Runs of one store hold its workspace lock, so a row still "running"
+        when another begins is a run that was killed: it is marked "interrupted"."""
         now = self.clock()
+        self.db.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
         run_id = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + "-" + os.urandom(3).hex()
         self.db.execute(
             "INSERT INTO runs (id, pipeline, started, status, params) VALUES (?,?,?,?,?)",
