@@ -15,7 +15,7 @@ from zenbuild.config import Config
 from zenbuild.digest import StatCache
 from zenbuild.discovered import Discovery
 from zenbuild.durations import now as wall_now
-from zenbuild.errors import CorruptBlob
+from zenbuild.errors import CorruptBlob, ParamError
 from zenbuild.events import (
     Reporter,
     RunFinished,
@@ -163,7 +163,8 @@ class Scheduler:
         if self.opts.targets and self.opts.rerun:  # a rerun the selection leaves out: refused
             check_rerun_selected(self.g, self.opts.rerun, self.opts.targets)
         order = [n for n in self.g.order if n in wanted]
-        self.env_inputs.check_set(self.g.nodes[n] for n in order)
+        if not self.opts.dry_run:  # a dry run (explain, status) says which step cannot run
+            self.env_inputs.check_set(self.g.nodes[n] for n in order)
         states = self.store.step_states(self.g.pipeline)
         self.server.present = {e.value_digest for e in states.values() if e.value_inline}
         run_id = "dry-run" if self.opts.dry_run else self.store.begin_run(
@@ -250,7 +251,13 @@ class Scheduler:
             if pending:
                 self._visit_pending(node, previous, pending)
                 return
-        envs, version = self._controls(node) if node.envs or node.step.version else ({}, NO_VERSION)
+        try:
+            envs, version = (self._controls(node) if node.envs or node.step.version
+                             else ({}, NO_VERSION))
+        except ParamError as e:  # an Env() not set: only a dry run gets here (run checks first)
+            self.report(StepStarted(step=name))
+            self._fail(name, None, e.message)
+            return
         try:
             comps = compute_components(node, self.root, self.fp, self.statcache, self.digests,
                                        self.server.overlay, self.elements, envs, version)
@@ -293,13 +300,13 @@ class Scheduler:
             for ups in (previous.components.get("inputs", {}) if previous else {}).values():
                 seen.update(ups)
             digests = {**{d: seen.get(d, "") for d in pending}, **self.digests}
-            envs, version = self._controls(node) if node.envs or node.step.version else ({},
-                                                                                     NO_VERSION)
             try:
+                envs, version = (self._controls(node) if node.envs or node.step.version
+                                 else ({}, NO_VERSION))
                 comps = compute_components(node, self.root, self.fp, self.statcache, digests,
                                            self.server.overlay, self.elements, envs, version)
                 fingerprint = comps.fingerprint()
-            except MissingInput:
+            except (MissingInput, ParamError):  # an Env() not set: it would fail when it runs
                 comps = None  # a file an upstream step writes may not exist yet
         verdict = decide(node, comps, fingerprint, self._policy(node), previous,
                          self._lookup(node), self.server.usable,

@@ -217,6 +217,28 @@ def test_a_missing_env_input_without_default_is_a_clear_error(feed):
     assert "has started" not in out and feed.ticks() == []  # checked before anything runs
 
 
+def test_explain_and_status_name_a_step_whose_env_input_is_not_set(feed):
+    """In a pre-commit hook without the secrets, explain and status still judge the pipeline:
+    the step whose Env() is unset is reported as one that cannot run (status --check exit 1),
+    not as a usage error (exit 2)."""
+    feed.write("pipe.py", PIPE.replace('Env("API_REGION", default="eu")', 'Env("API_REGION")'))
+    env = {k: v for k, v in os.environ.items() if k != "API_REGION"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "zenbuild", *args, "--project-dir",
+                               str(feed.root)], capture_output=True, text=True, env=env,
+                              timeout=120)
+
+    r = cli("status", "--check")
+    assert r.returncode == 1, r
+    assert re.search(r"^\s+label\s+error\s+step label takes Env\('API_REGION'\)", r.stdout,
+                     re.M), r
+    assert re.search(r"^\s+fetch\s+up to date", r.stdout, re.M), r
+    r = cli("explain", "label")
+    assert r.returncode == 0 and "is not set" in r.stdout, r
+    assert "Traceback" not in r.stdout + r.stderr and feed.ticks() == []
+
+
 SECRET_PIPE = '''
 from zenbuild import step, pipeline, Env, Output
 from ticker import tick
