@@ -32,7 +32,7 @@ class StepResult:
 
         store = Store(self.store_path, create=False)
         try:
-            return loads(store.get_blob(self.value_digest))
+            return loads(store.map_blob(self.value_digest))  # mapped copy-on-write: no copy
         finally:
             store.close()
 

@@ -179,3 +179,37 @@ def test_peak_memory_of_a_400_mib_array_run_is_bounded(project: Project, tmp_pat
     # interpreter and its libraries on other machines
     assert cold < 700, cold
     assert warm < 700, warm
+
+
+def test_the_python_api_output_is_mapped_not_copied(project: Project) -> None:
+    """StepResult.output maps the stored blob copy-on-write, as a consumer step's input is: an
+    array comes back without a copy of its bytes, and writing into it changes no other load."""
+    import mmap
+    import os
+
+    import numpy as np
+
+    from zenbuild.result import StepResult
+    from zenbuild.store.db import Store
+
+    _setup(project)
+    project.run("run", "--param", "n=2000000")  # 16 MB: a file blob, not inline
+    store = Store(str(project.root / ".zenbuild"), create=False)
+    try:
+        digest = store.db.execute(
+            "SELECT value_digest FROM actions WHERE step = 'make'").fetchone()[0]
+    finally:
+        store.close()
+    res = StepResult("make", "cached", value_digest=digest,
+                     store_path=str(project.root / ".zenbuild"))
+    a = res.output["a"]
+    base = a
+    while not isinstance(base, mmap.mmap):  # array -> ... -> memoryview -> the mapping
+        nxt = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+        if nxt is None:
+            break
+        base = nxt
+    assert isinstance(base, mmap.mmap), type(base)  # the store's pages, not a copy
+    a[:] = -1.0
+    assert res.output["a"][:3].tolist() == [0.0, 1.0, 2.0]  # a new load: the store's bytes
+    assert os.path.exists(project.root / ".zenbuild") and np.asarray(a).dtype == np.float64
