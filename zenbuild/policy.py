@@ -167,6 +167,20 @@ def probe_version(node: Node, root: str, envs: Dict[str, str]) -> Tuple[Any, Opt
     return value, None
 
 
+def probe_versions(nodes: List[Node], root: str,
+                   envs_of: Dict[str, Dict[str, str]]) -> Dict[str, Tuple[Any, Optional[str]]]:
+    """probe_version of every node in ``nodes`` at once, in threads (probes wait on a server
+    or a database: one run's probes take as long as the slowest, not their sum). ``envs_of``:
+    each node's Env() values (a node missing from it is left to its own visit)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = [n for n in nodes if n.name in envs_of]
+    with ThreadPoolExecutor(max_workers=min(8, len(todo)) or 1,
+                            thread_name_prefix="zenbuild-probe") as pool:
+        got = list(pool.map(lambda n: probe_version(n, root, envs_of[n.name]), todo))
+    return {n.name: v for n, v in zip(todo, got)}
+
+
 def named_steps(graph: Graph, names: Iterable[str], option: str) -> Set[str]:
     """The graph nodes ``names`` stand for (a call name, or a step function's name: all its
     calls). ``option`` words the error: "--rerun" (the command line) or "rerun" (a keyword of

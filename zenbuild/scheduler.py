@@ -33,7 +33,13 @@ from zenbuild.executors import Executor, Outcome, Task
 from zenbuild.fingerprint.code import CodeFingerprinter, SourceCache
 from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef
 from zenbuild.paths import MissingInput, PathMaker, shown
-from zenbuild.policy import EnvInputs, check_rerun_selected, named_steps, probe_version
+from zenbuild.policy import (
+    EnvInputs,
+    check_rerun_selected,
+    named_steps,
+    probe_version,
+    probe_versions,
+)
 from zenbuild.reasons import REFRESH_KINDS, Reason
 from zenbuild.rebuild import (
     NO_VERSION,
@@ -101,6 +107,7 @@ class Scheduler:
         self.env_inputs = EnvInputs(config.store)
         self.env_values: Dict[str, Dict[str, str]] = {}  # step -> its Env() values
         self.probe_errors: Dict[str, str] = {}  # step -> why its version probe failed
+        self.probed: Dict[str, Tuple[Any, Optional[str]]] = {}  # probes run together at start
         # what steps touch while they run: recorded by the executors, stored and verified here
         self.discovery = Discovery(self.root, self.statcache, config.ignore_env)
         self.recorder = Recorder(graph.pipeline, self.root, store, self.statcache, self.sources,
@@ -146,12 +153,30 @@ class Scheduler:
             envs, self.env_values[node.name] = self.env_inputs.read(node)
         version: Any = NO_VERSION
         if node.step.version is not None and not node.step.no_cache:
-            version, error = probe_version(node, self.root, self.env_values.get(node.name, {}))
+            early = self.probed.pop(node.name, None)  # run with the others at the start
+            version, error = early if early is not None else probe_version(
+                node, self.root, self.env_values.get(node.name, {}))
             if error is not None:
                 self.probe_errors[node.name] = error
                 self.report(Warning_(message=f"the version probe of step {node.name} failed: "
                                      f"{error}; the step executes"))
         return envs, version
+
+    def _probe_early(self, nodes: List[Node]) -> None:
+        """Two or more version probes: run them all at once before the walk (each step still
+        warns about its own failure when it is judged)."""
+        probed = [n for n in nodes if n.step.version is not None and not n.step.no_cache]
+        if len(probed) < 2:
+            return
+        for n in probed:
+            if n.envs:
+                try:
+                    _, self.env_values[n.name] = self.env_inputs.read(n)
+                except ParamError:
+                    continue  # unset Env(): said when the step is visited
+        self.probed = probe_versions(
+            probed, self.root, {n.name: self.env_values.get(n.name, {}) for n in probed
+                                if not n.envs or n.name in self.env_values})
 
     # -- the walk ------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -165,6 +190,7 @@ class Scheduler:
         order = [n for n in self.g.order if n in wanted]
         if not self.opts.dry_run:  # a dry run (explain, status) says which step cannot run
             self.env_inputs.check_set(self.g.nodes[n] for n in order)
+        self._probe_early([self.g.nodes[n] for n in order])
         states = self.store.step_states(self.g.pipeline)
         self.server.present = {e.value_digest for e in states.values() if e.value_inline}
         run_id = "dry-run" if self.opts.dry_run else self.store.begin_run(

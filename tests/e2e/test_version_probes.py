@@ -117,3 +117,43 @@ def test_the_probe_through_the_python_api(ext: Tuple[Project, DataServer, str]) 
     api.publish("/rates.json", {**RATES, "rates": {**RATES["rates"], "CHF": 0.9}})
     assert api_executed(p, full) == ["fetch_rates", "convert", "render"]
     assert api.hits["HEAD"] == 3
+
+
+THREE_PROBES = '''
+import threading
+from zenbuild import pipeline, step
+
+# Each probe waits until all three are running: probes run one after another would time out
+# here (and fail, so each step would execute with a warning) instead of meeting.
+MET = threading.Barrier(3, timeout=60)
+
+
+def probe(tag: str) -> str:
+    MET.wait()
+    return "v1-" + tag
+
+
+@step(version=probe)
+def fetch(tag: str) -> str:
+    return tag.upper()
+
+
+@pipeline
+def p():
+    for t in ("a", "b", "c"):
+        fetch(t, id=f"fetch_{t}")
+'''
+
+
+def test_version_probes_of_a_run_run_at_once(project: Project) -> None:
+    """A run's probes (HEAD requests, database queries) run together before the walk: three
+    probes that each wait for the other two meet, so the run takes as long as the slowest."""
+    project.write("zenbuild.toml", 'pipelines = ["three:p"]\n')
+    project.write("three.py", THREE_PROBES)
+    r = project.run("run")
+    assert sorted(r.executed) == ["fetch_a", "fetch_b", "fetch_c"], r
+    assert "version probe" not in r.output, r  # none failed
+    r = project.run("run")
+    assert r.executed == [] and "version probe" not in r.output, r
+    r = project.run("status", "--check")  # explain and status probe the same way
+    assert r.returncode == 0, r
