@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional
+
+from machine import machine  # benchmarks/machine.py (scripts run from this folder)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
@@ -81,19 +82,6 @@ def zb(root: Path, *args: str) -> float:
 
 def best(root: Path, repeat: int, *args: str) -> float:
     return min(zb(root, "--no-cache", *args) for _ in range(repeat))
-
-
-def machine() -> str:
-    cpu = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{platform.system()} {platform.machine()}, {cpu or 'unknown CPU'}, {n} cores, Python {platform.python_version()}"
 
 
 def burn(seconds: float) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Tuple
+
+from machine import machine  # benchmarks/machine.py (scripts run from this folder)
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -77,25 +78,6 @@ if sys.argv[2] == "save":
 else:
     print(float(np.load(sys.argv[1]).sum()))
 '''
-
-
-def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kb = int(next(x for x in open("/proc/meminfo") if x.startswith("MemTotal")).split()[1])
-        mem = f", {kb / 1024 / 1024:.1f} GiB RAM"
-    except (OSError, StopIteration, ValueError):
-        pass
-    return (f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} cores{mem}, "
-            f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}")
 
 
 def child(args: List[str], cwd: Path) -> Tuple[float, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
@@ -24,6 +25,15 @@ RACY_NS_COARSE = 2_000_000_000
 
 def digest_bytes(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
+
+
+_DIGEST = re.compile(r"[0-9a-f]{32}")
+
+
+def is_digest(x: Any) -> bool:
+    """Whether ``x`` has the shape of a digest (32 hex digits, what every blob is named by).
+    Names from rows and remote entries become paths in the store: anything else never may."""
+    return type(x) is str and _DIGEST.fullmatch(x) is not None
 
 
 # The first read of a file: most inputs are small and are hashed from this one buffer (reading

@@ -116,11 +116,6 @@ class EnvInputs:
         return comps, values
 
 
-def resolve_env(ref: EnvRef, values: Dict[str, str]) -> str:
-    """The value a step receives for ``ref`` (read when the step was fingerprinted)."""
-    return values[ref.name]
-
-
 def _plain(value: Any, root: str, envs: Dict[str, str]) -> Tuple[bool, Any]:
     """(usable, value) for a probe's keyword: markers resolved, upstream outputs unusable."""
     if isinstance(value, InputRef):
@@ -137,6 +132,11 @@ def _plain(value: Any, root: str, envs: Dict[str, str]) -> Tuple[bool, Any]:
         pairs = {k: _plain(x, root, envs) for k, x in value.items()}
         return all(ok for ok, _ in pairs.values()), {k: v for k, (_, v) in pairs.items()}
     return True, value
+
+
+def probe_runs(node: Node) -> bool:
+    """Whether ``node``'s version probe runs (a @no_cache step always executes: never probed)."""
+    return node.step.version is not None and not node.step.no_cache
 
 
 def probe_version(node: Node, root: str, envs: Dict[str, str]) -> Tuple[Any, Optional[str]]:

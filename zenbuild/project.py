@@ -102,21 +102,6 @@ def is_project_module(mod: Any, is_project: Callable[[str], bool]) -> bool:
 
 
 # -- importing project code from its source -----------------------------------------------------
-def imported_sources() -> Dict[str, str]:
-    """{real path: content digest} of every project module imported through the source
-    loader in this process, as it was when imported. A run compares these with the files at
-    its end (imported.changed_during_run): a file that differs was edited while the run used
-    the old code, so the results that ran it are not cached."""
-    return imported.imported_sources()
-
-
-def import_reads() -> Dict[str, List[str]]:
-    """{real path of a project module: [project-relative files read while it was imported]}
-    (``CFG = json.load(open("params.json"))`` in config.py): part of that module's
-    fingerprint, and watched by `zenbuild watch`."""
-    return imported.import_reads()
-
-
 class SourceLoader(importlib.machinery.SourceFileLoader):
     """Compiles a project module from its source bytes; never trusts a .pyc by mtime.
 
@@ -214,7 +199,7 @@ def install_source_imports(is_project: Callable[[str], bool], code_cache: str = 
                            root: str = "", store_dir: str = "") -> SourceFinder:
     """Import the project's modules from source from now on (once per process: a second call
     replaces the first finder). With ``root``, the project files each module reads while it is
-    imported are recorded (import_reads())."""
+    imported are recorded (imported.import_reads())."""
     for f in [f for f in sys.meta_path if isinstance(f, SourceFinder)]:
         sys.meta_path.remove(f)
     finder = SourceFinder(is_project, code_cache, root, store_dir)
@@ -388,8 +373,10 @@ def bind_pipeline(pipe: Pipeline, config: Config, explicit: Dict[str, Any],
             config.params, lambda k: config_where(config, "params", k),
             f"pipeline {pipe.name} is defined at {_defined_at(pipe.fn, config.root)}")
         if unknown and not pipe.params.varkw:
+            spec = _spec_of(config, pipe)  # judged by its real parameters, not its source
             _check_names(config, "params", unknown, types_.names,
-                         lambda p: None if p.params.varkw else p.params.names)
+                         lambda p: None if p.params.varkw else p.params.names,
+                         traced=[spec] if spec else [])
         if api:
             explicit = types_.api_values(explicit, pipe.name)
     merged.update(explicit)

@@ -230,7 +230,7 @@ def element_key(path: Tuple[Any, ...]) -> str:
 
 
 def _element_inputs(node: Node, inputs: Dict[str, Dict[str, str]],
-                    upstream_digests: Dict[str, str], elements: Dict[str, Dict[str, str]]) -> None:
+                    elements: Dict[str, Dict[str, str]]) -> None:
     """Key a step reading ``split()[0]`` by that element's digest, so it stays cached when
     only another element changed (issue 10, class 16). Without a recorded element digest (an
     entry made before, a dry run's pending upstream) the whole value's digest stays."""
@@ -278,7 +278,7 @@ def compute_components(
     for arg, ups in node.arg_inputs.items():
         inputs[arg] = {u: upstream_digests[u] for u in ups}
     if node.input_paths:
-        _element_inputs(node, inputs, upstream_digests, elements or {})
+        _element_inputs(node, inputs, elements or {})
     files, stats = (file_digests(root, node.files, statcache, overlay) if node.files
                     else ({}, {}))
     track = fingerprinter.track_packages
@@ -399,13 +399,13 @@ def _decide(
     if policy.probe_error is not None and not policy.no_cache:
         reasons.append(Reason(R.PROBE_FAILED, node.name, after=policy.probe_error))
         forced = True
+    latest = previous if previous is not None and previous.fingerprint == fingerprint else None
     if forced and not all_reasons:  # the step's own latest entry, if it matches: no lookup
-        same = previous if previous is not None and previous.fingerprint == fingerprint else None
-        record = same.discovered if same is not None else None
+        record = latest.discovered if latest is not None else None
         if record is not None and verify is not None and verify(record, True):
-            same = None  # it read something else: a different value is no sign of chance
-        return Verdict(True, reasons, same)
-    entry = previous if previous is not None and previous.fingerprint == fingerprint else None
+            latest = None  # it read something else: a different value is no sign of chance
+        return Verdict(True, reasons, latest)
+    entry = latest
     if entry is None:
         entry = lookup(fingerprint)
     if entry is None:

@@ -54,13 +54,14 @@ def run_bound(
     from zenbuild.executors import GcPause, InProcessExecutor
     from zenbuild.scheduler import RunOptions, Scheduler
     from zenbuild.store.db import Store
-    from zenbuild.store.outputs import prepare as prepare_outputs
+    from zenbuild.store.outputs import check_placement, output_rels, sweep
 
     with GcPause():  # on again around each step's own code (executors.call_task)
         if graph is None:
             graph = bound.trace(config.root)
+        rels = output_rels(graph)
         try:
-            prepare_outputs(config.root, config.store, graph)  # overlap refused, leftovers gone
+            check_placement(config.root, config.store, rels)  # a store and Outputs overlapping
         except PathError:
             _drop_unused_store(config.store)  # what this refused run made must not block the fix
             raise
@@ -70,6 +71,7 @@ def run_bound(
             if not dry_run:
                 store.lock(wait=wait, on_wait=lambda pid: reporter.handle(Warning_(
                     message=f"waiting for another zenbuild run (pid {pid}) in this project to finish")))
+                sweep(config.root, config.store, rels)  # what killed runs left behind
             from zenbuild.executors.choose import execution_for
 
             executor, remote = execution_for(config, store, reporter, executor, jobs, executor_name,

@@ -37,6 +37,7 @@ from zenbuild.policy import (
     EnvInputs,
     check_rerun_selected,
     named_steps,
+    probe_runs,
     probe_version,
     probe_versions,
 )
@@ -108,6 +109,7 @@ class Scheduler:
         self.env_values: Dict[str, Dict[str, str]] = {}  # step -> its Env() values
         self.probe_errors: Dict[str, str] = {}  # step -> why its version probe failed
         self.probed: Dict[str, Tuple[Any, Optional[str]]] = {}  # probes run together at start
+        self.env_read: Dict[str, Tuple[Dict[str, Any], Dict[str, str]]] = {}  # ... their Env()s
         # what steps touch while they run: recorded by the executors, stored and verified here
         self.discovery = Discovery(self.root, self.statcache, config.ignore_env)
         self.recorder = Recorder(graph.pipeline, self.root, store, self.statcache, self.sources,
@@ -148,11 +150,14 @@ class Scheduler:
         """(Env components, version) of ``node``: its Env() values are read (and kept for the
         step) and its version probe called, on every run, before it is judged. A probe that
         raises is warned about once; the step then executes."""
+        if not node.envs and node.step.version is None:  # most steps: nothing to read
+            return {}, NO_VERSION
         envs: Dict[str, Any] = {}
         if node.envs:
-            envs, self.env_values[node.name] = self.env_inputs.read(node)
+            read = self.env_read.pop(node.name, None)  # read already by _probe_early
+            envs, self.env_values[node.name] = read or self.env_inputs.read(node)
         version: Any = NO_VERSION
-        if node.step.version is not None and not node.step.no_cache:
+        if probe_runs(node):
             early = self.probed.pop(node.name, None)  # run with the others at the start
             version, error = early if early is not None else probe_version(
                 node, self.root, self.env_values.get(node.name, {}))
@@ -165,15 +170,16 @@ class Scheduler:
     def _probe_early(self, nodes: List[Node]) -> None:
         """Two or more version probes: run them all at once before the walk (each step still
         warns about its own failure when it is judged)."""
-        probed = [n for n in nodes if n.step.version is not None and not n.step.no_cache]
+        probed = [n for n in nodes if probe_runs(n)]
         if len(probed) < 2:
             return
         for n in probed:
             if n.envs:
                 try:
-                    _, self.env_values[n.name] = self.env_inputs.read(n)
+                    read = self.env_read[n.name] = self.env_inputs.read(n)
                 except ParamError:
                     continue  # unset Env(): said when the step is visited
+                self.env_values[n.name] = read[1]
         self.probed = probe_versions(
             probed, self.root, {n.name: self.env_values.get(n.name, {}) for n in probed
                                 if not n.envs or n.name in self.env_values})
@@ -278,8 +284,7 @@ class Scheduler:
                 self._visit_pending(node, previous, pending)
                 return
         try:
-            envs, version = (self._controls(node) if node.envs or node.step.version
-                             else ({}, NO_VERSION))
+            envs, version = self._controls(node)
         except ParamError as e:  # an Env() not set: only a dry run gets here (run checks first)
             self.report(StepStarted(step=name))
             self._fail(name, None, e.message)
@@ -327,8 +332,7 @@ class Scheduler:
                 seen.update(ups)
             digests = {**{d: seen.get(d, "") for d in pending}, **self.digests}
             try:
-                envs, version = (self._controls(node) if node.envs or node.step.version
-                                 else ({}, NO_VERSION))
+                envs, version = self._controls(node)
                 comps = compute_components(node, self.root, self.fp, self.statcache, digests,
                                            self.server.overlay, self.elements, envs, version)
                 fingerprint = comps.fingerprint()

@@ -35,6 +35,7 @@ from zenbuild.executors.process import (
     run_ref,
 )
 from zenbuild.records import record
+from zenbuild.serialize.buffers import buffer_address
 from zenbuild.store.blobs import MappedBlob
 from zenbuild.trace import TraceOptions
 
@@ -172,9 +173,8 @@ class _RefPickler(pickle.Pickler):
         mm = _mapping_of(obj)
         if mm is None or not mm.path:
             return NotImplemented
-        import numpy as np
-
-        start = int(np.frombuffer(mm, dtype=np.uint8).__array_interface__["data"][0])
+        start = buffer_address(memoryview(mm))  # numpy is loaded: obj is an array
+        assert start is not None
         offset = int(obj.__array_interface__["data"][0]) - start
         if not 0 <= offset < len(mm):
             return NotImplemented

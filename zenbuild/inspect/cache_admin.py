@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
+from zenbuild.digest import is_digest
 from zenbuild.errors import ConfigError
 from zenbuild.store.actions import ACTION_COLS as _ACTION_COLS
 from zenbuild.store.actions import sound
@@ -80,16 +81,25 @@ def blob_sizes(store: Store) -> Dict[str, int]:
     return dict(store.iter_blobs())
 
 
-def needs(store: Store, e: Entry) -> Optional[Set[str]]:
+def needs(store: Store, e: Entry, good: Optional[Set[str]] = None) -> Optional[Set[str]]:
     """The blobs ``e`` needs (value, output files, folder manifests and their files), or None
-    when a folder manifest cannot be read (the entry is broken)."""
+    when a folder manifest cannot be read (the entry is broken). With ``good``, manifests are
+    read only from those blobs, unverified (a corrupt one is reported, not removed as get_blob
+    would remove it)."""
     need = {e.value_digest}
     for rec in e.outputs.values():
         digest = str(rec["digest"])
         need.add(digest)
         if rec.get("kind") == "dir":
+            if good is not None and digest not in good:
+                return None
             try:
-                need.update(str(f[1]) for f in json.loads(store.get_blob(digest))["files"])
+                if good is None:
+                    data = store.get_blob(digest)
+                else:
+                    with store.open_blob(digest) as f:
+                        data = f.read()
+                need.update(str(m[1]) for m in json.loads(data)["files"])
             except Exception:  # missing, corrupt (removed by get_blob) or malformed
                 return None
     return need
@@ -219,7 +229,7 @@ def verify(store: Store, repair: bool = False) -> VerifyReport:
     rep.bad_rows = [(table, why) for table, _rowid, why in bad]
     good: Set[str] = set()
     for digest, _size in list(store.iter_blobs()):
-        if not _HEX32.fullmatch(digest):
+        if not is_digest(digest):
             continue  # a damaged row of the blobs table: reported by bad_rows
         found = store.rehash_blob(digest)
         if found is None:
@@ -233,7 +243,7 @@ def verify(store: Store, repair: bool = False) -> VerifyReport:
             rep.corrupt.append(digest)
     drop: List[str] = []
     for e in entries(store):
-        need = _needs_good(store, e, good)
+        need = needs(store, e, good)
         if need is None or not need <= good:
             drop.append(e.fingerprint)
             rep.removed_entries.append((e.step, e.fingerprint))
@@ -246,27 +256,6 @@ def verify(store: Store, repair: bool = False) -> VerifyReport:
             if drop:
                 store.delete_actions(drop)
     return rep
-
-
-_HEX32 = re.compile(r"[0-9a-f]{32}")
-
-
-def _needs_good(store: Store, e: Entry, good: Set[str]) -> Optional[Set[str]]:
-    """Like needs(), reading folder manifests only from blobs known to be ``good`` (so a
-    corrupt one is reported, not removed as get_blob would)."""
-    need = {e.value_digest}
-    for rec in e.outputs.values():
-        digest = str(rec["digest"])
-        need.add(digest)
-        if rec.get("kind") == "dir":
-            if digest not in good:
-                return None
-            try:
-                with store.open_blob(digest) as f:
-                    need.update(str(m[1]) for m in json.loads(f.read())["files"])
-            except Exception:  # malformed manifest
-                return None
-    return need
 
 
 def bad_rows(store: Store) -> List[Tuple[str, int, str]]:
@@ -295,8 +284,9 @@ def bad_rows(store: Store) -> List[Tuple[str, int, str]]:
         "typeof(digest) = 'text' AND typeof(size) = 'integer' AND typeof(mtime_ns) = "
         "'integer' AND typeof(ino) = 'integer' AND typeof(ctime_ns) = 'integer')").fetchall():
         out.append(("files", r[0], f"stat-cache row of {_show(r[1])}: a column has the wrong type"))
+    typed = {rowid for table, rowid, _ in out if table == "files"}  # reported once a row
     for r in db.execute("SELECT rowid, path, digest FROM files").fetchall():
-        if not (_clean(r[1]) and _clean(r[2])) and ("files", r[0]) not in {o[:2] for o in out}:
+        if not (_clean(r[1]) and _clean(r[2])) and r[0] not in typed:
             out.append(("files", r[0], f"stat-cache row of {_show(r[1])}: text is damaged"))
     for r in db.execute("SELECT rowid, key FROM source_cache").fetchall():
         key = r[1]

@@ -60,8 +60,8 @@ def keygen(path: str) -> Tuple[str, str, str]:
 
 
 def _checkout_of(path: str) -> Optional[str]:
-    """The project or git checkout folder holding ``path`` (zenbuild.toml, pyproject.toml or
-    .git in it or above), or None."""
+    """The project or git checkout folder holding ``path`` (zenbuild.toml or .git in it or
+    above), or None."""
     d = os.path.dirname(path)
     while True:
         if any(os.path.exists(os.path.join(d, m)) for m in ("zenbuild.toml", ".git")):

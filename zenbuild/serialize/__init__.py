@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import PurePath, PurePosixPath
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
+from typing import Any, Callable, FrozenSet, List, Optional, Tuple
 
 MAGIC = b"ZBV1"
 _PICKLE_MAGIC = b"ZBP1"  # plain pickle.dumps (values stored before the canonical pickler)
@@ -323,16 +323,6 @@ def dumps(value: Any, code_of: Optional[Callable[[Any], Optional[str]]] = None) 
     from zenbuild.serialize.buffers import encode_value
 
     return encode_value(value, code_of).tobytes()
-
-
-def code_refs(data: Any) -> Dict[str, str]:
-    """The ``qualified name -> code digest`` a stored value carries (empty for most)."""
-    if bytes(data[:4]) not in (_CODE_MAGIC, OOB_MAGIC):
-        return {}
-    colon = data.find(b":", 4)
-    n = int(data[4:colon])
-    head = bytes(data[colon + 1 : colon + 1 + n]).decode("utf-8", "surrogatepass")
-    return dict(line.split("=", 1) for line in head.split("\n") if line)
 
 
 class _Decoder:

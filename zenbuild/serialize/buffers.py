@@ -127,13 +127,13 @@ class _Buffers:
             if before is None or before.nbytes != raw.nbytes:
                 self.same = False
             else:
-                at = _address(before)
-                self.same = (at is not None and at == _address(raw)) or (
+                at = buffer_address(before)
+                self.same = (at is not None and at == buffer_address(raw)) or (
                     xxhash.xxh3_128_digest(before) == xxhash.xxh3_128_digest(raw))
         return False
 
 
-def _address(m: memoryview) -> Optional[int]:
+def buffer_address(m: memoryview) -> Optional[int]:
     """Where a buffer's memory starts (None when it cannot be told without numpy)."""
     import sys
 

@@ -17,20 +17,6 @@ from zenbuild.serialize import register_value_type
 
 T = TypeVar("T", bound=type)
 
-# How each kind of value is stored (documentation, and what `builtin()` reports): kind ->
-# (encoding, how a load gets its buffers).
-BUILTIN = {
-    "plain data": ("canonical encoding ZBV1", "decoded"),
-    "numpy.ndarray": ("canonical encoding ZBV1, payload 64-byte aligned", "mapped copy-on-write"),
-    "pandas.DataFrame / Series": ("pickle, protocol-5 buffers out of band (ZBO1)",
-                                  "buffers mapped copy-on-write"),
-    "pyarrow.Table": ("pickle, protocol-5 buffers out of band (ZBO1)",
-                      "buffers mapped copy-on-write"),
-    "polars.DataFrame": ("its pickle (Arrow IPC bytes, ZBP2)", "decoded"),
-    "@value_type classes": ("the files its save() writes, out of band (ZBO1)",
-                            "written to a folder its load() reads"),
-}
-
 _folders: List[str] = []  # folders made for loads in this process, removed at exit
 
 

@@ -1,6 +1,7 @@
 """The canonical pickle (protocol 5): a reducer_override Pickler that removes per-process
-details (set order, tensor storage addresses, OmegaConf resolver caches), and the stability
-check (pickle twice, compare) that raises Unstable naming where in the value the change is."""
+details (set order, tensor storage addresses, OmegaConf resolver caches), and, for the
+stability check that ``buffers.encode_value`` makes (pickle twice, compare), locate_unstable,
+which names where in the value the change is."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ import sys
 from types import FunctionType
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-import xxhash
-
-from zenbuild.serialize import Unencodable, Unstable, canonical
+from zenbuild.serialize import Unencodable, canonical
 
 PROTOCOL = 5
 
@@ -102,43 +101,12 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-def canonical_pickle(value: Any, refs: Optional[List[Any]] = None) -> bytes:
-    """One canonical pickle of ``value`` (no stability check); the classes and functions it
-    names are appended to ``refs`` when given."""
+def canonical_pickle(value: Any) -> bytes:
+    """One canonical pickle of ``value`` (no stability check; ``buffers.encode_value`` makes
+    the stored one, checked)."""
     f = io.BytesIO()
-    p = _Pickler(f, protocol=PROTOCOL)
-    p.refs = refs
-    p.dump(value)
+    _Pickler(f, protocol=PROTOCOL).dump(value)
     return f.getvalue()
-
-
-class _HashWriter:
-    """A file object that hashes what is written instead of keeping it (bounded memory)."""
-
-    def __init__(self) -> None:
-        self.h = xxhash.xxh3_128()
-
-    def write(self, b: Any) -> int:
-        m = memoryview(b)  # pickle hands big buffers over as PickleBuffer objects
-        self.h.update(m)
-        return m.nbytes
-
-
-def _pickle_digest(value: Any) -> str:
-    w = _HashWriter()
-    _Pickler(w, protocol=PROTOCOL).dump(value)
-    return w.h.hexdigest()
-
-
-def stable_pickle(value: Any, refs: Optional[List[Any]] = None) -> bytes:
-    """The canonical pickle of ``value``, made a second time (streamed into a hash, so the
-    check holds no second copy) and compared: a pickle that holds a clock, a counter or the
-    address of a temporary object differs between the two, and raises Unstable."""
-    data = canonical_pickle(value, refs)
-    if xxhash.xxh3_128_hexdigest(data) != _pickle_digest(value):
-        where, part = locate_unstable(value)
-        raise Unstable(part, where, value if where else None)
-    return data
 
 
 # ---- where is the unstable part ---------------------------------------------------------

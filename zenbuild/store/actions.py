@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from zenbuild.digest import digest_bytes
+from zenbuild.digest import digest_bytes, is_digest
 from zenbuild.store.database import BAD_TEXT, Database
 
 # A served entry's last_used is rewritten only when older than this (like relatime for atimes):
@@ -63,10 +62,6 @@ class ActionEntry:
             d = self._discovered = _json_dict(d, DAMAGED_RECORD) if d else None
         return d  # type: ignore[no-any-return]
 
-    @discovered.setter
-    def discovered(self, value: Optional[Dict[str, Any]]) -> None:
-        self._discovered = value
-
     @property
     def components(self) -> Dict[str, Any]:
         c = self._components
@@ -103,11 +98,6 @@ def _text(x: Any) -> bool:
     return type(x) is str and BAD_TEXT not in x
 
 
-_DIGEST = re.compile(r"[0-9a-f]{32}")  # xxh3-128, hex: what every blob is named by
-
-
-def _digest(x: Any) -> bool:
-    return type(x) is str and _DIGEST.fullmatch(x) is not None
 
 
 def _outputs(x: Any) -> Optional[Dict[str, Dict[str, Any]]]:
@@ -119,7 +109,7 @@ def _outputs(x: Any) -> Optional[Dict[str, Dict[str, Any]]]:
     d: Dict[str, Any] = _json_dict(x, {"": None}) if x else {"": None}
     for rel, rec in d.items():
         if not (rel and isinstance(rec, dict) and rec.get("kind") in ("file", "dir")
-                and _digest(rec.get("digest"))):
+                and is_digest(rec.get("digest"))):
             return None
     return d
 
@@ -129,7 +119,7 @@ def sound(row: Tuple[Any, ...]) -> Optional[Dict[str, Dict[str, Any]]]:
     a row with text that is not UTF-8, a column of the wrong type or outputs that are not an
     object of output records is damaged. A damaged row is a miss: its step executes again and
     the row is replaced. Components and discovered are checked when decoded (ActionEntry)."""
-    if not (_text(row[0]) and _text(row[1]) and _text(row[2]) and _digest(row[3])):
+    if not (_text(row[0]) and _text(row[1]) and _text(row[2]) and is_digest(row[3])):
         return None
     for n in row[6:9]:
         if type(n) is not float and type(n) is not int:
@@ -182,7 +172,7 @@ class ActionCache:
         rows = cur.fetchall()
         check = sound if getattr(cur, "lenient", False) else None  # text with bad bytes
         out: Dict[str, ActionEntry] = {}
-        load, num, opt, digest_ok = self._components_of, _NUM, _OPT_TEXT, _digest
+        load, num, opt, digest_ok = self._components_of, _NUM, _OPT_TEXT, is_digest
         for r in rows:
             # a damaged row (see sound(); the checks a row's use needs, inline for a no-op of
             # thousands of steps) is left out: the step has no latest entry, and executes

@@ -13,14 +13,13 @@ from typing import IO, Any, Iterator, Optional, Sequence, Set, Tuple
 
 import xxhash
 
-from zenbuild.digest import hash_stream
+from zenbuild.digest import hash_stream, is_digest
 from zenbuild.errors import CorruptBlob
 
 # Blobs up to this size live in the database (table `blobs`) rather than as files: creating a
 # file costs 0.1-0.5 ms on the virtual disks we run on, and a cold run of N steps would create
 # 2N of them (a return value and an output copy per step). Bigger blobs are files under cas/.
 INLINE_MAX = 64 * 1024
-_HEX = frozenset("0123456789abcdef")
 
 
 class BlobStore:
@@ -39,7 +38,7 @@ class BlobStore:
         """Where a file blob lives (blobs up to INLINE_MAX bytes are in the database). A digest
         comes from rows and remote entries: anything but 32 hex digits is no blob (KeyError),
         never a path ("ab/home/you/file" would otherwise name /home/you/file)."""
-        if type(digest) is not str or len(digest) != 32 or not _HEX.issuperset(digest):
+        if not is_digest(digest):
             raise KeyError(f"not a blob digest: {str(digest)[:80]!r}")
         return os.path.join(self.cas, digest[:2], digest[2:])
 

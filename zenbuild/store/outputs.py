@@ -402,11 +402,14 @@ def _listed(store: Store, rel: str) -> bool:
                             (f'%"{needle}":%',)).fetchone() is not None
 
 
-def prepare(root: str, store_path: str, graph: Any) -> None:
-    """When a run starts: refuse a store and Outputs that overlap (check_placement), then
-    remove the temp files killed runs left beside file outputs and in STORE/tmp."""
-    rels = [(name, rel) for name, node in graph.nodes.items() for rel in node.outputs]
-    check_placement(root, store_path, rels)
+def output_rels(graph: Any) -> List[Tuple[str, str]]:
+    """(step, output path) of every declared Output of ``graph``."""
+    return [(name, rel) for name, node in graph.nodes.items() for rel in node.outputs]
+
+
+def sweep(root: str, store_path: str, rels: List[Tuple[str, str]]) -> None:
+    """Under the workspace lock, before a real run: remove the temp files killed runs left
+    beside file outputs and in STORE/tmp (a dry run removes nothing)."""
     sweep_leftovers(root, [rel for _, rel in rels])
     sweep_store_tmp(os.path.join(store_path, "tmp"))
 

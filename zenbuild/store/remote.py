@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import xxhash
 
-from zenbuild.digest import CHUNK, hash_stream
+from zenbuild.digest import CHUNK, hash_stream, is_digest
 from zenbuild.errors import ConfigError, CorruptBlob
 from zenbuild.store.db import ActionEntry, Store
 from zenbuild.store.signing import (  # noqa: F401 (AC_NAMESPACE: the key scheme)
@@ -48,8 +48,7 @@ from zenbuild.store.signing import (  # noqa: F401 (AC_NAMESPACE: the key scheme
 )
 
 REMOTE_FORMAT = "zenbuild-ac"
-_HEX32 = re.compile(r"[0-9a-f]{32}")  # a blob's xxh3-128 (its name in the store)
-_HEX64 = re.compile(r"[0-9a-f]{64}")  # its SHA-256 (its name on the server)
+_SHA256 = re.compile(r"[0-9a-f]{64}")  # a blob's name on the server
 REMOTE_VERSION = 2  # 2: entries namespaced by signer, optionally signed (1: one key per fingerprint)
 DEFAULT_TIMEOUT_S = 5.0
 
@@ -400,7 +399,7 @@ class RemoteCache:
                 return None
             blobs = {str(d): (str(v[0]), int(v[1])) for d, v in doc["blobs"].items()}
             for d, (sha, size) in blobs.items():  # names only: never a path on this machine
-                if not (_HEX32.fullmatch(d) and _HEX64.fullmatch(sha) and size >= 0):
+                if not (is_digest(d) and _SHA256.fullmatch(sha) and size >= 0):
                     raise ValueError(f"it names a blob {d[:80]!r} that is not a digest")
             outputs = doc["outputs"]
             problem = outputs_problem(outputs, declared)

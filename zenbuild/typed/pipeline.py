@@ -164,6 +164,27 @@ def unknown_names(table: str, names: Sequence[str], known: Sequence[str],
             "[params] or remove it.")
 
 
+_TREES: Dict[Tuple[str, int, int], Any] = {}  # (path, mtime_ns, size) -> its parsed module
+
+
+def _parsed(path: str) -> Any:
+    """The parsed module at ``path`` (once a process while the file is unchanged: [params]
+    and [steps] are checked against the same other pipelines), or None."""
+    import ast
+    import os
+
+    try:
+        st = os.stat(path)
+        key = (path, st.st_mtime_ns, st.st_size)
+        tree = _TREES.get(key)
+        if tree is None:
+            with open(path, "rb") as f:
+                tree = _TREES[key] = ast.parse(f.read(), path)
+        return tree
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
 def declared_names(root: str, specs: Sequence[str], table: str) -> Optional[List[str]]:
     """Names the configured pipelines' modules declare, read from their source under ``root``
     without importing them (a cheap first look before another pipeline is imported): for
@@ -179,12 +200,9 @@ def declared_names(root: str, specs: Sequence[str], table: str) -> Optional[List
         base = os.path.join(root, *mod.split("."))
         tree = None
         for path in (base + ".py", os.path.join(base, "__init__.py")):
-            try:
-                with open(path, "rb") as f:
-                    tree = ast.parse(f.read(), path)
+            tree = _parsed(path)
+            if tree is not None:
                 break
-            except (OSError, SyntaxError, ValueError):
-                continue
         if tree is None:
             return None
         if table == "params":

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from zenbuild.errors import ZenbuildError
-from zenbuild.project import import_reads, is_project_module, module_file, project_predicate
+from zenbuild.imported import import_reads
+from zenbuild.project import is_project_module, module_file, project_predicate
 
 
 class Outcome(enum.IntEnum):
