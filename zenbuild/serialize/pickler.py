@@ -56,6 +56,15 @@ def _sorted_set_reduce(obj: Any) -> Any:
 # Value types the user taught zenbuild to encode (serialize.register_value_type): type ->
 # reduce function returning what __reduce__ would, made of stable parts.
 REDUCERS: Dict[type, Callable[[Any], Any]] = {}
+# Libraries whose types are registered only once the library is imported, so that a run
+# not using it never imports it: top-level module name -> a function registering its types
+# (serialize.materialize: polars). Looked at before every dump.
+LAZY: Dict[str, Callable[[], None]] = {}
+
+
+def _register_lazy() -> None:
+    for name in [n for n in LAZY if n in sys.modules]:
+        LAZY.pop(name)()
 
 
 def _registered(t: type) -> Optional[Callable[[Any], Any]]:
@@ -76,6 +85,11 @@ class _Pickler(pickle.Pickler):
     # reducer_override about each before writing it as a global): the code that will run on
     # the value when it is loaded.
     refs: Optional[List[Any]] = None
+
+    def dump(self, obj: Any) -> None:
+        if LAZY:
+            _register_lazy()
+        super().dump(obj)
 
     def persistent_id(self, obj: Any) -> Any:
         t = type(obj)
