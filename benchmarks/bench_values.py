@@ -8,6 +8,8 @@
   each, every one a fresh child process (its ru_maxrss from os.wait4);
 * a 2M-row x 10-column DataFrame: zenbuild store / load vs pickle protocol 5 dump / load to
   the same disk, pyarrow feather beside them, and the digest of the frame in two processes;
+* the same shape as a polars DataFrame: zenbuild store / load (as its Arrow table, and as
+  polars' own pickle) vs polars write_ipc / read_ipc and pickle protocol 5 (polars installed);
 * a 1 GiB output file: zenbuild's capture into the store vs `cp` of it.
 
     .venv/bin/python benchmarks/bench_values.py [--big] [--repeat 3] [--sizes 40,400]
@@ -205,6 +207,107 @@ def bench_frame(rows: int, repeat: int, tmp: Path) -> Dict[str, float]:
     return res
 
 
+POLARS_FRAME = '''
+import numpy as np, polars as pl
+rng = np.random.default_rng(0)
+n = {rows}
+cols = {{f"f{{i}}": rng.random(n) for i in range(6)}}
+cols.update({{f"i{{i}}": rng.integers(0, 1 << 40, n) for i in range(2)}})
+cols["s"] = [f"key{{i % 1000}}" for i in range(n)]
+cols["c"] = pl.Series([f"c{{i}}" for i in rng.integers(0, 50, n)], dtype=pl.Categorical)
+df = pl.DataFrame(cols)
+'''
+
+
+def bench_polars(rows: int, repeat: int, tmp: Path) -> Dict[str, float]:
+    """A polars frame: zenbuild (as its Arrow table, and as polars' own pickle, the way it
+    was stored before) vs polars' write_ipc / read_ipc and pickle protocol 5."""
+    import pickle
+
+    import polars as pl
+
+    from zenbuild.serialize import loads, value_digest
+    from zenbuild.serialize.buffers import encode_value
+    from zenbuild.serialize.pickler import REDUCERS
+    from zenbuild.store.db import Store
+
+    ns: Dict[str, object] = {}
+    exec(POLARS_FRAME.format(rows=rows), ns)
+    df = ns["df"]
+    assert isinstance(df, pl.DataFrame)
+    value_digest(df)  # registers the polars materializer (done at the first polars value)
+    out: Dict[str, List[float]] = {}
+
+    def zenbuild(label: str, i: int) -> None:
+        path = str(tmp / f"pst{i}")
+        store = Store(path)
+        t = time.perf_counter()
+        digest = store.put_value(encode_value(df).parts)
+        out.setdefault(f"zenbuild store{label}", []).append(time.perf_counter() - t)
+        store.close()
+        store = Store(path)  # a new process's view: the blob is verified
+        t = time.perf_counter()
+        back = loads(store.map_blob(digest))
+        out.setdefault(f"zenbuild load{label}", []).append(time.perf_counter() - t)
+        assert back.equals(df)
+        del back
+        store.close()
+        shutil.rmtree(path)
+
+    for i in range(repeat):
+        zenbuild("", i)
+        saved = REDUCERS.pop(pl.DataFrame)
+        try:
+            zenbuild(" (polars pickle)", i)
+        finally:
+            REDUCERS[pl.DataFrame] = saved
+        t = time.perf_counter()
+        with open(tmp / f"pl{i}.pkl", "wb") as f:
+            pickle.dump(df, f, protocol=5)
+        out.setdefault("pickle.dump", []).append(time.perf_counter() - t)
+        t = time.perf_counter()
+        with open(tmp / f"pl{i}.pkl", "rb") as f:
+            pickle.load(f)
+        out.setdefault("pickle.load", []).append(time.perf_counter() - t)
+        t = time.perf_counter()
+        df.write_ipc(tmp / f"pl{i}.arrow", compression="uncompressed")
+        out.setdefault("write_ipc", []).append(time.perf_counter() - t)
+        t = time.perf_counter()
+        pl.read_ipc(tmp / f"pl{i}.arrow")
+        out.setdefault("read_ipc", []).append(time.perf_counter() - t)
+        for p in tmp.glob(f"pl{i}.*"):
+            p.unlink()
+    code = POLARS_FRAME.format(rows=rows) + "from zenbuild.serialize import value_digest\n" \
+        "print(value_digest(df))\n"
+    digests = [subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True,
+                              cwd=str(REPO), env={**os.environ, "PYTHONHASHSEED": seed}
+                              ).stdout.strip() for seed in ("1", "2")]
+    res = {k: min(v) for k, v in out.items()}
+    res["same digest in 2 processes"] = float(digests[0] == digests[1] == value_digest(df))
+    return res
+
+
+def print_polars(rows: int, repeat: int, tmp: Path) -> None:
+    """The polars lines (only when polars is installed)."""
+    try:
+        import polars  # noqa: F401
+    except ImportError:
+        print("polars DataFrame: skipped (polars is not installed)\n")
+        return
+    f = bench_polars(rows, repeat, tmp)
+    print(f"polars DataFrame {rows:,} rows x 10 columns (6 float, 2 int, 1 string, "
+          "1 categorical):")
+    for k, v in f.items():
+        if k.startswith("same"):
+            print(f"  {k}: {'yes' if v else 'NO'}")
+        else:
+            print(f"  {k:32} {v:8.3f} s")
+    print(f"  ratios: store {f['zenbuild store'] / f['pickle.dump']:.2f}x pickle.dump, "
+          f"{f['zenbuild store'] / f['write_ipc']:.2f}x write_ipc; load "
+          f"{f['zenbuild load'] / f['pickle.load']:.3f}x pickle.load, "
+          f"{f['zenbuild load'] / f['read_ipc']:.2f}x read_ipc\n")
+
+
 def bench_output(mib: int, repeat: int, tmp: Path) -> Dict[str, float]:
     from zenbuild.store import blobs
     from zenbuild.store.db import Store
@@ -271,6 +374,7 @@ def main() -> int:
         print(f"  ratios: store {f['zenbuild store'] / f['pickle.dump']:.2f}x pickle.dump "
               f"(target <= 1.2), load {f['zenbuild load'] / f['pickle.load']:.3f}x pickle.load "
               "(target <= 1.0)\n")
+        print_polars(args.rows, args.repeat, tmp)
         o = bench_output(args.output_mib, args.repeat, tmp)
         print(f"output file {args.output_mib} MiB:")
         for k, v in o.items():
