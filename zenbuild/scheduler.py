@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
@@ -57,6 +58,7 @@ from zenbuild.serialize import loads, value_digest
 from zenbuild.serialize.buffers import INLINE_KEEP, encode_value
 from zenbuild.serve import Server
 from zenbuild.states import StepStatus
+from zenbuild.store.blobs import StoredValue
 from zenbuild.store.db import ActionEntry, Store
 from zenbuild.trace import Trace, TraceOptions
 
@@ -368,7 +370,7 @@ class Scheduler:
         if data is None:
             digest = self.digests[name]
             try:
-                data = self.store.map_blob(digest)  # verified; a new private mapping
+                data = self.store.map_blob(digest, self.statcache)  # verified; a new mapping
             except KeyError:
                 raise CorruptBlob(digest) from None  # gone: purge the entries and run again
             if isinstance(data, bytes):
@@ -453,6 +455,22 @@ class Scheduler:
                 continue
         return out
 
+    def _adopt(self, outcome: Outcome) -> Optional[StoredValue]:
+        """A value its worker wrote into the store: adopted as it is, unless its pickle names
+        project code (or a class this process cannot find), whose code digests a stored value
+        carries: then ``outcome.value`` becomes the value, loaded from the worker's blob (O(1),
+        mapped), to be encoded here (returns None). Raises KeyError when the blob is not here."""
+        stored: StoredValue = outcome.value
+        self.store.adopt_value(stored)
+        for module, qualname in stored.refs:
+            obj: Any = sys.modules.get(module)
+            for part in qualname.split(".") if obj is not None else ():
+                obj = getattr(obj, part, None)
+            if obj is None or self.fp.value_code(obj) is not None:
+                outcome.value = loads(self.store.map_blob(stored.digest))
+                return None
+        return stored
+
     def _finish(self, outcome: Outcome) -> bool:
         name = outcome.name
         comps, fingerprint, _, same = self.running.pop(name)
@@ -460,25 +478,38 @@ class Scheduler:
         if not outcome.ok:
             self._fail(name, fingerprint, outcome.error, outcome.duration, reasons)
             return False
+        data: Any = None
         try:
-            data = encode_value(outcome.value, code_of=self.fp.value_code)
+            if isinstance(outcome.value, StoredValue):  # the worker stored it (worker_store)
+                data = self._adopt(outcome)
+            if data is None:
+                data = encode_value(outcome.value, code_of=self.fp.value_code)
+        except KeyError:
+            self._fail(name, fingerprint, f"step {name}: its worker wrote the value into a "
+                       f"store at {self.store.path} that this process does not see (the "
+                       "workers need the store at the same path)", outcome.duration)
+            return False
         except Exception as e:
             self._fail(name, fingerprint, f"the return value of step {name} cannot be stored: "
                        f"{type(e).__name__}: {e}. Return plain data or a picklable object.",
                        outcome.duration)
             return False
         if name in self.indexed:
-            comps.elements = self._element_digests(name, outcome.value)
+            value = outcome.value
+            if isinstance(value, StoredValue):
+                value = loads(self.store.map_blob(value.digest))
+            comps.elements = self._element_digests(name, value)
             self.elements[name] = comps.elements
+            del value
         stale = self._stale_code(name)
         try:
             value_digest, uncached = self.recorder.record(
-                self.g.nodes[name], comps, fingerprint, data.parts, outcome.duration,
-                outcome.trace, same, stale)
+                self.g.nodes[name], comps, fingerprint, getattr(data, "parts", data),
+                outcome.duration, outcome.trace, same, stale)
         except CaptureFailed as e:
             self._fail(name, fingerprint, str(e), outcome.duration)
             return False
-        if data.size <= INLINE_KEEP:
+        if not isinstance(data, StoredValue) and data.size <= INLINE_KEEP:
             self.values[name] = data.tobytes()
         outcome.value = None  # a big value lives on in its blob, not in this process
         del data

@@ -304,7 +304,7 @@ def test_generated_values_have_one_digest_across_hash_seeds(batch):
 
 def test_arrays_in_store_blobs_are_sent_by_reference(tmp_path):
     pytest.importorskip("distributed")
-    from zenbuild.executors.dask_executor import pack_args
+    from zenbuild.executors.worker_store import pack_args
     from zenbuild.serialize.buffers import encode_value
     from zenbuild.store.db import Store
 

@@ -27,9 +27,11 @@ def choose_executor(
     jobs: Optional[int] = None,
     scheduler: Optional[str] = None,
     on_output: Optional[OutputSink] = None,
+    store_path: Optional[str] = None,
 ) -> Executor:
     """``jobs``: None or 1 = serial in this process; N > 1 = N worker processes; 0 = one per
-    CPU. ``kind`` "dask" sends steps to a Dask cluster at ``scheduler`` (or a LocalCluster)."""
+    CPU. ``kind`` "dask" sends steps to a Dask cluster at ``scheduler`` (or a LocalCluster).
+    ``store_path``: workers write large values into that store themselves."""
     kind = kind or "local"
     if kind not in EXECUTORS:
         raise ConfigError(f"unknown executor {kind!r}; choose one of: {', '.join(EXECUTORS)}")
@@ -42,7 +44,7 @@ def choose_executor(
     if kind == "dask":
         from zenbuild.executors.dask_executor import DaskExecutor
 
-        return DaskExecutor(root, scheduler, jobs, on_output)
+        return DaskExecutor(root, scheduler, jobs, on_output, store_path)
     if scheduler:
         raise ConfigError("--scheduler only applies with --executor dask; add --executor dask "
                           "or drop --scheduler.")
@@ -50,7 +52,7 @@ def choose_executor(
         return InProcessExecutor()
     from zenbuild.executors.process import ProcessExecutor
 
-    return ProcessExecutor(jobs, root, on_output)
+    return ProcessExecutor(jobs, root, on_output, store_path)
 
 
 def execution_for(
@@ -77,7 +79,7 @@ def execution_for(
 
     if executor is None:
         executor = choose_executor(config.root, kind, jobs if jobs is not None else config.jobs,
-                                   scheduler, on_output)
+                                   scheduler, on_output, store.path)
 
     def warn(message: str) -> None:
         reporter.handle(Warning_(message=message))

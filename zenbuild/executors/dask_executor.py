@@ -1,12 +1,12 @@
 """The Dask executor (`--executor dask`): steps that missed the cache run on a Dask cluster.
 
-A LocalCluster of worker processes is started when no scheduler address is given; results come
-back to the main process, which stores them.
+A LocalCluster of worker processes is started when no scheduler address is given.
 
-A large value travels through the main process once: a step's result comes back and is
-stored; its consumers are sent where its arrays lie in the store (the blob's path, offset,
-dtype, shape and strides, see ``pack_args``), and each worker maps them copy-on-write, so
-the bytes go from the store to the worker without passing through the client again.
+A large value never travels through the main process (the client): the worker that made it
+writes it into the store and sends back where it is (worker_store.store_value); its consumers
+are sent where its arrays lie in the store (the blob's path, offset, dtype, shape and
+strides, see ``pack_args``), and each worker maps them copy-on-write. A worker that does not
+see the store (no shared filesystem) sends its values back, and the client stores them.
 
 A real cluster needs, on every worker: the same Python packages (zenbuild included), the project
 importable at the same path (a shared filesystem, or the project installed), and, for steps
@@ -15,13 +15,9 @@ that read File inputs or write Outputs, those paths visible at the same absolute
 
 from __future__ import annotations
 
-import io
 import logging
-import mmap
-import os
-import pickle
 import uuid
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from zenbuild.errors import ConfigError
 from zenbuild.executors import Executor, Outcome, Task
@@ -34,13 +30,15 @@ from zenbuild.executors.process import (
     print_output,
     run_ref,
 )
-from zenbuild.records import record
-from zenbuild.serialize.buffers import buffer_address
-from zenbuild.store.blobs import MappedBlob
+from zenbuild.executors.worker_store import (
+    Packed,
+    StoreTarget,
+    drop_target,
+    make_target,
+    pack_args,
+    unpack_args,
+)
 from zenbuild.trace import TraceOptions
-
-# An array at least this big, lying in a mapped store blob, is sent by reference.
-BY_REFERENCE_MIN = 1 << 20
 
 MISSING = (
     "--executor dask needs Dask's distributed scheduler, which is not installed. Install the "
@@ -61,9 +59,11 @@ class DaskExecutor(Executor):
     """Submits each task to a Dask cluster; the cluster (or the client) starts on first use."""
 
     def __init__(self, root: str, address: Optional[str] = None, jobs: Optional[int] = None,
-                 on_output: Optional[OutputSink] = None) -> None:
+                 on_output: Optional[OutputSink] = None, store_path: Optional[str] = None) -> None:
         self.distributed = require_dask()
         self.root = root
+        self.store_path = store_path  # workers that see it write large values there
+        self._target: Optional[StoreTarget] = None
         self.address = address
         self.workers = jobs or cpu_count()
         self.on_output = on_output
@@ -99,8 +99,10 @@ class DaskExecutor(Executor):
             self._ready.append(Outcome(task.name, False, error=f"step {task.name}: {e}\n"))
             return
         packed = pack_args(tuple(task.args), dict(task.kwargs))
+        if self._target is None and self.store_path is not None:
+            self._target = make_target(self.store_path)
         fut = self._get_client().submit(
-            run_packed, task.name, ref, self.root, packed, task.trace,
+            run_packed, task.name, ref, self.root, packed, task.trace, self._target,
             key=f"zenbuild-{task.name}-{uuid.uuid4().hex[:8]}", pure=False,
         )
         self._futures[fut] = task.name
@@ -133,86 +135,13 @@ class DaskExecutor(Executor):
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
-
-
-# ---- arguments by reference -------------------------------------------------------------
-
-
-@record(frozen=True)
-class Packed:
-    """A task's arguments pickled, with arrays that lie in store blobs as references."""
-
-    data: bytes
-    references: int = 0
-
-
-def _mapping_of(arr: Any) -> Optional[MappedBlob]:
-    base = arr
-    for _ in range(64):
-        if isinstance(base, MappedBlob):
-            return base
-        if isinstance(base, memoryview):
-            base = base.obj
-        else:
-            nxt = getattr(base, "base", None)
-            if nxt is None:
-                return None
-            base = nxt
-    return None
-
-
-class _RefPickler(pickle.Pickler):
-    count = 0
-
-    def reducer_override(self, obj: Any) -> Any:
-        t = type(obj)
-        if t.__module__ != "numpy" or t.__name__ != "ndarray":
-            return NotImplemented
-        if obj.nbytes < BY_REFERENCE_MIN:
-            return NotImplemented
-        mm = _mapping_of(obj)
-        if mm is None or not mm.path:
-            return NotImplemented
-        start = buffer_address(memoryview(mm))  # numpy is loaded: obj is an array
-        assert start is not None
-        offset = int(obj.__array_interface__["data"][0]) - start
-        if not 0 <= offset < len(mm):
-            return NotImplemented
-        self.count += 1
-        return (map_array, (mm.path, offset, obj.dtype, obj.shape, obj.strides))
-
-
-def pack_args(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Packed:
-    """``(args, kwargs)`` pickled for a worker: each array of a mapped store blob as where
-    it lies (read by ``map_array`` on the worker), everything else by value."""
-    f = io.BytesIO()
-    p = _RefPickler(f, protocol=5)
-    p.dump((args, kwargs))
-    return Packed(f.getvalue(), p.count)
-
-
-def map_array(path: str, offset: int, dtype: Any, shape: Tuple[int, ...],
-              strides: Tuple[int, ...]) -> Any:
-    """Worker side: the array at ``offset`` of store blob ``path``, in a private
-    copy-on-write mapping (a step that writes into it changes no other copy)."""
-    import numpy as np
-
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"the Dask worker cannot see the zenbuild store blob {path}: workers need the "
-            "project's store at the same path (a shared filesystem), as for File inputs"
-        ) from None
-    try:
-        mm = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
-    finally:
-        os.close(fd)
-    return np.ndarray(shape, dtype=dtype, buffer=mm, offset=offset, strides=strides)
+        drop_target(self._target)
+        self._target = None
 
 
 def run_packed(name: str, ref: FnRef, root: str, packed: Packed,
-               trace: Optional[TraceOptions]) -> Any:
-    """Worker side: unpack the arguments (mapping referenced arrays) and run the step."""
-    args, kwargs = pickle.loads(packed.data)
-    return run_ref(name, ref, root, args, kwargs, "py", trace)
+               trace: Optional[TraceOptions], target: Optional[StoreTarget] = None) -> Any:
+    """Worker side: unpack the arguments (mapping referenced arrays), run the step, and
+    write a large value into the store when this worker sees it (worker_store)."""
+    args, kwargs = unpack_args(packed)
+    return run_ref(name, ref, root, args, kwargs, "py", trace, target)

@@ -27,6 +27,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from zenbuild.executors import Executor, Outcome, Task, call_task
+from zenbuild.executors.worker_store import (
+    Packed,
+    StoreTarget,
+    drop_target,
+    make_target,
+    pack_args,
+    store_value,
+    unpack_args,
+)
 from zenbuild.trace import TraceOptions
 
 OutputSink = Callable[[str, str], None]  # (step name, captured text)
@@ -93,20 +102,26 @@ def resolve_ref(ref: FnRef, root: str) -> Callable[[], Any]:
 
 
 def run_ref(name: str, ref: FnRef, root: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
-            capture: str = "fd", trace: Optional[TraceOptions] = None) -> Tuple[Outcome, str]:
+            capture: str = "fd", trace: Optional[TraceOptions] = None,
+            target: Optional[StoreTarget] = None) -> Tuple[Outcome, str]:
     """Worker side: resolve and call the step, capturing what it prints. ``capture`` is "fd"
     (file descriptors 1 and 2, so child processes and C code are caught too) or "py" (only
     sys.stdout/sys.stderr, for workers that share their descriptors with other threads).
-    ``trace``: record the step's dynamic trace, which comes back on the Outcome."""
+    ``trace``: record the step's dynamic trace, which comes back on the Outcome. ``target``:
+    a large value is written into the store here and comes back as a StoredValue."""
     if capture == "fd":
-        return _with_fd_capture(lambda: _call(name, ref, root, args, kwargs, trace))
-    import contextlib
-    import io
+        outcome, text = _with_fd_capture(lambda: _call(name, ref, root, args, kwargs, trace))
+    else:
+        import contextlib
+        import io
 
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-        outcome = _call(name, ref, root, args, kwargs, trace)
-    return outcome, buf.getvalue()
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            outcome = _call(name, ref, root, args, kwargs, trace)
+        text = buf.getvalue()
+    if outcome.ok and target is not None:
+        outcome.value = store_value(outcome.value, target)
+    return outcome, text
 
 
 def _call(name: str, ref: FnRef, root: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
@@ -119,6 +134,14 @@ def _call(name: str, ref: FnRef, root: str, args: Tuple[Any, ...], kwargs: Dict[
         return Outcome(name, False, error=f"cannot import step {name} in the worker: "
                        f"{type(e).__name__}: {e}\n")
     return call_task(Task(name, fn, args, kwargs, trace))
+
+
+def run_packed_here(name: str, ref: FnRef, root: str, packed: Packed,
+                    trace: Optional[TraceOptions], target: Optional[StoreTarget]) -> Any:
+    """Worker side of -j: unpack the arguments (arrays of store blobs mapped here), run the
+    step capturing fd 1 and 2, and write a large value into the store (worker_store)."""
+    args, kwargs = unpack_args(packed)
+    return run_ref(name, ref, root, args, kwargs, "fd", trace, target)
 
 
 def _with_fd_capture(body: Callable[[], Outcome]) -> Tuple[Outcome, str]:
@@ -190,10 +213,13 @@ class ProcessExecutor(Executor):
     """Up to ``jobs`` steps at once in a pool of worker processes (forked or spawned, see
     start_method), started when the first step has to execute."""
 
-    def __init__(self, jobs: int, root: str, on_output: Optional[OutputSink] = None) -> None:
+    def __init__(self, jobs: int, root: str, on_output: Optional[OutputSink] = None,
+                 store_path: Optional[str] = None) -> None:
         self.slots = max(1, jobs)
         self.root = root
         self.on_output = on_output
+        self.store_path = store_path  # workers write large values there (worker_store)
+        self._target: Optional[StoreTarget] = None
         self._pool: Optional[cf.ProcessPoolExecutor] = None
         self._futures: Dict[cf.Future[Tuple[Outcome, str]], str] = {}
         self._ready: List[Outcome] = []
@@ -217,11 +243,14 @@ class ProcessExecutor(Executor):
             self._ready.append(Outcome(task.name, False, error=f"step {task.name}: {e}\n"))
             return
 
+        if self._target is None and self.store_path is not None:
+            self._target = make_target(self.store_path)
+
+        packed = pack_args(tuple(task.args), dict(task.kwargs))
+
         def send() -> cf.Future[Tuple[Outcome, str]]:
             return self._get_pool().submit(
-                run_ref, task.name, ref, self.root, tuple(task.args), dict(task.kwargs), "fd",
-                task.trace,
-            )
+                run_packed_here, task.name, ref, self.root, packed, task.trace, self._target)
 
         try:
             fut = send()
@@ -270,3 +299,5 @@ class ProcessExecutor(Executor):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        drop_target(self._target)
+        self._target = None

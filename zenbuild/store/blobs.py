@@ -13,13 +13,16 @@ from typing import IO, Any, Iterator, Optional, Sequence, Set, Tuple
 
 import xxhash
 
-from zenbuild.digest import hash_stream, is_digest
+from zenbuild.digest import StatCache, hash_stream, is_digest
 from zenbuild.errors import CorruptBlob
+from zenbuild.records import record
 
 # Blobs up to this size live in the database (table `blobs`) rather than as files: creating a
 # file costs 0.1-0.5 ms on the virtual disks we run on, and a cold run of N steps would create
 # 2N of them (a return value and an output copy per step). Bigger blobs are files under cas/.
 INLINE_MAX = 64 * 1024
+# The stat cache key of a file blob's stamp (BlobStore.map): no project path starts with NUL.
+STAMP_PREFIX = "\0cas/"
 
 
 class BlobStore:
@@ -63,15 +66,9 @@ class BlobStore:
         return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), name
 
     def _place(self, tmp: str, digest: str) -> None:
-        final = self.path(digest)
-        if os.path.exists(final):
-            os.unlink(tmp)
-            return
-        folder = os.path.dirname(final)
-        if folder not in self._made_dirs:
-            os.makedirs(folder, exist_ok=True)
-            self._made_dirs.add(folder)
-        os.replace(tmp, final)
+        if not is_digest(digest):
+            raise KeyError(digest)
+        _place_file(self.cas, tmp, digest, self._made_dirs)
 
     def put(self, data: Any) -> str:
         """Store bytes (or a value's parts, as put_parts does). Returns the digest."""
@@ -94,74 +91,67 @@ class BlobStore:
 
     def put_parts(self, parts: Sequence[Any]) -> str:
         """Store the concatenation of ``parts`` (bytes-like, in order) without ever joining
-        a big one: each is hashed and written in the same pass (small parts are gathered
-        into WRITE_CHUNK writes, big ones written from their own memory). Returns the
-        digest."""
+        a big one (see ``write_parts``). Returns the digest."""
         size = sum(memoryview(p).nbytes for p in parts)
         if size <= INLINE_MAX:
             return self.put(b"".join(parts))
-        h = xxhash.xxh3_128()
-        fd, tmp = self._tmpfile()
-        try:
-            pending = bytearray()
-            for p in parts:
-                m = memoryview(p)
-                if m.nbytes < WRITE_CHUNK:
-                    pending += m
-                    if len(pending) < WRITE_CHUNK:
-                        continue
-                    m = memoryview(pending)
-                elif pending:
-                    _write_hashed(fd, memoryview(pending), h)
-                    pending = bytearray()
-                _write_hashed(fd, m, h)
-                if m.obj is pending:
-                    m.release()
-                    pending = bytearray()
-            if pending:
-                _write_hashed(fd, memoryview(pending), h)
-            os.close(fd)
-            fd = -1
-            digest = h.hexdigest()
-            self._place(tmp, digest)
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            unlink_quiet(tmp)
-            raise
+        digest = write_parts(self.cas, self.tmp, parts, self._made_dirs)
         self._verified.add(digest)
         return digest
 
-    def map(self, digest: str) -> Any:
+    def adopt(self, stored: StoredValue) -> str:
+        """Take a value another process of this run wrote into this store (a Dask or -j
+        worker: ``write_parts``, which hashed exactly the bytes it wrote) as this process's
+        own: it is mapped from now on without rehashing. Raises KeyError when the blob is
+        not there with its size (the worker saw another store)."""
+        try:
+            size = os.stat(self.path(stored.digest)).st_size
+        except FileNotFoundError:
+            raise KeyError(stored.digest) from None
+        if size != stored.size:
+            raise KeyError(stored.digest)
+        self._verified.add(stored.digest)
+        return stored.digest
+
+    def map(self, digest: str, stamps: Optional[StatCache] = None) -> Any:
         """The blob's bytes to load a value from: a file blob mapped copy-on-write (mmap
         ACCESS_COPY: O(1), and a write into it changes private pages of this mapping only,
-        never the store), an inline blob as bytes. A file blob is hashed whole the first
-        time this process maps it; a mismatch raises CorruptBlob (after removing it). Each
-        call gives a new mapping, so two loads never share pages. Raises KeyError."""
+        never the store), an inline blob as bytes. A file blob is verified the first time
+        this process maps it: read and hashed (through a small buffer: its pages are not
+        made part of this process's memory), or, given ``stamps`` (the run's stat cache), not
+        read at all when its stat is the one recorded when it was last verified (git's
+        racy-clean rule; any write to the file changes its ctime). A mismatch raises
+        CorruptBlob (after removing it). Each call gives a new mapping, so two loads never
+        share pages. Raises KeyError."""
         data = self._inline(digest)
         if data is not None:
             if xxhash.xxh3_128_hexdigest(data) != digest:
                 self.delete(digest)
                 raise CorruptBlob(digest)
             return data
+        path = self.path(digest)
         try:
-            fd = os.open(self.path(digest), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             raise KeyError(digest) from None
         try:
-            if os.fstat(fd).st_size == 0:
+            st = os.fstat(fd)
+            if st.st_size == 0:
                 self.delete(digest)
                 raise CorruptBlob(digest)
+            if digest not in self._verified:
+                if stamps is not None:
+                    actual = stamps.digest(STAMP_PREFIX + digest, path, st)[0]
+                else:
+                    actual = _hash_fd(fd)[0]
+                if actual != digest:
+                    self.delete(digest)
+                    raise CorruptBlob(digest)
+                self._verified.add(digest)
             mm = MappedBlob(fd, 0, access=mmap.ACCESS_COPY)
-            mm.path = self.path(digest)
+            mm.path = path
         finally:
             os.close(fd)
-        if digest not in self._verified:
-            if xxhash.xxh3_128_hexdigest(mm) != digest:
-                mm.close()
-                self.delete(digest)
-                raise CorruptBlob(digest)
-            self._verified.add(digest)
         return mm
 
     def put_file(self, path: str) -> Tuple[str, int]:
@@ -315,6 +305,71 @@ def _write_hashed(fd: int, m: memoryview, h: Any) -> None:
         while piece:
             n = os.write(fd, piece)
             piece = piece[n:]
+
+
+def write_parts(cas: str, tmp_dir: str, parts: Sequence[Any],
+                made_dirs: Optional[Set[str]] = None) -> str:
+    """Write the concatenation of ``parts`` as a file blob of the store whose folders are
+    ``cas`` and ``tmp_dir``: each part hashed and written in the same pass (small parts
+    gathered into WRITE_CHUNK writes, big ones written from their own memory) to a temp file
+    renamed into place under its digest. Any process that sees the store may call it (a
+    worker storing its step's value). Returns the digest."""
+    h = xxhash.xxh3_128()
+    tmp = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(16).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        pending = bytearray()
+        for p in parts:
+            m = memoryview(p)
+            if m.nbytes < WRITE_CHUNK:
+                pending += m
+                if len(pending) < WRITE_CHUNK:
+                    continue
+                m = memoryview(pending)
+            elif pending:
+                _write_hashed(fd, memoryview(pending), h)
+                pending = bytearray()
+            _write_hashed(fd, m, h)
+            if m.obj is pending:
+                m.release()
+                pending = bytearray()
+        if pending:
+            _write_hashed(fd, memoryview(pending), h)
+        os.close(fd)
+        fd = -1
+        digest = h.hexdigest()
+        _place_file(cas, tmp, digest, made_dirs)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        unlink_quiet(tmp)
+        raise
+    return digest
+
+
+def _place_file(cas: str, tmp: str, digest: str, made_dirs: Optional[Set[str]]) -> None:
+    final = os.path.join(cas, digest[:2], digest[2:])
+    if os.path.exists(final):
+        os.unlink(tmp)
+        return
+    folder = os.path.dirname(final)
+    if made_dirs is None or folder not in made_dirs:
+        os.makedirs(folder, exist_ok=True)
+        if made_dirs is not None:
+            made_dirs.add(folder)
+    os.replace(tmp, final)
+
+
+@record(frozen=True)
+class StoredValue:
+    """A step's value that the worker which ran it wrote into the store itself
+    (``write_parts``): what comes back to the main process instead of the value. ``refs``:
+    (module, qualname) of each class or function its pickle names, so the main process can
+    tell whether project code is among them (whose digests a stored value carries)."""
+
+    digest: str
+    size: int
+    refs: Tuple[Tuple[str, str], ...] = ()
 
 
 # ioctl FICLONE (linux/fs.h): the destination shares the source's extents (btrfs, xfs with

@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from zenbuild.digest import FileRecord
+from zenbuild.digest import FileRecord, StatCache
 from zenbuild.errors import StoreError
 from zenbuild.store.actions import TOUCH_EVERY_S, ActionCache, ActionEntry
-from zenbuild.store.blobs import INLINE_MAX, BlobStore
+from zenbuild.store.blobs import INLINE_MAX, BlobStore, StoredValue
 from zenbuild.store.database import Database, Transaction
 from zenbuild.store.lock import WorkspaceLock
 from zenbuild.store.runs import RUNS_KEPT, RunHistory, StepRow
@@ -101,12 +101,20 @@ class Store:
         return self.blobs.put_file(path)
 
     def put_value(self, data: Any) -> str:
-        """Store a value's encoding: bytes, or its parts (serialize.buffers.Encoded.parts)."""
+        """Store a value's encoding: bytes, or its parts (serialize.buffers.Encoded.parts), or
+        a StoredValue a worker already wrote here (``adopt_value``)."""
+        if isinstance(data, StoredValue):
+            return self.blobs.adopt(data)
         return self.blobs.put(data) if isinstance(data, bytes) else self.blobs.put_parts(data)
 
-    def map_blob(self, digest: str) -> Any:
+    def adopt_value(self, stored: StoredValue) -> str:
+        """A value a worker of this run wrote into this store (blobs.write_parts), taken as
+        verified. Raises KeyError when it is not here (the worker saw another store)."""
+        return self.blobs.adopt(stored)
+
+    def map_blob(self, digest: str, stamps: Optional[StatCache] = None) -> Any:
         """A blob verified and mapped copy-on-write (bytes when inline); see BlobStore.map."""
-        return self.blobs.map(digest)
+        return self.blobs.map(digest, stamps)
 
     def get_blob(self, digest: str) -> bytes:
         return self.blobs.get(digest)

@@ -1,0 +1,159 @@
+"""End-to-end: with `-j 2` and `--executor dask`, a large value goes from the worker that made
+it into the store and to its consumer without passing through the main process (issue 13):
+the main process's own peak memory stays far below the value's size, in the run that makes it
+and in a later run where only the consumer executes; and every value gets the digest it gets
+in-process, also one that holds project code (whose digests a stored value carries)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+from conftest import TICK, Project
+
+MIB = 256  # the big array; the main process's bound below is well under it
+
+PIPE = '''
+from dataclasses import dataclass
+
+import numpy as np
+
+from zenbuild import pipeline, step
+from ticker import tick
+
+
+@dataclass
+class Box:
+    data: np.ndarray
+
+    def total(self) -> float:
+        return float(self.data.sum())
+
+
+@step
+def big(n: int):
+    tick("big")
+    return np.full(n, 1.5, dtype=np.float64)
+
+
+@step
+def boxed():
+    tick("boxed")
+    return Box(np.arange(1 << 18, dtype=np.float64))  # 2 MiB: stored by the worker too
+
+
+@step
+def total(a, b) -> float:
+    tick("total")
+    return float(a.sum()) + b.total()
+
+
+@pipeline
+def p(n: int = N):
+    total(big(n), boxed())
+'''
+
+# Runs the real CLI in this process and writes its own peak RSS (not its workers') to a file.
+WRAP = """
+import resource, runpy, sys
+out = sys.argv[1]
+sys.argv = ["zenbuild", *sys.argv[2:]]
+code = 0
+try:
+    runpy.run_module("zenbuild", run_name="__main__")
+except SystemExit as e:
+    code = e.code or 0
+with open(out, "w") as f:
+    f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+sys.exit(code)
+"""
+
+
+def make(root: Path, n: int) -> Project:
+    root.mkdir(parents=True)
+    p = Project(root)
+    p.write("ticker.py", TICK)
+    p.write("pipe.py", PIPE.replace("N):", f"{n}):"))
+    p.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    return p
+
+
+def run_measured(p: Project, *args: str) -> float:
+    """Run `zenbuild run ARGS` in the project; the main process's peak RSS in MiB."""
+    rss = p.root.parent / "rss.txt"
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("CI", None)
+    proc = subprocess.run([sys.executable, "-c", WRAP, str(rss), "run", *args],
+                          cwd=str(p.root), env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return float(rss.read_text())
+
+
+def value_digests(root: Path) -> Dict[str, str]:
+    db = sqlite3.connect(str(root / ".zenbuild" / "zenbuild.db"))
+    try:
+        return dict(db.execute(  # the entries the steps' current states point at
+            "SELECT s.step, a.value_digest FROM step_state s JOIN actions a"
+            " ON a.fingerprint = s.fingerprint").fetchall())
+    finally:
+        db.close()
+
+
+EXECUTORS = [pytest.param(["-j", "2"], id="jobs"),
+             pytest.param(["--executor", "dask", "-j", "2"], id="dask")]
+
+
+@pytest.mark.parametrize("how", EXECUTORS)
+def test_a_large_value_skips_the_main_process(tmp_path: Path, how: List[str]) -> None:
+    if "dask" in how:
+        pytest.importorskip("distributed")
+    n = MIB * 1024 * 1024 // 8
+    p = make(tmp_path / "proj", n)
+    cold = run_measured(p, *how)
+    assert sorted(p.ticks()) == ["big", "boxed", "total"]
+    pipe = p.read("pipe.py").replace("float(a.sum()) + b.total()", "float(a.sum()) + b.total() + 0")
+    p.write("pipe.py", pipe)
+    consumer_only = run_measured(p, *how)
+    assert p.ticks() == ["total"]
+    # the value would be 256 MiB of this process's memory (twice, through the pipe); the
+    # process itself (Python, numpy, Dask's client) needs well under 200 MiB
+    assert cold < MIB * 0.75, cold
+    assert consumer_only < MIB * 0.75, consumer_only
+    res = json.loads(subprocess.run(
+        [sys.executable, "-m", "zenbuild", "run", "--json"], cwd=str(p.root), text=True,
+        capture_output=True, env={**os.environ, "NO_COLOR": "1"}, check=True).stdout)
+    assert {s["name"]: s["status"] for s in res["steps"]} == {
+        "big": "cached", "boxed": "cached", "total": "cached"}
+
+
+@pytest.mark.parametrize("how", EXECUTORS)
+def test_worker_stored_values_digest_as_in_process(tmp_path: Path, how: List[str]) -> None:
+    if "dask" in how:
+        pytest.importorskip("distributed")
+    n = 1 << 18  # 2 MiB: stored by the worker
+    here = make(tmp_path / "here", n)
+    here.run("run")
+    there = tmp_path / "there"
+    shutil.copytree(here.root, there, ignore=shutil.ignore_patterns(".zenbuild"))
+    Project(there).run("run", *how)
+    a, b = value_digests(here.root), value_digests(there)
+    assert set(a) == {"big", "boxed", "total"}
+    assert a == b  # Box's value carries Box's code digest, also when a worker stored it
+    # and that digest follows the code: an edit of Box.total changes it (so does the producer's
+    # fingerprint, as for any value whose class changed)
+    for root in (here.root, there):
+        src = (root / "pipe.py").read_text()
+        (root / "pipe.py").write_text(src.replace("return float(self.data.sum())",
+                                                  "return float(self.data.sum()) * 1"))
+    here.run("run")
+    Project(there).run("run", *how)
+    a2, b2 = value_digests(here.root), value_digests(there)
+    assert a2 == b2
+    assert a2["boxed"] != a["boxed"] and a2["big"] == a["big"]

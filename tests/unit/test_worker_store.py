@@ -1,0 +1,104 @@
+"""Unit: a worker writes a large value into the store (executors.worker_store) exactly as the
+main process would; the main process adopts it; a file blob verified once is mapped again in a
+later process without being read, unless it changed (its stat stamp in the stat cache)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zenbuild.digest import StatCache
+from zenbuild.errors import CorruptBlob
+from zenbuild.executors.worker_store import (
+    StoreTarget,
+    drop_target,
+    make_target,
+    store_value,
+)
+from zenbuild.serialize import loads
+from zenbuild.serialize.buffers import encode_value
+from zenbuild.store.blobs import StoredValue
+from zenbuild.store.db import Store
+
+
+class Opaque:  # a class the test module defines: its pickle names it
+    def __init__(self, a: np.ndarray) -> None:
+        self.a = a
+
+
+def test_a_worker_stores_what_the_main_process_would(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "st"))
+    target = make_target(store.path)
+    value = {"a": np.arange(1 << 18, dtype=np.float64), "name": "x"}
+    stored = store_value(value, target)
+    assert isinstance(stored, StoredValue)
+    assert stored.digest == encode_value(value).digest()
+    assert stored.size == encode_value(value).size and stored.refs == ()
+    assert store.adopt_value(stored) == stored.digest
+    assert (loads(store.map_blob(stored.digest))["a"] == value["a"]).all()
+    # the classes a pickle names come back, for the main process to judge
+    obj = store_value(Opaque(np.ones(1 << 18)), target)
+    assert isinstance(obj, StoredValue)
+    assert (__name__, "Opaque") in obj.refs
+    drop_target(target)
+    assert not os.path.exists(target.marker)
+    store.close()
+
+
+def test_what_a_worker_sends_back_by_value(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "st"))
+    target = make_target(store.path)
+    small = np.arange(10)
+    assert store_value(small, target) is small  # small: by value
+    unpicklable = [lambda: 1] * 200_000
+    assert store_value(unpicklable, target) is unpicklable  # the main process says why
+    elsewhere = StoreTarget(target.cas, target.tmp, target.marker + "-not-here")
+    big = np.ones(1 << 18)
+    assert store_value(big, elsewhere) is big  # another store (no shared filesystem)
+    drop_target(target)
+    assert store_value(big, target) is big
+    store.close()
+
+
+def test_adopting_a_blob_that_is_not_there(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "st"))
+    stored = store_value(np.ones(1 << 18), make_target(store.path))
+    with pytest.raises(KeyError):
+        store.adopt_value(StoredValue("0" * 32, stored.size))
+    with pytest.raises(KeyError):
+        store.adopt_value(StoredValue(stored.digest, stored.size + 1))
+    store.close()
+
+
+def test_a_verified_blob_is_not_read_again(tmp_path: Path) -> None:
+    path = str(tmp_path / "st")
+    store = Store(path)
+    value = np.arange(1 << 18, dtype=np.float64)
+    digest = store.put_value(encode_value(value).parts)
+    store.close()
+    later = 10**20  # the clock of the stamps: long after the blob was written (not racy)
+    stamps = StatCache(clock=lambda: later)
+    first = Store(path)
+    assert (loads(first.map_blob(digest, stamps)) == value).all()
+    assert stamps.hashed_bytes > (1 << 21)  # read once to verify
+    first.close()
+    read = stamps.hashed_bytes
+    second = Store(path)  # another process: its own verified set is empty
+    assert (loads(second.map_blob(digest, stamps)) == value).all()
+    assert stamps.hashed_bytes == read  # the stamp matched: not read
+    second.close()
+    # any write changes the blob's ctime: the stamp no longer matches and damage is found
+    blob = os.path.join(path, "cas", digest[:2], digest[2:])
+    with open(blob, "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 0xFF]))
+    third = Store(path)
+    with pytest.raises(CorruptBlob):
+        third.map_blob(digest, stamps)
+    assert not os.path.exists(blob)
+    third.close()

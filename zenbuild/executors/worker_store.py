@@ -1,0 +1,166 @@
+"""Large values between the main process and workers (Dask, -j) go through the store, never
+through the pipe: a worker writes its step's large value into the store itself and sends
+back a StoredValue, which the main process adopts (a 400 MiB array through the Dask client
+cost seconds and twice its size in the client's memory); arrays of store blobs go to a
+worker as where they lie (``pack_args``), mapped there copy-on-write (issue 13)."""
+
+from __future__ import annotations
+
+import io
+import mmap
+import os
+import pickle
+from typing import Any, Dict, List, Optional, Tuple
+
+from zenbuild.records import record
+from zenbuild.serialize.buffers import buffer_address
+from zenbuild.store.blobs import MappedBlob, StoredValue, write_parts
+
+# A value whose encoding is at least this big is written by the worker; a smaller one comes
+# back by value (the main process keeps values up to serialize.buffers.INLINE_KEEP in memory).
+WORKER_STORE_MIN = 1 << 20
+
+
+@record(frozen=True)
+class StoreTarget:
+    """Where a worker may write values: the store's cas/ and tmp/ folders, and ``marker``, a
+    file the main process made in tmp/ for this run. A worker that does not see the marker
+    sees another store, or none (a cluster without the shared filesystem), and sends its
+    value back instead."""
+
+    cas: str
+    tmp: str
+    marker: str
+    min_size: int = WORKER_STORE_MIN
+
+
+def make_target(store_path: str) -> StoreTarget:
+    """A new marker in STORE/tmp (named PID-..., so a killed run's is swept with its temp
+    files); ``drop_target`` removes it."""
+    tmp = os.path.join(store_path, "tmp")
+    marker = os.path.join(tmp, f"{os.getpid()}-run-{os.urandom(8).hex()}")
+    fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.close(fd)
+    return StoreTarget(os.path.join(store_path, "cas"), tmp, marker)
+
+
+def drop_target(target: Optional[StoreTarget]) -> None:
+    if target is not None:
+        try:
+            os.unlink(target.marker)
+        except FileNotFoundError:
+            pass
+
+
+def store_value(value: Any, target: Optional[StoreTarget]) -> Any:
+    """Worker side: ``value`` written into the store as the main process would write it (the
+    same encoding, so the same digest), returned as a StoredValue; or ``value`` itself when it
+    is small, cannot be encoded (the main process then reports why, as for any executor), the
+    store is not visible here, or the write fails (a full disk is then reported by the main
+    process's own attempt)."""
+    if target is None or value is None or not os.path.exists(target.marker):
+        return value
+    from zenbuild.serialize.buffers import encode_value
+
+    refs: List[Tuple[str, str]] = []
+
+    def note(obj: Any) -> None:  # every class and function the pickle names
+        refs.append((str(getattr(obj, "__module__", "") or ""),
+                     str(getattr(obj, "__qualname__", "") or "")))
+
+    try:
+        enc = encode_value(value, code_of=note)
+    except Exception:  # noqa: BLE001 - the main process encodes it again and says why
+        return value
+    if enc.size < target.min_size:
+        return value
+    try:
+        digest = write_parts(target.cas, target.tmp, enc.parts)
+    except OSError:
+        return value
+    return StoredValue(digest, enc.size, tuple(sorted(set(refs))))
+
+
+# ---- arguments by reference -------------------------------------------------------------
+
+# An array at least this big, lying in a mapped store blob, is sent by reference.
+BY_REFERENCE_MIN = 1 << 20
+
+
+@record(frozen=True)
+class Packed:
+    """A task's arguments pickled, with arrays that lie in store blobs as references."""
+
+    data: bytes
+    references: int = 0
+
+
+def _mapping_of(arr: Any) -> Optional[MappedBlob]:
+    base = arr
+    for _ in range(64):
+        if isinstance(base, MappedBlob):
+            return base
+        if isinstance(base, memoryview):
+            base = base.obj
+        else:
+            nxt = getattr(base, "base", None)
+            if nxt is None:
+                return None
+            base = nxt
+    return None
+
+
+class _RefPickler(pickle.Pickler):
+    count = 0
+
+    def reducer_override(self, obj: Any) -> Any:
+        t = type(obj)
+        if t.__module__ != "numpy" or t.__name__ != "ndarray":
+            return NotImplemented
+        if obj.nbytes < BY_REFERENCE_MIN:
+            return NotImplemented
+        mm = _mapping_of(obj)
+        if mm is None or not mm.path:
+            return NotImplemented
+        start = buffer_address(memoryview(mm))  # numpy is loaded: obj is an array
+        assert start is not None
+        offset = int(obj.__array_interface__["data"][0]) - start
+        if not 0 <= offset < len(mm):
+            return NotImplemented
+        self.count += 1
+        return (map_array, (mm.path, offset, obj.dtype, obj.shape, obj.strides))
+
+
+def pack_args(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Packed:
+    """``(args, kwargs)`` pickled for a worker: each array of a mapped store blob as where
+    it lies (read by ``map_array`` on the worker), everything else by value."""
+    f = io.BytesIO()
+    p = _RefPickler(f, protocol=5)
+    p.dump((args, kwargs))
+    return Packed(f.getvalue(), p.count)
+
+
+def map_array(path: str, offset: int, dtype: Any, shape: Tuple[int, ...],
+              strides: Tuple[int, ...]) -> Any:
+    """Worker side: the array at ``offset`` of store blob ``path``, in a private
+    copy-on-write mapping (a step that writes into it changes no other copy)."""
+    import numpy as np
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"the Dask worker cannot see the zenbuild store blob {path}: workers need the "
+            "project's store at the same path (a shared filesystem), as for File inputs"
+        ) from None
+    try:
+        mm = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+    finally:
+        os.close(fd)
+    return np.ndarray(shape, dtype=dtype, buffer=mm, offset=offset, strides=strides)
+
+
+def unpack_args(packed: Packed) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+    """Worker side: the arguments of ``pack_args``, referenced arrays mapped."""
+    args, kwargs = pickle.loads(packed.data)
+    return args, kwargs
