@@ -481,14 +481,16 @@ class Scheduler:
         data: Any = None
         try:
             if isinstance(outcome.value, StoredValue):  # the worker stored it (worker_store)
-                data = self._adopt(outcome)
+                try:
+                    data = self._adopt(outcome)
+                except KeyError:
+                    self._fail(name, fingerprint, f"step {name}: its worker wrote the value "
+                               f"into a store at {self.store.path} that this process does not "
+                               "see (the workers need the store at the same path)",
+                               outcome.duration)
+                    return False
             if data is None:
                 data = encode_value(outcome.value, code_of=self.fp.value_code)
-        except KeyError:
-            self._fail(name, fingerprint, f"step {name}: its worker wrote the value into a "
-                       f"store at {self.store.path} that this process does not see (the "
-                       "workers need the store at the same path)", outcome.duration)
-            return False
         except Exception as e:
             self._fail(name, fingerprint, f"the return value of step {name} cannot be stored: "
                        f"{type(e).__name__}: {e}. Return plain data or a picklable object.",

@@ -399,3 +399,25 @@ def test_expiry_rerun_and_probes_in_the_walk(tmp_path: Path) -> None:
         "the version probe of step source failed: OSError: unreachable; the step executes"]
     assert kinds(result["source"].reasons)[0] == R.PROBE_FAILED
     Probe.error = None
+
+
+class ElsewhereStore(LastInFirstOut):
+    """A worker that says it wrote the value into a store this process does not see."""
+
+    def wait(self) -> List[Outcome]:
+        from zenbuild.store.blobs import StoredValue
+
+        out = super().wait()
+        for o in out:
+            if o.name == "right":
+                o.value = StoredValue("ab" * 16, 1 << 20)
+        return out
+
+
+def test_a_value_stored_where_this_process_cannot_see_fails_its_step(tmp_path: Path) -> None:
+    Calls.log.clear()
+    result, _ = walk(project(tmp_path), diamond(7, 8), ElsewhereStore())
+    assert {n: s.status for n, s in result.steps.items()} == {
+        "left": "executed", "right": "failed", "join": "skipped"}
+    assert "does not see (the workers need the store at the same path)" in (
+        result["right"].error or "")
