@@ -3,6 +3,7 @@ statuses and outputs as the local executor, and reports a failing step with its 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from conftest import TICK, Project
@@ -162,10 +164,10 @@ def simple():
 '''
 
 
-def test_external_scheduler(tmp_path: Path) -> None:
-    """--scheduler tcp://HOST:PORT: a `dask scheduler` and a `dask worker` started as the docs
-    say, on this machine (so the project is at the same path on the worker)."""
-    pytest.importorskip("distributed")
+@contextlib.contextmanager
+def external_cluster(tmp_path: Path) -> Iterator[str]:
+    """A `dask scheduler` and a `dask worker` started as the docs say, on this machine (so the
+    project is at the same path on the worker); yields the scheduler's address."""
     sched_file = tmp_path / "scheduler.json"
     logs = tmp_path / "dask.log"
     procs: list = []
@@ -183,24 +185,72 @@ def test_external_scheduler(tmp_path: Path) -> None:
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "1",
                  "--nthreads", "1", "--no-dashboard"], stdout=log, stderr=log))
-            p = make(tmp_path / "proj")
-            p.write("pipe.py", SIMPLE)
-            p.write("zenbuild.toml", 'pipelines = ["pipe:simple"]\n')
-            r = p.run("run", "--executor", "dask", "--scheduler", address)
-            assert r.executed == ["where"]
-            assert p.read("build/upper.txt") == "ONE TWO THREE\n"
-            store = str(p.root / ".zenbuild")
-            c = sqlite3.connect(os.path.join(store, "zenbuild.db"))
-            vd = c.execute("SELECT value_digest FROM actions").fetchone()[0]
-            c.close()
-            worker = StepResult("where", "cached", value_digest=vd, store_path=store).output
-            assert worker.startswith("tcp://127.0.0.1:")  # it ran on the external worker
+            yield address
         finally:
             for proc in reversed(procs):
                 proc.terminate()
             for proc in procs:
                 proc.wait(timeout=30)
 
+
+def test_external_scheduler(tmp_path: Path) -> None:
+    """--scheduler tcp://HOST:PORT: the step runs on the external worker."""
+    pytest.importorskip("distributed")
+    with external_cluster(tmp_path) as address:
+        p = make(tmp_path / "proj")
+        p.write("pipe.py", SIMPLE)
+        p.write("zenbuild.toml", 'pipelines = ["pipe:simple"]\n')
+        r = p.run("run", "--executor", "dask", "--scheduler", address)
+        assert r.executed == ["where"]
+        assert p.read("build/upper.txt") == "ONE TWO THREE\n"
+        store = str(p.root / ".zenbuild")
+        c = sqlite3.connect(os.path.join(store, "zenbuild.db"))
+        vd = c.execute("SELECT value_digest FROM actions").fetchone()[0]
+        c.close()
+        worker = StepResult("where", "cached", value_digest=vd, store_path=store).output
+        assert worker.startswith("tcp://127.0.0.1:")  # it ran on the external worker
+
+
+EDITED = '''
+from zenbuild import pipeline, step
+from shout import shout
+
+
+@step
+def greet(name: str) -> str:
+    return shout(name)
+
+
+@step
+def show(text: str) -> str:
+    print(f"text={text}")
+    return text
+
+
+@pipeline
+def edited(name: str = "ada"):
+    show(greet(name))
+'''
+
+
+def test_a_running_worker_imports_edited_modules_again(tmp_path: Path) -> None:
+    """A worker serves run after run: it must not keep the helpers (or steps) of an earlier
+    run. Editing a helper module reruns the step on the new helper; editing the step itself
+    runs the new step (not "the code in the worker differs")."""
+    pytest.importorskip("distributed")
+    with external_cluster(tmp_path) as address:
+        p = make(tmp_path / "proj")
+        p.write("pipe.py", EDITED)
+        p.write("shout.py", "def shout(s):\n    return s.upper()\n")
+        p.write("zenbuild.toml", 'pipelines = ["pipe:edited"]\n')
+        run = ("run", "--executor", "dask", "--scheduler", address)
+        assert "text=ADA" in p.run(*run).output
+        p.write("shout.py", "def shout(s):\n    return s.upper() + '!'\n")
+        r = p.run(*run)
+        assert r.executed == ["greet", "show"] and "text=ADA!" in r.output, r
+        p.write("pipe.py", EDITED.replace("return shout(name)", "return shout(name) * 2"))
+        r = p.run(*run)
+        assert r.executed == ["greet", "show"] and "text=ADA!ADA!" in r.output, r
 
 
 TRACED_STEPS = '''
