@@ -212,3 +212,37 @@ def test_zenbuild_imports_polars_only_for_a_polars_value(value: str) -> None:
             "data = encode_value(pl.DataFrame({'a': [1]})).tobytes()\n"
             "assert b'polars_frame_from_arrow' in data and loads(data)['a'][0] == 1\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(REPO))
+
+
+def test_a_chunked_frame_is_rechunked_once_for_both_pickles(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zenbuild.serialize import materialize
+
+    calls = []
+    real = pl.DataFrame.rechunk
+
+    def counting(self: pl.DataFrame) -> pl.DataFrame:
+        calls.append(self.shape)
+        return real(self)
+
+    monkeypatch.setattr(pl.DataFrame, "rechunk", counting)
+    chunked = pl.concat([pl.DataFrame({"a": np.arange(1000)})] * 3, rechunk=False)
+    digest = value_digest(chunked)
+    # the stability check pickled it twice: the second pickle took the first one's Table
+    assert calls == [(3000, 1)]
+    assert materialize._rechunked == []  # and holds no copy after
+    assert digest == value_digest(real(chunked))
+
+
+def test_a_frame_changed_in_place_after_a_lone_pickle_digests_its_new_content() -> None:
+    from zenbuild.serialize.pickler import canonical_pickle
+
+    chunked = pl.concat([pl.DataFrame({"a": [1, 2]}), pl.DataFrame({"a": [3]})], rechunk=False)
+    canonical_pickle(chunked)  # one pickle alone: its Table stays for a second one
+    chunked.vstack(pl.DataFrame({"a": [4]}), in_place=True)
+    assert chunked.n_chunks("all") == [3]
+    assert value_digest(chunked) == value_digest(pl.DataFrame({"a": [1, 2, 3, 4]}))
+    # the same shape, one value written in place
+    canonical_pickle(chunked)
+    chunked[1, "a"] = 20
+    assert value_digest(chunked) == value_digest(pl.DataFrame({"a": [1, 20, 3, 4]}))
+    assert loads(encode_value(chunked).tobytes())["a"].to_list() == [1, 20, 3, 4]

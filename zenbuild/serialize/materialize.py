@@ -11,13 +11,27 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
+import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
 from zenbuild.serialize import register_value_type
-from zenbuild.serialize.pickler import LAZY
 
 T = TypeVar("T", bound=type)
+
+# Libraries whose types are registered only once the library is imported, so that a run not
+# using it never imports it: top-level module name -> a function registering its types
+# (polars, below). The canonical pickler calls register_lazy before every dump.
+LAZY: Dict[str, Callable[[], None]] = {}
+
+
+def register_lazy() -> None:
+    """Register the types of every library in LAZY that is imported by now."""
+    for name in [n for n in LAZY if n in sys.modules]:
+        register = LAZY.get(name)
+        if register is not None:
+            register()  # idempotent: two threads may both call it; neither dumps before
+            LAZY.pop(name, None)
 
 _folders: List[str] = []  # folders made for loads in this process, removed at exit
 
@@ -111,7 +125,8 @@ def value_type(cls: Optional[T] = None, *, save: str = "save",
 # frame: column names, polars dtypes (Arrow types and polars' field metadata: Enum categories,
 # time zones, decimal scale), validity bitmaps and value buffers. The same frame built by
 # the same code gives the same digest in every process (tests/unit/test_polars.py), whatever
-# its chunks (a chunked frame is rechunked: one copy, while it is stored). Two frames that
+# its chunks (a chunked frame is rechunked: one copy, while it is stored, made once for both
+# pickles of the stability check). Two frames that
 # are equal but laid out differently may give different digests (a slice's offset, the
 # values hidden under nulls, unused bits of a validity bitmap, the order of a categorical's
 # dictionary): that costs a rerun of their consumers, never a wrong value. Frames that
@@ -139,17 +154,50 @@ def _arrow_safe(dtype: Any) -> bool:
     return True
 
 
-def _polars_table(df: Any) -> Any:
-    """The frame's pyarrow Table (rechunked), or None when it must keep polars' pickle."""
+# The Table of the last chunked frame stored, for the second pickle of that same frame (the
+# stability check of buffers.encode_value pickles every value twice and compares: without
+# this, a chunked frame would be rechunked, a copy of all of it, twice): at most one entry
+# (a weak reference to the frame or series, the thread, the addresses of its chunks' buffers,
+# their Arrow export, which keeps them alive so that no other buffer can take an address, and
+# the Table), taken by that second pickle, dropped with the frame. A frame changed in place
+# in between has other buffers (polars copies a buffer that is shared before writing to it).
+_rechunked: List[Tuple[Any, int, Tuple[int, ...], Any, Any]] = []
+
+
+def _forget(ref: Any) -> None:
+    for entry in list(_rechunked):
+        if entry[0] is ref:
+            _rechunked.remove(entry)
+
+
+def _polars_table(df: Any, owner: Any) -> Any:
+    """The frame's pyarrow Table (rechunked), or None when it must keep polars' pickle.
+    ``owner`` is the value being stored (the frame, or the series ``df`` was made from)."""
     if df.width == 0 or not all(_arrow_safe(t) for t in df.schema.values()):
         return None
     try:
         import pyarrow  # noqa: F401  (to_arrow needs it)
     except ImportError:
         return None
-    if max(df.n_chunks("all")) > 1:
-        df = df.rechunk()
-    return df.to_arrow()
+    if max(df.n_chunks("all")) == 1:
+        return df.to_arrow()  # no copy of numeric columns
+    import threading
+    import weakref
+
+    chunked = df.to_arrow()  # no copy either: the chunks as they are
+    where = tuple(b.address if b is not None else 0 for col in chunked.columns
+                  for chunk in col.chunks for b in chunk.buffers())
+    thread = threading.get_ident()
+    try:
+        ref, by, was, _, table = _rechunked.pop()
+    except IndexError:
+        pass
+    else:  # the first pickle's Table when this is the second pickle of the same frame
+        if ref() is owner and by == thread and was == where:
+            return table
+    table = df.rechunk().to_arrow()
+    _rechunked[:] = [(weakref.ref(owner, _forget), thread, where, chunked, table)]
+    return table
 
 
 def polars_frame_from_arrow(table: Any) -> Any:
@@ -170,11 +218,11 @@ def _register_polars() -> None:
     import polars as pl
 
     def frame(df: Any) -> Any:
-        table = _polars_table(df) if type(df) is pl.DataFrame else None
+        table = _polars_table(df, df) if type(df) is pl.DataFrame else None
         return NotImplemented if table is None else (polars_frame_from_arrow, (table,))
 
     def series(s: Any) -> Any:
-        table = _polars_table(s.to_frame()) if type(s) is pl.Series else None
+        table = _polars_table(s.to_frame(), s) if type(s) is pl.Series else None
         return NotImplemented if table is None else (polars_series_from_arrow, (table, s.name))
 
     register_value_type(pl.DataFrame, frame)

@@ -12,6 +12,7 @@ from types import FunctionType
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from zenbuild.serialize import Unencodable, canonical
+from zenbuild.serialize.materialize import LAZY, register_lazy
 
 PROTOCOL = 5
 
@@ -56,15 +57,6 @@ def _sorted_set_reduce(obj: Any) -> Any:
 # Value types the user taught zenbuild to encode (serialize.register_value_type): type ->
 # reduce function returning what __reduce__ would, made of stable parts.
 REDUCERS: Dict[type, Callable[[Any], Any]] = {}
-# Libraries whose types are registered only once the library is imported, so that a run
-# not using it never imports it: top-level module name -> a function registering its types
-# (serialize.materialize: polars). Looked at before every dump.
-LAZY: Dict[str, Callable[[], None]] = {}
-
-
-def _register_lazy() -> None:
-    for name in [n for n in LAZY if n in sys.modules]:
-        LAZY.pop(name)()
 
 
 def _registered(t: type) -> Optional[Callable[[Any], Any]]:
@@ -87,8 +79,8 @@ class _Pickler(pickle.Pickler):
     refs: Optional[List[Any]] = None
 
     def dump(self, obj: Any) -> None:
-        if LAZY:
-            _register_lazy()
+        if LAZY:  # types registered once their library is imported (serialize.materialize)
+            register_lazy()
         super().dump(obj)
 
     def persistent_id(self, obj: Any) -> Any:
