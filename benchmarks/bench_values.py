@@ -10,7 +10,9 @@
   the same disk, pyarrow feather beside them, and the digest of the frame in two processes;
 * the same shape as a polars DataFrame: zenbuild store / load (as its Arrow table, and as
   polars' own pickle) vs polars write_ipc / read_ipc and pickle protocol 5 (polars installed);
-* a 1 GiB output file: zenbuild's capture into the store vs `cp` of it.
+* a 1 GiB output file: zenbuild's capture into the store vs `cp` of it;
+* the 400 MiB array pipeline with --executor dask (a LocalCluster the run starts, and one
+  already running) beside the in-process run: wall time and the client's own peak RSS.
 
     .venv/bin/python benchmarks/bench_values.py [--big] [--repeat 3] [--sizes 40,400]
 """
@@ -334,6 +336,77 @@ def bench_output(mib: int, repeat: int, tmp: Path) -> Dict[str, float]:
     print(f"  (capture used {blobs.last_copy})")
     return res
 
+# The real CLI in this process; writes its own peak RSS (not its workers') to argv[1].
+SELF_RSS = """
+import resource, runpy, sys
+out = sys.argv[1]
+sys.argv = ["zenbuild", *sys.argv[2:]]
+try:
+    runpy.run_module("zenbuild", run_name="__main__")
+except SystemExit as e:
+    if e.code:
+        raise
+with open(out, "w") as f:
+    f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+"""
+
+
+def bench_dask(mib: int, repeat: int, tmp: Path) -> Dict[str, Tuple[float, float]]:
+    """The array pipeline in-process, on a LocalCluster the run starts, and on a cluster
+    already running (--scheduler): wall time, and the main process's own peak RSS (the
+    Dask client; the workers are other processes)."""
+    import distributed
+
+    n = mib * 1024 * 1024 // 8
+    res: Dict[str, List[Tuple[float, float]]] = {}
+    rss = tmp / "rss.txt"
+
+    def one(key: str, proj: Path, *args: str) -> None:
+        wall, _ = child([PY, "-c", SELF_RSS, str(rss), "run", *args], proj)
+        res.setdefault(key, []).append((wall, float(rss.read_text())))
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        for _ in range(repeat):
+            for label, args in (("in-process", ()),
+                                ("dask, cluster started by the run", ("--executor", "dask")),
+                                ("dask, running cluster", ("--executor", "dask",
+                                                           "--scheduler", address))):
+                proj = tmp / "zbdask"
+                shutil.rmtree(proj, ignore_errors=True)
+                proj.mkdir()
+                (proj / "zenbuild.toml").write_text('pipelines = ["big:p"]\n')
+                (proj / "big.py").write_text(PIPE.format(n=n))
+                one(f"{label}: cold", proj, *args)
+                (proj / "big.py").write_text(PIPE.format(n=n).replace(
+                    "float(a.sum())", "float(a.sum()) + 0"))
+                one(f"{label}: consumer only", proj, *args)
+                shutil.rmtree(proj)
+    return {k: best(v) for k, v in res.items()}
+
+
+def print_dask(mib: int, repeat: int, tmp: Path) -> None:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        print("dask: skipped (pip install 'zenbuild[dask]')\n")
+        return
+    r = bench_dask(mib, repeat, tmp)
+    print(f"--executor dask, array {mib} MiB (2 workers; RSS: the main process, i.e. the "
+          "client):")
+    print(f"  {'':44} {'wall s':>8} {'client RSS MiB':>15}")
+    for k, (wall, peak) in r.items():
+        print(f"  {k:44} {wall:8.2f} {peak:15.0f}")
+    base = r["in-process: cold"][0]
+    bound = 1.3 * mib + 60
+    for label in ("dask, cluster started by the run", "dask, running cluster"):
+        c, w = r[f"{label}: cold"], r[f"{label}: consumer only"]
+        print(f"  {label}: cold {c[0] / base:.2f}x in-process, consumer only "
+              f"{w[0] / r['in-process: consumer only'][0]:.2f}x (target <= 2); client RSS "
+              f"{c[1]:.0f} / {w[1]:.0f} MiB vs bound {bound:.0f}")
+    print()
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -343,6 +416,8 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--output-mib", type=int, default=1024)
     ap.add_argument("--dir", default=None, help="where to work (default: a temp dir)")
+    ap.add_argument("--dask-mib", type=int, default=400, help="array size for the Dask "
+                    "comparison (0: skip it)")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",") if x]
     if args.big:
@@ -375,6 +450,8 @@ def main() -> int:
               f"(target <= 1.2), load {f['zenbuild load'] / f['pickle.load']:.3f}x pickle.load "
               "(target <= 1.0)\n")
         print_polars(args.rows, args.repeat, tmp)
+        if args.dask_mib:
+            print_dask(args.dask_mib, args.repeat, tmp)
         o = bench_output(args.output_mib, args.repeat, tmp)
         print(f"output file {args.output_mib} MiB:")
         for k, v in o.items():

@@ -102,3 +102,69 @@ def test_a_verified_blob_is_not_read_again(tmp_path: Path) -> None:
         third.map_blob(digest, stamps)
     assert not os.path.exists(blob)
     third.close()
+
+
+def test_a_big_blob_is_hashed_while_it_is_written(tmp_path: Path, monkeypatch) -> None:
+    from zenbuild.store import blobs
+
+    monkeypatch.setattr(blobs, "HASH_BEHIND_MIN", 1 << 20)
+    threads: list = []
+    real = blobs.HashBehind
+
+    def counting(h):  # type: ignore[no-untyped-def]
+        threads.append(h)
+        return real(h)
+
+    monkeypatch.setattr(blobs, "HashBehind", counting)
+    store = Store(str(tmp_path / "st"))
+    value = {"a": np.arange(1 << 19, dtype=np.float64), "b": list(range(50_000))}
+    enc = encode_value(value)
+    digest = store.put_value(enc.parts)
+    assert len(threads) == 1 and digest == enc.digest()
+    assert Path(store.blob_path(digest)).read_bytes() == enc.tobytes()
+    store.close()
+
+
+def test_a_big_output_is_hashed_behind_its_copy(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from zenbuild.digest import digest_bytes
+    from zenbuild.store import blobs
+
+    if not hasattr(os, "copy_file_range"):
+        pytest.skip("no os.copy_file_range on this platform: the streaming copy is tested above")
+    monkeypatch.setattr(blobs, "HASH_BEHIND_MIN", 1 << 20)
+    monkeypatch.setattr(blobs, "COPY_PIECE", 256 << 10)
+    monkeypatch.setattr(blobs, "_reflinks", lambda src, dst: False)  # a reflink is one call
+    calls = []
+    real = os.copy_file_range
+
+    def piecewise(*args):  # type: ignore[no-untyped-def]
+        calls.append(args[2])
+        return real(*args)
+
+    monkeypatch.setattr(os, "copy_file_range", piecewise)
+    src = tmp_path / "out.bin"
+    data = os.urandom(5 << 20) + b"tail"
+    src.write_bytes(data)
+    store = Store(str(tmp_path / "st"))
+    digest, size = store.put_file(str(src))
+    assert size == len(data) and digest == digest_bytes(data)
+    assert len(calls) >= 20 and max(calls) == 256 << 10  # copied in pieces, hashed behind
+    assert Path(store.blob_path(digest)).read_bytes() == data
+    # copy_file_range failing part way (another filesystem, an old kernel): the streaming
+    # copy from the start, and the digest of what was stored
+    failing = {"n": 0}
+
+    def breaks(*args):  # type: ignore[no-untyped-def]
+        failing["n"] += 1
+        if failing["n"] > 3:
+            raise OSError(errno.EXDEV, "cross-device")
+        return real(*args)
+
+    monkeypatch.setattr(os, "copy_file_range", breaks)
+    src.write_bytes(data[::-1])
+    d2, size2 = store.put_file(str(src))
+    assert size2 == len(data) and d2 == digest_bytes(data[::-1])
+    assert Path(store.blob_path(d2)).read_bytes() == data[::-1]
+    store.close()

@@ -9,7 +9,7 @@ import io
 import mmap
 import os
 import sqlite3
-from typing import IO, Any, Iterator, Optional, Sequence, Set, Tuple
+from typing import IO, Any, Iterator, List, Optional, Sequence, Set, Tuple
 
 import xxhash
 
@@ -166,10 +166,9 @@ class BlobStore:
             fd, tmp = self._tmpfile()
             try:
                 try:
-                    fast_copy(src.fileno(), fd)
+                    digest, size = copy_hashed(src.fileno(), fd, tmp)
                 finally:
                     os.close(fd)
-                digest, size = hash_path(tmp)
                 self._place(tmp, digest)
             except BaseException:
                 unlink_quiet(tmp)
@@ -314,30 +313,35 @@ def write_parts(cas: str, tmp_dir: str, parts: Sequence[Any],
     gathered into WRITE_CHUNK writes, big ones written from their own memory) to a temp file
     renamed into place under its digest. Any process that sees the store may call it (a
     worker storing its step's value). Returns the digest."""
-    h = xxhash.xxh3_128()
+    xh = xxhash.xxh3_128()
+    size = sum(memoryview(p).nbytes for p in parts)
+    h: Any = HashBehind(xh) if size >= HASH_BEHIND_MIN else xh
     tmp = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(16).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        pending = bytearray()
-        for p in parts:
-            m = memoryview(p)
-            if m.nbytes < WRITE_CHUNK:
-                pending += m
-                if len(pending) < WRITE_CHUNK:
-                    continue
-                m = memoryview(pending)
-            elif pending:
+        try:
+            pending = bytearray()
+            for p in parts:
+                m = memoryview(p)
+                if m.nbytes < WRITE_CHUNK:
+                    pending += m
+                    if len(pending) < WRITE_CHUNK:
+                        continue
+                    m = memoryview(pending)
+                elif pending:
+                    _write_hashed(fd, memoryview(pending), h)
+                    pending = bytearray()
+                _write_hashed(fd, m, h)
+                if m.obj is pending:  # full: the next small parts go to a new one (the
+                    pending = bytearray()  # hashing thread may still read this one)
+            if pending:
                 _write_hashed(fd, memoryview(pending), h)
-                pending = bytearray()
-            _write_hashed(fd, m, h)
-            if m.obj is pending:
-                m.release()
-                pending = bytearray()
-        if pending:
-            _write_hashed(fd, memoryview(pending), h)
+        finally:
+            if h is not xh:
+                h.finish()
         os.close(fd)
         fd = -1
-        digest = h.hexdigest()
+        digest = xh.hexdigest()
         _place_file(cas, tmp, digest, made_dirs)
     except BaseException:
         if fd >= 0:
@@ -345,6 +349,48 @@ def write_parts(cas: str, tmp_dir: str, parts: Sequence[Any],
         unlink_quiet(tmp)
         raise
     return digest
+
+
+# A blob at least this big is hashed in a thread while it is written or copied (xxhash and
+# the kernel's copy release the GIL), so the pass costs about the write alone.
+HASH_BEHIND_MIN = 16 << 20
+
+
+class HashBehind:
+    """``update(piece)`` hands a piece to a thread that hashes the pieces in order while the
+    caller writes them; ``finish()`` waits for it (always call it: it ends the thread). The
+    thread lives for one blob only: a -j run forks its workers only while the process has a
+    single thread."""
+
+    def __init__(self, h: Any) -> None:
+        import queue
+        import threading
+
+        self.h = h
+        self.q: Any = queue.SimpleQueue()
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._run, name="zenbuild-hash", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            piece = self.q.get()
+            if piece is None:
+                return
+            if self.error is None:
+                try:
+                    self.h.update(piece)
+                except BaseException as e:  # noqa: BLE001 - raised again by finish()
+                    self.error = e
+
+    def update(self, piece: Any) -> None:
+        self.q.put(piece)
+
+    def finish(self) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def _place_file(cas: str, tmp: str, digest: str, made_dirs: Optional[Set[str]]) -> None:
@@ -420,6 +466,95 @@ def fast_copy(src: int, dst: int) -> str:
             piece = piece[w:]
     last_copy = "stream"
     return last_copy
+
+
+def copy_hashed(src: int, dst: int, dst_path: str) -> Tuple[str, int]:
+    """``fast_copy`` of ``src`` into ``dst`` and the (digest, size) of the copy: the copy's
+    own bytes are hashed (even if the source changes meanwhile, the digest names what was
+    stored). A big copy by copy_file_range runs in a thread while this one hashes what it
+    has copied so far, reading ``dst_path`` behind it, so the pass costs about the copy."""
+    copy_range = getattr(os, "copy_file_range", None)
+    if copy_range is None or os.fstat(src).st_size < HASH_BEHIND_MIN:
+        fast_copy(src, dst)
+        return hash_path(dst_path)
+    if _reflinks(src, dst):
+        return hash_path(dst_path)
+    import threading
+
+    state = {"done": 0, "over": False}
+    cond = threading.Condition()
+    error: List[BaseException] = []
+
+    def copy() -> None:
+        global last_copy
+        done = 0
+        try:
+            while True:  # to the end, even if the file grew meanwhile
+                n = copy_range(src, dst, COPY_PIECE, done, done)
+                if n == 0:
+                    break
+                done += n
+                with cond:
+                    state["done"] = done
+                    cond.notify()
+            last_copy = "copy_file_range"
+        except BaseException as e:  # noqa: BLE001 - handled by the hashing side
+            error.append(e)
+        with cond:
+            state["over"] = True
+            cond.notify()
+
+    t = threading.Thread(target=copy, name="zenbuild-copy", daemon=True)
+    t.start()
+    h = xxhash.xxh3_128()
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    at = 0
+    rd = os.open(dst_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        while True:
+            with cond:
+                while state["done"] <= at and not state["over"]:
+                    cond.wait()
+                limit, over = state["done"], state["over"]
+            if error:
+                break
+            while at < limit:
+                n = os.preadv(rd, [view[: min(len(buf), limit - at)]], at)
+                if n <= 0:
+                    break
+                h.update(view[:n])
+                at += n
+            if over and at >= state["done"]:
+                break
+    finally:
+        t.join()
+        os.close(rd)
+    if error:
+        if not isinstance(error[0], OSError):
+            raise error[0]
+        os.ftruncate(dst, 0)  # no copy_file_range here after all: the slow way, then hash
+        os.lseek(dst, 0, os.SEEK_SET)
+        fast_copy(src, dst)
+        return hash_path(dst_path)
+    return h.hexdigest(), at
+
+
+def _reflinks(src: int, dst: int) -> bool:
+    """Try a reflink (FICLONE) of src into dst; True when the filesystem made one."""
+    global last_copy
+    try:
+        import fcntl
+
+        fcntl.ioctl(dst, FICLONE, src)
+    except (OSError, ImportError):
+        return False
+    last_copy = "reflink"
+    return True
+
+
+# copy_file_range hands the copy over in pieces of this size, hashed as they land.
+COPY_PIECE = 8 << 20
 
 
 def _hash_fd(fd: int) -> Tuple[str, int]:
