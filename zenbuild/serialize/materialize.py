@@ -154,20 +154,41 @@ def _arrow_safe(dtype: Any) -> bool:
     return True
 
 
-# The Table of the last chunked frame stored, for the second pickle of that same frame (the
-# stability check of buffers.encode_value pickles every value twice and compares: without
-# this, a chunked frame would be rechunked, a copy of all of it, twice): at most one entry
-# (a weak reference to the frame or series, the thread, the addresses of its chunks' buffers,
-# their Arrow export, which keeps them alive so that no other buffer can take an address, and
-# the Table), taken by that second pickle, dropped with the frame. A frame changed in place
-# in between has other buffers (polars copies a buffer that is shared before writing to it).
-_rechunked: List[Tuple[Any, int, Tuple[int, ...], Any, Any]] = []
+# The Table of the last frame stored, for the second pickle of that same frame (the stability
+# check of buffers.encode_value pickles every value twice and compares): without it, a chunked
+# frame would be rechunked, a copy of all of it, twice, and string columns converted twice.
+# At most one entry: a weak reference to the frame or series, the thread, what the frame is
+# made of (column names, dtypes, the addresses of its own buffers), their zero-copy Arrow
+# export, which keeps those buffers alive so that no other buffer can take their addresses,
+# and the Table. The second pickle takes it; it is dropped with the frame. A frame changed in
+# place in between has other buffers (polars copies a shared buffer before writing to it).
+_last_table: List[Tuple[Any, int, Tuple[Any, ...], Any, Any]] = []
 
 
 def _forget(ref: Any) -> None:
-    for entry in list(_rechunked):
+    for entry in list(_last_table):
         if entry[0] is ref:
-            _rechunked.remove(entry)
+            _last_table.remove(entry)
+
+
+def _made_of(df: Any) -> Tuple[Tuple[Any, ...], Any]:
+    """(names, dtypes and buffers of ``df``, the export holding those buffers). A buffer is
+    told by its address; a categorical's codes and dictionary, which the export makes anew,
+    by their bytes. A buffer of a nested categorical has a new address every time: that
+    frame is rechunked for each pickle (slower, never wrong)."""
+    import polars as pl
+    import xxhash
+
+    native = df.to_arrow(compat_level=pl.CompatLevel.newest())  # no copy, but categoricals
+    where: List[Any] = [tuple(df.columns), str(df.schema)]
+    for col in native.columns:
+        for chunk in col.chunks:
+            if hasattr(chunk, "indices"):
+                bufs = chunk.indices.buffers() + chunk.dictionary.buffers()
+                where.extend(xxhash.xxh3_64_intdigest(b) if b is not None else 0 for b in bufs)
+            else:
+                where.extend(b.address if b is not None else 0 for b in chunk.buffers())
+    return tuple(where), native
 
 
 def _polars_table(df: Any, owner: Any) -> Any:
@@ -179,24 +200,22 @@ def _polars_table(df: Any, owner: Any) -> Any:
         import pyarrow  # noqa: F401  (to_arrow needs it)
     except ImportError:
         return None
-    if max(df.n_chunks("all")) == 1:
-        return df.to_arrow()  # no copy of numeric columns
     import threading
     import weakref
 
-    chunked = df.to_arrow()  # no copy either: the chunks as they are
-    where = tuple(b.address if b is not None else 0 for col in chunked.columns
-                  for chunk in col.chunks for b in chunk.buffers())
+    where, native = _made_of(df)
     thread = threading.get_ident()
     try:
-        ref, by, was, _, table = _rechunked.pop()
+        ref, by, was, _, table = _last_table.pop()
     except IndexError:
         pass
     else:  # the first pickle's Table when this is the second pickle of the same frame
         if ref() is owner and by == thread and was == where:
             return table
-    table = df.rechunk().to_arrow()
-    _rechunked[:] = [(weakref.ref(owner, _forget), thread, where, chunked, table)]
+    if max(df.n_chunks("all")) > 1:
+        df = df.rechunk()
+    table = df.to_arrow()  # no copy of numeric columns; strings as large_string
+    _last_table[:] = [(weakref.ref(owner, _forget), thread, where, native, table)]
     return table
 
 
