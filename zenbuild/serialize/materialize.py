@@ -33,6 +33,7 @@ def register_lazy() -> None:
             register()  # idempotent: two threads may both call it; neither dumps before
             LAZY.pop(name, None)
 
+
 _folders: List[str] = []  # folders made for loads in this process, removed at exit
 
 
@@ -119,17 +120,17 @@ def value_type(cls: Optional[T] = None, *, save: str = "save",
 # pyarrow Table of its columns, rechunked (``to_arrow()``: no copy of numeric columns), whose
 # protocol-5 pickle keeps every Arrow buffer out of band; a load maps them and
 # ``pl.from_arrow`` takes numeric columns without a copy. Measured (2M rows x 10 columns,
-# benchmarks/bench_values.py): store 0.4 s vs 1.1 s by polars' pickle, load 0.1 s vs 0.5 s.
+# benchmarks/bench_values.py, 2-core VM): store 0.14-0.4 s vs 0.8-1.1 s by polars' pickle,
+# load 0.07-0.1 s vs 0.5-0.7 s.
 #
 # What "equal" means for the digest: the digest is that of the Arrow layout of the rechunked
 # frame: column names, polars dtypes (Arrow types and polars' field metadata: Enum categories,
 # time zones, decimal scale), validity bitmaps and value buffers. The same frame built by
 # the same code gives the same digest in every process (tests/unit/test_polars.py), whatever
 # its chunks (a chunked frame is rechunked: one copy, while it is stored, made once for both
-# pickles of the stability check). Two frames that
-# are equal but laid out differently may give different digests (a slice's offset, the
-# values hidden under nulls, unused bits of a validity bitmap, the order of a categorical's
-# dictionary): that costs a rerun of their consumers, never a wrong value. Frames that
+# pickles of the stability check). Two frames that are equal but laid out differently may
+# give different digests (a slice's offset, the values hidden under nulls, unused bits of a
+# validity bitmap): that costs a rerun of their consumers, never a wrong value. Frames that
 # differ never share a digest, as the Arrow layout holds all of the content; dtypes whose
 # Arrow export does not come back the same (Object, Int128, UInt128, Float16 and whatever a
 # later polars adds) keep polars' own pickle, as do subclasses and zero-width frames (whose
