@@ -145,6 +145,39 @@ def test_missing_dask_names_the_extra(project: Project, tmp_path: Path) -> None:
     assert project.ticks() == []
 
 
+def test_a_cached_run_never_imports_dask(project: Project, tmp_path: Path) -> None:
+    """Importing Dask's client costs 1-2 s: a run with nothing to execute must not pay it
+    (an import of this shim would fail the run)."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "distributed.py").write_text("raise ImportError('imported for nothing')\n")
+    project.write("words.txt", "one two three\n")
+    project.write("zenbuild.toml", 'pipelines = ["pipe:simple_ok"]\n')
+    project.write("pipe.py", SIMPLE_OK)
+    project.run("run")
+    r = project.run("run", "--executor", "dask", env={"PYTHONPATH": str(shim)})
+    assert sorted(r.cached) == ["count", "double"] and r.executed == []
+
+
+SIMPLE_OK = '''
+from zenbuild import File, pipeline, step
+
+
+@step
+def count(src: File) -> int:
+    return len(src.read_text().split())
+
+
+@step
+def double(n: int) -> int:
+    return 2 * n
+
+
+@pipeline
+def simple_ok():
+    double(count(File("words.txt")))
+'''
+
 SIMPLE = '''
 from zenbuild import File, Output, pipeline, step
 

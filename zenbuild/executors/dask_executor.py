@@ -47,7 +47,21 @@ MISSING = (
 )
 
 
-def require_dask() -> Any:
+def require_dask() -> None:
+    """Refuse a run that asks for Dask where it is not installed, before any step runs; the
+    import itself (1-2 s) waits until a step has to execute, so a run served from the cache
+    never pays it."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("distributed") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ConfigError(MISSING)
+
+
+def _distributed() -> Any:
     try:
         import distributed
     except ImportError:
@@ -60,7 +74,8 @@ class DaskExecutor(Executor):
 
     def __init__(self, root: str, address: Optional[str] = None, jobs: Optional[int] = None,
                  on_output: Optional[OutputSink] = None, store_path: Optional[str] = None) -> None:
-        self.distributed = require_dask()
+        require_dask()
+        self.distributed: Any = None
         self.root = root
         self.store_path = store_path  # workers that see it write large values there
         self._target: Optional[StoreTarget] = None
@@ -75,7 +90,7 @@ class DaskExecutor(Executor):
 
     def _get_client(self) -> Any:
         if self._client is None:
-            d = self.distributed
+            d = self.distributed = _distributed()
             if self.address:
                 try:
                     self._client = d.Client(self.address, timeout="10s")
