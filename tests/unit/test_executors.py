@@ -215,3 +215,17 @@ def test_the_trace_comes_back_from_worker_processes(tmp_path, monkeypatch, metho
                                           {"ZB_EXEC_DEVICE": "cuda"})
     assert t.calls_traced and t.calls == []  # the step's module is outside this root
     json.dumps(t.to_json())  # small and JSON-able, as the action entry stores it
+
+
+def test_arguments_that_cannot_be_pickled_fail_the_step_not_the_run() -> None:
+    from zenbuild.executors import Task
+
+    ex = ProcessExecutor(2, "/nonexistent")
+    try:
+        ex.submit(Task("needs_lambda", top_level.fn, (lambda: 1,), {}))
+        [outcome] = ex.wait()
+    finally:
+        ex.close()
+    assert not outcome.ok and outcome.name == "needs_lambda"
+    assert "its arguments cannot be sent to a worker process" in outcome.error
+    assert "run with -j 1" in outcome.error

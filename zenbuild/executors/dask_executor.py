@@ -37,6 +37,7 @@ from zenbuild.executors.worker_store import (
     make_target,
     pack_args,
     unpack_args,
+    unsendable,
 )
 from zenbuild.trace import TraceOptions
 
@@ -113,7 +114,11 @@ class DaskExecutor(Executor):
         except NotImportable as e:
             self._ready.append(Outcome(task.name, False, error=f"step {task.name}: {e}\n"))
             return
-        packed = pack_args(tuple(task.args), dict(task.kwargs))
+        try:
+            packed = pack_args(tuple(task.args), dict(task.kwargs))
+        except Exception as e:  # noqa: BLE001 - the step fails, the run goes on
+            self._ready.append(unsendable(task.name, e))
+            return
         if self._target is None and self.store_path is not None:
             self._target = make_target(self.store_path)
         fut = self._get_client().submit(

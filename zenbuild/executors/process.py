@@ -35,6 +35,7 @@ from zenbuild.executors.worker_store import (
     pack_args,
     store_value,
     unpack_args,
+    unsendable,
 )
 from zenbuild.trace import TraceOptions
 
@@ -292,7 +293,11 @@ class ProcessExecutor(Executor):
         if self._target is None and self.store_path is not None:
             self._target = make_target(self.store_path)
 
-        packed = pack_args(tuple(task.args), dict(task.kwargs))
+        try:
+            packed = pack_args(tuple(task.args), dict(task.kwargs))
+        except Exception as e:  # noqa: BLE001 - the step fails, the run goes on
+            self._ready.append(unsendable(task.name, e))
+            return
 
         def send() -> cf.Future[Tuple[Outcome, str]]:
             return self._get_pool().submit(

@@ -12,6 +12,7 @@ import os
 import pickle
 from typing import Any, Dict, List, Optional, Tuple
 
+from zenbuild.executors import Outcome
 from zenbuild.records import record
 from zenbuild.serialize.buffers import buffer_address
 from zenbuild.store.blobs import MappedBlob, StoredValue, write_parts
@@ -158,6 +159,13 @@ def map_array(path: str, offset: int, dtype: Any, shape: Tuple[int, ...],
     finally:
         os.close(fd)
     return np.ndarray(shape, dtype=dtype, buffer=mm, offset=offset, strides=strides)
+
+
+def unsendable(name: str, e: BaseException) -> Outcome:
+    """The failed Outcome of a task whose arguments cannot be pickled for a worker."""
+    return Outcome(name, False, error=(
+        f"step {name}: its arguments cannot be sent to a worker process: "
+        f"{type(e).__name__}: {e}. Pass picklable values, or run with -j 1.\n"))
 
 
 def unpack_args(packed: Packed) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
