@@ -95,6 +95,7 @@ class Recorder:
         self.claims = Claims(store)
         self.deferred: Optional[Exception] = None  # a full disk at the end: raise_deferred()
         self._last_commit = clock()
+        self._static: Dict[int, Tuple[Any, Any]] = {}  # id(code_meta) -> (it, static_calls)
 
     def clear_outputs(self, node: Node, previous: Optional[ActionEntry]) -> None:
         """Before a step executes: refuse an Output that holds files zenbuild did not create
@@ -165,8 +166,9 @@ class Recorder:
                 if uncached is None and trace is not None and self.discovery is not None:
                     uncached = reads_changed(self.root, node.name, trace, comps.files)
                     if uncached is None:
-                        discovered = self.discovery.build(trace, static_calls(comps.code_meta),
-                                                          comps.files)
+                        discovered = self.discovery.build(
+                            trace, self._static_calls(comps.code_meta) if trace.calls else (),
+                            comps.files)
                 if uncached is None:
                     if discovered is not None:  # the entry it replaces stays, as an alternate
                         self.store.demote_action(fingerprint, json.dumps(discovered, sort_keys=True))
@@ -190,6 +192,14 @@ class Recorder:
         if entry is not None and self.remote is not None:
             self.remote.upload(entry)
         return value_digest, uncached
+
+    def _static_calls(self, code_meta: Dict[str, List[str]]) -> Any:
+        """static_calls() of a step's code_meta, once per step function (every call of a step
+        shares one code_meta dict in a run)."""
+        got = self._static.get(id(code_meta))
+        if got is None or got[0] is not code_meta:
+            got = self._static[id(code_meta)] = (code_meta, static_calls(code_meta))
+        return got[1]
 
     def inputs_changed(self, node: Node, comps: Components) -> Optional[Reason]:
         """Why the result of a step that just ran must not be cached: an input file's content,

@@ -282,6 +282,32 @@ def test_project_functions_that_ran(proj: Path, monkeypatch: pytest.MonkeyPatch)
                        ["pkg/calls_a.py", "helper", 3]]
 
 
+def test_every_recording_sees_the_functions_it_ran(proj: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each recording sees the project functions it ran, also one an earlier recording called
+    in a hot loop (disabled then, on 3.12, until the next recording restarts events) and one
+    called just as often between recordings; a function run only outside a recording is not
+    in the next one."""
+    from zenbuild.trace import calls
+
+    mod = _project_module(proj, monkeypatch, "calls_c")
+    helper = ["pkg/calls_c.py", "helper", 3]
+    try:
+        def hot() -> None:
+            for i in range(calls.HOT_CALLS + 5):
+                mod.helper(i)
+
+        assert record(proj, hot, trace_calls=True).calls == [helper]
+        assert record(proj, lambda: mod.helper(1), trace_calls=True).calls == [helper]
+        for i in range(calls.HOT_CALLS + 5):  # outside any recording
+            mod.helper(i)
+            mod.Scaler().transform([i])
+        assert record(proj, lambda: mod.helper(2), trace_calls=True).calls == [helper]
+        assert record(proj, lambda: None, trace_calls=True).calls == []
+    finally:
+        sys.modules.pop("pkg.calls_c", None)
+
+
 def test_calls_off_by_option_and_when_a_profiler_is_set(proj: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     mod = _project_module(proj, monkeypatch, "calls_b")
@@ -335,24 +361,28 @@ def test_monitoring_backend_logic(proj: Path, monkeypatch: pytest.MonkeyPatch) -
     from zenbuild.trace import calls
 
     fake = FakeMonitoring()
-    monkeypatch.setattr(calls._Monitor, "tool", None)
-    monkeypatch.setattr(calls._Monitor, "mon", None)
+    monkeypatch.setattr(calls, "HOT_CALLS", 3)
     rec = trace._Recording(opts(proj), None)
-    code = test_monitoring_backend_logic.__code__
+    code = test_monitoring_backend_logic.__code__  # no library's: recorded at every call
+    library = os.path.join.__code__  # the standard library's: disabled for good
     tracer = CallTracer(rec, lambda: rec, lambda: 1, monitoring=fake)
     tracer.start()
-    assert fake.enabled == fake.events.PY_START and fake.restarts == 1
-    assert fake.callback(code, 0) is fake.DISABLE  # one callback per code object
-    assert code in rec.codes
-    assert tracer.stop() and fake.enabled == 0
+    assert fake.enabled == fake.events.PY_START and fake.restarts == 0
+    assert fake.callback(library, 0) is fake.DISABLE and library not in rec.codes
+    assert fake.callback(code, 0) is None and code in rec.codes
+    assert tracer.stop() and fake.enabled == fake.events.PY_START  # left on: no re-instrumenting
+    again = CallTracer(rec, lambda: rec, lambda: 1, monitoring=fake)
+    again.start()
+    assert fake.restarts == 0  # nothing of a project was disabled: no restart
+    assert fake.callback(code, 0) is None
+    assert fake.callback(code, 0) is fake.DISABLE  # HOT_CALLS calls: disabled until a restart
+    again.stop()
     crowd = CallTracer(rec, lambda: rec, lambda: 2, monitoring=fake)
     crowd.start()
-    assert fake.callback(code, 0) is None  # several recordings: do not DISABLE for the others
+    assert fake.restarts == 1  # so that this recording sees that code again
+    for _ in range(5):  # several recordings: never disabled for the others
+        assert fake.callback(code, 0) is None
     crowd.stop()
-    nobody = CallTracer(rec, lambda: None, lambda: 0, monitoring=fake)
-    nobody.start()
-    assert fake.callback(code, 0) is fake.DISABLE
-    nobody.stop()
 
 
 # -- attribution, nesting, the hook outside recordings ------------------------------------------

@@ -147,6 +147,9 @@ def _entry(row: Tuple[Any, ...]) -> Optional[ActionEntry]:
     )
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True)  # what json.dumps(x, sort_keys=True) uses
+_SHARED_SECTIONS = frozenset({"code", "code_meta", "packages"})
+
 ACTION_COLS = ("fingerprint, pipeline, step, value_digest, outputs, components, created, "
                 "last_used, duration, discovered")
 
@@ -157,6 +160,8 @@ class ActionCache:
     def __init__(self, database: Database) -> None:
         self.database = database
         self.db = database.conn
+        # id -> (a components section, its length, its JSON): see _components_json
+        self._shared: Dict[int, Tuple[Any, int, str]] = {}
 
     def step_states(self, pipeline: str) -> Dict[str, ActionEntry]:
         """The latest entry of every step of ``pipeline``, in one query. Their components are
@@ -210,7 +215,7 @@ class ActionCache:
                     e.step,
                     e.value_digest,
                     json.dumps(e.outputs, sort_keys=True),
-                    json.dumps(e.components, sort_keys=True),
+                    self._components_json(e.components),
                     e.created or time.time(),
                     e.last_used or time.time(),
                     e.duration,
@@ -220,6 +225,27 @@ class ActionCache:
             db.execute(
                 "INSERT OR REPLACE INTO step_state VALUES (?,?,?)", (e.pipeline, e.step, e.fingerprint)
             )
+
+    def _components_json(self, c: Dict[str, Any]) -> str:
+        """``json.dumps(c, sort_keys=True)``, the same text, with the sections every call of a
+        step shares (its code, code_meta and packages: one dict per step function in a run)
+        encoded once: they were most of the bytes encoded per entry."""
+        if type(c) is not dict or not all(type(k) is str for k in c):
+            return json.dumps(c, sort_keys=True)
+        enc, shared, parts = _ENCODER.encode, self._shared, []
+        for k in sorted(c):
+            v = c[k]
+            if k in _SHARED_SECTIONS and type(v) is dict:
+                got = shared.get(id(v))
+                if got is None or got[0] is not v or got[1] != len(v):
+                    if len(shared) >= 256:
+                        shared.clear()
+                    got = shared[id(v)] = (v, len(v), enc(v))
+                text = got[2]
+            else:
+                text = enc(v)
+            parts.append(f"{enc(k)}: {text}")
+        return "{" + ", ".join(parts) + "}"
 
     # -- alternates: other entries of one static key, told apart by what their step read ----
     # A step's static key does not cover what it touched while it ran (an undeclared read, an

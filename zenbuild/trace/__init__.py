@@ -231,7 +231,9 @@ class _Recording:
         # profiler reads source files through linecache; a pool the project made earlier may
         # run the step's work. Their events count only with user code on their stack.
         self.thread = threading.get_ident()
-        self.foreign = frozenset(t.ident for t in threading.enumerate()) - {self.thread}
+        alive = threading.enumerate()
+        self.foreign = (_NO_THREADS if len(alive) == 1 and alive[0].ident == self.thread
+                        else frozenset(t.ident for t in alive) - {self.thread})
 
     def rel(self, path: Any) -> Optional[str]:
         """Project-relative posix form of an opened path, or None when it is not of interest."""
@@ -278,6 +280,8 @@ class _Recording:
         return Trace(reads, undeclared, sorted(self.listed), dict(self.env), calls,
                      self.opts.track_reads, self.opts.track_env, calls_traced, started_ns)
 
+
+_NO_THREADS: frozenset = frozenset()
 
 _CURRENT: ContextVar[Optional[_Recording]] = ContextVar("zenbuild_trace", default=None)
 _ACTIVE: List[_Recording] = []  # every recording under way in this process
@@ -519,6 +523,17 @@ def _unwrap_env() -> None:
 
 # -- the recorder ---------------------------------------------------------------------------------
 
+_CALLS: Any = None  # zenbuild.trace.calls, imported when the first step's calls are traced
+
+
+def _load_calls() -> Any:
+    global _CALLS
+    from zenbuild.trace import calls
+
+    _CALLS = calls
+    return calls
+
+
 
 class Recorder:
     """``with Recorder(opts) as r: ...`` records what the block touches; ``r.trace`` holds the
@@ -549,9 +564,8 @@ class Recorder:
         self._token = _CURRENT.set(rec)
         self._t0 = time.time_ns()
         if opts.trace_calls:
-            from zenbuild.trace.calls import CallTracer  # only once a step is recorded
-
-            self._calls = CallTracer(rec, lambda: _target(), lambda: len(_ACTIVE))
+            calls = _CALLS or _load_calls()  # imported once a step is recorded
+            self._calls = calls.CallTracer(rec, _target, _ACTIVE.__len__)
             self._calls.start()
         return self
 
@@ -563,9 +577,9 @@ class Recorder:
         try:
             if self._calls is not None:
                 traced = self._calls.stop()
-                from zenbuild.trace.calls import project_calls
-
-                calls = project_calls(rec.codes, rec.root, rec.excluded) if traced else []
+                if traced:
+                    calls = (_CALLS or _load_calls()).project_calls(rec.codes, rec.root,
+                                                                     rec.excluded)
         finally:
             _CURRENT.reset(self._token)
             with _LOCK:

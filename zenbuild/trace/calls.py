@@ -1,9 +1,14 @@
 """Call tracing for the recorder: which code objects ran during a step, and which of them are
 the project's own functions.
 
-Python >= 3.12: ``sys.monitoring`` with a PY_START callback that returns DISABLE, so each code
-object costs one callback per step (events are re-enabled when the last recording ends; while
-several recordings run at once in threads, DISABLE is not returned so none misses a call).
+Python >= 3.12: ``sys.monitoring`` with a PY_START callback, turned on at the first recording
+and left on. Code that is no project's whatever the root (zenbuild's own, the standard library's
+and installed packages', frozen modules, generated code without a source) gets DISABLE once for
+good; any other code is recorded at every call. restart_events() (which makes every code object
+in the process be instrumented again, and cost a step of 1,000 more than its own work when done
+before each step) is needed only after a code object called HOT_CALLS times was disabled: then
+the next recording restarts events first, so it sees that code again. While several recordings
+run at once in threads, no project code is disabled (none may miss a call).
 Below 3.12: cProfile's C profiler (``builtins=False``) in the recording thread, skipped (the
 trace then says calls were not traced) when another profiler is already set.
 """
@@ -14,7 +19,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
 
-from zenbuild.paths import PACKAGE_DIR, SKIP_DIRS, interactive_file
+from zenbuild.paths import PACKAGE_DIR, SKIP_DIRS, interactive_file, library_dirs
 
 if TYPE_CHECKING:  # pragma: no cover
     from zenbuild.trace import _Recording
@@ -24,42 +29,78 @@ Count = Callable[[], int]
 
 _ZB_DIR = PACKAGE_DIR + os.sep
 MONITORING = sys.version_info >= (3, 12)
+HOT_CALLS = 1000  # callbacks of one project code object before it is disabled until a restart
 
 
-class _Monitor:
-    """Process-wide sys.monitoring state: the tool id (acquired once), the callbacks' view of
-    the active recordings, and how many call recordings are under way."""
+class _Tool:
+    """The sys.monitoring state of one monitoring namespace (sys.monitoring, or a stand-in in
+    tests): the tool id, whether PY_START is on, the callbacks' view of the active recordings,
+    how many call recordings are under way, the callbacks per project code object since the last
+    restart, and whether one was disabled since (``stale``: the next recording restarts)."""
 
-    tool: Optional[int] = None
-    mon: Any = None  # sys.monitoring (or a stand-in in tests)
-    users = 0
-    target: Optional[Target] = None
-    count: Optional[Count] = None
+    def __init__(self, mon: Any, tool: int) -> None:
+        self.mon = mon
+        self.tool = tool
+        self.on = False
+        self.users = 0
+        self.target: Optional[Target] = None
+        self.count: Optional[Count] = None
+        self.fires: Dict[Any, int] = {}
+        self.stale = False
+
+    def callback(self, code: Any, offset: int) -> Any:
+        mon = self.mon
+        filename = code.co_filename
+        never = _NEVER.get(filename)
+        if never is None:
+            never = _never_project(filename)
+            if not filename.startswith("<"):  # a pseudo-file's status may change: not kept
+                _NEVER[filename] = never
+        if never:
+            return mon.DISABLE  # for good: only restart_events() would enable it again
+        target = self.target
+        rec = target() if target is not None else None
+        r: Optional[_Recording] = rec
+        while r is not None:
+            r.codes.add(code)
+            r = r.parent
+        fires = self.fires
+        n = fires[code] = fires.get(code, 0) + 1
+        if n >= HOT_CALLS:  # a hot loop: a callback per call costs more than a restart
+            count = self.count
+            if count is None or count() <= 1:  # never under another thread's recording
+                self.stale = True
+                return mon.DISABLE
+        return None
 
 
-def _py_start(code: Any, offset: int) -> Any:
-    mon = _Monitor.mon
-    target = _Monitor.target
-    rec = target() if target is not None else None
-    if rec is None:
-        return mon.DISABLE
-    r: Optional[_Recording] = rec
-    while r is not None:
-        r.codes.add(code)
-        r = r.parent
-    count = _Monitor.count
-    return mon.DISABLE if count is None or count() <= 1 else None
+_TOOLS: Dict[int, _Tool] = {}  # id(monitoring namespace) -> its state
+_NEVER: Dict[str, bool] = {}  # co_filename -> no project's code, whatever the root
+_LIBS: List[Tuple[str, ...]] = []
 
 
-def _acquire_tool(mon: Any) -> Optional[int]:
-    if _Monitor.tool is not None:
-        return _Monitor.tool
+def _never_project(filename: str) -> bool:
+    """Whether code from ``filename`` is no project's for any root: zenbuild's own, the
+    interpreter's or an installed package's, a frozen module, or generated code with no source
+    (``<string>``; a notebook cell's pseudo-file is a project's: see interactive_file)."""
+    if filename.startswith("<"):
+        return not interactive_file(filename)
+    if not _LIBS:
+        _LIBS.append(tuple(d + os.sep for d in library_dirs()))
+    path = filename if os.path.isabs(filename) else os.path.abspath(filename)
+    return path.startswith(_ZB_DIR) or path.startswith(_LIBS[0])
+
+
+def _acquire_tool(mon: Any) -> Optional[_Tool]:
+    got = _TOOLS.get(id(mon))
+    if got is not None and got.mon is mon:
+        return got
     for tool in (4, 3):  # 0-2 and 5 are the debugger, coverage, profiler and optimizer ids
         if mon.get_tool(tool) is None:
             mon.use_tool_id(tool, "zenbuild")
-            mon.register_callback(tool, mon.events.PY_START, _py_start)
-            _Monitor.tool, _Monitor.mon = tool, mon
-            return tool
+            got = _TOOLS[id(mon)] = _Tool(mon, tool)
+            mon.register_callback(tool, mon.events.PY_START, got.callback)
+            return got
     return None
 
 
@@ -74,7 +115,7 @@ class CallTracer:
         self.mon = monitoring if monitoring is not None else (
             getattr(sys, "monitoring", None) if MONITORING else None)
         self._profiler: Any = None
-        self._mon_on = False
+        self._tool: Optional[_Tool] = None
 
     def start(self) -> None:
         mon = self.mon
@@ -82,12 +123,16 @@ class CallTracer:
             tool = _acquire_tool(mon)
             if tool is None:
                 return
-            _Monitor.target, _Monitor.count = self.target, self.count
-            _Monitor.users += 1
-            if _Monitor.users == 1:
-                mon.restart_events()  # what an earlier step DISABLEd must fire again
-                mon.set_events(tool, mon.events.PY_START)
-            self._mon_on = True
+            tool.target, tool.count = self.target, self.count
+            tool.users += 1
+            if not tool.on:
+                mon.set_events(tool.tool, mon.events.PY_START)  # left on: see the docstring
+                tool.on = True
+            elif tool.stale:  # project code was disabled: it must fire again
+                tool.stale = False
+                tool.fires = {}
+                mon.restart_events()
+            self._tool = tool
             return
         if sys.getprofile() is not None:  # a profiler or debugger already uses the hook
             return
@@ -97,13 +142,10 @@ class CallTracer:
         self._profiler.enable()
 
     def stop(self) -> bool:
-        if self._mon_on:
-            mon: Any = self.mon
-            _Monitor.users -= 1
-            if _Monitor.users <= 0 and _Monitor.tool is not None:
-                _Monitor.users = 0
-                mon.set_events(_Monitor.tool, 0)
-            self._mon_on = False
+        tool = self._tool
+        if tool is not None:  # events stay on: turning them off and on re-instruments all code
+            tool.users = max(0, tool.users - 1)
+            self._tool = None
             return True
         prof = self._profiler
         if prof is None:

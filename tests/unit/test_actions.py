@@ -1,0 +1,43 @@
+"""The action cache's rows: components stored as the JSON text json.dumps(sort_keys=True) gives,
+also for the sections many entries share (encoded once per run)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, Dict
+
+from zenbuild.store.db import ActionEntry, Store
+
+
+def _components(code: Dict[str, str], files: Dict[str, Any]) -> Dict[str, Any]:
+    return {"params": {"x": ["d" * 32, "1"]}, "code": code, "files": files,
+            "code_meta": {"m.f": ["step", "m.py"]}, "env": {"python": "3.11"},
+            "inputs": {"ups": {"a": "e" * 32}}, "packages": {}, "élan": "ü\u2028"}
+
+
+def _stored(store: Store) -> Dict[str, str]:
+    store.close()
+    with sqlite3.connect(str(Path(store.path) / "zenbuild.db")) as db:
+        return dict(db.execute("SELECT step, components FROM actions"))
+
+
+def test_components_text_is_json_dumps_sorted(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "st"))
+    code = {"m.f": "a" * 32, "m.g": "b" * 32}  # one dict shared by the calls of a step
+    want = {}
+    for i in range(3):
+        comps = _components(code, {f"data/{i}.txt": ["c" * 32, i]})
+        want[f"s{i}"] = json.dumps(comps, sort_keys=True)
+        store.put_action(ActionEntry(f"{i:032x}", "p", f"s{i}", "f" * 32, {}, comps))
+    code["m.h"] = "9" * 32  # a shared section that changed is encoded again
+    comps = _components(code, {})
+    want["s3"] = json.dumps(comps, sort_keys=True)
+    store.put_action(ActionEntry("3" * 32, "p", "s3", "f" * 32, {}, comps))
+    odd = {2: "int keys", 1: code}  # anything else: json.dumps itself
+    want["s4"] = json.dumps(odd, sort_keys=True)
+    store.put_action(ActionEntry("4" * 32, "p", "s4", "f" * 32, {}, odd))
+    got = _stored(store)
+    assert got == want
+    assert json.loads(got["s3"])["code"]["m.h"] == "9" * 32
