@@ -122,10 +122,11 @@ def test_a_large_value_skips_the_main_process(tmp_path: Path, how: List[str]) ->
     p.write("pipe.py", pipe)
     consumer_only = run_measured(p, *how)
     assert p.ticks() == ["total"]
-    # the value would be 256 MiB of this process's memory (twice, through the pipe); the
-    # process itself (Python, numpy, Dask's client) needs well under 200 MiB
-    assert cold < MIB * 0.75, cold
-    assert consumer_only < MIB * 0.75, consumer_only
+    # through the pipe the value costs this process twice its size (556-578 MiB measured with
+    # the workers' store writes turned off); the process itself (Python, numpy, Dask's
+    # client) needs 40-70 MiB. The bound is generous: under load it measured 193 MiB once.
+    assert cold < MIB, (cold, consumer_only)
+    assert consumer_only < MIB, (cold, consumer_only)
     res = json.loads(subprocess.run(
         [sys.executable, "-m", "zenbuild", "run", "--json"], cwd=str(p.root), text=True,
         capture_output=True, env={**os.environ, "NO_COLOR": "1"}, check=True).stdout)
