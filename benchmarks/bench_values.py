@@ -338,7 +338,17 @@ def bench_output(mib: int, repeat: int, tmp: Path) -> Dict[str, float]:
 
 # The real CLI in this process; writes its own peak RSS (not its workers') to argv[1].
 SELF_RSS = """
-import resource, runpy, sys
+import runpy, sys
+
+
+def hwm_mib():
+    # this process's own peak RSS: VmHWM of its memory map. ru_maxrss is not: exec keeps the
+    # peak of the process that forked it (the test runner, the benchmark), which can be more
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
+
 out = sys.argv[1]
 sys.argv = ["zenbuild", *sys.argv[2:]]
 try:
@@ -347,7 +357,7 @@ except SystemExit as e:
     if e.code:
         raise
 with open(out, "w") as f:
-    f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    f.write(str(hwm_mib()))
 """
 
 

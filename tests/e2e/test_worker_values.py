@@ -62,7 +62,17 @@ def p(n: int = N):
 
 # Runs the real CLI in this process and writes its own peak RSS (not its workers') to a file.
 WRAP = """
-import resource, runpy, sys
+import runpy, sys
+
+
+def hwm_mib():
+    # this process's own peak RSS: VmHWM of its memory map. ru_maxrss is not: exec keeps the
+    # peak of the process that forked it (the test runner, the benchmark), which can be more
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
+
 out = sys.argv[1]
 sys.argv = ["zenbuild", *sys.argv[2:]]
 code = 0
@@ -71,7 +81,7 @@ try:
 except SystemExit as e:
     code = e.code or 0
 with open(out, "w") as f:
-    f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    f.write(str(hwm_mib()))
 sys.exit(code)
 """
 
@@ -124,9 +134,9 @@ def test_a_large_value_skips_the_main_process(tmp_path: Path, how: List[str]) ->
     assert p.ticks() == ["total"]
     # through the pipe the value costs this process twice its size (556-578 MiB measured with
     # the workers' store writes turned off); the process itself (Python, numpy, Dask's
-    # client) needs 40-70 MiB. The bound is generous: under load it measured 193 MiB once.
-    assert cold < MIB, (cold, consumer_only)
-    assert consumer_only < MIB, (cold, consumer_only)
+    # client) needs 40-70 MiB
+    assert cold < MIB * 0.75, (cold, consumer_only)
+    assert consumer_only < MIB * 0.75, (cold, consumer_only)
     res = json.loads(subprocess.run(
         [sys.executable, "-m", "zenbuild", "run", "--json"], cwd=str(p.root), text=True,
         capture_output=True, env={**os.environ, "NO_COLOR": "1"}, check=True).stdout)
