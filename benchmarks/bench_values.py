@@ -336,29 +336,8 @@ def bench_output(mib: int, repeat: int, tmp: Path) -> Dict[str, float]:
     print(f"  (capture used {blobs.last_copy})")
     return res
 
-# The real CLI in this process; writes its own peak RSS (not its workers') to argv[1].
-SELF_RSS = """
-import runpy, sys
-
-
-def hwm_mib():
-    # this process's own peak RSS: VmHWM of its memory map. ru_maxrss is not: exec keeps the
-    # peak of the process that forked it (the test runner, the benchmark), which can be more
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-
-
-out = sys.argv[1]
-sys.argv = ["zenbuild", *sys.argv[2:]]
-try:
-    runpy.run_module("zenbuild", run_name="__main__")
-except SystemExit as e:
-    if e.code:
-        raise
-with open(out, "w") as f:
-    f.write(str(hwm_mib()))
-"""
+# The real CLI in its own process, which writes that process's peak RSS (not its workers')
+SELF_RSS = Path(__file__).resolve().parent / "self_rss.py"
 
 
 def bench_dask(mib: int, repeat: int, tmp: Path) -> Dict[str, Tuple[float, float]]:
@@ -372,7 +351,7 @@ def bench_dask(mib: int, repeat: int, tmp: Path) -> Dict[str, Tuple[float, float
     rss = tmp / "rss.txt"
 
     def one(key: str, proj: Path, *args: str) -> None:
-        wall, _ = child([PY, "-c", SELF_RSS, str(rss), "run", *args], proj)
+        wall, _ = child([PY, str(SELF_RSS), str(rss), "run", *args], proj)
         res.setdefault(key, []).append((wall, float(rss.read_text())))
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from conftest import TICK, Project
+from conftest import REPO, TICK, Project
 
 MIB = 256  # the big array; the main process's bound below is well under it
 
@@ -60,30 +60,8 @@ def p(n: int = N):
     total(big(n), boxed())
 '''
 
-# Runs the real CLI in this process and writes its own peak RSS (not its workers') to a file.
-WRAP = """
-import runpy, sys
-
-
-def hwm_mib():
-    # this process's own peak RSS: VmHWM of its memory map. ru_maxrss is not: exec keeps the
-    # peak of the process that forked it (the test runner, the benchmark), which can be more
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-
-
-out = sys.argv[1]
-sys.argv = ["zenbuild", *sys.argv[2:]]
-code = 0
-try:
-    runpy.run_module("zenbuild", run_name="__main__")
-except SystemExit as e:
-    code = e.code or 0
-with open(out, "w") as f:
-    f.write(str(hwm_mib()))
-sys.exit(code)
-"""
+# Runs the real CLI in its own process and writes that process's peak RSS (not its workers')
+SELF_RSS = REPO / "benchmarks" / "self_rss.py"
 
 
 def make(root: Path, n: int) -> Project:
@@ -100,7 +78,7 @@ def run_measured(p: Project, *args: str) -> float:
     rss = p.root.parent / "rss.txt"
     env = {**os.environ, "NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("CI", None)
-    proc = subprocess.run([sys.executable, "-c", WRAP, str(rss), "run", *args],
+    proc = subprocess.run([sys.executable, str(SELF_RSS), str(rss), "run", *args],
                           cwd=str(p.root), env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return float(rss.read_text())
