@@ -168,3 +168,33 @@ def test_a_big_output_is_hashed_behind_its_copy(tmp_path: Path, monkeypatch) -> 
     assert size2 == len(data) and d2 == digest_bytes(data[::-1])
     assert Path(store.blob_path(d2)).read_bytes() == data[::-1]
     store.close()
+
+
+def test_a_restore_trusts_the_stamp_of_a_verified_blob(tmp_path: Path) -> None:
+    import time
+
+    path = str(tmp_path / "st")
+    src = tmp_path / "out.bin"
+    data = os.urandom(3 << 20)
+    src.write_bytes(data)
+    store = Store(path)
+    digest, _ = store.put_file(str(src))
+    store.close()
+    stamps = StatCache(clock=lambda: time.time_ns() + 10**10)  # recorded well after the write
+    for i in range(2):
+        s = Store(path)  # a new process each time: nothing verified yet
+        s.restore_file(digest, str(tmp_path / f"back{i}.bin"), None, stamps)
+        s.close()
+        assert (tmp_path / f"back{i}.bin").read_bytes() == data
+        if i == 0:
+            read = stamps.hashed_bytes
+            assert read >= len(data)
+    assert stamps.hashed_bytes == read  # the second restore did not read the blob to verify it
+    blob = os.path.join(path, "cas", digest[:2], digest[2:])
+    with open(blob, "r+b") as f:
+        f.write(b"\0" if data[0] else b"\1")
+    s = Store(path)
+    with pytest.raises(CorruptBlob):
+        s.restore_file(digest, str(tmp_path / "again.bin"), None, stamps)
+    assert not (tmp_path / "again.bin").exists()
+    s.close()

@@ -21,8 +21,10 @@ from zenbuild.records import record
 # file costs 0.1-0.5 ms on the virtual disks we run on, and a cold run of N steps would create
 # 2N of them (a return value and an output copy per step). Bigger blobs are files under cas/.
 INLINE_MAX = 64 * 1024
-# The stat cache key of a file blob's stamp (BlobStore.map): no project path starts with NUL.
-STAMP_PREFIX = "\0cas/"
+# The stat cache key of a file blob's stamp (BlobStore.map). A project file of that name could
+# only make the two records replace each other: each would then be hashed again, never trusted
+# wrongly (a record is trusted only for the exact stat it was made for).
+STAMP_PREFIX = ":blob:"
 
 
 class BlobStore:
@@ -140,19 +142,27 @@ class BlobStore:
                 self.delete(digest)
                 raise CorruptBlob(digest)
             if digest not in self._verified:
-                if stamps is not None:
-                    actual = stamps.digest(STAMP_PREFIX + digest, path, st)[0]
-                else:
-                    actual = _hash_fd(fd)[0]
-                if actual != digest:
-                    self.delete(digest)
-                    raise CorruptBlob(digest)
-                self._verified.add(digest)
+                self._verify_fd(digest, fd, stamps, st)
             mm = MappedBlob(fd, 0, access=mmap.ACCESS_COPY)
             mm.path = path
         finally:
             os.close(fd)
         return mm
+
+    def _verify_fd(self, digest: str, fd: int, stamps: Optional[StatCache],
+                   st: Optional[os.stat_result] = None) -> None:
+        """Check open file blob ``digest`` against its name: by its stamp in ``stamps`` when
+        its stat is the one recorded there, else by reading it through a small buffer (and
+        stamping it). A mismatch removes it and raises CorruptBlob."""
+        if stamps is not None:
+            actual = stamps.digest(STAMP_PREFIX + digest, self.path(digest),
+                                   st if st is not None else os.fstat(fd))[0]
+        else:
+            actual = _hash_fd(fd)[0]
+        if actual != digest:
+            self.delete(digest)
+            raise CorruptBlob(digest)
+        self._verified.add(digest)
 
     def put_file(self, path: str) -> Tuple[str, int]:
         """Copy a file into the store. Returns (digest, size). A big file is copied by the
@@ -210,9 +220,11 @@ class BlobStore:
             pass
         return gone
 
-    def restore_file(self, digest: str, dest: str, mode: Optional[int] = None) -> None:
+    def restore_file(self, digest: str, dest: str, mode: Optional[int] = None,
+                     stamps: Optional[StatCache] = None) -> None:
         """Write blob ``digest`` to ``dest`` atomically (a temp file, then a rename), the
-        blob verified first; a file blob is copied as put_file copies (reflink first)."""
+        blob verified first (not read for it when ``stamps`` holds its stat, see ``map``);
+        a file blob is copied as put_file copies (reflink first)."""
         os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
         tmp = f"{dest}.zenbuild-tmp-{os.getpid()}"
         try:
@@ -230,10 +242,7 @@ class BlobStore:
                     raise KeyError(digest) from None
                 try:
                     if digest not in self._verified:
-                        if _hash_fd(src)[0] != digest:
-                            self.delete(digest)
-                            raise CorruptBlob(digest)
-                        self._verified.add(digest)
+                        self._verify_fd(digest, src, stamps)
                         os.lseek(src, 0, os.SEEK_SET)
                     out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                     try:

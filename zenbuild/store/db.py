@@ -125,8 +125,9 @@ class Store:
     def delete_blob(self, digest: str) -> bool:
         return self.blobs.delete(digest)
 
-    def restore_file(self, digest: str, dest: str, mode: Optional[int] = None) -> None:
-        self.blobs.restore_file(digest, dest, mode)
+    def restore_file(self, digest: str, dest: str, mode: Optional[int] = None,
+                     stamps: Optional[StatCache] = None) -> None:
+        self.blobs.restore_file(digest, dest, mode, stamps)
 
     def iter_blobs(self) -> Iterator[Tuple[str, int]]:
         return self.blobs.iter()

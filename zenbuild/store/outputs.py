@@ -191,7 +191,7 @@ def restore(root: str, todo: List[Tuple[str, str, bool]], store: Store, statcach
                 shutil.rmtree(full)
         elif os.path.lexists(full):
             trash.keep_if_users(root, frel, statcache)
-        store.restore_file(digest, full, 0o755 if ex else 0o644)
+        store.restore_file(digest, full, 0o755 if ex else 0o644, statcache)
         statcache.record(frel, full, digest)
 
 
