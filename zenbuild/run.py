@@ -85,7 +85,8 @@ def run_bound(
                     bound.pipeline.enable_cache, log, remote=remote,
                 )
                 try:
-                    return sched.run()
+                    with _frozen():
+                        return sched.run()
                 except CorruptBlob as e:
                     fps = store.actions_using(e.digest)
                     store.delete_actions(fps)
@@ -106,6 +107,27 @@ def run_bound(
             if own_executor and executor is not None:
                 executor.close()
             store.close()
+
+
+class _frozen:
+    """``with _frozen():`` keeps the objects that exist when a walk starts (the graph, the stat
+    cache, modules, the caller's data) out of the cyclic GC's scans until it ends: steps run
+    with the GC on, and each full collection in a cold run of 5,000 steps walked all of them
+    again (~330 ms in all). They are collectable again afterwards (gc.unfreeze). Not used when
+    the process froze objects itself (those stay frozen)."""
+
+    def __enter__(self) -> None:
+        import gc
+
+        self.frozen = gc.get_freeze_count() == 0
+        if self.frozen:
+            gc.freeze()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.frozen:
+            import gc
+
+            gc.unfreeze()
 
 
 def _names(given: Union[str, Sequence[str], None]) -> List[str]:

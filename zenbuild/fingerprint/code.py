@@ -9,7 +9,7 @@ import os
 import sys
 import types
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from zenbuild import imported
 from zenbuild.digest import digest_bytes, digest_file
@@ -72,6 +72,23 @@ class _Obj:
     kind: str = "function"
 
 
+def _file_digest_of(root: str, source_cache: Any) -> Callable[[str], Optional[str]]:
+    """The digest of a project file (``rel`` under ``root``), through ``source_cache``'s stat
+    cache when there is one."""
+
+    def file_digest(rel: str) -> Optional[str]:
+        full = os.path.join(root, rel)
+        got = source_cache.file_digest(full) if source_cache is not None else None
+        if got is None:
+            try:
+                got = digest_file(full)[0]
+            except OSError:
+                return None
+        return got  # type: ignore[no-any-return]
+
+    return file_digest
+
+
 class CodeFingerprinter:
     """Computes code components, memoized per object for the life of one process."""
 
@@ -95,8 +112,10 @@ class CodeFingerprinter:
         self._value_code: Dict[int, str] = {}  # id(class or function) -> value_code digest
         self._import_maps: Dict[str, Dict[str, Tuple[str, str]]] = {}
         self._plain: Dict[Tuple[str, type, Any], str] = {}
-        self._import_reads = imported.ReadItems(self.root, self.project_file,
-                                                 self._file_digest)
+        # functions that do not hold self: a fingerprinter in a reference cycle (and the
+        # stat cache, graph and results its scheduler holds) waits for the cyclic GC
+        self._import_reads = imported.ReadItems(self.root, self.locator.project_file,
+                                                _file_digest_of(self._given_root, source_cache))
 
     # -- which code belongs to the project (fingerprint/project.py) --------------------------
     def project_file(self, filename: Optional[str]) -> Optional[str]:
@@ -461,15 +480,6 @@ class CodeFingerprinter:
         self._pins.append(fn)
         return info
 
-    def _file_digest(self, rel: str) -> Optional[str]:
-        full = os.path.join(self._given_root, rel)
-        got = self.source_cache.file_digest(full) if self.source_cache is not None else None
-        if got is None:
-            try:
-                got = digest_file(full)[0]
-            except OSError:
-                return None
-        return got
 
     def value_code(self, obj: Any) -> Optional[str]:
         """The code digest of a class or function a step's value names (its pickle refers to

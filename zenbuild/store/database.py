@@ -82,11 +82,22 @@ class SafeCursor(sqlite3.Cursor):
     where = ""
     lenient = False  # the rows were fetched again, bad bytes replaced: check their text
 
-    def _raise(self, e: sqlite3.DatabaseError) -> None:
+    def _error(self, e: sqlite3.DatabaseError) -> Optional[StoreError]:
+        """The StoreError that stands for ``e``, or None: re-raise ``e`` itself. (Callers
+        re-raise with a bare ``raise``: ``raise e`` from a helper left the helper's frame, which
+        holds ``e``, in e's traceback, a reference cycle that kept every frame above it and
+        their locals, a whole run's graph and results, alive until the cyclic GC ran.)"""
         if _is_full(e):
-            raise DiskFull(full_message(self.where, "the store database")) from None
+            return DiskFull(full_message(self.where, "the store database"))
         if _is_damage(e):
-            raise StoreDamaged(damaged_message(self.where, e)) from None
+            return StoreDamaged(damaged_message(self.where, e))
+        return None
+
+    def _raise(self, e: sqlite3.DatabaseError) -> None:
+        """Raise what stands for ``e`` (for a caller outside an ``except`` block)."""
+        err = self._error(e)
+        if err is not None:
+            raise err from None
         raise e
 
     def execute(self, sql: str, parameters: Any = (), /) -> SafeCursor:  # type: ignore[override]
@@ -94,14 +105,20 @@ class SafeCursor(sqlite3.Cursor):
         try:
             super().execute(sql, parameters)
         except sqlite3.DatabaseError as e:
-            self._raise(e)
+            err = self._error(e)
+            if err is None:
+                raise
+            raise err from None
         return self
 
     def executemany(self, sql: str, seq: Iterable[Any], /) -> SafeCursor:  # type: ignore[override]
         try:
             super().executemany(sql, seq)
         except sqlite3.DatabaseError as e:
-            self._raise(e)
+            err = self._error(e)
+            if err is None:
+                raise
+            raise err from None
         return self
 
     def _again(self) -> List[Any]:
@@ -120,7 +137,10 @@ class SafeCursor(sqlite3.Cursor):
             return super().fetchall()
         except sqlite3.DatabaseError as e:
             if not _is_bad_text(e):
-                self._raise(e)
+                err = self._error(e)
+                if err is None:
+                    raise
+                raise err from None
             return self._again()
 
     def fetchone(self) -> Any:
@@ -128,7 +148,10 @@ class SafeCursor(sqlite3.Cursor):
             return super().fetchone()
         except sqlite3.DatabaseError as e:
             if not _is_bad_text(e):
-                self._raise(e)
+                err = self._error(e)
+                if err is None:
+                    raise
+                raise err from None
             rows = self._again()
             return rows[0] if rows else None
 
