@@ -400,8 +400,20 @@ class _Tracer:
         if t is str or t is int or t is float or t is bool or v is None:
             return v
         if t is list:  # often a list of File inputs: those are converted without recursing
-            return [self._file(node, x.path, name, arg) if type(x) is File
-                    else self._convert(node, x, name, arg) for x in v]
+            out = []
+            files = node.files
+            for x in v:
+                if type(x) is File:
+                    rel = plain_rel(x.path)
+                    if rel is not None:  # what _file() does, for the usual plain path
+                        ref = FileRef(rel)
+                        files.append(ref)
+                        out.append(ref)
+                        continue
+                    out.append(self._file(node, x.path, name, arg))
+                else:
+                    out.append(self._convert(node, x, name, arg))
+            return out
         if t is tuple:
             return tuple([self._convert(node, x, name, arg) for x in v])
         if t is dict:

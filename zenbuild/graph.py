@@ -22,9 +22,10 @@ class FileRef:
         self.path = path
         self.glob = glob  # None for a File, the pattern for a Dir
         self.is_dir = glob is not None
-        payload = b"file\0" + path.encode("utf-8", "surrogatepass") + b"\0" + (glob or "").encode(
-            "utf-8", "surrogatepass")
-        self.item = b"m%d:%s" % (len(payload), payload)
+        p = path.encode("utf-8", "surrogatepass")
+        g = glob.encode("utf-8", "surrogatepass") if glob else b""
+        # _item(b"file\0" + p + b"\0" + g), in one formatting
+        self.item = b"m%d:file\0%s\0%s" % (len(p) + len(g) + 6, p, g)
 
     def __eq__(self, other: Any) -> Any:
         if type(other) is not FileRef:

@@ -181,3 +181,14 @@ def test_tuple_outputs_unpack(tmp_path):
     g = p().trace(tmp_path)
     arg = g.nodes["c"].args["x"]
     assert arg.node == "two" and arg.path == (0,)
+
+
+def test_marker_encodings_are_pinned():
+    """A marker's canonical encoding is part of every fingerprint that holds it: the bytes
+    must not change (old stores would miss every entry)."""
+    from zenbuild.graph import FileRef, OutputRef
+
+    assert FileRef("data/é.csv").item == b"m17:file\x00data/\xc3\xa9.csv\x00"
+    assert FileRef("raw", "**/*.csv").item == b"m17:file\x00raw\x00**/*.csv"
+    assert FileRef("raw", "").item == FileRef("raw").item == b"m9:file\x00raw\x00"
+    assert OutputRef("out.txt").item == b"m14:output\x00out.txt"
