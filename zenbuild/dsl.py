@@ -406,9 +406,9 @@ class _Tracer:
                 if type(x) is File:
                     rel = plain_rel(x.path)
                     if rel is not None:  # what _file() does, for the usual plain path
-                        ref = FileRef(rel)
-                        files.append(ref)
-                        out.append(ref)
+                        fref = FileRef(rel)
+                        files.append(fref)
+                        out.append(fref)
                         continue
                     out.append(self._file(node, x.path, name, arg))
                 else:
