@@ -411,13 +411,13 @@ class Scheduler:
             return {k: self._resolve(x, envs) for k, x in v.items()}
         return v
 
-    def _trace_options(self, node: Node) -> TraceOptions:
+    def _trace_options(self, node: Node, comps: Components) -> TraceOptions:
         c = self.config
         ignore = c.ignore_env  # a declared Env is keyed already; a secret one only by HMAC:
         if node.envs:  # the recorder must not store its value too
             ignore = (*ignore, *(r.name for r in node.envs))
         return TraceOptions(self.root, c.store, tuple(node.outputs), c.track_reads, True,
-                            c.trace_calls, ignore)
+                            c.trace_calls, ignore, frozenset(comps.files))
 
     def _start(self, node: Node, comps: Components, fingerprint: str, reasons: List[Reason],
                previous: Optional[ActionEntry], same: Optional[str] = None,
@@ -435,7 +435,7 @@ class Scheduler:
         self.report(StepExecuting(step=name, reasons=reasons))
         self.results[name] = StepResult(name, RUNNING, fingerprint, reasons=reasons)
         self.executor.submit(Task(name, node.step.fn, call_args, call_kwargs,
-                                  self._trace_options(node) if traced else None))
+                                  self._trace_options(node, comps) if traced else None))
 
     def _stale_code(self, name: str) -> Optional[Reason]:
         """A reason not to cache: the step ran code that is not what its files hold now (a

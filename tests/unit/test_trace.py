@@ -67,6 +67,25 @@ def test_reads_by_open_os_open_pathlib_and_numpy(proj: Path) -> None:
     assert t.reads_traced and t.started_ns > 0
 
 
+def test_declared_inputs_and_outputs_are_not_looked_at(proj: Path) -> None:
+    """A step's declared inputs (its static key covers them) and outputs are left out of its
+    trace without a look at who opened them; a recording around it still hears of them."""
+    def body() -> None:
+        slurp(proj / "data" / "train.csv")  # declared
+        slurp(proj / "params.yaml")  # not declared
+        (proj / "out.txt").write_text("x")  # a declared output
+        slurp(proj / "out.txt")
+
+    declared = opts(proj, outputs=("out.txt",), inputs=frozenset({"data/train.csv"}))
+    with Recorder(declared) as r:
+        body()
+    assert r.trace is not None
+    assert r.trace.reads == ["params.yaml"] and r.trace.writes == []
+    outer = record(proj, lambda: record(proj, body, outputs=("out.txt",),
+                                        inputs=frozenset({"data/train.csv"})))
+    assert outer.reads == ["data/train.csv", "params.yaml"] and outer.writes == ["out.txt"]
+
+
 def test_relative_paths_follow_the_cwd(proj: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(proj)
 

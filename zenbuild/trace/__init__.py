@@ -32,6 +32,7 @@ from typing import (
     Any,
     Callable,
     Dict,
+    FrozenSet,
     Iterable,
     Iterator,
     List,
@@ -89,7 +90,9 @@ class Trace:
 class TraceOptions:
     """What a recording needs, sent with each Task (picklable). ``outputs`` are the step's
     declared Output paths (files or folders, project-relative); ``ignore_env`` holds names or
-    fnmatch patterns from ``[fingerprint] ignore_env``."""
+    fnmatch patterns from ``[fingerprint] ignore_env``; ``inputs`` the declared input files
+    (the static key covers them: opening one is not recorded, which spares the look at the
+    caller's frames; a Trace never needed them, see discovered.build and commit.reads_changed)."""
 
     root: str
     store_dir: str = ""
@@ -98,6 +101,7 @@ class TraceOptions:
     track_env: bool = True
     trace_calls: bool = False
     ignore_env: Tuple[str, ...] = ()
+    inputs: FrozenSet[str] = frozenset()
 
 
 # -- environment variable filters ----------------------------------------------------------------
@@ -218,6 +222,10 @@ class _Recording:
         self.prefixes, self.excluded = memo
         self.outputs = tuple(o.rstrip("/") for o in opts.outputs)
         self._below = tuple(o + "/" for o in self.outputs)  # declared(): inside() at once
+        self.inputs = opts.inputs
+        # what finish() drops anyway (a declared output) or no one needs (a declared input)
+        # need not be looked at, unless a recording above this one hears of it too
+        self.alone = _up(self) is None
         self.reads: Dict[str, None] = {}
         self.writes: Dict[str, None] = {}
         self.listed: Dict[str, None] = {}
@@ -334,7 +342,11 @@ def _note(rec: _Recording, kind: str, rel: str) -> None:
 
 def _on_open(rec: _Recording, args: Tuple[Any, ...]) -> None:
     rel = rec.rel(args[0])
-    if rel is None or rel == "." or not _from_user(sys._getframe(2)):
+    if rel is None or rel == ".":
+        return
+    if rec.alone and (rel in rec.inputs or rec.declared(rel)):
+        return  # a declared input or output: the trace would not keep it
+    if not _from_user(sys._getframe(2)):
         return
     flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
     _note(rec, "writes" if flags & _WRITE_FLAGS else "reads", rel)
@@ -413,7 +425,9 @@ def _probe(path: Any, st: Any) -> None:
         if rec is None or not rec.opts.track_reads:
             return
         rel = rec.rel(path)
-        if rel is not None and rel != "." and _from_user(sys._getframe(2)):
+        if rel is None or rel == "." or (rec.alone and (rel in rec.inputs or rec.declared(rel))):
+            return
+        if _from_user(sys._getframe(2)):
             _note(rec, "reads", rel)  # a file the step wrote is dropped from reads at finish
     except Exception:  # pragma: no cover - never break the step's own stat
         pass
