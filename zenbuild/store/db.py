@@ -3,7 +3,8 @@
 On-disk layout (docs/store-format.md; its two versions, SCHEMA_VERSION for the database and
 STORE_FORMAT for what fingerprints point at, are in schema.py):
   STORE/cas/ab/cdef...   blob named by the xxh3-128 hex digest of its bytes; written to
-                         STORE/tmp/ then renamed into place; verified against its name on read
+                         STORE/tmp/ then renamed into place; verified against its name before
+                         first use (then trusted while its stat is unchanged: blobs.map)
   STORE/zenbuild.db      SQLite (WAL), tables in schema.py; meta.schema_version = SCHEMA_VERSION
   STORE/lock             flock()ed by a run for the workspace
 
