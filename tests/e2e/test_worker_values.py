@@ -120,6 +120,9 @@ def test_a_large_value_skips_the_main_process(tmp_path: Path, how: List[str]) ->
         capture_output=True, env={**os.environ, "NO_COLOR": "1"}, check=True).stdout)
     assert {s["name"]: s["status"] for s in res["steps"]} == {
         "big": "cached", "boxed": "cached", "total": "cached"}
+    # nothing left in STORE/tmp: the workers' temp files were renamed into place and the
+    # run's marker removed
+    assert sorted(os.listdir(p.root / ".zenbuild" / "tmp")) == []
 
 
 @pytest.mark.parametrize("how", EXECUTORS)

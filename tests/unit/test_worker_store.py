@@ -198,3 +198,18 @@ def test_a_restore_trusts_the_stamp_of_a_verified_blob(tmp_path: Path) -> None:
         s.restore_file(digest, str(tmp_path / "again.bin"), None, stamps)
     assert not (tmp_path / "again.bin").exists()
     s.close()
+
+
+def test_a_killed_runs_marker_is_swept_with_its_temp_files(tmp_path: Path) -> None:
+    from zenbuild.store.outputs import sweep_store_tmp
+
+    store = Store(str(tmp_path / "st"))
+    target = make_target(store.path)
+    name = os.path.basename(target.marker)
+    assert name.startswith(f"{os.getpid()}-")  # named like a temp file: PID-...
+    assert sweep_store_tmp(store.tmp) == 0  # this process is alive: kept
+    dead = 2**22 + 12345  # above Linux's default pid_max (4,194,304 = 2**22): never a live pid
+    os.rename(target.marker, os.path.join(store.tmp, f"{dead}-{name.split('-', 1)[1]}"))
+    assert sweep_store_tmp(store.tmp) == 1
+    assert os.listdir(store.tmp) == []
+    store.close()
