@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional
 
 from zenbuild.errors import ConfigError
 from zenbuild.executors import Executor, Outcome, Task
+from zenbuild.executors.freshness import fresh_project
 from zenbuild.executors.process import (
     FnRef,
     NotImportable,
@@ -163,5 +164,6 @@ def run_packed(name: str, ref: FnRef, root: str, packed: Packed,
                trace: Optional[TraceOptions], target: Optional[StoreTarget] = None) -> Any:
     """Worker side: unpack the arguments (mapping referenced arrays), run the step, and
     write a large value into the store when this worker sees it (worker_store)."""
-    args, kwargs = unpack_args(packed)
-    return run_ref(name, ref, root, args, kwargs, "py", trace, target)
+    with fresh_project(root):  # before the arguments: they may be instances of project classes
+        args, kwargs = unpack_args(packed)
+        return run_ref(name, ref, root, args, kwargs, "py", trace, target)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from zenbuild.executors import Executor, Outcome, Task, call_task
+from zenbuild.executors.freshness import fresh_project
 from zenbuild.executors.worker_store import (
     Packed,
     StoreTarget,
@@ -86,57 +87,12 @@ def _code_digest(fn: Callable[..., Any]) -> str:
     return hashlib.sha256(repr(code_shape(code)).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-# Project modules this process has imported: name -> (file, its stat when first seen here).
-_SEEN: Dict[str, Tuple[str, Optional[Tuple[int, int, int, int]]]] = {}
-_SCANNED = -1  # len(sys.modules) when it was last scanned for them
-
-
-def _stat_key(path: str) -> Optional[Tuple[int, int, int, int]]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino
-
-
-def refresh_project_modules(root: str) -> int:
-    """Forget every project module (a file under ``root`` outside site-packages) if any of
-    them changed on disk since this process first saw it, so the next import reads the
-    files as they are now. A long-lived worker (a Dask cluster serving run after run) would
-    otherwise run a step with the helpers of an earlier run, under the fingerprint of the
-    new ones. One stat per project module; sys.modules is scanned again only when it grew.
-    Returns how many were dropped."""
-    global _SCANNED
-    if len(sys.modules) != _SCANNED:
-        prefix = root.rstrip(os.sep) + os.sep
-        for name, mod in list(sys.modules.items()):
-            path = getattr(mod, "__file__", None)
-            if (name in _SEEN or not isinstance(path, str) or not path.startswith(prefix)
-                    or "site-packages" in path or "dist-packages" in path):
-                continue
-            _SEEN[name] = (path, _stat_key(path))
-        _SCANNED = len(sys.modules)
-    stale = [name for name, (path, key) in _SEEN.items()
-             if sys.modules.get(name) is None or _stat_key(path) != key]
-    if not stale:
-        return 0
-    mine = list(_SEEN)
-    for name in mine:
-        sys.modules.pop(name, None)
-    _SEEN.clear()
-    _SCANNED = -1
-    importlib.invalidate_caches()
-    return len(mine)
-
-
 def resolve_ref(ref: FnRef, root: str) -> Callable[[], Any]:
-    """Import the function ``ref`` names (a Step's ``.fn``), with ``root`` first on sys.path;
-    project modules edited since this process imported them are imported again."""
+    """Import the function ``ref`` names (a Step's ``.fn``), with ``root`` first on sys.path
+    (a worker does it inside freshness.fresh_project, which re-imports edited modules)."""
     if root not in sys.path:
         sys.path.insert(0, root)
-    refresh_project_modules(root)
     obj: Any = importlib.import_module(ref.module)
-    refresh_project_modules(root)  # note the stat of what was imported just now
     for part in ref.qualname.split("."):
         obj = getattr(obj, part)
     fn = getattr(obj, "fn", obj)  # module attributes hold Step objects; run the plain function
@@ -187,8 +143,9 @@ def run_packed_here(name: str, ref: FnRef, root: str, packed: Packed,
                     trace: Optional[TraceOptions], target: Optional[StoreTarget]) -> Any:
     """Worker side of -j: unpack the arguments (arrays of store blobs mapped here), run the
     step capturing fd 1 and 2, and write a large value into the store (worker_store)."""
-    args, kwargs = unpack_args(packed)
-    return run_ref(name, ref, root, args, kwargs, "fd", trace, target)
+    with fresh_project(root):  # before the arguments: they may be instances of project classes
+        args, kwargs = unpack_args(packed)
+        return run_ref(name, ref, root, args, kwargs, "fd", trace, target)
 
 
 def _with_fd_capture(body: Callable[[], Outcome]) -> Tuple[Outcome, str]:
