@@ -249,9 +249,15 @@ def test_arrow_backed_columns_are_pickled_without_a_copy(tmp_path, monkeypatch):
     # more than one chunk, or a slice: pandas' own pickling, equal all the same
     chunked = pd.DataFrame({"s": pd.array(pa.chunked_array([["x", "y"], ["z"]]),
                                           dtype=pd.ArrowDtype(pa.string()))})
-    for frame in (chunked, df.iloc[10:20]):
+    for frame in (chunked, df.iloc[10:20], df.head(10)):
         again = loads(s.map_blob(s.put_value(encode_value(frame).parts)))
         pd.testing.assert_frame_equal(again, frame)
+    # a slice from row 0 (head) holds its parent's buffers: stored at its own size, and equal
+    # heads of different frames have one digest
+    assert encode_value(df.head(10)).size < 10_000
+    other = df.copy()
+    other.loc[50:, "s"] = "changed"
+    assert encode_value(other.head(10)).digest() == encode_value(df.head(10)).digest()
     s.close()
 
 

@@ -258,7 +258,8 @@ LAZY["polars"] = _register_polars
 # two copies and compared them byte by byte (a 2M-row string column: ~11 ms of a 70 ms store).
 # A column of one unsliced chunk is pickled with the same state holding that chunk itself:
 # the same buffers every time, out of band, so the check compares addresses only. Anything
-# else (more chunks, a slice, a class with its own pickling) is left to pandas.
+# else (more chunks, a slice of a bigger array, a class with its own pickling) is left to
+# pandas.
 
 
 def _register_pandas_arrow() -> None:
@@ -278,7 +279,10 @@ def _register_pandas_arrow() -> None:
                 or getattr(data, "num_chunks", 0) != 1):
             return NotImplemented
         chunk = data.chunk(0)
-        if chunk.offset != 0:
+        # a slice (df.head(10) too, which starts at 0) holds its parent's whole buffers, and a
+        # pickle of it would store them all: pandas' combine_chunks() compacts it
+        if chunk.offset != 0 or chunk.get_total_buffer_size() > chunk.nbytes + max(
+                256, chunk.nbytes // 100):
             return NotImplemented
         state = arr.__dict__.copy()
         state["_pa_array"] = chunk
