@@ -466,9 +466,8 @@ class Scheduler:
         """A value its worker wrote into the store: adopted as it is, unless its pickle names
         project code (or a class this process cannot find), whose code digests a stored value
         carries: then ``outcome.value`` becomes the value, loaded from the worker's blob (O(1),
-        mapped), to be encoded here (returns None). Raises KeyError when the blob is not here."""
+        mapped), to be encoded here (returns None). The blob is adopted already."""
         stored: StoredValue = outcome.value
-        self.store.adopt_value(stored)
         for module, qualname in stored.refs:
             obj: Any = sys.modules.get(module)
             for part in qualname.split(".") if obj is not None else ():
@@ -489,13 +488,14 @@ class Scheduler:
         try:
             if isinstance(outcome.value, StoredValue):  # the worker stored it (worker_store)
                 try:
-                    data = self._adopt(outcome)
+                    self.store.adopt_value(outcome.value)
                 except KeyError:
                     self._fail(name, fingerprint, f"step {name}: its worker wrote the value "
                                f"into a store at {self.store.path} that this process does not "
                                "see (the workers need the store at the same path)",
                                outcome.duration)
                     return False
+                data = self._adopt(outcome)
             if data is None:
                 data = encode_value(outcome.value, code_of=self.fp.value_code)
         except Exception as e:

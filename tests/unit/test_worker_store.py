@@ -213,3 +213,41 @@ def test_a_killed_runs_marker_is_swept_with_its_temp_files(tmp_path: Path) -> No
     assert sweep_store_tmp(store.tmp) == 1
     assert os.listdir(store.tmp) == []
     store.close()
+
+
+def test_a_blobs_stamp_goes_with_it(tmp_path: Path) -> None:
+    import sqlite3
+    import time
+
+    from zenbuild.store.blobs import STAMP_PREFIX
+
+    path = str(tmp_path / "st")
+    store = Store(path)
+    digests = [store.put_value(encode_value(np.full(1 << 18, float(i))).parts) for i in range(3)]
+    store.close()
+
+    def stamps_saved() -> list:
+        db = sqlite3.connect(os.path.join(path, "zenbuild.db"))
+        try:
+            return sorted(r[0] for r in db.execute("SELECT path FROM files"))
+        finally:
+            db.close()
+
+    stamps = StatCache(clock=lambda: time.time_ns() + 10**10)
+    s = Store(path)
+    for d in digests:
+        s.map_blob(d, stamps)
+    with s.transaction():
+        s.save_file_records(stamps.dirty)
+    s.close()
+    assert stamps_saved() == sorted(STAMP_PREFIX + d for d in digests)
+    s = Store(path)
+    with s.transaction():
+        assert s.delete_blob(digests[0])
+    s.close()
+    assert stamps_saved() == sorted(STAMP_PREFIX + d for d in digests[1:])
+    s = Store(path)
+    with s.transaction():
+        s.clear_blobs()
+    s.close()
+    assert stamps_saved() == []

@@ -5,6 +5,7 @@ copy-on-write (``map``); output files are captured and restored by the fastest s
 
 from __future__ import annotations
 
+import errno
 import io
 import mmap
 import os
@@ -106,10 +107,15 @@ class BlobStore:
         worker: ``write_parts``, which hashed exactly the bytes it wrote) as this process's
         own: it is mapped from now on without rehashing. Raises KeyError when the blob is
         not there with its size (the worker saw another store)."""
+        path = self.path(stored.digest)
         try:
-            size = os.stat(self.path(stored.digest)).st_size
+            size = os.stat(path).st_size
         except FileNotFoundError:
-            raise KeyError(stored.digest) from None
+            try:  # a shared filesystem (NFS) may cache the folder as it was before the worker's
+                os.listdir(os.path.dirname(path))  # rename: reading the folder revalidates it
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                raise KeyError(stored.digest) from None
         if size != stored.size:
             raise KeyError(stored.digest)
         self._verified.add(stored.digest)
@@ -213,6 +219,7 @@ class BlobStore:
         """Remove a blob wherever it lives; False when there was none."""
         self._verified.discard(digest)
         gone = self.db.execute("DELETE FROM blobs WHERE digest = ?", (digest,)).rowcount > 0
+        self.db.execute("DELETE FROM files WHERE path = ?", (STAMP_PREFIX + digest,))
         try:
             os.unlink(self.path(digest))
             gone = True
@@ -286,6 +293,8 @@ class BlobStore:
         import shutil
 
         self.db.execute("DELETE FROM blobs")
+        self.db.execute("DELETE FROM files WHERE substr(path, 1, ?) = ?",
+                        (len(STAMP_PREFIX), STAMP_PREFIX))
         for name in os.listdir(self.cas):
             p = os.path.join(self.cas, name)
             if len(name) == 2 and os.path.isdir(p):
@@ -530,8 +539,9 @@ def copy_hashed(src: int, dst: int, dst_path: str) -> Tuple[str, int]:
                 break
             while at < limit:
                 n = os.preadv(rd, [view[: min(len(buf), limit - at)]], at)
-                if n <= 0:
-                    break
+                if n <= 0:  # the copy is shorter than copy_file_range said (truncated
+                    raise OSError(errno.EIO, "the copy of an output shrank while it was "
+                                  "hashed", dst_path)  # by someone else)
                 h.update(view[:n])
                 at += n
             if over and at >= state["done"]:
