@@ -139,6 +139,8 @@ class Scheduler:
         # sees; a bigger value is mapped copy-on-write from its blob for each consumer (O(1),
         # the same isolation: each mapping has private pages).
         self.values: Dict[str, bytes] = {}
+        # blobs workers wrote for values this process encoded again (they name project code)
+        self.replaced: List[str] = []
         # step -> (components, fingerprint, start, value digest of the stored entry with the
         # same fingerprint: executing again, a deterministic step returns the same value)
         self.running: Dict[str, Tuple[Components, str, float, Optional[str]]] = {}
@@ -236,6 +238,7 @@ class Scheduler:
                         if not ok and not self.opts.keep_going:
                             stopped = True
                         self._release(outcome.name, waiting, ready, pos)
+            self._drop_replaced()
             failed = any(r.status == FAILED for r in self.results.values())
             status = "failed" if failed else "succeeded"
         finally:
@@ -253,6 +256,16 @@ class Scheduler:
         self.recorder.raise_deferred()  # a full disk while recording the run: exit 1
         ordered = {n: self.results[n] for n in order if n in self.results}
         return RunResult(self.g.pipeline, run_id, status, ordered, duration)
+
+    def _drop_replaced(self) -> None:
+        """Once every task is done, delete the blobs workers wrote for values this process
+        encoded again (a value naming project code carries their code digests, which a
+        worker cannot know), unless an entry uses one after all. Not sooner: another task's
+        worker may have found the same blob in place and not written its own."""
+        for digest in dict.fromkeys(self.replaced):
+            if digest not in self.digests.values() and not self.store.actions_using(digest):
+                self.store.delete_blob(digest)
+        self.replaced.clear()
 
     def _release(self, name: str, waiting: Dict[str, int], ready: List[Tuple[int, str]],
                  pos: Dict[str, int]) -> None:
@@ -474,6 +487,7 @@ class Scheduler:
                 obj = getattr(obj, part, None)
             if obj is None or self.fp.value_code(obj) is not None:
                 outcome.value = loads(self.store.map_blob(stored.digest))
+                self.replaced.append(stored.digest)
                 return None
         return stored
 

@@ -138,6 +138,11 @@ def test_worker_stored_values_digest_as_in_process(tmp_path: Path, how: List[str
     a, b = value_digests(here.root), value_digests(there)
     assert set(a) == {"big", "boxed", "total"}
     assert a == b  # Box's value carries Box's code digest, also when a worker stored it
+    # the blob the worker wrote for Box's value (without the code digests) is gone: every
+    # file blob left is one an entry uses
+    cas = there / ".zenbuild" / "cas"
+    files = {sub.name + f.name for sub in cas.iterdir() for f in sub.iterdir()}
+    assert files and files <= set(b.values())
     # and that digest follows the code: an edit of Box.total changes it (so does the producer's
     # fingerprint, as for any value whose class changed)
     for root in (here.root, there):
