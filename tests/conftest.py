@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -104,6 +104,27 @@ def zb(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120,
     if check is not None:
         assert proc.returncode == check, res
     return res
+
+
+def imported_by_run(root: Path, modules: Sequence[str], *args: str) -> Tuple[int, List[bool]]:
+    """Run `zenbuild run -q ARGS` through the CLI's main() in a fresh interpreter: its exit
+    code, and whether each of ``modules`` had been imported by the end."""
+    code = (
+        "import sys\n"
+        "from zenbuild.cli.entry import main\n"
+        "try:\n"
+        f"    main(['run', '-q', *{list(args)!r}, '--project-dir', {str(root)!r}])\n"
+        "    code = 0\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
+        f"print('EXIT', code, *(m in sys.modules for m in {tuple(modules)!r}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("EXIT ")]
+    assert line, out
+    words = line[-1].split()
+    return int(words[1]), [w == "True" for w in words[2:]]
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import heapq
 import os
-import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
@@ -32,6 +31,7 @@ from zenbuild.events import (
 )
 from zenbuild.executors import Executor, Outcome, Task
 from zenbuild.fingerprint.code import CodeFingerprinter, SourceCache
+from zenbuild.fingerprint.values import loaded_object
 from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef
 from zenbuild.paths import MissingInput, PathMaker, shown
 from zenbuild.policy import (
@@ -482,9 +482,7 @@ class Scheduler:
         mapped), to be encoded here (returns None). The blob is adopted already."""
         stored: StoredValue = outcome.value
         for module, qualname in stored.refs:
-            obj: Any = sys.modules.get(module)
-            for part in qualname.split(".") if obj is not None else ():
-                obj = getattr(obj, part, None)
+            obj = loaded_object(module, qualname)
             if obj is None or self.fp.value_code(obj) is not None:
                 outcome.value = loads(self.store.map_blob(stored.digest))
                 self.replaced.append(stored.digest)

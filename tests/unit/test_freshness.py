@@ -15,7 +15,7 @@ from pathlib import Path
 WORKER = r'''
 import json, os, pickle, subprocess, sys
 root = sys.argv[1]
-from zenbuild.executors.dask_executor import run_packed
+from zenbuild.executors.process import run_packed
 from zenbuild.executors.process import FnRef
 
 
@@ -34,7 +34,7 @@ sys.stdout.buffer.write(pickle.dumps((fn_ref(steps.use), pack_args({expr}, {{}})
 
 def task(expr):
     ref, packed = client(expr)
-    outcome, _ = run_packed("use", ref, root, packed, None)
+    outcome, _ = run_packed("use", ref, root, packed, None, None, "py")
     assert outcome.ok, outcome.error
     return outcome.value
 

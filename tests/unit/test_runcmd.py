@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+from conftest import imported_by_run
 
 from zenbuild.cli.runcmd import fast_parse
 
@@ -60,19 +58,6 @@ def test_run_does_not_import_click(project):
         def p():
             one()
     """)
-    code = (
-        "import sys\n"
-        "from zenbuild.cli.entry import main\n"
-        "try:\n"
-        f"    main(['run', '-q', '--project-dir', {str(project.root)!r}])\n"
-        "    code = 0\n"
-        "except SystemExit as e:\n"
-        "    code = e.code\n"
-        "print('EXIT', code, 'click' in sys.modules)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert "EXIT 0 False" in out.stdout, out
+    assert imported_by_run(project.root, ("click",)) == (0, [False])
     # and an option the fast path does not know still works, through click
-    code = code.replace("'-q'", "'-q', '-j', '1'")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert "EXIT 0 True" in out.stdout, out
+    assert imported_by_run(project.root, ("click",), "-j", "1") == (0, [True])

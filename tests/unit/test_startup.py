@@ -4,8 +4,7 @@ themselves to a folder) are imported where they are used, not at start."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from conftest import imported_by_run
 
 
 def test_a_no_op_run_imports_neither_tempfile_nor_shutil(project):
@@ -25,20 +24,7 @@ def test_a_no_op_run_imports_neither_tempfile_nor_shutil(project):
         def p():
             copy(File("data.txt"), Output("build/out.txt"))
     """)
-    code = (
-        "import sys\n"
-        "from zenbuild.cli.entry import main\n"
-        "try:\n"
-        f"    main(['run', '-q', '--project-dir', {str(project.root)!r}])\n"
-        "    code = 0\n"
-        "except SystemExit as e:\n"
-        "    code = e.code\n"
-        "print('EXIT', code, *(m in sys.modules for m in ('tempfile', 'shutil', 'lzma')))\n"
-    )
-    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           timeout=120)
-    assert "EXIT 0" in first.stdout, first
+    assert imported_by_run(project.root, ("tempfile", "shutil", "lzma"))[0] == 0
     assert (project.root / "build" / "out.txt").read_text() == "hello\n"
-    noop = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
-    assert "EXIT 0 False False False" in noop.stdout, noop
+    assert imported_by_run(project.root, ("tempfile", "shutil", "lzma")) == (
+        0, [False, False, False])

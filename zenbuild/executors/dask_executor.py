@@ -21,26 +21,15 @@ from typing import Any, Dict, List, Optional
 
 from zenbuild.errors import ConfigError
 from zenbuild.executors import Executor, Outcome, Task
-from zenbuild.executors.freshness import fresh_project
 from zenbuild.executors.process import (
-    FnRef,
     NotImportable,
     OutputSink,
     cpu_count,
     fn_ref,
     print_output,
-    run_ref,
+    run_packed,
 )
-from zenbuild.executors.worker_store import (
-    Packed,
-    StoreTarget,
-    drop_target,
-    make_target,
-    pack_args,
-    unpack_args,
-    unsendable,
-)
-from zenbuild.trace import TraceOptions
+from zenbuild.executors.worker_store import Sending
 
 MISSING = (
     "--executor dask needs Dask's distributed scheduler, which is not installed. Install the "
@@ -79,8 +68,7 @@ class DaskExecutor(Executor):
         require_dask()
         self.distributed: Any = None
         self.root = root
-        self.store_path = store_path  # workers that see it write large values there
-        self._target: Optional[StoreTarget] = None
+        self._sending = Sending(store_path)  # workers that see it write large values there
         self.address = address
         self.workers = jobs or cpu_count()
         self.on_output = on_output
@@ -115,15 +103,12 @@ class DaskExecutor(Executor):
         except NotImportable as e:
             self._ready.append(Outcome(task.name, False, error=f"step {task.name}: {e}\n"))
             return
-        try:
-            packed = pack_args(tuple(task.args), dict(task.kwargs))
-        except Exception as e:  # noqa: BLE001 - the step fails, the run goes on
-            self._ready.append(unsendable(task.name, e))
+        packed = self._sending.pack(task)
+        if isinstance(packed, Outcome):
+            self._ready.append(packed)
             return
-        if self._target is None and self.store_path is not None:
-            self._target = make_target(self.store_path)
-        fut = self._get_client().submit(
-            run_packed, task.name, ref, self.root, packed, task.trace, self._target,
+        fut = self._get_client().submit(  # "py": a Dask worker shares fds 1, 2 with its threads
+            run_packed, task.name, ref, self.root, packed, task.trace, self._sending.target, "py",
             key=f"zenbuild-{task.name}-{uuid.uuid4().hex[:8]}", pure=False,
         )
         self._futures[fut] = task.name
@@ -156,14 +141,4 @@ class DaskExecutor(Executor):
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
-        drop_target(self._target)
-        self._target = None
-
-
-def run_packed(name: str, ref: FnRef, root: str, packed: Packed,
-               trace: Optional[TraceOptions], target: Optional[StoreTarget] = None) -> Any:
-    """Worker side: unpack the arguments (mapping referenced arrays), run the step, and
-    write a large value into the store when this worker sees it (worker_store)."""
-    with fresh_project(root):  # before the arguments: they may be instances of project classes
-        args, kwargs = unpack_args(packed)
-        return run_ref(name, ref, root, args, kwargs, "py", trace, target)
+        self._sending.close()

@@ -30,13 +30,10 @@ from zenbuild.executors import Executor, Outcome, Task, call_task
 from zenbuild.executors.freshness import fresh_project
 from zenbuild.executors.worker_store import (
     Packed,
+    Sending,
     StoreTarget,
-    drop_target,
-    make_target,
-    pack_args,
     store_value,
     unpack_args,
-    unsendable,
 )
 from zenbuild.trace import TraceOptions
 
@@ -139,13 +136,15 @@ def _call(name: str, ref: FnRef, root: str, args: Tuple[Any, ...], kwargs: Dict[
     return call_task(Task(name, fn, args, kwargs, trace))
 
 
-def run_packed_here(name: str, ref: FnRef, root: str, packed: Packed,
-                    trace: Optional[TraceOptions], target: Optional[StoreTarget]) -> Any:
-    """Worker side of -j: unpack the arguments (arrays of store blobs mapped here), run the
-    step capturing fd 1 and 2, and write a large value into the store (worker_store)."""
+def run_packed(name: str, ref: FnRef, root: str, packed: Packed,
+               trace: Optional[TraceOptions], target: Optional[StoreTarget],
+               capture: str = "fd") -> Tuple[Outcome, str]:
+    """Worker side (-j, Dask): with the project's modules as their files are now, unpack the
+    arguments (arrays of store blobs mapped here) and run the step (``run_ref``: ``capture``,
+    and a large value written into the store at ``target``)."""
     with fresh_project(root):  # before the arguments: they may be instances of project classes
         args, kwargs = unpack_args(packed)
-        return run_ref(name, ref, root, args, kwargs, "fd", trace, target)
+        return run_ref(name, ref, root, args, kwargs, capture, trace, target)
 
 
 def _with_fd_capture(body: Callable[[], Outcome]) -> Tuple[Outcome, str]:
@@ -222,8 +221,7 @@ class ProcessExecutor(Executor):
         self.slots = max(1, jobs)
         self.root = root
         self.on_output = on_output
-        self.store_path = store_path  # workers write large values there (worker_store)
-        self._target: Optional[StoreTarget] = None
+        self._sending = Sending(store_path)  # workers write large values there
         self._pool: Optional[cf.ProcessPoolExecutor] = None
         self._futures: Dict[cf.Future[Tuple[Outcome, str]], str] = {}
         self._ready: List[Outcome] = []
@@ -247,18 +245,15 @@ class ProcessExecutor(Executor):
             self._ready.append(Outcome(task.name, False, error=f"step {task.name}: {e}\n"))
             return
 
-        if self._target is None and self.store_path is not None:
-            self._target = make_target(self.store_path)
-
-        try:
-            packed = pack_args(tuple(task.args), dict(task.kwargs))
-        except Exception as e:  # noqa: BLE001 - the step fails, the run goes on
-            self._ready.append(unsendable(task.name, e))
+        packed = self._sending.pack(task)
+        if isinstance(packed, Outcome):
+            self._ready.append(packed)
             return
 
         def send() -> cf.Future[Tuple[Outcome, str]]:
             return self._get_pool().submit(
-                run_packed_here, task.name, ref, self.root, packed, task.trace, self._target)
+                run_packed, task.name, ref, self.root, packed, task.trace,
+                self._sending.target)
 
         try:
             fut = send()
@@ -307,5 +302,4 @@ class ProcessExecutor(Executor):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        drop_target(self._target)
-        self._target = None
+        self._sending.close()

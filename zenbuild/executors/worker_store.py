@@ -10,11 +10,11 @@ import io
 import mmap
 import os
 import pickle
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
-from zenbuild.executors import Outcome
+from zenbuild.executors import Outcome, Task
 from zenbuild.records import record
-from zenbuild.serialize.buffers import buffer_address
+from zenbuild.serialize.buffers import buffer_address, encode_value
 from zenbuild.store.blobs import MappedBlob, StoredValue, write_parts
 
 # A value whose encoding is at least this big is written by the worker; a smaller one comes
@@ -61,8 +61,6 @@ def store_value(value: Any, target: Optional[StoreTarget]) -> Any:
     process's own attempt)."""
     if target is None or value is None or not os.path.exists(target.marker):
         return value
-    from zenbuild.serialize.buffers import encode_value
-
     refs: List[Tuple[str, str]] = []
 
     def note(obj: Any) -> None:  # every class and function the pickle names
@@ -161,11 +159,30 @@ def map_array(path: str, offset: int, dtype: Any, shape: Tuple[int, ...],
     return np.ndarray(shape, dtype=dtype, buffer=mm, offset=offset, strides=strides)
 
 
-def unsendable(name: str, e: BaseException) -> Outcome:
-    """The failed Outcome of a task whose arguments cannot be pickled for a worker."""
-    return Outcome(name, False, error=(
-        f"step {name}: its arguments cannot be sent to a worker process: "
-        f"{type(e).__name__}: {e}. Pass picklable values, or run with -j 1.\n"))
+class Sending:
+    """An executor's side of sending tasks to workers that store large values themselves: the
+    run's marker (``target``, made at the first task, removed by ``close``) and the packing of
+    each task's arguments."""
+
+    def __init__(self, store_path: Optional[str]) -> None:
+        self.store_path = store_path
+        self.target: Optional[StoreTarget] = None
+
+    def pack(self, task: Task) -> Union[Packed, Outcome]:
+        """The task's arguments for a worker (``pack_args``), or the failed Outcome of a task
+        whose arguments cannot be pickled (the step fails, the run goes on)."""
+        if self.target is None and self.store_path is not None:
+            self.target = make_target(self.store_path)
+        try:
+            return pack_args(tuple(task.args), dict(task.kwargs))
+        except Exception as e:  # noqa: BLE001
+            return Outcome(task.name, False, error=(
+                f"step {task.name}: its arguments cannot be sent to a worker process: "
+                f"{type(e).__name__}: {e}. Pass picklable values, or run with -j 1.\n"))
+
+    def close(self) -> None:
+        drop_target(self.target)
+        self.target = None
 
 
 def unpack_args(packed: Packed) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:

@@ -41,21 +41,28 @@ def identity(obj: Any) -> str:
     return f"{t.__module__}.{t.__qualname__}" + (f":{name}" if isinstance(name, str) else "")
 
 
+def loaded_object(module: str, qualname: str) -> Any:
+    """What ``module`` (if imported) and ``qualname`` lead to, as pickle finds a function or
+    class by reference; None when nothing does."""
+    import sys
+
+    cur: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        if cur is None:
+            return None
+        cur = getattr(cur, part, None)
+    return cur
+
+
 def named_object(obj: Any) -> bool:
     """True when ``obj`` is what its module and qualified name lead to (as pickle finds a
     function or class by reference): numpy.mean, operator.itemgetter, a ufunc's home."""
-    import sys
-
     mod = getattr(obj, "__module__", None)
     qual = getattr(obj, "__qualname__", None)
     if not isinstance(mod, str) or not isinstance(qual, str) or "<" in qual:
         return False
-    cur: Any = sys.modules.get(mod)
-    for part in qual.split("."):
-        cur = getattr(cur, part, None)
-        if cur is None:
-            return False
-    return cur is obj
+    found = loaded_object(mod, qual)
+    return found is not None and found is obj
 
 
 def value_digest(value: Any) -> str:

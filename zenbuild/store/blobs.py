@@ -65,8 +65,7 @@ class BlobStore:
             return False
 
     def _tmpfile(self) -> Tuple[int, str]:
-        name = os.path.join(self.tmp, f"{os.getpid()}-{os.urandom(16).hex()}")
-        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), name
+        return new_tmp(self.tmp)
 
     def _place(self, tmp: str, digest: str) -> None:
         if not is_digest(digest):
@@ -324,6 +323,13 @@ def _write_hashed(fd: int, m: memoryview, h: Any) -> None:
             piece = piece[n:]
 
 
+def new_tmp(tmp_dir: str) -> Tuple[int, str]:
+    """A new temp file in STORE/tmp, open for writing: (fd, path), named PID-RANDOM so that
+    the leftovers of a killed process are swept (store.outputs.sweep_store_tmp)."""
+    name = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(16).hex()}")
+    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), name
+
+
 def write_parts(cas: str, tmp_dir: str, parts: Sequence[Any],
                 made_dirs: Optional[Set[str]] = None) -> str:
     """Write the concatenation of ``parts`` as a file blob of the store whose folders are
@@ -334,8 +340,7 @@ def write_parts(cas: str, tmp_dir: str, parts: Sequence[Any],
     xh = xxhash.xxh3_128()
     size = sum(memoryview(p).nbytes for p in parts)
     h: Any = HashBehind(xh) if size >= HASH_BEHIND_MIN else xh
-    tmp = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(16).hex()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd, tmp = new_tmp(tmp_dir)
     try:
         try:
             pending = bytearray()
@@ -448,27 +453,17 @@ def fast_copy(src: int, dst: int) -> str:
     where the filesystem has them, else os.copy_file_range (in the kernel, no copy through
     this process), else a streaming copy through one 1 MiB buffer. Returns which."""
     global last_copy
-    try:
-        import fcntl
-
-        fcntl.ioctl(dst, FICLONE, src)
-        last_copy = "reflink"
+    if _reflinks(src, dst):
         return last_copy
-    except (OSError, ImportError):
-        pass
     copy_range = getattr(os, "copy_file_range", None)
-    done = 0
     if copy_range is not None:
+        copied = [0]
         try:
-            while True:  # to the end, even if the file grew meanwhile
-                n = copy_range(src, dst, 1 << 30, done, done)
-                if n == 0:
-                    break
-                done += n
+            _copy_range(copy_range, src, dst, 1 << 30, copied)
             last_copy = "copy_file_range"
             return last_copy
         except OSError:
-            if done:  # part copied: start again from the beginning the slow way
+            if copied[0]:  # part copied: start again from the beginning the slow way
                 os.ftruncate(dst, 0)
     buf = bytearray(1 << 20)
     view = memoryview(buf)
@@ -503,18 +498,15 @@ def copy_hashed(src: int, dst: int, dst_path: str) -> Tuple[str, int]:
     cond = threading.Condition()
     error: List[BaseException] = []
 
+    def landed(done: int) -> None:
+        with cond:
+            state["done"] = done
+            cond.notify()
+
     def copy() -> None:
         global last_copy
-        done = 0
         try:
-            while True:  # to the end, even if the file grew meanwhile
-                n = copy_range(src, dst, COPY_PIECE, done, done)
-                if n == 0:
-                    break
-                done += n
-                with cond:
-                    state["done"] = done
-                    cond.notify()
+            _copy_range(copy_range, src, dst, COPY_PIECE, [0], landed)
             last_copy = "copy_file_range"
         except BaseException as e:  # noqa: BLE001 - handled by the hashing side
             error.append(e)
@@ -557,6 +549,19 @@ def copy_hashed(src: int, dst: int, dst_path: str) -> Tuple[str, int]:
         fast_copy(src, dst)
         return hash_path(dst_path)
     return h.hexdigest(), at
+
+
+def _copy_range(copy_range: Any, src: int, dst: int, piece: int, copied: List[int],
+                landed: Optional[Any] = None) -> None:
+    """os.copy_file_range from the start of ``src`` to its end (even if it grew meanwhile),
+    ``piece`` bytes a call; ``copied[0]`` counts the bytes, ``landed(n)`` hears of each."""
+    while True:
+        n = copy_range(src, dst, piece, copied[0], copied[0])
+        if n == 0:
+            return
+        copied[0] += n
+        if landed is not None:
+            landed(copied[0])
 
 
 def _reflinks(src: int, dst: int) -> bool:
