@@ -372,6 +372,12 @@ def bench_dask(mib: int, repeat: int, tmp: Path) -> Dict[str, Tuple[float, float
                     "float(a.sum())", "float(a.sum()) + 0"))
                 one(f"{label}: consumer only", proj, *args)
                 shutil.rmtree(proj)
+            # the fixed cost no run with Dask's client in it can avoid: the import alone, and
+            # the import plus connecting to the running cluster
+            res.setdefault("python -c 'import distributed'", []).append(
+                child([PY, "-c", "import distributed"], tmp))
+            res.setdefault("... and connect a Client", []).append(child(
+                [PY, "-c", f"import distributed; distributed.Client({address!r}).close()"], tmp))
     return {k: best(v) for k, v in res.items()}
 
 
@@ -384,9 +390,9 @@ def print_dask(mib: int, repeat: int, tmp: Path) -> None:
     r = bench_dask(mib, repeat, tmp)
     print(f"--executor dask, array {mib} MiB (2 workers; RSS: the main process, i.e. the "
           "client):")
-    print(f"  {'':44} {'wall s':>8} {'client RSS MiB':>15}")
+    print(f"  {'':50} {'wall s':>8} {'client RSS MiB':>15}")
     for k, (wall, peak) in r.items():
-        print(f"  {k:44} {wall:8.2f} {peak:15.0f}")
+        print(f"  {k:50} {wall:8.2f} {peak:15.0f}")
     base = r["in-process: cold"][0]
     bound = 1.3 * mib + 60
     for label in ("dask, cluster started by the run", "dask, running cluster"):
@@ -394,6 +400,10 @@ def print_dask(mib: int, repeat: int, tmp: Path) -> None:
         print(f"  {label}: cold {c[0] / base:.2f}x in-process, consumer only "
               f"{w[0] / r['in-process: consumer only'][0]:.2f}x (target <= 2); client RSS "
               f"{c[1]:.0f} / {w[1]:.0f} MiB vs bound {bound:.0f}")
+    fixed = r["... and connect a Client"][0]
+    print(f"  fixed cost of a client: {fixed:.2f} s = "
+          f"{fixed / r['in-process: consumer only'][0]:.2f}x the whole in-process consumer-only "
+          "run")
     print()
 
 

@@ -96,6 +96,7 @@ _CACHE = {
     "header_env": (str, "the name of an environment variable holding NAME: VALUE"),
     "timeout_s": ((int, float), "seconds"),
     "max_size": (str, 'a size such as "5GB"'),
+    "trash_keep": (str, 'an age such as "30d" (cache gc removes older trash folders)'),
     # signed remote entries (store/signing.py): readers trust these public keys; a writer
     # signs with the private key in this file (relative to the project root)
     "trusted_keys": (list, 'a list of "ed25519:..." public keys from `zenbuild cache keygen`'),

@@ -176,3 +176,45 @@ def test_a_dir_input_ignores_temp_files(project: Project) -> None:
     (project.root / "build" / "real.txt").write_text("content")
     assert project.run("run").executed == ["listing"]
 
+
+
+def _age_trash(project: Project, days: float) -> None:
+    """Rename each trash folder TIME-PID as if it had been made ``days`` ago (its name is
+    when it was made)."""
+    import time
+
+    base = project.root / ".zenbuild" / "trash"
+    for d in base.iterdir():
+        if d.name.count("-") != 2:
+            continue  # not a folder zenbuild made
+        pid = d.name.rsplit("-", 1)[1]
+        then = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() - days * 86400))
+        d.rename(base / f"{then}-{pid}")
+
+
+def test_cache_gc_prunes_old_trash_and_names_each_folder(project: Project) -> None:
+    setup(project)
+    project.run("run")
+    project.write("data/table.csv", "my edit\n")
+    project.run("run")  # the restore moves the edit to the trash
+    assert trash_files(project) == ["data/table.csv"]
+    info = project.run("cache", "info")
+    assert "trash:        1 folders" in info.stdout and "older than 30d" in info.stdout
+    (project.root / ".zenbuild" / "trash" / "notes").mkdir()  # not zenbuild's: never touched
+    r = project.run("cache", "gc")  # made today: kept (30 days by default)
+    assert "removed trash folder" not in r.stdout and trash_files(project) != []
+    _age_trash(project, 10)
+    project.write("data/table.csv", "a second edit\n")
+    project.run("run")
+    assert len(trash_files(project)) == 2
+    base = project.root / ".zenbuild" / "trash"
+    r = project.run("cache", "gc", "--trash-older-than", "7d")  # the 10-day-old one goes
+    removed = [ln for ln in r.stdout.splitlines() if ln.startswith("removed trash folder")]
+    assert len(removed) == 1 and "1 files" in removed[0] and "; removed 1 trash folders" in r.stdout
+    assert [p.read_text() for p in base.rglob("table.csv")] == ["a second edit\n"]
+    project.write("zenbuild.toml", project.read("zenbuild.toml") + '[cache]\ntrash_keep = "0s"\n')
+    r = project.run("cache", "gc")
+    assert r.stdout.count("removed trash folder") == 1 and trash_files(project) == []
+    assert (base / "notes").is_dir()
+    bad = project.run("cache", "gc", "--trash-older-than", "soon", check=2)
+    assert "age 'soon'" in bad.stderr and "Traceback" not in bad.output

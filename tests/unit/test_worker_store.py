@@ -251,3 +251,34 @@ def test_a_blobs_stamp_goes_with_it(tmp_path: Path) -> None:
         s.clear_blobs()
     s.close()
     assert stamps_saved() == []
+
+
+def test_a_long_runs_marker_is_kept_fresh_and_made_again(tmp_path: Path) -> None:
+    """cache gc sweeps STORE/tmp files older than an hour: a run that outlives that (a watch
+    session's executor) touches its marker, and makes it again when gc took it, so its
+    workers keep writing large values into the store instead of sending them back."""
+    from zenbuild.executors import Task
+    from zenbuild.executors.worker_store import MARKER_TOUCH_S, Sending
+
+    store = Store(str(tmp_path / "st"))
+    clock = [1000.0]
+    sending = Sending(store.path, clock=lambda: clock[0])
+    task = Task("s", len, (np.zeros(3),), {})
+    sending.pack(task)
+    assert sending.target is not None
+    marker = sending.target.marker
+    os.utime(marker, (1.0, 1.0))  # as if an hour old
+    clock[0] += MARKER_TOUCH_S / 2
+    sending.pack(task)
+    assert os.stat(marker).st_mtime == 1.0  # not touched more than once a minute
+    clock[0] += MARKER_TOUCH_S
+    sending.pack(task)
+    assert os.stat(marker).st_mtime > 1.0  # touched: gc keeps it
+    os.unlink(marker)  # gc took it anyway (the run was idle for an hour)
+    clock[0] += MARKER_TOUCH_S
+    sending.pack(task)
+    assert os.path.exists(marker)
+    assert isinstance(store_value(np.ones(1 << 18), sending.target), StoredValue)
+    sending.close()
+    assert not os.path.exists(marker)
+    store.close()

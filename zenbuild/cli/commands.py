@@ -9,20 +9,18 @@ from typing import Any, List, Optional
 
 import click
 
+from zenbuild.cli.cachecmd import cache
+from zenbuild.cli.options import project_dir_option as _project_dir
 from zenbuild.errors import ZenbuildError
-
-_project_dir = click.option(
-    "--project-dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Project root (default: the nearest folder upwards holding zenbuild.toml).",
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="zenbuild")
 def cli() -> None:
     """zenbuild: run only what changed in your Python pipelines."""
+
+
+cli.add_command(cache)
 
 
 @cli.command()
@@ -317,167 +315,6 @@ def dashboard(port: int, host: str, project_dir: Optional[str]) -> None:
     from zenbuild.project import load_project
 
     serve(load_project(project_dir), host, port, announce=click.echo)
-
-# --- cache and execution commands (issue 5) ---
-
-
-def _locked_store(project_dir: Optional[str], no_wait: bool) -> Any:
-    from zenbuild.project import load_project
-    from zenbuild.store.db import Store
-
-    store = Store(load_project(project_dir).store, create=False)
-    try:
-        store.lock(wait=not no_wait, on_wait=lambda pid: click.echo(
-            f"Waiting for another zenbuild run (pid {pid}) in this project to finish...", err=True))
-    except BaseException:
-        store.close()
-        raise
-    return store
-
-
-def _when(t: Optional[float]) -> str:
-    import time as _time
-
-    return _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(t)) if t else "-"
-
-
-_no_wait = click.option("--no-wait", is_flag=True,
-                        help="Fail at once if a run holds the project, instead of waiting.")
-
-
-@cli.group()
-def cache() -> None:
-    """Inspect, verify and trim the local store."""
-
-
-@cache.command("info")
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-@_project_dir
-def cache_info(as_json: bool, project_dir: Optional[str]) -> None:
-    """Size, entry and blob counts, oldest entry."""
-    from zenbuild.inspect.cache_admin import human, info
-    from zenbuild.project import load_project
-    from zenbuild.store.db import Store
-
-    config = load_project(project_dir)
-    store = Store(config.store, create=False)
-    try:
-        i = info(store)
-    finally:
-        store.close()
-    if as_json:
-        click.echo(json.dumps({**i.__dict__, "store": config.store}, sort_keys=True))
-        return
-    click.echo(f"store:        {config.store}")
-    click.echo(f"entries:      {i.entries} (across {len(i.steps)} steps)")
-    click.echo(f"blobs:        {i.blobs}, {human(i.blob_bytes)}"
-               + (f" ({i.unreferenced_blobs} not needed by any entry)" if i.unreferenced_blobs else ""))
-    click.echo(f"database:     {human(i.db_bytes)}")
-    click.echo(f"oldest entry: {_when(i.oldest_created)}")
-    click.echo(f"least recently used: {_when(i.least_recently_used)}")
-    if config.cache.get("remote"):
-        from zenbuild.store.remote import redact
-
-        click.echo(f"remote:       {redact(str(config.cache['remote']))}")
-
-
-@cache.command("gc")
-@click.option("--max-size", metavar="SIZE", default=None,
-              help="Trim least recently used entries until blobs fit, e.g. 5GB "
-                   "(default: [cache] max_size).")
-@click.option("--older-than", metavar="AGE", default=None,
-              help="Remove entries not used for AGE, e.g. 30d (units s, m, h, d, w; at least "
-                   "1h: use is recorded to the hour).")
-@_no_wait
-@_project_dir
-def cache_gc(max_size: Optional[str], older_than: Optional[str], no_wait: bool,
-             project_dir: Optional[str]) -> None:
-    """Remove old or least recently used entries and every blob no kept entry needs."""
-    from zenbuild.inspect.cache_admin import gc, human, parse_age, parse_size
-    from zenbuild.project import load_project
-
-    size_text = max_size or load_project(project_dir).cache.get("max_size")
-    limit = parse_size(str(size_text)) if size_text else None
-    age = parse_age(older_than) if older_than else None
-    from zenbuild.store.db import TOUCH_EVERY_S
-
-    if age is not None and age < TOUCH_EVERY_S:
-        from zenbuild.errors import ConfigError
-
-        raise ConfigError(
-            f"--older-than {older_than}: give at least 1h. A run records when it used an entry "
-            "only to within an hour (so that a no-op run writes nothing), so a shorter age "
-            "could remove entries the last run used."
-        )
-    store = _locked_store(project_dir, no_wait)
-    try:
-        r = gc(store, limit, age)
-    finally:
-        store.close()
-    broken = f" ({r.broken_entries} of them broken)" if r.broken_entries else ""
-    click.echo(f"removed {r.removed_entries + r.broken_entries} entries{broken} and "
-               f"{r.removed_blobs} blobs, freed {human(r.freed_bytes)}; kept {r.kept_entries} "
-               f"entries, {human(r.kept_bytes)}")
-
-
-@cache.command("verify")
-@click.option("--repair", is_flag=True,
-              help="Remove the corrupt blobs, damaged rows and broken entries found.")
-@_no_wait
-@_project_dir
-def cache_verify(repair: bool, no_wait: bool, project_dir: Optional[str]) -> None:
-    """Rehash every blob and read every row; report what is damaged (exit 1 if anything),
-    and with --repair remove it (the steps concerned run again)."""
-    from zenbuild.inspect.cache_admin import human, verify
-
-    store = _locked_store(project_dir, no_wait)
-    try:
-        r = verify(store, repair)
-    finally:
-        store.close()
-    done = "removed" if repair else "found"
-    for digest in r.corrupt:
-        click.echo(f"corrupt blob {digest}: {done}")
-    for table, why in r.bad_rows:
-        click.echo(f"damaged row in {table}, {why}: {done}")
-    for step_name, fp in r.removed_entries:
-        click.echo(f"broken entry {fp[:12]} of step {step_name}: it needs a corrupt or missing "
-                   f"blob ({done}; the step will run again)")
-    click.echo(f"checked {r.checked} blobs ({human(r.checked_bytes)}): {len(r.corrupt)} corrupt, "
-               f"{len(r.bad_rows)} damaged rows, {len(r.removed_entries)} broken entries"
-               + (" removed" if repair else ""))
-    if not r.clean:
-        if not repair:
-            click.echo("Run `zenbuild cache verify --repair` to remove them.")
-        sys.exit(1)
-
-
-@cache.command("clear")
-@_no_wait
-@_project_dir
-def cache_clear(no_wait: bool, project_dir: Optional[str]) -> None:
-    """Remove every cache entry and blob (run history is kept)."""
-    from zenbuild.inspect.cache_admin import clear, human
-
-    store = _locked_store(project_dir, no_wait)
-    try:
-        n_entries, n_blobs, size = clear(store)
-    finally:
-        store.close()
-    click.echo(f"removed {n_entries} entries and {n_blobs} blobs ({human(size)})")
-
-
-@cache.command("keygen")
-@click.option("--out", metavar="PATH", default=None,
-              help="Where to write the private key (PATH.pub gets the public key; default: "
-                   "~/.config/zenbuild/signing-key). Existing files are never overwritten.")
-def cache_keygen(out: Optional[str]) -> None:
-    """Write an Ed25519 key pair for signing remote-cache entries (docs/remote-cache.md)."""
-    from zenbuild.inspect.keys import default_key_path, keygen, keygen_text
-
-    for line in keygen_text(*keygen(out or default_key_path())):
-        click.echo(line)
-
 
 def click_main(args: List[str]) -> Any:
     """Parse ``args`` with click and run the command; entry.main maps zenbuild's own errors

@@ -10,7 +10,8 @@ import io
 import mmap
 import os
 import pickle
-from typing import Any, Dict, List, Optional, Tuple, Union
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from zenbuild.executors import Outcome, Task
 from zenbuild.records import record
@@ -20,6 +21,7 @@ from zenbuild.store.blobs import MappedBlob, StoredValue, write_parts
 # A value whose encoding is at least this big is written by the worker; a smaller one comes
 # back by value (the main process keeps values up to serialize.buffers.INLINE_KEEP in memory).
 WORKER_STORE_MIN = 1 << 20
+MARKER_TOUCH_S = 60.0  # the run's marker is kept fresh this often (cache gc's grace is an hour)
 
 
 @record(frozen=True)
@@ -164,21 +166,42 @@ class Sending:
     run's marker (``target``, made at the first task, removed by ``close``) and the packing of
     each task's arguments."""
 
-    def __init__(self, store_path: Optional[str]) -> None:
+    def __init__(self, store_path: Optional[str],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store_path = store_path
         self.target: Optional[StoreTarget] = None
+        self.clock = clock
+        self._touched = 0.0
 
     def pack(self, task: Task) -> Union[Packed, Outcome]:
         """The task's arguments for a worker (``pack_args``), or the failed Outcome of a task
         whose arguments cannot be pickled (the step fails, the run goes on)."""
-        if self.target is None and self.store_path is not None:
-            self.target = make_target(self.store_path)
+        if self.store_path is not None:
+            self._keep_marker()
         try:
             return pack_args(tuple(task.args), dict(task.kwargs))
         except Exception as e:  # noqa: BLE001
             return Outcome(task.name, False, error=(
                 f"step {task.name}: its arguments cannot be sent to a worker process: "
                 f"{type(e).__name__}: {e}. Pass picklable values, or run with -j 1.\n"))
+
+    def _keep_marker(self) -> None:
+        """Make the run's marker, or keep it: ``cache gc`` sweeps STORE/tmp files not modified
+        for an hour, which would take a long run's marker (a watch session's executor lives
+        as long as it does), and the workers would then send their values back through the
+        pipe. So it is touched at most once a minute, and made again if it is gone."""
+        assert self.store_path is not None
+        now = self.clock()
+        if self.target is None:
+            self.target = make_target(self.store_path)
+        elif now - self._touched >= MARKER_TOUCH_S:
+            try:
+                os.utime(self.target.marker)
+            except FileNotFoundError:
+                os.close(os.open(self.target.marker, os.O_WRONLY | os.O_CREAT, 0o644))
+        else:
+            return
+        self._touched = now
 
     def close(self) -> None:
         drop_target(self.target)
