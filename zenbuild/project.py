@@ -365,7 +365,12 @@ def bind_pipeline(pipe: Pipeline, config: Config, explicit: Dict[str, Any],
     from zenbuild.dsl import BoundPipeline
 
     merged: Dict[str, Any] = {}
-    if config.params or api:
+    edits: Dict[str, Any] = {}
+    if explicit:  # given values were converted: the converter is imported already
+        from zenbuild.typed.edits import FieldEdits
+
+        edits = {k: v for k, v in explicit.items() if isinstance(v, FieldEdits)}
+    if config.params or api or edits:
         from zenbuild.typed.pipeline import ParamTypes
 
         types_ = ParamTypes(pipe.fn, pipe.params)
@@ -379,6 +384,8 @@ def bind_pipeline(pipe: Pipeline, config: Config, explicit: Dict[str, Any],
                          traced=[spec] if spec else [])
         if api:
             explicit = types_.api_values(explicit, pipe.name)
+        if edits:  # --param NAME.FIELD=VALUE: on the [params] value or the default
+            explicit = {**explicit, **{k: types_.edited(k, e, merged) for k, e in edits.items()}}
     merged.update(explicit)
     try:
         return BoundPipeline(pipe, (), merged)

@@ -313,3 +313,30 @@ def test_config_objects_and_the_type_check_through_pipe_run(configs: Project) ->
     # the CLI gives the same values the same fingerprints: nothing runs
     res = configs.run("run", "--param", 'train={"epochs": 4}', "--param", "mode=SLOW")
     assert res.executed == [] and len(res.cached) == 4 and configs.ticks() == [], res
+
+
+def test_one_field_of_a_table_param_changes_the_rest_kept(typed: Project) -> None:
+    """--param train.lr=0.25 changes one field of [params.train] (or of the default), keeps
+    the others, converts by the field's annotation and fingerprints as the whole value."""
+    typed.write("zenbuild.toml", 'pipelines = ["pipe:typed"]\n[params.train]\nepochs = 3\n'
+                                 'mode = "slow"\n[params.opts]\nk = 2\n')
+    typed.run("run", "--param", "train.lr=0.25", "--param", "opts.j=5")
+    assert "'train': Train(lr=0.25, epochs=3, mode=<Mode.SLOW: 'slow'>)" in typed.read("out.txt")
+    assert "'opts': {'k': 2, 'j': 5}" in typed.read("out.txt")
+    assert typed.ticks() == ["show"]
+    whole = typed.run("run", "--param", 'train={"lr": 0.25, "epochs": 3, "mode": "slow"}',
+                      "--param", 'opts={"k": 2, "j": 5}')
+    assert whole.cached == ["show"] and typed.ticks() == []  # the same value, one fingerprint
+    typed.write("zenbuild.toml", 'pipelines = ["pipe:typed"]\n')  # on the default: Train()
+    typed.run("run", "--param", "train.mode=SLOW")
+    assert "Train(lr=0.1, epochs=2, mode=<Mode.SLOW: 'slow'>)" in typed.read("out.txt")
+    typed.run("run", "--param", 'train={"epochs": 9}', "--param", "train.lr=2")  # on the whole
+    assert "Train(lr=2.0, epochs=9, mode=<Mode.FAST: 'fast'>)" in typed.read("out.txt")
+    _user_error(typed.run("run", "--param", "train.lr=fast", check=None),
+                "--param train.lr=fast: cannot convert to float")
+    _user_error(typed.run("run", "--param", "train.epoch=1", check=None),
+                "Train has no field 'epoch' (did you mean 'epochs'?)")
+    _user_error(typed.run("run", "--param", "n.x=1", check=None),
+                "--param n.x=1: int 1 has no fields to set")
+    _user_error(typed.run("run", "--param", "trian.lr=1", check=None),
+                "has no parameter 'trian'", "did you mean 'train'")

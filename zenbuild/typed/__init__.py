@@ -466,3 +466,10 @@ def did_you_mean(word: str, known: Sequence[str]) -> str:
 
     close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# public names for typed.edits (a field of a structured param changed from the command line)
+fields_of = _fields_of
+is_dataclass_type = _is_dataclass
+is_namedtuple_type = _is_namedtuple
+is_pydantic_type = _is_pydantic

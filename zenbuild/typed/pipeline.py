@@ -8,6 +8,7 @@ from pathlib import PurePath
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from zenbuild.typed import ParamMismatch, did_you_mean, from_text, from_value, hints
+from zenbuild.typed.edits import UNSET, EditError, FieldEdits, apply
 
 
 def default_rule(default: Any) -> Optional[Any]:
@@ -80,16 +81,55 @@ class ParamTypes:
                 raise ParamError(f"--param {pair!r}: expected KEY=VALUE")
             key, raw = pair.split("=", 1)
             key = key.strip()
-            if key not in self.names and not self.layout.varkw:
-                known = ", ".join(self.names) or "none"
-                raise ParamError(
-                    f"--param {key}: pipeline {pipeline} has no parameter {key!r}"
-                    f"{did_you_mean(key, self.names)} (parameters: {known})")
+            if "." in key:  # NAME.FIELD=VALUE: one field changed (typed.edits), in bind
+                name, *path = key.split(".")
+                if not name or not all(path):
+                    raise ParamError(f"--param {key}: expected NAME=VALUE or NAME.FIELD=VALUE")
+                self._known(name, pipeline)
+                prev = out.get(name)
+                out[name] = (FieldEdits(prev.edits + ((tuple(path), raw),), prev.base)
+                             if isinstance(prev, FieldEdits)
+                             else FieldEdits(((tuple(path), raw),),
+                                             UNSET if name not in out else prev))
+                continue
+            self._known(key, pipeline)
             try:
                 out[key] = self.text(key, raw)
             except ParamMismatch as e:
                 raise ParamError(f"--param {key}={raw}: {e.text(key)}") from None
         return out
+
+    def _known(self, key: str, pipeline: str) -> None:
+        from zenbuild.errors import ParamError
+
+        if key not in self.names and not self.layout.varkw:
+                known = ", ".join(self.names) or "none"
+                raise ParamError(
+                    f"--param {key}: pipeline {pipeline} has no parameter {key!r}"
+                    f"{did_you_mean(key, self.names)} (parameters: {known})")
+
+    def edited(self, name: str, edits: FieldEdits, configured: Dict[str, Any]) -> Any:
+        """The value of param ``name`` after its --param NAME.FIELD=VALUE ``edits``, made on
+        their base, else ``configured`` (the converted [params] values), else the default.
+        Raises ParamError."""
+        from zenbuild.errors import ParamError
+
+        value = edits.base
+        if value is UNSET:
+            value = configured.get(name, self._default(name))
+        for path, raw in edits.edits:
+            key = ".".join((name,) + path)
+            if value is _NO_DEFAULT:
+                raise ParamError(
+                    f"--param {key}={raw}: parameter {name} has no value to change a field of "
+                    f"(no [params.{name}] table, no default); give it whole first, as in "
+                    f"--param '{name}={{...}}'")
+            ann = self.annotation(name) if name in self.names else None
+            try:
+                value = apply(value, Any if ann is None else ann, path, raw)
+            except EditError as e:
+                raise ParamError(f"--param {key}={raw}: {e}") from None
+        return value
 
     def config_values(self, params: Any, where: Callable[[str], str],
                       defined: str) -> Tuple[Dict[str, Any], List[str]]:
