@@ -198,7 +198,8 @@ class Step(StepDef):
 
     def __init__(self, fn: Callable[..., Any], enable_cache: Optional[bool] = None,
                  ignore: Sequence[str] = (), version: Optional[Callable[..., Any]] = None,
-                 cache_expires_after: Optional[str] = None) -> None:
+                 cache_expires_after: Optional[str] = None,
+                 probe_timeout: Optional[str] = None) -> None:
         if not callable(fn):
             raise TypeError("@step decorates a function")
         self.fn = fn
@@ -220,6 +221,14 @@ class Step(StepDef):
             except ValueError as e:
                 raise PipelineError(
                     f"@step(cache_expires_after={cache_expires_after!r}) of step {self.name} "
+                    f"({_where(fn)}): {e}. Give {_DURATION_HOW}.") from None
+        self.probe_timeout: Optional[float] = None
+        if probe_timeout is not None:
+            try:
+                self.probe_timeout = parse_duration(probe_timeout)
+            except ValueError as e:
+                raise PipelineError(
+                    f"@step(probe_timeout={probe_timeout!r}) of step {self.name} "
                     f"({_where(fn)}): {e}. Give {_DURATION_HOW}.") from None
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
@@ -274,18 +283,20 @@ def step(fn: Callable[..., Any]) -> Step: ...
 @overload
 def step(*, enable_cache: Optional[bool] = None, ignore: Sequence[str] = (),
          version: Optional[Callable[..., Any]] = None,
-         cache_expires_after: Optional[str] = None) -> Callable[[Callable[..., Any]], Step]: ...
+         cache_expires_after: Optional[str] = None,
+         probe_timeout: Optional[str] = None) -> Callable[[Callable[..., Any]], Step]: ...
 def step(fn: Any = None, *, enable_cache: Optional[bool] = None, ignore: Sequence[str] = (),
          version: Optional[Callable[..., Any]] = None,
-         cache_expires_after: Optional[str] = None) -> Any:
+         cache_expires_after: Optional[str] = None, probe_timeout: Optional[str] = None) -> Any:
     """Make a function a step. ``@step`` or ``@step(enable_cache=False, ignore=["verbose"],
     version=probe, cache_expires_after="6h")``: ``ignore`` names arguments left out of the key;
     ``version`` is a cheap function of the step's params whose JSON-able value stands for
     external state (an ETag, a commit) and joins the key; ``cache_expires_after`` is the age
-    after which a cached result executes again."""
+    after which a cached result executes again; ``probe_timeout`` how long the probe may take
+    (default 60s) before the step executes as if it had failed."""
     def make(f: Callable[..., Any]) -> Step:
         return Step(f, enable_cache=enable_cache, ignore=ignore, version=version,
-                    cache_expires_after=cache_expires_after)
+                    cache_expires_after=cache_expires_after, probe_timeout=probe_timeout)
 
     if fn is None:
         return make

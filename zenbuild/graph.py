@@ -98,10 +98,11 @@ class StepDef:
     no_cache: bool
     # cache controls (dsl.step): arguments left out of the key, the version probe of an
     # external input (called with the step's plain params), the age after which a cached
-    # result is executed again (seconds)
+    # result is executed again (seconds), how long the probe may take (None: PROBE_TIMEOUT_S)
     ignore: Tuple[str, ...] = ()
     version: Optional[Callable[..., Any]] = None
     expires_after: Optional[float] = None
+    probe_timeout: Optional[float] = None
 
     @property
     def params(self) -> Any:  # binding.Params

@@ -9,7 +9,7 @@ import hmac
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from zenbuild.binding import params_of
 from zenbuild.digest import digest_bytes
@@ -154,9 +154,14 @@ def probe_version(node: Node, root: str, envs: Dict[str, str]) -> Tuple[Any, Opt
         ok, plain = _plain(value, root, envs)
         if ok:
             kwargs[arg] = plain
+    timeout = node.step.probe_timeout
     try:
-        value = probe(**kwargs)
+        value = _call_within(probe, kwargs, PROBE_TIMEOUT_S if timeout is None else timeout)
         json.dumps(value, sort_keys=True)
+    except ProbeTimeout as e:
+        return PROBE_FAILED_VERSION, (
+            f"it did not return within {e.args[0]:g} s (it goes on in the background; give it "
+            "longer with @step(probe_timeout=...))")
     except Exception as e:  # the probe's own failure: the step executes, the run goes on
         if isinstance(e, TypeError) and "JSON serializable" in str(e):
             return PROBE_FAILED_VERSION, (f"it returned a value that is not JSON-able: {e}; "
@@ -165,6 +170,37 @@ def probe_version(node: Node, root: str, envs: Dict[str, str]) -> Tuple[Any, Opt
     if value == PROBE_FAILED_VERSION:  # pragma: no cover - a probe mimicking the marker
         value = ["probe", value]
     return value, None
+
+
+PROBE_TIMEOUT_S = 60.0  # how long a version probe may take, unless @step(probe_timeout=...)
+
+
+class ProbeTimeout(Exception):
+    """A version probe that did not return in time; args[0] is the timeout in seconds."""
+
+
+def _call_within(probe: Callable[..., Any], kwargs: Dict[str, Any], timeout: float) -> Any:
+    """``probe(**kwargs)`` in a daemon thread (a probe stuck on a server that never answers must
+    not hang the run, nor its exit); its exception re-raised here. Raises ProbeTimeout."""
+    import threading
+
+    got: List[Any] = []
+
+    def call() -> None:
+        try:
+            got.append((True, probe(**kwargs)))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            got.append((False, e))
+
+    t = threading.Thread(target=call, name="zenbuild-probe-call", daemon=True)
+    t.start()
+    t.join(timeout)
+    if not got:
+        raise ProbeTimeout(timeout)
+    ok, value = got[0]
+    if not ok:
+        raise value
+    return value
 
 
 def probe_versions(nodes: List[Node], root: str,

@@ -157,3 +157,53 @@ def test_version_probes_of_a_run_run_at_once(project: Project) -> None:
     assert r.executed == [] and "version probe" not in r.output, r
     r = project.run("status", "--check")  # explain and status probe the same way
     assert r.returncode == 0, r
+
+
+HANGING_PROBE = '''
+import urllib.request
+from zenbuild import pipeline, step
+
+
+def head(url: str) -> str:  # no timeout of its own: a server that never answers hangs it
+    with urllib.request.urlopen(urllib.request.Request(url, method="HEAD")) as r:
+        return r.headers["ETag"]
+
+
+@step(version=head, probe_timeout="1s")
+def fetch(url: str) -> str:
+    return "fetched"
+
+
+@step
+def local() -> int:
+    return 1
+
+
+@pipeline
+def p(url: str = ""):
+    fetch(url)
+    local()
+'''
+
+
+def test_a_probe_that_never_returns_times_out_and_the_step_runs(project: Project) -> None:
+    """A probe stuck on a server that accepts the connection and never answers does not hang
+    the run: after its probe_timeout the step executes, as for a failed probe, with a warning,
+    and the run exits although the probe's thread is still waiting."""
+    import socket
+
+    with socket.socket() as srv:  # listens, never accepts: the HEAD request waits forever
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        url = f"url=http://127.0.0.1:{srv.getsockname()[1]}/data.csv"
+        project.write("zenbuild.toml", 'pipelines = ["hang:p"]\n')
+        project.write("hang.py", HANGING_PROBE)
+        r = project.run("run", "-p", url, timeout=60)
+        assert sorted(r.executed) == ["fetch", "local"] and r.returncode == 0, r
+        assert r.output.count("the version probe of step fetch failed: it did not return "
+                              "within 1 s") == 1, r
+        r = project.run("run", "-p", url, timeout=60)
+        assert r.executed == ["fetch"] and r.cached == ["local"], r  # never served stale
+    project.write("hang.py", HANGING_PROBE.replace('probe_timeout="1s"', 'probe_timeout="soon"'))
+    r = project.run("run", "-p", url, check=2)
+    assert "@step(probe_timeout='soon') of step fetch" in r.stderr and "Traceback" not in r.output
