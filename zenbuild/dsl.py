@@ -214,23 +214,19 @@ class Step(StepDef):
                                 f"must be a function (called with the step's params), got "
                                 f"{type(version).__name__} {version!r}")
         self.version = version
-        self.expires_after: Optional[float] = None
-        if cache_expires_after is not None:
-            try:
-                self.expires_after = parse_duration(cache_expires_after)
-            except ValueError as e:
-                raise PipelineError(
-                    f"@step(cache_expires_after={cache_expires_after!r}) of step {self.name} "
-                    f"({_where(fn)}): {e}. Give {_DURATION_HOW}.") from None
-        self.probe_timeout: Optional[float] = None
-        if probe_timeout is not None:
-            try:
-                self.probe_timeout = parse_duration(probe_timeout)
-            except ValueError as e:
-                raise PipelineError(
-                    f"@step(probe_timeout={probe_timeout!r}) of step {self.name} "
-                    f"({_where(fn)}): {e}. Give {_DURATION_HOW}.") from None
+        self.expires_after = self._duration("cache_expires_after", cache_expires_after)
+        self.probe_timeout = self._duration("probe_timeout", probe_timeout)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def _duration(self, keyword: str, text: Optional[str]) -> Optional[float]:
+        """Seconds of a duration keyword of @step, None when not given. Raises PipelineError."""
+        if text is None:
+            return None
+        try:
+            return parse_duration(text)
+        except ValueError as e:
+            raise PipelineError(f"@step({keyword}={text!r}) of step {self.name} "
+                                f"({_where(self.fn)}): {e}. Give {_DURATION_HOW}.") from None
 
     def _check_ignore(self, ignore: Sequence[str]) -> Tuple[str, ...]:
         """The ignored argument names, each checked against the function's parameters."""
