@@ -11,7 +11,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from zenbuild import reasons as R
-from zenbuild.digest import StatCache, digest_file, stat_key
+from zenbuild.digest import StatCache, digest_file
 from zenbuild.discovered import Discovery, static_calls
 from zenbuild.fingerprint.code import SourceCache
 from zenbuild.graph import Node
@@ -20,6 +20,7 @@ from zenbuild.paths import MissingInput, dir_files, glob_match
 from zenbuild.reasons import Reason, pack, text
 from zenbuild.rebuild import Components
 from zenbuild.result import StepResult
+from zenbuild.states import StepStatus
 from zenbuild.store.database import DiskFull, full_message
 from zenbuild.store.db import TOUCH_EVERY_S, ActionEntry, Store
 from zenbuild.store.outputs import Claims, OutputMissing, Trash, capture, check_adopt, output_size
@@ -93,9 +94,11 @@ class Recorder:
         self.state_updates: Dict[str, str] = {}  # step -> its latest fingerprint, if it moved
         self.promotions: List[Tuple[str, str]] = []  # (alternate served, its fingerprint)
         self.claims = Claims(store)
+        self._prefix = root if root.endswith("/") else root + "/"
         self.deferred: Optional[Exception] = None  # a full disk at the end: raise_deferred()
         self._last_commit = clock()
         self._static: Dict[int, Tuple[Any, Any]] = {}  # id(code_meta) -> (it, static_calls)
+        self._last_static: Optional[Tuple[Any, Any]] = None  # the one _static_calls gave last
 
     def clear_outputs(self, node: Node, previous: Optional[ActionEntry]) -> None:
         """Before a step executes: refuse an Output that holds files zenbuild did not create
@@ -103,7 +106,8 @@ class Recorder:
         the step produced before, so it starts clean; a file in them the store has no copy of
         (one the user added or edited) goes to the trash first."""
         known = previous.outputs if previous is not None else {}
-        check_adopt(self.root, node.name, list(node.outputs), known, self.store, self.claims)
+        absent = check_adopt(self.root, node.name, list(node.outputs), known, self.store,
+                             self.claims)
         trash = Trash(self.store)
         for rel, rec in known.items():
             full = os.path.join(self.root, rel)
@@ -113,9 +117,10 @@ class Recorder:
 
                     shutil.rmtree(full)
         for rel in node.outputs:  # a killed first run's partial folder: zenbuild's own
+            if rel in known or rel in absent:  # (absent: check_adopt's lstat just saw nothing)
+                continue
             full = os.path.join(self.root, rel)
-            if (rel not in known and os.path.isdir(full) and not os.path.islink(full)
-                    and rel in self.claims.known()):
+            if os.path.isdir(full) and not os.path.islink(full) and rel in self.claims.known():
                 import shutil
 
                 shutil.rmtree(full)
@@ -196,18 +201,24 @@ class Recorder:
     def _static_calls(self, code_meta: Dict[str, List[str]]) -> Any:
         """static_calls() of a step's code_meta, once per step function (every call of a step
         shares one code_meta dict in a run)."""
-        got = self._static.get(id(code_meta))
-        if got is None or got[0] is not code_meta:
-            got = self._static[id(code_meta)] = (code_meta, static_calls(code_meta))
+        got = self._last_static
+        if got is None or got[0] is not code_meta:  # else the same step function: no id()
+            got = self._static.get(id(code_meta))
+            if got is None or got[0] is not code_meta:
+                got = self._static[id(code_meta)] = (code_meta, static_calls(code_meta))
+            self._last_static = got
         return got[1]
 
     def inputs_changed(self, node: Node, comps: Components) -> Optional[Reason]:
         """Why the result of a step that just ran must not be cached: an input file's content,
         or the set of files in an input folder, is not what its fingerprint was made from."""
+        prefix = self._prefix
         for rel, key in comps.stats.items():
-            full = os.path.join(self.root, rel)
+            full = prefix + rel  # os.path.join(root, rel): rel is project-relative
             try:
-                now = stat_key(os.stat(full))
+                st = os.stat(full)
+                now: Optional[Tuple[int, int, int, int]] = (
+                    st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)  # stat_key(st)
             except FileNotFoundError:
                 now = None
             if now == key:
@@ -235,6 +246,7 @@ class Recorder:
         last use, the steps' latest fingerprints and the run's history row. A step's reasons
         are kept as text (what old readers show) and as records (kinds for scripts). A full
         disk is kept for raise_deferred(), so the run's summary is still shown first."""
+        self.claims.close()  # no step starts after this
         try:
             self._persist(run_id, status, counts, results, log)
         except DiskFull as e:  # what was committed before stays; this last batch runs again
@@ -255,10 +267,14 @@ class Recorder:
         for r in results:
             texts_: List[str] = []
             packed: List[Any] = []
+            # an executed step's one reason is its own: not looked up (id() is an audit event)
+            own = len(r.reasons) == 1 and r.status == StepStatus.EXECUTED
             for x in r.reasons:
-                got = shown.get(id(x))
+                got = None if own else shown.get(id(x))
                 if got is None:
-                    got = shown[id(x)] = (text(x), pack(x))
+                    got = (text(x), pack(x))
+                    if not own:
+                        shown[id(x)] = got
                 texts_.append(got[0])
                 packed.append(got[1])
             steps.append((r.name, r.status, r.fingerprint, r.duration, texts_, r.error, packed))

@@ -41,3 +41,38 @@ def test_components_text_is_json_dumps_sorted(tmp_path: Path) -> None:
     got = _stored(store)
     assert got == want
     assert json.loads(got["s3"])["code"]["m.h"] == "9" * 32
+
+
+def test_components_text_with_placeholder_lookalikes(tmp_path: Path) -> None:
+    """The shared sections are spliced into one encoding of the rest at the places their
+    placeholders take: a value or key that holds a placeholder's very text cannot fool it
+    (that entry is encoded whole), and two step functions' sections alternating, or a section
+    missing, give json.dumps' text too; outputs and discovered records are json.dumps' as well."""
+    store = Store(str(tmp_path / "st"))
+    code_a = {"m.f": "a" * 32}
+    code_b = {"m.g": "b" * 32}
+    hole = "\0zenbuild-section-code\0"
+    cases = [
+        _components(code_a, {hole: ["c" * 32, 1]}),  # a key that looks like a placeholder
+        _components(code_b, {"x.txt": [hole, 2]}),  # ... a value
+        # a lookalike before the real placeholder ("env" sorts before "packages")
+        {**_components(code_a, {}), "env": {"python": "\0zenbuild-section-packages\0"}},
+        _components(code_b, {"y.txt": ["c" * 32, 3]}),
+        _components(code_a, {"z.txt": ["c" * 32, 4]}),
+        {"code": code_a},  # only a shared section
+        {"files": {"a": ["c" * 32, 5]}},  # none
+        {},
+    ]
+    want = {}
+    outputs = {"build/o.txt": {"kind": "file", "digest": "1" * 32, "size": 3, "exec": False}}
+    discovered = {"format": 1, "files": {"b.txt": ["2" * 32, 4]}, "env": {"Z": None, "A": "1"}}
+    for i, comps in enumerate(cases):
+        want[f"s{i}"] = json.dumps(comps, sort_keys=True)
+        store.put_action(ActionEntry(f"{i:032x}", "p", f"s{i}", "f" * 32, outputs, comps,
+                                     discovered=discovered))
+    store.close()
+    with sqlite3.connect(str(Path(store.path) / "zenbuild.db")) as db:
+        rows = db.execute("SELECT step, components, outputs, discovered FROM actions").fetchall()
+    assert {r[0]: r[1] for r in rows} == want
+    assert {r[2] for r in rows} == {json.dumps(outputs, sort_keys=True)}
+    assert {r[3] for r in rows} == {json.dumps(discovered, sort_keys=True)}

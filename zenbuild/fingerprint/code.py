@@ -109,6 +109,8 @@ class CodeFingerprinter:
         self._objs: Dict[int, _Obj] = {}
         self._pins: List[Any] = []  # keep memoized objects alive so ids stay unique
         self._step_cache: Dict[int, CodeInfo] = {}
+        self._last_fn: Any = None  # the step function code() answered last, and its answer
+        self._last_info: Optional[CodeInfo] = None
         self._value_code: Dict[int, str] = {}  # id(class or function) -> value_code digest
         self._import_maps: Dict[str, Dict[str, Tuple[str, str]]] = {}
         self._plain: Dict[Tuple[str, type, Any], str] = {}
@@ -440,8 +442,11 @@ class CodeFingerprinter:
     # -- a step -----------------------------------------------------------------------------
     def code(self, fn: Any) -> CodeInfo:
         """The code component of a step function (decorators of the function itself ignored)."""
+        if fn is self._last_fn:  # asked twice per executed step: no id() (an audit event)
+            return self._last_info  # type: ignore[return-value]
         memo = self._step_cache.get(id(fn))
         if memo is not None:
+            self._last_fn, self._last_info = fn, memo
             return memo
         info = CodeInfo()
         code = getattr(fn, "__code__", None)
@@ -478,6 +483,7 @@ class CodeFingerprinter:
             self._import_reads.add(info.items, info.meta)
         self._step_cache[id(fn)] = info
         self._pins.append(fn)
+        self._last_fn, self._last_info = fn, info
         return info
 
 

@@ -149,6 +149,9 @@ def _entry(row: Tuple[Any, ...]) -> Optional[ActionEntry]:
 
 _ENCODER = json.JSONEncoder(sort_keys=True)  # what json.dumps(x, sort_keys=True) uses
 _SHARED_SECTIONS = frozenset({"code", "code_meta", "packages"})
+# section -> (the placeholder string _components_json encodes in its place, that string's JSON)
+_HOLES = {k: (f"\0zenbuild-section-{k}\0", _ENCODER.encode(f"\0zenbuild-section-{k}\0"))
+          for k in _SHARED_SECTIONS}
 
 ACTION_COLS = ("fingerprint, pipeline, step, value_digest, outputs, components, created, "
                 "last_used, duration, discovered")
@@ -162,6 +165,7 @@ class ActionCache:
         self.db = database.conn
         # id -> (a components section, its length, its JSON): see _components_json
         self._shared: Dict[int, Tuple[Any, int, str]] = {}
+        self._last: Dict[str, Tuple[Any, int, str]] = {}  # section -> the last one encoded
 
     def step_states(self, pipeline: str) -> Dict[str, ActionEntry]:
         """The latest entry of every step of ``pipeline``, in one query. Their components are
@@ -214,12 +218,12 @@ class ActionCache:
                     e.pipeline,
                     e.step,
                     e.value_digest,
-                    json.dumps(e.outputs, sort_keys=True),
+                    _ENCODER.encode(e.outputs),  # json.dumps(x, sort_keys=True), no new encoder
                     self._components_json(e.components),
                     e.created or time.time(),
                     e.last_used or time.time(),
                     e.duration,
-                    None if e.discovered is None else json.dumps(e.discovered, sort_keys=True),
+                    None if e.discovered is None else _ENCODER.encode(e.discovered),
                 ),
             )
             db.execute(
@@ -229,23 +233,47 @@ class ActionCache:
     def _components_json(self, c: Dict[str, Any]) -> str:
         """``json.dumps(c, sort_keys=True)``, the same text, with the sections every call of a
         step shares (its code, code_meta and packages: one dict per step function in a run)
-        encoded once: they were most of the bytes encoded per entry."""
+        encoded once: they were most of the bytes encoded per entry. The rest is encoded in
+        one call, a placeholder string standing for each shared section, then spliced (an
+        encoder call a key cost more than the encoding itself). A placeholder holds a NUL,
+        which JSON writes as \\u0000: a text that shows one placeholder other than exactly
+        once is encoded whole instead."""
         if type(c) is not dict or not all(type(k) is str for k in c):
             return json.dumps(c, sort_keys=True)
-        enc, shared, parts = _ENCODER.encode, self._shared, []
-        for k in sorted(c):
-            v = c[k]
+        shared, last = self._shared, self._last
+        rest: Dict[str, Any] = {}
+        texts: List[Tuple[str, str]] = []  # (a placeholder's JSON, the section's JSON)
+        for k, v in c.items():
             if k in _SHARED_SECTIONS and type(v) is dict:
-                got = shared.get(id(v))
+                got = last.get(k)  # the same step function as the last entry: no id() call
                 if got is None or got[0] is not v or got[1] != len(v):
-                    if len(shared) >= 256:
-                        shared.clear()
-                    got = shared[id(v)] = (v, len(v), enc(v))
-                text = got[2]
+                    got = shared.get(id(v))  # (id() is an audit event: a hook call)
+                    if got is None or got[0] is not v or got[1] != len(v):
+                        if len(shared) >= 256:
+                            shared.clear()
+                        got = shared[id(v)] = (v, len(v), _ENCODER.encode(v))
+                    last[k] = got
+                rest[k] = _HOLES[k][0]
+                texts.append((_HOLES[k][1], got[2]))
             else:
-                text = enc(v)
-            parts.append(f"{enc(k)}: {text}")
-        return "{" + ", ".join(parts) + "}"
+                rest[k] = v
+        text = _ENCODER.encode(rest)
+        if not texts:
+            return text
+        cuts: List[Tuple[int, int, str]] = []
+        for hole, section in texts:
+            at = text.find(hole)
+            if at < 0 or text.find(hole, at + 1) >= 0:  # a value held a placeholder's text
+                return json.dumps(c, sort_keys=True)
+            cuts.append((at, at + len(hole), section))
+        cuts.sort()
+        parts: List[str] = []
+        pos = 0
+        for start, end, section in cuts:
+            parts += (text[pos:start], section)
+            pos = end
+        parts.append(text[pos:])
+        return "".join(parts)
 
     # -- alternates: other entries of one static key, told apart by what their step read ----
     # A step's static key does not cover what it touched while it ran (an undeclared read, an

@@ -304,11 +304,14 @@ class Claims:
     """STORE/claims: one project-relative path a line, each an Output that did not exist when
     its step was about to run for the first time, so what is there later is zenbuild's (or
     its step's). Appended before the step runs, so a killed run's partial output is still
-    known as zenbuild's; read only when an existing output has no entry listing it."""
+    known as zenbuild's; read only when an existing output has no entry listing it. The file
+    is opened once for appending, at the first claim, and kept open until close() (a cold run
+    of N steps opened it N times); each claim is one write() of whole lines, as before."""
 
     def __init__(self, store: Store) -> None:
         self.path = os.path.join(store.path, "claims")
         self._known: Optional[set[str]] = None
+        self._fd: Optional[int] = None
 
     def known(self) -> set[str]:
         if self._known is None:
@@ -320,15 +323,19 @@ class Claims:
         return self._known
 
     def add(self, rels: List[str]) -> None:
-        new = [r for r in rels if r not in self.known()]
+        known = self.known()
+        new = [r for r in rels if r not in known]
         if not new:
             return
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, "".join(r + "\n" for r in new).encode())
-        finally:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(self._fd, "".join(r + "\n" for r in new).encode())
+        known.update(new)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
             os.close(fd)
-        self.known().update(new)
 
 
 def _realpath(full: str, real_dirs: Dict[str, str]) -> str:
@@ -349,13 +356,16 @@ def _realpath(full: str, real_dirs: Dict[str, str]) -> str:
     return os.path.join(real, name)
 
 
+_ABSENT = ""  # what _occupied() says of nothing at all (an empty folder is None)
+
+
 def _occupied(full: str) -> Optional[str]:
-    """What is at ``full`` that a first run must not take over, or None (absent, empty dir).
-    One lstat (islink, isfile, isdir and lexists in one look)."""
+    """What is at ``full`` that a first run must not take over, or None (an empty dir) or
+    _ABSENT (nothing there). One lstat (islink, isfile, isdir and lexists in one look)."""
     try:
         mode = os.lstat(full).st_mode
     except (OSError, ValueError):
-        return None  # what lexists() says for a path it cannot stat
+        return _ABSENT  # what lexists() says for a path it cannot stat
     if stat.S_ISLNK(mode):
         return "a file"  # a symlink, even to a folder: islink() came first
     if stat.S_ISREG(mode):
@@ -370,17 +380,20 @@ def _occupied(full: str) -> Optional[str]:
 
 
 def check_adopt(root: str, step: str, rels: List[str], known: Dict[str, Any], store: Store,
-                claims: Claims) -> None:
+                claims: Claims) -> List[str]:
     """Before ``step`` executes: each Output not in ``known`` (its latest entry's outputs) must
     be absent (or an empty folder), claimed earlier, or listed by some entry of the store;
     otherwise it holds the user's files, and the run stops (PathError). Absent ones are
-    claimed."""
+    claimed. Returns the Outputs it found absent (nothing there: not even an empty folder)."""
     claim: List[str] = []
+    absent: List[str] = []
     for rel in rels:
         if rel in known:
             continue
         what = _occupied(os.path.join(root, rel))
-        if what is None:
+        if what is _ABSENT:
+            absent.append(rel)
+        if not what:
             claim.append(rel)
             continue
         if rel in claims.known() or _listed(store, rel):
@@ -392,6 +405,7 @@ def check_adopt(root: str, step: str, rels: List[str], known: Dict[str, Any], st
             "exist yet. (If an earlier store made it, one since moved or deleted, delete it.)")
     if claim:
         claims.add(claim)
+    return absent
 
 
 def _listed(store: Store, rel: str) -> bool:

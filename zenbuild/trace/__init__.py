@@ -226,6 +226,11 @@ class _Recording:
         # what finish() drops anyway (a declared output) or no one needs (a declared input)
         # need not be looked at, unless a recording above this one hears of it too
         self.alone = _up(self) is None
+        # ... and their absolute paths as rel() maps them (the paths steps receive), so that
+        # an open of one is dismissed by one set look-up instead of rel()
+        self.skip: FrozenSet[str] = frozenset(
+            pre + p for pre in self.prefixes for p in (*opts.inputs, *self.outputs)
+        ) if self.alone else frozenset()
         self.reads: Dict[str, None] = {}
         self.writes: Dict[str, None] = {}
         self.listed: Dict[str, None] = {}
@@ -341,7 +346,12 @@ def _note(rec: _Recording, kind: str, rel: str) -> None:
 
 
 def _on_open(rec: _Recording, args: Tuple[Any, ...]) -> None:
-    rel = rec.rel(args[0])
+    path = args[0]
+    if rec.skip and type(path) is not int:
+        full = path if type(path) is str else os.fspath(path)
+        if full in rec.skip:  # rel(full) is a declared input or output: see _Recording
+            return
+    rel = rec.rel(path)
     if rel is None or rel == ".":
         return
     if rec.alone and (rel in rec.inputs or rec.declared(rel)):

@@ -152,16 +152,64 @@ class CallTracer:
             return False
         prof.disable()
         self._profiler = None
-        r: Optional[_Recording] = self.rec
-        codes = {e.code for e in prof.getstats() if not isinstance(e.code, str)}
+        rec = self.rec
+        chain: List[_Recording] = []
+        r: Optional[_Recording] = rec
         while r is not None:
-            r.codes.update(codes)
+            chain.append(r)
             r = r.parent
+        stats = prof.getstats()
+        if all(x.root == rec.root and x.excluded == rec.excluded for x in chain):
+            # only the codes project_calls() would keep: a code object hashes its constants
+            # (again at every set insertion), and most codes a step runs are libraries'
+            codes = _project_codes(stats, rec.root, rec.excluded)
+        else:  # pragma: no cover - nested recordings of different roots: keep them all
+            codes = {e.code for e in stats if not isinstance(e.code, str)}
+        for r in chain:
+            r.codes.update(codes)
         return True
 
 
 _KIND: Dict[Tuple[str, str], Optional[str]] = {}  # (root, co_filename) -> file key or None
 _PREFIXES: Dict[str, Tuple[str, ...]] = {}  # root -> (root/, realpath(root)/)
+# (root, excluded) -> {co_filename: file key or None}: _file_key's answers, looked up inline
+_KEYS: Dict[Tuple[str, Tuple[str, ...]], Dict[str, Optional[str]]] = {}
+_UNSET: Any = object()
+
+
+def _prefixes(root: str) -> Tuple[str, ...]:
+    prefixes = _PREFIXES.get(root)
+    if prefixes is None:  # realpath costs a syscall per component: once per root a process
+        prefixes = _PREFIXES[root] = tuple({root + os.sep, os.path.realpath(root) + os.sep})
+    return prefixes
+
+
+def _keys(root: str, excluded: Tuple[str, ...]) -> Dict[str, Optional[str]]:
+    got = _KEYS.get((root, excluded))
+    if got is None:
+        got = _KEYS[(root, excluded)] = {}
+    return got
+
+
+def _project_codes(stats: Any, root: str, excluded: Tuple[str, ...]) -> Set[Any]:
+    """The code objects among cProfile ``stats`` entries whose file is a project file
+    (_file_key not None), the ones project_calls() keeps."""
+    keys = _keys(root, excluded)
+    prefixes: Optional[Tuple[str, ...]] = None
+    out: Set[Any] = set()
+    for e in stats:
+        code = e.code
+        if type(code) is str:  # a built-in (not profiled with builtins=False)
+            continue
+        filename = code.co_filename
+        key = keys.get(filename, _UNSET)
+        if key is _UNSET:
+            if prefixes is None:
+                prefixes = _prefixes(root)
+            key = keys[filename] = _file_key(filename, prefixes, excluded, root)
+        if key is not None:
+            out.add(code)
+    return out
 
 
 def _file_key(filename: str, prefixes: Tuple[str, ...], excluded: Tuple[str, ...],
@@ -190,15 +238,19 @@ def _file_key(filename: str, prefixes: Tuple[str, ...], excluded: Tuple[str, ...
 def project_calls(codes: Set[Any], root: str, excluded: Tuple[str, ...]) -> List[List[Any]]:
     """``[file key, qualname, firstlineno]`` for each project function among ``codes``, sorted;
     module bodies are left out (their code is the module's, fingerprinted statically)."""
-    prefixes = _PREFIXES.get(root)
-    if prefixes is None:  # realpath costs a syscall per component: once per root a process
-        prefixes = _PREFIXES[root] = tuple({root + os.sep, os.path.realpath(root) + os.sep})
+    prefixes: Optional[Tuple[str, ...]] = None
+    keys = _keys(root, excluded)
     out: Set[Tuple[str, str, int]] = set()
     for code in codes:
         name = getattr(code, "co_qualname", code.co_name)
         if name == "<module>":
             continue
-        key = _file_key(code.co_filename, prefixes, excluded, root)
+        filename = code.co_filename
+        key = keys.get(filename, _UNSET)
+        if key is _UNSET:
+            if prefixes is None:
+                prefixes = _prefixes(root)
+            key = keys[filename] = _file_key(filename, prefixes, excluded, root)
         if key is not None:
             out.add((key, name, code.co_firstlineno))
     return [list(t) for t in sorted(out)]
