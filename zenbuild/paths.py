@@ -44,10 +44,13 @@ def interactive_file(filename: str) -> bool:
     """True for the pseudo-file of code typed into an interactive session (a notebook cell):
     linecache holds its lines although no such file exists. linecache is never imported just
     to look (no cells without it: IPython imports it)."""
-    linecache: Any = sys.modules.get("linecache")
-    if linecache is None:
+    if filename.startswith("<frozen "):  # importlib's own bootstrap code, never a cell
         return False
-    if filename in linecache.cache and not os.path.exists(filename):
+    linecache: Any = sys.modules.get("linecache")
+    cache = getattr(linecache, "cache", None)  # None too while linecache is being imported:
+    if cache is None:  # then no cell is in it yet (Python 3.12's call tracing sees imports)
+        return False
+    if filename in cache and not os.path.exists(filename):
         return True
     ip_cache: Any = getattr(linecache, "_ipython_cache", None)
     return bool(ip_cache) and filename in ip_cache and not os.path.exists(filename)

@@ -81,3 +81,21 @@ def test_check_placement_sees_through_a_symlinked_output(tmp_path: Path) -> None
     os.symlink(store, tmp_path / "linked")
     with pytest.raises(PathError, match="is inside the store"):
         check_placement(str(tmp_path), str(store), [("s", "build/x.txt"), ("t", "linked/o.txt")])
+
+
+def test_interactive_file_while_linecache_is_being_imported(monkeypatch) -> None:
+    """Python 3.12's call tracing runs its callback for importlib's frozen code while
+    linecache itself is being imported (the first `import traceback` after a step failed):
+    the half-made module has no `cache` yet. That crashed every run whose step failed."""
+    import sys
+    import types
+
+    from zenbuild.paths import interactive_file
+
+    half = types.ModuleType("linecache")  # what sys.modules holds mid-import
+    monkeypatch.setitem(sys.modules, "linecache", half)
+    assert interactive_file("<ipython-input-1-abc>") is False
+    assert interactive_file("<frozen importlib._bootstrap>") is False
+    half.cache = {"<cell 1>": (3, None, ["x = 1\n"], "<cell 1>")}  # imported: a cell in it
+    assert interactive_file("<cell 1>") is True
+    assert interactive_file("<frozen importlib._bootstrap>") is False
