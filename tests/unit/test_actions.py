@@ -76,3 +76,20 @@ def test_components_text_with_placeholder_lookalikes(tmp_path: Path) -> None:
     assert {r[0]: r[1] for r in rows} == want
     assert {r[2] for r in rows} == {json.dumps(outputs, sort_keys=True)}
     assert {r[3] for r in rows} == {json.dumps(discovered, sort_keys=True)}
+
+
+def test_the_reused_encoder_recovers_after_an_error(tmp_path: Path) -> None:
+    """The entry encoder is made once per store: after a value it cannot encode (or a
+    circular one, still refused as json.dumps refuses it), the next entry is encoded as
+    json.dumps would."""
+    import pytest
+
+    store = Store(str(tmp_path / "st"))
+    loop: Dict[str, Any] = {}
+    loop["self"] = loop
+    for bad, error in (({"x": {"y": object()}}, TypeError), ({"x": loop}, ValueError)):
+        with pytest.raises(error):
+            store.put_action(ActionEntry("9" * 32, "p", "bad", "f" * 32, {}, {"params": bad}))
+    comps = _components({"m.f": "a" * 32}, {"a.txt": ["c" * 32, 1]})
+    store.put_action(ActionEntry("1" * 32, "p", "ok", "f" * 32, {}, comps))
+    assert _stored(store) == {"ok": json.dumps(comps, sort_keys=True)}

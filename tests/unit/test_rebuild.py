@@ -142,6 +142,18 @@ def test_long_params_are_displayed_as_the_start_of_their_repr():
     assert shown.startswith("[File('data/f0.txt'), File('data/f1.txt')") and len(shown) == 60
 
 
+def test_markers_are_displayed_as_their_own_repr_alone_and_nested():
+    from zenbuild.fingerprint.params import display_param
+    from zenbuild.graph import FileRef, InputRef, OutputRef
+
+    assert display_param(FileRef("a.txt")) == "File('a.txt')"
+    assert display_param(OutputRef("build/o.txt")) == "Output('build/o.txt')"
+    assert display_param(InputRef("up", ())) == "<output of up>"
+    assert display_param([FileRef("a"), {"k": FileRef("b")}, ("t", OutputRef("c"))]) == (
+        "[File('a'), {'k': File('b')}, ('t', Output('c'))]")
+    assert display_param([InputRef("u", (0,)), "x"]) == "[<output of u[0]>, 'x']"
+
+
 def test_decide_with_a_pending_upstream_stops_at_it_or_compares_the_rest_first():
     c = comps()
     prev = entry(c, c.fingerprint())

@@ -97,14 +97,15 @@ def _marker_free(v: Any) -> Any:
 
 def display_param(value: Any, limit: int = 60) -> str:
     """A short repr of a bound argument, markers shown as File(...)/Output(...)."""
+    markers = _MARKERS  # a marker's display is its own repr: repr(_marker_free(m)) == repr(m)
     if type(value) is list and len(value) > 1:
         # a long list: stop once the repr is known to be too long (same text as below)
         r = "["
         for i, x in enumerate(value):
-            r += (", " if i else "") + repr(_marker_free(x))
+            r += (", " if i else "") + (repr(x) if type(x) in markers else repr(_marker_free(x)))
             if len(r) > limit:
                 return r[: limit - 3] + "..."
         r += "]"
     else:
-        r = repr(_marker_free(value))
+        r = repr(value) if type(value) in markers else repr(_marker_free(value))
     return r if len(r) <= limit else r[: limit - 3] + "..."

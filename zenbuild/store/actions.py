@@ -148,6 +148,35 @@ def _entry(row: Tuple[Any, ...]) -> Optional[ActionEntry]:
 
 
 _ENCODER = json.JSONEncoder(sort_keys=True)  # what json.dumps(x, sort_keys=True) uses
+
+
+class _Encoder:
+    """``json.dumps(x, sort_keys=True)`` through one C encoder made once: JSONEncoder.encode
+    makes a new one at every call, ~9K of the ~25K instructions an entry's small outputs
+    record cost. Its markers dict (the circular-reference check) is empty again after every
+    encoding that succeeds; after one that raised, a new encoder is made. One per ActionCache
+    (whose connection is used by one thread)."""
+
+    def __init__(self) -> None:
+        from json.encoder import c_make_encoder, encode_basestring_ascii
+
+        self._make: Any = None
+        if c_make_encoder is not None:  # pragma: no branch - CPython has _json
+            self._make = lambda: c_make_encoder(
+                {}, _ENCODER.default, encode_basestring_ascii, None, _ENCODER.key_separator,
+                _ENCODER.item_separator, True, _ENCODER.skipkeys, _ENCODER.allow_nan)
+        self._c: Any = self._make() if self._make is not None else None
+
+    def __call__(self, x: Any) -> str:
+        c = self._c
+        if c is None or type(x) is str:  # pragma: no cover - no _json
+            return _ENCODER.encode(x)
+        try:
+            return "".join(c(x, 0))
+        except BaseException:
+            self._c = self._make()
+            raise
+
 _SHARED_SECTIONS = frozenset({"code", "code_meta", "packages"})
 # section -> (the placeholder string _components_json encodes in its place, that string's JSON)
 _HOLES = {k: (f"\0zenbuild-section-{k}\0", _ENCODER.encode(f"\0zenbuild-section-{k}\0"))
@@ -166,6 +195,7 @@ class ActionCache:
         # id -> (a components section, its length, its JSON): see _components_json
         self._shared: Dict[int, Tuple[Any, int, str]] = {}
         self._last: Dict[str, Tuple[Any, int, str]] = {}  # section -> the last one encoded
+        self._encode = _Encoder()
 
     def step_states(self, pipeline: str) -> Dict[str, ActionEntry]:
         """The latest entry of every step of ``pipeline``, in one query. Their components are
@@ -218,12 +248,12 @@ class ActionCache:
                     e.pipeline,
                     e.step,
                     e.value_digest,
-                    _ENCODER.encode(e.outputs),  # json.dumps(x, sort_keys=True), no new encoder
+                    self._encode(e.outputs),  # json.dumps(x, sort_keys=True)
                     self._components_json(e.components),
                     e.created or time.time(),
                     e.last_used or time.time(),
                     e.duration,
-                    None if e.discovered is None else _ENCODER.encode(e.discovered),
+                    None if e.discovered is None else self._encode(e.discovered),
                 ),
             )
             db.execute(
@@ -251,13 +281,13 @@ class ActionCache:
                     if got is None or got[0] is not v or got[1] != len(v):
                         if len(shared) >= 256:
                             shared.clear()
-                        got = shared[id(v)] = (v, len(v), _ENCODER.encode(v))
+                        got = shared[id(v)] = (v, len(v), self._encode(v))
                     last[k] = got
                 rest[k] = _HOLES[k][0]
                 texts.append((_HOLES[k][1], got[2]))
             else:
                 rest[k] = v
-        text = _ENCODER.encode(rest)
+        text = self._encode(rest)
         if not texts:
             return text
         cuts: List[Tuple[int, int, str]] = []
