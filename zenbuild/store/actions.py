@@ -158,8 +158,10 @@ class _Encoder:
     (whose connection is used by one thread)."""
 
     def __init__(self) -> None:
-        from json.encoder import c_make_encoder, encode_basestring_ascii
+        import json.encoder
 
+        c_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # None without _json
+        encode_basestring_ascii = json.encoder.encode_basestring_ascii
         self._make: Any = None
         if c_make_encoder is not None:  # pragma: no branch - CPython has _json
             self._make = lambda: c_make_encoder(
