@@ -119,7 +119,9 @@ class _frozen:
     def __enter__(self) -> None:
         import gc
 
-        self.frozen = gc.get_freeze_count() == 0
+        from zenbuild.executors import GcPause
+
+        self.frozen = gc.get_freeze_count() == GcPause.frozen_base
         if self.frozen:
             gc.freeze()
 

@@ -14,10 +14,12 @@ import json
 from pathlib import Path
 
 from zenbuild import Output, pipeline, step
+from zenbuild.executors import GcPause
 
 
-def _state():
-    return {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count() > 0}
+def _state():  # frozen: more than the interpreter's own (Python 3.12 starts with some frozen)
+    return {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count() > GcPause.frozen_base,
+            "count": gc.get_freeze_count()}
 
 
 @step
@@ -37,8 +39,9 @@ def test_gc_is_paused_for_tracing_and_on_for_steps(project: Project) -> None:
     project.write("zenbuild.toml", 'pipelines = ["pipe:pipe"]\n')
     project.write("pipe.py", PIPE)
     assert project.run("run").executed == ["probe"]
-    assert json.loads(project.read("body.json")) == {"enabled": False, "frozen": False}
-    assert json.loads(project.read("step.json")) == {"enabled": True, "frozen": True}
+    body, step = json.loads(project.read("body.json")), json.loads(project.read("step.json"))
+    assert (body["enabled"], body["frozen"]) == (False, False)
+    assert (step["enabled"], step["frozen"]) == (True, True)
 
 
 def test_the_python_api_unfreezes_after_the_walk(project: Project, monkeypatch) -> None:
@@ -54,7 +57,10 @@ def test_the_python_api_unfreezes_after_the_walk(project: Project, monkeypatch) 
         before = gc.get_freeze_count()
         result = mod.pipe().run(project_dir=project.root)
         assert result.status == "succeeded"
-        assert json.loads(project.read("step.json"))["frozen"] is (before == 0)
+        # frozen for the walk only when nothing was (a frozen object may be the caller's,
+        # which gc.unfreeze() would release; Python 3.12 starts with some frozen)
+        assert json.loads(project.read("step.json"))["count"] > before or before > 0
+        assert json.loads(project.read("step.json"))["count"] == before or before == 0
         assert gc.get_freeze_count() == before  # collectable again
     finally:
         sys.modules.pop("pipe", None)

@@ -375,6 +375,9 @@ class FakeMonitoring:
     def restart_events(self) -> None:
         self.restarts += 1
 
+    def free_tool_id(self, tool: int) -> None:
+        self.tools.pop(tool, None)
+
 
 def test_monitoring_backend_logic(proj: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from zenbuild.trace import calls
@@ -402,6 +405,28 @@ def test_monitoring_backend_logic(proj: Path, monkeypatch: pytest.MonkeyPatch) -
     for _ in range(5):  # several recordings: never disabled for the others
         assert fake.callback(code, 0) is None
     crowd.stop()
+
+
+def test_monitoring_is_turned_off_at_exit(proj: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Left on, the callback fired while the interpreter shut down, after the module's globals
+    were gone: 'Exception ignored ... NoneType has no attribute get' at a Python API user's
+    exit. Taking the tool registers its release with atexit (which runs before teardown)."""
+    import atexit
+
+    from zenbuild.trace import calls
+
+    at_exit: list = []
+    monkeypatch.setattr(atexit, "register", lambda fn, *a: at_exit.append((fn, a)))
+    fake = FakeMonitoring()
+    rec = trace._Recording(opts(proj), None)
+    tracer = CallTracer(rec, lambda: rec, lambda: 1, monitoring=fake)
+    tracer.start()
+    tracer.stop()
+    assert fake.enabled and fake.tools and len(at_exit) == 1
+    fn, args = at_exit[0]
+    fn(*args)  # what the interpreter does at exit
+    assert fake.enabled == 0 and fake.callback is None and fake.tools == {}
+    assert id(fake) not in calls._TOOLS
 
 
 # -- attribution, nesting, the hook outside recordings ------------------------------------------

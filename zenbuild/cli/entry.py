@@ -33,9 +33,10 @@ def _paused(command: Any, opts: Any) -> Any:
 
     from zenbuild.executors import GcPause
 
+    GcPause.frozen_base = gc.get_freeze_count()  # the interpreter's own: no project code yet
     with GcPause():
         code = command(**opts)
-        if not gc.get_freeze_count():  # (objects the code froze itself stay frozen)
+        if gc.get_freeze_count() == GcPause.frozen_base:  # (what the code froze stays frozen)
             gc.freeze()
             gc.unfreeze()
     return code

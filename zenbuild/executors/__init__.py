@@ -43,6 +43,12 @@ class GcPause:
     while one has, call_task turns it back on around a step's code."""
 
     depth = 0
+    # How many objects were frozen before zenbuild froze any (gc.freeze: run._frozen). None
+    # before Python 3.12, but 3.12's interpreter starts with objects frozen (375 on 3.12.1).
+    # The CLI records its count before any project code runs, so its walks still freeze and
+    # unfreeze; elsewhere (the Python API) a frozen object may be the caller's, which
+    # gc.unfreeze() would release, so a walk freezes only when none is.
+    frozen_base = 0
 
     def __enter__(self) -> None:
         self.paused = gc.isenabled()

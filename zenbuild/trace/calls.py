@@ -100,8 +100,26 @@ def _acquire_tool(mon: Any) -> Optional[_Tool]:
             mon.use_tool_id(tool, "zenbuild")
             got = _TOOLS[id(mon)] = _Tool(mon, tool)
             mon.register_callback(tool, mon.events.PY_START, got.callback)
+            import atexit
+
+            atexit.register(_release_tool, got)  # before modules are torn down at exit
             return got
     return None
+
+
+def _release_tool(tool: _Tool) -> None:
+    """Events off and the tool id given back. Left on, the callback would still fire while
+    the interpreter shuts down, after this module's globals are gone ("Exception ignored in
+    ...: 'NoneType' object has no attribute 'get'" at the exit of a Python API user)."""
+    mon = tool.mon
+    try:
+        mon.set_events(tool.tool, 0)
+        mon.register_callback(tool.tool, mon.events.PY_START, None)
+        mon.free_tool_id(tool.tool)
+    except Exception:  # noqa: BLE001 - a stand-in namespace, or the id already given back
+        pass
+    tool.on = False
+    _TOOLS.pop(id(mon), None)
 
 
 class CallTracer:
