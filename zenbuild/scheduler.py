@@ -145,6 +145,7 @@ class Scheduler:
         # same fingerprint: executing again, a deterministic step returns the same value)
         self.running: Dict[str, Tuple[Components, str, float, Optional[str]]] = {}
         self._prefix = self.root.rstrip("/") + "/"
+        self._unhappy = 0  # steps failed or skipped so far (_upstream_problem looks only then)
         self._path = PathMaker(self.root)  # Path(root/rel) for the files steps receive
 
     def _policy(self, node: Node) -> CachePolicy:
@@ -215,7 +216,9 @@ class Scheduler:
         )
         self.report(RunStarted(pipeline=self.g.pipeline, run_id=run_id, total=len(order)))
         pos = {n: i for i, n in enumerate(order)}
-        waiting = {n: sum(1 for d in self.g.nodes[n].deps if d in wanted) for n in order}
+        nodes = self.g.nodes
+        waiting = ({n: sum(1 for d in nodes[n].deps if d in wanted) for n in order}
+                   if self.opts.targets else {n: len(nodes[n].deps) for n in order})  # all wanted
         ready: List[Tuple[int, str]] = [(pos[n], n) for n in order if waiting[n] == 0]
         heapq.heapify(ready)
         stopped = False
@@ -276,17 +279,21 @@ class Scheduler:
                     heapq.heappush(ready, (pos[d], d))
 
     def _skip(self, name: str, because: Reason) -> None:
+        self._unhappy += 1
         self.results[name] = StepResult(name, SKIPPED, reasons=[because],
                                         store_path=self.store.path)
         self.report(StepSkipped(step=name, because=because))
 
     def _fail(self, name: str, fp: Optional[str], message: str, duration: float = 0.0,
               reasons: Optional[List[Reason]] = None) -> None:
+        self._unhappy += 1
         self.results[name] = StepResult(name, FAILED, fp, duration, reasons or [],
                                         error=message, store_path=self.store.path)
         self.report(StepErrored(step=name, duration=duration, error=message))
 
     def _upstream_problem(self, node: Node) -> Optional[Reason]:
+        if not self._unhappy:  # no step failed or was skipped yet (most runs, every no-op)
+            return None
         for d in node.deps:
             r = self.results.get(d)
             if r is not None and r.status in (FAILED, SKIPPED):

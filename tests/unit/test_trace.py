@@ -246,12 +246,32 @@ def test_environ_is_restored_when_the_step_raises(proj: Path) -> None:
     cls = type(os.environ)
     before = (cls.__getitem__, cls.__setitem__, cls.__delitem__, cls.__iter__)
     with pytest.raises(RuntimeError):
-        with Recorder(opts(proj)):
-            assert cls.__getitem__ is not before[0]  # wrapped while recording
+        with Recorder(opts(proj)) as r:
+            assert type(os.environ).__getitem__ is not before[0]  # wrapped while recording
+            assert isinstance(os.environ, cls) and type(os.environ).__name__ == cls.__name__
             os.environ.get("ANY_ZB")
             raise RuntimeError("boom")
+    assert r.trace is not None and r.trace.env == {"ANY_ZB": None}
+    assert type(os.environ) is cls
     assert (cls.__getitem__, cls.__setitem__, cls.__delitem__, cls.__iter__) == before
     assert os.environ.copy() == dict(os.environ)
+
+
+def test_an_environ_of_another_class_is_wrapped_through_its_class(proj: Path,
+                                                                  monkeypatch: Any) -> None:
+    """os.environ replaced by an instance of a subclass of os._Environ: its reads are still
+    recorded (os._Environ's methods are set while recording) and put back after."""
+    cls = type(os.environ)
+    sub = type("MyEnviron", (cls,), {})
+    mine = sub(os.environ._data, os.environ.encodekey, os.environ.decodekey,  # type: ignore
+               os.environ.encodevalue, os.environ.decodevalue)  # type: ignore
+    monkeypatch.setattr(os, "environ", mine)
+    before = (cls.__getitem__, cls.__iter__)
+    with Recorder(opts(proj)) as r:
+        assert type(os.environ) is sub and cls.__getitem__ is not before[0]
+        os.environ.get("ANY_ZB_SUB")
+    assert r.trace is not None and r.trace.env == {"ANY_ZB_SUB": None}
+    assert (cls.__getitem__, cls.__iter__) == before and type(os.environ) is sub
 
 
 def test_secret_looking_names() -> None:
@@ -555,3 +575,25 @@ def test_call_task_carries_the_trace_also_for_a_failed_step(proj: Path) -> None:
     assert not o.ok and o.trace is not None and o.trace.reads == ["params.yaml"]
     assert 'raise ValueError("bad step")' in o.error and "ValueError: bad step" in o.error
     assert call_task(Task("plain", good, (proj / "params.yaml",), {})).trace is None
+
+
+def test_declared_files_are_dismissed_but_paths_through_them_are_not(proj: Path) -> None:
+    """Opening a declared input or output (by the absolute path a step receives, str or
+    Path) is not recorded; a path that only looks like one until it is normalized (.. out of
+    an output folder, ./, //) or a relative one is judged as rel() sees it."""
+    (proj / "build").mkdir()
+    (proj / "inp.txt").write_text("declared")
+    (proj / "secret.txt").write_text("undeclared")
+    (proj / "other.txt").write_text("undeclared too")
+
+    def body() -> None:
+        slurp(proj / "inp.txt")
+        slurp(str(proj / "inp.txt"))
+        (proj / "build" / "out.txt").write_text("made")
+        slurp(str(proj / "build") + "/../secret.txt")
+        slurp(str(proj) + "/./other.txt")
+        slurp(str(proj) + "//inp.txt")
+
+    t = record(proj, body, outputs=("build",), inputs=frozenset({"inp.txt"}))
+    assert t.reads == ["other.txt", "secret.txt"]
+    assert t.writes == []

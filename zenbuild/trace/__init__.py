@@ -204,7 +204,11 @@ class _Recording:
         self.parent = parent
         self.isolated = isolated  # an import's recording: sees only events aimed at it
         self.opts = opts
-        root = os.path.abspath(opts.root)
+        root = _ABS.get(opts.root)
+        if root is None:
+            root = os.path.abspath(opts.root)  # a relative root depends on the cwd: not kept
+            if os.path.isabs(opts.root):
+                _ABS[opts.root] = root
         self.root = root
         memo = _PLACES.get((root, opts.store_dir))
         if memo is None:  # realpath costs ~8 syscalls a path: once per (root, store) a process
@@ -220,17 +224,12 @@ class _Recording:
                             excluded.append(form[len(pre):].replace(os.sep, "/") + "/")
             memo = _PLACES[(root, opts.store_dir)] = (prefixes, tuple(excluded) or ("\0",))
         self.prefixes, self.excluded = memo
-        self.outputs = tuple(o.rstrip("/") for o in opts.outputs)
-        self._below = tuple(o + "/" for o in self.outputs)  # declared(): inside() at once
+        self.outputs = tuple([o.rstrip("/") for o in opts.outputs])
+        self._below = tuple([o + "/" for o in self.outputs])  # declared(): inside() at once
         self.inputs = opts.inputs
         # what finish() drops anyway (a declared output) or no one needs (a declared input)
         # need not be looked at, unless a recording above this one hears of it too
         self.alone = _up(self) is None
-        # ... and their absolute paths as rel() maps them (the paths steps receive), so that
-        # an open of one is dismissed by one set look-up instead of rel()
-        self.skip: FrozenSet[str] = frozenset(
-            pre + p for pre in self.prefixes for p in (*opts.inputs, *self.outputs)
-        ) if self.alone else frozenset()
         self.reads: Dict[str, None] = {}
         self.writes: Dict[str, None] = {}
         self.listed: Dict[str, None] = {}
@@ -286,15 +285,21 @@ class _Recording:
 
     def finish(self, started_ns: int, calls: List[List[Any]], calls_traced: bool) -> Trace:
         root = self.root
-        writes = set(self.writes)
-        reads = sorted(r for r in self.reads if r not in writes and not self.declared(r))
-        undeclared = sorted(w for w in writes if not self.declared(w)
-                            and os.path.lexists(os.path.join(root, w)))
-        return Trace(reads, undeclared, sorted(self.listed), dict(self.env), calls,
-                     self.opts.track_reads, self.opts.track_env, calls_traced, started_ns)
+        reads: List[str] = []
+        undeclared: List[str] = []
+        if self.writes or self.reads:  # (most steps read and wrote only declared files)
+            writes = set(self.writes)
+            reads = sorted(r for r in self.reads if r not in writes and not self.declared(r))
+            undeclared = sorted(w for w in writes if not self.declared(w)
+                                and os.path.lexists(os.path.join(root, w)))
+        return Trace(reads, undeclared, sorted(self.listed) if self.listed else [],
+                     dict(self.env), calls, self.opts.track_reads, self.opts.track_env,
+                     calls_traced, started_ns)
 
 
 _NO_THREADS: frozenset = frozenset()
+_SEP = os.sep
+_ABS: Dict[str, str] = {}  # an absolute root as given -> os.path.abspath of it
 
 _CURRENT: ContextVar[Optional[_Recording]] = ContextVar("zenbuild_trace", default=None)
 _ACTIVE: List[_Recording] = []  # every recording under way in this process
@@ -345,12 +350,24 @@ def _note(rec: _Recording, kind: str, rel: str) -> None:
         r = _up(r)
 
 
+def _declared_path(rec: _Recording, path: Any) -> bool:
+    """Whether ``path`` is an absolute path that rel() maps to a declared input or output (or
+    a file inside one) without normalizing it: the paths steps receive. rel()'s own answer
+    in fewer steps; anything else (a relative path, bytes, a path with . or //) says False."""
+    full = path if type(path) is str else os.fspath(path)
+    if type(full) is not str or "/." in full or "//" in full or _SEP != "/":
+        return False
+    for pre in rec.prefixes:  # the first that matches, as rel() takes it
+        if full.startswith(pre):
+            rel = full[len(pre):]
+            return rel in rec.inputs or rec.declared(rel)
+    return False
+
+
 def _on_open(rec: _Recording, args: Tuple[Any, ...]) -> None:
     path = args[0]
-    if rec.skip and type(path) is not int:
-        full = path if type(path) is str else os.fspath(path)
-        if full in rec.skip:  # rel(full) is a declared input or output: see _Recording
-            return
+    if rec.alone and type(path) is not int and _declared_path(rec, path):
+        return  # the trace would not keep it (see _Recording.alone)
     rel = rec.rel(path)
     if rel is None or rel == ".":
         return
@@ -524,10 +541,33 @@ def _env_iter(self: Any) -> Iterator[Any]:
     yield from _ORIG_ITER(self)
 
 
+class _TracedEnviron(_Environ):  # type: ignore[misc, valid-type]
+    """What os.environ is an instance of while a recording runs: its class is swapped (one
+    assignment; setting the four methods on os._Environ itself, and back, cost ~25K
+    instructions a step: each dunder assignment updates the type's slots)."""
+
+    __getitem__ = _env_getitem
+    __setitem__ = _env_setitem
+    __delitem__ = _env_delitem
+    __iter__ = _env_iter
+
+
+_TracedEnviron.__name__ = _TracedEnviron.__qualname__ = _Environ.__name__
+_TracedEnviron.__module__ = _Environ.__module__
+_swapped: List[Any] = []  # the os.environ whose class was swapped, while one is
+_patched = [False]  # os.environ is of another class: os._Environ's methods were set instead
+
+
 def _wrap_env() -> None:
     with _LOCK:
         _env_users[0] += 1
         if _env_users[0] == 1:
+            env = os.environ
+            if type(env) is _Environ:
+                env.__class__ = _TracedEnviron
+                _swapped.append(env)
+                return
+            _patched[0] = True  # a subclass, or a replacement: as before, on the class
             _Environ.__getitem__ = _env_getitem
             _Environ.__setitem__ = _env_setitem
             _Environ.__delitem__ = _env_delitem
@@ -539,10 +579,16 @@ def _unwrap_env() -> None:
         _env_users[0] -= 1
         if _env_users[0] <= 0:
             _env_users[0] = 0
-            _Environ.__getitem__ = _ORIG_GETITEM
-            _Environ.__setitem__ = _ORIG_SETITEM
-            _Environ.__delitem__ = _ORIG_DELITEM
-            _Environ.__iter__ = _ORIG_ITER
+            while _swapped:
+                env = _swapped.pop()
+                if type(env) is _TracedEnviron:
+                    env.__class__ = _Environ
+            if _patched[0]:
+                _patched[0] = False
+                _Environ.__getitem__ = _ORIG_GETITEM
+                _Environ.__setitem__ = _ORIG_SETITEM
+                _Environ.__delitem__ = _ORIG_DELITEM
+                _Environ.__iter__ = _ORIG_ITER
 
 
 # -- the recorder ---------------------------------------------------------------------------------
@@ -577,7 +623,8 @@ class Recorder:
         rec = _Recording(opts, _CURRENT.get(), self.isolated)
         self._rec = rec
         if opts.track_reads:
-            _install_hook()
+            if not _hook_installed[0]:
+                _install_hook()
             if not self.isolated:  # a step, not an import: imports stat through importlib's own
                 _wrap_stat()
         if opts.track_env:

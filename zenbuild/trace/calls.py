@@ -75,6 +75,7 @@ class _Tool:
 
 
 _TOOLS: Dict[int, _Tool] = {}  # id(monitoring namespace) -> its state
+_IDLE: List[Any] = []  # cProfile profilers (below 3.12) cleared after use, to be used again
 _NEVER: Dict[str, bool] = {}  # co_filename -> no project's code, whatever the root
 _LIBS: List[Tuple[str, ...]] = []
 
@@ -154,9 +155,12 @@ class CallTracer:
             return
         if sys.getprofile() is not None:  # a profiler or debugger already uses the hook
             return
-        import cProfile
+        if _IDLE:  # cleared after its last use: making a new one cost more than clear()
+            self._profiler = _IDLE.pop()
+        else:
+            import cProfile
 
-        self._profiler = cProfile.Profile(builtins=False, subcalls=False)  # codes only
+            self._profiler = cProfile.Profile(builtins=False, subcalls=False)  # codes only
         self._profiler.enable()
 
     def stop(self) -> bool:
@@ -177,6 +181,9 @@ class CallTracer:
             chain.append(r)
             r = r.parent
         stats = prof.getstats()
+        prof.clear()
+        if len(_IDLE) < 4:  # (threads recording at once each take their own)
+            _IDLE.append(prof)
         if all(x.root == rec.root and x.excluded == rec.excluded for x in chain):
             # only the codes project_calls() would keep: a code object hashes its constants
             # (again at every set insertion), and most codes a step runs are libraries'
