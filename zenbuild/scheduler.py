@@ -409,6 +409,12 @@ class Scheduler:
             raise CorruptBlob(self.digests[name], f"{type(e).__name__}: {e}") from None
 
     def _resolve(self, v: Any, envs: Dict[str, str]) -> Any:
+        t = type(v)
+        if t is FileRef:  # the usual argument: a list of File inputs
+            return self._path(v.path)
+        if t is list or t is tuple:
+            out = [self._resolve(x, envs) for x in v]
+            return out if t is list else tuple(out)
         if isinstance(v, InputRef):
             value = self._value_of(v.node)
             for key in v.path:
@@ -424,9 +430,6 @@ class Scheduler:
             if not os.path.isdir(parent):  # a stat; mkdir of an existing folder costs more
                 os.makedirs(parent, exist_ok=True)
             return self._path(v.path)
-        t = type(v)
-        if t is list or t is tuple:
-            return t(self._resolve(x, envs) for x in v)
         if t is dict:
             return {k: self._resolve(x, envs) for k, x in v.items()}
         return v

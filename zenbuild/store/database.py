@@ -170,10 +170,15 @@ class SafeConnection(sqlite3.Connection):
         return cur
 
     def execute(self, sql: str, parameters: Any = (), /) -> Any:  # type: ignore[override]
-        return self.cursor().execute(sql, parameters)
+        cur = _new_cursor(self, SafeCursor)  # what cursor() does, a call less (per statement)
+        cur.where = self.where
+        return cur.execute(sql, parameters)
 
     def executemany(self, sql: str, seq: Iterable[Any], /) -> Any:  # type: ignore[override]
         return self.cursor().executemany(sql, seq)
+
+
+_new_cursor = sqlite3.Connection.cursor
 
 
 def connect(db_path: str, timeout: float = 60.0) -> sqlite3.Connection:
