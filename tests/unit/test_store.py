@@ -321,6 +321,32 @@ def test_a_full_disk_is_disk_full(tmp_path):
     assert DiskFull("x").exit_code == 1
 
 
+def test_bad_text_found_by_execute_itself_is_fetched_leniently(tmp_path):
+    """Python 3.10's sqlite3 fetches the first row inside execute(): a row whose text is not
+    UTF-8 fails there, not in fetchall(). Its rows are fetched again with the bad bytes
+    replaced, as when fetchall() fails (3.11+)."""
+    import contextlib
+    import sqlite3
+
+    from zenbuild.store.database import BAD_TEXT, SafeCursor
+
+    class Early(sqlite3.Cursor):  # what 3.10's execute does with such a row
+        def execute(self, sql, parameters=(), /):
+            raise sqlite3.OperationalError("Could not decode to UTF-8 column 'v' with text 'x'")
+
+    class Cursor(SafeCursor, Early):
+        pass
+
+    with contextlib.closing(sqlite3.connect(":memory:")) as db:
+        db.execute("CREATE TABLE t (v TEXT)")
+        db.execute("INSERT INTO t VALUES (CAST(X'61FF62' AS TEXT)), ('ok')")
+        rows = Cursor(db).execute("SELECT v FROM t ORDER BY rowid").fetchall()
+        assert rows == [("a" + BAD_TEXT + "b",), ("ok",)]
+        cur = Cursor(db).execute("SELECT v FROM t ORDER BY rowid")
+        assert cur.fetchone() == ("a" + BAD_TEXT + "b",) and cur.fetchone() == ("ok",)
+        assert cur.fetchone() is None and cur.lenient
+
+
 # -- outputs: placement, adoption, trash, leftovers -------------------------------------------
 
 def test_store_and_outputs_must_not_overlap(tmp_path):

@@ -45,6 +45,21 @@ _BUILTIN_CALLABLES = (types.BuiltinFunctionType, types.MethodDescriptorType,
                       types.WrapperDescriptorType)
 
 
+def code_qualname(code: types.CodeType, obj: Any = None) -> str:
+    """A code object's qualified name. Python 3.10 has no co_qualname: there it is the
+    ``__qualname__`` of ``obj`` (the function holding ``code``) when that names this code (the
+    last part is its def's name, and ``obj`` wraps no other code), else the def's name and
+    first line (``wrapper:12``), which tells two wrappers in one module apart as well."""
+    got = getattr(code, "co_qualname", None)
+    if got is not None:
+        return got
+    qual = getattr(obj, "__qualname__", None)
+    inner = getattr(getattr(obj, "__wrapped__", None), "__code__", code)
+    if qual and qual.rsplit(".", 1)[-1] == code.co_name and inner is code:
+        return qual
+    return f"{code.co_name}:{code.co_firstlineno}"
+
+
 @record
 class CodeInfo:
     """The code component of one step: item name -> digest, and package -> version."""
@@ -175,10 +190,11 @@ class CodeFingerprinter:
     def _function_key(self, obj: Any) -> str:
         code: types.CodeType = obj.__code__
         module = getattr(obj, "__module__", None) or "?"
-        qual = getattr(obj, "__qualname__", None) or code.co_qualname
-        if qual != code.co_qualname:  # a functools.wraps wrapper: its own code, then whose
+        own = code_qualname(code, obj)
+        qual = getattr(obj, "__qualname__", None) or own
+        if qual != own:  # a functools.wraps wrapper: its own code, then whose
             home = obj.__globals__.get("__name__", module)
-            return f"{home}.{code.co_qualname}<{module}.{qual}>"
+            return f"{home}.{own}<{module}.{qual}>"
         return f"{module}.{qual}"
 
     def _analyze(self, obj: Any, strip_decorators: bool) -> _Obj:
@@ -202,7 +218,8 @@ class CodeFingerprinter:
         packages: Dict[str, str] = {}
         where: object = code.co_firstlineno
         if code.co_name == "<lambda>":  # lambdas on one line are told apart by column
-            cols = [c for _, _, c, _ in code.co_positions() if c is not None]
+            positions = getattr(code, "co_positions", None)  # Python >= 3.11 (columns)
+            cols = [c for _, _, c, _ in (positions() if positions else ()) if c is not None]
             where = f"{where}:{cols[-1] if cols else ''}"
         cache_key = self._cache_key(src_file, key, where, int(strip))
         cached = self.source_cache.get(cache_key) if cache_key and self.source_cache else None

@@ -10,6 +10,8 @@ import os
 import types
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+from zenbuild.trace.calls import qualname_310
+
 # path -> ((mtime_ns, size), {qualname: [code shapes]}) of the file as it is on disk
 _COMPILED: Dict[str, Tuple[Tuple[int, int], Dict[str, List[Any]]]] = {}
 
@@ -23,7 +25,8 @@ def code_shape(code: types.CodeType) -> Any:
 
 
 def _qualname(code: types.CodeType) -> str:
-    return getattr(code, "co_qualname", code.co_name)
+    got = getattr(code, "co_qualname", None)  # Python 3.10 has none: found in the source
+    return got if got is not None else qualname_310(code)
 
 
 def _on_disk(path: str) -> Optional[Dict[str, List[Any]]]:

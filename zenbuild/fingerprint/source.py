@@ -130,7 +130,9 @@ class Sources:
             n for n in ast.walk(tree) if isinstance(n, ast.Lambda) and n.lineno == code.co_firstlineno
         ]
         if len(found) > 1:
-            pos = [(ln, col) for ln, _, col, _ in code.co_positions() if ln is not None and col is not None]
+            positions = getattr(code, "co_positions", None)  # Python >= 3.11: else all of them
+            pos = [(ln, col) for ln, _, col, _ in (positions() if positions else ())
+                   if ln is not None and col is not None]
             if pos:
                 ln, col = pos[-1]
                 inside = [

@@ -81,6 +81,9 @@ class SafeCursor(sqlite3.Cursor):
 
     where = ""
     lenient = False  # the rows were fetched again, bad bytes replaced: check their text
+    # Python 3.10's sqlite3 fetches the first row inside execute(): a row with bad text fails
+    # there, and the rows fetched again wait here for fetchall/fetchone
+    _early: Optional[List[Any]] = None
 
     def _error(self, e: sqlite3.DatabaseError) -> Optional[StoreError]:
         """The StoreError that stands for ``e``, or None: re-raise ``e`` itself. (Callers
@@ -105,6 +108,9 @@ class SafeCursor(sqlite3.Cursor):
         try:
             super().execute(sql, parameters)
         except sqlite3.DatabaseError as e:
+            if _is_bad_text(e):  # Python 3.10 (see _early)
+                self._early = self._again()
+                return self
             err = self._error(e)
             if err is None:
                 raise
@@ -133,6 +139,9 @@ class SafeCursor(sqlite3.Cursor):
             conn.text_factory = old
 
     def fetchall(self) -> List[Any]:
+        if self._early is not None:
+            rows, self._early = self._early, None
+            return rows
         try:
             return super().fetchall()
         except sqlite3.DatabaseError as e:
@@ -144,6 +153,8 @@ class SafeCursor(sqlite3.Cursor):
             return self._again()
 
     def fetchone(self) -> Any:
+        if self._early is not None:
+            return self._early.pop(0) if self._early else None
         try:
             return super().fetchone()
         except sqlite3.DatabaseError as e:

@@ -267,7 +267,7 @@ def project_calls(codes: Set[Any], root: str, excluded: Tuple[str, ...]) -> List
     keys = _keys(root, excluded)
     out: Set[Tuple[str, str, int]] = set()
     for code in codes:
-        name = getattr(code, "co_qualname", code.co_name)
+        name = getattr(code, "co_qualname", None) or code.co_name
         if name == "<module>":
             continue
         filename = code.co_filename
@@ -277,5 +277,64 @@ def project_calls(codes: Set[Any], root: str, excluded: Tuple[str, ...]) -> List
                 prefixes = _prefixes(root)
             key = keys[filename] = _file_key(filename, prefixes, excluded, root)
         if key is not None:
+            if not hasattr(code, "co_qualname"):  # Python 3.10
+                name = qualname_310(code)
             out.add((key, name, code.co_firstlineno))
     return [list(t) for t in sorted(out)]
+
+
+_QUALS: Dict[str, Tuple[Tuple[int, int], Dict[Tuple[str, int], str]]] = {}
+
+
+def qualname_310(code: Any) -> str:
+    """The qualified name Python >= 3.11 gives ``code`` (``Scaler.transform``,
+    ``f.<locals>.<listcomp>``), found in its file's syntax tree by name and first line:
+    Python 3.10's code objects have only co_name, and the trace's record finds a function again
+    by its qualname (a method's plain name would find nothing, and its edits would go unseen).
+    The plain name when the file cannot be read or the def is not found in it."""
+    path = code.co_filename
+    try:
+        st = os.stat(path)
+    except OSError:
+        return str(code.co_name)
+    got = _QUALS.get(path)
+    if got is None or got[0] != (st.st_mtime_ns, st.st_size):
+        got = _QUALS[path] = ((st.st_mtime_ns, st.st_size), _qualnames(path))
+    return got[1].get((code.co_name, code.co_firstlineno), str(code.co_name))
+
+
+_SCOPES = {"ListComp": "<listcomp>", "SetComp": "<setcomp>", "DictComp": "<dictcomp>",
+           "GeneratorExp": "<genexpr>", "Lambda": "<lambda>"}
+
+
+def _qualnames(path: str) -> Dict[Tuple[str, int], str]:
+    """(co_name, co_firstlineno) -> qualname of every def, class, lambda and comprehension in
+    the file at ``path`` (a decorated def under its decorator's line too, where 3.10 puts it)."""
+    import ast
+
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    out: Dict[Tuple[str, int], str] = {}
+
+    def visit(node: Any, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            kind = type(child).__name__
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                qual = prefix + child.name
+                lines = [child.lineno] + [d.lineno for d in child.decorator_list[:1]]
+                for line in lines:
+                    out.setdefault((child.name, line), qual)
+                inner = qual + (".<locals>." if not isinstance(child, ast.ClassDef) else ".")
+                visit(child, inner)
+            elif kind in _SCOPES:
+                name = _SCOPES[kind]
+                out.setdefault((name, getattr(child, "lineno", 0)), prefix + name)
+                visit(child, prefix + name + ".<locals>.")
+            else:
+                visit(child, prefix)
+
+    visit(tree, "")
+    return out
