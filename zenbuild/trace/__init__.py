@@ -460,11 +460,25 @@ def _probe(path: Any, st: Any) -> None:
         pass
 
 
+def _accessor() -> Any:
+    """Python 3.10's pathlib._NormalAccessor, whose ``stat`` is os.stat as it was when pathlib
+    was imported (Path.is_file()/exists() go through it there, not through os.stat); None on
+    3.11+, where pathlib calls os.stat itself."""
+    import pathlib
+
+    acc = getattr(pathlib, "_NormalAccessor", None)
+    return acc if acc is not None and getattr(acc, "stat", None) is _ORIG_STAT else None
+
+
 def _wrap_stat() -> None:
     with _LOCK:
         _stat_users[0] += 1
         if _stat_users[0] == 1:
             os.stat = _stat_wrapper
+            acc = _accessor()
+            if acc is not None:
+                acc.stat = staticmethod(_stat_wrapper)
+                _accessors.append(acc)
 
 
 def _unwrap_stat() -> None:
@@ -472,6 +486,11 @@ def _unwrap_stat() -> None:
         _stat_users[0] = max(0, _stat_users[0] - 1)
         if _stat_users[0] == 0:
             os.stat = _ORIG_STAT
+            while _accessors:
+                _accessors.pop().stat = _ORIG_STAT
+
+
+_accessors: List[Any] = []  # 3.10's pathlib accessor while its stat is wrapped
 
 
 # -- environment ----------------------------------------------------------------------------------
