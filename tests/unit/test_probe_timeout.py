@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from zenbuild import pipeline, policy, step
+from zenbuild import PipelineError, pipeline, policy, step
 from zenbuild.policy import probe_version
 from zenbuild.rebuild import PROBE_FAILED_VERSION
 
@@ -54,5 +54,5 @@ def test_a_probes_own_error_still_comes_through_its_thread(tmp_path) -> None:
     assert node.step.probe_timeout == 5.0
     assert probe_version(node, str(tmp_path), {}) == (PROBE_FAILED_VERSION,
                                                       "ConnectionError: refused")
-    with pytest.raises(Exception, match="probe_timeout='1 hour'"):
+    with pytest.raises(PipelineError, match="probe_timeout='1 hour'"):
         step(version=broken, probe_timeout="1 hour")(lambda: None)

@@ -68,7 +68,7 @@ def cache_info(as_json: bool, project_dir: Optional[str]) -> None:
     click.echo(f"least recently used: {_when(i.least_recently_used)}")
     if trashed:
         click.echo(f"trash:        {len(trashed)} folders, {human(trash_bytes)}, oldest "
-                   f"{trash.stamp(trashed[0].when)} (`cache gc` removes those older than "
+                   f"{_when(trashed[0].when)} (`cache gc` removes those older than "
                    f"{config.cache.get('trash_keep') or trash.DEFAULT_KEEP})")
     if config.cache.get("remote"):
         from zenbuild.store.remote import redact
@@ -117,7 +117,7 @@ def cache_gc(max_size: Optional[str], older_than: Optional[str], trash_older_tha
         r = gc(store, limit, age)
         trashed = trash.prune(store, trash_age, on_remove=lambda f: click.echo(
             f"removed trash folder {f.path} ({f.files} files, {human(f.size)}, moved there "
-            f"{trash.stamp(f.when)})"))
+            f"{_when(f.when)})"))
     finally:
         store.close()
     broken = f" ({r.broken_entries} of them broken)" if r.broken_entries else ""

@@ -45,21 +45,6 @@ _BUILTIN_CALLABLES = (types.BuiltinFunctionType, types.MethodDescriptorType,
                       types.WrapperDescriptorType)
 
 
-def code_qualname(code: types.CodeType, obj: Any = None) -> str:
-    """A code object's qualified name. Python 3.10 has no co_qualname: there it is the
-    ``__qualname__`` of ``obj`` (the function holding ``code``) when that names this code (the
-    last part is its def's name, and ``obj`` wraps no other code), else the def's name and
-    first line (``wrapper:12``), which tells two wrappers in one module apart as well."""
-    got = getattr(code, "co_qualname", None)
-    if got is not None:
-        return got
-    qual = getattr(obj, "__qualname__", None)
-    inner = getattr(getattr(obj, "__wrapped__", None), "__code__", code)
-    if qual and qual.rsplit(".", 1)[-1] == code.co_name and inner is code:
-        return qual
-    return f"{code.co_name}:{code.co_firstlineno}"
-
-
 @record
 class CodeInfo:
     """The code component of one step: item name -> digest, and package -> version."""
@@ -190,7 +175,11 @@ class CodeFingerprinter:
     def _function_key(self, obj: Any) -> str:
         code: types.CodeType = obj.__code__
         module = getattr(obj, "__module__", None) or "?"
-        own = code_qualname(code, obj)
+        own = getattr(code, "co_qualname", None)
+        if own is None:  # Python 3.10 (trace.calls is not imported by a no-op run otherwise)
+            from zenbuild.trace.calls import code_qualname
+
+            own = code_qualname(code)
         qual = getattr(obj, "__qualname__", None) or own
         if qual != own:  # a functools.wraps wrapper: its own code, then whose
             home = obj.__globals__.get("__name__", module)

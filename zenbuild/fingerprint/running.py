@@ -10,7 +10,7 @@ import os
 import types
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from zenbuild.trace.calls import qualname_310
+from zenbuild.trace.calls import code_qualname
 
 # path -> ((mtime_ns, size), {qualname: [code shapes]}) of the file as it is on disk
 _COMPILED: Dict[str, Tuple[Tuple[int, int], Dict[str, List[Any]]]] = {}
@@ -22,11 +22,6 @@ def code_shape(code: types.CodeType) -> Any:
             code.co_argcount, code.co_kwonlyargcount, code.co_flags,
             tuple(code_shape(c) if isinstance(c, types.CodeType) else (type(c).__name__, repr(c))
                   for c in code.co_consts))
-
-
-def _qualname(code: types.CodeType) -> str:
-    got = getattr(code, "co_qualname", None)  # Python 3.10 has none: found in the source
-    return got if got is not None else qualname_310(code)
 
 
 def _on_disk(path: str) -> Optional[Dict[str, List[Any]]]:
@@ -47,7 +42,7 @@ def _on_disk(path: str) -> Optional[Dict[str, List[Any]]]:
     todo = [top]
     while todo:
         c = todo.pop()
-        found.setdefault(_qualname(c), []).append(code_shape(c))
+        found.setdefault(code_qualname(c), []).append(code_shape(c))
         todo += [k for k in c.co_consts if isinstance(k, types.CodeType)]
     _COMPILED[path] = (key, found)
     return found
@@ -67,6 +62,6 @@ def stale_source(funcs: Iterable[Any], trusted: Callable[[str], bool]) -> Option
         compiled = _on_disk(path)
         if compiled is None:
             continue
-        if code_shape(code) not in compiled.get(_qualname(code), []):
+        if code_shape(code) not in compiled.get(code_qualname(code), []):
             return path
     return None

@@ -89,8 +89,3 @@ def prune(store: Store, older_than: float, now: Optional[float] = None,
         pass
     return gone
 
-
-def stamp(t: float) -> str:
-    """A trash folder's time for a message."""
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
-

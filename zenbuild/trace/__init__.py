@@ -283,6 +283,11 @@ class _Recording:
         """Whether ``rel`` is a declared Output or inside one (paths.inside for each)."""
         return rel in self.outputs or rel.startswith(self._below)
 
+    def dismissed(self, rel: str) -> bool:
+        """Whether a touch of ``rel`` need not be looked at: a declared input, or a declared
+        output or inside one, while no recording above this one hears of it (``alone``)."""
+        return self.alone and (rel in self.inputs or self.declared(rel))
+
     def finish(self, started_ns: int, calls: List[List[Any]], calls_traced: bool) -> Trace:
         root = self.root
         reads: List[str] = []
@@ -371,7 +376,7 @@ def _on_open(rec: _Recording, args: Tuple[Any, ...]) -> None:
     rel = rec.rel(path)
     if rel is None or rel == ".":
         return
-    if rec.alone and (rel in rec.inputs or rec.declared(rel)):
+    if rec.dismissed(rel):
         return  # a declared input or output: the trace would not keep it
     if not _from_user(sys._getframe(2)):
         return
@@ -452,7 +457,7 @@ def _probe(path: Any, st: Any) -> None:
         if rec is None or not rec.opts.track_reads:
             return
         rel = rec.rel(path)
-        if rel is None or rel == "." or (rec.alone and (rel in rec.inputs or rec.declared(rel))):
+        if rel is None or rel == "." or rec.dismissed(rel):
             return
         if _from_user(sys._getframe(2)):
             _note(rec, "reads", rel)  # a file the step wrote is dropped from reads at finish

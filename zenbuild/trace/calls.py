@@ -195,7 +195,6 @@ class CallTracer:
         return True
 
 
-_KIND: Dict[Tuple[str, str], Optional[str]] = {}  # (root, co_filename) -> file key or None
 _PREFIXES: Dict[str, Tuple[str, ...]] = {}  # root -> (root/, realpath(root)/)
 # (root, excluded) -> {co_filename: file key or None}: _file_key's answers, looked up inline
 _KEYS: Dict[Tuple[str, Tuple[str, ...]], Dict[str, Optional[str]]] = {}
@@ -216,32 +215,34 @@ def _keys(root: str, excluded: Tuple[str, ...]) -> Dict[str, Optional[str]]:
     return got
 
 
+def _key_of(keys: Dict[str, Optional[str]], filename: str, root: str,
+            excluded: Tuple[str, ...]) -> Optional[str]:
+    """_file_key of ``filename``, remembered in ``keys`` (the _keys dict of root, excluded)."""
+    key = keys.get(filename, _UNSET)
+    if key is _UNSET:
+        key = keys[filename] = _file_key(filename, _prefixes(root), excluded, root)
+    return key
+
+
 def _project_codes(stats: Any, root: str, excluded: Tuple[str, ...]) -> Set[Any]:
     """The code objects among cProfile ``stats`` entries whose file is a project file
     (_file_key not None), the ones project_calls() keeps."""
     keys = _keys(root, excluded)
-    prefixes: Optional[Tuple[str, ...]] = None
     out: Set[Any] = set()
     for e in stats:
         code = e.code
         if type(code) is str:  # a built-in (not profiled with builtins=False)
             continue
-        filename = code.co_filename
-        key = keys.get(filename, _UNSET)
-        if key is _UNSET:
-            if prefixes is None:
-                prefixes = _prefixes(root)
-            key = keys[filename] = _file_key(filename, prefixes, excluded, root)
-        if key is not None:
+        if _key_of(keys, code.co_filename, root, excluded) is not None:
             out.add(code)
     return out
 
 
 def _file_key(filename: str, prefixes: Tuple[str, ...], excluded: Tuple[str, ...],
               root: str) -> Optional[str]:
-    memo = _KIND.get((root, filename), "?")
-    if memo != "?":
-        return memo
+    """The project file key of ``filename`` (relative posix, or "<__main__>" for a cell), or
+    None when it is no project's. Called through _key_of, which remembers its answers per
+    (root, excluded)."""
     key: Optional[str] = None
     path = filename if os.path.isabs(filename) else os.path.abspath(filename)
     if path.startswith(_ZB_DIR):
@@ -256,31 +257,27 @@ def _file_key(filename: str, prefixes: Tuple[str, ...], excluded: Tuple[str, ...
                 break
     elif interactive_file(filename):
         key = "<__main__>"  # a notebook cell or exec'd source: found again through __main__
-    _KIND[(root, filename)] = key
     return key
 
 
 def project_calls(codes: Set[Any], root: str, excluded: Tuple[str, ...]) -> List[List[Any]]:
     """``[file key, qualname, firstlineno]`` for each project function among ``codes``, sorted;
     module bodies are left out (their code is the module's, fingerprinted statically)."""
-    prefixes: Optional[Tuple[str, ...]] = None
     keys = _keys(root, excluded)
     out: Set[Tuple[str, str, int]] = set()
     for code in codes:
-        name = getattr(code, "co_qualname", None) or code.co_name
-        if name == "<module>":
+        if code.co_name == "<module>":
             continue
-        filename = code.co_filename
-        key = keys.get(filename, _UNSET)
-        if key is _UNSET:
-            if prefixes is None:
-                prefixes = _prefixes(root)
-            key = keys[filename] = _file_key(filename, prefixes, excluded, root)
+        key = _key_of(keys, code.co_filename, root, excluded)
         if key is not None:
-            if not hasattr(code, "co_qualname"):  # Python 3.10
-                name = qualname_310(code)
-            out.add((key, name, code.co_firstlineno))
+            out.add((key, code_qualname(code), code.co_firstlineno))
     return [list(t) for t in sorted(out)]
+
+
+def code_qualname(code: Any) -> str:
+    """``code.co_qualname``; on Python 3.10, which has none, qualname_310(code)."""
+    got = getattr(code, "co_qualname", None)
+    return got if got is not None else qualname_310(code)
 
 
 _QUALS: Dict[str, Tuple[Tuple[int, int], Dict[Tuple[str, int], str]]] = {}

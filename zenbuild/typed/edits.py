@@ -44,14 +44,14 @@ def apply(value: Any, ann: Any, path: Tuple[str, ...], raw: str) -> Any:
     """``value`` (of annotation ``ann``, Any when unknown) with the field at ``path`` set to
     ``raw`` converted by that field's annotation. Raises EditError."""
     name, rest = path[0], path[1:]
-    fields = _field_types(value, ann)
-    if name not in fields:
-        if isinstance(value, dict):
-            fields = {**fields, name: _dict_value_type(ann)}  # a new key of a dict
-        else:
+    if isinstance(value, dict):  # a key of a dict, there already or new
+        field_ann = _dict_value_type(ann)
+    else:
+        fields = _field_types(value)
+        if name not in fields:
             raise EditError(f"{type(value).__name__} has no field {name!r}"
                             f"{did_you_mean(name, list(fields))}")
-    field_ann = fields[name]
+        field_ann = fields[name]
     if rest:
         current = _get(value, name)
         if current is None:
@@ -65,12 +65,10 @@ def apply(value: Any, ann: Any, path: Tuple[str, ...], raw: str) -> Any:
     return _replace(value, name, new)
 
 
-def _field_types(value: Any, ann: Any) -> Dict[str, Any]:
-    """{field: annotation} of a structured value; EditError for one that has no fields."""
+def _field_types(value: Any) -> Dict[str, Any]:
+    """{field: annotation} of a record (dataclass, NamedTuple, pydantic model); EditError for
+    a value that has no fields."""
     t = type(value)
-    if isinstance(value, dict):
-        vt = _dict_value_type(ann)
-        return {str(k): vt for k in value}
     if is_pydantic_type(t):
         return {k: (f.annotation if f.annotation is not None else Any)
                 for k, f in t.model_fields.items()}

@@ -86,11 +86,9 @@ class ParamTypes:
                 if not name or not all(path):
                     raise ParamError(f"--param {key}: expected NAME=VALUE or NAME.FIELD=VALUE")
                 self._known(name, pipeline)
-                prev = out.get(name)
-                out[name] = (FieldEdits(prev.edits + ((tuple(path), raw),), prev.base)
-                             if isinstance(prev, FieldEdits)
-                             else FieldEdits(((tuple(path), raw),),
-                                             UNSET if name not in out else prev))
+                prev = out.get(name, UNSET)  # edits so far, or a whole value they apply to
+                done = prev if isinstance(prev, FieldEdits) else FieldEdits((), prev)
+                out[name] = FieldEdits(done.edits + ((tuple(path), raw),), done.base)
                 continue
             self._known(key, pipeline)
             try:
