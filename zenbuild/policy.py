@@ -16,7 +16,7 @@ from zenbuild.digest import digest_bytes
 from zenbuild.errors import ParamError, PipelineError, StoreError
 from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef
 from zenbuild.rebuild import PROBE_FAILED_VERSION
-from zenbuild.trace import is_secret
+from zenbuild.trace import is_secret, unrecorded
 
 KEY_FILE = "secret.key"  # in the store: the key of secret Env digests (0600, 32 random bytes)
 KEY_SIZE = 32
@@ -187,8 +187,8 @@ def _call_within(probe: Callable[..., Any], kwargs: Dict[str, Any], timeout: flo
     got: List[Any] = []
 
     def call() -> None:
-        try:
-            got.append((True, probe(**kwargs)))
+        try:  # unrecorded: a probe still running after its timeout reads for itself, not
+            got.append((True, unrecorded(probe, **kwargs)))  # for the step running meanwhile
         except BaseException as e:  # noqa: BLE001 - handed to the caller
             got.append((False, e))
 

@@ -56,3 +56,49 @@ def test_a_probes_own_error_still_comes_through_its_thread(tmp_path) -> None:
                                                       "ConnectionError: refused")
     with pytest.raises(PipelineError, match="probe_timeout='1 hour'"):
         step(version=broken, probe_timeout="1 hour")(lambda: None)
+
+
+def test_a_probe_that_outlived_its_timeout_reads_for_itself_not_for_the_step(tmp_path) -> None:
+    """The probe's thread goes on after its timeout; what it reads while a step is being
+    recorded is not the step's (else a spurious input would join the step's record). The
+    same reads from another thread of user code that was already running are booked, so the
+    test can see a read at all."""
+    import os
+
+    from zenbuild.trace import Recorder, TraceOptions
+
+    (tmp_path / "probe_state.txt").write_text("v2")
+    go, done = threading.Event(), threading.Event()
+
+    def late_probe(**_) -> str:
+        go.wait(30)  # the run gave up on it; now a step is being recorded
+        text = (tmp_path / "probe_state.txt").read_text()
+        os.environ.get("ZB_PROBE_ONLY_VAR")
+        done.set()
+        return text
+
+    @step(version=late_probe)
+    def fetch() -> None: ...
+
+    @pipeline
+    def p():
+        fetch()
+
+    node = p().trace(str(tmp_path)).nodes["fetch"]
+    node.step.probe_timeout = 0.01  # the run gives up on it at once
+    assert probe_version(node, str(tmp_path), {})[0] == PROBE_FAILED_VERSION
+    opts = TraceOptions(str(tmp_path), store_dir=str(tmp_path / ".zenbuild"))
+    with Recorder(opts) as r:  # the step runs while the probe wakes up
+        go.set()
+        assert done.wait(30)
+    assert r.trace is not None
+    assert r.trace.reads == [] and "ZB_PROBE_ONLY_VAR" not in r.trace.env
+
+    go.clear(), done.clear()
+    plain = threading.Thread(target=late_probe)  # user code, not a probe: booked as before
+    plain.start()
+    with Recorder(opts) as r:
+        go.set()
+        assert done.wait(30)
+    plain.join()
+    assert r.trace is not None and r.trace.reads == ["probe_state.txt"]

@@ -311,16 +311,36 @@ _ACTIVE: List[_Recording] = []  # every recording under way in this process
 _LOCK = threading.Lock()
 
 
+_UNRECORDED: Set[int] = set()  # threads whose events no recording takes (unrecorded())
+
+
 def _target() -> Optional[_Recording]:
     """The recording an event in this thread goes to: the one entered in this thread (or its
     context), else the only one under way, for a thread the step started. A thread that was
-    already running when the recording began is only trusted when its stack holds user code."""
+    already running when the recording began is only trusted when its stack holds user code;
+    a thread inside unrecorded() never is."""
     rec = _CURRENT.get()
     if rec is None and len(_ACTIVE) == 1:
+        ident = threading.get_ident()
+        if ident in _UNRECORDED:
+            return None
         rec = _ACTIVE[0]
-        if threading.get_ident() in rec.foreign and not _user_on_stack(sys._getframe(1)):
+        if ident in rec.foreign and not _user_on_stack(sys._getframe(1)):
             return None
     return rec
+
+
+def unrecorded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in this thread with none of its file, environment or call events
+    going to a recording that does not belong to the thread: for zenbuild's own helper threads
+    that run user code outside any step, such as a version probe that outlived its timeout
+    while a step runs (its reads are not the step's)."""
+    ident = threading.get_ident()
+    _UNRECORDED.add(ident)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _UNRECORDED.discard(ident)
 
 
 def _user_on_stack(f: Any) -> bool:
