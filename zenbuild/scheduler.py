@@ -486,14 +486,15 @@ class Scheduler:
         return out
 
     def _adopt(self, outcome: Outcome) -> Optional[StoredValue]:
-        """A value its worker wrote into the store: adopted as it is, unless its pickle names
-        project code (or a class this process cannot find), whose code digests a stored value
-        carries: then ``outcome.value`` becomes the value, loaded from the worker's blob (O(1),
-        mapped), to be encoded here (returns None). The blob is adopted already."""
+        """A value its worker wrote into the store: adopted as it is when the code digests it
+        carries for the project code its pickle names are the ones this process gives that
+        code. Else (a class this process cannot find, a worker that saw other source, or
+        none it could digest) ``outcome.value`` becomes the value, loaded from the worker's
+        blob (O(1), mapped), to be encoded here (returns None). The blob is adopted already."""
         stored: StoredValue = outcome.value
-        for module, qualname in stored.refs:
+        for module, qualname, digest in stored.refs:
             obj = loaded_object(module, qualname)
-            if obj is None or self.fp.value_code(obj) is not None:
+            if obj is None or self.fp.value_code(obj) != digest:
                 outcome.value = loads(self.store.map_blob(stored.digest))
                 self.replaced.append(stored.digest)
                 return None

@@ -39,12 +39,36 @@ def test_a_worker_stores_what_the_main_process_would(tmp_path: Path) -> None:
     assert stored.size == encode_value(value).size and stored.refs == ()
     assert store.adopt_value(stored) == stored.digest
     assert (loads(store.map_blob(stored.digest))["a"] == value["a"]).all()
-    # the classes a pickle names come back, for the main process to judge
+    # the classes a pickle names come back, for the main process to judge (no root: no
+    # digests carried, None reported)
     obj = store_value(Opaque(np.ones(1 << 18)), target)
     assert isinstance(obj, StoredValue)
-    assert (__name__, "Opaque") in obj.refs
+    assert (__name__, "Opaque", None) in obj.refs
     drop_target(target)
     assert not os.path.exists(target.marker)
+    store.close()
+
+
+def test_a_worker_digests_project_code_as_the_main_process_does(tmp_path: Path) -> None:
+    """With the project root, the worker's value carries the code digest of the project class
+    its pickle names, the one the main process's fingerprinter gives it: the blob is the one
+    the main process would write, so it is adopted as it is (no second write)."""
+    from zenbuild.fingerprint.code import CodeFingerprinter
+
+    store = Store(str(tmp_path / "st"))
+    target = make_target(store.path)
+    root = str(Path(__file__).parent)  # this file is the project's code here
+    value = Opaque(np.ones(1 << 18))
+    stored = store_value(value, target, root)
+    assert isinstance(stored, StoredValue)
+    main = CodeFingerprinter(root, True, store.path)
+    code = main.value_code(Opaque)
+    assert code is not None and (__name__, "Opaque", code) in stored.refs
+    assert stored.digest == encode_value(value, code_of=main.value_code).digest()
+    assert stored.digest != encode_value(value).digest()  # the digest is really in it
+    # numpy's own reconstructors are named too, and are no project's code
+    assert all(d is None for m, _, d in stored.refs if m.startswith("numpy"))
+    drop_target(target)
     store.close()
 
 

@@ -120,7 +120,7 @@ def run_ref(name: str, ref: FnRef, root: str, args: Tuple[Any, ...], kwargs: Dic
             outcome = _call(name, ref, root, args, kwargs, trace)
         text = buf.getvalue()
     if outcome.ok and target is not None:
-        outcome.value = store_value(outcome.value, target)
+        outcome.value = store_value(outcome.value, target, root)
     return outcome, text
 
 

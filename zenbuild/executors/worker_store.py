@@ -55,22 +55,31 @@ def drop_target(target: Optional[StoreTarget]) -> None:
             pass
 
 
-def store_value(value: Any, target: Optional[StoreTarget]) -> Any:
+def store_value(value: Any, target: Optional[StoreTarget], root: Optional[str] = None) -> Any:
     """Worker side: ``value`` written into the store as the main process would write it (the
     same encoding, so the same digest), returned as a StoredValue; or ``value`` itself when it
     is small, cannot be encoded (the main process then reports why, as for any executor), the
     store is not visible here, or the write fails (a full disk is then reported by the main
-    process's own attempt)."""
+    process's own attempt).
+
+    A value whose pickle names project classes or functions carries their code digests, which
+    this worker computes with a fingerprinter of its own over project ``root``: each named
+    object comes back in ``refs`` with the digest used (None: not project code here), and the
+    main process adopts the blob only when its own digests agree (else it encodes the value
+    again itself, as it did for every such value before). ``root`` None: no digests."""
     if target is None or value is None or not os.path.exists(target.marker):
         return value
-    refs: List[Tuple[str, str]] = []
+    refs: List[Tuple[str, str, Optional[str]]] = []
+    digest_of = _code_digests(root, target)
 
-    def note(obj: Any) -> None:  # every class and function the pickle names
+    def code_of(obj: Any) -> Optional[str]:  # every class and function the pickle names
+        carried, reported = digest_of(obj)
         refs.append((str(getattr(obj, "__module__", "") or ""),
-                     str(getattr(obj, "__qualname__", "") or "")))
+                     str(getattr(obj, "__qualname__", "") or ""), reported))
+        return carried
 
     try:
-        enc = encode_value(value, code_of=note)
+        enc = encode_value(value, code_of=code_of)
     except Exception:  # noqa: BLE001 - the main process encodes it again and says why
         return value
     if enc.size < target.min_size:
@@ -79,7 +88,40 @@ def store_value(value: Any, target: Optional[StoreTarget]) -> Any:
         digest = write_parts(target.cas, target.tmp, enc.parts)
     except OSError:
         return value
-    return StoredValue(digest, enc.size, tuple(sorted(set(refs))))
+    return StoredValue(digest, enc.size, tuple(sorted(set(refs), key=_ref_order)))
+
+
+_UNKNOWN = "?"  # a digest no fingerprinter gives: the main process then encodes the value
+
+
+def _ref_order(ref: Tuple[str, str, Optional[str]]) -> Tuple[str, str, str]:
+    return ref[0], ref[1], ref[2] or ""
+
+
+def _code_digests(root: Optional[str], target: StoreTarget
+                  ) -> Callable[[Any], Tuple[Optional[str], Optional[str]]]:
+    """For each object a value's pickle names: (the code digest the value carries, the one
+    reported in refs). The digests come from a fingerprinter made for this value, when the
+    first object is named (a long-lived worker may have seen other versions of the project's
+    files; a new one reads what is on disk now). Without a root, nothing is carried and None
+    reported (the main process encodes a value naming project code itself); an object the
+    fingerprinter fails on carries nothing and reports _UNKNOWN, which never agrees."""
+    made: List[Any] = []
+
+    def digest_of(obj: Any) -> Tuple[Optional[str], Optional[str]]:
+        if root is None:
+            return None, None
+        try:
+            if not made:
+                from zenbuild.fingerprint.code import CodeFingerprinter
+
+                made.append(CodeFingerprinter(root, True, os.path.dirname(target.cas)))
+            d = made[0].value_code(obj)
+        except Exception:  # noqa: BLE001 - the main process encodes the value instead
+            return None, _UNKNOWN
+        return d, d
+
+    return digest_of
 
 
 # ---- arguments by reference -------------------------------------------------------------

@@ -433,12 +433,13 @@ def _place_file(cas: str, tmp: str, digest: str, made_dirs: Optional[Set[str]]) 
 class StoredValue:
     """A step's value that the worker which ran it wrote into the store itself
     (``write_parts``): what comes back to the main process instead of the value. ``refs``:
-    (module, qualname) of each class or function its pickle names, so the main process can
-    tell whether project code is among them (whose digests a stored value carries)."""
+    (module, qualname, code digest or None) of each class or function its pickle names, with
+    the digest the worker gave it in the value (None: not project code), so the main process
+    can check that its own digests of project code agree."""
 
     digest: str
     size: int
-    refs: Tuple[Tuple[str, str], ...] = ()
+    refs: Tuple[Tuple[str, str, Optional[str]], ...] = ()
 
 
 # ioctl FICLONE (linux/fs.h): the destination shares the source's extents (btrfs, xfs with
