@@ -29,7 +29,7 @@ from zenbuild.events import (
     Warning_,
     WouldExecute,
 )
-from zenbuild.executors import Executor, Outcome, Task
+from zenbuild.executors import Executor, Outcome, Task, user_traceback_text
 from zenbuild.fingerprint.code import CodeFingerprinter, SourceCache
 from zenbuild.fingerprint.values import loaded_object
 from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef
@@ -64,6 +64,15 @@ from zenbuild.trace import Trace, TraceOptions
 
 EXECUTED, CACHED, FAILED = StepStatus.EXECUTED, StepStatus.CACHED, StepStatus.FAILED
 SKIPPED, RUNNING, WOULD = StepStatus.SKIPPED, StepStatus.RUNNING, StepStatus.WOULD_EXECUTE
+
+
+class _Unloadable(Exception):
+    """A value that does not decode, for a reason running its producer again cannot fix."""
+
+    def __init__(self, producer: str, error: BaseException) -> None:
+        super().__init__(producer)
+        self.producer = producer
+        self.error = error
 
 
 @record
@@ -404,9 +413,23 @@ class Scheduler:
                 self.values[name] = data
         try:
             return loads(data)
-        except Exception as e:  # noqa: BLE001 - a stored value that no longer decodes (damage,
-            # a forged data value, its class gone) is a missing one: its producer runs again
+        except Exception as e:  # noqa: BLE001 - see below
+            # A value made by an earlier run that no longer decodes (damage, a forged data
+            # value, its class gone) is a missing one: its producer runs again. A value this
+            # run made, or one whose decoding failed in the project's own code (a value type's
+            # load()), is not repaired by running the producer again: its consumer fails.
+            made_now = name in self.results and self.results[name].status == EXECUTED
+            if made_now or self._raised_in_project(e):
+                raise _Unloadable(name, e) from None
             raise CorruptBlob(self.digests[name], f"{type(e).__name__}: {e}") from None
+
+    def _raised_in_project(self, e: BaseException) -> bool:
+        tb = e.__traceback__
+        while tb is not None:
+            if self.fp.project_file(tb.tb_frame.f_code.co_filename) is not None:
+                return True
+            tb = tb.tb_next
+        return False
 
     def _resolve(self, v: Any, envs: Dict[str, str]) -> Any:
         t = type(v)
@@ -448,9 +471,15 @@ class Scheduler:
         """Hand the step to the executor; ``traced``: its entry can be served later (all but
         @no_cache steps), so what it touches is recorded (zenbuild.trace) and kept on it."""
         name = node.name
-        self.recorder.clear_outputs(node, previous)
         envs = self.env_values.get(name, {})
-        resolved = {k: self._resolve(v, envs) for k, v in node.args.items()}
+        try:
+            resolved = {k: self._resolve(v, envs) for k, v in node.args.items()}
+        except _Unloadable as e:
+            self._fail(name, fingerprint, f"step {name}: the value of step {e.producer} it "
+                       f"receives cannot be loaded:\n{user_traceback_text(e.error)}",
+                       reasons=reasons)
+            return
+        self.recorder.clear_outputs(node, previous)
         call_args, call_kwargs = node.step.params.call_args(resolved)
         self.running[name] = (comps, fingerprint, time.perf_counter(),
                               None if node.step.no_cache else same)

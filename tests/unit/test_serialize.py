@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -378,3 +379,25 @@ def test_a_pyarrow_table_is_stored_by_its_buffers_and_mapped_back(tmp_path):
     back = loads(s.map_blob(digest))
     assert back.equals(table) and digest == value_digest(table)
     s.close()
+
+
+@pytest.mark.parametrize("arr", [
+    np.arange(16, dtype=np.uint8).reshape(4, 4), np.array([True, False]),
+    np.array([-3, 4], dtype=np.int8), np.array([b"abc", b"de"], dtype="S3"),
+    np.frombuffer(b"abcdefgh", dtype="V4"), np.array(3.5), np.array(7, dtype=np.uint8),
+    np.array(True), np.zeros((0, 3)), np.arange(6.0).reshape(2, 3)[:, ::2],
+], ids=["uint8", "bool", "int8", "S3", "V4", "0d-float", "0d-uint8", "0d-bool", "empty",
+        "strided"])
+def test_arrays_of_one_byte_flexible_and_0d_dtypes_round_trip(arr) -> None:
+    """A one-byte or flexible dtype's str starts with "|" (the header's separator), and a 0-d
+    array must keep its shape (np.ascontiguousarray makes it 1-d)."""
+    for value in (arr, {"m": arr, "l": [arr, 1]}):
+        back = loads(dumps(value))
+        got = back if isinstance(value, np.ndarray) else back["m"]
+        assert got.dtype == arr.dtype and got.shape == arr.shape
+        assert got.tobytes() == np.ascontiguousarray(arr).tobytes()
+
+
+def test_a_0d_array_is_not_a_1_element_array() -> None:
+    assert value_digest(np.array(3.5)) != value_digest(np.array([3.5]))
+    assert canonical(np.array(3.5)) != canonical(np.array([3.5]))  # as params, too

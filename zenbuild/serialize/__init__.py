@@ -195,8 +195,8 @@ def _numpy_encode(e: _Encoder, v: Any) -> None:
         raise Unencodable(v, " with dtype=object")
     if v.dtype.fields is not None or v.dtype.subdtype is not None:
         raise Unencodable(v, " with a structured dtype")  # dtype.str would lose the fields
-    arr = np.ascontiguousarray(v)
-    header = f"{arr.dtype.str}|{','.join(map(str, arr.shape))}".encode()
+    arr = np.ascontiguousarray(v)  # (a 0-d array comes back 1-d: its shape is v's)
+    header = f"{arr.dtype.str}|{','.join(map(str, v.shape))}".encode()
     raw = arr.reshape(-1).view(np.uint8).data  # a memoryview of its memory, not a copy
     size = b"%d:" % raw.nbytes
     if e.align:  # tag a: header, zero padding, payload starting at an ALIGN boundary
@@ -412,7 +412,9 @@ class _Decoder:
             import numpy as np
 
             header = self.chunk().decode()
-            dtype, shape_s = header.split("|")
+            # the shape follows the last "|": a one-byte or flexible dtype's str starts
+            # with one ("|u1", "|b1", "|S3")
+            dtype, _, shape_s = header.rpartition("|")
             shape = tuple(int(x) for x in shape_s.split(",")) if shape_s else ()
             if tag == b"a":
                 pad = self.size()
