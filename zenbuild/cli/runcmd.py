@@ -125,6 +125,14 @@ def run_command(
             write_json(json_fd, error_json(e))
             json_fd = None
         raise
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (cli.entry.Terminated): still one object
+        if json_fd is not None:
+            terminated = type(e).__name__ == "Terminated"
+            write_json(json_fd, {"status": "interrupted", "exit_code": 143 if terminated else 130,
+                                 "error": {"type": type(e).__name__, "message":
+                                           "Terminated." if terminated else "Interrupted."}})
+            json_fd = None
+        raise
     finally:
         if json_fd is not None:
             restore_stdout(json_fd, close=False)
