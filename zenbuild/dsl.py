@@ -20,7 +20,6 @@ from typing import (
 )
 
 from zenbuild.binding import Params, params_of
-from zenbuild.durations import HOW as _DURATION_HOW
 from zenbuild.durations import parse_duration
 from zenbuild.errors import PathError, PipelineError
 from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef, StepDef
@@ -198,8 +197,8 @@ class Step(StepDef):
 
     def __init__(self, fn: Callable[..., Any], enable_cache: Optional[bool] = None,
                  ignore: Sequence[str] = (), version: Optional[Callable[..., Any]] = None,
-                 cache_expires_after: Optional[str] = None,
-                 probe_timeout: Optional[str] = None) -> None:
+                 cache_expires_after: Optional[Union[str, float]] = None,
+                 probe_timeout: Optional[Union[str, float]] = None) -> None:
         if not callable(fn):
             raise TypeError("@step decorates a function")
         self.fn = fn
@@ -218,15 +217,17 @@ class Step(StepDef):
         self.probe_timeout = self._duration("probe_timeout", probe_timeout)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
-    def _duration(self, keyword: str, text: Optional[str]) -> Optional[float]:
+    def _duration(self, keyword: str, text: Optional[Union[str, float]]) -> Optional[float]:
         """Seconds of a duration keyword of @step, None when not given. Raises PipelineError."""
         if text is None:
             return None
+        if isinstance(text, (int, float)) and type(text) is not bool and text > 0:  # seconds
+            return float(text)
         try:
             return parse_duration(text)
-        except ValueError as e:
+        except ValueError as e:  # (its message names the accepted forms)
             raise PipelineError(f"@step({keyword}={text!r}) of step {self.name} "
-                                f"({_where(self.fn)}): {e}. Give {_DURATION_HOW}.") from None
+                                f"({_where(self.fn)}): {e}; a number is seconds") from None
 
     def _check_ignore(self, ignore: Sequence[str]) -> Tuple[str, ...]:
         """The ignored argument names, each checked against the function's parameters."""
@@ -279,11 +280,11 @@ def step(fn: Callable[..., Any]) -> Step: ...
 @overload
 def step(*, enable_cache: Optional[bool] = None, ignore: Sequence[str] = (),
          version: Optional[Callable[..., Any]] = None,
-         cache_expires_after: Optional[str] = None,
-         probe_timeout: Optional[str] = None) -> Callable[[Callable[..., Any]], Step]: ...
+         cache_expires_after: Optional[Union[str, float]] = None,
+         probe_timeout: Optional[Union[str, float]] = None) -> Callable[[Callable[..., Any]], Step]: ...
 def step(fn: Any = None, *, enable_cache: Optional[bool] = None, ignore: Sequence[str] = (),
          version: Optional[Callable[..., Any]] = None,
-         cache_expires_after: Optional[str] = None, probe_timeout: Optional[str] = None) -> Any:
+         cache_expires_after: Optional[Union[str, float]] = None, probe_timeout: Optional[Union[str, float]] = None) -> Any:
     """Make a function a step. ``@step`` or ``@step(enable_cache=False, ignore=["verbose"],
     version=probe, cache_expires_after="6h")``: ``ignore`` names arguments left out of the key;
     ``version`` is a cheap function of the step's params whose JSON-able value stands for

@@ -102,3 +102,15 @@ def test_a_probe_that_outlived_its_timeout_reads_for_itself_not_for_the_step(tmp
         assert done.wait(30)
     plain.join()
     assert r.trace is not None and r.trace.reads == ["probe_state.txt"]
+
+
+def test_a_number_of_seconds_is_a_duration_and_a_bad_one_is_said_once() -> None:
+    def probe(**_) -> str:
+        return "v"
+
+    assert step(version=probe, probe_timeout=5)(lambda: None).probe_timeout == 5.0
+    assert step(cache_expires_after=90.5)(lambda: None).expires_after == 90.5
+    for bad in (0, -3, "10ms", True):
+        with pytest.raises(PipelineError) as e:
+            step(version=probe, probe_timeout=bad)(lambda: None)
+        assert str(e.value).count('"90s"') == 1  # the accepted forms, named once
