@@ -92,6 +92,9 @@ class Reporter:
         """Write out anything held back (called when a run ends, however it ends)."""
 
 
+RESTORED_SHOWN = 10  # restored paths a step's line lists (all of them with -v)
+
+
 class ConsoleReporter(Reporter):
     """The seed's log lines, one per line; a progress line on a terminal."""
 
@@ -192,8 +195,13 @@ class ConsoleReporter(Reporter):
             self._progress()
         elif isinstance(e, StepCached):
             self.done += 1
-            for p in e.restored:
+            restored = e.restored  # a folder's hundreds of files: a few, then a count
+            shown = restored if self.verbose or len(restored) <= RESTORED_SHOWN else restored[:5]
+            for p in shown:
                 self.line(f"Restored {p} from the store.")
+            if len(shown) < len(restored):
+                self.line(f"Restored {len(restored) - len(shown)} more files from the store "
+                          "(-v lists them).")
             self.line(f"Using cached version of {e.step}.")
         elif isinstance(e, StepFinished):
             self.done += 1

@@ -1,0 +1,47 @@
+"""End-to-end: restoring a folder Output of many files names a few of them and counts the
+rest (it printed a line per file: 300 lines for a 300-file folder); -v names them all."""
+
+from __future__ import annotations
+
+import shutil
+
+from conftest import Project
+
+PIPE = '''
+from zenbuild import Output, pipeline, step
+
+
+@step
+def parts(out: Output, n: int) -> int:
+    out.mkdir()
+    for i in range(n):
+        (out / f"f{i:03d}.txt").write_text(str(i))
+    return n
+
+
+@pipeline
+def p(n: int = 40):
+    parts(Output("build/parts"), n)
+'''
+
+
+def test_a_big_folder_restore_is_summed_up(project: Project) -> None:
+    project.write("pipe.py", PIPE)
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.run("run")
+    shutil.rmtree(project.root / "build" / "parts")
+    r = project.run("run")
+    assert r.executed == [] and len(list((project.root / "build/parts").iterdir())) == 40
+    lines = [x for x in r.stdout.splitlines() if x.startswith("Restored")]
+    assert lines[:5] == [f"Restored build/parts/f{i:03d}.txt from the store." for i in range(5)]
+    assert lines[5:] == ["Restored 35 more files from the store (-v lists them)."]
+    shutil.rmtree(project.root / "build" / "parts")
+    r = project.run("run", "-v")
+    assert sum(x.startswith("Restored build/parts/") for x in r.stdout.splitlines()) == 40
+    # a few files are still listed one by one
+    for name in ("f001.txt", "f002.txt"):
+        (project.root / "build" / "parts" / name).unlink()
+    r = project.run("run")
+    assert [x for x in r.stdout.splitlines() if x.startswith("Restored")] == [
+        "Restored build/parts/f001.txt from the store.",
+        "Restored build/parts/f002.txt from the store."]
