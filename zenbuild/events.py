@@ -37,6 +37,7 @@ class StepStarted(Event):
 
 class StepCached(Event):
     restored: List[str] = []
+    would: List[str] = []  # a dry run: what a run would do to the outputs ("restore PATH")
 
 
 class StepExecuting(Event):
@@ -201,6 +202,12 @@ class ConsoleReporter(Reporter):
                 self.line(f"Restored {p} from the store.")
             if len(shown) < len(restored):
                 self.line(f"Restored {len(restored) - len(shown)} more files from the store "
+                          "(-v lists them).")
+            would = e.would
+            for w in would if self.verbose or len(would) <= RESTORED_SHOWN else would[:5]:
+                self.line(f"A run would {w}.")
+            if not self.verbose and len(would) > RESTORED_SHOWN:
+                self.line(f"A run would put back or remove {len(would) - 5} more files "
                           "(-v lists them).")
             self.line(f"Using cached version of {e.step}.")
         elif isinstance(e, StepFinished):

@@ -398,7 +398,12 @@ class Scheduler:
         )
         if not self.opts.dry_run:
             self.report(StepStarted(step=name))
-        self.report(StepCached(step=name, restored=restored))
+            self.report(StepCached(step=name, restored=restored))
+            return
+        would = [f"restore {r.subject} from the store" if r.kind == R.OUTPUT_RESTORE
+                 else f"remove {r.subject} (the step did not make it)"
+                 for r in restore_reasons or ()]
+        self.report(StepCached(step=name, would=would))
 
     # -- executing -----------------------------------------------------------------------------
     def _value_of(self, name: str) -> Any:

@@ -45,3 +45,18 @@ def test_a_big_folder_restore_is_summed_up(project: Project) -> None:
     assert [x for x in r.stdout.splitlines() if x.startswith("Restored")] == [
         "Restored build/parts/f001.txt from the store.",
         "Restored build/parts/f002.txt from the store."]
+
+
+def test_a_dry_run_says_what_a_run_would_put_back(project: Project) -> None:
+    project.write("pipe.py", PIPE.replace("n: int = 40", "n: int = 3"))
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.run("run")
+    (project.root / "build" / "parts" / "f001.txt").unlink()
+    (project.root / "build" / "parts" / "stray.txt").write_text("mine")
+    r = project.run("run", "--dry-run")
+    assert "A run would restore build/parts/f001.txt from the store." in r.stdout
+    assert "A run would remove build/parts/stray.txt (the step did not make it)." in r.stdout
+    assert "Using cached version of parts." in r.stdout
+    assert not (project.root / "build" / "parts" / "f001.txt").exists()  # a dry run: nothing done
+    r = project.run("run", "--dry-run")  # still nothing done, still said
+    assert "A run would restore build/parts/f001.txt from the store." in r.stdout
