@@ -9,7 +9,7 @@ key of a remote-cache entry; an entry with nothing to verify stores none), forma
     {"format": 1,
      "files":  {rel: [digest, size] | null},      # null: tried, but did not exist
      "listed": {rel: digest | null},              # digest of the sorted names
-     "env":    {name: [digest | null, display | null]},  # display null for secret names
+     "env":    {name: [digest | null, display | null]},  # hidden: ["k:" keyed digest, null]
      "calls":  [[file, qualname, firstlineno, digest | null], ...],
      "sources": {file: digest | null}}             # the files of the calls, as a shortcut
 """
@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # ast is imported where a source is parsed: a no-op parses no
 from zenbuild import reasons as R
 from zenbuild.digest import StatCache, digest_bytes
 from zenbuild.reasons import Reason
-from zenbuild.trace import Trace, env_filter, is_secret
+from zenbuild.trace import Trace, env_filter, is_hidden, keyed_digest, secret_key
 
 DISCOVERED_FORMAT = 1
 
@@ -57,9 +57,29 @@ def env_digest(value: Optional[str]) -> Optional[str]:
     return None if value is None else digest_bytes(value.encode("utf-8", "surrogatepass"))
 
 
+SecretDigest = Callable[[str], str]  # a hidden value -> its keyed digest ("k:...")
+_PROCESS_KEY: List[bytes] = []
+
+
+def _process_digest(value: str) -> str:
+    """The SecretDigest of build()/verify() called without one: keyed by a key of this process
+    only (never an unkeyed digest), so a record made elsewhere never verifies as unchanged."""
+    if not _PROCESS_KEY:
+        _PROCESS_KEY.append(os.urandom(32))
+    return keyed_digest(_PROCESS_KEY[0], value)
+
+
+def env_entry(name: str, value: Optional[str], secret_digest: SecretDigest) -> List[Any]:
+    """A variable's [digest, display] in the record: a hidden value (trace.is_hidden: a
+    secret-looking name, or a value that looks like a credential) as [keyed digest, None]."""
+    if value is not None and is_hidden(name, value):
+        return [secret_digest(value), None]
+    return [env_digest(value), env_display(name, value)]
+
+
 def env_display(name: str, value: Optional[str]) -> Optional[str]:
-    """What explain may show of a variable's value: nothing for secret-looking names."""
-    if value is None or is_secret(name):
+    """What explain may show of a variable's value: nothing for a hidden one."""
+    if value is None or is_hidden(name, value):
         return None
     return value if len(value) <= MAX_DISPLAY else value[: MAX_DISPLAY - 3] + "..."
 
@@ -100,7 +120,8 @@ def static_calls(code_meta: Mapping[str, List[str]]) -> Set[Tuple[str, str]]:
 def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
           list_digest: Optional[ListDigest] = None,
           skip_calls: Iterable[Tuple[str, str]] = (),
-          skip_files: Container[str] = ()) -> Dict[str, Any]:
+          skip_files: Container[str] = (),
+          secret_digest: SecretDigest = _process_digest) -> Dict[str, Any]:
     """The record to store for ``trace`` (taken right after the step ran). ``skip_calls``:
     (file, qualname) pairs the static key already covers (the step function itself, helpers
     it names, and what they enclose), which need no second check; ``skip_files``: files the
@@ -114,7 +135,7 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
         d = file_digest(rel)
         files[rel] = None if d is None else [d[0], d[1]]
     listed = {rel: list_digest(rel) for rel in trace.listed} if list_digest is not None else {}
-    env = {name: [env_digest(v), env_display(name, v)] for name, v in trace.env.items()}
+    env = {name: env_entry(name, v, secret_digest) for name, v in trace.env.items()}
     calls = [[f, q, line, code_digest(f, q, line)] for f, q, line in trace.calls
              if not _covered(skip, f, q)]
     sources: Dict[str, Optional[str]] = {}
@@ -171,7 +192,8 @@ def malformed(record: Any) -> Optional[str]:
 def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[str, str],
            code_digest: CodeDigest, list_digest: Optional[ListDigest] = None,
            first_only: bool = False,
-           env_wanted: Optional[Callable[[str], bool]] = None) -> List[Reason]:
+           env_wanted: Optional[Callable[[str], bool]] = None,
+           secret_digest: SecretDigest = _process_digest) -> List[Reason]:
     """Why a stored entry may no longer be served, judged by what its step touched last time.
     Empty: still valid. ``first_only`` stops at the first reason (run), else all (explain).
     ``env_wanted``: the variables still tracked (one now in ``ignore_env`` is not checked).
@@ -202,10 +224,14 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
         if env_wanted is not None and not env_wanted(name):
             continue
         value = environ.get(name)
-        if env_digest(value) != was_digest:
-            secret = is_secret(name)
+        # a hidden value compares by its keyed digest: one keyed elsewhere (a remote entry made
+        # with another store's key) or unkeyed (an older record) differs, so the step reruns
+        seen = env_entry(name, value, secret_digest)
+        if seen[0] != was_digest:
+            secret = ((value is not None and seen[1] is None)
+                      or (was_digest is not None and was_display is None))
             r = Reason(R.ENV_READ_CHANGED, name, None if secret else was_display,
-                       None if secret else env_display(name, value), {"secret": secret})
+                       None if secret else seen[1], {"secret": secret})
             if add(r):
                 return out
     if list_digest is not None:
@@ -239,12 +265,16 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
 class Discovery:
     """build() and verify() with a run's look-ups: file digests through the run's StatCache
     (a no-op costs one stat per discovered file), folder listings, this process's environment
-    filtered by the deny-list and ``ignore_env``, and one SourceDigests per run (made only when
-    a traced function's file changed)."""
+    filtered by the deny-list and ``ignore_env``, one SourceDigests per run (made only when
+    a traced function's file changed), and the store's key for hidden values (read when one is
+    first met; ``store``: the store folder, else the one the project's config names)."""
 
     def __init__(self, root: str, statcache: StatCache, ignore_env: Iterable[str] = (),
-                 environ: Optional[Mapping[str, str]] = None) -> None:
+                 environ: Optional[Mapping[str, str]] = None,
+                 store: Optional[str] = None) -> None:
         self.root = root
+        self.store = store
+        self._key: Optional[bytes] = None
         self.statcache = statcache
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
         self.env_wanted = env_filter(ignore_env)
@@ -260,6 +290,11 @@ class Discovery:
     def list_digest(self, rel: str) -> Optional[str]:
         return listing_digest(self.root, rel)
 
+    def secret_digest(self, value: str) -> str:
+        if self._key is None:
+            self._key = secret_key(self.store or _configured_store(self.root))
+        return keyed_digest(self._key, value)
+
     def code_digest(self, file: str, qualname: str, firstlineno: int) -> Optional[str]:
         if self._code is None:
             self._code = SourceDigests(self.root)
@@ -269,14 +304,24 @@ class Discovery:
               skip_files: Container[str] = ()) -> Optional[Dict[str, Any]]:
         """The record to store, or None when there is nothing to verify."""
         rec = build(trace, self.file_digest, self.code_digest, self.list_digest, skip_calls,
-                    skip_files)
+                    skip_files, self.secret_digest)
         return None if is_empty(rec) else rec
 
     def verify(self, record: Optional[Mapping[str, Any]], first_only: bool) -> List[Reason]:
         if not record:
             return []
         return verify(record, self.file_digest, self.environ, self.code_digest,
-                      self.list_digest, first_only, self.env_wanted)
+                      self.list_digest, first_only, self.env_wanted, self.secret_digest)
+
+
+def _configured_store(root: str) -> str:
+    """The store folder of the project at ``root``, as its config names it (a run's own
+    config: it was loaded from there before)."""
+    from zenbuild.config import find_project, load_config
+
+    found, source = find_project(root)
+    same = os.path.abspath(found) == os.path.abspath(root)
+    return load_config(root, source if same else None).store
 
 
 # -- the default code digest: the function's source, docstrings and formatting aside ------------

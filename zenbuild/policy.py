@@ -4,8 +4,6 @@ names given to run --rerun / --step checked against the graph."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 from pathlib import Path
@@ -13,59 +11,16 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
 
 from zenbuild.binding import params_of
 from zenbuild.digest import digest_bytes
-from zenbuild.errors import ParamError, PipelineError, StoreError
+from zenbuild.errors import ParamError, PipelineError
 from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef
 from zenbuild.rebuild import PROBE_FAILED_VERSION
-from zenbuild.trace import is_secret, unrecorded
 
-KEY_FILE = "secret.key"  # in the store: the key of secret Env digests (0600, 32 random bytes)
-KEY_SIZE = 32
-
-
-def secret_key(store: str) -> bytes:
-    """The store's key for secret Env digests, made (0600) on first use. Two runs racing to
-    make it agree: the key is written to a temp file and linked into place, never replaced."""
-    path = os.path.join(store, KEY_FILE)
-    try:
-        return _checked_key(path)
-    except FileNotFoundError:
-        pass
-    os.makedirs(store, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, os.urandom(KEY_SIZE))
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)
-    return _checked_key(path)
-
-
-def _checked_key(path: str) -> bytes:
-    """The key at ``path``: 32 bytes. A file of another size, or a folder there, is refused
-    (StoreError, exit 2): a damaged key must not quietly key every secret anew. Raises
-    FileNotFoundError when there is nothing at ``path``."""
-    fix = (f"Delete {path} to let zenbuild make a new key; every step that takes a secret "
-           "Env then executes once, since its secret's digest changes with the key.")
-    try:
-        with open(path, "rb") as f:
-            data = f.read(KEY_SIZE + 1)
-    except (IsADirectoryError, NotADirectoryError):
-        raise StoreError(f"{path} is a folder, not the store's secret key (a file of "
-                         f"{KEY_SIZE} random bytes). {fix}") from None
-    except PermissionError as e:
-        raise StoreError(f"the store's secret key {path} cannot be read ({e.strerror}). "
-                         f"Make it readable by you, or: {fix}") from None
-    if len(data) != KEY_SIZE:
-        raise StoreError(f"the store's secret key {path} is damaged: it holds "
-                         f"{'more than ' if len(data) > KEY_SIZE else ''}{min(len(data), KEY_SIZE)}"
-                         f" bytes, not {KEY_SIZE}. {fix}")
-    return data
+# the store's key lives in zenbuild.trace (the discovered record keys hidden values with it
+# too); importable from here as before
+from zenbuild.trace import KEY_FILE as KEY_FILE
+from zenbuild.trace import KEY_SIZE as KEY_SIZE
+from zenbuild.trace import is_hidden, keyed_digest, unrecorded
+from zenbuild.trace import secret_key as secret_key
 
 
 class EnvInputs:
@@ -105,11 +60,12 @@ class EnvInputs:
                     f"{ref.name} is not set. Set it (export {ref.name}=...) before the run, or "
                     f"give the step a default: Env({ref.name!r}, default=\"...\").")
             values[ref.name] = value
-            data = value.encode("utf-8", "surrogatepass")
-            if ref.secret or is_secret(ref.name):  # OPENAI_API_KEY is a secret, said or not
-                comps[ref.name] = ["k:" + hmac.new(self.key(), data, hashlib.sha256).hexdigest(),
-                                   None]
+            # OPENAI_API_KEY is a secret, said or not; so is a value that looks like a
+            # credential (postgres://u:pw@host), whatever the variable is called
+            if ref.secret or is_hidden(ref.name, value):
+                comps[ref.name] = [keyed_digest(self.key(), value), None]
             else:
+                data = value.encode("utf-8", "surrogatepass")
                 shown = repr(value)
                 comps[ref.name] = [digest_bytes(data),
                                    shown if len(shown) <= 60 else shown[:57] + "..."]

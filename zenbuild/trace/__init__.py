@@ -7,7 +7,8 @@ How it sees things:
   on the first recording and a no-op (one truth test) while nothing records. The ``open`` event
   covers open(), io.open() and os.open(); its flags tell a read from a write.
 - environment: ``os._Environ.__getitem__`` (which ``get``, ``in`` and ``os.getenv`` go through)
-  is wrapped while a recording is active and put back when the last one ends, even when the
+  of ``os.environ`` and of ``os.environb`` (bytes: recorded by the names and values os.environ
+  shows, os.fsdecode'd) is wrapped while a recording is active and put back when the last one ends, even when the
   step raised. Bulk copies (``os.environ.copy()``, ``dict(os.environ)``, iteration) are not
   recorded as reads of every variable.
 - calls: ``sys.monitoring`` PY_START returning DISABLE (Python >= 3.12: one callback per code
@@ -112,13 +113,105 @@ DENY_ENV = frozenset({
     "DISPLAY", "HOSTNAME", "SHLVL", "_", "MAIL", "EDITOR", "PAGER", "VIRTUAL_ENV",
 })
 DENY_ENV_PREFIXES = ("LC_", "PYTHON", "ZENBUILD_", "TERM_", "SSH_", "XDG_", "PYTEST_", "CONDA_")
-_SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSW|PASS|CREDENTIAL|AUTH|PRIVATE|COOKIE|SESSION",
-                     re.IGNORECASE)
+_SECRET = re.compile(r"KEY|TOKEN|SECRET|PASS|PWD|CRED|AUTH|PRIVATE|COOKIE|SESSION|DSN|CERT|SALT"
+                     r"|WEBHOOK|SIGNATURE|CONN(?:ECTION)?_?STR|(?:^|_)PAT(?:_|$)", re.IGNORECASE)
+# A value that looks like a credential, whatever its variable is called: a URL with a userinfo
+# part (scheme://user:password@host, scheme://token@host), a PEM block, a token of a well-known
+# shape (GitHub, GitLab, OpenAI/Stripe, Slack, Hugging Face, npm, PyPI, AWS, Google; at least 16
+# characters after the prefix, so "sk-learn" is not one), a JWT, or a key=value pair naming a
+# password, secret, token, key or signature (a connection string, a signed URL's query).
+_CREDENTIAL = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s@]*@"
+    r"|-----BEGIN "
+    r"|(?<![A-Za-z0-9])(?:gh[pousr]_|github_pat_|glpat-|sk-|[sr]k_live_|sk_test_|xox[abposr]-|hf_"
+    r"|npm_|pypi-|AKIA|ASIA|AIza)[A-Za-z0-9_-]{16,}"
+    r"|(?<![A-Za-z0-9])eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
+    r"|(?i:(?:^|[?&;,\s])[A-Za-z0-9_.-]*(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key"
+    r"|access[_-]?key|account[_-]?key|sig|signature|credential)=[^&;,\s])")
 
 
 def is_secret(name: str) -> bool:
-    """Whether a variable looks secret (its value must never be shown, only its digest)."""
+    """Whether a variable looks secret by its name (its value must never be shown, and is kept
+    only as a keyed digest)."""
     return _SECRET.search(name) is not None
+
+
+def looks_like_credential(value: str) -> bool:
+    """Whether a value looks like a credential whatever its variable's name (_CREDENTIAL)."""
+    return _CREDENTIAL.search(value) is not None
+
+
+def is_hidden(name: str, value: Optional[str]) -> bool:
+    """Whether a variable's value must be hidden: never stored, shown or sent, only its keyed
+    digest (keyed_digest) kept. A secret-looking name, or a value that looks like a credential.
+    An unset variable (None) has nothing to hide."""
+    return value is not None and (_SECRET.search(name) is not None
+                                  or _CREDENTIAL.search(value) is not None)
+
+
+# -- the store's key: the digest of a hidden value ------------------------------------------------
+
+KEY_FILE = "secret.key"  # in the store: the key of hidden values' digests (0600, 32 random bytes)
+KEY_SIZE = 32
+
+
+def keyed_digest(key: bytes, value: str) -> str:
+    """The digest kept of a hidden value: HMAC-SHA256 under the store's key, "k:" + hex. It
+    tells nothing of the value without the key (an unkeyed hash of a weak secret is reversed by
+    trying a dictionary), and differs from store to store."""
+    import hashlib
+    import hmac
+
+    return "k:" + hmac.new(key, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+
+def secret_key(store: str) -> bytes:
+    """The store's key for hidden values' digests, made (0600) on first use. Two runs racing to
+    make it agree: the key is written to a temp file and linked into place, never replaced."""
+    path = os.path.join(store, KEY_FILE)
+    try:
+        return _checked_key(path)
+    except FileNotFoundError:
+        pass
+    os.makedirs(store, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, os.urandom(KEY_SIZE))
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    return _checked_key(path)
+
+
+def _checked_key(path: str) -> bytes:
+    """The key at ``path``: 32 bytes. A file of another size, or a folder there, is refused
+    (StoreError, exit 2): a damaged key must not quietly key every secret anew. Raises
+    FileNotFoundError when there is nothing at ``path``."""
+    from zenbuild.errors import StoreError
+
+    fix = (f"Delete {path} to let zenbuild make a new key; every step that takes a secret "
+           "Env then executes once, since its secret's digest changes with the key (so does "
+           "a step that read a hidden variable).")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(KEY_SIZE + 1)
+    except (IsADirectoryError, NotADirectoryError):
+        raise StoreError(f"{path} is a folder, not the store's secret key (a file of "
+                         f"{KEY_SIZE} random bytes). {fix}") from None
+    except PermissionError as e:
+        raise StoreError(f"the store's secret key {path} cannot be read ({e.strerror}). "
+                         f"Make it readable by you, or: {fix}") from None
+    if len(data) != KEY_SIZE:
+        raise StoreError(f"the store's secret key {path} is damaged: it holds "
+                         f"{'more than ' if len(data) > KEY_SIZE else ''}{min(len(data), KEY_SIZE)}"
+                         f" bytes, not {KEY_SIZE}. {fix}")
+    return data
 
 
 def env_filter(ignore: Iterable[str]) -> Callable[[str], bool]:
@@ -551,42 +644,69 @@ def _note_env(key: Any, value: Optional[str]) -> None:
         pass
 
 
+def _environb() -> Any:
+    return getattr(os, "environb", None)  # POSIX only
+
+
+def _decoded(key: Any) -> Any:
+    """An os.environb key or value as os.environ has it (os.fsdecode: the file system encoding,
+    surrogateescape); anything else as it is."""
+    try:
+        return os.fsdecode(key) if isinstance(key, bytes) else key
+    except Exception:  # pragma: no cover - an encoding that cannot decode it
+        return None
+
+
 def _env_getitem(self: Any, key: Any) -> Any:
     try:
         value = _ORIG_GETITEM(self, key)
     except KeyError:
-        if _ACTIVE and self is os.environ:
-            _note_env(key, None)
+        if _ACTIVE:
+            if self is os.environ:
+                _note_env(key, None)
+            elif self is _environb():  # os.environb: bytes names and values
+                _note_env(_decoded(key), None)
         raise
-    if _ACTIVE and self is os.environ:
-        _note_env(key, value)
+    if _ACTIVE:
+        if self is os.environ:
+            _note_env(key, value)
+        elif self is _environb():
+            _note_env(_decoded(key), _decoded(value))
     return value
+
+
+def _env_target(self: Any) -> Optional[_Recording]:
+    """The recording a write or iteration of ``self`` goes to: os.environ or os.environb."""
+    if _ACTIVE and (self is os.environ or self is _environb()):
+        return _target()
+    return None
 
 
 def _env_setitem(self: Any, key: Any, value: Any) -> None:
     _ORIG_SETITEM(self, key, value)
-    rec = _target() if _ACTIVE and self is os.environ else None
+    rec = _env_target(self)
     if rec is not None:
-        rec.env_set.add(key)
+        rec.env_set.add(_decoded(key))
 
 
 def _env_delitem(self: Any, key: Any) -> None:
     _ORIG_DELITEM(self, key)
-    rec = _target() if _ACTIVE and self is os.environ else None
+    rec = _env_target(self)
     if rec is not None:
-        rec.env_set.add(key)
+        rec.env_set.add(_decoded(key))
 
 
 def _env_iter(self: Any) -> Iterator[Any]:
-    rec = _target() if _ACTIVE and self is os.environ else None
+    rec = _env_target(self)
     if rec is not None:
-        rec.bulk = list(_ORIG_ITER(self))
+        rec.bulk = [_decoded(k) for k in _ORIG_ITER(self)]
         rec.bulk_pos = 0
     yield from _ORIG_ITER(self)
 
 
 class _TracedEnviron(_Environ):  # type: ignore[misc, valid-type]
-    """What os.environ is an instance of while a recording runs: its class is swapped (one
+    """What os.environ (and os.environb) is an instance of while a recording runs: its class is
+    swapped (one
     assignment; setting the four methods on os._Environ itself, and back, cost ~25K
     instructions a step: each dunder assignment updates the type's slots)."""
 
@@ -606,10 +726,11 @@ def _wrap_env() -> None:
     with _LOCK:
         _env_users[0] += 1
         if _env_users[0] == 1:
-            env = os.environ
-            if type(env) is _Environ:
-                env.__class__ = _TracedEnviron
-                _swapped.append(env)
+            envs = [e for e in (os.environ, _environb()) if e is not None]
+            if all(type(e) is _Environ for e in envs):  # os.environ, and os.environb (bytes)
+                for env in envs:
+                    env.__class__ = _TracedEnviron
+                    _swapped.append(env)
                 return
             _patched[0] = True  # a subclass, or a replacement: as before, on the class
             _Environ.__getitem__ = _env_getitem
