@@ -7,10 +7,10 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Dict
+from typing import ContextManager, Dict
 
 import pytest
-from conftest import Project
+from conftest import Project, sqlite_db
 
 PIPE = '''
 from zenbuild import Output, pipeline, step
@@ -63,8 +63,9 @@ def built(project: Project) -> Project:
     return project
 
 
-def db(p: Project) -> sqlite3.Connection:
-    return sqlite3.connect(str(p.root / ".zenbuild" / "zenbuild.db"))
+def db(p: Project) -> ContextManager[sqlite3.Connection]:
+    """The project's store database, committed and closed at the end of the ``with``."""
+    return sqlite_db(p.root / ".zenbuild" / "zenbuild.db")
 
 
 def set_last_used(p: Project, ages: Dict[str, float]) -> None:
@@ -72,25 +73,23 @@ def set_last_used(p: Project, ages: Dict[str, float]) -> None:
     with db(p) as c:
         for step_name, age in ages.items():
             c.execute("UPDATE actions SET last_used = ? WHERE step = ?", (now - age, step_name))
-    c.close()
+
+
+def last_used(p: Project) -> Dict[str, float]:
+    with db(p) as c:
+        return dict(c.execute("SELECT step, last_used FROM actions").fetchall())
 
 
 def entry_steps(p: Project) -> list:
-    c = db(p)
-    try:
+    with db(p) as c:
         return sorted(r[0] for r in c.execute("SELECT step FROM actions"))
-    finally:
-        c.close()
 
 
 def blob_count(p: Project) -> int:
     """Blobs as files under cas/ plus small ones kept inline in the database."""
     files = sum(1 for f in (p.root / ".zenbuild" / "cas").rglob("*") if f.is_file())
-    c = sqlite3.connect(str(p.root / ".zenbuild" / "zenbuild.db"))
-    try:
+    with db(p) as c:
         return files + c.execute("SELECT count(*) FROM blobs").fetchone()[0]
-    finally:
-        c.close()
 
 
 def test_info_counts_entries_and_blobs(built: Project) -> None:
@@ -154,10 +153,8 @@ def test_verify_reports_corrupt_blobs_and_repair_removes_them(built: Project) ->
 
 
 def damage(built: Project, sql: str) -> None:
-    db = sqlite3.connect(built.root / ".zenbuild" / "zenbuild.db")
-    with db:
-        assert db.execute(sql).rowcount > 0, f"nothing damaged: {sql}"
-    db.close()
+    with db(built) as c:
+        assert c.execute(sql).rowcount > 0, f"nothing damaged: {sql}"
 
 
 def trusted_file_rows(built: Project) -> None:
@@ -269,8 +266,8 @@ def test_gc_refuses_an_age_below_the_hour_that_use_is_recorded_to(built: Project
 
 def test_a_run_refreshes_last_used_only_when_it_is_an_hour_old(built: Project) -> None:
     set_last_used(built, {"small": 2 * 3600, "big": 600})
-    before = dict(db(built).execute("SELECT step, last_used FROM actions").fetchall())
+    before = last_used(built)
     assert built.run("run").executed == []
-    after = dict(db(built).execute("SELECT step, last_used FROM actions").fetchall())
+    after = last_used(built)
     assert after["small"] > before["small"] + 3600  # used now: refreshed
     assert after["big"] == before["big"]  # used within the hour: left as it is

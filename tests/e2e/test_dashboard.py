@@ -129,6 +129,29 @@ def test_port_in_use_is_a_clear_error(server: Tuple[str, Any]) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "--port" in r.stderr
 
 
+def test_serve_closes_its_socket_when_the_announcement_fails(tmp_path: Path,
+                                                             monkeypatch: Any) -> None:
+    """The listening socket is closed on every way out of serve(), the first printed line
+    failing (a closed pipe: `zenbuild dashboard | head -0`) included."""
+    from zenbuild.config import load_config
+    from zenbuild.inspect import dashboard
+
+    made: List[Any] = []
+
+    def make_server(*args: Any, **kwargs: Any) -> Any:
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    def announce(text: str) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    real = dashboard.make_server
+    monkeypatch.setattr(dashboard, "make_server", make_server)
+    with pytest.raises(BrokenPipeError):
+        dashboard.serve(load_config(str(tmp_path), None), port=0, announce=announce)
+    assert len(made) == 1 and made[0].socket.fileno() == -1  # closed
+
+
 # -- the browser --------------------------------------------------------------------------------
 def _driver(tmp_path: Path, monkeypatch: Any) -> Any:
     from selenium import webdriver

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from conftest import TICK, Project
+from conftest import TICK, Project, sqlite_db
 
 from zenbuild.result import StepResult
 
@@ -119,9 +118,8 @@ def test_dask_matches_local(tmp_path: Path) -> None:
     assert "KeyError: 'missing key'" in r.stderr and 'return {}["missing key"]' in r.stderr
     # left and right waited for each other, so they ran at once in two worker processes
     store = str(remote.root / ".zenbuild")
-    c = sqlite3.connect(os.path.join(store, "zenbuild.db"))
-    vd = dict(c.execute("SELECT step, value_digest FROM actions").fetchall())
-    c.close()
+    with sqlite_db(os.path.join(store, "zenbuild.db")) as c:
+        vd = dict(c.execute("SELECT step, value_digest FROM actions").fetchall())
     got = [StepResult(n, "cached", value_digest=vd[n], store_path=store).output["pid"]
            for n in ("left", "right")]
     assert got[0][1] and got[1][1]  # both ran inside Dask workers
@@ -237,9 +235,8 @@ def test_external_scheduler(tmp_path: Path) -> None:
         assert r.executed == ["where"]
         assert p.read("build/upper.txt") == "ONE TWO THREE\n"
         store = str(p.root / ".zenbuild")
-        c = sqlite3.connect(os.path.join(store, "zenbuild.db"))
-        vd = c.execute("SELECT value_digest FROM actions").fetchone()[0]
-        c.close()
+        with sqlite_db(os.path.join(store, "zenbuild.db")) as c:
+            vd = c.execute("SELECT value_digest FROM actions").fetchone()[0]
         worker = StepResult("where", "cached", value_digest=vd, store_path=store).output
         assert worker.startswith("tcp://127.0.0.1:")  # it ran on the external worker
 
@@ -299,6 +296,23 @@ def traced(path):
         f.write("undeclared")
     return [scale(n) if os.environ.get("ZB_DASK_MODE") == "x2" else n, os.getpid()]
 '''
+
+
+def test_the_local_cluster_leaves_the_dashboard_port_to_others(tmp_path: Path) -> None:
+    """The LocalCluster's scheduler serves its HTTP routes (no dashboard) on a free loopback
+    port, not on Dask's default 8787: a run beside another cluster that holds 8787 neither
+    warns (an error under this suite's filterwarnings, a stray line for a user) nor takes the
+    port from a cluster started after it."""
+    pytest.importorskip("distributed")
+    from zenbuild.executors.dask_executor import DaskExecutor
+
+    ex = DaskExecutor(str(tmp_path), jobs=1)
+    try:
+        ex._get_client()
+        http = ex._cluster.scheduler.http_server
+        assert http.address == "127.0.0.1" and http.port != 8787
+    finally:
+        ex.close()
 
 
 def test_the_trace_comes_back_from_dask_workers(tmp_path: Path,

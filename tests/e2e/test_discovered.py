@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from tests.conftest import Project
+from tests.conftest import Project, sqlite_db
 
 # Steps open relative paths ("data/train.csv"), as in a notebook or script run from the project
 # root, so every command runs with the project root as its working directory (project.cli).
@@ -248,13 +248,10 @@ def p():
 
 def test_the_record_survives_the_store_reopening_and_old_rows_have_none(project: Project,
                                                                         ) -> None:
-    import sqlite3
-
     make(project)
     first_run(project)
-    db = sqlite3.connect(str(Path(project.root) / ".zenbuild" / "zenbuild.db"))
-    rows = dict(db.execute("SELECT step, discovered FROM actions").fetchall())
-    db.close()
+    with sqlite_db(Path(project.root) / ".zenbuild" / "zenbuild.db") as db:
+        rows = dict(db.execute("SELECT step, discovered FROM actions").fetchall())
     assert rows["load"] and "data/train.csv" in rows["load"]
     assert rows["device"] and "DEVICE" in rows["device"]
     assert rows["plugin"] and "plugins/alpha.py" in rows["plugin"]
@@ -360,8 +357,6 @@ def test_a_damaged_or_unknown_record_is_never_trusted(project: Project) -> None:
     """A record the store holds in a shape this version cannot check fully (a damaged row, or
     a store shared with a newer zenbuild) makes its step execute, and the row is replaced; it
     is neither served unchecked (a stale result) nor a traceback."""
-    import sqlite3
-
     make(project)
     first_run(project)
     db = project.root / ".zenbuild" / "zenbuild.db"
@@ -370,10 +365,8 @@ def test_a_damaged_or_unknown_record_is_never_trusted(project: Project) -> None:
            '{"env": {"A": 3}, "format": 1}', '{"calls": [[1]], "format": 1}', '[1, 2]']
     for n, text in enumerate(bad):
         project.write("data/train.csv", f"1,2\n3,{10 + n}\n")  # a change only the record sees
-        c = sqlite3.connect(db)
-        with c:
+        with sqlite_db(db) as c:
             got = c.execute("UPDATE actions SET discovered=? WHERE step='load'", (text,)).rowcount
-        c.close()
         assert got >= 1
         r = project.cli("explain", "load", env={"DEVICE": "cpu"})
         assert "the record of what the step read last time cannot be checked" in r.stdout, (text, r)

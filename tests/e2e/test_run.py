@@ -814,7 +814,7 @@ def test_sigterm_keeps_every_finished_step(project):
 
 def corrupt_every_blob(store: os.PathLike[str]) -> int:
     """Damage every blob of a store, in the database and under cas/; returns how many."""
-    import sqlite3
+    from tests.conftest import sqlite_db
 
     n = 0
     for dirpath, _, files in os.walk(os.path.join(store, "cas")):
@@ -822,10 +822,8 @@ def corrupt_every_blob(store: os.PathLike[str]) -> int:
             with open(os.path.join(dirpath, f), "r+b") as fh:
                 fh.write(b"XXXX")
             n += 1
-    db = sqlite3.connect(os.path.join(store, "zenbuild.db"))
-    n += db.execute("UPDATE blobs SET data = CAST(X'58585858' || data AS BLOB)").rowcount
-    db.commit()
-    db.close()
+    with sqlite_db(os.path.join(store, "zenbuild.db")) as db:
+        n += db.execute("UPDATE blobs SET data = CAST(X'58585858' || data AS BLOB)").rowcount
     return n
 
 
@@ -890,12 +888,10 @@ def test_big_values_and_outputs_live_as_files_in_the_cas(project):
 
 
 def test_newer_store_format_is_refused(wc):
-    import sqlite3
+    from tests.conftest import sqlite_db
 
-    db = sqlite3.connect(str(wc.root / ".zenbuild" / "zenbuild.db"))
-    db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
-    db.commit()
-    db.close()
+    with sqlite_db(wc.root / ".zenbuild" / "zenbuild.db") as db:
+        db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     r = wc.run("run", check=2)
     assert "format version 99, newer than this zenbuild understands" in r.stderr
 
@@ -948,22 +944,19 @@ def test_a_step_mutating_its_input_does_not_leak_to_siblings(project):
 
 
 def test_an_older_store_schema_is_migrated_in_place(wc):
-    import sqlite3
+    from tests.conftest import sqlite_db
 
-    db = sqlite3.connect(str(wc.root / ".zenbuild" / "zenbuild.db"))
-    db.execute("DROP TABLE source_cache")  # what a version-1 store lacked
-    db.execute("ALTER TABLE runs DROP COLUMN steps")  # what a version-3 store lacked
-    db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
-    db.commit()
-    db.close()
+    with sqlite_db(wc.root / ".zenbuild" / "zenbuild.db") as db:
+        db.execute("DROP TABLE source_cache")  # what a version-1 store lacked
+        db.execute("ALTER TABLE runs DROP COLUMN steps")  # what a version-3 store lacked
+        db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     r = wc.run("run")
     assert r.cached == ["load", "count", "keep", "render"]  # entries survive the migration
     assert wc.run("runs").stdout.count("succeeded") == 2  # so does the history
     shown = wc.run("runs", "show", "last")
     assert "load" in shown.stdout and "cached" in shown.stdout
-    db = sqlite3.connect(str(wc.root / ".zenbuild" / "zenbuild.db"))
-    version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    db.close()
+    with sqlite_db(wc.root / ".zenbuild" / "zenbuild.db") as db:
+        version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
     from zenbuild.store.db import SCHEMA_VERSION
 
     assert version == str(SCHEMA_VERSION)

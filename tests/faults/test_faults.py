@@ -12,9 +12,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, ContextManager, Dict, List
 
 import pytest
+from conftest import sqlite_db
 
 from faults.project import kill_after, leftovers, make, set_input, start, wrong, zb
 
@@ -107,8 +108,8 @@ def test_kill_9_at_random_points(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert problems == {"corrupt stores": [], "wrong results": [], "leftovers": []}
 
 
-def _db(root: Path) -> sqlite3.Connection:
-    return sqlite3.connect(root / ".zenbuild" / "zenbuild.db")
+def _db(root: Path) -> ContextManager[sqlite3.Connection]:
+    return sqlite_db(root / ".zenbuild" / "zenbuild.db")  # committed and closed
 
 
 def test_damaged_blobs_rows_and_pages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -205,18 +205,15 @@ def test_the_record_has_its_own_column_and_no_record_is_null(tmp_path: Path) -> 
 
 
 def test_a_schema_5_store_gains_the_column_and_keeps_its_entries(tmp_path: Path) -> None:
-    import sqlite3
-
+    from tests.conftest import sqlite_db
     from zenbuild.store.db import SCHEMA_VERSION, Store
 
     s = Store(str(tmp_path / "st"))
     _put(s, "a" * 32, b"v", None)
     s.close()
-    db = sqlite3.connect(str(tmp_path / "st" / "zenbuild.db"))
-    db.execute("ALTER TABLE actions DROP COLUMN discovered")  # what a schema-5 store holds
-    db.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
-    db.commit()
-    db.close()
+    with sqlite_db(tmp_path / "st" / "zenbuild.db") as db:
+        db.execute("ALTER TABLE actions DROP COLUMN discovered")  # what a schema-5 store holds
+        db.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
     s = Store(str(tmp_path / "st"))
     e = s.get_action("a" * 32)
     assert e is not None and e.discovered is None

@@ -222,6 +222,25 @@ def test_refused_upload_keeps_reading(stores: Any) -> None:
     assert rc.enabled and rc.fetch("3" * 32) is None
 
 
+def test_close_closes_the_connection_when_the_summary_line_fails(stores: Any) -> None:
+    """The run's summary line goes out first; a closed pipe there (`zenbuild run | head`)
+    still leaves the connection closed."""
+    a, _ = stores
+    closed: List[bool] = []
+    http = FakeHttp()
+    http.close = lambda: closed.append(True)  # type: ignore[method-assign]
+    rc = RemoteCache(http, a, print)
+    assert rc.fetch("4" * 32) is None  # a miss: there is a summary to print
+
+    class Piped:
+        def line(self, text: str) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(BrokenPipeError):
+        rc.close(Piped())
+    assert closed == [True]
+
+
 def test_open_remote_precedence(stores: Any) -> None:
     a, _ = stores
     assert open_remote({}, a, print) is None

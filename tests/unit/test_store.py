@@ -150,11 +150,79 @@ def test_a_newer_store_is_refused_and_left_as_it_was(tmp_path):
     s.close()
     with pytest.raises(StoreError, match=f"format version {SCHEMA_VERSION + 1}, newer"):
         Store(str(tmp_path / "st"))
+    from tests.conftest import sqlite_db
+
+    with sqlite_db(tmp_path / "st" / "zenbuild.db") as db:
+        assert db.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION + 1),)
+
+
+@pytest.mark.parametrize("spoil", ["newer", "not_a_database"])
+def test_a_store_that_cannot_be_opened_leaves_no_connection_open(tmp_path, monkeypatch, spoil):
+    """Store() that fails after connecting (a newer format refused by migrate, a file that is
+    no database failing its first PRAGMA) closes the connection it made: no Database exists
+    for anyone to close later. Python 3.13 reports the leak as a ResourceWarning, whenever the
+    garbage collector happens to reach it; the check that it is closed holds on every Python."""
+    import gc
+    import sqlite3
+    import warnings
+
+    import zenbuild.store.database as database
+    from zenbuild.errors import StoreError
+    from zenbuild.store.db import SCHEMA_VERSION
+
+    path = tmp_path / "st"
+    if spoil == "newer":
+        s = Store(str(path))
+        s.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                     (str(SCHEMA_VERSION + 1),))
+        s.close()
+    else:
+        path.mkdir()
+        (path / "zenbuild.db").write_bytes(b"hello, not sqlite" * 400)
+    made = []
+
+    def connect(db_path, timeout=60.0):
+        made.append(real(db_path, timeout))
+        return made[-1]
+
+    real = database.connect
+    monkeypatch.setattr(database, "connect", connect)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        with pytest.raises(StoreError):
+            Store(str(path))
+        gc.collect()
+    assert len(made) == 1
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        made[0].execute("SELECT 1")
+
+
+def test_close_gives_up_the_lock_and_the_connection_when_the_last_commit_fails(
+        tmp_path, monkeypatch):
+    """close() commits what is held; when that COMMIT fails the error is the caller's, and the
+    connection and the workspace lock are let go all the same (another run can start)."""
     import sqlite3
 
-    db = sqlite3.connect(str(tmp_path / "st" / "zenbuild.db"))
-    assert db.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION + 1),)
-    db.close()
+    from zenbuild.errors import StoreError
+
+    s = Store(str(tmp_path / "st"))
+    s.lock(wait=False)
+    s.hold()
+    s.put_blob(b"held, never committed")
+
+    def refuse(*_a, **_k):
+        raise StoreError("the disk went away")
+
+    monkeypatch.setattr(s.database, "end", refuse)
+    with pytest.raises(StoreError, match="went away"):
+        s.close()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        s.db.execute("SELECT 1")
+    other = Store(str(tmp_path / "st"))
+    try:
+        other.lock(wait=False)  # StoreLocked if the failed close had kept the lock
+    finally:
+        other.close()
 
 
 def test_a_failed_write_rolls_back_the_whole_transaction(tmp_path):
@@ -201,6 +269,7 @@ def test_group_commit_is_paced_by_the_recorders_clock(tmp_path):
     the injected clock: before that a second connection (another run, or this store after a
     kill -9) sees none of them; the step that crosses the interval commits them all. Real time
     plays no part, so a loaded machine cannot change the outcome."""
+    import contextlib
     import sqlite3
 
     from zenbuild.commit import COMMIT_EVERY_S, Recorder
@@ -215,22 +284,21 @@ def test_group_commit_is_paced_by_the_recorders_clock(tmp_path):
     s = Store(str(tmp_path / "st"))
     clock = FakeSeconds(1000.0)
     rec = Recorder("p", str(tmp_path), s, StatCache(), sources=None, clock=clock)
-    other = sqlite3.connect(str(tmp_path / "st" / "zenbuild.db"))
+    with contextlib.closing(sqlite3.connect(str(tmp_path / "st" / "zenbuild.db"))) as other:
 
-    def committed() -> list:
-        return sorted(r[0] for r in other.execute("SELECT step FROM step_state"))
+        def committed() -> list:
+            return sorted(r[0] for r in other.execute("SELECT step FROM step_state"))
 
-    for i, name in enumerate(["a", "b", "c"]):
-        clock.now = 1000.0 + COMMIT_EVERY_S * (i + 1) / 4  # all within one interval
-        rec.record(Node(name, None, i, {}), comps(), f"fp-{name}", name.encode(), 0.0)
-        assert s.db.in_transaction and committed() == []
-    clock.now = 1000.0 + COMMIT_EVERY_S
-    rec.record(Node("d", None, 3, {}), comps(), "fp-d", b"d", 0.0)
-    assert not s.db.in_transaction and committed() == ["a", "b", "c", "d"]
-    clock.now += COMMIT_EVERY_S / 2  # a new interval starts at the last commit
-    rec.record(Node("e", None, 4, {}), comps(), "fp-e", b"e", 0.0)
-    assert s.db.in_transaction and committed() == ["a", "b", "c", "d"]
-    other.close()
+        for i, name in enumerate(["a", "b", "c"]):
+            clock.now = 1000.0 + COMMIT_EVERY_S * (i + 1) / 4  # all within one interval
+            rec.record(Node(name, None, i, {}), comps(), f"fp-{name}", name.encode(), 0.0)
+            assert s.db.in_transaction and committed() == []
+        clock.now = 1000.0 + COMMIT_EVERY_S
+        rec.record(Node("d", None, 3, {}), comps(), "fp-d", b"d", 0.0)
+        assert not s.db.in_transaction and committed() == ["a", "b", "c", "d"]
+        clock.now += COMMIT_EVERY_S / 2  # a new interval starts at the last commit
+        rec.record(Node("e", None, 4, {}), comps(), "fp-e", b"e", 0.0)
+        assert s.db.in_transaction and committed() == ["a", "b", "c", "d"]
     s.close()  # closing commits what is held
     s = Store(str(tmp_path / "st"))
     assert s.get_action("fp-e") is not None
@@ -310,14 +378,16 @@ def test_garbage_pages_are_one_clear_error(tmp_path):
 
 
 def test_a_full_disk_is_disk_full(tmp_path):
+    import contextlib
     import sqlite3
 
     from zenbuild.store.database import DiskFull, SafeCursor
 
-    cur = SafeCursor(sqlite3.connect(":memory:"))
-    e = sqlite3.OperationalError("database or disk is full")
-    with pytest.raises(DiskFull, match="no space left"):
-        cur._raise(e)
+    with contextlib.closing(sqlite3.connect(":memory:")) as db:
+        cur = SafeCursor(db)
+        e = sqlite3.OperationalError("database or disk is full")
+        with pytest.raises(DiskFull, match="no space left"):
+            cur._raise(e)
     assert DiskFull("x").exit_code == 1
 
 

@@ -93,6 +93,10 @@ class DaskExecutor(Executor):
                 self._cluster = d.LocalCluster(
                     n_workers=self.workers, threads_per_worker=1, processes=True,
                     dashboard_address=None, silence_logs=logging.ERROR,
+                    # without its dashboard the scheduler still serves HTTP, on Dask's 8787
+                    # unless told otherwise, and where another cluster on the machine holds
+                    # that port it warns and takes another: take a free loopback port quietly
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                 )
                 self._client = d.Client(self._cluster)
         return self._client

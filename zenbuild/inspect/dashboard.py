@@ -141,13 +141,13 @@ def serve(config: Config, host: str = "127.0.0.1", port: int = 8765,
           announce: Callable[[str], Any] = print) -> None:
     """Serve the dashboard until interrupted."""
     server = make_server(config, host, port)
-    bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    announce(f"zenbuild dashboard: http://{shown}:{bound_port}/ (Ctrl+C to stop)")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        announce(f"Warning: listening on {host}: anyone who can reach this machine can read "
-                 "the run history and logs.")
-    try:
+    try:  # closed on every way out, a failed announce (a closed pipe) included
+        bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        announce(f"zenbuild dashboard: http://{shown}:{bound_port}/ (Ctrl+C to stop)")
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            announce(f"Warning: listening on {host}: anyone who can reach this machine can "
+                     "read the run history and logs.")
         server.serve_forever()
     except KeyboardInterrupt:
         pass

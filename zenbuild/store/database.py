@@ -208,9 +208,15 @@ class Database:
         self.path = db_path
         try:
             self.conn = connect(db_path)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            migrate(self.conn, store_path)
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+                migrate(self.conn, store_path)
+            except BaseException:
+                # no Database is made, so nothing else would close it (a store of a newer
+                # format, a damaged one, a full disk): Python 3.13 warns of the leak
+                self.conn.close()
+                raise
         except sqlite3.DatabaseError as e:
             if _is_full(e) or _no_room(store_path):
                 raise DiskFull(full_message(db_path, "the store database")) from None

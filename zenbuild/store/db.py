@@ -78,8 +78,10 @@ class Store:
         self.database.release()
 
     def close(self) -> None:
-        self.database.close()
-        self.workspace_lock.release()
+        try:
+            self.database.close()  # closes the connection even when the held COMMIT fails
+        finally:
+            self.workspace_lock.release()
 
     # -- the workspace lock -----------------------------------------------------------------
     def lock(self, wait: bool = True, on_wait: Optional[Callable[[str], object]] = None) -> None:

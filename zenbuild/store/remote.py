@@ -526,10 +526,12 @@ class RemoteCache:
 
     def close(self, reporter: Any = None) -> None:
         """Close the connection; print the summary line through ``reporter`` if it prints lines."""
-        line = getattr(reporter, "line", None)
-        if line is not None and (self.hits or self.misses or self.uploaded):
-            line(self.summary())
-        self.http.close()
+        try:
+            line = getattr(reporter, "line", None)
+            if line is not None and (self.hits or self.misses or self.uploaded):
+                line(self.summary())  # may fail: a closed pipe (`zenbuild run | head`)
+        finally:
+            self.http.close()
 
 
 def open_remote(
