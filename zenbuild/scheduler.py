@@ -136,7 +136,7 @@ class Scheduler:
         self.probed: Dict[str, Tuple[Any, Optional[str]]] = {}  # probes run together at start
         self.env_read: Dict[str, Tuple[Dict[str, Any], Dict[str, str]]] = {}  # ... their Env()s
         # what steps touch while they run: recorded by the executors, stored and verified here
-        self.discovery = Discovery(self.root, self.statcache, config.ignore_env)
+        self.discovery = Discovery(self.root, self.statcache, config.ignore_env, store=config.store)
         self.recorder = Recorder(graph.pipeline, self.root, store, self.statcache, self.sources,
                                  remote, now=self.now, discovery=self.discovery)
         self.results: Dict[str, StepResult] = {}
