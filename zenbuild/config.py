@@ -188,11 +188,113 @@ def find_project(start: str) -> Tuple[str, Optional[str]]:
         d = parent
 
 
+# What a store folder holds before its database exists (a command stopped before it opened
+# the store: compiled sources, a parsed config, a key, or Store() itself, whose database comes
+# after cas/, tmp/ and the lock): name -> whether an entry of that name is zenbuild's.
+_PYCODE_NAME = re.compile(r"[0-9a-f]{32}(\.\d+\.tmp)?")
+_TEMP_OF = re.compile(r"(config-cache\.json|secret\.key)\.\d+\.tmp")
+
+
+def _made_before_database(folder: str, name: str) -> bool:
+    """Whether ``folder``/``name`` is what zenbuild writes into a new store folder before its
+    zenbuild.db: pycode/ of compiled sources, empty cas/ and tmp/, the lock file (a pid), the
+    parsed config, the secret key, or one of their temp files."""
+    path = os.path.join(folder, name)
+    try:
+        if name == "pycode":
+            return all(_PYCODE_NAME.fullmatch(n) for n in os.listdir(path))
+        if name in ("cas", "tmp"):
+            return not os.listdir(path)
+        if name == "lock":
+            with open(path, "rb") as f:
+                return f.read(32).strip().isdigit() or os.fstat(f.fileno()).st_size == 0
+        if name in ("config-cache.json", "secret.key"):
+            return os.path.isfile(path) and os.path.getsize(path) <= (
+                32 if name == "secret.key" else 1 << 20)
+    except OSError:
+        return False
+    return _TEMP_OF.fullmatch(name) is not None and os.path.isfile(path)
+
+
+def _at_or_above(folder: str, root: str) -> Optional[int]:
+    """How many levels above ``root`` the folder ``folder`` is (0: it is the root), or None
+    when it is neither the root nor above it. Folders are compared by their stat (device and
+    inode), so a symlink to the root counts: a stat per level costs a few microseconds, a
+    realpath of both (pure Python) some 100 us, on every command."""
+    try:
+        st = os.stat(folder)
+    except (OSError, ValueError):
+        return None  # absent: made when first needed, so neither
+    here, level = root, 0
+    while True:
+        try:
+            it = os.stat(here)
+        except (OSError, ValueError):
+            return None
+        if it.st_ino == st.st_ino and it.st_dev == st.st_dev:
+            return level
+        up = os.path.dirname(here)
+        if up == here:
+            return None
+        here, level = up, level + 1
+
+
+def store_problem(store: str, root: str, default: bool = False) -> Optional[str]:
+    """Why the folder ``store`` cannot be the store of the project at ``root``, or None. It
+    cannot be the root or a folder above it (``/`` included), nor an existing folder that is
+    neither empty nor a zenbuild store (recognised by its zenbuild.db, from any version):
+    zenbuild deletes what it takes for its own in its store (STORE/tmp/PID-* of runs no longer
+    running, STORE/cas/ on `cache clear`), so a folder of the user's must never be adopted as
+    one. ``default``: the store is the .zenbuild no config names (the message says so)."""
+    above = _at_or_above(store, root)
+    if above is not None:
+        what = "the project root" if above == 0 else f"a folder above the project root {root}"
+        return (f"the store {store} is {what}: zenbuild keeps its database, blobs and temp "
+                "files in its store and deletes those it takes for its own, among your files "
+                "there. Point `store` at a folder of its own (the default is .zenbuild in the "
+                "project root). A store an earlier zenbuild made there keeps working if you "
+                "move its zenbuild.db (and any zenbuild.db-wal and -shm), cas, claims and "
+                "secret.key into that folder; or delete them.")
+    if os.path.lexists(os.path.join(store, "zenbuild.db")):
+        return None  # a store (of this version, an earlier or a newer one: the schema says)
+    try:
+        names = sorted(os.listdir(store))
+    except FileNotFoundError:
+        return None  # made when first needed
+    except NotADirectoryError:
+        return (f"the store {store} is a file, not a folder. Point `store` at a folder "
+                "(new or empty), or move the file away.")
+    except OSError:
+        return None  # unreadable: opening the store says why
+    if all(_made_before_database(store, n) for n in names):
+        return None  # empty, or a store whose first command stopped before its database
+    theirs = [n for n in names if not _made_before_database(store, n)]
+    shown = ", ".join(theirs[:3]) + (f" and {len(theirs) - 3} more" if len(theirs) > 3 else "")
+    fix = ("Move that folder away (or rename it), or set `store` in zenbuild.toml to a new or "
+           "empty folder" if default else "Point `store` in zenbuild.toml at a new or empty "
+           "folder, or move that folder away")
+    return (f"the store {store} already exists and is not a zenbuild store: it has no "
+            f"zenbuild.db and holds {shown}. zenbuild would write its database there and "
+            f"delete files it takes for its own (in its tmp and cas folders). {fix}, and run "
+            "again.")
+
+
+def _check_store(store: str, root: str, fail: Any = None) -> None:
+    """Raise ConfigError (exit 2) when ``store`` cannot be the store (store_problem);
+    ``fail(message)`` names the config line of ``store = ...``, when it is set."""
+    problem = store_problem(store, root, default=fail is None)
+    if problem is not None:
+        raise fail(problem) if fail is not None else ConfigError(problem)
+
+
 def load_config(root: str, source: Optional[str]) -> Config:
-    """Read and validate the config file (or return defaults when ``source`` is None)."""
+    """Read and validate the config file (or return defaults when ``source`` is None). The
+    store folder is checked here, where every command resolves it (store_problem)."""
     root = os.path.abspath(root)
     if source is None:
-        return Config(root=root, store=os.path.join(root, ".zenbuild"))
+        store = os.path.join(root, ".zenbuild")
+        _check_store(store, root)
+        return Config(root=root, store=store)
     import time
 
     from zenbuild.digest import stat_key
@@ -257,6 +359,7 @@ def load_config(root: str, source: Optional[str]) -> Config:
     if on_busy is not None and on_busy not in ("queue", "restart"):
         raise c.fail("watch", "on_busy", 'expected "queue" or "restart"')
     store = os.path.normpath(os.path.join(root, data.get("store", ".zenbuild")))
+    _check_store(store, root, (lambda m: c.fail("", "store", m)) if "store" in data else None)
     if fresh and store == os.path.dirname(cache_file):
         _save_cache(cache_file, source, key, data, read_ns)
     return Config(

@@ -85,6 +85,15 @@ def normalize_path(root: str, path: str, what: str) -> str:
     return Path(rel).as_posix()
 
 
+def storable(text: str) -> str:
+    """``text`` as text SQLite (UTF-8) can hold: a file name that is not UTF-8 reaches Python
+    with its bytes as surrogate escapes ('caf\\udce9.csv'), which is shown as those bytes,
+    ``caf\\xe9.csv``, the rest unchanged. For text a person reads (a run's log); a path
+    zenbuild looks up again is stored losslessly instead (JSON keeps '\\udce9')."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name gives (U+D800...): as its escape
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def inside(path: str, folder: str) -> bool:

@@ -144,7 +144,7 @@ class SourceLoader(importlib.machinery.SourceFileLoader):
         cached = ""
         tag = f"{digest}:{sys.version}".encode()
         if self.code_cache:
-            cached = os.path.join(self.code_cache, digest_bytes(path.encode()))
+            cached = os.path.join(self.code_cache, digest_bytes(os.fsencode(path)))
             try:
                 with open(cached, "rb") as f:
                     head, _, body = f.read().partition(b"\n")

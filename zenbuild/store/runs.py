@@ -9,6 +9,7 @@ import sqlite3
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from zenbuild.paths import storable
 from zenbuild.reasons import to_json as reason_json
 from zenbuild.reasons import unpack
 
@@ -55,21 +56,24 @@ class RunHistory:
     def finish(
         self, run_id: str, status: str, counts: Dict[str, int], steps: List[StepRow], log: str = ""
     ) -> None:
-        self.db.execute(
-            "UPDATE runs SET finished=?, status=?, executed=?, cached=?, failed=?, skipped=?, "
-            "log=?, steps=? WHERE id=?",
-            (
-                self.clock(),
-                status,
-                counts.get("executed", 0),
-                counts.get("cached", 0),
-                counts.get("failed", 0),
-                counts.get("skipped", 0),
-                log,
-                json.dumps([list(s) for s in steps]),
-                run_id,
-            ),
-        )
+        row = [
+            self.clock(),
+            status,
+            counts.get("executed", 0),
+            counts.get("cached", 0),
+            counts.get("failed", 0),
+            counts.get("skipped", 0),
+            log,
+            json.dumps([list(s) for s in steps]),  # paths in reasons: as JSON escapes
+            run_id,
+        ]
+        sql = ("UPDATE runs SET finished=?, status=?, executed=?, cached=?, failed=?, skipped=?, "
+               "log=?, steps=? WHERE id=?")
+        try:
+            self.db.execute(sql, row)
+        except UnicodeEncodeError:  # the log names a file whose name is not UTF-8 ("Restored
+            row[6] = storable(log)  # out/bad\udcffname.txt"): shown as its bytes, \xff
+            self.db.execute(sql, row)
 
     def list(
         self, pipeline: Optional[str] = None, prefix: str = "", limit: Optional[int] = None
