@@ -11,6 +11,10 @@ and leave with os._exit): a worker starts in ~20 ms with the project already imp
 macOS, Windows) they are spawned. Either way a task names its function by module and qualified
 name, as a Dask worker needs too, so a step must be a module-level function (``@step`` at the
 top of a module), which is how steps are written anyway.
+
+A worker ends when the main process does, however that ends (kill -9, the OOM killer): it would
+otherwise wait on its task queue for ever. See die_with_parent; a forked worker also drops its
+copy of the workspace lock's descriptor at once (store/lock.py).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import multiprocessing
 import os
 import sys
 import tempfile
+import time
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -35,7 +40,7 @@ from zenbuild.executors.worker_store import (
     store_value,
     unpack_args,
 )
-from zenbuild.trace import TraceOptions
+from zenbuild.trace import TraceOptions, unrecorded
 
 OutputSink = Callable[[str, str], None]  # (step name, captured text)
 
@@ -172,10 +177,68 @@ def _with_fd_capture(body: Callable[[], Outcome]) -> Tuple[Outcome, str]:
     return outcome, text
 
 
-def _worker_init(paths: List[str]) -> None:
+def _worker_init(paths: List[str], parent: int = 0, pdeathsig: bool = False) -> None:
+    if parent:
+        die_with_parent(parent, pdeathsig)
     for p in reversed(paths):
         if p not in sys.path:
             sys.path.insert(0, p)
+
+
+def die_with_parent(parent: int, pdeathsig: bool) -> None:
+    """Worker side, first thing: make this process end when ``parent`` (the main process of the
+    run) does, however it ends (kill -9, the OOM killer). A worker outliving it would wait on
+    its task queue for ever (a sibling holds the other end of the pipe), and one that was
+    forked would keep what it inherited open. ``pdeathsig``: Linux's PR_SET_PDEATHSIG kills it
+    when the thread that forked it ends, so only for workers forked by the main thread (the
+    one thread then, see start_method); others (spawned, on macOS or when threads run, the
+    spawning thread may not live as long as the pool) get a watchdog thread."""
+    if pdeathsig and _set_pdeathsig():
+        if os.getppid() != parent:  # it died before the prctl: no signal will come
+            os._exit(1)
+        return
+    import threading
+
+    if _parent_gone(parent):
+        os._exit(1)
+    threading.Thread(target=unrecorded, args=(_watch_parent, parent), daemon=True,
+                     name="zenbuild-parent-watch").start()
+
+
+def _set_pdeathsig() -> bool:
+    """prctl(PR_SET_PDEATHSIG, SIGKILL) for this process; whether it was set."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)) == 0  # 1: PR_SET_PDEATHSIG
+    except (ImportError, OSError, AttributeError):  # pragma: no cover - no ctypes, no prctl
+        return False
+
+
+def _parent_gone(parent: int) -> bool:
+    # an orphan is adopted by init or a subreaper (Windows keeps the parent's pid: the
+    # sentinel below tells it there)
+    return sys.platform != "win32" and os.getppid() != parent
+
+
+def _watch_parent(parent: int) -> None:
+    """The watchdog: ends this process once ``parent`` is gone. The pipe multiprocessing
+    gives a spawned child (its parent sentinel) reaches end of file then; a forked sibling
+    may hold it open too, so the parent pid is looked at every second as well."""
+    from multiprocessing.connection import wait
+
+    proc = multiprocessing.parent_process()
+    sentinel = getattr(proc, "sentinel", None)
+    while not _parent_gone(parent):
+        if sentinel is None:
+            time.sleep(1.0)
+        elif wait([sentinel], timeout=1.0):
+            break
+    os._exit(1)
 
 
 def print_output(sink: Optional[OutputSink], name: str, text: str) -> None:
@@ -228,13 +291,21 @@ class ProcessExecutor(Executor):
 
     def _get_pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
+            import threading
+
             sys.stdout.flush()  # a forked child must not inherit unwritten output
             sys.stderr.flush()
+            method = start_method()
+            # Forked here and now, by this thread, the only one (ProcessPoolExecutor forks
+            # every worker at the first submit): PR_SET_PDEATHSIG fits (die_with_parent).
+            pdeathsig = method == "fork" and threading.current_thread() is threading.main_thread()
+            if pdeathsig:
+                import ctypes  # noqa: F401 - imported once here, not in every worker
             self._pool = cf.ProcessPoolExecutor(
                 max_workers=self.slots,
-                mp_context=multiprocessing.get_context(start_method()),
+                mp_context=multiprocessing.get_context(method),
                 initializer=_worker_init,
-                initargs=([self.root, *[p for p in sys.path if p]],),
+                initargs=([self.root, *[p for p in sys.path if p]], os.getpid(), pdeathsig),
             )
         return self._pool
 
