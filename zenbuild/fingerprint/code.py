@@ -32,6 +32,7 @@ from zenbuild.fingerprint.source import (
 from zenbuild.fingerprint.values import ValueEncoder, identity, named_object
 from zenbuild.graph import StepDef
 from zenbuild.records import field, record
+from zenbuild.serialize.materialize import Registration, registration
 
 __all__ = ["CodeFingerprinter", "CodeInfo", "NoSourceWarning", "SourceCache"]
 
@@ -111,7 +112,10 @@ class CodeFingerprinter:
         self._step_cache: Dict[int, CodeInfo] = {}
         self._last_fn: Any = None  # the step function code() answered last, and its answer
         self._last_info: Optional[CodeInfo] = None
-        self._value_code: Dict[int, str] = {}  # id(class or function) -> value_code digest
+        # id(class or function) -> value_code digest (None: no project code)
+        self._value_code: Dict[int, Optional[str]] = {}
+        # id(class) -> what its registered value-type hooks add (refs, packages)
+        self._registered: Dict[int, Tuple[List[Any], Dict[str, str]]] = {}
         self._import_maps: Dict[str, Dict[str, Tuple[str, str]]] = {}
         self._plain: Dict[Tuple[str, type, Any], str] = {}
         # functions that do not hold self: a fingerprinter in a reference cycle (and the
@@ -266,7 +270,8 @@ class CodeFingerprinter:
         if not digest or not lines:
             # made without a class statement (namedtuple, Enum("X", ...), make_dataclass), or
             # one with no methods of its own here: its content is what it is
-            enc = ValueEncoder(self._is_project, self.package_of, self._relocatable, key)
+            enc = ValueEncoder(self._is_project, self.package_of, self._relocatable, key,
+                               self._registered_refs)
             digest = digest_bytes(digest.encode() + b"\0" + enc.class_content(cls))
             refs.extend(enc.refs)
             if self.track_packages:
@@ -274,7 +279,88 @@ class CodeFingerprinter:
         g = vars(sys.modules[cls.__module__]) if cls.__module__ in sys.modules else {}
         for chain in chains or []:
             self._resolve(tuple(chain), g, refs, packages)
+        self._add_registered(cls, refs, packages)
         return _Obj(key, digest, rel, refs, packages, "class")
+
+    # -- the code registered for a type (register_value_type, @value_type) -----------------
+    def _add_registered(self, cls: type, refs: List[Any], packages: Dict[str, str]) -> None:
+        """The code registered to store ``cls``'s instances joins the code of whatever uses
+        ``cls``, as its methods do: the reducer (it makes the stored value) and what it calls
+        or names (the function that rebuilds the value where it is loaded), for a project
+        class and for a library class alike."""
+        got = self._registered_refs(cls)
+        if got[0]:
+            refs.extend(got[0])
+            if self.track_packages:
+                packages.update(got[1])
+
+    def _registered_refs(self, cls: type) -> Tuple[List[Any], Dict[str, str]]:
+        """(refs, packages) the registration for ``cls`` adds (serialize.materialize
+        .registration): the reducer analyzed as a helper (a project function with the code
+        it reaches; a partial or callable object by value), for @value_type its save and load
+        methods, and an item naming what is registered, so that a registration changed to
+        another function, or moved to a base class, changes the key too. zenbuild's own
+        reducers (polars, Arrow columns: registered only once a value is stored) and library
+        functions add nothing but the registration item: their package's version stands for
+        them."""
+        memo = self._registered.get(id(cls))
+        if memo is not None:
+            return memo
+        refs: List[Any] = []
+        packages: Dict[str, str] = {}
+        reg = registration(cls)
+        if reg is not None:
+            self._registration_refs(cls, reg, refs, packages)
+        self._registered[id(cls)] = (refs, packages)
+        self._pins.append(cls)
+        return refs, packages
+
+    def _registration_refs(self, cls: type, reg: Registration, refs: List[Any],
+                           packages: Dict[str, str]) -> None:
+        key = f"{cls.__module__}.{cls.__qualname__}"
+        hooks: List[Tuple[str, Any]]
+        if reg.save or reg.load:  # @value_type: its methods, by name
+            hooks = [(role, getattr(cls, name, None))
+                     for role, name in (("save", reg.save), ("load", reg.load))]
+            hooks = [(role, getattr(h, "__func__", h)) for role, h in hooks]  # classmethods
+            named = [f"value_type save={reg.save} load={reg.load}"]
+        elif (getattr(reg.reduce, "__module__", None) or "").split(".")[0] == "zenbuild":
+            return  # zenbuild's own (registered lazily): its version is zenbuild's
+        else:
+            hooks, named = [("reduce", reg.reduce)], []
+        rel = ""
+        for role, hook in hooks:
+            named.append(f"{role}={identity(hook)}")
+            if hook is None:
+                continue
+            if isinstance(hook, (types.FunctionType, type)) and not self._is_project(hook):
+                self._add_package(getattr(hook, "__module__", None), packages)
+                continue  # a library's (or zenbuild's) code: its package version
+            rel = rel or self.project_file(getattr(getattr(hook, "__code__", None),
+                                                   "co_filename", None)) or ""
+            self._value_ref(f"{key}.<registered {role}>", hook, rel, refs, packages, "callable")
+        on = f"{reg.on.__module__}.{reg.on.__qualname__}"
+        text = f"registered for {on}: " + ", ".join(named)
+        refs.append(_Obj(f"{key}.<registered>", digest_bytes(text.encode(
+            "utf-8", "surrogatepass")), rel, [], {}, "value type registration"))
+
+    def _library_class_refs(self, value: Any, attrs: Tuple[str, ...], refs: List[Any],
+                            packages: Dict[str, str]) -> None:
+        """``value.attrs...`` read from a library module (``np.ndarray``, ``fractions.Fraction``
+        in a step): when it leads to a class with a registration (a project reducer for a
+        library type), the registration joins. Nothing is imported: a class with a
+        registration is loaded already."""
+        for attr in attrs:
+            if isinstance(value, type):
+                break
+            if not isinstance(value, types.ModuleType):
+                return
+            nxt = getattr(value, attr, None)
+            if nxt is None:
+                nxt = sys.modules.get(f"{value.__name__}.{attr}")
+            value = nxt
+        if isinstance(value, type):
+            self._add_registered(value, refs, packages)
 
     # -- what a name refers to --------------------------------------------------------------
     def _library_item(self, name: str, rel: str, kind: str) -> _Obj:
@@ -300,6 +386,8 @@ class CodeFingerprinter:
             else:
                 refs.append(self._library_item(identity(value), rel, "library object"))
                 self._add_package(getattr(value, "__module__", None), packages)
+                if isinstance(value, type):  # a library class the project registered a reducer for
+                    self._add_registered(value, refs, packages)
             return
         if (
             isinstance(value, _BUILTIN_CALLABLES)
@@ -316,7 +404,8 @@ class CodeFingerprinter:
                     self._is_project, self.package_of, self._relocatable, key).digest(value)
             refs.append(_Obj(key, memo, rel, [], {}, kind))
             return
-        enc = ValueEncoder(self._is_project, self.package_of, self._relocatable, key)
+        enc = ValueEncoder(self._is_project, self.package_of, self._relocatable, key,
+                           self._registered_refs)
         digest = enc.digest(value)
         refs.extend(enc.refs)
         if self.track_packages:
@@ -365,8 +454,10 @@ class CodeFingerprinter:
     ) -> None:
         """Follow attribute names through project modules (importing a project submodule not
         loaded yet), then record what the chain ends on."""
-        for attr in rest:
+        for i, attr in enumerate(rest):
             if not (isinstance(value, types.ModuleType) and self.module_is_project(value)):
+                if isinstance(value, types.ModuleType):  # a library's: np.ndarray, ...
+                    self._library_class_refs(value, rest[i:], refs, packages)
                 break
             if attr in _MODULE_DUNDERS:
                 return
@@ -411,6 +502,9 @@ class CodeFingerprinter:
             # the same way whether or not something else has loaded it in this process
             refs.append(self._library_item(target, rel, "library module"))
             self._add_package(target, packages)
+            lib = sys.modules.get(base)
+            if lib is not None and len(chain) > 4:  # from fractions import Fraction
+                self._library_class_refs(lib, tuple(chain[4:]), refs, packages)
             return
         if target not in sys.modules:
             try:
@@ -461,6 +555,16 @@ class CodeFingerprinter:
         root = self._analyze(fn, strip_decorators=True)
         if isinstance(fn, types.FunctionType):
             info.funcs.append(fn)
+        self._closure(root, info)
+        if imported.has_reads():  # files read when a module the code touches was imported
+            self._import_reads.add(info.items, info.meta)
+        self._step_cache[id(fn)] = info
+        self._pins.append(fn)
+        self._last_fn, self._last_info = fn, info
+        return info
+
+    def _closure(self, root: _Obj, info: CodeInfo) -> None:
+        """Add ``root`` and everything its refs reach to ``info``."""
         seen: Dict[int, None] = {}
         stack: List[_Obj] = [root]
         while stack:
@@ -485,26 +589,32 @@ class CodeFingerprinter:
                     elif isinstance(r, type):  # its methods run too
                         info.funcs += [v for v in vars(r).values()
                                        if isinstance(v, types.FunctionType)]
-        if imported.has_reads():  # files read when a module the code touches was imported
-            self._import_reads.add(info.items, info.meta)
-        self._step_cache[id(fn)] = info
-        self._pins.append(fn)
-        self._last_fn, self._last_info = fn, info
-        return info
-
 
     def value_code(self, obj: Any) -> Optional[str]:
         """The code digest of a class or function a step's value names (its pickle refers to
         it), or None when it is not the project's own: the code that will run on the value
-        where it is consumed is part of the value's identity (issue 10, class 1)."""
-        if not self._is_project(obj):
-            return None
-        memo = self._value_code.get(id(obj))
-        if memo is None:
-            info = self.code(obj)
+        where it is consumed is part of the value's identity (issue 10, class 1). A library
+        class counts when the project registered code to store it (a reducer of its own):
+        then the digest is that of the registered code."""
+        memo = self._value_code.get(id(obj), "")
+        if memo != "":
+            return memo
+        if self._is_project(obj):
+            info: Optional[CodeInfo] = self.code(obj)
+        elif isinstance(obj, type) and self._registered_refs(obj)[0]:
+            info = CodeInfo()
+            refs = self._registered_refs(obj)[0]
+            self._closure(_Obj(identity(obj), digest_bytes(b"library class"), "", refs, {},
+                               "library object"), info)
+        else:
+            info = None
+        if info is not None:
             memo = digest_bytes("\n".join(f"{k}\0{v}" for k, v in sorted(info.items.items()))
                                 .encode("utf-8", "surrogatepass"))
-            self._value_code[id(obj)] = memo
+        else:
+            memo = None
+        self._value_code[id(obj)] = memo
+        self._pins.append(obj)
         return memo
 
     def _module_obj(self, mod: types.ModuleType) -> _Obj:

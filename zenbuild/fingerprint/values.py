@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import types
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from zenbuild.digest import digest_bytes
 from zenbuild.graph import StepDef
@@ -81,7 +81,10 @@ def is_code(value: Any) -> bool:
 class ValueEncoder:
     """Encodes one value. Project callables it meets go to ``refs`` (their code is analyzed
     as helpers) and are named by identity in the encoding; library callables are named by
-    identity, their package version goes to ``packages``."""
+    identity, their package version goes to ``packages``. ``registered(cls)`` gives the
+    (refs, packages) that the code registered for a library class adds (a project reducer
+    for a library type: CodeFingerprinter._registered_refs); a project class brings its own
+    when its code is analyzed."""
 
     def __init__(
         self,
@@ -89,11 +92,13 @@ class ValueEncoder:
         package_of: Callable[[str], Any],
         relocate: Callable[[Any], Any],
         key: str,
+        registered: Optional[Callable[[type], Tuple[List[Any], Dict[str, str]]]] = None,
     ) -> None:
         self.is_project = is_project
         self.package_of = package_of
         self.relocate = relocate
         self.key = key
+        self.registered = registered
         self.refs: List[Any] = []
         self.packages: Dict[str, str] = {}
         self._active: Set[int] = set()
@@ -129,7 +134,15 @@ class ValueEncoder:
             self.refs.append(v)
             return b"code:" + identity(v).encode()
         self._package(getattr(v, "__module__", None))
+        if isinstance(v, type):
+            self._library_class(v)
         return b"lib:" + identity(v).encode()
+
+    def _library_class(self, cls: type) -> None:
+        if self.registered is not None:
+            refs, packages = self.registered(cls)
+            self.refs.extend(refs)
+            self.packages.update(packages)
 
     def _encode(self, v: Any, depth: int) -> bytes:
         import enum
@@ -213,6 +226,7 @@ class ValueEncoder:
         head = self._code(t) if self.is_project(t) else b"lib:" + identity(t).encode()
         if not self.is_project(t):
             self._package(t.__module__)
+            self._library_class(t)
         state = self._state(v, d)
         try:
             return b"obj(%s,%s,%s)" % (head, value_digest(v).encode(), state)

@@ -4,7 +4,8 @@ plain data and numpy arrays (the canonical encoding), pandas frames and series a
 tables (their protocol-5 pickles, whose buffers are kept out of band and mapped back in
 place), polars frames and series (as pyarrow tables, registered once polars is imported: see
 "polars" below). ``value_type`` lets a class that saves itself to a folder be a value: the
-folder's files (sorted by path) are the value's bytes, and so its digest."""
+folder's files (sorted by path) are the value's bytes, and so its digest. ``registration``
+tells the code fingerprint what is registered for a class: that code is part of the class's."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import os
 import pickle
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, TypeVar, Union
 
 from zenbuild.serialize import register_value_type
 
@@ -79,16 +80,22 @@ def from_folder(cls: type, load: str, files: Tuple[Tuple[str, bool, Any], ...]) 
     return getattr(cls, load)(Path(folder))
 
 
-def _folder_reducer(save: str, load: str) -> Callable[[Any], Any]:
-    def reduce(obj: Any) -> Any:
+class _FolderReducer:
+    """The reducer @value_type registers: ``obj.<save>(folder)``'s files, loaded back by
+    ``from_folder`` calling ``cls.<load>``. A class, so that ``registration`` can tell
+    which methods it calls."""
+
+    def __init__(self, save: str, load: str) -> None:
+        self.save = save
+        self.load = load
+
+    def __call__(self, obj: Any) -> Any:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="zenbuild-save-") as folder:
-            getattr(obj, save)(Path(folder))
+            getattr(obj, self.save)(Path(folder))
             files = _folder_files(folder)
-        return (from_folder, (type(obj), load, files))
-
-    return reduce
+        return (from_folder, (type(obj), self.load, files))
 
 
 def value_type(cls: Optional[T] = None, *, save: str = "save",
@@ -106,12 +113,46 @@ def value_type(cls: Optional[T] = None, *, save: str = "save",
         for name in (save, load):
             if not callable(getattr(c, name, None)):
                 raise TypeError(f"@value_type: class {c.__qualname__} has no method {name}()")
-        register_value_type(c, _folder_reducer(save, load))
+        register_value_type(c, _FolderReducer(save, load))
         return c
 
     if cls is None:
         return register
     return register(cls)
+
+
+# ---- what is registered for a type, for the code fingerprint ------------------------------
+
+
+class Registration(NamedTuple):
+    """The registration the canonical pickler uses for a class's instances: ``on`` is the
+    class of its MRO the reducer was registered for, ``reduce`` the reducer; ``save`` and
+    ``load`` name the methods a @value_type registration calls ("" otherwise)."""
+
+    on: type
+    reduce: Callable[[Any], Any]
+    save: str = ""
+    load: str = ""
+
+
+def registration(cls: type) -> Optional[Registration]:
+    """What stores instances of ``cls``: the first registration along its MRO, as the
+    canonical pickler finds it (pickler.REDUCERS), or None. The code it names is part of the
+    class's code in fingerprints (fingerprint/code.py), so an edit of a reducer, or of the
+    function its result names to rebuild the value, reruns the steps using the class.
+    Library registrations not made yet (LAZY) are not made here, and pickler is not
+    imported: a process that registered nothing has not imported it."""
+    pickler = sys.modules.get("zenbuild.serialize.pickler")
+    reducers: Dict[type, Callable[[Any], Any]] = getattr(pickler, "REDUCERS", None) or {}
+    if not reducers:
+        return None
+    for base in getattr(cls, "__mro__", ()):
+        fn = reducers.get(base)
+        if fn is not None:
+            if isinstance(fn, _FolderReducer):
+                return Registration(base, fn, fn.save, fn.load)
+            return Registration(base, fn)
+    return None
 
 
 # ---- polars ---------------------------------------------------------------------------------
