@@ -231,9 +231,6 @@ def test_a_project_root_whose_name_is_not_utf8(tmp_path: Path) -> None:
     assert "0 of 3 steps would execute" in zb(project, "status").stdout
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs zenbuild/cli/entry.py (not this task's) to write stdout with "
-    "errors='surrogateescape' when its locale makes it strict, as Python does for the C locale"))
 def test_a_strict_stdout_shows_a_restored_name_that_is_not_utf8(project: Project) -> None:
     """Under a locale whose stdout is strict (en_US.UTF-8 without UTF-8 mode), a line naming
     the file ("Restored out/bad\\xffname.txt from the store.") crashed the run."""

@@ -49,6 +49,12 @@ def main(argv: Optional[List[str]] = None) -> Any:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     args = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 (surrogate
+        if getattr(stream, "errors", None) == "strict":  # escapes) prints as its bytes
+            try:
+                stream.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+            except (AttributeError, ValueError):
+                pass
     try:
         if args[:1] == ["run"]:
             from zenbuild.cli.runcmd import fast_parse, run_command
