@@ -4,6 +4,7 @@ pulls in, cost ~10-15 ms of every start). Everything else goes to the click CLI 
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, List, Optional
 
@@ -14,7 +15,20 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a cancelled CI job, `kill`): unwind like Ctrl-C, so finished steps are kept."""
 
 
+_handler_pid = 0  # the process whose main() installed _terminate
+
+
 def _terminate(signum: int, frame: Any) -> None:
+    if os.getpid() != _handler_pid:
+        # A worker forked by -j N inherits this handler, and must die of the signal as it would
+        # without zenbuild: that is how the process pool stops the other workers when one died.
+        # Raised there, Terminated is caught by the pool's worker loop, which then waits for
+        # work forever, and Python 3.13's pool waits for it (the run hung).
+        import signal
+
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise Terminated(signum)
 
 
@@ -47,6 +61,8 @@ def main(argv: Optional[List[str]] = None) -> Any:
     import threading
 
     if threading.current_thread() is threading.main_thread():
+        global _handler_pid
+        _handler_pid = os.getpid()
         signal.signal(signal.SIGTERM, _terminate)
     args = list(sys.argv[1:] if argv is None else argv)
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 (surrogate
