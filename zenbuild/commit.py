@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -23,7 +24,15 @@ from zenbuild.result import StepResult
 from zenbuild.states import StepStatus
 from zenbuild.store.database import DiskFull, full_message
 from zenbuild.store.db import TOUCH_EVERY_S, ActionEntry, Store
-from zenbuild.store.outputs import Claims, OutputMissing, Trash, capture, check_adopt, output_size
+from zenbuild.store.outputs import (
+    Claims,
+    OutputMissing,
+    Trash,
+    Unstored,
+    capture,
+    check_adopt,
+    output_size,
+)
 from zenbuild.store.runs import StepRow
 from zenbuild.trace import Trace
 
@@ -94,6 +103,7 @@ class Recorder:
         self.state_updates: Dict[str, str] = {}  # step -> its latest fingerprint, if it moved
         self.promotions: List[Tuple[str, str]] = []  # (alternate served, its fingerprint)
         self.claims = Claims(store)
+        self.unstored = Unstored(store)  # outputs of a step whose result could not be stored
         self._prefix = root if root.endswith("/") else root + "/"
         self.deferred: Optional[Exception] = None  # a full disk at the end: raise_deferred()
         self._last_commit = clock()
@@ -102,25 +112,30 @@ class Recorder:
 
     def clear_outputs(self, node: Node, previous: Optional[ActionEntry]) -> None:
         """Before a step executes: refuse an Output that holds files zenbuild did not create
-        (PathError: the step's first run would take them over), then remove the output folders
-        the step produced before, so it starts clean; a file in them the store has no copy of
-        (one the user added or edited) goes to the trash first."""
+        (PathError: the step's first run would take them over), then make way for the step:
+        what is at each Output the store has no copy of (a hand edit of a file, a file the
+        user added or edited in a folder, a symlink the user put there) goes to the trash
+        first, with a line saying where; then the output folders are removed, so the step
+        starts clean. A file output the store holds is left for the step to overwrite. A
+        symlink at an Output is never followed: the link itself goes to the trash, its target
+        is not touched."""
         known = previous.outputs if previous is not None else {}
         absent = check_adopt(self.root, node.name, list(node.outputs), known, self.store,
                              self.claims)
-        trash = Trash(self.store)
-        for rel, rec in known.items():
-            full = os.path.join(self.root, rel)
-            if rec.get("kind") == "dir" and rel in node.outputs and os.path.isdir(full):
-                if not trash.keep_if_users(self.root, rel, self.statcache):
-                    import shutil
-
-                    shutil.rmtree(full)
-        for rel in node.outputs:  # a killed first run's partial folder: zenbuild's own
-            if rel in known or rel in absent:  # (absent: check_adopt's lstat just saw nothing)
+        trash: Optional[Trash] = None
+        for rel in node.outputs:
+            if rel in absent:  # check_adopt's lstat just saw nothing there
                 continue
             full = os.path.join(self.root, rel)
-            if os.path.isdir(full) and not os.path.islink(full) and rel in self.claims.known():
+            try:
+                mode = os.lstat(full).st_mode
+            except (OSError, ValueError):
+                continue
+            if trash is None:
+                trash = Trash(self.store)
+            if trash.keep_if_users(self.root, rel, self.statcache, self.unstored):
+                continue  # moved away (a symlink always is)
+            if stat.S_ISDIR(mode):  # every file of it is in the store: zenbuild's own
                 import shutil
 
                 shutil.rmtree(full)
@@ -154,10 +169,12 @@ class Recorder:
                     for rel in node.outputs:
                         outputs[rel] = capture(self.root, rel, self.store, self.statcache)
                 except OutputMissing as e:
+                    self.unstored.add(self.root, node.outputs)
                     raise CaptureFailed(
                         f"step {name} declared Output({str(e)!r}) but did not write it. Write the "
                         "file (or folder) at the Path the step receives.") from None
                 except OSError as e:  # unreadable (permissions, a symlink loop...)
+                    self.unstored.add(self.root, node.outputs)
                     if e.errno == errno.ENOSPC:
                         raise CaptureFailed(f"step {name}: its output {rel} cannot be stored: "
                                             + full_message(self.store.path, f"a copy of {rel}",
@@ -188,10 +205,12 @@ class Recorder:
                 self._last_commit = now
         except DiskFull as e:  # the database's disk: SQLite may have rolled back
             self.store.database.abandon()
+            self.unstored.add(self.root, node.outputs)
             raise CaptureFailed(f"step {name}: its result cannot be stored: {e.message}") from None
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
+            self.unstored.add(self.root, node.outputs)
             raise CaptureFailed(f"step {name}: its result cannot be stored: " + full_message(
                 e.filename or self.store.path, "its return value", _size(data))) from None
         if entry is not None and self.remote is not None:

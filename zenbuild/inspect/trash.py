@@ -42,8 +42,9 @@ def _when(name: str) -> Optional[float]:
 
 def _measure(path: str) -> Tuple[int, int]:
     files = size = 0
-    for here, _dirs, names in os.walk(path):
-        for n in names:
+    for here, dirs, names in os.walk(path):
+        # a symlink to a folder (one that stood at an Output) is kept as the link: one file
+        for n in names + [d for d in dirs if os.path.islink(os.path.join(here, d))]:
             files += 1
             try:
                 size += os.lstat(os.path.join(here, n)).st_size

@@ -1,15 +1,21 @@
 """Declared outputs: capture them into the store after a step runs, check and restore them on a
 cache hit. A folder output is stored as a manifest blob listing its files' blobs.
 
-Outputs never destroy the user's work: a file a restore would overwrite or delete whose bytes
-the store does not hold (a hand edit, a file the user added) is first moved under
-STORE/trash/; an Output that already holds files zenbuild did not create is refused (see
-check_adopt, and STORE/claims, the outputs zenbuild saw absent before their step first ran);
-a store inside an Output, or an Output inside the store, is refused when the run starts; temp
-files a killed run left behind are removed."""
+Outputs never destroy the user's work: a file a restore would overwrite or delete, or a step
+about to execute would overwrite or clear, whose bytes the store does not hold (a hand edit, a
+file the user added) is first moved under STORE/trash/, with a line saying where; a symlink at
+an Output (or at a folder inside an Output folder the store has files under) is never written,
+cleared or restored through: the link itself goes to the trash and a real file or folder is
+made in its place, so nothing outside the project is touched (the trash holds the link). An
+Output that already holds files zenbuild did not create is refused (see check_adopt, and
+STORE/claims, the outputs zenbuild saw absent before their step first ran); a store inside an
+Output, or an Output inside the store, is refused when the run starts; temp files a killed run
+left behind are removed; what a step wrote that zenbuild could not store (a full disk) is
+still the step's (STORE/unstored), not the user's."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -19,7 +25,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from zenbuild.digest import StatCache, stat_key
-from zenbuild.errors import PathError
+from zenbuild.errors import PathError, StoreError
 from zenbuild.store.db import INLINE_MAX, Store
 
 # Temp files: blobs.restore_file writes DEST.zenbuild-tmp-PID, renamed over DEST when whole.
@@ -60,18 +66,37 @@ class OutputMissing(Exception):
     """A step finished without writing an Output it declared."""
 
 
-def _walk_files(base: str, leftovers: Optional[List[str]] = None) -> List[str]:
+def _walk_files(base: str, leftovers: Optional[List[str]] = None,
+                links: Optional[List[str]] = None) -> List[str]:
     """The files under ``base``, relative, sorted; temp files of a zenbuild run are left out
-    (and, when ``leftovers`` is given, those of a dead run are listed in it, as full paths)."""
+    (and, when ``leftovers`` is given, those of a dead run are listed in it, as full paths).
+    A symlink to a folder is not followed (as os.walk does); when ``links`` is given, such
+    links are listed in it, relative to ``base``."""
     found: List[str] = []
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames.sort()
-        for fn in filenames:
-            if TMP_MARK in fn:
-                if leftovers is not None and leftover(fn):
-                    leftovers.append(os.path.join(dirpath, fn))
-                continue
-            found.append(os.path.relpath(os.path.join(dirpath, fn), base).replace(os.sep, "/"))
+    todo = [("", base)]
+    while todo:
+        rel, path = todo.pop()
+        try:
+            entries = os.scandir(path)
+        except OSError:
+            continue  # what os.walk does with a folder it cannot list
+        with entries:
+            for e in entries:
+                try:
+                    is_dir = e.is_dir()
+                except OSError:
+                    is_dir = False
+                if is_dir:
+                    if not e.is_symlink():
+                        todo.append((rel + e.name + "/", e.path))
+                    elif links is not None:
+                        links.append(rel + e.name)
+                    continue
+                if TMP_MARK in e.name:
+                    if leftovers is not None and leftover(e.name):
+                        leftovers.append(e.path)
+                    continue
+                found.append(rel + e.name)
     return sorted(found)
 
 
@@ -140,6 +165,7 @@ def plan_restore(
     prefix = root if root.endswith("/") else root + "/"  # os.path.join(root, rel)
     records = statcache.records
     for rel, rec in sorted(outputs.items()):
+        replace: List[str] = []  # paths to move away first: never restored through
         if rec["kind"] == "file":
             files = [(rel, rec["digest"], bool(rec.get("exec")))]
         else:
@@ -148,26 +174,51 @@ def plan_restore(
             except (KeyError, ValueError):
                 return [], f"output {rel}: its stored manifest is missing from the store"
             base = os.path.join(root, rel)
-            if os.path.isdir(base):
+            try:
+                mode: Optional[int] = os.lstat(base).st_mode
+            except (OSError, ValueError):
+                mode = None
+            if mode is not None and stat.S_ISDIR(mode):
                 expected = {f[0] for f in files}
                 dead: List[str] = []
+                links: List[str] = []
                 todo.extend(
                     (f"{rel}/{inner}", "", False)
-                    for inner in _walk_files(base, dead)
+                    for inner in _walk_files(base, dead, links)
                     if f"{rel}/{inner}" not in expected
                 )
                 for path in dead:  # a killed run's temp file: never a user's
                     _unlink(path)
+                # a symlink to a folder where the manifest has files: restoring them would
+                # write through it (outside the folder, perhaps outside the project)
+                replace.extend(f"{rel}/{link}" for link in links
+                               if any(f[0].startswith(f"{rel}/{link}/") for f in files))
+            elif mode is not None:  # a symlink (even to a folder) or a file: not followed
+                replace.append(rel)
+        if replace:  # restore() moves each to the trash (a link: the link, not its target)
+            todo.extend((path, "", False) for path in replace)
+            gone = tuple(path + "/" for path in replace)
+            for frel, digest, ex in files:
+                if frel in replace or frel.startswith(gone):
+                    if not store.has_blob(digest):
+                        return [], f"output {frel} is changed and its stored copy is gone"
+                    todo.append((frel, digest, ex))
+            files = [f for f in files if not (f[0] in replace or f[0].startswith(gone))]
         for frel, digest, ex in files:
             full = prefix + frel
+            current: Optional[str] = None
             try:
-                st = os.stat(full)
-                row = records.get(frel)  # a stored row whose stat matches: statcache.digest's
-                if type(row) is tuple and row[:4] == (  # first look, inline (a no-op's path)
-                        st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns):
-                    current: Optional[str] = row[4]
+                # a file output: one lstat, so that a symlink there is replaced, not followed
+                st = os.lstat(full) if frel == rel else os.stat(full)
+                if frel == rel and stat.S_ISLNK(st.st_mode):
+                    todo.append((rel, "", False))  # restore() moves the link to the trash
                 else:
-                    current, _ = statcache.digest(frel, full, st)
+                    row = records.get(frel)  # a stored row whose stat matches: statcache.digest's
+                    if type(row) is tuple and row[:4] == (  # first look, inline (a no-op's path)
+                            st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns):
+                        current = row[4]
+                    else:
+                        current, _ = statcache.digest(frel, full, st)
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 current = None
             if current == digest:
@@ -203,6 +254,37 @@ def restore(root: str, todo: List[Tuple[str, str, bool]], store: Store, statcach
         statcache.record(frel, full, digest)
 
 
+def _move(src: str, dest: str) -> None:
+    """Move ``src`` (a file, a folder or a symlink: the link itself) to ``dest``; the store
+    may be on another file system than the project (then a copy, and the original removed
+    only once the copy is whole)."""
+    try:
+        os.replace(src, dest)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    import shutil
+
+    try:
+        if os.path.islink(src):
+            os.symlink(os.readlink(src), dest)
+        elif os.path.isdir(src):
+            shutil.copytree(src, dest, symlinks=True)
+        else:
+            shutil.copy2(src, dest, follow_symlinks=False)
+    except BaseException:
+        if os.path.isdir(dest) and not os.path.islink(dest):
+            shutil.rmtree(dest, ignore_errors=True)
+        else:
+            _unlink(dest)
+        raise
+    if os.path.isdir(src) and not os.path.islink(src):
+        shutil.rmtree(src)
+    else:
+        os.unlink(src)
+
+
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
@@ -231,29 +313,45 @@ class Trash:
             self._folder = os.path.join(self.store.path, "trash", f"{stamp}-{os.getpid()}")
         return self._folder
 
-    def keep_if_users(self, root: str, rel: str, statcache: Optional[StatCache]) -> bool:
-        """Move ``rel`` (a file or folder) to the trash unless every file of it is in the
-        store; True when it was moved (it is gone from ``rel``)."""
+    def keep_if_users(self, root: str, rel: str, statcache: Optional[StatCache],
+                      unstored: Optional[Unstored] = None) -> bool:
+        """Move ``rel`` (a file, a folder, or a symlink: the link itself) to the trash unless
+        every file of it is in the store (or, per ``unstored``, is what its step wrote and
+        zenbuild could not store); True when it was moved (it is gone from ``rel``)."""
         full = os.path.join(root, rel)
         if not os.path.lexists(full):
             return False
-        if self._all_stored(root, rel, statcache):
+        if self._all_stored(root, rel, statcache, unstored):
             return False
         dest = os.path.join(self.folder(), rel)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        os.replace(full, dest)
+        try:
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            _move(full, dest)
+        except OSError as e:
+            raise StoreError(
+                f"cannot move your version of {rel} to the trash ({dest}): "
+                f"{e.strerror or e}. It is left where it is, and zenbuild stops rather than "
+                f"overwrite it: move {rel} away yourself (or make room for the trash, "
+                f"{os.path.dirname(self.folder())}, or make it writable), and run again.") from None
         if statcache is not None:
             statcache.forget([rel])
         self.say(f"zenbuild: moved your version of {rel} to {dest} before replacing it")
         return True
 
-    def _all_stored(self, root: str, rel: str, statcache: Optional[StatCache]) -> bool:
+    def _all_stored(self, root: str, rel: str, statcache: Optional[StatCache],
+                    unstored: Optional[Unstored] = None) -> bool:
         full = os.path.join(root, rel)
         if os.path.islink(full) or not (os.path.isfile(full) or os.path.isdir(full)):
             return False
-        names = [rel] if os.path.isfile(full) else [f"{rel}/{f}" for f in _walk_files(full)]
+        links: List[str] = []  # a symlink to a folder in it: the store has no copy of it
+        names = [rel] if os.path.isfile(full) else [f"{rel}/{f}" for f in _walk_files(full, None, links)]
+        if links:
+            return False
+        holds = unstored.holds if unstored is not None and unstored.known() else None
         for name in names:
             try:
+                if holds is not None and holds(name, os.stat(os.path.join(root, name))):
+                    continue  # what its step wrote, left unstored by a failed capture
                 if statcache is not None:
                     digest, _ = statcache.digest(name, os.path.join(root, name))
                 else:
@@ -344,6 +442,66 @@ class Claims:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+
+class Unstored:
+    """STORE/unstored: the outputs of a step whose result zenbuild could not store (a full
+    disk, an unreadable output), one JSON line each, [path, stat key] for each file there. A
+    file later found with the very same stat (size, mtime, inode, ctime: any write changes
+    it) is still what the step wrote, not a user's edit, so the step's next run overwrites it
+    without a trash copy. Written only when a capture fails; a line whose file has been
+    rewritten since never matches again."""
+
+    def __init__(self, store: Store) -> None:
+        self.path = os.path.join(store.path, "unstored")
+        self._known: Optional[Dict[str, List[int]]] = None
+
+    def known(self) -> Dict[str, List[int]]:
+        if self._known is None:
+            self._known = {}
+            try:
+                with open(self.path, encoding="utf-8", errors="replace") as f:
+                    for line in f:
+                        try:
+                            rel, key = json.loads(line)
+                        except (ValueError, TypeError):
+                            continue  # a torn last line of a killed run
+                        self._known[str(rel)] = list(key)
+            except OSError:
+                pass
+        return self._known
+
+    def holds(self, rel: str, st: os.stat_result) -> bool:
+        """Whether ``rel``, whose stat is ``st``, is what its step wrote, as add() saw it."""
+        key = self.known().get(rel)
+        return key is not None and tuple(key) == stat_key(st)
+
+    def add(self, root: str, rels: Iterable[str]) -> None:
+        """Note the files now at the Outputs ``rels`` (best effort: on a full disk even this
+        small write may fail, and then they count as the user's, which is safe)."""
+        lines: List[str] = []
+        known = self.known()
+        for rel in rels:
+            full = os.path.join(root, rel)
+            if os.path.islink(full):
+                continue  # never the step's to keep: a link at an Output is replaced
+            names = [f"{rel}/{f}" for f in _walk_files(full)] if os.path.isdir(full) else [rel]
+            for name in names:
+                try:
+                    st = os.lstat(os.path.join(root, name))
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    key = list(stat_key(st))
+                    known[name] = key
+                    lines.append(json.dumps([name, key]) + "\n")
+        if not lines:
+            return
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write("".join(lines))
+        except OSError:
+            pass
 
 
 def _realpath(full: str, real_dirs: Dict[str, str]) -> str:

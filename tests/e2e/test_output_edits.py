@@ -1,0 +1,311 @@
+"""End-to-end: a hand edit of an Output goes to the trash whether its step is served or
+executes, and a symlink at an Output (or inside an Output folder) is replaced, never written,
+cleared or restored through: nothing outside the project is touched."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+from conftest import Project
+
+from zenbuild.digest import StatCache
+from zenbuild.store.db import Store
+from zenbuild.store.outputs import Trash, Unstored
+
+PIPE = '''
+from zenbuild import Output, pipeline, step
+
+
+@step
+def w(out: Output) -> None:
+    out.write_text("v1\\n")
+
+
+@step
+def wdir(out: Output) -> None:
+    out.mkdir()
+    (out / "a.txt").write_text("v1\\n")
+    (out / "sub").mkdir()
+    (out / "sub" / "x.txt").write_text("v1 x\\n")
+
+
+@pipeline
+def p():
+    w(Output("report.txt"))
+    wdir(Output("build/d"))
+'''
+
+
+def setup(project: Project) -> None:
+    project.write("pipe.py", PIPE)
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.run("run")
+
+
+def new_code(project: Project, version: str) -> None:
+    """Change both steps' code, so that both execute on the next run."""
+    project.write("pipe.py", PIPE.replace("v1", version))
+
+
+def trashed(project: Project) -> Dict[str, str]:
+    """What the trash holds: path under the trash folder -> contents, or '-> TARGET' for a
+    symlink."""
+    base = project.root / ".zenbuild" / "trash"
+    out: Dict[str, str] = {}
+    if not base.exists():
+        return out
+    for dirpath, dirnames, filenames in os.walk(base):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = p.relative_to(base).as_posix().split("/", 1)
+            if len(rel) < 2:
+                continue
+            if p.is_symlink():
+                out[rel[1]] = "-> " + os.readlink(p)
+            elif p.is_file():
+                out[rel[1]] = p.read_text()
+    return out
+
+
+def moved(stderr: str) -> List[str]:
+    return sorted(ln.split("moved your version of ", 1)[1].split(" to ", 1)[0]
+                  for ln in stderr.splitlines() if "moved your version of" in ln)
+
+
+def outside(tmp_path: Path) -> Path:
+    """A folder outside the project, with files the user keeps there."""
+    there = tmp_path / "elsewhere"
+    there.mkdir()
+    (there / "a.txt").write_text("KEEP\n")
+    (there / "mine.txt").write_text("MINE\n")
+    (there / "x.txt").write_text("KEEP x\n")
+    return there
+
+
+def untouched(there: Path) -> None:
+    assert sorted(p.name for p in there.iterdir()) == ["a.txt", "mine.txt", "x.txt"]
+    assert (there / "a.txt").read_text() == "KEEP\n"
+    assert (there / "mine.txt").read_text() == "MINE\n"
+    assert (there / "x.txt").read_text() == "KEEP x\n"
+
+
+# -- A: a hand edit is kept when its step executes --------------------------------------------
+
+def test_a_hand_edited_file_output_goes_to_the_trash_when_its_step_executes(
+        project: Project) -> None:
+    setup(project)
+    project.write("report.txt", "my hand-written notes\n")
+    project.write("build/d/a.txt", "my notes\n")
+    new_code(project, "v2")
+    r = project.run("run")
+    assert sorted(r.executed) == ["w", "wdir"]
+    assert project.read("report.txt") == "v2\n" and project.read("build/d/a.txt") == "v2\n"
+    assert moved(r.stderr) == ["build/d", "report.txt"]  # one line each, as for the folder
+    assert trashed(project) == {"report.txt": "my hand-written notes\n",
+                                "build/d/a.txt": "my notes\n", "build/d/sub/x.txt": "v1 x\n"}
+
+
+def test_an_unedited_output_is_not_copied_to_the_trash(project: Project) -> None:
+    setup(project)
+    new_code(project, "v2")
+    r = project.run("run")  # both execute over their own, unedited outputs
+    assert sorted(r.executed) == ["w", "wdir"]
+    assert "moved your version" not in r.output and trashed(project) == {}
+    project.write("pipe.py", PIPE)  # v1 again: served from the store over v2's outputs
+    r = project.run("run")
+    assert sorted(r.cached) == ["w", "wdir"] and project.read("report.txt") == "v1\n"
+    assert "moved your version" not in r.output and trashed(project) == {}
+
+
+def test_a_file_output_edited_then_restored_by_hand_is_not_trashed(project: Project) -> None:
+    setup(project)
+    project.write("report.txt", "an edit\n")
+    project.write("report.txt", "v1\n")  # back to what zenbuild stored: a new stat, same bytes
+    new_code(project, "v2")
+    r = project.run("run")
+    assert sorted(r.executed) == ["w", "wdir"] and project.read("report.txt") == "v2\n"
+    assert "moved your version" not in r.output and trashed(project) == {}
+
+
+# -- B: a symlink at an Output is replaced, never followed -------------------------------------
+
+def link_folder_output(project: Project, there: Path) -> None:
+    import shutil
+
+    shutil.rmtree(project.root / "build" / "d")
+    os.symlink(there, project.root / "build" / "d")
+
+
+@pytest.mark.parametrize("executes", [False, True], ids=["restored", "executed"])
+def test_a_symlinked_output_folder_is_replaced_and_its_target_untouched(
+        project: Project, tmp_path: Path, executes: bool) -> None:
+    setup(project)
+    there = outside(tmp_path)
+    link_folder_output(project, there)
+    if executes:
+        new_code(project, "v2")
+    r = project.run("run")
+    assert sorted(r.executed if executes else r.cached) == ["w", "wdir"]
+    untouched(there)
+    d = project.root / "build" / "d"
+    assert d.is_dir() and not d.is_symlink()
+    v = "v2" if executes else "v1"
+    assert project.read("build/d/a.txt") == f"{v}\n"
+    assert project.read("build/d/sub/x.txt") == f"{v} x\n"
+    assert sorted(p.name for p in d.iterdir()) == ["a.txt", "sub"]
+    assert moved(r.stderr) == ["build/d"]
+    assert trashed(project) == {"build/d": f"-> {there}"}  # the link itself, not its files
+    assert "moved your version" not in project.run("run").output  # a real folder now
+
+
+def test_a_symlinked_output_folder_is_replaced_even_when_its_target_matches(
+        project: Project, tmp_path: Path) -> None:
+    setup(project)
+    there = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(project.root / "build" / "d", there)  # the very bytes the store holds
+    link_folder_output(project, there)
+    r = project.run("run")
+    assert sorted(r.cached) == ["w", "wdir"]
+    assert not (project.root / "build" / "d").is_symlink()
+    assert project.read("build/d/a.txt") == "v1\n"
+    assert trashed(project) == {"build/d": f"-> {there}"} and moved(r.stderr) == ["build/d"]
+    assert sorted(p.name for p in there.iterdir()) == ["a.txt", "sub"]
+
+
+def test_a_symlinked_folder_inside_an_output_folder_is_not_restored_through(
+        project: Project, tmp_path: Path) -> None:
+    setup(project)
+    there = outside(tmp_path)
+    import shutil
+
+    shutil.rmtree(project.root / "build" / "d" / "sub")
+    os.symlink(there, project.root / "build" / "d" / "sub")  # the store has sub/x.txt there
+    r = project.run("run")
+    assert sorted(r.cached) == ["w", "wdir"]
+    untouched(there)
+    sub = project.root / "build" / "d" / "sub"
+    assert sub.is_dir() and not sub.is_symlink()
+    assert project.read("build/d/sub/x.txt") == "v1 x\n"
+    assert trashed(project) == {"build/d/sub": f"-> {there}"}
+    assert moved(r.stderr) == ["build/d/sub"]
+
+
+@pytest.mark.parametrize("executes", [False, True], ids=["restored", "executed"])
+@pytest.mark.parametrize("same", [False, True], ids=["other-bytes", "same-bytes"])
+def test_a_symlinked_file_output_is_replaced_and_its_target_untouched(
+        project: Project, tmp_path: Path, executes: bool, same: bool) -> None:
+    setup(project)
+    target = tmp_path / "theirs.txt"
+    target.write_text("v1\n" if same else "their own file\n")
+    (project.root / "report.txt").unlink()
+    os.symlink(target, project.root / "report.txt")
+    if executes:
+        new_code(project, "v2")
+    r = project.run("run")
+    assert "w" in (r.executed if executes else r.cached)
+    assert target.read_text() == ("v1\n" if same else "their own file\n")
+    out = project.root / "report.txt"
+    assert not out.is_symlink() and out.read_text() == ("v2\n" if executes else "v1\n")
+    assert trashed(project) == {"report.txt": f"-> {target}"}
+    assert moved(r.stderr) == ["report.txt"]
+
+
+def test_dry_run_touches_no_symlinked_output(project: Project, tmp_path: Path) -> None:
+    setup(project)
+    there = outside(tmp_path)
+    link_folder_output(project, there)
+    project.run("run", "--dry-run")
+    untouched(there)
+    assert (project.root / "build" / "d").is_symlink() and trashed(project) == {}
+
+
+@pytest.mark.parametrize("executes", [False, True], ids=["restored", "executed"])
+def test_a_trash_that_cannot_take_a_hand_edit_stops_the_run_and_keeps_it(
+        project: Project, executes: bool) -> None:
+    setup(project)
+    project.write("report.txt", "my hand-written notes\n")
+    (project.root / ".zenbuild" / "trash").write_text("not a folder")
+    if executes:
+        new_code(project, "v2")
+    r = project.run("run", check=2)
+    assert "cannot move your version of report.txt to the trash" in r.stderr
+    assert "Traceback" not in r.output
+    assert project.read("report.txt") == "my hand-written notes\n"
+
+
+# -- units: the trash across file systems, outputs a failed capture left -----------------------
+
+def test_the_trash_moves_a_file_a_folder_and_a_link_across_file_systems(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "proj"
+    (root / "dir").mkdir(parents=True)
+    (root / "dir" / "f.txt").write_text("in a folder")
+    (root / "f.txt").write_text("a file")
+    os.symlink(tmp_path, root / "link")
+    store = Store(str(tmp_path / "store"))
+    real_replace = os.replace
+
+    def no_rename(src: str, dst: str) -> None:  # the store on another file system
+        if "trash" in str(dst):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", no_rename)
+    said: List[str] = []
+    trash = Trash(store, said.append)
+    for rel in ("dir", "f.txt", "link"):
+        assert trash.keep_if_users(str(root), rel, None)
+        assert not os.path.lexists(root / rel)
+    dest = Path(trash.folder())
+    assert (dest / "dir" / "f.txt").read_text() == "in a folder"
+    assert (dest / "f.txt").read_text() == "a file"
+    assert os.readlink(dest / "link") == str(tmp_path)
+    assert len(said) == 3 and all("moved your version of" in s for s in said)
+    store.close()
+
+
+def test_what_a_failed_capture_left_is_the_steps_until_edited(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "big.bin").write_bytes(b"the step's, not stored")
+    store = Store(str(tmp_path / "store"))
+    Unstored(store).add(str(root), ["big.bin", "absent.bin"])
+    said: List[str] = []
+    trash = Trash(store, said.append)
+    assert not trash.keep_if_users(str(root), "big.bin", StatCache(), Unstored(store))
+    assert said == [] and (root / "big.bin").exists()
+    (root / "big.bin").write_bytes(b"the user's edit")
+    assert trash.keep_if_users(str(root), "big.bin", StatCache(), Unstored(store))
+    assert len(said) == 1 and not (root / "big.bin").exists()
+    store.close()
+
+
+def test_the_walk_lists_files_not_folder_links_and_cache_info_counts_a_trashed_link(
+        tmp_path: Path) -> None:
+    from zenbuild.inspect import trash as trash_info
+    from zenbuild.store.outputs import _walk_files
+
+    base = tmp_path / "out"
+    (base / "sub" / "deep").mkdir(parents=True)
+    (base / "a.txt").write_text("a")
+    (base / "sub" / "deep" / "b.txt").write_text("b")
+    (base / "f.txt.zenbuild-tmp-999999999").write_text("a dead run's temp file")
+    os.symlink(tmp_path, base / "sub" / "dirlink")
+    os.symlink(base / "a.txt", base / "filelink")
+    dead: List[str] = []
+    links: List[str] = []
+    assert _walk_files(str(base), dead, links) == ["a.txt", "filelink", "sub/deep/b.txt"]
+    assert links == ["sub/dirlink"] and dead == [str(base / "f.txt.zenbuild-tmp-999999999")]
+    store = Store(str(tmp_path / "store"))
+    kept = Path(Trash(store).folder())
+    (kept / "build").mkdir(parents=True)
+    os.symlink(tmp_path, kept / "build" / "d")  # what a symlinked Output folder leaves there
+    [folder] = trash_info.folders(store)
+    assert folder.files == 1
+    store.close()
