@@ -539,6 +539,9 @@ class Scheduler:
         comps, fingerprint, _, same = self.running.pop(name)
         reasons = self.results[name].reasons
         if not outcome.ok:
+            outputs = self.g.nodes[name].outputs
+            if outputs and not self.opts.dry_run:  # what the failed step left is its own: its
+                self.recorder.unstored.add(self.root, outputs)  # next run overwrites it
             self._fail(name, fingerprint, outcome.error, outcome.duration, reasons)
             return False
         data: Any = None

@@ -309,3 +309,37 @@ def test_the_walk_lists_files_not_folder_links_and_cache_info_counts_a_trashed_l
     [folder] = trash_info.folders(store)
     assert folder.files == 1
     store.close()
+
+
+def test_a_failed_steps_partial_output_is_its_own_on_the_next_run(project: Project) -> None:
+    """What a step wrote before it raised is the step's, not the user's: its next run
+    overwrites it without a trash copy or a message (a hand edit of it is still kept)."""
+    project.write("pipe.py", '''
+        import os
+        from zenbuild import Output, pipeline, step
+
+
+        @step
+        def w(out: Output) -> None:
+            out.write_text("partial")
+            if os.environ.get("ZB_FAIL"):
+                raise RuntimeError("boom")
+            out.write_text("done")
+
+
+        @pipeline
+        def p():
+            w(Output("report.txt"))
+    ''')
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    r = project.run("run", env={"ZB_FAIL": "1"}, check=1)
+    assert project.read("report.txt") == "partial"
+    r = project.run("run")
+    assert r.executed == ["w"] and project.read("report.txt") == "done"
+    assert "moved your version" not in r.output
+    assert not (project.root / ".zenbuild" / "trash").exists()
+    # a hand edit after a failure is the user's: kept
+    project.run("run", "--rerun", "w", env={"ZB_FAIL": "1"}, check=1)
+    (project.root / "report.txt").write_text("my notes")
+    r = project.run("run")
+    assert "moved your version of report.txt" in r.output

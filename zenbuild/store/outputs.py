@@ -422,8 +422,8 @@ class Claims:
     def known(self) -> set[str]:
         if self._known is None:
             try:
-                with open(self.path, encoding="utf-8", errors="replace") as f:
-                    self._known = {line.rstrip("\n") for line in f}
+                with open(self.path, encoding="utf-8", errors="surrogateescape") as f:
+                    self._known = {line.rstrip("\n") for line in f}  # (names not UTF-8 kept)
             except FileNotFoundError:
                 self._known = set()
         return self._known
@@ -435,7 +435,7 @@ class Claims:
             return
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.write(self._fd, "".join(r + "\n" for r in new).encode())
+        os.write(self._fd, "".join(r + "\n" for r in new).encode("utf-8", "surrogateescape"))
         known.update(new)
 
     def close(self) -> None:
