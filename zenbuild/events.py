@@ -196,19 +196,8 @@ class ConsoleReporter(Reporter):
             self._progress()
         elif isinstance(e, StepCached):
             self.done += 1
-            restored = e.restored  # a folder's hundreds of files: a few, then a count
-            shown = restored if self.verbose or len(restored) <= RESTORED_SHOWN else restored[:5]
-            for p in shown:
-                self.line(f"Restored {p} from the store.")
-            if len(shown) < len(restored):
-                self.line(f"Restored {len(restored) - len(shown)} more files from the store "
-                          "(-v lists them).")
-            would = e.would
-            for w in would if self.verbose or len(would) <= RESTORED_SHOWN else would[:5]:
-                self.line(f"A run would {w}.")
-            if not self.verbose and len(would) > RESTORED_SHOWN:
-                self.line(f"A run would put back or remove {len(would) - 5} more files "
-                          "(-v lists them).")
+            if e.restored or e.would:  # (most served steps: neither)
+                self._restores(e.restored, e.would)
             self.line(f"Using cached version of {e.step}.")
         elif isinstance(e, StepFinished):
             self.done += 1
@@ -241,6 +230,21 @@ class ConsoleReporter(Reporter):
             if e.status == "failed":
                 text = self._c(text, "31")
             self.line(text, important=True, flush=True)
+
+    def _restores(self, restored: List[str], would: List[str]) -> None:
+        """What a served step put back (or, in a dry run, would): a folder's hundreds of
+        files as a few paths and a count, unless -v."""
+        many = not self.verbose and len(restored) > RESTORED_SHOWN
+        for p in restored[:5] if many else restored:
+            self.line(f"Restored {p} from the store.")
+        if many:
+            self.line(f"Restored {len(restored) - 5} more files from the store (-v lists them).")
+        many = not self.verbose and len(would) > RESTORED_SHOWN
+        for w in would[:5] if many else would:
+            self.line(f"A run would {w}.")
+        if many:
+            self.line(f"A run would put back or remove {len(would) - 5} more files "
+                      "(-v lists them).")
 
 
 class Fanout(Reporter):

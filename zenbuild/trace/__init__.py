@@ -120,7 +120,7 @@ _SECRET = re.compile(r"KEY|TOKEN|SECRET|PASS|PWD|CRED|AUTH|PRIVATE|COOKIE|SESSIO
 # shape (GitHub, GitLab, OpenAI/Stripe, Slack, Hugging Face, npm, PyPI, AWS, Google; at least 16
 # characters after the prefix, so "sk-learn" is not one), a JWT, or a key=value pair naming a
 # password, secret, token, key or signature (a connection string, a signed URL's query).
-_CREDENTIAL = re.compile(
+_CREDENTIAL_PATTERN = (
     r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s@]*@"
     r"|-----BEGIN "
     r"|(?<![A-Za-z0-9])(?:gh[pousr]_|github_pat_|glpat-|sk-|[sr]k_live_|sk_test_|xox[abposr]-|hf_"
@@ -128,6 +128,13 @@ _CREDENTIAL = re.compile(
     r"|(?<![A-Za-z0-9])eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
     r"|(?i:(?:^|[?&;,\s])[A-Za-z0-9_.-]*(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key"
     r"|access[_-]?key|account[_-]?key|sig|signature|credential)=[^&;,\s])")
+_CREDENTIAL: List[Any] = []  # compiled when a value is first looked at (a no-op looks at none)
+
+
+def _credential() -> Any:
+    if not _CREDENTIAL:
+        _CREDENTIAL.append(re.compile(_CREDENTIAL_PATTERN))
+    return _CREDENTIAL[0]
 
 
 def is_secret(name: str) -> bool:
@@ -138,7 +145,7 @@ def is_secret(name: str) -> bool:
 
 def looks_like_credential(value: str) -> bool:
     """Whether a value looks like a credential whatever its variable's name (_CREDENTIAL)."""
-    return _CREDENTIAL.search(value) is not None
+    return _credential().search(value) is not None
 
 
 def is_hidden(name: str, value: Optional[str]) -> bool:
@@ -146,7 +153,7 @@ def is_hidden(name: str, value: Optional[str]) -> bool:
     digest (keyed_digest) kept. A secret-looking name, or a value that looks like a credential.
     An unset variable (None) has nothing to hide."""
     return value is not None and (_SECRET.search(name) is not None
-                                  or _CREDENTIAL.search(value) is not None)
+                                  or _credential().search(value) is not None)
 
 
 # -- the store's key: the digest of a hidden value ------------------------------------------------
