@@ -1,15 +1,33 @@
 """The canonical pickle (protocol 5): a reducer_override Pickler that removes per-process
-details (set order, tensor storage addresses, OmegaConf resolver caches), and, for the
-stability check that ``buffers.encode_value`` makes (pickle twice, compare), locate_unstable,
-which names where in the value the change is."""
+details (set order, tensor storage addresses, OmegaConf resolver caches, pandas' lazily
+filled ``_cache`` dicts, which strings are the same object), and, for the stability check
+that ``buffers.encode_value`` makes (pickle twice, compare), locate_unstable, which names
+where in the value the change is.
+
+Strings and bytes. pickle memoizes by identity: a str that is the same object as one
+written before is written as a memo reference, an equal str that is another object is
+written again in full. Which strings are one object differs between processes (interning:
+a dict key equal to a module name, a field value equal to an attribute name, or strings
+that came through a pipe to a worker), so the canonical pickle writes every str and bytes
+by value: its first occurrence in full (memoized as usual), every later equal one, the same
+object or not, as a memo reference to that first one followed by BINPERSID (the C pickler
+consults persistent_id before its memo, so both kinds of repeat reach it; _Unpickler gives
+the string back). Equal strings load as one object. Only str and bytes are treated so: ints
+and floats are never memoized by pickle, and for other immutable types equality does not
+mean the same pickle (Decimal("1.0") == Decimal("1.00"), 0.0 == -0.0 in a complex, a
+datetime in two time zones). Mutable objects (lists, dicts, instances) keep their identity:
+shared stays shared, and recursion works."""
 
 from __future__ import annotations
 
+import copyreg
 import io
 import pickle
 import sys
 from types import FunctionType
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import xxhash
 
 from zenbuild.serialize import Unencodable, canonical
 from zenbuild.serialize.materialize import LAZY, register_lazy
@@ -29,13 +47,26 @@ _SET_TAGS = {set: "zenbuild.set", frozenset: "zenbuild.frozenset"}
 
 
 class _Unpickler(pickle.Unpickler):
-    def persistent_load(self, pid: Any) -> Any:
-        if isinstance(pid, tuple) and len(pid) == 2:
-            if pid[0] == "zenbuild.set":
-                return set(pid[1])
-            if pid[0] == "zenbuild.frozenset":
-                return frozenset(pid[1])
-        raise pickle.UnpicklingError(f"unknown persistent id {pid!r} in a zenbuild value")
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.persistent_load = _persistent_load  # type: ignore[method-assign]
+        super().__init__(*args, **kwargs)
+
+    def persistent_load(self, pid: Any) -> Any:  # only if a Python ignored the attribute
+        return _persistent_load(pid)
+
+
+def _persistent_load(pid: Any) -> Any:
+    # a plain function, not a method: the C unpickler calls it faster (once per repeated
+    # string of the value, see the module's docstring)
+    t = type(pid)
+    if t is str or t is bytes:
+        return pid
+    if t is tuple and len(pid) == 2:
+        if pid[0] == "zenbuild.set":
+            return set(pid[1])
+        if pid[0] == "zenbuild.frozenset":
+            return frozenset(pid[1])
+    raise pickle.UnpicklingError(f"unknown persistent id {pid!r} in a zenbuild value")
 
 
 def canonical_unpickle(data: bytes) -> Any:
@@ -76,35 +107,99 @@ class _Pickler(pickle.Pickler):
     # ``refs``, when a list, collects the classes and functions the pickle names (it asks
     # reducer_override about each before writing it as a global): the code that will run on
     # the value when it is loaded.
+    # A str or bytes is written by value (see the module's docstring): persistent_id keeps
+    # each one written so far, mapped to the object written (the one in the memo).
     refs: Optional[List[Any]] = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        strs: Dict[str, str] = {}
+        known: Dict[Any, bytes] = {}
+        big: Dict[int, Tuple[bytes, Any]] = {}  # id -> (bytes, key) of the big ones
+        self._written = (strs, known, big)
+
+        # a closure, not a method: the pickler calls it for every object it writes
+        def persistent_id(obj: Any) -> Any:
+            t = type(obj)
+            if t is str:
+                first = strs.get(obj)
+                if first is None:
+                    strs[obj] = obj
+                return first  # None the first time: the pickler writes it and memoizes it
+            if t is bytes:
+                return _bytes_id(obj, known, big)
+            if t is set or t is frozenset:
+                return (_SET_TAGS[t],
+                        tuple(sorted(obj, key=_set_key)) if len(obj) > 1 else tuple(obj))
+            return None
+
+        # set before __init__, which looks it up (an attribute, not a method, so that the C
+        # pickler calls it without binding it every time)
+        self.persistent_id = persistent_id  # type: ignore[method-assign]
+        super().__init__(*args, **kwargs)
+
+    def persistent_id(self, obj: Any) -> Any:  # only if a Python ignored the attribute
+        return self.__dict__["persistent_id"](obj)
+
+    def clear_memo(self) -> None:
+        super().clear_memo()
+        for d in self._written:
+            d.clear()
 
     def dump(self, obj: Any) -> None:
         if LAZY:  # types registered once their library is imported (serialize.materialize)
             register_lazy()
         super().dump(obj)
 
-    def persistent_id(self, obj: Any) -> Any:
-        t = type(obj)
-        if t is set or t is frozenset:
-            return (_SET_TAGS[t], tuple(sorted(obj, key=_set_key)) if len(obj) > 1 else tuple(obj))
-        return None
-
     def reducer_override(self, obj: Any) -> Any:
         if self.refs is not None and isinstance(obj, (type, FunctionType)):
             self.refs.append(obj)
         if isinstance(obj, (set, frozenset)):
             return _sorted_set_reduce(obj) if len(obj) > 1 else NotImplemented
-        custom = _registered(type(obj)) if not isinstance(obj, type) else None
-        if custom is not None:
-            return custom(obj)
-        mod = type(obj).__module__
+        t = type(obj)
+        if isinstance(obj, type):
+            return NotImplemented
+        custom = _registered(t)
+        rv = custom(obj) if custom is not None else NotImplemented
+        pandas = _PANDAS.get(t)
+        if pandas is None:
+            pandas = _is_pandas(t)
+        if pandas:
+            return _without_pandas_cache(obj, rv)
+        if rv is not NotImplemented:
+            return rv
+        mod = t.__module__
         if mod.startswith("torch") and "torch" in sys.modules:
             rv = _torch_reduce(obj)
             if rv is not None:
                 return rv
-        elif mod == "omegaconf.base" and type(obj).__qualname__ in ("Metadata", "ContainerMetadata"):
+        elif mod == "omegaconf.base" and t.__qualname__ in ("Metadata", "ContainerMetadata"):
             return _omegaconf_metadata_reduce(obj)
+        elif mod == "pyarrow.lib" and "pyarrow" in sys.modules:
+            rv = _arrow_array_reduce(obj)
+            if rv is not None:
+                return rv
         return NotImplemented
+
+
+# bytes longer than this are looked up by their length and xxh3 digest, not by themselves
+_BIG_BYTES = 1024
+
+
+def _bytes_id(obj: bytes, known: Dict[Any, bytes], big: Dict[int, Tuple[bytes, Any]]) -> Any:
+    """The persistent id of a bytes object: None the first time such bytes are written, then
+    the object written that first time (see the module's docstring)."""
+    key: Any = obj
+    if len(obj) > _BIG_BYTES:  # keyed by digest: no siphash pass over a big payload
+        seen = big.get(id(obj))
+        if seen is None:
+            key = (len(obj), xxhash.xxh3_128_digest(obj))
+            big[id(obj)] = (obj, key)  # holds obj, so its id is not reused meanwhile
+        else:
+            key = seen[1]
+    first = known.get(key)
+    if first is None:
+        known[key] = obj
+    return first
 
 
 def canonical_pickle(value: Any) -> bytes:
@@ -239,3 +334,135 @@ def _omegaconf_metadata_reduce(obj: Any) -> Any:
         state["resolver_cache"] = defaultdict(dict)
         return (rv[0], rv[1], state) + tuple(rv[3:])
     return NotImplemented
+
+
+# ---- pandas --------------------------------------------------------------------------------
+# pandas' cache_readonly keeps what it computed in the object's ``_cache`` dict, created at
+# the first use: an ExtensionDtype's index_class, a datetime or period array's _creso... So
+# the pickled state of a dtype or array depends on what the process did with it (or with
+# the shared dtype instance) before: an Int64 column's dtype pickled with {'index_class':
+# Index} in one process and without it in another. The canonical pickle leaves ``_cache``
+# out of the state of every object of a pandas class (or a subclass of one), as pandas'
+# own ArrowExtensionArray.__getstate__ does (its cache_readonly makes a new one when
+# needed), and writes the state the object would have had had the cache never been made.
+
+_PANDAS: Dict[type, bool] = {}  # type -> whether it is or derives from a pandas class
+
+
+def _is_pandas(t: type) -> bool:
+    found = False
+    if "pandas" in sys.modules:  # else no class derives from one (a class's bases are fixed)
+        for base in t.__mro__:
+            mod = getattr(base, "__module__", None) or ""
+            if mod == "pandas" or mod.startswith("pandas."):
+                found = True
+                break
+    if len(_PANDAS) > 10_000:  # classes made on the fly: do not keep them all alive
+        _PANDAS.clear()
+    _PANDAS[t] = found
+    return found
+
+
+def _without_cache(d: Any, own: bool) -> Any:
+    """``d`` without its "_cache" entry (``d`` itself when it has none); None for a dict
+    left empty that is the object's own __dict__ (``own``), as object.__reduce_ex__ gives
+    for an object without attributes."""
+    if type(d) is not dict or "_cache" not in d:
+        return d
+    out = dict(d)
+    del out["_cache"]
+    return None if own and not out else out
+
+
+def _without_pandas_cache(obj: Any, rv: Any) -> Any:
+    """The reduce of a pandas object without its ``_cache``: ``rv``, what a registered
+    reducer gave (NotImplemented: none did, so the object's own reduce)."""
+    if rv is NotImplemented:
+        reduce = copyreg.dispatch_table.get(type(obj))
+        rv = reduce(obj) if reduce is not None else obj.__reduce_ex__(PROTOCOL)
+    if not isinstance(rv, tuple) or len(rv) < 3:
+        return rv  # no state (or a global's name, which the pickler saves as such)
+    state = rv[2]
+    own_dict = getattr(obj, "__dict__", None)
+    if type(state) is dict:
+        new = _without_cache(state, state is own_dict)
+    elif type(state) is tuple and any(type(x) is dict and "_cache" in x for x in state):
+        items = [_without_cache(x, False) for x in state]
+        if (own_dict is not None and state[-1] is own_dict and items[-1] == {}
+                and getattr(rv[0], "__name__", "").startswith("__pyx_unpickle")):
+            # Cython's pickle of a cdef class puts the instance's __dict__ last in the state
+            # only when the instance has one (a datetime array's, made by its first cache)
+            items.pop()
+        elif (len(state) == 2 and own_dict is not None and state[0] is own_dict
+                and items[0] == {} and type(state[1]) is dict):
+            items[0] = None  # (__dict__, slots) of object.__reduce_ex__: None when empty
+        new = tuple(items)
+    else:
+        return rv
+    return rv if new is state else rv[:2] + (new,) + rv[3:]
+
+
+# ---- pyarrow -------------------------------------------------------------------------------
+
+
+def _arrow_array_reduce(obj: Any) -> Any:
+    """A pyarrow Array's reduce with its ArrayData as the load makes it (None when ``obj``
+    is no Array): pyarrow pickles an array's validity bitmap even when it has no nulls and
+    drops it when loading (ArrayData::Make), so a column pandas made with an all-valid
+    bitmap (a MultiIndex level, a Categorical's categories) would digest differently from
+    its own copy in another process (a -j worker's value comes back through a pipe)."""
+    import pyarrow as pa
+
+    if not isinstance(obj, pa.Array):
+        return None
+    rv = obj.__reduce__()
+    if not (isinstance(rv, tuple) and len(rv) == 2 and type(rv[1]) is tuple
+            and len(rv[1]) == 1 and getattr(rv[0], "__name__", "") == "_restore_array"):
+        return None
+    data = _as_loaded(rv[1][0])
+    return rv if data is rv[1][0] else (rv[0], (data,))
+
+
+def _no(_: Any) -> bool:
+    return False
+
+
+def _as_loaded(data: Any) -> Any:
+    """pyarrow's pickled ArrayData ``(type, length, null_count, offset, buffers, children,
+    dictionary)`` adjusted as arrow::ArrayData::Make adjusts it when the pickle is loaded:
+    no validity bitmap when there are no nulls (and 0 nulls when there is no bitmap); a
+    null-typed array is all nulls; a union or run-end-encoded array has no nulls of its own.
+    ``data`` itself when nothing changes (and for a shape this does not know)."""
+    if type(data) is not tuple or len(data) != 7 or type(data[4]) is not list:
+        return data
+    import pyarrow as pa
+
+    typ, length, nulls, offset, buffers, children, dictionary = data
+    changed = False
+    if type(children) is list and children:
+        kids = [_as_loaded(c) for c in children]
+        if any(a is not b for a, b in zip(kids, children)):
+            children, changed = kids, True
+    if type(dictionary) is tuple:
+        d = _as_loaded(dictionary)
+        if d is not dictionary:
+            dictionary, changed = d, True
+    if buffers:
+        if pa.types.is_null(typ):
+            if nulls != length or buffers[0] is not None:
+                nulls, buffers, changed = length, [None, *buffers[1:]], True
+        elif pa.types.is_union(typ) or getattr(pa.types, "is_run_end_encoded", _no)(typ):
+            if nulls != 0:
+                nulls, changed = 0, True
+        else:
+            if nulls == -1 and buffers[0] is not None:  # not counted yet: count them
+                valid = pa.Array.from_buffers(pa.bool_(), length, [None, buffers[0]],
+                                              offset=offset)
+                nulls, changed = length - valid.true_count, True
+            if nulls == 0 and buffers[0] is not None:
+                buffers, changed = [None, *buffers[1:]], True
+            elif nulls == -1 and buffers[0] is None:
+                nulls, changed = 0, True
+    if not changed:
+        return data
+    return (typ, length, nulls, offset, buffers, children, dictionary)
