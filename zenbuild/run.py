@@ -95,18 +95,22 @@ def run_bound(
                     if attempt == 2:
                         raise
             raise AssertionError("unreachable")  # pragma: no cover
-        finally:
-            if remote is not None:
-                remote.close(reporter)
-            flush = getattr(reporter, "flush", None)  # a reporter may be any object with handle()
-            if flush is not None:
+        finally:  # each part even when one before it raised: the store (its connection and
+            try:  # the workspace lock) is closed last, whatever happens
+                if remote is not None:
+                    remote.close(reporter)
+            finally:
                 try:
-                    flush()
-                except OSError:  # a closed pipe (`zenbuild run | head`): still close the store
-                    pass
-            if own_executor and executor is not None:
-                executor.close()
-            store.close()
+                    flush = getattr(reporter, "flush", None)  # a reporter: any object with handle()
+                    if flush is not None:
+                        try:
+                            flush()
+                        except OSError:  # a closed pipe (`zenbuild run | head`)
+                            pass
+                    if own_executor and executor is not None:
+                        executor.close()
+                finally:
+                    store.close()
 
 
 class _frozen:

@@ -475,3 +475,46 @@ def test_opening_a_new_store_keeps_no_frame_alive(tmp_path: Path) -> None:
     finally:
         if was:
             gc.enable()
+
+
+def test_a_run_closes_its_store_when_closing_its_executor_raises(tmp_path, monkeypatch) -> None:
+    """run_bound's clean-up runs each part even when one raises: the store (its connection and
+    the workspace lock) is closed after an executor whose close() failed."""
+    import zenbuild.run as run_mod
+    from zenbuild import pipeline, step
+    from zenbuild.store.db import Store
+
+    (tmp_path / "zenbuild.toml").write_text("")
+
+    @step
+    def one() -> int:
+        return 1
+
+    @pipeline
+    def p():
+        one()
+
+    closed = []
+    real_close = Store.close
+
+    def close(self) -> None:
+        closed.append(self.path)
+        real_close(self)
+
+    monkeypatch.setattr(Store, "close", close)
+
+    class Broken:
+        slots = 1
+
+        def close(self) -> None:
+            raise RuntimeError("executor close failed")
+
+    def broken_execution(config, store, reporter, executor, *a, **k):
+        return Broken(), None
+
+    import zenbuild.executors.choose as choose
+    monkeypatch.setattr(choose, "execution_for", broken_execution)
+    with pytest.raises(RuntimeError, match="executor close failed"):
+        run_mod.run_bound(p(), config=load_config(str(tmp_path), None))
+    assert closed  # the store was closed all the same
+    Store(str(tmp_path / ".zenbuild")).close()  # and its lock is free: a new one opens

@@ -18,7 +18,11 @@ SCHEMA_VERSION = 6
 # 3: values written from their buffers: array payloads aligned to 64 bytes (tag a), pickles
 #    with protocol-5 buffers out of band (ZBO1), so loads map them copy-on-write. Entries of
 #    format 2 are never served again (every step executes once); their blobs stay readable.
-STORE_FORMAT = 3
+# 4: canonical pickles write strings and bytes by value (not by which are one object), leave
+#    out pandas' lazily filled _cache dicts and unused Arrow validity bitmaps (the same digest
+#    in every process); a 0-d array keeps its shape. Entries of format 3 are never served
+#    again (every step executes once); their blobs stay readable.
+STORE_FORMAT = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
