@@ -126,6 +126,9 @@ def run_child(req: Dict[str, Any]) -> Outcome:
         for r in result.steps.values():
             counts[r.status] = counts.get(r.status, 0) + 1
         report.update(status=result.status, counts=counts)
+        # files the steps read without declaring them (their entries' discovered records):
+        # an edit of one invalidates its step, so a save of it must start a rebuild too
+        report["files"].extend(_discovered_reads(config.store, opened.graph.pipeline))
         outcome = Outcome.SUCCEEDED if result.status == "succeeded" else Outcome.STEP_FAILED
     except ZenbuildError as e:  # the user's mistake: one paragraph, the user's frames only
         _flush()
@@ -155,6 +158,29 @@ def run_child(req: Dict[str, Any]) -> Outcome:
             print(f"Warning: zenbuild watch could not write its report: {e}", file=sys.stderr)
         _flush()
     return outcome
+
+
+def _discovered_reads(store_path: str, pipeline: str) -> List[str]:
+    """The project files the current entries of ``pipeline``'s steps record as read (best
+    effort: a store that cannot be read adds nothing)."""
+    from zenbuild.store.db import Store
+
+    try:
+        store = Store(store_path)
+    except Exception:  # noqa: BLE001 - the run reported its own store problems already
+        return []
+    try:
+        out: List[str] = []
+        for entry in store.step_states(pipeline).values():
+            rec = entry.discovered
+            files = rec.get("files") if isinstance(rec, dict) else None
+            if isinstance(files, dict):
+                out.extend(f for f in files if isinstance(f, str))
+        return out
+    except Exception:  # noqa: BLE001 - as above
+        return []
+    finally:
+        store.close()
 
 
 def _flush() -> None:
