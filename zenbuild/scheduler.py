@@ -54,7 +54,7 @@ from zenbuild.rebuild import (
 )
 from zenbuild.records import field, record
 from zenbuild.result import RunResult, StepResult
-from zenbuild.serialize import loads, value_digest
+from zenbuild.serialize import Unstable, loads, value_digest
 from zenbuild.serialize.buffers import INLINE_KEEP, encode_value
 from zenbuild.serve import Server
 from zenbuild.states import StepStatus
@@ -559,9 +559,11 @@ class Scheduler:
             if data is None:
                 data = encode_value(outcome.value, code_of=self.fp.value_code)
         except Exception as e:
+            why = (str(e) if isinstance(e, Unstable)  # (it says how to fix it itself)
+                   else f"{type(e).__name__}: {str(e).rstrip('.')}. Return plain data or a "
+                   "picklable object.")
             self._fail(name, fingerprint, f"the return value of step {name} cannot be stored: "
-                       f"{type(e).__name__}: {e}. Return plain data or a picklable object.",
-                       outcome.duration)
+                       f"{why}", outcome.duration)
             return False
         if name in self.indexed:
             value = outcome.value

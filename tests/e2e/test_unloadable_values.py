@@ -189,3 +189,16 @@ def test_a_value_whose_class_is_gone_still_has_its_producer_run_again(project: P
     project.write("shapes.py", "class Crate:\n    def __init__(self, n):\n        self.n = n\n")
     r = project.run("run", "--param", "k=2")
     assert "make" in project.ticks() and r.returncode == 0
+
+
+def test_a_value_type_whose_save_is_unstable_is_told_so(project: Project) -> None:
+    """A @value_type whose save() writes different bytes each time is refused with a message
+    about its save(), not about pickles (and not "..": one sentence end)."""
+    project.write("model.py", VALUE_TYPE.replace(
+        '(folder / "w.json").write_text(json.dumps(self.weights))',
+        'import time; (folder / "w.json").write_text(json.dumps([self.weights, time.time_ns()]))'))
+    project.write("pipe.py", USES)
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    r = project.run("run", check=1)
+    assert "two calls of its save() in this process wrote different files" in r.stderr, r
+    assert "pickle" not in r.stderr and ".." not in r.stderr

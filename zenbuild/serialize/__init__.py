@@ -69,6 +69,17 @@ class Unstable(Exception):
         loc = ""
         if where:
             loc = f" at {where}" + (f" inside a {_type_name(outer)}" if outer is not None else "")
+        from zenbuild.serialize.materialize import registration
+
+        reg = registration(type(value))
+        if reg is not None and reg.save:  # a @value_type: its save() is what differs
+            super().__init__(
+                f"a value of type {_type_name(value)}{loc} has no stable encoding: two calls "
+                f"of its {reg.save}() in this process wrote different files (a timestamp, a "
+                "random name, an unordered listing), so its digest would change on every run "
+                "and every step that depends on it would rerun every time. Make "
+                f"{reg.save}() write the same bytes for the same object.")
+            return
         super().__init__(
             f"a value of type {_type_name(value)}{loc} has no stable encoding: two pickles of "
             "it made one after the other in this process differ (it holds a clock, a counter or "
