@@ -60,3 +60,16 @@ def test_a_dry_run_says_what_a_run_would_put_back(project: Project) -> None:
     assert not (project.root / "build" / "parts" / "f001.txt").exists()  # a dry run: nothing done
     r = project.run("run", "--dry-run")  # still nothing done, still said
     assert "A run would restore build/parts/f001.txt from the store." in r.stdout
+
+
+def test_status_check_says_a_restore_is_a_restore(project: Project) -> None:
+    project.write("pipe.py", PIPE.replace("n: int = 40", "n: int = 3"))
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.run("run")
+    assert project.run("status", "--check").returncode == 0
+    (project.root / "build" / "parts" / "f001.txt").unlink()
+    r = project.run("status", "--check", check=1)
+    assert "have outputs on disk that differ from their cached results: parts" in r.output
+    assert "to restore them (nothing executes)" in r.output and "rebuild" not in r.output
+    project.run("run")
+    assert project.run("status", "--check").returncode == 0

@@ -129,7 +129,8 @@ def test_status_check_fails_when_an_output_on_disk_differs(proj: Any) -> None:
     assert re.search(r"^\s+report\s+restore\s+output build/report.txt: differs from the stored "
                      r"result; a run restores it$", r.stdout, re.M), r.stdout
     assert "would have outputs restored from the store" in r.stdout
-    assert "1 step(s) of pipeline main are not up to date: report." in r.stderr
+    assert "1 step(s) of pipeline main have outputs on disk that differ from their cached " \
+           "results: report." in r.stderr
     # summary reads build/report.txt: it sees what a run would restore, so it stays up to date
     assert re.search(r"^\s+summary\s+up to date$", r.stdout, re.M), r.stdout
     r = proj.run("explain", "report")
@@ -437,7 +438,8 @@ def test_status_check_decides_on_kinds_not_on_wording(proj: Any, tmp_path: Path)
     assert re.search(r"^\s+report\s+restore\s+reworded OUTPUT_RESTORE build/report.txt$",
                      r.stdout, re.M), r.stdout
     assert re.search(r"^\s+summary\s+up to date$", r.stdout, re.M), r.stdout
-    assert "1 step(s) of pipeline main are not up to date: report." in r.stderr
+    assert "1 step(s) of pipeline main have outputs on disk that differ from their cached " \
+           "results: report." in r.stderr
     data = json.loads(proj.run("explain", "use_rates", "--json", env=env).stdout)
     assert data["state"] == "may rerun"
     assert data["reasons"] == ["reworded UPSTREAM_PENDING fetch"]

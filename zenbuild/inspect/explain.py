@@ -310,6 +310,11 @@ def status_report(
 def check_message(ev: Evaluation) -> str:
     """The one paragraph `status --check` prints when it fails."""
     names = ", ".join(s.name for s in ev.blocking)
+    if all(s.state == RESTORE for s in ev.blocking):  # nothing to execute: outputs to put back
+        return (f"zenbuild: {len(ev.blocking)} step(s) of pipeline {ev.pipeline} have outputs "
+                f"on disk that differ from their cached results: {names}. Run `zenbuild run "
+                f"{ev.pipeline}` to restore them (nothing executes), and `zenbuild explain "
+                "STEP` to see which files.")
     return (f"zenbuild: {len(ev.blocking)} step(s) of pipeline {ev.pipeline} are not up to date: "
             f"{names}. Run `zenbuild run {ev.pipeline}` to rebuild them, and "
             "`zenbuild explain STEP` to see why.")
