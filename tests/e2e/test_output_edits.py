@@ -343,3 +343,41 @@ def test_a_failed_steps_partial_output_is_its_own_on_the_next_run(project: Proje
     (project.root / "report.txt").write_text("my notes")
     r = project.run("run")
     assert "moved your version of report.txt" in r.output
+
+
+def test_two_runs_in_one_second_keep_both_hand_edits(tmp_path: Path) -> None:
+    """Each run's trash is a folder of its own, also for two runs of one process within the
+    same second (the Python API, watch): the second user's version does not replace the
+    first in the trash (both were announced as kept)."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "zenbuild.toml").write_text('pipelines = ["pipe:p"]\n')
+    (root / "pipe.py").write_text(
+        "from zenbuild import Output, pipeline, step\n\n\n"
+        "@step\ndef w(out: Output, n: int) -> None:\n    out.write_text(f'made {n}')\n\n\n"
+        "@pipeline\ndef p(n: int = 0):\n    w(Output('report.txt'), n)\n")
+    code = (
+        "import sys, time\n"
+        "sys.path.insert(0, '.')\n"
+        "import pipe\n"
+        "pipe.p(n=0).run()\n"
+        "for i in (1, 2, 3):\n"
+        "    open('report.txt', 'w').write(f'my edit {i}')\n"
+        "    pipe.p(n=i).run()\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=str(root), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("moved your version of report.txt") == 3
+    kept = sorted(f.read_text() for f in (root / ".zenbuild" / "trash").rglob("report.txt*"))
+    assert kept == ["my edit 1", "my edit 2", "my edit 3"]
+
+
+def test_cache_gc_knows_the_numbered_trash_folders() -> None:
+    from zenbuild.inspect.trash import _when
+
+    assert _when("20260101-120000-4242") is not None
+    assert _when("20260101-120000-4242-2") == _when("20260101-120000-4242")
+    assert _when("my-notes") is None and _when("20260101-120000-4242-x") is None

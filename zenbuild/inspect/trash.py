@@ -19,7 +19,7 @@ from typing import Callable, List, Optional, Tuple
 from zenbuild.store.db import Store
 
 DEFAULT_KEEP = "30d"  # `cache gc` without --trash-older-than or [cache] trash_keep
-_NAME = re.compile(r"(\d{8}-\d{6})-(\d+)")  # what store.outputs.Trash.folder() makes
+_NAME = re.compile(r"(\d{8}-\d{6})-(\d+)(?:-\d+)?")  # what store.outputs.Trash.folder() makes
 
 
 @dataclass

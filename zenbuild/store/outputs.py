@@ -308,9 +308,22 @@ class Trash:
         self._folder: Optional[str] = None
 
     def folder(self) -> str:
+        """This Trash's own folder, made now: TIME-PID, or TIME-PID-N when another Trash of
+        this process (a second run in the same second: the Python API, watch) made that one
+        (sharing it, a second user's version of a path would replace the first)."""
         if self._folder is None:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            self._folder = os.path.join(self.store.path, "trash", f"{stamp}-{os.getpid()}")
+            base = os.path.join(self.store.path, "trash",
+                                f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+            os.makedirs(os.path.dirname(base), exist_ok=True)
+            path, n = base, 1
+            while True:
+                try:
+                    os.mkdir(path)
+                    break
+                except FileExistsError:
+                    n += 1
+                    path = f"{base}-{n}"
+            self._folder = path
         return self._folder
 
     def keep_if_users(self, root: str, rel: str, statcache: Optional[StatCache],
@@ -323,8 +336,13 @@ class Trash:
             return False
         if self._all_stored(root, rel, statcache, unstored):
             return False
-        dest = os.path.join(self.folder(), rel)
+        dest = os.path.join(self.store.path, "trash")
         try:
+            dest = os.path.join(self.folder(), rel)
+            n = 1
+            while os.path.lexists(dest):  # the same path trashed twice by one Trash: keep both
+                n += 1
+                dest = os.path.join(self.folder(), f"{rel}.{n}")
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             _move(full, dest)
         except OSError as e:
@@ -332,7 +350,8 @@ class Trash:
                 f"cannot move your version of {rel} to the trash ({dest}): "
                 f"{e.strerror or e}. It is left where it is, and zenbuild stops rather than "
                 f"overwrite it: move {rel} away yourself (or make room for the trash, "
-                f"{os.path.dirname(self.folder())}, or make it writable), and run again.") from None
+                f"{os.path.join(self.store.path, 'trash')}, or make it writable), and run "
+                "again.") from None
         if statcache is not None:
             statcache.forget([rel])
         self.say(f"zenbuild: moved your version of {rel} to {dest} before replacing it")
