@@ -69,26 +69,32 @@ def store_value(value: Any, target: Optional[StoreTarget], root: Optional[str] =
     again itself, as it did for every such value before). ``root`` None: no digests."""
     if target is None or value is None or not os.path.exists(target.marker):
         return value
-    refs: List[Tuple[str, str, Optional[str]]] = []
-    digest_of = _code_digests(root, target)
+    named: List[Any] = []
 
-    def code_of(obj: Any) -> Optional[str]:  # every class and function the pickle names
-        carried, reported = digest_of(obj)
-        refs.append((str(getattr(obj, "__module__", "") or ""),
-                     str(getattr(obj, "__qualname__", "") or ""), reported))
-        return carried
+    def note(obj: Any) -> None:  # every class and function the pickle names
+        named.append(obj)
 
-    try:
-        enc = encode_value(value, code_of=code_of)
+    try:  # first without code digests: a small value goes back as it is, and only a big one
+        enc = encode_value(value, code_of=note)  # naming project code pays for digesting it
     except Exception:  # noqa: BLE001 - the main process encodes it again and says why
         return value
     if enc.size < target.min_size:
         return value
+    digest_of = _code_digests(root, target)
+    got = {id(obj): digest_of(obj) for obj in named}  # id -> (carried, reported)
+    refs = sorted({(str(getattr(obj, "__module__", "") or ""),
+                    str(getattr(obj, "__qualname__", "") or ""), got[id(obj)][1])
+                   for obj in named}, key=_ref_order)
+    if any(carried is not None for carried, _ in got.values()):
+        try:  # project code among them: their digests go in front of the pickle
+            enc = encode_value(value, code_of=lambda obj: (got.get(id(obj)) or (None,))[0])
+        except Exception:  # noqa: BLE001 - as above
+            return value
     try:
         digest = write_parts(target.cas, target.tmp, enc.parts)
     except OSError:
         return value
-    return StoredValue(digest, enc.size, tuple(sorted(set(refs), key=_ref_order)))
+    return StoredValue(digest, enc.size, tuple(refs))
 
 
 _UNKNOWN = "?"  # a digest no fingerprinter gives: the main process then encodes the value
