@@ -26,7 +26,8 @@ SEKRIT = "SEKRIT-4c1f9e"
 HIDDEN = {  # name -> value: each must be hidden
     "API_TOKEN": SEKRIT, "PGPASSWORD": SEKRIT, "GITHUB_PAT": SEKRIT, "MYSQL_PWD": SEKRIT,
     "SENTRY_DSN": SEKRIT, "SIGNING_CERT": SEKRIT, "AWS_CREDS": SEKRIT, "PAT": SEKRIT,
-    "SLACK_WEBHOOK": SEKRIT, "AZURE_CONNECTION_STRING": SEKRIT,
+    "SLACK_WEBHOOK": SEKRIT, "AZURE_CONNECTION_STRING": SEKRIT, "GHTOKEN": SEKRIT,
+    "OAUTH": SEKRIT, "AWS_SECRET_ACCESS_KEY": SEKRIT, "api_key": SEKRIT,
     # credentials by their value, whatever the name
     "DATABASE_URL": f"postgres://u:{SEKRIT}@h/db", "REDIS_URL": f"redis://:{SEKRIT}@h",
     "MLFLOW_TRACKING_URI": f"https://u:{SEKRIT}@h", "GIT_REMOTE": f"https://{SEKRIT}@github.com/o/r",
@@ -41,6 +42,11 @@ SHOWN = {  # ordinary values: shown as before
     "DEVICE": "cuda", "DATA_DIR": "/data/x", "SEED": "7", "MODEL_PATH": "models/a.pt",
     "API_URL": "https://api.example.com/v1", "SSH_LIKE": "git@github.com:o/r.git",
     "LIB": "sk-learn", "EMAIL": "a@b.example", "HOSTPORT": "redis:6379",
+    # names that only look like secret words, paths to secrets, URLs with a plain user name:
+    # hiding them would cost their steps every remote hit (a keyed digest is per store)
+    "TOKENIZERS_PARALLELISM": "false", "AUTHOR": "me", "KEYWORDS": "a,b",
+    "SSL_CERT_FILE": "/etc/ssl/cert.pem", "PASSWORD_FILE": "/run/secrets/pw",
+    "REPO": "ssh://git@github.com/o/r.git", "LOCAL_DB": "postgres://postgres@localhost/db",
 }
 
 

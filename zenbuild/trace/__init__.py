@@ -113,15 +113,26 @@ DENY_ENV = frozenset({
     "DISPLAY", "HOSTNAME", "SHLVL", "_", "MAIL", "EDITOR", "PAGER", "VIRTUAL_ENV",
 })
 DENY_ENV_PREFIXES = ("LC_", "PYTHON", "ZENBUILD_", "TERM_", "SSH_", "XDG_", "PYTEST_", "CONDA_")
-_SECRET = re.compile(r"KEY|TOKEN|SECRET|PASS|PWD|CRED|AUTH|PRIVATE|COOKIE|SESSION|DSN|CERT|SALT"
-                     r"|WEBHOOK|SIGNATURE|CONN(?:ECTION)?_?STR|(?:^|_)PAT(?:_|$)", re.IGNORECASE)
-# A value that looks like a credential, whatever its variable is called: a URL with a userinfo
-# part (scheme://user:password@host, scheme://token@host), a PEM block, a token of a well-known
+# A secret-looking name: a word of it (split at "_", "-", ".") that ends with one of _WORDS
+# (API_TOKEN, GHTOKEN, OAUTH, MYSQL_PWD, GITHUB_PAT), or one of _ANYWHERE in it (PGPASSWORD,
+# AZURE_CONNECTION_STRING); not a name whose last word says it holds a path to the secret
+# (SSL_CERT_FILE, PASSWORD_FILE): its value is a path. Whole words keep ordinary names out
+# (TOKENIZERS_PARALLELISM, AUTHOR, KEYWORDS, MODEL_PATH).
+_WORDS = ("KEY", "KEYS", "TOKEN", "TOKENS", "PASS", "PWD", "AUTH", "CERT", "DSN", "SALT",
+          "SECRET", "SECRETS", "CRED", "CREDS", "SESSION", "COOKIE", "COOKIES", "JWT", "BEARER")
+_EXACT_WORDS = frozenset({"PAT"})
+_ANYWHERE = ("SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "PRIVATE", "WEBHOOK", "SIGNATURE",
+             "CONNECTION_STRING", "CONNECTIONSTRING", "CONN_STR", "CONNSTR", "APIKEY")
+_PATH_WORDS = frozenset({"FILE", "FILES", "DIR", "DIRS", "PATH", "PATHS", "FOLDER"})
+_WORD_SPLIT = re.compile(r"[_\-.]+")
+# A value that looks like a credential, whatever its variable is called: a URL with a password
+# in its userinfo (scheme://user:password@host) or a token there (12 characters or more, with
+# a digit: not ssh://git@host or postgres://postgres@host), a PEM block, a token of a well-known
 # shape (GitHub, GitLab, OpenAI/Stripe, Slack, Hugging Face, npm, PyPI, AWS, Google; at least 16
 # characters after the prefix, so "sk-learn" is not one), a JWT, or a key=value pair naming a
 # password, secret, token, key or signature (a connection string, a signed URL's query).
 _CREDENTIAL_PATTERN = (
-    r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s@]*@"
+    r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#\s@:]*:[^/?#\s@]+|(?=[^/?#\s@:]*\d)[^/?#\s@:]{12,})@"
     r"|-----BEGIN "
     r"|(?<![A-Za-z0-9])(?:gh[pousr]_|github_pat_|glpat-|sk-|[sr]k_live_|sk_test_|xox[abposr]-|hf_"
     r"|npm_|pypi-|AKIA|ASIA|AIza)[A-Za-z0-9_-]{16,}"
@@ -140,7 +151,13 @@ def _credential() -> Any:
 def is_secret(name: str) -> bool:
     """Whether a variable looks secret by its name (its value must never be shown, and is kept
     only as a keyed digest)."""
-    return _SECRET.search(name) is not None
+    upper = name.upper()
+    words = [w for w in _WORD_SPLIT.split(upper) if w]
+    if not words or words[-1] in _PATH_WORDS:
+        return False
+    if any(a in upper for a in _ANYWHERE):
+        return True
+    return any(w in _EXACT_WORDS or w.endswith(_WORDS) for w in words)
 
 
 def looks_like_credential(value: str) -> bool:
@@ -152,8 +169,7 @@ def is_hidden(name: str, value: Optional[str]) -> bool:
     """Whether a variable's value must be hidden: never stored, shown or sent, only its keyed
     digest (keyed_digest) kept. A secret-looking name, or a value that looks like a credential.
     An unset variable (None) has nothing to hide."""
-    return value is not None and (_SECRET.search(name) is not None
-                                  or _credential().search(value) is not None)
+    return value is not None and (is_secret(name) or _credential().search(value) is not None)
 
 
 # -- the store's key: the digest of a hidden value ------------------------------------------------
