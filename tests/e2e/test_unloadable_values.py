@@ -11,6 +11,17 @@ import json
 import pytest
 from conftest import Project
 
+# kind -> the expression making it: written into the step, and evaluated here for the expected
+EXPRS = {
+    "image": "np.arange(16, dtype=np.uint8).reshape(4, 4)",
+    "mask": "np.array([True, False, True])",
+    "small": "np.array([-3, 4], dtype=np.int8)",
+    "names": 'np.array([b"abc", b"de"], dtype="S3")',
+    "raw": 'np.frombuffer(b"abcdefgh", dtype="V4")',
+    "scalar": "np.array(3.5)",
+    "big": "np.zeros((1024, 1024, 3), dtype=np.uint8)",  # 3 MiB: by reference under -j
+}
+
 ARRAYS = '''
 import numpy as np
 from zenbuild import pipeline, step
@@ -20,15 +31,7 @@ from ticker import tick
 @step
 def make(kind: str):
     tick("make")
-    return {
-        "image": np.arange(16, dtype=np.uint8).reshape(4, 4),
-        "mask": np.array([True, False, True]),
-        "small": np.array([-3, 4], dtype=np.int8),
-        "names": np.array([b"abc", b"de"], dtype="S3"),
-        "raw": np.frombuffer(b"abcdefgh", dtype="V4"),
-        "scalar": np.array(3.5),
-        "big": np.zeros((1024, 1024, 3), dtype=np.uint8),  # 3 MiB: by reference under -j
-    }[kind]
+    return {MAKERS}[kind]
 
 
 @step
@@ -40,9 +43,9 @@ def show(a, kind: str) -> str:
 @pipeline
 def p(kind: str = "image"):
     show(make(kind), kind)
-'''
+'''.replace("{MAKERS}", "{" + ", ".join(f"{k!r}: {v}" for k, v in EXPRS.items()) + "}")
 
-KINDS = ["image", "mask", "small", "names", "raw", "scalar", "big"]
+KINDS = list(EXPRS)
 
 
 @pytest.mark.parametrize("how", [[], ["-j", "2"]], ids=["serial", "jobs"])
@@ -52,15 +55,7 @@ def test_arrays_of_every_dtype_and_shape_reach_their_consumer(project: Project,
 
     project.write("pipe.py", ARRAYS)
     project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
-    expect = {
-        "image": np.arange(16, dtype=np.uint8).reshape(4, 4),
-        "mask": np.array([True, False, True]),
-        "small": np.array([-3, 4], dtype=np.int8),
-        "names": np.array([b"abc", b"de"], dtype="S3"),
-        "raw": np.frombuffer(b"abcdefgh", dtype="V4"),
-        "scalar": np.array(3.5),
-        "big": np.zeros((1024, 1024, 3), dtype=np.uint8),
-    }
+    expect = {k: eval(v, {"np": np}) for k, v in EXPRS.items()}
     for kind in KINDS:
         r = project.run("run", "--param", f"kind={kind}", "--json", *how)
         res = json.loads(r.stdout)
