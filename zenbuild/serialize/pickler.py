@@ -363,6 +363,18 @@ def _is_pandas(t: type) -> bool:
     return found
 
 
+_PANDAS_MAJOR: List[int] = []
+
+
+def _pandas_major() -> int:
+    if not _PANDAS_MAJOR:
+        try:
+            _PANDAS_MAJOR.append(int(sys.modules["pandas"].__version__.split(".")[0]))
+        except (KeyError, AttributeError, ValueError):
+            _PANDAS_MAJOR.append(0)
+    return _PANDAS_MAJOR[0]
+
+
 def _without_cache(d: Any, own: bool) -> Any:
     """``d`` without its "_cache" entry (``d`` itself when it has none); None for a dict
     left empty that is the object's own __dict__ (``own``), as object.__reduce_ex__ gives
@@ -389,9 +401,11 @@ def _without_pandas_cache(obj: Any, rv: Any) -> Any:
     elif type(state) is tuple and any(type(x) is dict and "_cache" in x for x in state):
         items = [_without_cache(x, False) for x in state]
         if (own_dict is not None and state[-1] is own_dict and items[-1] == {}
-                and getattr(rv[0], "__name__", "").startswith("__pyx_unpickle")):
+                and getattr(rv[0], "__name__", "").startswith("__pyx_unpickle")
+                and _pandas_major() >= 3):
             # Cython's pickle of a cdef class puts the instance's __dict__ last in the state
-            # only when the instance has one (a datetime array's, made by its first cache)
+            # only when the instance has one (a datetime array's, made by its first cache);
+            # pandas 2's NDArrayBacked always has one (its __setstate__ wants all three)
             items.pop()
         elif (len(state) == 2 and own_dict is not None and state[0] is own_dict
                 and items[0] == {} and type(state[1]) is dict):
