@@ -267,11 +267,10 @@ class Discovery:
     (a no-op costs one stat per discovered file), folder listings, this process's environment
     filtered by the deny-list and ``ignore_env``, one SourceDigests per run (made only when
     a traced function's file changed), and the store's key for hidden values (read when one is
-    first met; ``store``: the store folder, else the one the project's config names)."""
+    first met, from the store folder ``store``)."""
 
     def __init__(self, root: str, statcache: StatCache, ignore_env: Iterable[str] = (),
-                 environ: Optional[Mapping[str, str]] = None,
-                 store: Optional[str] = None) -> None:
+                 environ: Optional[Mapping[str, str]] = None, *, store: str) -> None:
         self.root = root
         self.store = store
         self._key: Optional[bytes] = None
@@ -292,7 +291,7 @@ class Discovery:
 
     def secret_digest(self, value: str) -> str:
         if self._key is None:
-            self._key = secret_key(self.store or _configured_store(self.root))
+            self._key = secret_key(self.store)
         return keyed_digest(self._key, value)
 
     def code_digest(self, file: str, qualname: str, firstlineno: int) -> Optional[str]:
@@ -312,16 +311,6 @@ class Discovery:
             return []
         return verify(record, self.file_digest, self.environ, self.code_digest,
                       self.list_digest, first_only, self.env_wanted, self.secret_digest)
-
-
-def _configured_store(root: str) -> str:
-    """The store folder of the project at ``root``, as its config names it (a run's own
-    config: it was loaded from there before)."""
-    from zenbuild.config import find_project, load_config
-
-    found, source = find_project(root)
-    same = os.path.abspath(found) == os.path.abspath(root)
-    return load_config(root, source if same else None).store
 
 
 # -- the default code digest: the function's source, docstrings and formatting aside ------------

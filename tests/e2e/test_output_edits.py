@@ -381,3 +381,27 @@ def test_cache_gc_knows_the_numbered_trash_folders() -> None:
     assert _when("20260101-120000-4242") is not None
     assert _when("20260101-120000-4242-2") == _when("20260101-120000-4242")
     assert _when("my-notes") is None and _when("20260101-120000-4242-x") is None
+
+
+def test_trashes_made_in_the_same_second_get_folders_of_their_own(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """The same as the runs above, with the clock held still (so the test does not depend on
+    the runs falling in one second): two Trash objects, two folders, both copies kept."""
+    import zenbuild.store.outputs as outputs
+
+    monkeypatch.setattr(outputs.time, "strftime", lambda fmt, *a: "20260101-120000")
+    store = Store(str(tmp_path / "st"))
+    try:
+        root = tmp_path / "proj"
+        root.mkdir()
+        said: List[str] = []
+        folders = []
+        for i in (1, 2):
+            (root / "report.txt").write_text(f"my edit {i}")
+            trash = Trash(store, said.append)
+            assert trash.keep_if_users(str(root), "report.txt", None)
+            folders.append(trash.folder())
+        assert folders[0] != folders[1] and len(said) == 2
+        assert [Path(f, "report.txt").read_text() for f in folders] == ["my edit 1", "my edit 2"]
+    finally:
+        store.close()

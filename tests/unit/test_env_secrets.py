@@ -143,11 +143,6 @@ def test_discovery_keys_with_the_store_key(tmp_path: Path) -> None:
     key = (store / "secret.key").read_bytes()
     assert rec["env"]["API_TOKEN"][0] == keyed_digest(key, SEKRIT)
     assert d.verify(rec, True) == []
-    # no store given: the one the project's config names
-    (tmp_path / "zenbuild.toml").write_text('pipelines = ["pipe:p"]\nstore = "elsewhere"\n')
-    d2 = dv.Discovery(str(tmp_path), StatCache(), environ={"API_TOKEN": SEKRIT})
-    assert d2.secret_digest(SEKRIT) == keyed_digest(
-        (tmp_path / "elsewhere" / "secret.key").read_bytes(), SEKRIT)
 
 
 def test_env_inputs_hide_credential_values_and_keep_their_old_digests(tmp_path: Path) -> None:
