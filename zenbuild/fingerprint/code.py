@@ -180,11 +180,17 @@ class CodeFingerprinter:
         code: types.CodeType = obj.__code__
         module = getattr(obj, "__module__", None) or "?"
         own = getattr(code, "co_qualname", None)
-        if own is None:  # Python 3.10 (trace.calls is not imported by a no-op run otherwise)
-            from zenbuild.trace.calls import code_qualname
+        qual = getattr(obj, "__qualname__", None)
+        if own is None:  # Python 3.10: no co_qualname
+            if (type(qual) is str and qual.rpartition(".")[2] == code.co_name
+                    and "__wrapped__" not in getattr(obj, "__dict__", {})):
+                own = qual  # not a functools.wraps wrapper: the function's own, set from its
+                # code when it was made (so a no-op parses no source for it)
+            else:
+                from zenbuild.trace.calls import code_qualname
 
-            own = code_qualname(code)
-        qual = getattr(obj, "__qualname__", None) or own
+                own = code_qualname(code)
+        qual = qual or own
         if qual != own:  # a functools.wraps wrapper: its own code, then whose
             home = obj.__globals__.get("__name__", module)
             return f"{home}.{own}<{module}.{qual}>"
