@@ -233,3 +233,30 @@ def test_an_arrow_array_with_an_unused_validity_bitmap_pickles_as_it_loads() -> 
                       "st": pa.StructArray.from_arrays([with_bitmap()], names=["x"])})
     assert dumps(pickle.loads(pickle.dumps(table))) == dumps(table)
     assert loads(dumps(table)).equals(table)
+
+
+@pytest.mark.parametrize("dtype", ["M8[ns]", ">f8", "U3", "O", "f8"])
+def test_equal_dtypes_pickle_the_same_whether_or_not_they_are_one_object(dtype: str) -> None:
+    # which parts of a value share one dtype object is not kept by a trip through a pipe
+    # (pandas 2's python-backed string columns came back with a dtype made again), so equal
+    # values must pickle the same either way
+    np = pytest.importorskip("numpy")
+    one = np.dtype(dtype)
+    shared = {"a": one, "b": one, "c": [one]}
+    apart = {"a": np.dtype(dtype), "b": np.dtype(dtype), "c": [np.dtype(dtype)]}
+    if dtype not in ("f8", "O"):  # np.dtype() gives these builtin ones as one object anyway
+        assert apart["a"] is not apart["b"]
+    assert dumps(apart) == dumps(shared)
+    via_pipe = pickle.loads(pickle.dumps(shared, protocol=5))
+    assert dumps(via_pipe) == dumps(shared)
+    back = loads(dumps(shared))
+    assert back == shared and back["a"].str == one.str
+
+
+def test_a_dtype_with_fields_or_metadata_keeps_them() -> None:
+    np = pytest.importorskip("numpy")
+    for d in (np.dtype([("x", "<i4"), ("y", "<f8")]), np.dtype("f8", metadata={"unit": "m"}),
+              np.dtype(("<i4", (2, 3)))):
+        back = loads(dumps({"d": d}))["d"]
+        assert back == d and back.metadata == d.metadata and back.fields == d.fields
+        assert back.subdtype == d.subdtype

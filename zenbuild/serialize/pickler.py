@@ -16,7 +16,13 @@ the string back). Equal strings load as one object. Only str and bytes are treat
 and floats are never memoized by pickle, and for other immutable types equality does not
 mean the same pickle (Decimal("1.0") == Decimal("1.00"), 0.0 == -0.0 in a complex, a
 datetime in two time zones). Mutable objects (lists, dicts, instances) keep their identity:
-shared stays shared, and recursion works."""
+shared stays shared, and recursion works.
+
+numpy dtypes are written by value too, as a persistent id holding their ``str``: which arrays
+share one dtype object is not kept by a trip through a pipe (a dtype is unpickled as a new
+object, and pandas 2 makes some again with np.dtype(...) when it loads a column), so the same
+frame pickled in a worker and in the main process differed. Only dtypes their ``str`` says
+everything of (no fields, subarray or metadata); the others keep pickle's own way."""
 
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ import io
 import pickle
 import sys
 from types import FunctionType
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import xxhash
 
@@ -45,6 +51,31 @@ def _set_key(x: Any) -> bytes:
 
 _SET_TAGS = {set: "zenbuild.set", frozenset: "zenbuild.frozenset"}
 
+# numpy's dtype classes (Float64DType, ObjectDType...; only numpy.dtype before numpy 1.25),
+# added at the first dump once numpy is imported: their instances are written by value
+_DTYPE_TYPES: Set[type] = set()
+_numpy_noted = [False]
+
+
+def _note_numpy() -> None:
+    np = sys.modules.get("numpy")
+    if np is None:
+        return
+    for code in "?bhilqBHILQefdgFDGOSUVMm":
+        try:
+            _DTYPE_TYPES.add(type(np.dtype(code)))
+        except TypeError:  # pragma: no cover - a code this numpy does not know
+            pass
+    _numpy_noted[0] = True
+
+
+def _dtype_id(obj: Any) -> Any:
+    """The persistent id of a numpy dtype its ``str`` fully describes, else None."""
+    if obj.fields is None and obj.subdtype is None and not obj.metadata:  # None, or {} after a
+        # datetime dtype came through a pickle
+        return ("zenbuild.dtype", obj.str)
+    return None
+
 
 class _Unpickler(pickle.Unpickler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -62,6 +93,10 @@ def _persistent_load(pid: Any) -> Any:
     if t is str or t is bytes:
         return pid
     if t is tuple and len(pid) == 2:
+        if pid[0] == "zenbuild.dtype":
+            import numpy
+
+            return numpy.dtype(pid[1])
         if pid[0] == "zenbuild.set":
             return set(pid[1])
         if pid[0] == "zenbuild.frozenset":
@@ -116,6 +151,7 @@ class _Pickler(pickle.Pickler):
         known: Dict[Any, bytes] = {}
         big: Dict[int, Tuple[bytes, Any]] = {}  # id -> (bytes, key) of the big ones
         self._written = (strs, known, big)
+        dtypes = _DTYPE_TYPES
 
         # a closure, not a method: the pickler calls it for every object it writes
         def persistent_id(obj: Any) -> Any:
@@ -125,11 +161,15 @@ class _Pickler(pickle.Pickler):
                 if first is None:
                     strs[obj] = obj
                 return first  # None the first time: the pickler writes it and memoizes it
+            if t is int or t is tuple or t is float or t is dict or t is list:
+                return None  # the most common, told in the fewest steps
             if t is bytes:
                 return _bytes_id(obj, known, big)
             if t is set or t is frozenset:
                 return (_SET_TAGS[t],
                         tuple(sorted(obj, key=_set_key)) if len(obj) > 1 else tuple(obj))
+            if t in dtypes:
+                return _dtype_id(obj)
             return None
 
         # set before __init__, which looks it up (an attribute, not a method, so that the C
@@ -148,6 +188,8 @@ class _Pickler(pickle.Pickler):
     def dump(self, obj: Any) -> None:
         if LAZY:  # types registered once their library is imported (serialize.materialize)
             register_lazy()
+        if not _numpy_noted[0]:
+            _note_numpy()
         super().dump(obj)
 
     def reducer_override(self, obj: Any) -> Any:
