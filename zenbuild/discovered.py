@@ -42,7 +42,6 @@ from zenbuild import reasons as R
 from zenbuild.digest import StatCache, digest_bytes
 from zenbuild.reasons import Reason
 from zenbuild.trace import Trace, env_filter, is_hidden, keyed_digest, secret_key
-from zenbuild.trace import globs as G
 
 DISCOVERED_FORMAT = 2  # the newest this version writes: 1 for a record without globs
 READABLE_FORMATS = (1, 2)
@@ -205,6 +204,8 @@ def malformed(record: Any) -> Optional[str]:
         return f"format {record.get('format')} with{'' if globs else 'out'} patterns"
     if not isinstance(globs, list):
         return "a section of the wrong type"
+    if globs:  # (imported only for a record that has patterns: a no-op mostly meets none)
+        from zenbuild.trace import globs as G
     for g in globs:
         if not (type(g) is list and len(g) == 5 and G.valid(g[:4]) and _is_digest(g[4])):
             return "a pattern"
@@ -265,6 +266,8 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
     globs = record.get("globs") or []
     if globs and glob_digest is None:
         return out + [Reason(R.RECORD_UNREADABLE, after="its patterns cannot be checked here")]
+    if globs:
+        from zenbuild.trace import globs as G
     for g in globs:
         spec = g[:4]
         if glob_digest is not None and glob_digest(spec) != g[4]:
@@ -322,7 +325,9 @@ class Discovery:
         return listing_digest(self.root, rel)
 
     def glob_digest(self, spec: List[Any]) -> Optional[str]:
-        return G.digest(self.root, spec)
+        from zenbuild.trace.globs import digest
+
+        return digest(self.root, spec)
 
     def secret_digest(self, value: str) -> str:
         if self._key is None:
