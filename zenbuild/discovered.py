@@ -314,6 +314,7 @@ class Discovery:
         self.env_wanted = env_filter(ignore_env)
         self._prefix = root.rstrip(os.sep) + os.sep
         self._code: Optional[SourceDigests] = None
+        self._skip: Optional[Tuple[str, ...]] = None  # the store, for glob digests
 
     def file_digest(self, rel: str, st: Optional[os.stat_result] = None) -> Optional[Tuple[str, int]]:
         try:
@@ -325,9 +326,11 @@ class Discovery:
         return listing_digest(self.root, rel)
 
     def glob_digest(self, spec: List[Any]) -> Optional[str]:
-        from zenbuild.trace.globs import digest
+        from zenbuild.trace.globs import digest, skipped
 
-        return digest(self.root, spec)
+        if self._skip is None:
+            self._skip = skipped(self.root, self.store)
+        return digest(self.root, spec, self._skip)
 
     def secret_digest(self, value: str) -> str:
         if self._key is None:

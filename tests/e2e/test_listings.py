@@ -198,3 +198,27 @@ def p():
     project.write("data/x/b.csv", "1\n")
     r = project.cli("explain", "names")
     assert "listed by the step: the matches of data/**/*.csv changed" in r.stdout, r
+
+
+def test_a_glob_of_the_whole_project_is_not_changed_by_the_store(project: Project) -> None:
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", '''
+from pathlib import Path
+from zenbuild import pipeline, step
+from ticker import tick
+
+
+@step
+def everything() -> list:
+    tick("everything")
+    return sorted(str(p) for p in Path(".").glob("**/*"))
+
+
+@pipeline
+def p():
+    everything()
+''')
+    assert ran(project) == ["everything"]
+    assert ran(project) == []  # the store gained entries and blobs in between
+    project.write("data/new.txt", "x\n")
+    assert ran(project) == ["everything"]

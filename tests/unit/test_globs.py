@@ -206,3 +206,18 @@ def test_format_and_patterns_go_together() -> None:
     assert dv.malformed({"format": 1, "globs": [good]}) is not None
     assert dv.malformed({"format": 2}) is not None
     assert dv.malformed({"format": 2, "globs": [good]}) is None
+
+
+def test_the_store_caches_and_virtualenvs_are_never_matches(proj: Path) -> None:
+    spec = ["path.glob", ".", "**/*", {}]
+    skip = G.skipped(str(proj), str(proj / ".zenbuild"))
+    assert skip == (".zenbuild",)
+    before = G.digest(str(proj), spec, skip)
+    for rel in (".zenbuild/blobs/ab/cd", "data/__pycache__/m.cpython-311.pyc", ".venv/lib/x.py",
+                "data/x.zenbuild-tmp-1"):
+        (proj / rel).parent.mkdir(parents=True, exist_ok=True)
+        (proj / rel).write_text("x")
+    assert G.digest(str(proj), spec, skip) == before
+    (proj / "data" / "new.txt").write_text("x")
+    assert G.digest(str(proj), spec, skip) != before
+    assert G.skipped(str(proj), str(proj.parent / "elsewhere")) == ()

@@ -32,6 +32,7 @@ import sys
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from zenbuild.digest import digest_bytes
+from zenbuild.paths import SKIP_DIRS
 
 KINDS = ("glob", "path.glob", "path.rglob")
 # the options of each kind that change what is matched, and the types their values may have
@@ -50,9 +51,28 @@ Spec = List[Any]  # [kind, base, pattern, opts]
 # -- evaluating a recorded spec -------------------------------------------------------------------
 
 
-def names(root: str, spec: Spec) -> Optional[List[str]]:
+# what a match never counts for, as the recorder never records a touch there (trace.rel): a
+# __pycache__ or virtualenv folder, and the store (``skip``: its project-relative folder)
+_NOISE = re.compile("(?:^|/)(?:__pycache__|" + "|".join(re.escape(d) for d in SKIP_DIRS)
+                    + ")(?:/|$)")
+
+
+def skipped(root: str, store: str) -> Tuple[str, ...]:
+    """The ``skip`` of names() for a project: its store's folder when inside the root."""
+    if not store:
+        return ()
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(root, store))
+    if real == real_root or not real.startswith(real_root + os.sep):
+        return ()
+    return (real[len(real_root) + 1:].replace(os.sep, "/"),)
+
+
+def names(root: str, spec: Spec, skip: Tuple[str, ...] = ()) -> Optional[List[str]]:
     """The sorted names (relative to the spec's base, posix) that the spec matches now under
-    ``root``; None when it cannot be evaluated (the same failure compares equal)."""
+    ``root``; None when it cannot be evaluated (the same failure compares equal). A match in
+    the store (``skip``: project-relative folders), a __pycache__ or a virtualenv does not
+    count: the store changes with every run, and a touch there is never recorded either."""
     kind, base, pattern, opts = spec
     full = root if base == "." else os.path.join(root, base)
     if not os.path.isdir(full):  # told apart from an empty folder: glob.glob("data/**",
@@ -72,12 +92,16 @@ def names(root: str, spec: Spec) -> Optional[List[str]]:
         return None
     if os.sep != "/":  # pragma: no cover - Windows
         got = [g.replace(os.sep, "/") for g in got]
-    return sorted(g for g in got if ".zenbuild-tmp-" not in g)  # a restore's temp file
+    lead = "" if base == "." else base + "/"
+    below = tuple(s + "/" for s in skip)
+    return sorted(g for g in got if ".zenbuild-tmp-" not in g  # a restore's temp file
+                  and _NOISE.search(lead + g) is None
+                  and not (lead + g + "/").startswith(below))
 
 
-def digest(root: str, spec: Spec) -> Optional[str]:
+def digest(root: str, spec: Spec, skip: Tuple[str, ...] = ()) -> Optional[str]:
     """The digest of what ``spec`` matches now (names()), None when it cannot be evaluated."""
-    got = names(root, spec)
+    got = names(root, spec, skip)
     if got is None:
         return None
     return digest_bytes("\0".join(got).encode("utf-8", "surrogatepass"))

@@ -227,7 +227,7 @@ class WatchSet:
                 near = path == base or os.path.dirname(path) == base
             else:
                 near = inside(path, base)
-            if near and listing_digest(self.root, spec) != was:
+            if near and listing_digest(self.root, spec, self.store) != was:
                 return True
         return False
 
@@ -256,12 +256,14 @@ class WatchSet:
         return len(present), len(self.folders())
 
 
-def listing_digest(root: str, spec: List[Any]) -> Optional[str]:
-    """The digest a listing has now, as the run computes it (discovered.py, trace/globs.py)."""
+def listing_digest(root: str, spec: List[Any], store: str) -> Optional[str]:
+    """The digest a listing has now, as the run computes it (discovered.Discovery)."""
     from zenbuild.discovered import listing_digest as names_digest
-    from zenbuild.trace.globs import digest
+    from zenbuild.trace.globs import digest, skipped
 
-    return names_digest(root, spec[1]) if spec[0] == "list" else digest(root, spec)
+    if spec[0] == "list":
+        return names_digest(root, spec[1])
+    return digest(root, spec, skipped(root, store))
 
 
 def _recursive(spec: List[Any]) -> bool:
