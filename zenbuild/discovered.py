@@ -155,7 +155,9 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
            "sources": sources}
     if trace.globs and glob_digest is not None:
         out["format"] = DISCOVERED_FORMAT
-        out["globs"] = [[*spec, glob_digest(spec)] for spec in trace.globs]
+        # the digest taken when the step made the call (trace._note_glob), else now
+        out["globs"] = [[*g[:4], g[4] if len(g) == 5 else glob_digest(g[:4])]
+                        for g in trace.globs]
     return out
 
 

@@ -58,7 +58,9 @@ CALLS = [  # (call, the spec it records)
 def test_a_glob_is_recorded_as_its_pattern_not_as_listings(proj: Path, n: int) -> None:
     call, spec = CALLS[n]
     t = record(proj, call)
-    assert t.globs == [spec]
+    assert [g[:4] for g in t.globs] == [spec]
+    skip = G.skipped(str(proj), str(proj / ".zenbuild"))
+    assert t.globs[0][4] == G.digest(str(proj), spec, skip)  # taken when the call was made
     assert t.listed == []  # the folders it looked into are covered by the pattern
     assert G.valid(spec)
 
@@ -102,7 +104,28 @@ def test_a_lazy_glob_left_half_read_is_still_quiet_and_the_spec_kept(proj: Path)
         os.listdir("other")  # between two steps of the lazy glob: a listing of its own
 
     t = record(proj, step)
-    assert t.globs == [["path.glob", "data", "**/*.csv", {}]] and t.listed == ["other"]
+    assert [g[:4] for g in t.globs] == [["path.glob", "data", "**/*.csv", {}]]
+    assert t.listed == ["other"]
+
+
+def test_the_digest_is_the_folder_before_the_step_looked(proj: Path) -> None:
+    """A matching file that appears while the step runs, after its glob, must not be taken for
+    one the step saw: the record keeps the matches of when the call was made."""
+    spec = ["glob", "data", "*.csv", {}]
+    before = G.digest(str(proj), spec)
+
+    def step() -> None:
+        glob.glob("data/*.csv")
+        (proj / "data" / "late.csv").write_text("x")
+        glob.glob("data/*.csv")  # the same pattern again: the first digest stands
+
+    t = record(proj, step)
+    assert t.globs == [[*spec, before]]
+    rec = dv.build(t, lambda rel: None, lambda *a: None, lambda rel: None,
+                   glob_digest=lambda s: G.digest(str(proj), s))
+    (got,) = dv.verify(rec, lambda rel: None, {}, lambda *a: None,
+                       glob_digest=lambda s: G.digest(str(proj), s))
+    assert got.kind == R.GLOB_MATCHES_CHANGED
 
 
 EVALUATED = [

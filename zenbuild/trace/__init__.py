@@ -62,7 +62,8 @@ class Trace:
     say which parts were recorded (a part not recorded verifies nothing). ``started_ns`` is the
     wall clock when the step started: a read file modified after it changed during the step.
     ``globs`` holds the listings made through a pattern (glob.glob, Path.glob: trace/globs.py
-    specs, ``[kind, base, pattern, opts]``); the folders those listed are not in ``listed``."""
+    specs, ``[kind, base, pattern, opts]``, with the digest of their matches when first made,
+    or None when they could not be evaluated); the folders they listed are not in ``listed``."""
 
     reads: List[str] = field(default_factory=list)
     writes: List[str] = field(default_factory=list)  # written, not a declared Output
@@ -671,13 +672,32 @@ def _note_glob(make: Callable[[Callable[[Any], Optional[str]]], Optional[List[An
         if spec is None:
             return False
         key = (spec[0], spec[1], spec[2], tuple(sorted(spec[3].items())))
-        r: Optional[_Recording] = rec
+        entry = rec.globs.get(key)
+        if entry is None:  # what it matches now, before the step looks: a change from here
+            entry = [*spec, _glob_digest(rec, spec)]  # on differs from it (a rerun, never a
+        r: Optional[_Recording] = rec  # stale entry, as a digest taken after the step was)
         while r is not None and r.opts.track_reads:
-            r.globs.setdefault(key, spec)
+            r.globs.setdefault(key, entry)
             r = _up(r)
         return True
     except Exception:  # pragma: no cover - never break the step's own glob
         return False
+
+
+_SKIPS: Dict[Tuple[str, str], Tuple[str, ...]] = {}  # (root, store) -> globs.skipped()
+
+
+def _glob_digest(rec: _Recording, spec: List[Any]) -> Optional[str]:
+    """The digest of what ``spec`` matches now (globs.digest), its own listings unrecorded."""
+    skip = _SKIPS.get((rec.root, rec.opts.store_dir))
+    if skip is None:
+        skip = _SKIPS[(rec.root, rec.opts.store_dir)] = _GLOBS.skipped(rec.root,
+                                                                        rec.opts.store_dir)
+    _quiet()
+    try:
+        return _GLOBS.digest(rec.root, spec, skip)  # type: ignore[no-any-return]
+    finally:
+        _loud()
 
 
 def _quiet() -> None:
