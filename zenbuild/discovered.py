@@ -42,6 +42,7 @@ from zenbuild import reasons as R
 from zenbuild.digest import StatCache, digest_bytes
 from zenbuild.reasons import Reason
 from zenbuild.trace import Trace, env_filter, is_hidden, keyed_digest, secret_key
+from zenbuild.trace import listing_digest as trace_listing_digest
 
 DISCOVERED_FORMAT = 2  # the newest this version writes: 1 for a record without globs
 READABLE_FORMATS = (1, 2)
@@ -89,14 +90,7 @@ def env_display(name: str, value: Optional[str]) -> Optional[str]:
     return value if len(value) <= MAX_DISPLAY else value[: MAX_DISPLAY - 3] + "..."
 
 
-def listing_digest(root: str, rel: str) -> Optional[str]:
-    """The default ListDigest: a digest of a folder's sorted entry names."""
-    try:
-        names = sorted(n for n in os.listdir(os.path.join(root, rel))
-                       if ".zenbuild-tmp-" not in n)  # a restore's temp file: not content
-    except OSError:
-        return None
-    return digest_bytes("\0".join(names).encode("utf-8", "surrogatepass"))
+listing_digest = trace_listing_digest  # the default ListDigest: of a folder's sorted names
 
 
 def _covered(skip: Set[Tuple[str, str]], f: str, q: str) -> bool:
@@ -142,7 +136,10 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
             continue
         d = file_digest(rel)
         files[rel] = None if d is None else [d[0], d[1]]
-    listed = {rel: list_digest(rel) for rel in trace.listed} if list_digest is not None else {}
+    # a folder's digest as the recorder took it before the step listed it, else now
+    at = trace.listed_at
+    listed = ({rel: at[rel] if rel in at else list_digest(rel) for rel in trace.listed}
+              if list_digest is not None else {})
     env = {name: env_entry(name, v, secret_digest) for name, v in trace.env.items()}
     calls = [[f, q, line, code_digest(f, q, line)] for f, q, line in trace.calls
              if not _covered(skip, f, q)]

@@ -244,3 +244,23 @@ def test_the_store_caches_and_virtualenvs_are_never_matches(proj: Path) -> None:
     (proj / "data" / "new.txt").write_text("x")
     assert G.digest(str(proj), spec, skip) != before
     assert G.skipped(str(proj), str(proj.parent / "elsewhere")) == ()
+
+
+def test_a_listing_of_everything_is_digested_before_the_step_looked(proj: Path) -> None:
+    """As for a pattern: a name that appears while the step runs, after it listed the folder,
+    is a change (before, the digest was taken when the step had ended, and counted it seen)."""
+    before = dv.listing_digest(str(proj), "data")
+
+    def step() -> None:
+        os.listdir("data")
+        (proj / "data" / "late.txt").write_text("x")
+        list(os.scandir("data"))
+
+    t = record(proj, step)
+    assert t.listed == ["data"] and t.listed_at == {"data": before}
+    rec = dv.build(t, lambda rel: None, lambda *a: None,
+                   lambda rel: dv.listing_digest(str(proj), rel))
+    assert rec["listed"] == {"data": before}
+    (got,) = dv.verify(rec, lambda rel: None, {}, lambda *a: None,
+                       lambda rel: dv.listing_digest(str(proj), rel))
+    assert (got.kind, got.subject) == (R.LISTED_DIR_CHANGED, "data")

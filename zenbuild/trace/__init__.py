@@ -75,13 +75,15 @@ class Trace:
     calls_traced: bool = False
     started_ns: int = 0
     globs: List[List[Any]] = field(default_factory=list)
+    listed_at: Dict[str, Optional[str]] = field(default_factory=dict)  # listing_digest() of
+    # a folder in ``listed`` when the step first listed it, before it looked
 
     def to_json(self) -> Dict[str, Any]:
         return {"format": TRACE_FORMAT, "reads": self.reads, "writes": self.writes,
                 "listed": self.listed, "env": self.env, "calls": self.calls,
                 "reads_traced": self.reads_traced, "env_traced": self.env_traced,
                 "calls_traced": self.calls_traced, "started_ns": self.started_ns,
-                "globs": self.globs}
+                "globs": self.globs, "listed_at": self.listed_at}
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> Trace:
@@ -89,7 +91,8 @@ class Trace:
                    list(d.get("listed", [])), dict(d.get("env", {})),
                    [list(c) for c in d.get("calls", [])], bool(d.get("reads_traced")),
                    bool(d.get("env_traced")), bool(d.get("calls_traced")),
-                   int(d.get("started_ns", 0)), [list(g) for g in d.get("globs", [])])
+                   int(d.get("started_ns", 0)), [list(g) for g in d.get("globs", [])],
+                   dict(d.get("listed_at", {})))
 
 
 @record
@@ -359,6 +362,7 @@ class _Recording:
         self.reads: Dict[str, None] = {}
         self.writes: Dict[str, None] = {}
         self.listed: Dict[str, None] = {}
+        self.listed_at: Dict[str, Optional[str]] = {}
         self.globs: Dict[Tuple[Any, ...], List[Any]] = {}  # listings through a pattern
         self.env: Dict[str, Optional[str]] = {}
         self.env_set: Set[str] = set()
@@ -427,7 +431,7 @@ class _Recording:
         globs = [self.globs[k] for k in sorted(self.globs)] if self.globs else []
         return Trace(reads, undeclared, sorted(self.listed) if self.listed else [],
                      dict(self.env), calls, self.opts.track_reads, self.opts.track_env,
-                     calls_traced, started_ns, globs)
+                     calls_traced, started_ns, globs, dict(self.listed_at))
 
 
 _NO_THREADS: frozenset = frozenset()
@@ -545,6 +549,28 @@ def _on_list(rec: _Recording, args: Tuple[Any, ...]) -> None:
     rel = rec.rel("." if path is None else path)
     if rel is not None and _from_user(sys._getframe(2)):
         _note(rec, "listed", rel)
+        if rel not in rec.listed_at:  # the names before the step sees them: one that comes
+            _quiet()  # while it runs differs from the record (a rerun, never a stale entry)
+            try:
+                was = listing_digest(rec.root, rel)
+            finally:
+                _loud()
+            r: Optional[_Recording] = rec
+            while r is not None and r.opts.track_reads:
+                r.listed_at.setdefault(rel, was)
+                r = _up(r)
+
+
+def listing_digest(root: str, rel: str) -> Optional[str]:
+    """The digest of a folder's sorted entry names (discovered.py's default ListDigest), None
+    when it cannot be listed. A restore's temp file is not content."""
+    try:
+        names = sorted(n for n in os.listdir(os.path.join(root, rel)) if ".zenbuild-tmp-" not in n)
+    except OSError:
+        return None
+    from zenbuild.digest import digest_bytes
+
+    return digest_bytes("\0".join(names).encode("utf-8", "surrogatepass"))
 
 
 _HANDLERS = {"open": _on_open, "os.rename": _on_rename, "os.listdir": _on_list,
