@@ -4,11 +4,14 @@ returns Reasons. Pure functions: every look-up (file digests, code digests, fold
 the environment) is passed in, so rebuild.decide() and the tests choose the I/O.
 
 The stored record (JSON, the ``discovered`` column of the entry's row and the ``discovered``
-key of a remote-cache entry; an entry with nothing to verify stores none), format 1::
+key of a remote-cache entry; an entry with nothing to verify stores none), format 1, or 2 when
+it holds ``globs`` (so a version that cannot check them refuses the record, never serves it)::
 
-    {"format": 1,
+    {"format": 1 | 2,
      "files":  {rel: [digest, size] | null},      # null: tried, but did not exist
      "listed": {rel: digest | null},              # digest of the sorted names
+     "globs":  [[kind, base, pattern, opts, digest | null], ...],  # format 2: listings through
+                                                  # a pattern (trace/globs.py), their matches
      "env":    {name: [digest | null, display | null]},  # hidden: ["k:" keyed digest, null]
      "calls":  [[file, qualname, firstlineno, digest | null], ...],
      "sources": {file: digest | null}}             # the files of the calls, as a shortcut
@@ -39,16 +42,19 @@ from zenbuild import reasons as R
 from zenbuild.digest import StatCache, digest_bytes
 from zenbuild.reasons import Reason
 from zenbuild.trace import Trace, env_filter, is_hidden, keyed_digest, secret_key
+from zenbuild.trace import listing_digest as trace_listing_digest
 
-DISCOVERED_FORMAT = 1
+DISCOVERED_FORMAT = 2  # the newest this version writes: 1 for a record without globs
+READABLE_FORMATS = (1, 2)
 
 # A failed verification gives reasons of the kinds R.READ_FILE_CHANGED, R.READ_FILE_MISSING,
-# R.READ_FILE_APPEARED, R.LISTED_DIR_CHANGED, R.ENV_READ_CHANGED, R.TRACED_CODE_CHANGED and
+# R.READ_FILE_APPEARED, R.LISTED_DIR_CHANGED, R.GLOB_MATCHES_CHANGED, R.ENV_READ_CHANGED, R.TRACED_CODE_CHANGED and
 # R.TRACED_CODE_MISSING (defined, with their text, beside every other kind in zenbuild.reasons).
 
 FileDigest = Callable[[str], Optional[Tuple[str, int]]]  # rel -> (digest, size), None: no file
 CodeDigest = Callable[[str, str, int], Optional[str]]  # (file, qualname, firstlineno) -> digest
 ListDigest = Callable[[str], Optional[str]]  # rel folder -> digest of its names, None: gone
+GlobDigest = Callable[[List[Any]], Optional[str]]  # glob spec -> digest of its matches
 
 MAX_DISPLAY = 80
 
@@ -84,14 +90,7 @@ def env_display(name: str, value: Optional[str]) -> Optional[str]:
     return value if len(value) <= MAX_DISPLAY else value[: MAX_DISPLAY - 3] + "..."
 
 
-def listing_digest(root: str, rel: str) -> Optional[str]:
-    """The default ListDigest: a digest of a folder's sorted entry names."""
-    try:
-        names = sorted(n for n in os.listdir(os.path.join(root, rel))
-                       if ".zenbuild-tmp-" not in n)  # a restore's temp file: not content
-    except OSError:
-        return None
-    return digest_bytes("\0".join(names).encode("utf-8", "surrogatepass"))
+listing_digest = trace_listing_digest  # the default ListDigest: of a folder's sorted names
 
 
 def _covered(skip: Set[Tuple[str, str]], f: str, q: str) -> bool:
@@ -121,12 +120,15 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
           list_digest: Optional[ListDigest] = None,
           skip_calls: Iterable[Tuple[str, str]] = (),
           skip_files: Container[str] = (),
-          secret_digest: SecretDigest = _process_digest) -> Dict[str, Any]:
+          secret_digest: SecretDigest = _process_digest,
+          glob_digest: Optional[GlobDigest] = None) -> Dict[str, Any]:
     """The record to store for ``trace`` (taken right after the step ran). ``skip_calls``:
     (file, qualname) pairs the static key already covers (the step function itself, helpers
     it names, and what they enclose), which need no second check; ``skip_files``: files the
     static key covers (declared inputs). ``sources`` holds the digest of each file a traced
-    function lives in: while it is the same, none of its functions needs parsing again."""
+    function lives in: while it is the same, none of its functions needs parsing again.
+    ``glob_digest`` digests what a recorded pattern matches (a record holding any is format
+    2); without one, as without ``list_digest``, listings are not kept."""
     skip = set(skip_calls)
     files: Dict[str, Optional[List[Any]]] = {}
     for rel in trace.reads:
@@ -134,7 +136,10 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
             continue
         d = file_digest(rel)
         files[rel] = None if d is None else [d[0], d[1]]
-    listed = {rel: list_digest(rel) for rel in trace.listed} if list_digest is not None else {}
+    # a folder's digest as the recorder took it before the step listed it, else now
+    at = trace.listed_at
+    listed = ({rel: at[rel] if rel in at else list_digest(rel) for rel in trace.listed}
+              if list_digest is not None else {})
     env = {name: env_entry(name, v, secret_digest) for name, v in trace.env.items()}
     calls = [[f, q, line, code_digest(f, q, line)] for f, q, line in trace.calls
              if not _covered(skip, f, q)]
@@ -143,14 +148,20 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
         if f not in sources and f != "<__main__>":
             got = file_digest(f)
             sources[f] = None if got is None else got[0]
-    return {"format": DISCOVERED_FORMAT, "files": files, "listed": listed, "env": env,
-            "calls": calls, "sources": sources}
+    out = {"format": 1, "files": files, "listed": listed, "env": env, "calls": calls,
+           "sources": sources}
+    if trace.globs and glob_digest is not None:
+        out["format"] = DISCOVERED_FORMAT
+        # the digest taken when the step made the call (trace._note_glob), else now
+        out["globs"] = [[*g[:4], g[4] if len(g) == 5 else glob_digest(g[:4])]
+                        for g in trace.globs]
+    return out
 
 
 def is_empty(record: Mapping[str, Any]) -> bool:
     """Whether a record verifies nothing (then the entry stores none: nothing to check)."""
     return not (record.get("files") or record.get("listed") or record.get("env")
-                or record.get("calls"))
+                or record.get("calls") or record.get("globs"))
 
 
 def _is_digest(v: Any) -> bool:
@@ -162,8 +173,9 @@ def malformed(record: Any) -> Optional[str]:
     verify() cannot fully check must never let its entry be served."""
     if not isinstance(record, dict):
         return "not an object"
-    if record.get("format") != DISCOVERED_FORMAT:
-        return f"format {record.get('format')!r}, this version reads {DISCOVERED_FORMAT}"
+    if record.get("format") not in READABLE_FORMATS:
+        return (f"format {record.get('format')!r}, this version reads "
+                + " and ".join(map(str, READABLE_FORMATS)))
     files, listed, env = record.get("files", {}), record.get("listed", {}), record.get("env", {})
     calls, sources = record.get("calls", []), record.get("sources") or {}
     if not (isinstance(files, dict) and isinstance(listed, dict) and isinstance(env, dict)
@@ -186,6 +198,16 @@ def malformed(record: Any) -> Optional[str]:
             return "a call"
     if not all(_is_digest(v) for v in sources.values()):
         return "a source"
+    globs = record.get("globs", [])
+    if bool(globs) != (record.get("format") == 2):  # 2 is the format of records with globs
+        return f"format {record.get('format')} with{'' if globs else 'out'} patterns"
+    if not isinstance(globs, list):
+        return "a section of the wrong type"
+    if globs:  # (imported only for a record that has patterns: a no-op mostly meets none)
+        from zenbuild.trace import globs as G
+    for g in globs:
+        if not (type(g) is list and len(g) == 5 and G.valid(g[:4]) and _is_digest(g[4])):
+            return "a pattern"
     return None
 
 
@@ -193,11 +215,13 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
            code_digest: CodeDigest, list_digest: Optional[ListDigest] = None,
            first_only: bool = False,
            env_wanted: Optional[Callable[[str], bool]] = None,
-           secret_digest: SecretDigest = _process_digest) -> List[Reason]:
+           secret_digest: SecretDigest = _process_digest,
+           glob_digest: Optional[GlobDigest] = None) -> List[Reason]:
     """Why a stored entry may no longer be served, judged by what its step touched last time.
     Empty: still valid. ``first_only`` stops at the first reason (run), else all (explain).
     ``env_wanted``: the variables still tracked (one now in ``ignore_env`` is not checked).
-    The functions of a file whose digest is the one in ``sources`` are not parsed again."""
+    The functions of a file whose digest is the one in ``sources`` are not parsed again.
+    A record with patterns (``globs``) and no ``glob_digest`` to check them is not trusted."""
     out: List[Reason] = []
     if not record:
         return out
@@ -237,6 +261,16 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
     if list_digest is not None:
         for rel, was in record.get("listed", {}).items():
             if list_digest(rel) != was and add(Reason(R.LISTED_DIR_CHANGED, rel)):
+                return out
+    globs = record.get("globs") or []
+    if globs and glob_digest is None:
+        return out + [Reason(R.RECORD_UNREADABLE, after="its patterns cannot be checked here")]
+    if globs:
+        from zenbuild.trace import globs as G
+    for g in globs:
+        spec = g[:4]
+        if glob_digest is not None and glob_digest(spec) != g[4]:
+            if add(Reason(R.GLOB_MATCHES_CHANGED, G.display(spec))):
                 return out
     sources = record.get("sources") or {}
     same: Dict[str, bool] = {}
@@ -279,6 +313,7 @@ class Discovery:
         self.env_wanted = env_filter(ignore_env)
         self._prefix = root.rstrip(os.sep) + os.sep
         self._code: Optional[SourceDigests] = None
+        self._skip: Optional[Tuple[str, ...]] = None  # the store, for glob digests
 
     def file_digest(self, rel: str, st: Optional[os.stat_result] = None) -> Optional[Tuple[str, int]]:
         try:
@@ -288,6 +323,13 @@ class Discovery:
 
     def list_digest(self, rel: str) -> Optional[str]:
         return listing_digest(self.root, rel)
+
+    def glob_digest(self, spec: List[Any]) -> Optional[str]:
+        from zenbuild.trace.globs import digest, skipped
+
+        if self._skip is None:
+            self._skip = skipped(self.root, self.store)
+        return digest(self.root, spec, self._skip)
 
     def secret_digest(self, value: str) -> str:
         if self._key is None:
@@ -303,14 +345,15 @@ class Discovery:
               skip_files: Container[str] = ()) -> Optional[Dict[str, Any]]:
         """The record to store, or None when there is nothing to verify."""
         rec = build(trace, self.file_digest, self.code_digest, self.list_digest, skip_calls,
-                    skip_files, self.secret_digest)
+                    skip_files, self.secret_digest, self.glob_digest)
         return None if is_empty(rec) else rec
 
     def verify(self, record: Optional[Mapping[str, Any]], first_only: bool) -> List[Reason]:
         if not record:
             return []
         return verify(record, self.file_digest, self.environ, self.code_digest,
-                      self.list_digest, first_only, self.env_wanted, self.secret_digest)
+                      self.list_digest, first_only, self.env_wanted, self.secret_digest,
+                      self.glob_digest)
 
 
 # -- the default code digest: the function's source, docstrings and formatting aside ------------

@@ -86,6 +86,7 @@ READ_FILE_CHANGED = "read_file_changed"  # subject: path; before/after: sizes
 READ_FILE_MISSING = "read_file_missing"  # subject: path; before: size
 READ_FILE_APPEARED = "read_file_appeared"  # subject: path the step tried; after: size
 LISTED_DIR_CHANGED = "listed_dir_changed"  # subject: folder the step listed
+GLOB_MATCHES_CHANGED = "glob_matches_changed"  # subject: the pattern it listed (data/*.csv)
 ENV_READ_CHANGED = "env_read_changed"  # subject: variable; before/after: values, None if secret
 TRACED_CODE_CHANGED = "traced_code_changed"  # subject: "file:qualname"; detail: file, line
 TRACED_CODE_MISSING = "traced_code_missing"  # the function is gone (renamed, removed)
@@ -105,7 +106,7 @@ KINDS: Tuple[str, ...] = (
     INPUT_CHANGED_DURING, DIR_CHANGED_DURING, SOURCE_CHANGED_DURING, STALE_CODE, NOT_DETERMINISTIC,
     UNDECLARED_WRITE,
     READ_FILE_CHANGED, READ_FILE_MISSING, READ_FILE_APPEARED, LISTED_DIR_CHANGED,
-    ENV_READ_CHANGED, TRACED_CODE_CHANGED, TRACED_CODE_MISSING, RECORD_UNREADABLE,
+    GLOB_MATCHES_CHANGED, ENV_READ_CHANGED, TRACED_CODE_CHANGED, TRACED_CODE_MISSING, RECORD_UNREADABLE,
     UP_TO_DATE,
 )
 # The kinds of a discovered record's verification (an entry whose static key matches).
@@ -249,6 +250,7 @@ TEMPLATES: Dict[str, Template] = {
     READ_FILE_MISSING: "read by the step, not declared: {subject} is gone",
     READ_FILE_APPEARED: "tried by the step, not declared: {subject} now exists",
     LISTED_DIR_CHANGED: "listed by the step: folder {subject} changed",
+    GLOB_MATCHES_CHANGED: "listed by the step: the matches of {subject} changed",
     ENV_READ_CHANGED: _env_read,
     TRACED_CODE_CHANGED: "code run by the step, not seen statically: {subject} changed",
     TRACED_CODE_MISSING: "code run by the step, not seen statically: {subject} is gone",

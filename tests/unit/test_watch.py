@@ -432,3 +432,39 @@ def test_saves_during_a_rebuild_make_exactly_one_more(tmp_path: Path) -> None:
     (-9, None, 9, ""), (77, Outcome.CRASHED, 0, "")])
 def test_child_exit_from_a_process_exit_code(code: int, outcome: Any, signal_: int, lost: str) -> None:
     assert ChildExit.from_code(4, code) == ChildExit(4, outcome, signal_, lost)
+
+
+def test_an_event_counts_when_it_changes_what_a_step_listed(tmp_path: Path) -> None:
+    """A listing of every name counts any entry appearing, going or renamed in its folder (not
+    an edit of one, nor anything below); a pattern counts only what changes its matches, at
+    any depth it can see. Judged against the digests the steps' entries recorded."""
+    from zenbuild.discovered import listing_digest
+    from zenbuild.trace.globs import digest
+
+    root = tmp_path.resolve()
+    for rel in ("raw/a.txt", "raw/sub/b.txt", "data/a.csv", "tree/x/a.csv"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("1")
+    star = ["glob", "data", "*.csv", {}]
+    deep = ["path.glob", "tree", "**/*.csv", {}]
+    ws = WatchSet(str(root), gitignore=False)
+    ws.update(Report(root=str(root), loaded=True, listings=[
+        ["list", "raw", "", {}, listing_digest(str(root), "raw")],
+        [*star, digest(str(root), star)], [*deep, digest(str(root), deep)]]))
+    assert (str(root / "raw"), False) in ws.folders()
+    assert (str(root / "data"), False) in ws.folders() and (str(root / "tree"), True) in ws.folders()
+
+    def counts(rel: str, text: str = "1") -> bool:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+        return ws.classify(str(root / rel)).relevant
+
+    assert not counts("raw/a.txt", "edited")  # no name changed
+    assert not counts("raw/sub/c.txt")  # below: not in the listing of raw
+    assert not counts("data/notes.txt") and not counts("data/.hidden.csv")
+    assert not counts("tree/x/notes.txt")
+    assert counts("tree/x/y/new.csv")
+    assert counts("data/b.csv")
+    assert counts("raw/new.txt")
+    (root / "raw" / "new.txt").unlink()  # back as recorded: a late event for it no longer counts
+    assert not ws.classify(str(root / "raw" / "new.txt")).relevant

@@ -26,6 +26,7 @@ from zenbuild.reasons import (
 from zenbuild.scheduler import RunOptions, Scheduler
 from zenbuild.states import StepStatus
 from zenbuild.store.db import ActionEntry, Store
+from zenbuild.trace.globs import display
 
 # A step's state, decided from the kinds of its reasons (never their wording). "stale",
 # "error" and "restore" fail `status --check`.
@@ -227,6 +228,9 @@ def discovered_lines(entry: Optional[ActionEntry]) -> List[str]:
     listed = sorted(rec.get("listed") or {})
     if listed:
         out.append("folders it listed: " + ", ".join(listed))
+    patterns = sorted({display(g[:4]) for g in rec.get("globs") or []})
+    if patterns:
+        out.append("patterns it listed: " + ", ".join(patterns))
     env = sorted(rec.get("env") or {})
     if env:
         out.append("environment variables it read: " + ", ".join(env))

@@ -60,7 +60,10 @@ class Trace:
     ``[file, qualname, firstlineno]`` with ``file`` project-relative, or ``"<__main__>"`` for
     code with no file on disk (notebook cells). ``reads_traced``/``env_traced``/``calls_traced``
     say which parts were recorded (a part not recorded verifies nothing). ``started_ns`` is the
-    wall clock when the step started: a read file modified after it changed during the step."""
+    wall clock when the step started: a read file modified after it changed during the step.
+    ``globs`` holds the listings made through a pattern (glob.glob, Path.glob: trace/globs.py
+    specs, ``[kind, base, pattern, opts]``, with the digest of their matches when first made,
+    or None when they could not be evaluated); the folders they listed are not in ``listed``."""
 
     reads: List[str] = field(default_factory=list)
     writes: List[str] = field(default_factory=list)  # written, not a declared Output
@@ -71,12 +74,16 @@ class Trace:
     env_traced: bool = False
     calls_traced: bool = False
     started_ns: int = 0
+    globs: List[List[Any]] = field(default_factory=list)
+    listed_at: Dict[str, Optional[str]] = field(default_factory=dict)  # listing_digest() of
+    # a folder in ``listed`` when the step first listed it, before it looked
 
     def to_json(self) -> Dict[str, Any]:
         return {"format": TRACE_FORMAT, "reads": self.reads, "writes": self.writes,
                 "listed": self.listed, "env": self.env, "calls": self.calls,
                 "reads_traced": self.reads_traced, "env_traced": self.env_traced,
-                "calls_traced": self.calls_traced, "started_ns": self.started_ns}
+                "calls_traced": self.calls_traced, "started_ns": self.started_ns,
+                "globs": self.globs, "listed_at": self.listed_at}
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> Trace:
@@ -84,7 +91,8 @@ class Trace:
                    list(d.get("listed", [])), dict(d.get("env", {})),
                    [list(c) for c in d.get("calls", [])], bool(d.get("reads_traced")),
                    bool(d.get("env_traced")), bool(d.get("calls_traced")),
-                   int(d.get("started_ns", 0)))
+                   int(d.get("started_ns", 0)), [list(g) for g in d.get("globs", [])],
+                   dict(d.get("listed_at", {})))
 
 
 @record
@@ -271,6 +279,7 @@ def _make_env_filter(ignore: Tuple[str, ...]) -> Any:
 # -- where a path or a frame belongs ---------------------------------------------------------------
 
 _ZB_DIR = PACKAGE_DIR + os.sep
+_GLOBS_FILE = os.path.join(_ZB_DIR, "trace", "globs.py")
 _BOUNDARY_FILES = frozenset({os.path.abspath(__file__),
                              os.path.join(_ZB_DIR, "executors", "__init__.py")})
 # the library folders (stdlib, site-packages): found when the first step is recorded, so a
@@ -293,6 +302,10 @@ def _from_user(f: Any) -> bool:
         fn = f.f_code.co_filename
         if fn.startswith("<frozen importlib"):
             return False
+        if fn == _GLOBS_FILE:  # the glob wrappers stand in for the library call: look past
+            f = f.f_back
+            n += 1
+            continue
         if fn.startswith(_ZB_DIR):
             return fn in _BOUNDARY_FILES  # reached the recorder: library code all the way
         if not (fn.startswith(_lib()) or fn.startswith("<frozen")):
@@ -349,6 +362,8 @@ class _Recording:
         self.reads: Dict[str, None] = {}
         self.writes: Dict[str, None] = {}
         self.listed: Dict[str, None] = {}
+        self.listed_at: Dict[str, Optional[str]] = {}
+        self.globs: Dict[Tuple[Any, ...], List[Any]] = {}  # listings through a pattern
         self.env: Dict[str, Optional[str]] = {}
         self.env_set: Set[str] = set()
         self.env_wanted = _env_filter(opts.ignore_env)
@@ -413,9 +428,10 @@ class _Recording:
             reads = sorted(r for r in self.reads if r not in writes and not self.declared(r))
             undeclared = sorted(w for w in writes if not self.declared(w)
                                 and os.path.lexists(os.path.join(root, w)))
+        globs = [self.globs[k] for k in sorted(self.globs)] if self.globs else []
         return Trace(reads, undeclared, sorted(self.listed) if self.listed else [],
                      dict(self.env), calls, self.opts.track_reads, self.opts.track_env,
-                     calls_traced, started_ns)
+                     calls_traced, started_ns, globs, dict(self.listed_at))
 
 
 _NO_THREADS: frozenset = frozenset()
@@ -527,10 +543,34 @@ def _on_rename(rec: _Recording, args: Tuple[Any, ...]) -> None:
 
 
 def _on_list(rec: _Recording, args: Tuple[Any, ...]) -> None:
+    if _QUIET and _QUIET.get(threading.get_ident()):
+        return  # inside a glob recorded as its pattern (trace/globs.py)
     path = args[0] if args else None
     rel = rec.rel("." if path is None else path)
     if rel is not None and _from_user(sys._getframe(2)):
         _note(rec, "listed", rel)
+        if rel not in rec.listed_at:  # the names before the step sees them: one that comes
+            _quiet()  # while it runs differs from the record (a rerun, never a stale entry)
+            try:
+                was = listing_digest(rec.root, rel)
+            finally:
+                _loud()
+            r: Optional[_Recording] = rec
+            while r is not None and r.opts.track_reads:
+                r.listed_at.setdefault(rel, was)
+                r = _up(r)
+
+
+def listing_digest(root: str, rel: str) -> Optional[str]:
+    """The digest of a folder's sorted entry names (discovered.py's default ListDigest), None
+    when it cannot be listed. A restore's temp file is not content."""
+    try:
+        names = sorted(n for n in os.listdir(os.path.join(root, rel)) if ".zenbuild-tmp-" not in n)
+    except OSError:
+        return None
+    from zenbuild.digest import digest_bytes
+
+    return digest_bytes("\0".join(names).encode("utf-8", "surrogatepass"))
 
 
 _HANDLERS = {"open": _on_open, "os.rename": _on_rename, "os.listdir": _on_list,
@@ -589,6 +629,8 @@ def _probe(path: Any, st: Any) -> None:
     try:
         if isinstance(path, int) or (st is not None and not stat_mod.S_ISREG(st.st_mode)):
             return
+        if _QUIET and _QUIET.get(threading.get_ident()):
+            return  # a glob's own look: its recorded pattern covers what it found
         rec = _target()
         if rec is None or not rec.opts.track_reads:
             return
@@ -632,6 +674,97 @@ def _unwrap_stat() -> None:
 
 
 _accessors: List[Any] = []  # 3.10's pathlib accessor while its stat is wrapped
+
+
+# -- listings through a pattern ------------------------------------------------------------------
+# glob.glob/iglob and Path.glob/rglob are wrapped while a step is recorded (trace/globs.py):
+# such a listing is recorded as its pattern, and the listings and existence checks it makes on
+# the way are not recorded (_QUIET: thread id -> depth of recorded globs under way).
+
+_QUIET: Dict[int, int] = {}
+_glob_users = [0]
+_GLOBS: Any = None  # zenbuild.trace.globs, imported when the first step is recorded
+
+
+def _note_glob(make: Callable[[Callable[[Any], Optional[str]]], Optional[List[Any]]],
+               frame: Any) -> bool:
+    """Record the spec ``make(rel)`` gives for the recording this thread's events go to (and
+    those it passes them up to); whether one was recorded (then the call runs quietly)."""
+    try:
+        rec = _target()
+        if rec is None or not rec.opts.track_reads or not _from_user(frame):
+            return False
+        spec = make(rec.rel)
+        if spec is None:
+            return False
+        key = (spec[0], spec[1], spec[2], tuple(sorted(spec[3].items())))
+        entry = rec.globs.get(key)
+        if entry is None:  # what it matches now, before the step looks: a change from here
+            entry = [*spec, _glob_digest(rec, spec)]  # on differs from it (a rerun, never a
+        r: Optional[_Recording] = rec  # stale entry, as a digest taken after the step was)
+        while r is not None and r.opts.track_reads:
+            r.globs.setdefault(key, entry)
+            r = _up(r)
+        return True
+    except Exception:  # pragma: no cover - never break the step's own glob
+        return False
+
+
+_SKIPS: Dict[Tuple[str, str], Tuple[str, ...]] = {}  # (root, store) -> globs.skipped()
+
+
+def _glob_digest(rec: _Recording, spec: List[Any]) -> Optional[str]:
+    """The digest of what ``spec`` matches now (globs.digest), its own listings unrecorded."""
+    skip = _SKIPS.get((rec.root, rec.opts.store_dir))
+    if skip is None:
+        skip = _SKIPS[(rec.root, rec.opts.store_dir)] = _GLOBS.skipped(rec.root,
+                                                                        rec.opts.store_dir)
+    _quiet()
+    try:
+        return _GLOBS.digest(rec.root, spec, skip)  # type: ignore[no-any-return]
+    finally:
+        _loud()
+
+
+def _quiet() -> None:
+    ident = threading.get_ident()
+    _QUIET[ident] = _QUIET.get(ident, 0) + 1
+
+
+def _loud() -> None:
+    ident = threading.get_ident()
+    n = _QUIET.get(ident, 0) - 1
+    if n > 0:
+        _QUIET[ident] = n
+    else:
+        _QUIET.pop(ident, None)
+
+
+def _in_glob() -> bool:
+    return bool(_QUIET) and bool(_QUIET.get(threading.get_ident()))
+
+
+def _wrap_globs() -> None:
+    global _GLOBS
+    with _LOCK:
+        _glob_users[0] += 1
+        if _glob_users[0] == 1:
+            if _GLOBS is None:
+                from zenbuild.trace import globs
+
+                globs.HOOKS.note = _note_glob
+                globs.HOOKS.quiet = _quiet
+                globs.HOOKS.loud = _loud
+                globs.HOOKS.inside = _in_glob
+                _GLOBS = globs
+            _GLOBS.wrap()
+
+
+def _unwrap_globs() -> None:
+    with _LOCK:
+        _glob_users[0] = max(0, _glob_users[0] - 1)
+        if _glob_users[0] == 0 and _GLOBS is not None:
+            _GLOBS.unwrap()
 
 
 # -- environment ----------------------------------------------------------------------------------
@@ -815,6 +948,7 @@ class Recorder:
                 _install_hook()
             if not self.isolated:  # a step, not an import: imports stat through importlib's own
                 _wrap_stat()
+                _wrap_globs()
         if opts.track_env:
             _wrap_env()
         with _LOCK:
@@ -848,6 +982,7 @@ class Recorder:
                 _unwrap_env()
             if self.opts.track_reads and not self.isolated:
                 _unwrap_stat()
+                _unwrap_globs()
         self.trace = rec.finish(self._t0, calls, traced)
 
 

@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from zenbuild.errors import ZenbuildError
 from zenbuild.imported import import_reads
@@ -95,6 +95,7 @@ def run_child(req: Dict[str, Any]) -> Outcome:
     root = req["root"]
     report: Dict[str, Any] = {"root": root, "loaded": False, "store": "", "config_source": None,
                               "modules": [], "files": [], "dirs": [], "outputs": [],
+                              "listings": [],
                               "status": "error", "counts": {}, "watch": None, "preload": []}
     is_project = project_predicate(root, os.path.join(root, ".zenbuild"))
     outcome = Outcome.CRASHED
@@ -128,7 +129,11 @@ def run_child(req: Dict[str, Any]) -> Outcome:
         report.update(status=result.status, counts=counts)
         # files the steps read without declaring them (their entries' discovered records):
         # an edit of one invalidates its step, so a save of it must start a rebuild too
-        report["files"].extend(_discovered_reads(config.store, opened.graph.pipeline))
+        files, listings = _discovered(config.store, opened.graph.pipeline)
+        report["files"].extend(files)
+        # and the folders they listed (a listing, or a pattern's matches, with its digest): a
+        # file appearing there starts a rebuild when the step's listing is no longer the same
+        report["listings"] = listings
         outcome = Outcome.SUCCEEDED if result.status == "succeeded" else Outcome.STEP_FAILED
     except ZenbuildError as e:  # the user's mistake: one paragraph, the user's frames only
         _flush()
@@ -160,25 +165,31 @@ def run_child(req: Dict[str, Any]) -> Outcome:
     return outcome
 
 
-def _discovered_reads(store_path: str, pipeline: str) -> List[str]:
-    """The project files the current entries of ``pipeline``'s steps record as read (best
-    effort: a store that cannot be read adds nothing)."""
+def _discovered(store_path: str, pipeline: str) -> Tuple[List[str], List[List[Any]]]:
+    """The project files the current entries of ``pipeline``'s steps record as read, and the
+    listings they record (WatchSet.listings: ``["list", folder, "", {}, digest]`` for a
+    listing of everything, a glob spec with its digest for one through a pattern). Best
+    effort: a store that cannot be read adds nothing."""
+    from zenbuild.discovered import malformed
     from zenbuild.store.db import Store
 
     try:
         store = Store(store_path)
     except Exception:  # noqa: BLE001 - the run reported its own store problems already
-        return []
+        return [], []
     try:
         out: List[str] = []
+        listings: List[List[Any]] = []
         for entry in store.step_states(pipeline).values():
             rec = entry.discovered
-            files = rec.get("files") if isinstance(rec, dict) else None
-            if isinstance(files, dict):
-                out.extend(f for f in files if isinstance(f, str))
-        return out
+            if not isinstance(rec, dict) or malformed(rec) is not None:
+                continue
+            out.extend(rec.get("files") or {})
+            listings.extend(["list", d, "", {}, was] for d, was in (rec.get("listed") or {}).items())
+            listings.extend(list(g) for g in rec.get("globs") or [])
+        return out, listings
     except Exception:  # noqa: BLE001 - as above
-        return []
+        return [], []
     finally:
         store.close()
 

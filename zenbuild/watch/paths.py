@@ -1,4 +1,6 @@
-"""What `zenbuild watch` watches and which file events matter: path rules, no I/O but stat."""
+"""What `zenbuild watch` watches and which file events matter: path rules, no I/O but stat and,
+for an event in a folder a step listed, that listing (to see whether it still is the one the
+step's entry recorded)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import fnmatch
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from zenbuild.paths import glob_match as dir_glob_match  # the core's own Dir glob semantics
 from zenbuild.paths import inside
@@ -102,6 +104,9 @@ class Report:
     dirs: List[Tuple[str, Optional[str]]] = field(default_factory=list)  # Dir inputs, glob
     outputs: List[str] = field(default_factory=list)
     config_source: Optional[str] = None
+    # what steps listed: [kind, folder, pattern, opts, digest] ("list" for a listing of every
+    # name, else a glob spec of zenbuild.trace.globs), folder project-relative
+    listings: List[List[Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -128,6 +133,8 @@ class WatchSet:
         self.exact: Dict[str, str] = {os.path.join(self.root, c): "config" for c in CONFIG_FILES}
         self.dirs: Dict[str, Optional[str]] = {}
         self.outputs: Set[str] = set()
+        # (real folder, [kind, folder, pattern, opts], digest the step's entry recorded)
+        self.listings: List[Tuple[str, List[Any], Optional[str]]] = []
         self.names: Dict[str, str] = {}  # real path outside the root -> the declared name
         self.broad = True  # until a run has loaded the pipeline, any .py change may fix it
 
@@ -149,16 +156,20 @@ class WatchSet:
             fresh[self._abs(f)] = "input"
         dirs = {self._abs(d): g for d, g in report.dirs}
         outputs = {self._abs(o) for o in report.outputs}
+        listings = [(self._abs(x[1]), list(x[:4]), x[4]) for x in report.listings
+                    if len(x) == 5 and isinstance(x[1], str)]
         for rel in [*report.files, *(d for d, _ in report.dirs), *report.outputs]:
             real = self._abs(rel)
             if not inside(real, self.root):  # a symlink out of the project: show its own name
                 self.names[real] = rel
         if report.loaded:
             self.exact, self.dirs, self.outputs, self.broad = fresh, dirs, outputs, False
+            self.listings = listings
         else:
             self.exact.update(fresh)
             self.dirs.update(dirs)
             self.outputs |= outputs
+            self.listings += [x for x in listings if x not in self.listings]
             self.broad = True
 
     # -- deciding -----------------------------------------------------------------------------
@@ -197,6 +208,8 @@ class WatchSet:
                 inner = os.path.relpath(path, d).replace(os.sep, "/")
                 if is_dir or glob is None or dir_glob_match(inner, glob):
                     return Verdict(True, "in a Dir input")
+        if self._listing_changed(path):
+            return Verdict(True, "changes what a step listed")
         if not in_root:
             return Verdict(False, "outside the project")
         if self.gitignore.match(rel, is_dir):
@@ -205,19 +218,34 @@ class WatchSet:
             return Verdict(True, "a .py file (the pipeline does not load yet)")
         return Verdict(False, "nothing depends on it")
 
+    def _listing_changed(self, path: str) -> bool:
+        """Whether ``path`` is in a folder a step listed (or below the folder of a pattern it
+        listed) and that listing is no longer the one its entry recorded: a file its pattern
+        does not match, or an edit that adds and removes no name, changes nothing."""
+        for base, spec, was in self.listings:
+            if spec[0] == "list":
+                near = path == base or os.path.dirname(path) == base
+            else:
+                near = inside(path, base)
+            if near and listing_digest(self.root, spec, self.store) != was:
+                return True
+        return False
+
     def wanted(self) -> List[str]:
         """Every path whose appearance matters (to re-arm watches when a folder is created)."""
-        return sorted(set(self.exact) | set(self.dirs))
+        return sorted(set(self.exact) | set(self.dirs) | {b for b, _s, _d in self.listings})
 
     def folders(self) -> List[Tuple[str, bool]]:
         """(folder, recursive) pairs to watch: the parent folder of every exact path (so atomic
         temp+rename saves are seen), each Dir input recursively, and for a path that does not
         exist yet its nearest existing ancestor."""
-        real = {d for d in self.dirs if os.path.isdir(d)}
+        deep = set(self.dirs) | {b for b, spec, _d in self.listings if _recursive(spec)}
+        real = {d for d in deep if os.path.isdir(d)}
         real = {d for d in real if not any(d != o and inside(d, o) for o in real)}
         flat: Set[str] = {self.root}
         flat.update(_existing(os.path.dirname(p)) for p in self.exact)
-        flat.update(_existing(d) for d in self.dirs if not os.path.isdir(d))
+        flat.update(_existing(d) for d in deep if not os.path.isdir(d))
+        flat.update(_existing(b) for b, spec, _d in self.listings if not _recursive(spec))
         flat = {d for d in flat if not any(inside(d, r) for r in real)}
         # Folders outside the root appear only through symlinked inputs the pipeline declares.
         return [(d, False) for d in sorted(flat)] + [(d, True) for d in sorted(real)]
@@ -226,6 +254,22 @@ class WatchSet:
         """(existing files and Dir inputs depended on, folders watched)."""
         present = [p for p in self.exact if os.path.isfile(p)] + [d for d in self.dirs if os.path.isdir(d)]
         return len(present), len(self.folders())
+
+
+def listing_digest(root: str, spec: List[Any], store: str) -> Optional[str]:
+    """The digest a listing has now, as the run computes it (discovered.Discovery)."""
+    from zenbuild.discovered import listing_digest as names_digest
+    from zenbuild.trace.globs import digest, skipped
+
+    if spec[0] == "list":
+        return names_digest(root, spec[1])
+    return digest(root, spec, skipped(root, store))
+
+
+def _recursive(spec: List[Any]) -> bool:
+    """Whether a listing can see below its folder: a pattern with a folder part or ``**``."""
+    return spec[0] == "path.rglob" or (spec[0] != "list" and ("/" in spec[2].rstrip("/")
+                                                              or "**" in spec[2]))
 
 
 def _existing(folder: str) -> str:

@@ -377,6 +377,7 @@ class Watcher:
                 modules=list(data.get("modules", [])), files=list(data.get("files", [])),
                 dirs=[(d, g) for d, g in data.get("dirs", [])],
                 outputs=list(data.get("outputs", [])), config_source=data.get("config_source"),
+                listings=[list(x) for x in data.get("listings", [])],
             )
             if data.get("watch") is not None:
                 try:
