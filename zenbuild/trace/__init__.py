@@ -11,6 +11,8 @@ How it sees things:
   shows, os.fsdecode'd) is wrapped while a recording is active and put back when the last one ends, even when the
   step raised. Bulk copies (``os.environ.copy()``, ``dict(os.environ)``, iteration) are not
   recorded as reads of every variable.
+- files native code opens (pyarrow, polars, SQLite): zenbuild.trace.native wraps their path
+  choke points while a recording is active, and the ``sqlite3.connect`` audit event.
 - calls: ``sys.monitoring`` PY_START returning DISABLE (Python >= 3.12: one callback per code
   object per step), else cProfile's C profiler (``builtins=False``) in the recording thread.
 
@@ -533,8 +535,12 @@ def _on_list(rec: _Recording, args: Tuple[Any, ...]) -> None:
         _note(rec, "listed", rel)
 
 
+def _on_sqlite(rec: _Recording, args: Tuple[Any, ...]) -> None:
+    (_NATIVE or _native()).on_sqlite(rec, args, sys._getframe(2))  # zenbuild.trace.native
+
+
 _HANDLERS = {"open": _on_open, "os.rename": _on_rename, "os.listdir": _on_list,
-             "os.scandir": _on_list}
+             "os.scandir": _on_list, "sqlite3.connect": _on_sqlite}
 _hook_installed = [False]
 
 
@@ -792,6 +798,19 @@ def _load_calls() -> Any:
     return calls
 
 
+# zenbuild.trace.native (paths given to pyarrow, polars and sqlite3, whose reads are native):
+# imported when the first step's reads are recorded
+_NATIVE: Any = None
+
+
+def _native() -> Any:
+    global _NATIVE
+    from zenbuild.trace import native
+
+    _NATIVE = native
+    return native
+
+
 
 class Recorder:
     """``with Recorder(opts) as r: ...`` records what the block touches; ``r.trace`` holds the
@@ -815,6 +834,7 @@ class Recorder:
                 _install_hook()
             if not self.isolated:  # a step, not an import: imports stat through importlib's own
                 _wrap_stat()
+            (_NATIVE or _native()).wrap()
         if opts.track_env:
             _wrap_env()
         with _LOCK:
@@ -848,6 +868,8 @@ class Recorder:
                 _unwrap_env()
             if self.opts.track_reads and not self.isolated:
                 _unwrap_stat()
+            if self.opts.track_reads:
+                _NATIVE.unwrap()
         self.trace = rec.finish(self._t0, calls, traced)
 
 
