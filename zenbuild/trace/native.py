@@ -7,10 +7,10 @@ there (its appearing reruns the step).
 
 Where (the narrowest Python-level choke points, so that every public entry point is covered,
 however the user imported it):
-- pyarrow: ``_resolve_filesystem_and_path`` as ``pyarrow.fs`` and ``pyarrow.parquet.core`` hold
-  it, counted only when called by a reader (``ParquetFile``, ``ParquetDataset``, ``read_table``,
-  ``read_metadata``, ``read_schema``, ``pyarrow.dataset``'s single-source path and
-  ``parquet_dataset``), never by a writer; and ``pyarrow.dataset._ensure_multiple_sources``
+- pyarrow: ``_resolve_filesystem_and_path`` as ``pyarrow.fs``, ``pyarrow.parquet.core`` and
+  ``pyarrow.orc`` hold it, counted only when called by a reader (``ParquetFile``,
+  ``ParquetDataset``, ``read_table``, ``read_metadata``, ``read_schema``, ``pyarrow.dataset``'s
+  single-source path, ``parquet_dataset``, ``orc.read_table``), never by a writer; and ``pyarrow.dataset._ensure_multiple_sources``
   (a dataset of a list of files). pyarrow's csv, json, feather and ipc readers (and
   ``memory_map``, ``OSFile``) check ``os.path.isdir`` on the path first: the os.stat wrapper
   of zenbuild.trace sees those already.
@@ -249,6 +249,7 @@ _PA_READERS = {
     "pyarrow.parquet.core": ("ParquetFile.__init__", "ParquetDataset.__init__", "read_table",
                              "read_metadata", "read_schema"),
     "pyarrow.dataset": ("_ensure_single_source", "parquet_dataset"),
+    "pyarrow.orc": ("read_table",),
 }
 _pa_codes: Dict[Tuple[int, ...], Set[Any]] = {}
 
@@ -362,6 +363,7 @@ _POLARS_READERS = ("polars.io._utils", "polars.io.csv.functions", "polars.io.par
 TARGETS: Dict[str, List[Tuple[str, Callable[[Any], Callable[..., Any]]]]] = {
     "pyarrow.fs": [("_resolve_filesystem_and_path", _pa_resolve)],
     "pyarrow.parquet.core": [("_resolve_filesystem_and_path", _pa_resolve)],
+    "pyarrow.orc": [("_resolve_filesystem_and_path", _pa_resolve)],
     "pyarrow.dataset": [("_ensure_multiple_sources", _pa_multiple)],
     **{m: [("normalize_filepath", _pl_normalize)] for m in _POLARS_READERS},
 }
@@ -379,7 +381,11 @@ def _patch(name: str) -> None:
         return
     for attr, make in TARGETS.get(name, ()):
         orig = mod.__dict__.get(attr)
-        if orig is None or not callable(orig) or getattr(orig, _MARK, False):
+        if orig is None or not callable(orig):
+            continue
+        if getattr(orig, _MARK, False):  # ours: this module imported the name from a wrapped one
+            if not any(m is mod and a == attr for m, a, _o, _w in _patches):
+                _patches.append((mod, attr, orig.__wrapped__, orig))  # put back all the same
             continue
         wrapper = make(orig)
         try:
