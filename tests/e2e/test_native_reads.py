@@ -256,3 +256,8 @@ def test_a_sqlite_database_a_step_reads_reruns_it_when_changed(project: Project)
     assert reran(project) == {"rows": 1, "ro": 1}
     r = project.cli("run")
     assert project.ticks() == [] and r.executed == [], r
+    make_db(db, [4], wal=True)  # in -j workers the same
+    r = project.cli("run", "-j", "2")
+    assert sorted(project.ticks()) == ["ro", "rows"], r
+    r = project.cli("run", "-j", "2")
+    assert project.ticks() == [] and r.executed == [], r

@@ -387,15 +387,21 @@ def _patch(name: str) -> None:
             if not any(m is mod and a == attr for m, a, _o, _w in _patches):
                 _patches.append((mod, attr, orig.__wrapped__, orig))  # put back all the same
             continue
-        wrapper = make(orig)
+        wrapper = _made.get(orig)
         try:
-            wrapper.__wrapped__ = orig  # type: ignore[attr-defined]
-            wrapper.__doc__ = getattr(orig, "__doc__", None)
-            setattr(wrapper, _MARK, True)
+            if wrapper is None:  # made once per original: a step's wrap() only assigns
+                wrapper = make(orig)
+                wrapper.__wrapped__ = orig  # type: ignore[attr-defined]
+                wrapper.__doc__ = getattr(orig, "__doc__", None)
+                setattr(wrapper, _MARK, True)
+                _made[orig] = wrapper
             setattr(mod, attr, wrapper)
         except Exception:  # pragma: no cover - a module that refuses the attribute
             continue
         _patches.append((mod, attr, orig, wrapper))
+
+
+_made: Dict[Any, Callable[..., Any]] = {}  # an original -> its wrapper
 
 
 class _Loader:
