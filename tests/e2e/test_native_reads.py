@@ -261,3 +261,46 @@ def test_a_sqlite_database_a_step_reads_reruns_it_when_changed(project: Project)
     assert sorted(project.ticks()) == ["ro", "rows"], r
     r = project.cli("run", "-j", "2")
     assert project.ticks() == [] and r.executed == [], r
+
+
+WRITER_PIPE = '''
+import sqlite3
+from zenbuild import pipeline, step
+from ticker import tick
+
+
+@step
+def log() -> int:
+    tick("log")
+    db = sqlite3.connect("data/runs.sqlite")
+    try:
+        with db:
+            db.execute("create table if not exists runs(n)")
+            db.execute("insert into runs values (1)")
+        return 1
+    finally:
+        db.close()
+
+
+@pipeline
+def p():
+    log()
+'''
+
+
+def test_a_step_that_writes_its_database_is_never_served_a_stale_state(project: Project) -> None:
+    """A database is state: a step that writes to it changed what it read while it ran, so its
+    result is used but not cached (the documented choice), and it says why."""
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", WRITER_PIPE)
+    (project.root / "data").mkdir()
+    for _ in range(2):
+        r = project.cli("run")
+        assert project.ticks() == ["log"], r
+        assert "input data/runs.sqlite changed while step log ran; its result was used but " \
+               "not cached" in r.output, r
+    db = sqlite3.connect(project.root / "data" / "runs.sqlite")
+    try:
+        assert db.execute("select count(*) from runs").fetchone()[0] == 2
+    finally:
+        db.close()
