@@ -11,6 +11,8 @@ How it sees things:
   shows, os.fsdecode'd) is wrapped while a recording is active and put back when the last one ends, even when the
   step raised. Bulk copies (``os.environ.copy()``, ``dict(os.environ)``, iteration) are not
   recorded as reads of every variable.
+- files native code opens (pyarrow, polars, SQLite): zenbuild.trace.native wraps their path
+  choke points while a recording is active, and the ``sqlite3.connect`` audit event.
 - calls: ``sys.monitoring`` PY_START returning DISABLE (Python >= 3.12: one callback per code
   object per step), else cProfile's C profiler (``builtins=False``) in the recording thread.
 
@@ -362,6 +364,7 @@ class _Recording:
         self.reads: Dict[str, None] = {}
         self.writes: Dict[str, None] = {}
         self.listed: Dict[str, None] = {}
+        self.databases: Dict[str, Any] = {}  # SQLite file -> its state at the first connect
         self.listed_at: Dict[str, Optional[str]] = {}
         self.globs: Dict[Tuple[Any, ...], List[Any]] = {}  # listings through a pattern
         self.env: Dict[str, Optional[str]] = {}
@@ -423,6 +426,12 @@ class _Recording:
         root = self.root
         reads: List[str] = []
         undeclared: List[str] = []
+        if self.databases:  # a SQLite database the step changed is its write, not its
+            # input (a tracking or study store it logs to: mlflow, optuna), which would
+            # otherwise count as an input changed while the step ran, and rerun it every time;
+            # like any file it read and wrote, it is named as an undeclared write
+            for rel in (_NATIVE or _native()).changed_databases(root, self.databases):
+                self.writes[rel] = None
         if self.writes or self.reads:  # (most steps read and wrote only declared files)
             writes = set(self.writes)
             reads = sorted(r for r in self.reads if r not in writes and not self.declared(r))
@@ -573,8 +582,12 @@ def listing_digest(root: str, rel: str) -> Optional[str]:
     return digest_bytes("\0".join(names).encode("utf-8", "surrogatepass"))
 
 
+def _on_sqlite(rec: _Recording, args: Tuple[Any, ...]) -> None:
+    (_NATIVE or _native()).on_sqlite(rec, args, sys._getframe(2))  # zenbuild.trace.native
+
+
 _HANDLERS = {"open": _on_open, "os.rename": _on_rename, "os.listdir": _on_list,
-             "os.scandir": _on_list}
+             "os.scandir": _on_list, "sqlite3.connect": _on_sqlite}
 _hook_installed = [False]
 
 
@@ -925,6 +938,19 @@ def _load_calls() -> Any:
     return calls
 
 
+# zenbuild.trace.native (paths given to pyarrow, polars and sqlite3, whose reads are native):
+# imported when the first step's reads are recorded
+_NATIVE: Any = None
+
+
+def _native() -> Any:
+    global _NATIVE
+    from zenbuild.trace import native
+
+    _NATIVE = native
+    return native
+
+
 
 class Recorder:
     """``with Recorder(opts) as r: ...`` records what the block touches; ``r.trace`` holds the
@@ -949,6 +975,7 @@ class Recorder:
             if not self.isolated:  # a step, not an import: imports stat through importlib's own
                 _wrap_stat()
                 _wrap_globs()
+            (_NATIVE or _native()).wrap()
         if opts.track_env:
             _wrap_env()
         with _LOCK:
@@ -983,6 +1010,8 @@ class Recorder:
             if self.opts.track_reads and not self.isolated:
                 _unwrap_stat()
                 _unwrap_globs()
+            if self.opts.track_reads:
+                _NATIVE.unwrap()
         self.trace = rec.finish(self._t0, calls, traced)
 
 
