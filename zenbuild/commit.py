@@ -28,12 +28,12 @@ from zenbuild.store.outputs import (
     Claims,
     OutputMissing,
     Trash,
-    Unstored,
     capture,
     check_adopt,
     output_size,
 )
 from zenbuild.store.runs import StepRow
+from zenbuild.store.unstored import Unstored
 from zenbuild.trace import Trace
 
 # Group commit: writes join one transaction, committed at most every COMMIT_EVERY_S (and at the
