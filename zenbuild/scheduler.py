@@ -31,7 +31,7 @@ from zenbuild.events import (
 )
 from zenbuild.executors import Executor, Outcome, Task, user_traceback_text
 from zenbuild.fingerprint.code import CodeFingerprinter, SourceCache
-from zenbuild.fingerprint.encoders import TypeDigests, encoder_record
+from zenbuild.fingerprint.encoders import TypeDigests, encoder_record, find_class
 from zenbuild.fingerprint.values import loaded_object
 from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef
 from zenbuild.paths import MissingInput, PathMaker, shown
@@ -543,8 +543,8 @@ class Scheduler:
         if isinstance(data, StoredValue):
             if not data.types:
                 return []
-            classes = [loaded_object(m, q) for m, q in data.types]
-            return encoder_record(self.fp, [c for c in classes if isinstance(c, type)])
+            classes = [find_class(self.fp, m, q) for m, q in data.types]
+            return encoder_record(self.fp, [c for c in classes if c is not None])
         return encoder_record(self.fp, data.types) if data.types else []
 
     def _finish(self, outcome: Outcome) -> bool:
