@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from zenbuild import reasons as R
 from zenbuild.digest import StatCache, digest_file
-from zenbuild.discovered import Discovery, static_calls
+from zenbuild.discovered import Discovery, static_calls, with_types
 from zenbuild.fingerprint.code import SourceCache
 from zenbuild.graph import Node
 from zenbuild.imported import changed_during_run
@@ -28,12 +28,12 @@ from zenbuild.store.outputs import (
     Claims,
     OutputMissing,
     Trash,
-    Unstored,
     capture,
     check_adopt,
     output_size,
 )
 from zenbuild.store.runs import StepRow
+from zenbuild.store.unstored import Unstored
 from zenbuild.trace import Trace
 
 # Group commit: writes join one transaction, committed at most every COMMIT_EVERY_S (and at the
@@ -152,11 +152,13 @@ class Recorder:
     def record(self, node: Node, comps: Components, fingerprint: str, data: Any,
                duration: float, trace: Optional[Trace] = None,
                same: Optional[str] = None,
-               stale: Optional[Reason] = None) -> Tuple[str, Optional[Reason]]:
+               stale: Optional[Reason] = None,
+               types: Optional[List[List[Any]]] = None) -> Tuple[str, Optional[Reason]]:
         """Store a finished step's serialized value and its outputs, and its entry unless an
         input (declared, or read as its ``trace`` says) changed while it ran; the entry keeps
-        what the trace saw, to be verified before it is served. Returns (value digest, why it
-        was not cached or None). Raises CaptureFailed."""
+        what the trace saw, and ``types`` (the registered code that encoded the value:
+        [module, qualname, code digest] each), to be verified before it is served. Returns
+        (value digest, why it was not cached or None). Raises CaptureFailed."""
         name = node.name
         uncached: Optional[Reason] = None
         entry: Optional[ActionEntry] = None
@@ -191,6 +193,8 @@ class Recorder:
                         discovered = self.discovery.build(
                             trace, self._static_calls(comps.code_meta) if trace.calls else (),
                             comps.files)
+                if uncached is None and types:
+                    discovered = with_types(discovered, types)
                 if uncached is None:
                     if discovered is not None:  # the entry it replaces stays, as an alternate
                         self.store.demote_action(fingerprint, json.dumps(discovered, sort_keys=True))

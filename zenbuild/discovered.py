@@ -14,7 +14,17 @@ it holds ``globs`` (so a version that cannot check them refuses the record, neve
                                                   # a pattern (trace/globs.py), their matches
      "env":    {name: [digest | null, display | null]},  # hidden: ["k:" keyed digest, null]
      "calls":  [[file, qualname, firstlineno, digest | null], ...],
-     "sources": {file: digest | null}}             # the files of the calls, as a shortcut
+     "sources": {file: digest | null},             # the files of the calls, as a shortcut
+     "types":  [[module, qualname, digest], ...]}  # optional: see below
+
+"types" (added in format 1, read as empty when absent) is a trace of the value, not of the
+run: the classes whose registered project code (register_value_type's reducer, @value_type's
+save and load) encoded the stored value, each with the code digest it had then (the
+fingerprinter's value_code: a project class's code with its registration, or the project
+code registered for a library class). An entry is served only while each digest is the one
+that code has now: a producer whose static key never names the type (a library function
+returning a pandas DataFrame, a helper building an instance from a plugin) reruns when that
+code changes. A version before this section ignores it (as it always missed the change).
 """
 
 from __future__ import annotations
@@ -48,13 +58,16 @@ DISCOVERED_FORMAT = 2  # the newest this version writes: 1 for a record without 
 READABLE_FORMATS = (1, 2)
 
 # A failed verification gives reasons of the kinds R.READ_FILE_CHANGED, R.READ_FILE_MISSING,
-# R.READ_FILE_APPEARED, R.LISTED_DIR_CHANGED, R.GLOB_MATCHES_CHANGED, R.ENV_READ_CHANGED, R.TRACED_CODE_CHANGED and
-# R.TRACED_CODE_MISSING (defined, with their text, beside every other kind in zenbuild.reasons).
+# R.READ_FILE_APPEARED, R.LISTED_DIR_CHANGED, R.GLOB_MATCHES_CHANGED, R.ENV_READ_CHANGED,
+# R.TRACED_CODE_CHANGED, R.TRACED_CODE_MISSING, R.VALUE_TYPE_CODE_CHANGED and
+# R.VALUE_TYPE_MISSING (defined, with their text, beside every other kind in zenbuild.reasons).
 
 FileDigest = Callable[[str], Optional[Tuple[str, int]]]  # rel -> (digest, size), None: no file
 CodeDigest = Callable[[str, str, int], Optional[str]]  # (file, qualname, firstlineno) -> digest
 ListDigest = Callable[[str], Optional[str]]  # rel folder -> digest of its names, None: gone
 GlobDigest = Callable[[List[Any]], Optional[str]]  # glob spec -> digest of its matches
+# (module, qualname) of a registered class -> (whether it exists, its code digest or None)
+TypeDigest = Callable[[str, str], Tuple[bool, Optional[str]]]
 
 MAX_DISPLAY = 80
 
@@ -161,7 +174,20 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
 def is_empty(record: Mapping[str, Any]) -> bool:
     """Whether a record verifies nothing (then the entry stores none: nothing to check)."""
     return not (record.get("files") or record.get("listed") or record.get("env")
-                or record.get("calls") or record.get("globs"))
+                or record.get("calls") or record.get("globs") or record.get("types"))
+
+
+def with_types(record: Optional[Dict[str, Any]],
+               types: List[List[Any]]) -> Optional[Dict[str, Any]]:
+    """``record`` (or a new, otherwise empty one) with the value's "types" section; ``record``
+    itself when there are none, so a value that used no registered type adds nothing."""
+    if not types:
+        return record
+    if record is None:
+        record = {"format": 1, "files": {}, "listed": {}, "env": {},
+                  "calls": [], "sources": {}}
+    record["types"] = types
+    return record
 
 
 def _is_digest(v: Any) -> bool:
@@ -208,6 +234,13 @@ def malformed(record: Any) -> Optional[str]:
     for g in globs:
         if not (type(g) is list and len(g) == 5 and G.valid(g[:4]) and _is_digest(g[4])):
             return "a pattern"
+    types = record.get("types", [])
+    if not isinstance(types, list):
+        return "a section of the wrong type"
+    for t in types:
+        if not (type(t) is list and len(t) == 3 and type(t[0]) is str and type(t[1]) is str
+                and _is_digest(t[2])):
+            return "a value type"
     return None
 
 
@@ -216,12 +249,15 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
            first_only: bool = False,
            env_wanted: Optional[Callable[[str], bool]] = None,
            secret_digest: SecretDigest = _process_digest,
-           glob_digest: Optional[GlobDigest] = None) -> List[Reason]:
+           glob_digest: Optional[GlobDigest] = None,
+           type_digest: Optional[TypeDigest] = None) -> List[Reason]:
     """Why a stored entry may no longer be served, judged by what its step touched last time.
     Empty: still valid. ``first_only`` stops at the first reason (run), else all (explain).
     ``env_wanted``: the variables still tracked (one now in ``ignore_env`` is not checked).
     The functions of a file whose digest is the one in ``sources`` are not parsed again.
-    A record with patterns (``globs``) and no ``glob_digest`` to check them is not trusted."""
+    A record with patterns (``globs``) and no ``glob_digest`` to check them is not trusted.
+    ``type_digest`` gives the code digest a registered class has now (without it, a record
+    naming one never verifies)."""
     out: List[Reason] = []
     if not record:
         return out
@@ -290,6 +326,14 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
         elif code_now != was:
             if add(Reason(R.TRACED_CODE_CHANGED, subject, detail={"file": f, "line": line})):
                 return out
+    for module, qualname, was in record.get("types", []):
+        found, now_code = type_digest(module, qualname) if type_digest is not None else (
+            False, None)
+        if now_code == was:
+            continue
+        kind = R.VALUE_TYPE_CODE_CHANGED if found else R.VALUE_TYPE_MISSING
+        if add(Reason(kind, f"{module}.{qualname}")):
+            return out
     return out
 
 
@@ -304,8 +348,10 @@ class Discovery:
     first met, from the store folder ``store``)."""
 
     def __init__(self, root: str, statcache: StatCache, ignore_env: Iterable[str] = (),
-                 environ: Optional[Mapping[str, str]] = None, *, store: str) -> None:
+                 environ: Optional[Mapping[str, str]] = None, *, store: str,
+                 type_digest: Optional[TypeDigest] = None) -> None:
         self.root = root
+        self.type_digest = type_digest  # the code registered for a class, now
         self.store = store
         self._key: Optional[bytes] = None
         self.statcache = statcache
@@ -353,7 +399,7 @@ class Discovery:
             return []
         return verify(record, self.file_digest, self.environ, self.code_digest,
                       self.list_digest, first_only, self.env_wanted, self.secret_digest,
-                      self.glob_digest)
+                      self.glob_digest, self.type_digest)
 
 
 # -- the default code digest: the function's source, docstrings and formatting aside ------------

@@ -91,6 +91,9 @@ ENV_READ_CHANGED = "env_read_changed"  # subject: variable; before/after: values
 TRACED_CODE_CHANGED = "traced_code_changed"  # subject: "file:qualname"; detail: file, line
 TRACED_CODE_MISSING = "traced_code_missing"  # the function is gone (renamed, removed)
 RECORD_UNREADABLE = "record_unreadable"  # after: what is wrong with the stored record
+# the registered code that encoded the stored value (its record's "types") is not the same now
+VALUE_TYPE_CODE_CHANGED = "value_type_code_changed"  # subject: "module.qualname" of the class
+VALUE_TYPE_MISSING = "value_type_missing"  # subject: the class, which cannot be found now
 # the verdict when nothing above applies
 UP_TO_DATE = "up_to_date"
 
@@ -107,6 +110,7 @@ KINDS: Tuple[str, ...] = (
     UNDECLARED_WRITE,
     READ_FILE_CHANGED, READ_FILE_MISSING, READ_FILE_APPEARED, LISTED_DIR_CHANGED,
     GLOB_MATCHES_CHANGED, ENV_READ_CHANGED, TRACED_CODE_CHANGED, TRACED_CODE_MISSING, RECORD_UNREADABLE,
+    VALUE_TYPE_CODE_CHANGED, VALUE_TYPE_MISSING,
     UP_TO_DATE,
 )
 # The kinds of a discovered record's verification (an entry whose static key matches).
@@ -255,6 +259,10 @@ TEMPLATES: Dict[str, Template] = {
     TRACED_CODE_CHANGED: "code run by the step, not seen statically: {subject} changed",
     TRACED_CODE_MISSING: "code run by the step, not seen statically: {subject} is gone",
     RECORD_UNREADABLE: "the record of what the step read last time cannot be checked ({after})",
+    VALUE_TYPE_CODE_CHANGED: "the code registered to store {subject} changed since the value "
+                             "was stored (its reducer, or its save() or load())",
+    VALUE_TYPE_MISSING: "the stored value was encoded by the code registered for {subject}, "
+                        "which cannot be found now",
     UP_TO_DATE: "up to date",
 }
 

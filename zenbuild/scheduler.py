@@ -31,6 +31,7 @@ from zenbuild.events import (
 )
 from zenbuild.executors import Executor, Outcome, Task, user_traceback_text
 from zenbuild.fingerprint.code import CodeFingerprinter, SourceCache
+from zenbuild.fingerprint.encoders import TypeDigests, encoder_record, find_class
 from zenbuild.fingerprint.values import loaded_object
 from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef
 from zenbuild.paths import MissingInput, PathMaker, shown
@@ -136,7 +137,8 @@ class Scheduler:
         self.probed: Dict[str, Tuple[Any, Optional[str]]] = {}  # probes run together at start
         self.env_read: Dict[str, Tuple[Dict[str, Any], Dict[str, str]]] = {}  # ... their Env()s
         # what steps touch while they run: recorded by the executors, stored and verified here
-        self.discovery = Discovery(self.root, self.statcache, config.ignore_env, store=config.store)
+        self.discovery = Discovery(self.root, self.statcache, config.ignore_env, store=config.store,
+                                   type_digest=TypeDigests(self.fp))
         self.recorder = Recorder(graph.pipeline, self.root, store, self.statcache, self.sources,
                                  remote, now=self.now, discovery=self.discovery)
         self.results: Dict[str, StepResult] = {}
@@ -534,6 +536,17 @@ class Scheduler:
                 return None
         return stored
 
+    def _encoders(self, data: Any) -> List[List[Any]]:
+        """The value's trace of the registered code that encoded it (fingerprint.encoders):
+        classes met by this process's pickle, or named by the worker that stored it (their
+        digests there were checked against this process's by _adopt)."""
+        if isinstance(data, StoredValue):
+            if not data.types:
+                return []
+            classes = [find_class(self.fp, m, q) for m, q in data.types]
+            return encoder_record(self.fp, [c for c in classes if c is not None])
+        return encoder_record(self.fp, data.types) if data.types else []
+
     def _finish(self, outcome: Outcome) -> bool:
         name = outcome.name
         comps, fingerprint, _, same = self.running.pop(name)
@@ -576,7 +589,7 @@ class Scheduler:
         try:
             value_digest, uncached = self.recorder.record(
                 self.g.nodes[name], comps, fingerprint, getattr(data, "parts", data),
-                outcome.duration, outcome.trace, same, stale)
+                outcome.duration, outcome.trace, same, stale, self._encoders(data))
         except CaptureFailed as e:
             self._fail(name, fingerprint, str(e), outcome.duration)
             return False

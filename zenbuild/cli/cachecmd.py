@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, Optional
 
@@ -118,13 +119,18 @@ def cache_gc(max_size: Optional[str], older_than: Optional[str], trash_older_tha
         trashed = trash.prune(store, trash_age, on_remove=lambda f: click.echo(
             f"removed trash folder {f.path} ({f.files} files, {human(f.size)}, moved there "
             f"{_when(f.when)})"))
+        from zenbuild.store.unstored import Unstored
+
+        _, stale = Unstored(store).prune(config.root)  # lines no file matches any more
     finally:
         store.close()
     broken = f" ({r.broken_entries} of them broken)" if r.broken_entries else ""
     click.echo(f"removed {r.removed_entries + r.broken_entries} entries{broken} and "
                f"{r.removed_blobs} blobs, freed {human(r.freed_bytes)}; kept {r.kept_entries} "
                f"entries, {human(r.kept_bytes)}"
-               + (f"; removed {len(trashed)} trash folders" if trashed else ""))
+               + (f"; removed {len(trashed)} trash folders" if trashed else "")
+               + (f"; pruned {stale} stale lines of {os.path.join(store.path, 'unstored')}"
+                  if stale else ""))
 
 
 @cache.command("verify")

@@ -80,6 +80,9 @@ def store_value(value: Any, target: Optional[StoreTarget], root: Optional[str] =
         return value
     if enc.size < target.min_size:
         return value
+    types = tuple((str(c.__module__), str(c.__qualname__)) for c in enc.types)
+    # the classes whose registered code encoded it: their digests are checked like the others'
+    named.extend(c for c in enc.types if all(c is not n for n in named))
     digest_of = _code_digests(root, target)
     got = {id(obj): digest_of(obj) for obj in named}  # id -> (carried, reported)
     refs = sorted({(str(getattr(obj, "__module__", "") or ""),
@@ -94,7 +97,7 @@ def store_value(value: Any, target: Optional[StoreTarget], root: Optional[str] =
         digest = write_parts(target.cas, target.tmp, enc.parts)
     except OSError:
         return value
-    return StoredValue(digest, enc.size, tuple(refs))
+    return StoredValue(digest, enc.size, tuple(refs), types)
 
 
 _UNKNOWN = "?"  # a digest no fingerprinter gives: the main process then encodes the value

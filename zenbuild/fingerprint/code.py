@@ -32,6 +32,7 @@ from zenbuild.fingerprint.source import (
 from zenbuild.fingerprint.values import ValueEncoder, identity, named_object
 from zenbuild.graph import StepDef
 from zenbuild.records import field, record
+from zenbuild.serialize import GENERATION
 from zenbuild.serialize.materialize import Registration, registration
 
 __all__ = ["CodeFingerprinter", "CodeInfo", "NoSourceWarning", "SourceCache"]
@@ -117,6 +118,10 @@ class CodeFingerprinter:
         # id(class) -> what its registered value-type hooks add (refs, packages)
         self._registered: Dict[int, Tuple[List[Any], Dict[str, str]]] = {}
         self._import_maps: Dict[str, Dict[str, Tuple[str, str]]] = {}
+        # registrations of project code made in this process when the memos were started: a
+        # later one (a module imported by a step, or after the first fingerprint) changes the
+        # code of the classes it registers for, and of everything that reaches them
+        self._generation = GENERATION[0]
         self._plain: Dict[Tuple[str, type, Any], str] = {}
         # functions that do not hold self: a fingerprinter in a reference cycle (and the
         # stat cache, graph and results its scheduler holds) waits for the cyclic GC
@@ -546,14 +551,38 @@ class CodeFingerprinter:
         return result
 
     # -- a step -----------------------------------------------------------------------------
+    def _registrations_changed(self) -> None:
+        """A type was registered since the memos were made: drop those that may hold what was
+        registered before (analyzed classes and what reaches them, step closures, value code
+        digests). Registrations are made at import, so this happens a few times per process."""
+        self._generation = GENERATION[0]
+        self._objs.clear()
+        self._step_cache.clear()
+        self._value_code.clear()
+        self._registered.clear()
+        self._last_fn, self._last_info = None, None
+
     def code(self, fn: Any) -> CodeInfo:
         """The code component of a step function (decorators of the function itself ignored)."""
+        if self._generation != GENERATION[0]:
+            self._registrations_changed()
         if fn is self._last_fn:  # asked twice per executed step: no id() (an audit event)
             return self._last_info  # type: ignore[return-value]
         memo = self._step_cache.get(id(fn))
         if memo is not None:
             self._last_fn, self._last_info = fn, memo
             return memo
+        while True:  # again if a module the analysis imported registered a type meanwhile
+            info = self._step_code(fn)
+            if self._generation == GENERATION[0]:
+                break
+            self._registrations_changed()
+        self._step_cache[id(fn)] = info
+        self._pins.append(fn)
+        self._last_fn, self._last_info = fn, info
+        return info
+
+    def _step_code(self, fn: Any) -> CodeInfo:
         info = CodeInfo()
         code = getattr(fn, "__code__", None)
         if isinstance(code, types.CodeType):
@@ -564,9 +593,6 @@ class CodeFingerprinter:
         self._closure(root, info)
         if imported.has_reads():  # files read when a module the code touches was imported
             self._import_reads.add(info.items, info.meta)
-        self._step_cache[id(fn)] = info
-        self._pins.append(fn)
-        self._last_fn, self._last_info = fn, info
         return info
 
     def _closure(self, root: _Obj, info: CodeInfo) -> None:
@@ -602,6 +628,8 @@ class CodeFingerprinter:
         where it is consumed is part of the value's identity (issue 10, class 1). A library
         class counts when the project registered code to store it (a reducer of its own):
         then the digest is that of the registered code."""
+        if self._generation != GENERATION[0]:
+            self._registrations_changed()
         memo = self._value_code.get(id(obj), "")
         if memo != "":
             return memo

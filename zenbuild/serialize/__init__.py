@@ -480,4 +480,22 @@ def register_value_type(cls: type, reduce: Callable[[Any], Any]) -> None:
     from zenbuild.serialize.pickler import REDUCERS
 
     REDUCERS[cls] = reduce
+    if not own_reducer(reduce):
+        # the code of what uses ``cls`` changes: a code fingerprinter that memoized it before
+        # this registration drops its memos (fingerprint/code.py)
+        GENERATION[0] += 1
+
+
+# How many registrations of project code (register_value_type, @value_type) this process has
+# made: a fingerprinter compares it with the count it memoized its code digests at.
+GENERATION = [0]
+
+
+def own_reducer(reduce: Any) -> bool:
+    """Whether ``reduce`` is one of zenbuild's own reducers (polars, Arrow-backed pandas
+    columns, registered lazily once a value is stored): its code is zenbuild's version, no
+    part of a fingerprint, and nothing a stored value needs to record."""
+    if hasattr(reduce, "save") and hasattr(reduce, "load"):  # @value_type's: the user's methods
+        return False
+    return (getattr(reduce, "__module__", None) or "").split(".")[0] == "zenbuild"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import pickle
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import xxhash
 
@@ -31,13 +31,16 @@ INLINE_KEEP = 64 * 1024
 
 class Encoded:
     """A value's encoding as ``parts`` (bytes and uint8 memoryviews, in order): their
-    concatenation is the blob. ``size`` is its length in bytes."""
+    concatenation is the blob. ``size`` is its length in bytes. ``types``: the classes whose
+    registered project reducer (register_value_type, @value_type) the pickle consulted, in
+    the order first met: the code that made these bytes, recorded with the stored entry."""
 
-    __slots__ = ("parts", "size")
+    __slots__ = ("parts", "size", "types")
 
-    def __init__(self, parts: List[Any]) -> None:
+    def __init__(self, parts: List[Any], types: Tuple[type, ...] = ()) -> None:
         self.parts = parts
         self.size = sum(len(p) for p in parts)
+        self.types = types
 
     def tobytes(self) -> bytes:
         return b"".join(self.parts)
@@ -144,11 +147,13 @@ def buffer_address(m: memoryview) -> Optional[int]:
     return int(np.frombuffer(m, dtype=np.uint8).__array_interface__["data"][0])
 
 
-def _pickle_pass(value: Any, out: Any, bufs: _Buffers, refs: Optional[List[Any]]) -> None:
+def _pickle_pass(value: Any, out: Any, bufs: _Buffers, refs: Optional[List[Any]],
+                 types: Optional[Dict[type, None]] = None) -> None:
     from zenbuild.serialize.pickler import PROTOCOL, _Pickler
 
     p = _Pickler(out, protocol=PROTOCOL, buffer_callback=bufs)
     p.refs = refs
+    p.types = types
     p.dump(value)
 
 
@@ -157,7 +162,9 @@ def _pickled(value: Any, code_of: Optional[CodeOf]) -> Encoded:
     hashed) and compared: a value whose pickle changes by itself raises Unstable."""
     refs: Optional[List[Any]] = [] if code_of is not None else None
     stream, bufs = _Parts(), _Buffers()
-    _pickle_pass(value, stream, bufs, refs)
+    used: Dict[type, None] = {}
+    _pickle_pass(value, stream, bufs, refs, used)
+    types = tuple(used)
     check, check_bufs = _HashOnly(), _Buffers(bufs.views)
     _pickle_pass(value, check, check_bufs, None)
     same = check_bufs.same and len(check_bufs.views) == len(bufs.views)
@@ -179,8 +186,8 @@ def _pickled(value: Any, code_of: Optional[CodeOf]) -> Encoded:
                 "utf-8", "surrogatepass")
     if not bufs.views:  # exactly the layouts of store format 2
         if head:
-            return Encoded([_CODE_MAGIC, b"%d:" % len(head), head, *stream.parts])
-        return Encoded([_CANON_PICKLE_MAGIC, *stream.parts])
+            return Encoded([_CODE_MAGIC, b"%d:" % len(head), head, *stream.parts], types)
+        return Encoded([_CANON_PICKLE_MAGIC, *stream.parts], types)
     lens = b"".join(b"%d;" % v.nbytes for v in bufs.views)
     top = b"%s%d:%s%d;%d;%s" % (OOB_MAGIC, len(head), head, stream.size, len(bufs.views), lens)
     parts: List[Any] = [top, *stream.parts]
@@ -191,7 +198,7 @@ def _pickled(value: Any, code_of: Optional[CodeOf]) -> Encoded:
             parts.append(bytes(pad))
         parts.append(v)
         pos += pad + v.nbytes
-    return Encoded(parts)
+    return Encoded(parts, types)
 
 
 def _oob_layout(data: Any) -> Tuple[int, int, List[Tuple[int, int]]]:

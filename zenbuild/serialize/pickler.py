@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import xxhash
 
-from zenbuild.serialize import Unencodable, canonical
+from zenbuild.serialize import Unencodable, canonical, own_reducer
 from zenbuild.serialize.materialize import LAZY, register_lazy
 
 PROTOCOL = 5
@@ -125,13 +125,14 @@ def _sorted_set_reduce(obj: Any) -> Any:
 REDUCERS: Dict[type, Callable[[Any], Any]] = {}
 
 
-def _registered(t: type) -> Optional[Callable[[Any], Any]]:
+def _registered(t: type) -> Optional[Tuple[type, Callable[[Any], Any]]]:
+    """(the class of ``t``'s MRO a reducer is registered for, that reducer), or None."""
     if not REDUCERS:
         return None
     for base in t.__mro__:
         fn = REDUCERS.get(base)
         if fn is not None:
-            return fn
+            return base, fn
     return None
 
 
@@ -145,6 +146,10 @@ class _Pickler(pickle.Pickler):
     # A str or bytes is written by value (see the module's docstring): persistent_id keeps
     # each one written so far, mapped to the object written (the one in the memo).
     refs: Optional[List[Any]] = None
+    # ``types``, when a dict, collects the classes whose registered reducer (the project's
+    # code: register_value_type, @value_type) was consulted for an object of the value: the
+    # code that made its bytes, which the stored entry records (discovered.py, "types")
+    types: Optional[Dict[type, None]] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         strs: Dict[str, str] = {}
@@ -201,7 +206,12 @@ class _Pickler(pickle.Pickler):
         if isinstance(obj, type):
             return NotImplemented
         custom = _registered(t)
-        rv = custom(obj) if custom is not None else NotImplemented
+        rv: Any = NotImplemented
+        if custom is not None:
+            on, fn = custom
+            if self.types is not None and not own_reducer(fn):
+                self.types[on] = None  # consulted: NotImplemented is a decision of its code too
+            rv = fn(obj)
         pandas = _PANDAS.get(t)
         if pandas is None:
             pandas = _is_pandas(t)

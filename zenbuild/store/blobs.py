@@ -435,11 +435,14 @@ class StoredValue:
     (``write_parts``): what comes back to the main process instead of the value. ``refs``:
     (module, qualname, code digest or None) of each class or function its pickle names, with
     the digest the worker gave it in the value (None: not project code), so the main process
-    can check that its own digests of project code agree."""
+    can check that its own digests of project code agree. ``types``: (module, qualname) of
+    each class whose registered project code encoded it (serialize.buffers.Encoded.types),
+    each also in ``refs`` with the code digest the worker gave it."""
 
     digest: str
     size: int
     refs: Tuple[Tuple[str, str, Optional[str]], ...] = ()
+    types: Tuple[Tuple[str, str], ...] = ()
 
 
 # ioctl FICLONE (linux/fs.h): the destination shares the source's extents (btrfs, xfs with

@@ -1,4 +1,5 @@
-"""The workspace lock: one run at a time per store, an flock() on STORE/lock holding the pid.
+"""The workspace lock: one run at a time per store, an flock() on STORE/lock holding the pid;
+and locked_file, the flock() of a small store file that is appended to and rewritten.
 
 An flock() belongs to the open file description, which a forked child shares through the
 descriptor it inherits: the lock stays taken until every process holding that descriptor has
@@ -10,9 +11,10 @@ descriptors are not inheritable)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from typing import Callable, List, Optional, Set, Tuple
+from typing import Callable, Iterator, List, Optional, Set, Tuple
 
 from zenbuild.errors import StoreLocked
 
@@ -78,6 +80,47 @@ class WorkspaceLock:
                 _OPEN.discard(self._fd)
                 os.close(self._fd)
             self._fd = None
+
+
+@contextlib.contextmanager
+def locked_file(path: str, flags: int,
+                opened: Optional[Callable[[], object]] = None) -> Iterator[Optional[int]]:
+    """``path`` opened with ``flags`` and flock()ed exclusively, for a small file that is
+    appended to and, now and then, rewritten (a temp file renamed over it): the descriptor
+    locked is the one of the file at ``path`` now (one replaced or removed while this waited
+    for the lock is opened again), so an append never goes to a file already replaced, and
+    a rewrite never misses an append. None when ``path`` does not exist and ``flags`` do
+    not create it. ``opened`` (tests) is called after each open, before the lock is taken."""
+    while True:
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            if flags & os.O_CREAT:
+                raise
+            yield None
+            return
+        _OPEN.add(fd)  # a child forked meanwhile closes it (it would hold the lock)
+        try:
+            if opened is not None:
+                opened()
+            try:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except ImportError:  # pragma: no cover - no flock() here: one process at a time
+                pass
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            mine = os.fstat(fd)
+            if current is not None and (current.st_dev, current.st_ino) == (mine.st_dev,
+                                                                           mine.st_ino):
+                yield fd
+                return
+        finally:
+            _OPEN.discard(fd)
+            os.close(fd)
 
 
 def holder_text(fd: int, recorded: str) -> str:

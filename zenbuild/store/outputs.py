@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from zenbuild.digest import StatCache, stat_key
 from zenbuild.errors import PathError, StoreError
 from zenbuild.store.db import INLINE_MAX, Store
+from zenbuild.store.unstored import Unstored
 
 # Temp files: blobs.restore_file writes DEST.zenbuild-tmp-PID, renamed over DEST when whole.
 TMP_MARK = ".zenbuild-tmp-"
@@ -64,6 +65,11 @@ def output_size(root: str, rel: str) -> int:
 
 class OutputMissing(Exception):
     """A step finished without writing an Output it declared."""
+
+
+def walk_files(base: str) -> List[str]:
+    """The files under ``base``, relative, sorted, without a zenbuild run's temp files."""
+    return _walk_files(base)
 
 
 def _walk_files(base: str, leftovers: Optional[List[str]] = None,
@@ -461,66 +467,6 @@ class Claims:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
-
-
-class Unstored:
-    """STORE/unstored: the outputs of a step whose result zenbuild could not store (a full
-    disk, an unreadable output), one JSON line each, [path, stat key] for each file there. A
-    file later found with the very same stat (size, mtime, inode, ctime: any write changes
-    it) is still what the step wrote, not a user's edit, so the step's next run overwrites it
-    without a trash copy. Written only when a capture fails; a line whose file has been
-    rewritten since never matches again."""
-
-    def __init__(self, store: Store) -> None:
-        self.path = os.path.join(store.path, "unstored")
-        self._known: Optional[Dict[str, List[int]]] = None
-
-    def known(self) -> Dict[str, List[int]]:
-        if self._known is None:
-            self._known = {}
-            try:
-                with open(self.path, encoding="utf-8", errors="replace") as f:
-                    for line in f:
-                        try:
-                            rel, key = json.loads(line)
-                        except (ValueError, TypeError):
-                            continue  # a torn last line of a killed run
-                        self._known[str(rel)] = list(key)
-            except OSError:
-                pass
-        return self._known
-
-    def holds(self, rel: str, st: os.stat_result) -> bool:
-        """Whether ``rel``, whose stat is ``st``, is what its step wrote, as add() saw it."""
-        key = self.known().get(rel)
-        return key is not None and tuple(key) == stat_key(st)
-
-    def add(self, root: str, rels: Iterable[str]) -> None:
-        """Note the files now at the Outputs ``rels`` (best effort: on a full disk even this
-        small write may fail, and then they count as the user's, which is safe)."""
-        lines: List[str] = []
-        known = self.known()
-        for rel in rels:
-            full = os.path.join(root, rel)
-            if os.path.islink(full):
-                continue  # never the step's to keep: a link at an Output is replaced
-            names = [f"{rel}/{f}" for f in _walk_files(full)] if os.path.isdir(full) else [rel]
-            for name in names:
-                try:
-                    st = os.lstat(os.path.join(root, name))
-                except OSError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    key = list(stat_key(st))
-                    known[name] = key
-                    lines.append(json.dumps([name, key]) + "\n")
-        if not lines:
-            return
-        try:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write("".join(lines))
-        except OSError:
-            pass
 
 
 def _realpath(full: str, real_dirs: Dict[str, str]) -> str:
