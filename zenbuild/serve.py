@@ -13,9 +13,9 @@ from zenbuild.errors import CorruptBlob
 from zenbuild.reasons import Reason
 from zenbuild.rebuild import OutputOverlay
 from zenbuild.store.db import ActionEntry, Store
-from zenbuild.store.outputs import plan_restore, restore
+from zenbuild.store.restoring import REMOVE, Todo, plan_restore, restore
 
-RestorePlan = List[Tuple[str, str, bool]]  # (path, digest or "" to remove, executable)
+RestorePlan = List[Todo]  # (path, what to do, its argument, the Output): restoring.Todo
 
 
 class Server:
@@ -61,10 +61,11 @@ class Server:
             return [], None
         if not self.dry_run:
             restore(self.root, todo, self.store, self.statcache)
-            return [t[0] for t in todo if t[1]], None
+            return list(dict.fromkeys(t[0] for t in todo if t[1] != REMOVE)), None
         self._pretend_restored(entry, todo)
-        return [], [Reason(R.OUTPUT_RESTORE if digest else R.OUTPUT_REMOVE, rel)
-                    for rel, digest, _ in todo]
+        shown = dict.fromkeys((rel, op == REMOVE) for rel, op, _, _ in todo)
+        return [], [Reason(R.OUTPUT_REMOVE if gone else R.OUTPUT_RESTORE, rel)
+                    for rel, gone in shown]
 
     def _pretend_restored(self, entry: ActionEntry, todo: RestorePlan) -> None:
         """Let downstream steps see the outputs a real run would restore (and not the files it
@@ -80,6 +81,6 @@ class Server:
                 continue
             for inner, digest, size, _ex in manifest:
                 over.files[f"{rel}/{inner}"] = (digest, int(size))
-        for rel, digest, _ in todo:
-            if not digest:
+        for rel, op, _, _ in todo:
+            if op == REMOVE:
                 over.removed.add(rel)

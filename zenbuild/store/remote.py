@@ -347,7 +347,8 @@ class RemoteCache:
                     self._reject("unreadable", key, f"its value does not decode ({problem})",
                                  what)
                     return None
-        problem = restore_problem(entry.outputs, self.store.get_blob, blobs, root)
+        problem = restore_problem(entry.outputs, self.store.get_blob, blobs, root,
+                                  trusted=ns is not None)
         if problem is not None:
             self._reject("outputs", key, problem, what)
             return None
