@@ -164,6 +164,21 @@ class OutputOverlay:
     def __init__(self) -> None:
         self.files: Dict[str, Tuple[str, int]] = {}
         self.removed: Set[str] = set()
+        # the folder outputs it answers for whole (format-2 manifests), and what they hold
+        # besides bytes, as paths.dir_files lists it: (project path, what)
+        self.folders: Set[str] = set()
+        self.shape: List[Tuple[str, str]] = []
+
+    def shape_of(self, ref: FileRef, on_disk: List[str]) -> List[str]:
+        """The shape items of Dir ``ref`` after the pretended restores: those on disk outside
+        the folders it answers for, and its own."""
+        base = "" if ref.path == "." else ref.path.rstrip("/") + "/"
+        pattern = ref.glob or "**/*"
+        mine = tuple(f + "/" for f in self.folders)
+        out = [it for it in on_disk if not (base + it.split("\0", 1)[0] + "/").startswith(mine)]
+        out += [f"{p[len(base):]}\0{what}" for p, what in self.shape
+                if p.startswith(base) and glob_match(p[len(base):], pattern)]
+        return out
 
     def listing(self, root: str, ref: FileRef) -> List[str]:
         """The files a Dir input would cover after the pretended restores."""
@@ -213,6 +228,7 @@ def file_digests(
                     dir_files(root, ref.path, ref.glob, shape)
                 except MissingInput:
                     pass
+                shape[:] = over.shape_of(ref, shape)
             cut = 0 if ref.path == "." else len(ref.path) + 1
         else:
             rels = (ref.path,)

@@ -152,6 +152,25 @@ def manifest_dirs(found: Scan) -> Dict[str, int]:
             if empty or mode & PERMS != DIR_MODE}
 
 
+def shape_items(m: Manifest) -> List[Tuple[str, str]]:
+    """What the folder ``m`` restores holds besides its files' bytes, as paths.dir_files
+    lists it for a Dir input's key: (inner path, what)."""
+    out: List[Tuple[str, str]] = []
+    for f in m.files:
+        mode = m.mode(f[0], bool(f[3]))
+        if mode != 0o644:
+            out.append((f[0], f"mode {mode:o}"))
+    out.extend((inner, f"link {target}") for inner, target in m.links.items())
+    dirs = m.all_dirs()
+    parents = {posixpath.dirname(p) for p in [f[0] for f in m.files] + list(m.links) + list(dirs)}
+    for inner, mode in dirs.items():
+        if inner not in parents:
+            out.append((inner, "empty"))
+        if mode != DIR_MODE:
+            out.append((inner, f"mode {mode:o}"))
+    return out
+
+
 # -- safety -----------------------------------------------------------------------------------
 def contained(inner: str, target: str) -> bool:
     """Whether the link ``inner`` (a path inside an output folder) -> ``target`` resolves
