@@ -47,6 +47,9 @@ def make(out: Output, key_mode: int = 0o600, target: str = "data.txt",
     (out / "private").mkdir()
     (out / "private" / "x.txt").write_text("x")
     (out / "private").chmod(0o700)
+    (out / "sealed").mkdir()
+    (out / "sealed" / "f.txt").write_text("f")
+    (out / "sealed").chmod(0o500)  # read-only: restored last, cleared when make reruns
     os.symlink(target, out / "latest")
     os.symlink("private", out / "dirlink")
     os.symlink("no-such-file", out / "dangling")
@@ -119,6 +122,8 @@ EXPECTED = {
     "empty/deeper": ("dir 755", ""),
     "private": ("dir 700", ""),
     "private/x.txt": ("file 644", "x"),
+    "sealed": ("dir 500", ""),
+    "sealed/f.txt": ("file 644", "f"),
     "latest": ("link", "data.txt"),
     "dirlink": ("link", "private"),
     "dangling": ("link", "no-such-file"),
@@ -164,6 +169,9 @@ def test_a_hand_edited_folder_is_put_back_and_the_edit_kept_in_the_trash(local: 
     os.rmdir(out / "empty" / "deeper")
     (out / "private").chmod(0o755)
     (out / "extra").mkdir()  # an empty folder the step did not make
+    (out / "sealed").chmod(0o700)
+    (out / "sealed" / "f.txt").write_text("edited in a read-only folder")
+    (out / "sealed").chmod(0o500)
     r = local.run("run")
     assert r.executed == [] and sorted(r.cached) == ["make", "use"], r
     assert snapshot(out) == made
@@ -171,6 +179,7 @@ def test_a_hand_edited_folder_is_put_back_and_the_edit_kept_in_the_trash(local: 
     kept = {str(p.relative_to(next(trash.iterdir()))): p for p in trash.rglob("*")}
     assert kept["build/out/data.txt"].read_text() == "my edit"
     assert kept["build/out/dirlink/mine.txt"].read_text() == "mine"
+    assert kept["build/out/sealed/f.txt"].read_text() == "edited in a read-only folder"
     assert os.readlink(kept["build/out/latest"]) == "other.txt"
     assert "moved your version of build/out/data.txt" in r.output
 

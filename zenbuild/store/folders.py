@@ -239,28 +239,22 @@ def link_below(base: str, inner: str, checked: Set[str]) -> Optional[str]:
 
 def rmtree(path: str) -> None:
     """shutil.rmtree that also removes a tree whose folders a step made read-only (restored
-    as they were): a folder it cannot empty is made writable by its owner first."""
+    as they were): what it cannot remove, its folder (and it, if a folder) is made writable
+    by its owner and it is tried once more."""
     import shutil
-
-    def again(func: Any, p: str, _exc: Any) -> None:
-        parent = os.path.dirname(p)
-        try:
-            if not stat.S_ISLNK(os.lstat(parent).st_mode):
-                os.chmod(parent, stat.S_IMODE(os.lstat(parent).st_mode) | stat.S_IRWXU)
-            if func in (os.rmdir, os.unlink) or not os.path.islink(p):
-                if os.path.isdir(p) and not os.path.islink(p):
-                    os.chmod(p, stat.S_IMODE(os.lstat(p).st_mode) | stat.S_IRWXU)
-        except OSError:
-            pass
-        func(p)
-
-    if sys_version_onexc():
-        shutil.rmtree(path, onexc=again)  # type: ignore[call-arg]
-    else:
-        shutil.rmtree(path, onerror=again)
-
-
-def sys_version_onexc() -> bool:
     import sys
 
-    return sys.version_info >= (3, 12)
+    def again(func: Any, p: str, _exc: Any) -> None:
+        for d in (os.path.dirname(p), p):
+            try:
+                st = os.lstat(d)
+                if stat.S_ISDIR(st.st_mode):
+                    os.chmod(d, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)
+            except OSError:
+                pass
+        func(p)
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=again)
+    else:
+        shutil.rmtree(path, onerror=again)

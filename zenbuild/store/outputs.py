@@ -1,5 +1,6 @@
-"""Declared outputs: capture them into the store after a step runs, check and restore them on a
-cache hit. A folder output is stored as a manifest blob listing its files' blobs.
+"""Declared outputs: capture them into the store after a step runs (restoring.py checks and
+restores them on a cache hit). A folder output is stored as a manifest blob listing its files'
+blobs, modes, folders and symlinks (folders.py).
 
 Outputs never destroy the user's work: a file a restore would overwrite or delete, or a step
 about to execute would overwrite or clear, whose bytes the store does not hold (a hand edit, a
