@@ -268,3 +268,11 @@ def test_a_signed_remote_entry_may_link_out_of_its_folder(tmp_path: Path, nginx:
     r = b.run("run")
     assert r.executed == [] and sorted(r.cached) == ["make", "use"], r
     assert snapshot(b.root / "build" / "out") == snapshot(a.root / "build" / "out")
+
+
+def test_after_cache_gc_a_rerun_knows_its_own_links(local: Project) -> None:
+    local.run("cache", "gc")  # keeps the blobs of the link texts with their entry
+    r = local.run("run", "--rerun", "make")
+    assert r.executed == ["make"], r
+    assert "moved your version" not in r.output, r  # the old folder was zenbuild's: cleared
+    assert snapshot(local.root / "build" / "out") == EXPECTED

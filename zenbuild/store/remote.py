@@ -33,6 +33,7 @@ import xxhash
 from zenbuild.digest import CHUNK, hash_stream, is_digest
 from zenbuild.errors import ConfigError, CorruptBlob
 from zenbuild.store.db import ActionEntry, Store
+from zenbuild.store.folders import keep_link_texts
 from zenbuild.store.signing import (  # noqa: F401 (AC_NAMESPACE: the key scheme)
     AC_NAMESPACE,
     BadSignature,
@@ -352,6 +353,7 @@ class RemoteCache:
         if problem is not None:
             self._reject("outputs", key, problem, what)
             return None
+        keep_link_texts(entry.outputs, self.store)
         return entry
 
     def _pickled(self, digest: str, fresh: bool) -> bool:
