@@ -24,6 +24,7 @@ from zenbuild.result import StepResult
 from zenbuild.states import StepStatus
 from zenbuild.store.database import DiskFull, full_message
 from zenbuild.store.db import TOUCH_EVERY_S, ActionEntry, Store
+from zenbuild.store.folders import SpecialFile, rmtree
 from zenbuild.store.outputs import (
     Claims,
     OutputMissing,
@@ -136,9 +137,7 @@ class Recorder:
             if trash.keep_if_users(self.root, rel, self.statcache, self.unstored):
                 continue  # moved away (a symlink always is)
             if stat.S_ISDIR(mode):  # every file of it is in the store: zenbuild's own
-                import shutil
-
-                shutil.rmtree(full)
+                rmtree(full)  # (a folder the step made read-only too)
 
     def served(self, name: str, fingerprint: str, entry: ActionEntry,
                previous: Optional[ActionEntry]) -> None:
@@ -167,9 +166,13 @@ class Recorder:
             with self.store.transaction():
                 value_digest = self.store.put_value(data)  # bytes, or the value's buffers
                 outputs: Dict[str, Dict[str, Any]] = {}
+                special: Optional[Reason] = None
                 try:
                     for rel in node.outputs:
                         outputs[rel] = capture(self.root, rel, self.store, self.statcache)
+                except SpecialFile as e:  # a fifo, a socket: the store cannot give it back
+                    special = Reason(R.OUTPUT_SPECIAL, e.args[0], after=e.args[1],
+                                     detail={"step": name})
                 except OutputMissing as e:
                     self.unstored.add(self.root, node.outputs)
                     raise CaptureFailed(
@@ -184,7 +187,7 @@ class Recorder:
                     where = f" {e.filename!r}" if e.filename else ""
                     raise CaptureFailed(
                         f"step {name}: cannot store its output{where}: {e.strerror or e}") from None
-                uncached = (stale or self.inputs_changed(node, comps)
+                uncached = (special or stale or self.inputs_changed(node, comps)
                             or changed_during_run(self.root, name, comps.code_meta))
                 discovered = None
                 if uncached is None and trace is not None and self.discovery is not None:

@@ -58,6 +58,10 @@ def diff_components(old: Dict[str, Any], new: Dict[str, Any]) -> List[Reason]:
             reasons.append(Reason(R.FILE_REMOVED, p, of[p][1], None))
         elif of[p][0] != nf[p][0]:
             reasons.append(Reason(R.FILE_CHANGED, p, of[p][1], nf[p][1]))
+    osh, nsh = old.get("shape", {}), new.get("shape", {})
+    for k in sorted(set(osh) | set(nsh)):
+        if (osh.get(k) or [None])[0] != (nsh.get(k) or [None])[0]:
+            reasons.append(Reason(R.DIR_SHAPE_CHANGED, k.rsplit(":", 1)[0]))
     oe, ne = old.get("env", {}), new.get("env", {})
     for k in sorted(set(oe) | set(ne)):
         if oe.get(k) != ne.get(k):

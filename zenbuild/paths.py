@@ -5,6 +5,7 @@ zenbuild's, the interpreter's or a notebook cell's rather than the project's."""
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
@@ -105,22 +106,57 @@ class MissingInput(Exception):
     """A declared File/Dir input does not exist."""
 
 
-def dir_files(root: str, path: str, pattern: Optional[str]) -> List[str]:
-    """Project-relative paths of the files a Dir input ``path`` with ``pattern`` covers, sorted."""
+def dir_files(root: str, path: str, pattern: Optional[str],
+              shape: Optional[List[str]] = None) -> List[str]:
+    """Project-relative paths of the files a Dir input ``path`` with ``pattern`` covers, sorted.
+    A symlink to a file counts as a file (its content is read through it); a symlink to a
+    folder is not entered, and a dangling symlink or a fifo, socket or device is no file.
+    With ``shape``, what the folder holds besides its files' bytes is appended to it, one
+    line each (inner path, NUL, what): each symlink's target text, each empty folder, each
+    folder whose mode is not 0755, each special file (the caller adds file modes)."""
     base = os.path.join(root, path)
     if not os.path.isdir(base):
         raise MissingInput(f"input folder {path!r} does not exist")
     pattern = pattern or "**/*"
+    prefix = "" if path == "." else path + "/"
     found: List[str] = []
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames[:] = sorted(d for d in dirnames if d not in DIR_SKIP)
-        relbase = os.path.relpath(dirpath, base)
-        for fn in filenames:
-            if ".zenbuild-tmp-" in fn:  # a restore's temp file (store/outputs.py): not content
+    todo = [("", base)]
+    while todo:
+        relbase, dirpath = todo.pop()
+        try:
+            entries = list(os.scandir(dirpath))
+        except OSError:
+            continue  # what os.walk does with a folder it cannot list
+        if shape is not None and relbase and not entries and glob_match(relbase[:-1], pattern):
+            shape.append(f"{relbase[:-1]}\0empty")
+        for e in entries:
+            name = e.name
+            rel = relbase + name
+            if e.is_symlink():
+                if shape is not None and glob_match(rel, pattern):
+                    shape.append(f"{rel}\0link {os.readlink(e.path)}")
+                try:
+                    st = os.stat(e.path)
+                except OSError:
+                    continue  # dangling: no content
+                if not stat.S_ISREG(st.st_mode):
+                    continue  # a link to a folder is not entered (as os.walk)
+            elif e.is_dir(follow_symlinks=False):
+                if name not in DIR_SKIP:
+                    todo.append((rel + "/", e.path))
+                    if shape is not None and glob_match(rel, pattern):
+                        mode = stat.S_IMODE(e.stat(follow_symlinks=False).st_mode)
+                        if mode != 0o755:
+                            shape.append(f"{rel}\0mode {mode:o}")
                 continue
-            rel = fn if relbase == "." else os.path.join(relbase, fn).replace(os.sep, "/")
+            elif not e.is_file(follow_symlinks=False):
+                if shape is not None and glob_match(rel, pattern):
+                    shape.append(f"{rel}\0special")
+                continue
+            if ".zenbuild-tmp-" in name:  # a restore's temp file (store/outputs.py): not content
+                continue
             if glob_match(rel, pattern):
-                found.append(f"{path}/{rel}" if path != "." else rel)
+                found.append(prefix + rel)
     return sorted(found)
 
 

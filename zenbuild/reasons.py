@@ -52,6 +52,8 @@ INPUT_CHANGED = "input_changed"  # before/after: the upstream value digests
 FILE_NEW = "file_new"  # subject: path; after: size in bytes
 FILE_REMOVED = "file_removed"  # before: size in bytes
 FILE_CHANGED = "file_changed"  # before/after: sizes in bytes
+DIR_SHAPE_CHANGED = "dir_shape_changed"  # subject: a Dir input whose file modes, symlink
+#   targets or empty folders changed
 ENV_CHANGED = "env_changed"  # zenbuild's own environment (store format, Python version)
 ENV_INPUT_CHANGED = "env_input_changed"  # subject: variable declared with Env(); before/after:
 #   reprs of the values, or None (unset, or secret: detail {"secret": True} hides both)
@@ -75,6 +77,8 @@ CANNOT_RUN = "cannot_run"  # subject: step; after: the message (a declared input
 # what a step did while it ran: its result was used but not cached
 INPUT_CHANGED_DURING = "input_changed_during"  # subject: path; detail: {"step": name}
 DIR_CHANGED_DURING = "dir_changed_during"  # subject: folder; detail: {"step": name}
+OUTPUT_SPECIAL = "output_special"  # subject: path in an Output folder; after: "a fifo"...;
+#   detail: {"step": name}
 SOURCE_CHANGED_DURING = "source_changed_during"  # subject: project file; detail: {"step": name}
 STALE_CODE = "stale_code"  # subject: project file whose code in memory is not what it holds now
 # re-executed with exactly the key of a stored entry, it returned a different value
@@ -102,11 +106,11 @@ KINDS: Tuple[str, ...] = (
     CODE_ADDED, CODE_REMOVED, CODE_CHANGED, PACKAGE_VERSION,
     PARAM_NEW, PARAM_REMOVED, PARAM_CHANGED,
     INPUT_ADDED, INPUT_REMOVED, INPUT_CHANGED,
-    FILE_NEW, FILE_REMOVED, FILE_CHANGED, ENV_CHANGED, ENV_INPUT_CHANGED, VERSION_CHANGED,
+    FILE_NEW, FILE_REMOVED, FILE_CHANGED, DIR_SHAPE_CHANGED, ENV_CHANGED, ENV_INPUT_CHANGED, VERSION_CHANGED,
     EXPIRED, FORCED_RERUN, PROBE_FAILED,
     BLOB_MISSING, OUTPUT_UNUSABLE, OUTPUT_RESTORE, OUTPUT_REMOVE,
     UPSTREAM_PENDING, UPSTREAM_FAILED, UPSTREAM_SKIPPED, EARLIER_FAILED, CANNOT_RUN,
-    INPUT_CHANGED_DURING, DIR_CHANGED_DURING, SOURCE_CHANGED_DURING, STALE_CODE, NOT_DETERMINISTIC,
+    INPUT_CHANGED_DURING, DIR_CHANGED_DURING, OUTPUT_SPECIAL, SOURCE_CHANGED_DURING, STALE_CODE, NOT_DETERMINISTIC,
     UNDECLARED_WRITE,
     READ_FILE_CHANGED, READ_FILE_MISSING, READ_FILE_APPEARED, LISTED_DIR_CHANGED,
     GLOB_MATCHES_CHANGED, ENV_READ_CHANGED, TRACED_CODE_CHANGED, TRACED_CODE_MISSING, RECORD_UNREADABLE,
@@ -222,6 +226,7 @@ TEMPLATES: Dict[str, Template] = {
     FILE_REMOVED: "file {subject}: no longer an input",
     FILE_CHANGED: lambda r: f"file {r.subject}: content changed ({size_text(r.before)} -> "
                             f"{size_text(r.after)})",
+    DIR_SHAPE_CHANGED: "folder {subject}: file modes, symbolic links or empty folders changed",
     ENV_CHANGED: "env {subject}: {before} -> {after}",
     ENV_INPUT_CHANGED: _env_input,
     VERSION_CHANGED: _version,
@@ -241,6 +246,9 @@ TEMPLATES: Dict[str, Template] = {
                           "but not cached",
     DIR_CHANGED_DURING: "input folder {subject} changed while step {step} ran; its result was "
                         "used but not cached",
+    OUTPUT_SPECIAL: "output {subject} is {after}, which the store cannot keep (files, folders "
+                    "and symbolic links only); the result of step {step} was used but not "
+                    "cached, so it executes again next time",
     STALE_CODE: "the code of {subject} this process runs is not what the file holds now (it "
                 "was edited after it was imported, or came from a stale .pyc); the result of "
                 "step {step} was used but not cached. Re-import the module (restart the kernel) "

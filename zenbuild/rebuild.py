@@ -110,6 +110,9 @@ class Components:
     head: str = ""  # not persisted: the code and packages part of the fingerprint text
     # Env("NAME") inputs: name -> [digest of the value (keyed for a secret), display or None]
     envs: Dict[str, List[Any]] = field(default_factory=dict)
+    # Dir inputs holding more than plain 0644 files: shape_key -> [digest, count] of their
+    # modes, symlink targets and empty folders (file_digests)
+    shape: Dict[str, List[Any]] = field(default_factory=dict)
     # @step(version=probe): what the probe returned (JSON-able), PROBE_FAILED_VERSION when it
     # raised; NO_VERSION for a step without a probe (then nothing joins the fingerprint)
     version: Any = None
@@ -127,6 +130,8 @@ class Components:
         parts.append(_ENV_TEXT if self.env == ENV else _env_text(self.env))
         if self.envs:  # only then, so that a fingerprint made before Env() is the same
             parts += [f"n\0{k}\0{v[0]}" for k, v in sorted(self.envs.items())]
+        if self.shape:  # only then: a key of plain files is what it was before
+            parts += [f"s\0{k}\0{v[0]}" for k, v in sorted(self.shape.items())]
         if self.has_version:
             parts.append("v\0" + json.dumps(self.version, sort_keys=True, default=repr))
         return digest_bytes("\n".join(parts).encode("utf-8", "surrogatepass"))
@@ -145,6 +150,7 @@ class Components:
             "env": self.env,
             **({"elements": self.elements} if self.elements else {}),
             **({"envs": self.envs} if self.envs else {}),
+            **({"shape": self.shape} if self.shape else {}),
             **({"version": self.version} if self.has_version else {}),
         }
 
@@ -158,6 +164,21 @@ class OutputOverlay:
     def __init__(self) -> None:
         self.files: Dict[str, Tuple[str, int]] = {}
         self.removed: Set[str] = set()
+        # the folder outputs it answers for whole (format-2 manifests), and what they hold
+        # besides bytes, as paths.dir_files lists it: (project path, what)
+        self.folders: Set[str] = set()
+        self.shape: List[Tuple[str, str]] = []
+
+    def shape_of(self, ref: FileRef, on_disk: List[str]) -> List[str]:
+        """The shape items of Dir ``ref`` after the pretended restores: those on disk outside
+        the folders it answers for, and its own."""
+        base = "" if ref.path == "." else ref.path.rstrip("/") + "/"
+        pattern = ref.glob or "**/*"
+        mine = tuple(f + "/" for f in self.folders)
+        out = [it for it in on_disk if not (base + it.split("\0", 1)[0] + "/").startswith(mine)]
+        out += [f"{p[len(base):]}\0{what}" for p, what in self.shape
+                if p.startswith(base) and glob_match(p[len(base):], pattern)]
+        return out
 
     def listing(self, root: str, ref: FileRef) -> List[str]:
         """The files a Dir input would cover after the pretended restores."""
@@ -174,11 +195,21 @@ class OutputOverlay:
         return sorted((found - self.removed) | extra)
 
 
+def shape_key(ref: FileRef) -> str:
+    """How a Dir input is named in the ``shape`` component: its path and glob."""
+    return f"{ref.path}:{ref.glob or '**/*'}"
+
+
 def file_digests(
-    root: str, refs: List[FileRef], statcache: StatCache, overlay: Optional[OutputOverlay] = None
+    root: str, refs: List[FileRef], statcache: StatCache, overlay: Optional[OutputOverlay] = None,
+    shapes: Optional[Dict[str, List[Any]]] = None,
 ) -> Tuple[Dict[str, List[Any]], Dict[str, StatKey]]:
     """[digest, size] of every file the declared inputs cover, and the stats that vouch for
-    them (none for a file the dry-run ``overlay`` answers for). Raises MissingInput."""
+    them (none for a file the dry-run ``overlay`` answers for). Raises MissingInput. With
+    ``shapes``, each Dir input that holds more than plain files of mode 0644 gets an entry
+    there (shape_key -> [digest, count]) of what else it holds: its files' other modes, its
+    symlinks' targets, its empty and non-0755 folders (paths.dir_files), so that a change to
+    any of them changes the key; a folder of plain files gets none (keys made before stay)."""
     files: Dict[str, List[Any]] = {}
     stats: Dict[str, StatKey] = {}
     lookup = statcache.lookup
@@ -187,9 +218,18 @@ def file_digests(
     # a dry run that pretends to have restored outputs (no Python call for the usual case)
     over = overlay if overlay is not None and (overlay.files or overlay.removed) else None
     for ref in refs:
+        shape: Optional[List[str]] = None
         if ref.is_dir:
+            shape = [] if shapes is not None else None
             rels: Any = (over.listing(root, ref) if over is not None
-                         else dir_files(root, ref.path, ref.glob))
+                         else dir_files(root, ref.path, ref.glob, shape))
+            if shape is not None and over is not None:  # the listing's own walk: once more
+                try:
+                    dir_files(root, ref.path, ref.glob, shape)
+                except MissingInput:
+                    pass
+                shape[:] = over.shape_of(ref, shape)
+            cut = 0 if ref.path == "." else len(ref.path) + 1
         else:
             rels = (ref.path,)
         for rel in rels:
@@ -207,6 +247,8 @@ def file_digests(
                     if got is not None and stat.S_ISREG(got[3]):
                         files[rel] = [got[0], got[1]]
                         stats[rel] = got[2]
+                        if shape is not None and stat.S_IMODE(got[3]) != 0o644:
+                            shape.append(f"{rel[cut:]}\0mode {stat.S_IMODE(got[3]):o}")
                         continue
                 st = os.stat(full)
             except FileNotFoundError:
@@ -223,6 +265,12 @@ def file_digests(
             else:
                 files[rel] = [digest, key[0]]
             stats[rel] = key
+            if shape is not None and stat.S_IMODE(st.st_mode) != 0o644:
+                shape.append(f"{rel[cut:]}\0mode {stat.S_IMODE(st.st_mode):o}")
+        if shape:  # shapes is not None
+            shapes[shape_key(ref)] = [  # type: ignore[index]
+                digest_bytes("\n".join(sorted(shape)).encode("utf-8", "surrogatepass")),
+                len(shape)]
     return files, stats
 
 
@@ -281,7 +329,8 @@ def compute_components(
         inputs[arg] = {u: upstream_digests[u] for u in ups}
     if node.input_paths:
         _element_inputs(node, inputs, elements or {})
-    files, stats = (file_digests(root, node.files, statcache, overlay) if node.files
+    shapes: Dict[str, List[Any]] = {}
+    files, stats = (file_digests(root, node.files, statcache, overlay, shapes) if node.files
                     else ({}, {}))
     track = fingerprinter.track_packages
     head = code.heads.get(track)
@@ -299,6 +348,7 @@ def compute_components(
         args=node.args,
         head=head,
         envs=envs or {},
+        shape=shapes,
         version=None if version is NO_VERSION else version,
         has_version=version is not NO_VERSION,
     )

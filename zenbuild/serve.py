@@ -4,7 +4,7 @@ the overlay that shows downstream steps the outputs a real run would have put ba
 
 from __future__ import annotations
 
-import json
+import posixpath
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from zenbuild import reasons as R
@@ -13,9 +13,10 @@ from zenbuild.errors import CorruptBlob
 from zenbuild.reasons import Reason
 from zenbuild.rebuild import OutputOverlay
 from zenbuild.store.db import ActionEntry, Store
-from zenbuild.store.outputs import plan_restore, restore
+from zenbuild.store.folders import parse, shape_items
+from zenbuild.store.restoring import REMOVE, Todo, plan_restore, restore
 
-RestorePlan = List[Tuple[str, str, bool]]  # (path, digest or "" to remove, executable)
+RestorePlan = List[Todo]  # (path, what to do, its argument, the Output): restoring.Todo
 
 
 class Server:
@@ -61,10 +62,11 @@ class Server:
             return [], None
         if not self.dry_run:
             restore(self.root, todo, self.store, self.statcache)
-            return [t[0] for t in todo if t[1]], None
+            return list(dict.fromkeys(t[0] for t in todo if t[1] != REMOVE)), None
         self._pretend_restored(entry, todo)
-        return [], [Reason(R.OUTPUT_RESTORE if digest else R.OUTPUT_REMOVE, rel)
-                    for rel, digest, _ in todo]
+        shown = dict.fromkeys((rel, op == REMOVE) for rel, op, _, _ in todo)
+        return [], [Reason(R.OUTPUT_REMOVE if gone else R.OUTPUT_RESTORE, rel)
+                    for rel, gone in shown]
 
     def _pretend_restored(self, entry: ActionEntry, todo: RestorePlan) -> None:
         """Let downstream steps see the outputs a real run would restore (and not the files it
@@ -75,11 +77,20 @@ class Server:
                 over.files[rel] = (rec["digest"], int(rec.get("size", 0)))
                 continue
             try:
-                manifest = json.loads(self.store.get_blob(rec["digest"]))["files"]
-            except (KeyError, ValueError, CorruptBlob):
+                m = parse(self.store.get_blob(rec["digest"]))
+            except (KeyError, ValueError, TypeError, AttributeError, CorruptBlob):
                 continue
-            for inner, digest, size, _ex in manifest:
-                over.files[f"{rel}/{inner}"] = (digest, int(size))
-        for rel, digest, _ in todo:
-            if not digest:
+            by_name = {}
+            for inner, digest, size, _ex in m.files:
+                over.files[f"{rel}/{inner}"] = by_name[inner] = (digest, int(size))
+            for inner, target in m.links.items():  # a Dir reads a file through its link
+                hit = by_name.get(posixpath.normpath(posixpath.join(posixpath.dirname(inner),
+                                                                    target)))
+                if hit is not None:
+                    over.files[f"{rel}/{inner}"] = hit
+            if m.exact:  # the restore makes the folder exactly this: its shape is known
+                over.folders.add(rel)
+                over.shape.extend((f"{rel}/{p}", what) for p, what in shape_items(m))
+        for rel, op, _, _ in todo:
+            if op == REMOVE:
                 over.removed.add(rel)

@@ -28,6 +28,10 @@ INLINE_MAX = 64 * 1024
 STAMP_PREFIX = ":blob:"
 
 
+# a restore's temp file: never opened through a symlink planted at its name (O_NOFOLLOW)
+_WRITE_NEW = (os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+              | getattr(os, "O_CLOEXEC", 0))
+
 class BlobStore:
     """Blobs of one store: ``db`` holds the inline ones, ``cas`` the files, written first under
     ``tmp`` and renamed into place, so a killed run never leaves a torn blob under a real name."""
@@ -239,7 +243,8 @@ class BlobStore:
                 if xxhash.xxh3_128_hexdigest(data) != digest:
                     self.delete(digest)
                     raise CorruptBlob(digest)
-                with open(tmp, "wb") as out:
+                out_fd = os.open(tmp, _WRITE_NEW, 0o644)
+                with open(out_fd, "wb", closefd=True) as out:
                     out.write(data)
             else:
                 try:
@@ -250,7 +255,7 @@ class BlobStore:
                     if digest not in self._verified:
                         self._verify_fd(digest, src, stamps)
                         os.lseek(src, 0, os.SEEK_SET)
-                    out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                    out_fd = os.open(tmp, _WRITE_NEW, 0o644)
                     try:
                         fast_copy(src, out_fd)
                     finally:

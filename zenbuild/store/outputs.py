@@ -1,5 +1,6 @@
-"""Declared outputs: capture them into the store after a step runs, check and restore them on a
-cache hit. A folder output is stored as a manifest blob listing its files' blobs.
+"""Declared outputs: capture them into the store after a step runs (restoring.py checks and
+restores them on a cache hit). A folder output is stored as a manifest blob listing its files'
+blobs, modes, folders and symlinks (folders.py).
 
 Outputs never destroy the user's work: a file a restore would overwrite or delete, or a step
 about to execute would overwrite or clear, whose bytes the store does not hold (a hand edit, a
@@ -24,9 +25,18 @@ import sys
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from zenbuild.digest import StatCache, stat_key
+from zenbuild.digest import StatCache, digest_bytes, stat_key
 from zenbuild.errors import PathError, StoreError
 from zenbuild.store.db import INLINE_MAX, Store
+from zenbuild.store.folders import (
+    PERMS,
+    Manifest,
+    SpecialFile,
+    manifest_dirs,
+    plain_mode,
+    rmtree,
+    scan,
+)
 from zenbuild.store.unstored import Unstored
 
 # Temp files: blobs.restore_file writes DEST.zenbuild-tmp-PID, renamed over DEST when whole.
@@ -107,7 +117,11 @@ def _walk_files(base: str, leftovers: Optional[List[str]] = None,
 
 
 def capture(root: str, rel: str, store: Store, statcache: StatCache) -> Dict[str, Any]:
-    """Store the output at ``rel``; returns its record {"kind", "digest", "size"}."""
+    """Store the output at ``rel``; returns its record {"kind", "digest", "size"} (a file's
+    also "exec" and "mode"). A folder is walked without following a link: a symlink in it is
+    kept as a link (its target text), never as what it points at; its files keep their modes,
+    its empty folders are listed (store/folders.py). Raises SpecialFile for a fifo, socket or
+    device in a folder Output, OutputMissing when nothing (or such a thing) is at ``rel``."""
     full = os.path.join(root, rel)
     try:
         st = os.stat(full)
@@ -116,17 +130,25 @@ def capture(root: str, rel: str, store: Store, statcache: StatCache) -> Dict[str
     if stat.S_ISREG(st.st_mode):
         digest, size = _put(store, statcache, rel, full, st)
         return {"kind": "file", "digest": digest, "size": size,
-                "exec": bool(st.st_mode & stat.S_IXUSR)}
+                "exec": bool(st.st_mode & stat.S_IXUSR), "mode": stat.S_IMODE(st.st_mode) & PERMS}
     if stat.S_ISDIR(st.st_mode):
-        manifest: List[List[Any]] = []
+        found = scan(full)
+        if found.special:
+            inner, what = sorted(found.special.items())[0]
+            raise SpecialFile(f"{rel}/{inner}", what)
+        m = Manifest(dirs=manifest_dirs(found), links=dict(sorted(found.links.items())))
+        for target in m.links.values():  # so that Trash knows the link as zenbuild's
+            store.put_blob(target.encode("utf-8", "surrogateescape"))
         total = 0
-        for inner in _walk_files(full):
+        for inner, ist in sorted(found.files.items()):
             p = os.path.join(full, inner)
-            ist = os.stat(p)
             digest, size = _put(store, statcache, f"{rel}/{inner}", p, ist)
-            manifest.append([inner, digest, size, bool(ist.st_mode & stat.S_IXUSR)])
+            ex = bool(ist.st_mode & stat.S_IXUSR)
+            m.files.append([inner, digest, size, ex])
+            if stat.S_IMODE(ist.st_mode) & PERMS != plain_mode(ex):
+                m.modes[inner] = stat.S_IMODE(ist.st_mode) & PERMS
             total += size
-        mdigest = store.put_blob(json.dumps({"files": manifest}, sort_keys=True).encode())
+        mdigest = store.put_blob(m.encode())
         return {"kind": "dir", "digest": mdigest, "size": total}
     raise OutputMissing(rel)
 
@@ -156,110 +178,6 @@ def _put(store: Store, statcache: StatCache, rel: str, full: str, st: os.stat_re
     return digest, size
 
 
-def _manifest(store: Store, digest: str) -> List[List[Any]]:
-    return list(json.loads(store.get_blob(digest))["files"])
-
-
-def plan_restore(
-    root: str, outputs: Dict[str, Dict[str, Any]], store: Store, statcache: StatCache
-) -> Tuple[List[Tuple[str, str, bool]], Optional[str]]:
-    """Files to restore as (rel, digest, exec), or a reason why the entry cannot be served.
-    A digest of "" means: remove this file. A folder output must hold exactly its manifest's
-    files, so files another run of the step left there (say, with other params) are removed;
-    otherwise a step reading the folder would see them and differ from a clean build."""
-    todo: List[Tuple[str, str, bool]] = []
-    prefix = root if root.endswith("/") else root + "/"  # os.path.join(root, rel)
-    records = statcache.records
-    for rel, rec in sorted(outputs.items()):
-        replace: List[str] = []  # paths to move away first: never restored through
-        if rec["kind"] == "file":
-            files = [(rel, rec["digest"], bool(rec.get("exec")))]
-        else:
-            try:
-                files = [(f"{rel}/{m[0]}", m[1], bool(m[3])) for m in _manifest(store, rec["digest"])]
-            except (KeyError, ValueError):
-                return [], f"output {rel}: its stored manifest is missing from the store"
-            base = os.path.join(root, rel)
-            try:
-                mode: Optional[int] = os.lstat(base).st_mode
-            except (OSError, ValueError):
-                mode = None
-            if mode is not None and stat.S_ISDIR(mode):
-                expected = {f[0] for f in files}
-                dead: List[str] = []
-                links: List[str] = []
-                todo.extend(
-                    (f"{rel}/{inner}", "", False)
-                    for inner in _walk_files(base, dead, links)
-                    if f"{rel}/{inner}" not in expected
-                )
-                for path in dead:  # a killed run's temp file: never a user's
-                    _unlink(path)
-                # a symlink to a folder where the manifest has files: restoring them would
-                # write through it (outside the folder, perhaps outside the project)
-                replace.extend(f"{rel}/{link}" for link in links
-                               if any(f[0].startswith(f"{rel}/{link}/") for f in files))
-            elif mode is not None:  # a symlink (even to a folder) or a file: not followed
-                replace.append(rel)
-        if replace:  # restore() moves each to the trash (a link: the link, not its target)
-            todo.extend((path, "", False) for path in replace)
-            gone = tuple(path + "/" for path in replace)
-            for frel, digest, ex in files:
-                if frel in replace or frel.startswith(gone):
-                    if not store.has_blob(digest):
-                        return [], f"output {frel} is changed and its stored copy is gone"
-                    todo.append((frel, digest, ex))
-            files = [f for f in files if not (f[0] in replace or f[0].startswith(gone))]
-        for frel, digest, ex in files:
-            full = prefix + frel
-            current: Optional[str] = None
-            try:
-                # a file output: one lstat, so that a symlink there is replaced, not followed
-                st = os.lstat(full) if frel == rel else os.stat(full)
-                if frel == rel and stat.S_ISLNK(st.st_mode):
-                    todo.append((rel, "", False))  # restore() moves the link to the trash
-                else:
-                    row = records.get(frel)  # a stored row whose stat matches: statcache.digest's
-                    if type(row) is tuple and row[:4] == (  # first look, inline (a no-op's path)
-                            st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns):
-                        current = row[4]
-                    else:
-                        current, _ = statcache.digest(frel, full, st)
-            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-                current = None
-            if current == digest:
-                continue
-            if not store.has_blob(digest):
-                what = "missing" if current is None else "changed"
-                return [], f"output {frel} is {what} and its stored copy is gone"
-            todo.append((frel, digest, ex))
-    return todo, None
-
-
-def restore(root: str, todo: List[Tuple[str, str, bool]], store: Store, statcache: StatCache,
-            say: Optional[Callable[[str], None]] = None) -> None:
-    """Put files back (digest "" = remove). A file about to be overwritten or removed whose
-    bytes the store does not hold (a hand edit, a file the user added) is moved to the
-    trash first, and ``say`` (default: stderr) is told where it went."""
-    trash = Trash(store, say)
-    for frel, digest, ex in todo:
-        full = os.path.join(root, frel)
-        if not digest:
-            if not trash.keep_if_users(root, frel, statcache):
-                os.unlink(full)
-            statcache.forget([frel])
-            continue
-        if os.path.isdir(full) and not os.path.islink(full):
-            import shutil
-
-            if not trash.keep_if_users(root, frel, statcache):
-                shutil.rmtree(full)
-        elif os.path.lexists(full):
-            trash.keep_if_users(root, frel, statcache)
-        store.restore_file(digest, full, 0o755 if ex else 0o644, statcache)
-        statcache.record(frel, full, digest)
-
-
 def _move(src: str, dest: str) -> None:
     """Move ``src`` (a file, a folder or a symlink: the link itself) to ``dest``; the store
     may be on another file system than the project (then a copy, and the original removed
@@ -286,7 +204,7 @@ def _move(src: str, dest: str) -> None:
             _unlink(dest)
         raise
     if os.path.isdir(src) and not os.path.islink(src):
-        shutil.rmtree(src)
+        rmtree(src)
     else:
         os.unlink(src)
 
@@ -368,10 +286,19 @@ class Trash:
         full = os.path.join(root, rel)
         if os.path.islink(full) or not (os.path.isfile(full) or os.path.isdir(full)):
             return False
-        links: List[str] = []  # a symlink to a folder in it: the store has no copy of it
-        names = [rel] if os.path.isfile(full) else [f"{rel}/{f}" for f in _walk_files(full, None, links)]
-        if links:
-            return False
+        if os.path.isfile(full):
+            names = [rel]
+        else:
+            try:
+                found = scan(full)
+            except OSError:
+                return False
+            if found.special:  # a fifo or socket: no copy of it (and never opened)
+                return False
+            for target in found.links.values():  # a link is kept as its target text
+                if not self.store.has_blob(digest_bytes(target.encode("utf-8", "surrogateescape"))):
+                    return False
+            names = [f"{rel}/{f}" for f in sorted(found.files)]
         holds = unstored.holds if unstored is not None and unstored.known() else None
         for name in names:
             try:

@@ -33,6 +33,7 @@ import xxhash
 from zenbuild.digest import CHUNK, hash_stream, is_digest
 from zenbuild.errors import ConfigError, CorruptBlob
 from zenbuild.store.db import ActionEntry, Store
+from zenbuild.store.folders import keep_link_texts
 from zenbuild.store.signing import (  # noqa: F401 (AC_NAMESPACE: the key scheme)
     AC_NAMESPACE,
     BadSignature,
@@ -347,10 +348,12 @@ class RemoteCache:
                     self._reject("unreadable", key, f"its value does not decode ({problem})",
                                  what)
                     return None
-        problem = restore_problem(entry.outputs, self.store.get_blob, blobs, root)
+        problem = restore_problem(entry.outputs, self.store.get_blob, blobs, root,
+                                  trusted=ns is not None)
         if problem is not None:
             self._reject("outputs", key, problem, what)
             return None
+        keep_link_texts(entry.outputs, self.store)
         return entry
 
     def _pickled(self, digest: str, fresh: bool) -> bool:

@@ -252,27 +252,23 @@ def outputs_problem(outputs: Any, declared: Optional[Sequence[str]]) -> Optional
 
 
 def manifest_problem(rel: str, data: bytes, blobs: Mapping[str, Any]) -> Optional[str]:
-    """Why the folder manifest of output ``rel`` may not be restored, or None: every file it
-    lists must be a safe path below the folder, listed once, not inside another listed file,
-    and one of the entry's ``blobs``."""
+    """Why the folder manifest of output ``rel`` may not be restored, or None: every file,
+    folder and link it lists must be a safe path below the folder, listed once, not inside
+    another listed file or link, and every file one of the entry's ``blobs``."""
+    from zenbuild.store.folders import entries_problem, parse
+
     try:
-        files = json.loads(data)["files"]
+        m = parse(data)
         names: Set[str] = set()
-        for f in files:
+        for f in m.files:
             inner, digest = f[0], f[1]
             if not safe_rel(inner) or not isinstance(digest, str) or digest not in blobs \
                     or inner in names or len(f) != 4:
                 return f"the manifest of output {rel} is incomplete or unsafe"
             names.add(inner)
-    except (KeyError, ValueError, TypeError, IndexError):
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError):
         return f"the manifest of output {rel} is unreadable"
-    for inner in names:
-        parent = posixpath.dirname(inner)
-        while parent:
-            if parent in names:
-                return f"the manifest of output {rel} lists {parent} as a file and a folder"
-            parent = posixpath.dirname(parent)
-    return None
+    return entries_problem(rel, m, names)
 
 
 def symlinked_parent(root: str, rel: str) -> Optional[str]:
@@ -293,9 +289,14 @@ def needs_unpickling(head: bytes) -> bool:
 
 
 def restore_problem(outputs: Mapping[str, Mapping[str, Any]], get_blob: Callable[[str], bytes],
-                    blobs: Mapping[str, Any], root: Optional[str]) -> Optional[str]:
+                    blobs: Mapping[str, Any], root: Optional[str],
+                    trusted: bool = False) -> Optional[str]:
     """Why an entry's ``outputs`` may not be written under ``root`` (a bad folder manifest, a
-    path through a symbolic link), or None. Manifests are read with ``get_blob``."""
+    path through a symbolic link, and unless the entry is ``trusted`` (signed by a trusted
+    key) a symbolic link whose target is absolute or leaves its folder), or None. Manifests
+    are read with ``get_blob``."""
+    from zenbuild.store.folders import escaping_link, parse
+
     for rel, rec in sorted(outputs.items()):
         paths = [rel]
         if rec.get("kind") == "dir":
@@ -303,7 +304,14 @@ def restore_problem(outputs: Mapping[str, Mapping[str, Any]], get_blob: Callable
             problem = manifest_problem(rel, data, blobs)
             if problem is not None:
                 return problem
-            paths = [f"{rel}/{f[0]}" for f in json.loads(data)["files"]] or [f"{rel}/."]
+            m = parse(data)
+            bad = None if trusted else escaping_link(m)
+            if bad is not None:
+                return (f"output {rel} holds a symbolic link {bad[0]} -> {bad[1][:200]!r} that "
+                        "points outside its folder, and only an entry signed by a key in "
+                        "[cache] trusted_keys may make one")
+            inner = [f[0] for f in m.files] + list(m.links) + list(m.dirs)
+            paths = [f"{rel}/{p}" for p in inner] or [f"{rel}/."]
         for path in paths if root is not None else ():
             link = symlinked_parent(root or "", path)
             if link is not None:
