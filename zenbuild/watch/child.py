@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from zenbuild.errors import ZenbuildError
 from zenbuild.imported import import_reads
@@ -99,6 +99,7 @@ def run_child(req: Dict[str, Any]) -> Outcome:
     is_project = project_predicate(root, os.path.join(root, ".zenbuild"))
     outcome = Outcome.CRASHED
     extra: List[str] = []
+    traced: List[str] = []
     try:
         from zenbuild.events import ConsoleReporter
         from zenbuild.project import load_project, open_pipeline
@@ -126,9 +127,14 @@ def run_child(req: Dict[str, Any]) -> Outcome:
         for r in result.steps.values():
             counts[r.status] = counts.get(r.status, 0) + 1
         report.update(status=result.status, counts=counts)
-        # files the steps read without declaring them (their entries' discovered records):
-        # an edit of one invalidates its step, so a save of it must start a rebuild too
-        report["files"].extend(_discovered_reads(config.store, opened.graph.pipeline))
+        # files the steps read without declaring them, and the source files of the project
+        # functions they ran (their current entries' discovered records, whether the step
+        # executed in this rebuild or was served): an edit of one invalidates its step, so a
+        # save of it must start a rebuild too (a plugin reached by import_module is imported
+        # by no rebuild that serves its step)
+        undeclared, sources = _discovered(config.store, opened.graph.pipeline)
+        report["files"].extend(undeclared)
+        traced = [os.path.join(config.root, f) for f in sources]
         outcome = Outcome.SUCCEEDED if result.status == "succeeded" else Outcome.STEP_FAILED
     except ZenbuildError as e:  # the user's mistake: one paragraph, the user's frames only
         _flush()
@@ -147,7 +153,7 @@ def run_child(req: Dict[str, Any]) -> Outcome:
     finally:
         try:
             found = collect_modules(is_project, baseline)
-            report["modules"] = sorted(set(found["modules"]) | set(extra))
+            report["modules"] = sorted(set(found["modules"]) | set(extra) | set(traced))
             # files project modules read while imported (params.yaml loaded by config.py):
             # the fingerprint of every step using that module holds them, so watch them too
             reads = {r for rs in import_reads().values() for r in rs}
@@ -160,27 +166,37 @@ def run_child(req: Dict[str, Any]) -> Outcome:
     return outcome
 
 
-def _discovered_reads(store_path: str, pipeline: str) -> List[str]:
-    """The project files the current entries of ``pipeline``'s steps record as read (best
-    effort: a store that cannot be read adds nothing)."""
+def _discovered(store_path: str, pipeline: str) -> Tuple[List[str], List[str]]:
+    """(files read, source files of the traced calls) that the current entries of
+    ``pipeline``'s steps record, project-relative (best effort: a store that cannot be read
+    adds nothing)."""
     from zenbuild.store.db import Store
 
     try:
         store = Store(store_path)
     except Exception:  # noqa: BLE001 - the run reported its own store problems already
-        return []
+        return [], []
+    reads: List[str] = []
+    sources: List[str] = []
     try:
-        out: List[str] = []
         for entry in store.step_states(pipeline).values():
             rec = entry.discovered
-            files = rec.get("files") if isinstance(rec, dict) else None
+            if not isinstance(rec, dict):
+                continue
+            files = rec.get("files")
             if isinstance(files, dict):
-                out.extend(f for f in files if isinstance(f, str))
-        return out
+                reads.extend(f for f in files if isinstance(f, str))
+            for call in rec.get("calls") or ():
+                if isinstance(call, list) and call and isinstance(call[0], str):
+                    sources.append(call[0])
+            srcs = rec.get("sources")
+            if isinstance(srcs, dict):
+                sources.extend(f for f in srcs if isinstance(f, str))
     except Exception:  # noqa: BLE001 - as above
-        return []
+        pass
     finally:
         store.close()
+    return reads, sorted({f for f in sources if f != "<__main__>"})
 
 
 def _flush() -> None:
