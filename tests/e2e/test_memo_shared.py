@@ -209,3 +209,35 @@ def p():
     project.write("a.txt", "a2")
     r = project.cli("run")
     assert project.ticks() == ["first"], r
+
+
+API_SCRIPT = '''
+import json, os, sys
+sys.path.insert(0, {root!r})
+os.chdir({root!r})
+import pipe
+
+pipe.p().run()
+with open("conf.json", "w") as f:
+    f.write('{{"lr": 0.5}}')
+pipe.p().run()  # the memo in this process still holds lr 0.1
+'''
+
+
+def test_the_python_api_never_stores_a_memo_older_than_its_file(project: Project) -> None:
+    """Two pipeline().run() calls in one process with conf.json edited between them: the
+    lru memo still holds the old content, so the second run's train and evaluate compute from
+    it; their results must not be stored as if they had seen the new file, or a later
+    `zenbuild run` would serve lr=0.1 as up to date."""
+    import subprocess
+    import sys
+
+    _make(project, CFG["lru"])
+    code = API_SCRIPT.format(root=str(project.root))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=project.root, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    project.ticks()
+    r = project.cli("run")
+    assert sorted(project.ticks()) == ["evaluate", "train"], r
+    assert project.read("build/report.txt") == "train lr=0.5 on cpu\neval lr=0.5 on cpu\n"

@@ -866,25 +866,37 @@ class Recorder:
                 _unwrap_env()
             if self.opts.track_reads and not self.isolated:
                 _unwrap_stat()
+        t0 = self._t0
         if not self.isolated:
-            _add_remembered(rec, traced, self._hits)
-        self.trace = rec.finish(self._t0, calls, traced)
+            t0 = _add_remembered(rec, traced, self._hits, t0)
+        self.trace = rec.finish(t0, calls, traced)
 
 
-def _add_remembered(rec: _Recording, traced: bool, before: Optional[Dict[Any, int]]) -> None:
+def _add_remembered(rec: _Recording, traced: bool, before: Optional[Dict[Any, int]],
+                    t0: int) -> int:
     """Put into ``rec`` what the memoized project code the step used read when it ran in an
-    earlier step of this process (see zenbuild.trace.memo)."""
+    earlier step of this process (see zenbuild.trace.memo). Returns the trace's start: ``t0``,
+    or the time a remembered file was read when it was modified since (the memo's content is
+    older than the file's: the commit then keeps the result uncached)."""
     for got in memo.remembered_for(rec.root, rec.codes if traced else None, before):
         if rec.opts.track_reads:
-            for rel in got.reads:
-                if rel not in rec.inputs:
-                    rec.reads.setdefault(rel, None)
+            for rel, when in got.reads.items():
+                if rel in rec.inputs or (rel in rec.reads and when >= t0):
+                    continue
+                rec.reads.setdefault(rel, None)
+                if when < t0:
+                    try:
+                        if _ORIG_STAT(os.path.join(rec.root, rel)).st_mtime_ns >= when:
+                            t0 = when
+                    except OSError:
+                        pass
             for rel in got.listed:
                 rec.listed.setdefault(rel, None)
         if rec.opts.track_env:
             for key, value in got.env.items():
                 if key not in rec.env_set and rec.env_wanted(key):
                     rec.env.setdefault(key, value)
+    return t0
 
 
 def recording_imports(root: str, store_dir: str = "", track_env: bool = True) -> Recorder:

@@ -23,6 +23,10 @@ How:
   wrappers' hits are known: a lazily filled global cache is then seen by its first user only,
   as code reached dynamically is not seen at all then.
 
+A remembered file modified since the memo read it means the memo serves older content than
+the file holds: the step's trace then starts no later than that read, so the commit's
+changed-during-the-step rule keeps the result uncached (never stored as if it saw the file).
+
 Over-approximation is the price: a memoized loader called with different arguments gives each
 later caller the reads of all earlier calls (a rerun too many, never a stale result). Not seen:
 a memo kept in a class attribute or on an instance, and a library's memo decorator with no
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import opcode
 import os
+import time
 from types import MappingProxyType
 from typing import Any, Dict, Iterable, Optional, Set, Tuple
 
@@ -52,7 +57,7 @@ class Remembered:
     __slots__ = ("reads", "listed", "env")
 
     def __init__(self) -> None:
-        self.reads: Dict[str, None] = {}
+        self.reads: Dict[str, int] = {}  # rel -> wall clock (ns) when it was first read
         self.listed: Dict[str, None] = {}
         self.env: Dict[str, Optional[str]] = {}
 
@@ -84,8 +89,11 @@ def attribute(root: str, kind: str, key: str, value: Optional[str], frame: Any,
                     got = _BY_CODE[(root, code)] = Remembered()
                 if kind == "env":
                     got.env.setdefault(key, value)
+                elif kind == "reads":
+                    if key not in got.reads:
+                        got.reads[key] = time.time_ns()
                 else:
-                    getattr(got, kind)[key] = None
+                    got.listed[key] = None
         f = f.f_back
 
 
