@@ -287,6 +287,33 @@ def _check_store(store: str, root: str, fail: Any = None) -> None:
         raise fail(problem) if fail is not None else ConfigError(problem)
 
 
+def _check_one_config(source: str) -> None:
+    """Raise ConfigError (exit 2) when a zenbuild.toml has a pyproject.toml with a
+    [tool.zenbuild] table beside it: only one is read, and settling silently on zenbuild.toml
+    dropped the other's settings (its params changed the results without a word)."""
+    if os.path.basename(source) != CONFIG_NAME:
+        return
+    pp = os.path.join(os.path.dirname(source), "pyproject.toml")
+    try:
+        with open(pp, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return  # (the usual case: no pyproject.toml, one failed open)
+    if b"[tool.zenbuild" not in raw:
+        return
+    try:
+        has = isinstance(_toml().loads(raw.decode("utf-8", "replace")).get("tool", {})
+                         .get("zenbuild"), dict)
+    except Exception:  # noqa: BLE001 - a pyproject.toml zenbuild cannot parse: not its config
+        return
+    if has:
+        raise ConfigError(
+            f"{source} and {pp} both configure zenbuild (pyproject.toml has a [tool.zenbuild] "
+            "table), and only one of them would be read. Keep one: move the [tool.zenbuild] "
+            "settings into zenbuild.toml and delete that table (and its [tool.zenbuild.*] "
+            "sub-tables), or delete zenbuild.toml.")
+
+
 def load_config(root: str, source: Optional[str]) -> Config:
     """Read and validate the config file (or return defaults when ``source`` is None). The
     store folder is checked here, where every command resolves it (store_problem)."""
@@ -295,6 +322,7 @@ def load_config(root: str, source: Optional[str]) -> Config:
         store = os.path.join(root, ".zenbuild")
         _check_store(store, root)
         return Config(root=root, store=store)
+    _check_one_config(source)
     import time
 
     from zenbuild.digest import stat_key

@@ -203,6 +203,7 @@ class Step(StepDef):
             raise TypeError("@step decorates a function")
         self.fn = fn
         self.name: str = fn.__name__
+        _check_plain(fn)
         self.enable_cache = enable_cache
         self.no_cache: bool = bool(getattr(fn, "__zenbuild_no_cache__", False))
         self._params: Optional[Params] = None
@@ -266,6 +267,27 @@ class Step(StepDef):
 
     def __repr__(self) -> str:
         return f"<zenbuild step {self.name}>"
+
+
+# inspect's CO_COROUTINE, CO_ASYNC_GENERATOR, CO_GENERATOR (a @types.coroutine one too)
+_LAZY_KINDS = ((0x80, "an async def (a coroutine function)"), (0x200, "an async generator"),
+               (0x20, "a generator function (it uses yield)"))
+
+
+def _check_plain(fn: Callable[..., Any]) -> None:
+    """Refuse a step whose call returns a coroutine or a generator instead of its value: the
+    result is what is stored and passed on, and a coroutine or generator is neither storable
+    nor the work done (a run would fail with a pickling error). Raises PipelineError."""
+    flags = getattr(getattr(fn, "__code__", None), "co_flags", 0)
+    if not isinstance(flags, int):
+        return
+    for bit, what in _LAZY_KINDS:
+        if flags & bit:
+            raise PipelineError(
+                f"@step {fn.__name__} ({_where(fn)}) is {what}: a step must return its value. "
+                "zenbuild does not run event loops or consume generators for a step; make it a "
+                "plain def that does it itself (`return asyncio.run(main())`, "
+                "`return list(gen())`).")
 
 
 def _where(fn: Callable[..., Any]) -> str:

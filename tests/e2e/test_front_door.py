@@ -209,6 +209,28 @@ def echo(times: int) -> int:
     assert demo.ticks() == ["echo4"]
 
 
+# -- tester r1 finding 10: zenbuild.toml beside a pyproject.toml [tool.zenbuild] table
+def test_two_config_files_are_an_error_naming_both(demo: Project) -> None:
+    demo.write("pyproject.toml", """
+        [project]
+        name = "demo"
+
+        [tool.zenbuild]
+        pipelines = ["pipe:demo"]
+
+        [tool.zenbuild.params]
+        times = 5
+    """)
+    for args in (("run",), ("status",), ("explain", "shout")):
+        r = demo.cli(*args, check=2)
+        assert str(demo.root / "zenbuild.toml") in r.output, r
+        assert str(demo.root / "pyproject.toml") in r.output, r
+        assert "Traceback" not in r.output and demo.ticks() == [], r
+    # a pyproject.toml with no [tool.zenbuild] table (only a mention of it) is no second config
+    demo.write("pyproject.toml", '[project]\nname = "demo"\n# see [tool.zenbuild] docs\n')
+    demo.cli("run")
+
+
 # -- issue 10 item 7: never a stale .pyc for project code
 def test_a_same_size_edit_in_the_same_second_runs_the_new_code(demo: Project) -> None:
     env = {"PYTHONDONTWRITEBYTECODE": ""}  # bytecode writing on, as users have it

@@ -46,6 +46,7 @@ from typing import (
 
 from zenbuild.paths import PACKAGE_DIR, SKIP_DIRS, library_dirs
 from zenbuild.records import field, record
+from zenbuild.trace import memo
 
 if TYPE_CHECKING:  # pragma: no cover - the call tracer is imported when a step is recorded
     from zenbuild.trace.calls import CallTracer
@@ -532,17 +533,26 @@ def _declared_path(rec: _Recording, path: Any) -> bool:
 
 def _on_open(rec: _Recording, args: Tuple[Any, ...]) -> None:
     path = args[0]
+    flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
     if rec.alone and type(path) is not int and _declared_path(rec, path):
+        if not flags & _WRITE_FLAGS:  # a declared input: this step's key covers it, but a
+            rel = rec.rel(path)  # memoized loader's result may reach a step not declaring it
+            if rel is not None and rel in rec.inputs:
+                memo.attribute(rec.root, "reads", rel, None, sys._getframe(2), _lib())
         return  # the trace would not keep it (see _Recording.alone)
     rel = rec.rel(path)
     if rel is None or rel == ".":
         return
     if rec.dismissed(rel):
+        if rel in rec.inputs and not flags & _WRITE_FLAGS:
+            memo.attribute(rec.root, "reads", rel, None, sys._getframe(2), _lib())
         return  # a declared input or output: the trace would not keep it
     if not _from_user(sys._getframe(2)):
         return
-    flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
-    _note(rec, "writes" if flags & _WRITE_FLAGS else "reads", rel)
+    kind = "writes" if flags & _WRITE_FLAGS else "reads"
+    if kind == "reads":
+        memo.attribute(rec.root, kind, rel, None, sys._getframe(2), _lib())
+    _note(rec, kind, rel)
 
 
 def _on_rename(rec: _Recording, args: Tuple[Any, ...]) -> None:
@@ -557,6 +567,7 @@ def _on_list(rec: _Recording, args: Tuple[Any, ...]) -> None:
     path = args[0] if args else None
     rel = rec.rel("." if path is None else path)
     if rel is not None and _from_user(sys._getframe(2)):
+        memo.attribute(rec.root, "listed", rel, None, sys._getframe(2), _lib())
         _note(rec, "listed", rel)
         if rel not in rec.listed_at:  # the names before the step sees them: one that comes
             _quiet()  # while it runs differs from the record (a rerun, never a stale entry)
@@ -651,6 +662,7 @@ def _probe(path: Any, st: Any) -> None:
         if rel is None or rel == "." or rec.dismissed(rel):
             return
         if _from_user(sys._getframe(2)):
+            memo.attribute(rec.root, "reads", rel, None, sys._getframe(2), _lib())
             _note(rec, "reads", rel)  # a file the step wrote is dropped from reads at finish
     except Exception:  # pragma: no cover - never break the step's own stat
         pass
@@ -801,9 +813,12 @@ def _note_env(key: Any, value: Optional[str]) -> None:
                 return
             rec.bulk = None
         if key in rec.env or key in rec.env_set:  # the first read decides: repeats are cheap
+            if key in rec.env:  # (but a memoized function reading it again must know)
+                memo.attribute(rec.root, "env", key, value, sys._getframe(2), _lib())
             return
         if not rec.env_wanted(key) or not _from_user(sys._getframe(2)):
             return
+        memo.attribute(rec.root, "env", key, value, sys._getframe(2), _lib())
         r: Optional[_Recording] = rec
         while r is not None and r.opts.track_env:
             if key not in r.env and key not in r.env_set:
@@ -964,9 +979,12 @@ class Recorder:
         self._token: Any = None
         self._calls: Optional[CallTracer] = None
         self._t0 = 0
+        self._hits: Optional[Dict[Any, int]] = None
 
     def __enter__(self) -> Recorder:
         opts = self.opts
+        if not self.isolated:  # before the recording: cache_info() is not the step's code
+            self._hits = memo.hits()
         rec = _Recording(opts, _CURRENT.get(), self.isolated)
         self._rec = rec
         if opts.track_reads:
@@ -1012,7 +1030,37 @@ class Recorder:
                 _unwrap_globs()
             if self.opts.track_reads:
                 _NATIVE.unwrap()
-        self.trace = rec.finish(self._t0, calls, traced)
+        t0 = self._t0
+        if not self.isolated:
+            t0 = _add_remembered(rec, traced, self._hits, t0)
+        self.trace = rec.finish(t0, calls, traced)
+
+
+def _add_remembered(rec: _Recording, traced: bool, before: Optional[Dict[Any, int]],
+                    t0: int) -> int:
+    """Put into ``rec`` what the memoized project code the step used read when it ran in an
+    earlier step of this process (see zenbuild.trace.memo). Returns the trace's start: ``t0``,
+    or the time a remembered file was read when it was modified since (the memo's content is
+    older than the file's: the commit then keeps the result uncached)."""
+    for got in memo.remembered_for(rec.root, rec.codes if traced else None, before):
+        if rec.opts.track_reads:
+            for rel, when in got.reads.items():
+                if rel in rec.inputs or (rel in rec.reads and when >= t0):
+                    continue
+                rec.reads.setdefault(rel, None)
+                if when < t0:
+                    try:
+                        if _ORIG_STAT(os.path.join(rec.root, rel)).st_mtime_ns >= when:
+                            t0 = when
+                    except OSError:
+                        pass
+            for rel in got.listed:
+                rec.listed.setdefault(rel, None)
+        if rec.opts.track_env:
+            for key, value in got.env.items():
+                if key not in rec.env_set and rec.env_wanted(key):
+                    rec.env.setdefault(key, value)
+    return t0
 
 
 def recording_imports(root: str, store_dir: str = "", track_env: bool = True) -> Recorder:

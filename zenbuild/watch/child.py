@@ -100,6 +100,7 @@ def run_child(req: Dict[str, Any]) -> Outcome:
     is_project = project_predicate(root, os.path.join(root, ".zenbuild"))
     outcome = Outcome.CRASHED
     extra: List[str] = []
+    traced: List[str] = []
     try:
         from zenbuild.events import ConsoleReporter
         from zenbuild.project import load_project, open_pipeline
@@ -127,10 +128,14 @@ def run_child(req: Dict[str, Any]) -> Outcome:
         for r in result.steps.values():
             counts[r.status] = counts.get(r.status, 0) + 1
         report.update(status=result.status, counts=counts)
-        # files the steps read without declaring them (their entries' discovered records):
-        # an edit of one invalidates its step, so a save of it must start a rebuild too
-        files, listings = _discovered(config.store, opened.graph.pipeline)
-        report["files"].extend(files)
+        # files the steps read without declaring them, and the source files of the project
+        # functions they ran (their current entries' discovered records, whether the step
+        # executed in this rebuild or was served): an edit of one invalidates its step, so a
+        # save of it must start a rebuild too (a plugin reached by import_module is imported
+        # by no rebuild that serves its step)
+        undeclared, listings, sources = _discovered(config.store, opened.graph.pipeline)
+        report["files"].extend(undeclared)
+        traced = [os.path.join(config.root, f) for f in sources]
         # and the folders they listed (a listing, or a pattern's matches, with its digest): a
         # file appearing there starts a rebuild when the step's listing is no longer the same
         report["listings"] = listings
@@ -152,7 +157,7 @@ def run_child(req: Dict[str, Any]) -> Outcome:
     finally:
         try:
             found = collect_modules(is_project, baseline)
-            report["modules"] = sorted(set(found["modules"]) | set(extra))
+            report["modules"] = sorted(set(found["modules"]) | set(extra) | set(traced))
             # files project modules read while imported (params.yaml loaded by config.py):
             # the fingerprint of every step using that module holds them, so watch them too
             reads = {r for rs in import_reads().values() for r in rs}
@@ -165,33 +170,37 @@ def run_child(req: Dict[str, Any]) -> Outcome:
     return outcome
 
 
-def _discovered(store_path: str, pipeline: str) -> Tuple[List[str], List[List[Any]]]:
-    """The project files the current entries of ``pipeline``'s steps record as read, and the
-    listings they record (WatchSet.listings: ``["list", folder, "", {}, digest]`` for a
-    listing of everything, a glob spec with its digest for one through a pattern). Best
-    effort: a store that cannot be read adds nothing."""
+def _discovered(store_path: str, pipeline: str) -> Tuple[List[str], List[List[Any]], List[str]]:
+    """What the current entries of ``pipeline``'s steps record: the project files read, the
+    listings (WatchSet.listings: ``["list", folder, "", {}, digest]`` for a listing of
+    everything, a glob spec with its digest for one through a pattern) and the source files of
+    the traced calls, project-relative. Best effort: a store that cannot be read adds nothing."""
     from zenbuild.discovered import malformed
     from zenbuild.store.db import Store
 
     try:
         store = Store(store_path)
     except Exception:  # noqa: BLE001 - the run reported its own store problems already
-        return [], []
+        return [], [], []
+    reads: List[str] = []
+    listings: List[List[Any]] = []
+    sources: List[str] = []
     try:
-        out: List[str] = []
-        listings: List[List[Any]] = []
         for entry in store.step_states(pipeline).values():
             rec = entry.discovered
             if not isinstance(rec, dict) or malformed(rec) is not None:
                 continue
-            out.extend(rec.get("files") or {})
+            reads.extend(rec.get("files") or {})
             listings.extend(["list", d, "", {}, was] for d, was in (rec.get("listed") or {}).items())
             listings.extend(list(g) for g in rec.get("globs") or [])
-        return out, listings
+            for call in rec.get("calls") or ():
+                sources.append(call[0])
+            sources.extend(rec.get("sources") or {})
     except Exception:  # noqa: BLE001 - as above
-        return [], []
+        return [], [], []
     finally:
         store.close()
+    return reads, listings, sorted({f for f in sources if f != "<__main__>"})
 
 
 def _flush() -> None:
