@@ -12,8 +12,8 @@ import warnings
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from zenbuild import imported
-from zenbuild.fingerprint import live
 from zenbuild.digest import digest_bytes, digest_file
+from zenbuild.fingerprint import live
 from zenbuild.fingerprint.project import ProjectLocator
 from zenbuild.fingerprint.source import (
     IMPORT,

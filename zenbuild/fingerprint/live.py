@@ -84,7 +84,9 @@ def class_attributes(cls: type, enc: Any) -> bytes:
         attrs = dict(vars(cls))
     except TypeError:
         return b""
+    key = enc.key
     for name in sorted(attrs):
+        enc.key = f"{key}.{name}"  # what an UnstableConstantWarning names
         if name.startswith("__") and name.endswith("__"):
             continue
         if len(name) > 2 and name.startswith("_") and name.endswith("_"):
@@ -107,6 +109,7 @@ def class_attributes(cls: type, enc: Any) -> bytes:
         else:
             body = _held_bytes(cls, x, enc)
         out.append(name.encode() + b"=" + body)
+    enc.key = key
     return b"\0".join(out)
 
 
