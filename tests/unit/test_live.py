@@ -212,3 +212,13 @@ def test_the_step_key_follows_class_state_and_dispatch(tmp_path: Any) -> None:
     # the two `def _` share an item name; the dispatch item holds both digests
     edited = MODEL.replace('return "str"', 'return "text"')
     assert _fingerprint(tmp_path, edited) != base
+
+
+def test_a_library_objects_private_state_is_left_out_a_public_one_is_in() -> None:
+    class Orm:
+        _manager = threading.Event()  # a library metaclass's bookkeeping, say
+        _items: dict = {}
+        table = threading.Event()
+
+    got = live.class_attributes(Orm, _encoder())
+    assert got.startswith(b"_items=") and b"_manager" not in got and b"table=" in got

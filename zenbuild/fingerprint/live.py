@@ -73,7 +73,8 @@ def _unwrap(x: Any) -> Tuple[bytes, List[Any]]:
 def class_attributes(cls: type, enc: Any) -> bytes:
     """A project class's own attributes as they are now, sorted by name. Left out: dunder and
     enum-reserved (`_name_`) names, enum members (the statement or the class's content has
-    them), slot descriptors, and functions of the class statement bound under their own name
+    them), slot descriptors, instances of library classes under a private name (a library
+    metaclass's bookkeeping), and functions of the class statement bound under their own name
     (so a class with only methods adds nothing, and its digest is its statement's). Empty
     when nothing is left."""
     import enum
@@ -96,6 +97,8 @@ def class_attributes(cls: type, enc: Any) -> bytes:
         x = attrs[name]
         if isinstance(x, _SLOTS) or isinstance(x, enum.Enum):
             continue
+        if name.startswith("_") and _library_state(x, enc):
+            continue  # a library's private machinery (SQLAlchemy's _sa_class_manager, ...)
         if isinstance(x, functools.singledispatchmethod):
             out.append(name.encode() + b"=dispatchmethod:" + dispatch_bytes(x.dispatcher, enc, 1))
             continue
@@ -111,6 +114,19 @@ def class_attributes(cls: type, enc: Any) -> bytes:
         out.append(name.encode() + b"=" + body)
     enc.key = key
     return b"\0".join(out)
+
+
+def _library_state(x: Any, enc: Any) -> bool:
+    """An instance of a library's own class (not data, a container, code or a descriptor of
+    code): under a private name, the bookkeeping of a library's metaclass or a run-time
+    cache, whose encoding would cost much and may not be stable."""
+    import functools
+
+    if isinstance(x, (type(None), bool, int, float, complex, str, bytes, dict, list, tuple,
+                      set, frozenset, type, types.FunctionType, types.MethodType, staticmethod,
+                      classmethod, property, functools.partial)):
+        return False
+    return not enc.is_project(type(x)) and not callable(x)
 
 
 def _held_bytes(cls: type, f: Any, enc: Any) -> bytes:
