@@ -144,13 +144,14 @@ def test_a_singledispatch_registry_is_its_types_and_code() -> None:
 
     assert live.is_singledispatch(enc)
     assert not live.is_singledispatch(_relu)
-    first = live.dispatch_bytes(enc, _encoder(), 0)
+    ours = (enc.__wrapped__,)  # type: ignore[attr-defined]
+    first = live.dispatch_bytes(enc, _encoder(ours), 0)
 
     @enc.register
     def _b(x: bool) -> str:
         return "bool"
 
-    assert live.dispatch_bytes(enc, _encoder(), 0) != first
+    assert live.dispatch_bytes(enc, _encoder(ours), 0) != first
 
 
 def _fingerprint(tmp_path: Any, source: str, setup: str = "") -> List[Any]:
@@ -222,3 +223,20 @@ def test_a_library_objects_private_state_is_left_out_a_public_one_is_in() -> Non
 
     got = live.class_attributes(Orm, _encoder())
     assert got.startswith(b"_items=") and b"_manager" not in got and b"table=" in got
+
+
+def test_a_library_dispatcher_counts_only_the_projects_registrations() -> None:
+    @functools.singledispatch
+    def lib(x: Any) -> str:
+        return "generic"
+
+    class Ours:
+        pass
+
+    base = live.dispatch_bytes(lib, _encoder(), 0)
+    lib.register(float, lambda x: "float")  # a library's own (lazy) registration
+    assert live.dispatch_bytes(lib, _encoder(), 0) == base
+    lib.register(Ours, _relu)  # the project's: its type and code count
+    enc = _encoder(project=(Ours, _relu))
+    assert live.dispatch_bytes(lib, enc, 0) != base
+    assert set(map(id, enc.refs)) == {id(Ours), id(_relu)}

@@ -28,9 +28,15 @@ def is_singledispatch(value: Any) -> bool:
 def dispatch_bytes(fn: Any, enc: Any, d: int) -> bytes:
     """A singledispatch function: what it wraps and, sorted by type, each registered type and
     implementation (a project implementation also by the digest of its code, so two
-    implementations sharing a name, `def _`, are told apart)."""
+    implementations sharing a name, `def _`, are told apart). Of a library's dispatcher, only
+    the entries with a project type or implementation."""
     parts: List[bytes] = []
+    # a library's dispatcher: its own implementations are its package version's, and it may
+    # register more lazily (as optional modules load); the project's are what counts
+    ours_only = not enc.is_project(fn.__wrapped__)
     for cls, impl in list(fn.registry.items()):
+        if ours_only and not (enc.is_project(cls) or enc.is_project(impl)):
+            continue
         parts.append(enc.encode(cls, d) + b"=>" + impl_bytes(impl, enc, d))
     return (b"singledispatch(" + enc.encode(fn.__wrapped__, d) + b";"
             + b",".join(sorted(parts)) + b")")
