@@ -260,3 +260,84 @@ def test_unstable_class_state_does_not_rerun_forever(project):
         assert r.executed == [] and sorted(r.cached) == ["a", "b"], r
     r = project.run("run", "-j", "2")
     assert r.executed == [], r
+
+
+def test_classes_made_by_the_standard_machinery_stay_cached(project):
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("lib.py", '''
+        import abc, collections, dataclasses, enum, functools, logging, re, threading, typing
+
+
+        @dataclasses.dataclass
+        class DC:
+            a: int = 1
+            b: list = dataclasses.field(default_factory=list)
+
+
+        class Color(enum.IntFlag):
+            R = 1
+            G = 2
+
+
+        class NT(typing.NamedTuple):
+            x: int = 1
+
+
+        T = typing.TypeVar("T")
+
+
+        class Box(typing.Generic[T]):
+            def get(self):
+                return 1
+
+
+        class A(abc.ABC):
+            @abc.abstractmethod
+            def f(self): ...
+
+
+        class Impl(A):
+            PAT = re.compile(r"a+")
+            LOCK = threading.RLock()
+            LOG = logging.getLogger("x")
+            DD = collections.defaultdict(list)
+            part = functools.partial(int, base=2)
+
+            def f(self):
+                return 1
+
+            @functools.singledispatchmethod
+            def g(self, x):
+                return "g"
+
+            @g.register
+            def _(self, x: int):
+                return "gi"
+        ''')
+    project.write("pipe.py", '''
+        from zenbuild import step, pipeline
+        import lib
+
+
+        @step
+        def s() -> str:
+            c = lib.Color(3)  # a pseudo-member, cached in the class at run time
+            isinstance(lib.Impl(), lib.A)  # fills ABC's cache
+            lib.Impl.DD["k"].append(1)
+            return repr((lib.DC().a, int(c), lib.NT().x, lib.Box().get(), lib.Impl().g(1)))
+
+
+        @step
+        def t(x: str) -> str:
+            return x + repr(lib.Impl.DD)
+
+
+        @pipeline
+        def p():
+            t(s())
+        ''')
+    r = project.run("run")
+    assert sorted(r.executed) == ["s", "t"] and "Warning" not in r.output, r
+    for args in ((), ("-j", "2")):
+        r = project.run("run", *args)
+        assert r.executed == [] and "Warning" not in r.output, r
