@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from zenbuild import imported
 from zenbuild.digest import digest_bytes, digest_file
+from zenbuild.fingerprint import live
 from zenbuild.fingerprint.project import ProjectLocator
 from zenbuild.fingerprint.source import (
     IMPORT,
@@ -215,27 +216,10 @@ class CodeFingerprinter:
 
     def _analyze_function(self, obj: Any, strip: bool) -> _Obj:
         code: types.CodeType = obj.__code__
-        key = self._function_key(obj)
-        src_file = code.co_filename
-        rel = self.project_file(src_file) or ""
+        key, digest, chains = self._function_source(obj, strip)
+        rel = self.project_file(code.co_filename) or ""
         refs: List[Any] = []
         packages: Dict[str, str] = {}
-        where: object = code.co_firstlineno
-        if code.co_name == "<lambda>":  # lambdas on one line are told apart by column
-            positions = getattr(code, "co_positions", None)  # Python >= 3.11 (columns)
-            cols = [c for _, _, c, _ in (positions() if positions else ()) if c is not None]
-            where = f"{where}:{cols[-1] if cols else ''}"
-        cache_key = self._cache_key(src_file, key, where, int(strip))
-        cached = self.source_cache.get(cache_key) if cache_key and self.source_cache else None
-        chains: Optional[List[Any]]
-        if cached is not None:
-            digest, chains = cached
-        else:
-            digest, chains = self._parse_function(obj, key, strip)
-            if cache_key is not None and chains is not None and self.source_cache is not None:
-                self.source_cache.put(cache_key, digest, chains)
-        if code.co_name == "<lambda>":
-            key = f"{key}#{digest[:12]}"  # lambdas share a name: their content tells them apart
         if chains:
             g = obj.__globals__
             for chain in chains:
@@ -252,6 +236,44 @@ class CodeFingerprinter:
         if wrapped is not None:
             self._value_ref(f"{key}.__wrapped__", wrapped, rel, refs, packages, "callable")
         return _Obj(key, digest, rel, refs, packages, "step" if strip else "function")
+
+    def _function_source(self, obj: Any, strip: bool) -> Tuple[str, str, Optional[List[Any]]]:
+        """(item key, digest of the normalized definition, referenced chains), from the
+        source cache when it has them (no parse on a no-op)."""
+        code: types.CodeType = obj.__code__
+        key = self._function_key(obj)
+        src_file = code.co_filename
+        where: object = code.co_firstlineno
+        if code.co_name == "<lambda>":  # lambdas on one line are told apart by column
+            positions = getattr(code, "co_positions", None)  # Python >= 3.11 (columns)
+            cols = [c for _, _, c, _ in (positions() if positions else ()) if c is not None]
+            where = f"{where}:{cols[-1] if cols else ''}"
+        cache_key = self._cache_key(src_file, key, where, int(strip))
+        cached = self.source_cache.get(cache_key) if cache_key and self.source_cache else None
+        chains: Optional[List[Any]]
+        if cached is not None:
+            digest, chains = cached
+        else:
+            digest, chains = self._parse_function(obj, key, strip)
+            if cache_key is not None and chains is not None and self.source_cache is not None:
+                self.source_cache.put(cache_key, digest, chains)
+        if code.co_name == "<lambda>":
+            key = f"{key}#{digest[:12]}"  # lambdas share a name: their content tells them apart
+        return key, digest, chains
+
+    def _own_digest(self, fn: Any) -> Optional[str]:
+        """The digest of a project function's own definition (not what it reaches), for
+        code that names several functions of one name (singledispatch's `def _`)."""
+        if not isinstance(fn, types.FunctionType) or not self._is_project(fn):
+            return None
+        memo = self._objs.get(id(fn))
+        return memo.digest if memo is not None else self._function_source(fn, False)[1]
+
+    def _encoder(self, key: str) -> ValueEncoder:
+        enc = ValueEncoder(self._is_project, self.package_of, self._relocatable, key,
+                           self._registered_refs)
+        enc.own_digest = self._own_digest
+        return enc
 
     def _analyze_class(self, cls: type) -> _Obj:
         key = f"{cls.__module__}.{cls.__qualname__}"
@@ -281,9 +303,15 @@ class CodeFingerprinter:
         if not digest or not lines:
             # made without a class statement (namedtuple, Enum("X", ...), make_dataclass), or
             # one with no methods of its own here: its content is what it is
-            enc = ValueEncoder(self._is_project, self.package_of, self._relocatable, key,
-                               self._registered_refs)
+            enc = self._encoder(key)
             digest = digest_bytes(digest.encode() + b"\0" + enc.class_content(cls))
+            refs.extend(enc.refs)
+            if self.track_packages:
+                packages.update(enc.packages)
+        enc = self._encoder(key)  # its attributes as they are now (fingerprint/live.py)
+        state = live.class_attributes(cls, enc)
+        if state:
+            digest = digest_bytes(digest.encode() + b"\0live\0" + state)
             refs.extend(enc.refs)
             if self.track_packages:
                 packages.update(enc.packages)
@@ -388,7 +416,8 @@ class CodeFingerprinter:
     ) -> None:
         if isinstance(value, StepDef):
             value = value.fn
-        if isinstance(value, (types.FunctionType, type, types.ModuleType)):
+        dispatcher = live.is_singledispatch(value)  # by value: its registry says what runs
+        if isinstance(value, (types.FunctionType, type, types.ModuleType)) and not dispatcher:
             if self._is_project(value):
                 refs.append(value)
             elif isinstance(value, types.ModuleType):
@@ -400,10 +429,10 @@ class CodeFingerprinter:
                 if isinstance(value, type):  # a library class the project registered a reducer for
                     self._add_registered(value, refs, packages)
             return
-        if (
+        if not dispatcher and ((
             isinstance(value, _BUILTIN_CALLABLES)
             and isinstance(getattr(value, "__self__", None), (types.ModuleType, type(None)))
-        ) or (callable(value) and named_object(value) and not self._is_project(value)):
+        ) or (callable(value) and named_object(value) and not self._is_project(value))):
             # math.sqrt, numpy.mean (a dispatcher object): a library object known by its name
             refs.append(self._library_item(identity(value), rel, "library object"))
             self._add_package(getattr(value, "__module__", None), packages)
@@ -415,8 +444,7 @@ class CodeFingerprinter:
                     self._is_project, self.package_of, self._relocatable, key).digest(value)
             refs.append(_Obj(key, memo, rel, [], {}, kind))
             return
-        enc = ValueEncoder(self._is_project, self.package_of, self._relocatable, key,
-                           self._registered_refs)
+        enc = self._encoder(key)
         digest = enc.digest(value)
         refs.extend(enc.refs)
         if self.track_packages:

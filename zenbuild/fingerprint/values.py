@@ -12,6 +12,7 @@ import warnings
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from zenbuild.digest import digest_bytes
+from zenbuild.fingerprint import live
 from zenbuild.graph import StepDef
 from zenbuild.serialize import Unencodable, Unstable, canonical
 from zenbuild.serialize.configs import classes_met
@@ -102,6 +103,8 @@ class ValueEncoder:
         self.refs: List[Any] = []
         self.packages: Dict[str, str] = {}
         self._active: Set[int] = set()
+        # a project function's own code digest (fingerprint.live: dispatch implementations)
+        self.own_digest: Optional[Callable[[Any], Optional[str]]] = None
 
     def digest(self, value: Any) -> str:
         return digest_bytes(self.encode(value, 0))
@@ -159,6 +162,8 @@ class ValueEncoder:
             return b"module:" + v.__name__.encode()
         if isinstance(v, enum.Enum):
             return b"enum(%s,%s,%s)" % (self._code(type(v)), v.name.encode(), self.encode(v.value, d))
+        if live.is_singledispatch(v):  # which implementation runs is its registry's
+            return live.dispatch_bytes(v, self, d)
         if isinstance(v, types.FunctionType):
             out = self._code(v)
             wrapped = getattr(v, "__wrapped__", None)
