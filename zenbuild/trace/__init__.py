@@ -285,14 +285,24 @@ def _lib() -> Tuple[str, ...]:
     return _LIB
 
 
+_EXTERNAL = "<frozen importlib._bootstrap_external>"
+
+
 def _from_user(f: Any) -> bool:
     """Whether the event whose Python caller is frame ``f`` comes from user code: library
-    frames are skipped; the import system or zenbuild's own code means no."""
+    frames are skipped; an import under way (a frame of importlib._bootstrap: the import system
+    loading a module) or zenbuild's own code means no. A loader called directly
+    (``pkgutil.get_data``, ``spec.loader.exec_module(mod)`` of a config file loaded by path)
+    runs only importlib._bootstrap_external frames: skipped like a library's, so its reads count."""
     n = 0
     while f is not None and n < 64:
         fn = f.f_code.co_filename
         if fn.startswith("<frozen importlib"):
-            return False
+            if fn != _EXTERNAL:
+                return False
+            f = f.f_back
+            n += 1
+            continue
         if fn.startswith(_ZB_DIR):
             return fn in _BOUNDARY_FILES  # reached the recorder: library code all the way
         if not (fn.startswith(_lib()) or fn.startswith("<frozen")):
