@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from zenbuild import reasons as R
 from zenbuild.digest import StatCache, digest_file
-from zenbuild.discovered import Discovery, static_calls
+from zenbuild.discovered import Discovery, static_calls, static_files
 from zenbuild.fingerprint.code import SourceCache
 from zenbuild.graph import Node
 from zenbuild.imported import changed_during_run
@@ -190,7 +190,8 @@ class Recorder:
                     if uncached is None:
                         discovered = self.discovery.build(
                             trace, self._static_calls(comps.code_meta) if trace.calls else (),
-                            comps.files)
+                            comps.files,
+                            static_files(comps.code_meta) if trace.modules else ())
                 if uncached is None:
                     if discovered is not None:  # the entry it replaces stays, as an alternate
                         self.store.demote_action(fingerprint, json.dumps(discovered, sort_keys=True))

@@ -89,6 +89,7 @@ LISTED_DIR_CHANGED = "listed_dir_changed"  # subject: folder the step listed
 ENV_READ_CHANGED = "env_read_changed"  # subject: variable; before/after: values, None if secret
 TRACED_CODE_CHANGED = "traced_code_changed"  # subject: "file:qualname"; detail: file, line
 TRACED_CODE_MISSING = "traced_code_missing"  # the function is gone (renamed, removed)
+USED_MODULE_CHANGED = "used_module_changed"  # subject: a project module file the step used
 RECORD_UNREADABLE = "record_unreadable"  # after: what is wrong with the stored record
 # the verdict when nothing above applies
 UP_TO_DATE = "up_to_date"
@@ -105,8 +106,8 @@ KINDS: Tuple[str, ...] = (
     INPUT_CHANGED_DURING, DIR_CHANGED_DURING, SOURCE_CHANGED_DURING, STALE_CODE, NOT_DETERMINISTIC,
     UNDECLARED_WRITE,
     READ_FILE_CHANGED, READ_FILE_MISSING, READ_FILE_APPEARED, LISTED_DIR_CHANGED,
-    ENV_READ_CHANGED, TRACED_CODE_CHANGED, TRACED_CODE_MISSING, RECORD_UNREADABLE,
-    UP_TO_DATE,
+    ENV_READ_CHANGED, TRACED_CODE_CHANGED, TRACED_CODE_MISSING, USED_MODULE_CHANGED,
+    RECORD_UNREADABLE, UP_TO_DATE,
 )
 # The kinds of a discovered record's verification (an entry whose static key matches).
 # Kinds that say "only because an upstream step would execute": a step whose every reason is one
@@ -252,6 +253,7 @@ TEMPLATES: Dict[str, Template] = {
     ENV_READ_CHANGED: _env_read,
     TRACED_CODE_CHANGED: "code run by the step, not seen statically: {subject} changed",
     TRACED_CODE_MISSING: "code run by the step, not seen statically: {subject} is gone",
+    USED_MODULE_CHANGED: "module used by the step, not seen statically: {subject} changed",
     RECORD_UNREADABLE: "the record of what the step read last time cannot be checked ({after})",
     UP_TO_DATE: "up to date",
 }

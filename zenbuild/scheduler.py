@@ -31,6 +31,7 @@ from zenbuild.events import (
 )
 from zenbuild.executors import Executor, Outcome, Task, user_traceback_text
 from zenbuild.fingerprint.code import CodeFingerprinter, SourceCache
+from zenbuild.fingerprint.traced import ClosureDigests
 from zenbuild.fingerprint.values import loaded_object
 from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef
 from zenbuild.paths import MissingInput, PathMaker, shown
@@ -137,6 +138,7 @@ class Scheduler:
         self.env_read: Dict[str, Tuple[Dict[str, Any], Dict[str, str]]] = {}  # ... their Env()s
         # what steps touch while they run: recorded by the executors, stored and verified here
         self.discovery = Discovery(self.root, self.statcache, config.ignore_env, store=config.store)
+        self.discovery.closure_digest = ClosureDigests(self.fp, config.root)  # traced calls
         self.recorder = Recorder(graph.pipeline, self.root, store, self.statcache, self.sources,
                                  remote, now=self.now, discovery=self.discovery)
         self.results: Dict[str, StepResult] = {}

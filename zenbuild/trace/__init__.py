@@ -71,12 +71,15 @@ class Trace:
     env_traced: bool = False
     calls_traced: bool = False
     started_ns: int = 0
+    # project modules (files) the step imported or whose module object it touched
+    modules: List[str] = field(default_factory=list)
 
     def to_json(self) -> Dict[str, Any]:
         return {"format": TRACE_FORMAT, "reads": self.reads, "writes": self.writes,
                 "listed": self.listed, "env": self.env, "calls": self.calls,
                 "reads_traced": self.reads_traced, "env_traced": self.env_traced,
-                "calls_traced": self.calls_traced, "started_ns": self.started_ns}
+                "calls_traced": self.calls_traced, "started_ns": self.started_ns,
+                "modules": self.modules}
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> Trace:
@@ -84,7 +87,7 @@ class Trace:
                    list(d.get("listed", [])), dict(d.get("env", {})),
                    [list(c) for c in d.get("calls", [])], bool(d.get("reads_traced")),
                    bool(d.get("env_traced")), bool(d.get("calls_traced")),
-                   int(d.get("started_ns", 0)))
+                   int(d.get("started_ns", 0)), list(d.get("modules", [])))
 
 
 @record
@@ -329,6 +332,7 @@ class _Recording:
                  isolated: bool = False) -> None:
         self.parent = parent
         self.isolated = isolated  # an import's recording: sees only events aimed at it
+        self.modules: Set[str] = set()  # project modules used (trace.modules)
         self.opts = opts
         root = _ABS.get(opts.root)
         if root is None:
@@ -425,7 +429,7 @@ class _Recording:
                                 and os.path.lexists(os.path.join(root, w)))
         return Trace(reads, undeclared, sorted(self.listed) if self.listed else [],
                      dict(self.env), calls, self.opts.track_reads, self.opts.track_env,
-                     calls_traced, started_ns)
+                     calls_traced, started_ns, sorted(self.modules))
 
 
 _NO_THREADS: frozenset = frozenset()
@@ -815,6 +819,7 @@ class Recorder:
         self._token: Any = None
         self._calls: Optional[CallTracer] = None
         self._t0 = 0
+        self._mods: Optional[Set[int]] = None  # ids of the modules armed (trace.modules)
 
     def __enter__(self) -> Recorder:
         opts = self.opts
@@ -832,6 +837,10 @@ class Recorder:
             _cwd[0] = None
         self._token = _CURRENT.set(rec)
         self._t0 = time.time_ns()
+        if opts.track_reads and not self.isolated:
+            from zenbuild.trace import modules
+
+            self._mods = modules.arm(rec, _target)
         if opts.trace_calls:
             calls = _CALLS or _load_calls()  # imported once a step is recorded
             self._calls = calls.CallTracer(rec, _target, _ACTIVE.__len__)
@@ -850,6 +859,10 @@ class Recorder:
                     calls = (_CALLS or _load_calls()).project_calls(rec.codes, rec.root,
                                                                      rec.excluded)
         finally:
+            if self._mods is not None:
+                from zenbuild.trace import modules
+
+                modules.disarm(rec, self._mods)
             _CURRENT.reset(self._token)
             with _LOCK:
                 if rec in _ACTIVE:

@@ -173,9 +173,10 @@ def _discovered_reads(store_path: str, pipeline: str) -> List[str]:
         out: List[str] = []
         for entry in store.step_states(pipeline).values():
             rec = entry.discovered
-            files = rec.get("files") if isinstance(rec, dict) else None
-            if isinstance(files, dict):
-                out.extend(f for f in files if isinstance(f, str))
+            for section in ("files", "modules"):  # modules: project modules it used
+                files = rec.get(section) if isinstance(rec, dict) else None
+                if isinstance(files, dict):
+                    out.extend(f for f in files if isinstance(f, str))
         return out
     except Exception:  # noqa: BLE001 - as above
         return []
