@@ -5,20 +5,23 @@ entry verifies: an edit reruns the step, a fresh-store run agrees."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import Project
 
 ZB_TOML = 'pipelines = ["pipe:p"]\n'
 
 
 def _edit_and_rerun(project: Project, edits: dict, expected_before: str,
-                    expected_after: str, out: str = "build/out.txt") -> None:
-    first = project.cli("run")
+                    expected_after: str, *args: str) -> None:
+    out = "build/out.txt"
+    first = project.cli("run", *args)
     assert project.read(out).strip() == expected_before, first
-    noop = project.cli("run")
+    noop = project.cli("run", *args)
     assert noop.executed == [], noop  # unchanged: nothing reruns
     for rel, text in edits.items():
         project.write(rel, text)
-    again = project.cli("run")
+    again = project.cli("run", *args)
     assert project.read(out).strip() == expected_after, again
 
 
@@ -59,7 +62,8 @@ def test_loader_reads_count(project: Project) -> None:
     assert r.executed == ["load_cfg", "report"], r
 
 
-def test_config_module_chosen_by_name(project: Project) -> None:
+@pytest.mark.parametrize("jobs", [[], ["-j", "2"]], ids=["serial", "workers"])
+def test_config_module_chosen_by_name(project: Project, jobs: list) -> None:
     """A constants-only module imported by a computed name, one read through sys.modules (already
     imported by the pipeline module), and a Hydra-style _target_ resolved from a JSON file."""
     project.write("zenbuild.toml", ZB_TOML)
@@ -96,13 +100,13 @@ def test_config_module_chosen_by_name(project: Project) -> None:
         def p():
             show(lr(), k(), target(), Output("build/out.txt"))
         ''')
-    _edit_and_rerun(project, {"configs/base.py": "LR = 0.5\n"}, "0.1 1 20", "0.5 1 20")
+    _edit_and_rerun(project, {"configs/base.py": "LR = 0.5\n"}, "0.1 1 20", "0.5 1 20", *jobs)
     project.write("h.py", "K = 7\n")
-    r = project.cli("run")
+    r = project.cli("run", *jobs)
     assert project.read("build/out.txt") == "0.5 7 20", r
     assert sorted(r.executed) == ["k", "show"], r
     project.write("models.py", "SCALE = 3\n\ndef build():\n    return SCALE * 10\n")
-    r = project.cli("run")
+    r = project.cli("run", *jobs)
     assert project.read("build/out.txt") == "0.5 7 30", r
     assert sorted(r.executed) == ["show", "target"], r
 
@@ -118,15 +122,15 @@ def test_already_imported_module_used_by_a_second_step(project: Project) -> None
         from zenbuild import step, pipeline, Output
 
         @step
-        def a(exp: str = "exp") -> float:
-            return importlib.import_module(f"configs.{exp}").LR
+        def a(exp: str = "exp") -> int:  # imports it; its value does not depend on LR
+            return len(importlib.import_module(f"configs.{exp}").__name__)
 
         @step
-        def b(x: float, exp: str = "exp") -> float:
+        def b(x: int, exp: str = "exp") -> float:  # runs after a (early cutoff keeps x)
             return importlib.import_module(f"configs.{exp}").LR * 2
 
         @step
-        def show(x: float, y: float, out: Output) -> None:
+        def show(x: int, y: float, out: Output) -> None:
             out.write_text(f"{x} {y}")
 
         @pipeline
@@ -134,10 +138,11 @@ def test_already_imported_module_used_by_a_second_step(project: Project) -> None
             x = a()
             show(x, b(x), Output("build/out.txt"))
         ''')
-    _edit_and_rerun(project, {"configs/exp.py": "LR = 0.25\n"}, "0.1 0.2", "0.25 0.5")
+    _edit_and_rerun(project, {"configs/exp.py": "LR = 0.25\n"}, "11 0.2", "11 0.5")
 
 
-def test_what_a_dynamically_reached_function_refers_to(project: Project) -> None:
+@pytest.mark.parametrize("jobs", [[], ["-j", "2"]], ids=["serial", "workers"])
+def test_what_a_dynamically_reached_function_refers_to(project: Project, jobs: list) -> None:
     """getattr(ops, op) reaching a function that reads a constant imported from another module;
     a plugin's library alias; a plugin re-binding its exported name; a plugin class whose base
     is swapped; globals()[name] dispatch in a helper module."""
@@ -189,13 +194,14 @@ def test_what_a_dynamically_reached_function_refers_to(project: Project) -> None
             show(by_getattr(), lib_alias(), rebound(), base(), by_globals(),
                  Output("build/out.txt"))
         ''')
-    _edit_and_rerun(project, {"consts.py": "SCALE = 3\n"}, "10 4 1 b1 11", "15 4 1 b1 16")
+    _edit_and_rerun(project, {"consts.py": "SCALE = 3\n"}, "10 4 1 b1 11", "15 4 1 b1 16",
+                    *jobs)
     project.write("plugins/beta.py", "from statistics import median as agg\n\n"
                   "def run(xs):\n    return agg(xs)\n")
     project.write("plugins/gamma.py", "from impl import v2 as make\n")
     project.write("plugins/delta.py", "from bases import B2 as A\n\nclass P(A):\n    pass\n")
-    r = project.cli("run")
+    r = project.cli("run", *jobs)
     assert project.read("build/out.txt") == "15 2 2 b2 16", r
     assert sorted(r.executed) == ["base", "lib_alias", "rebound", "show"], r
-    r = project.cli("run")  # the closures recomputed on a no-op are the recorded ones
+    r = project.cli("run", *jobs)  # the closures recomputed on a no-op are the recorded ones
     assert r.executed == [], r
