@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Project
+from tests.conftest import Project, Result
 
 ZB_TOML = 'pipelines = ["pipe:p"]\n'
 
 
 def _edit_and_rerun(project: Project, edits: dict, expected_before: str,
-                    expected_after: str, *args: str) -> None:
+                    expected_after: str, *args: str) -> Result:
     out = "build/out.txt"
     first = project.cli("run", *args)
     assert project.read(out).strip() == expected_before, first
@@ -23,6 +23,7 @@ def _edit_and_rerun(project: Project, edits: dict, expected_before: str,
         project.write(rel, text)
     again = project.cli("run", *args)
     assert project.read(out).strip() == expected_after, again
+    return again
 
 
 def test_loader_reads_count(project: Project) -> None:
@@ -205,3 +206,30 @@ def test_what_a_dynamically_reached_function_refers_to(project: Project, jobs: l
     assert sorted(r.executed) == ["base", "lib_alias", "rebound", "show"], r
     r = project.cli("run", *jobs)  # the closures recomputed on a no-op are the recorded ones
     assert r.executed == [], r
+
+
+def test_a_module_the_static_key_reaches_is_left_to_it(project: Project) -> None:
+    """`import cfg; cfg.LR` touches the module object too, but the static key already has
+    cfg.LR: an edit elsewhere in cfg.py reruns nothing (the modules record leaves it out)."""
+    project.write("zenbuild.toml", ZB_TOML)
+    project.write("cfg.py", "LR = 0.1\n\ndef other():\n    return 1\n")
+    project.write("pipe.py", '''
+        import cfg
+        from zenbuild import step, pipeline, Output
+
+        @step
+        def lr(out: Output) -> None:
+            out.write_text(str(cfg.LR))
+
+        @pipeline
+        def p():
+            lr(Output("build/out.txt"))
+        ''')
+    r = _edit_and_rerun(project, {"cfg.py": "LR = 0.1\n\ndef other():\n    return 2\n"},
+                        "0.1", "0.1")
+    assert r.executed == [], r
+    r = project.cli("explain", "lr")
+    assert "modules it used" not in r.stdout, r
+    project.write("cfg.py", "LR = 0.3\n\ndef other():\n    return 2\n")
+    r = project.cli("run")
+    assert r.executed == ["lr"] and project.read("build/out.txt") == "0.3", r
