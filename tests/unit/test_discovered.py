@@ -385,3 +385,17 @@ def test_a_used_module_is_checked_by_its_source_parsed_only_when_its_file_change
     assert [(r.kind, r.subject) for r in got] == [(R.USED_MODULE_CHANGED, "configs/exp.py")]
     gone = dv.verify(rec, lambda rel: None, {}, lambda *a: None, module_digest=source)
     assert [r.kind for r in gone] == [R.USED_MODULE_CHANGED]
+
+
+def test_a_used_module_counts_by_its_constants_and_signatures_not_function_bodies(
+        tmp_path: Path) -> None:
+    code = dv.SourceDigests(str(tmp_path))
+    p = tmp_path / "m.py"
+    p.write_text('"""doc"""\nLR = 0.1\n\ndef other():\n    return 1\n')
+    before = code.module("m.py")
+    p.write_text('"""doc 2"""\nLR = 0.1\n\n\ndef other():  # c\n    return 2\n')
+    assert code.module("m.py") == before  # a body runs only through a traced call
+    p.write_text('"""doc"""\nLR = 0.2\n\ndef other():\n    return 1\n')
+    assert code.module("m.py") not in (None, before)
+    p.write_text('"""doc"""\nLR = 0.1\n\ndef other(x=2):\n    return 1\n')
+    assert code.module("m.py") != before
