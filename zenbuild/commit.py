@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from zenbuild import reasons as R
 from zenbuild.digest import StatCache, digest_file
-from zenbuild.discovered import Discovery, static_calls, with_types
+from zenbuild.discovered import Discovery, static_calls, static_files, with_types
 from zenbuild.fingerprint.code import SourceCache
 from zenbuild.graph import Node
 from zenbuild.imported import changed_during_run
@@ -195,7 +195,8 @@ class Recorder:
                     if uncached is None:
                         discovered = self.discovery.build(
                             trace, self._static_calls(comps.code_meta) if trace.calls else (),
-                            comps.files)
+                            comps.files,
+                            static_files(comps.code_meta) if trace.modules else ())
                 if uncached is None and types:
                     discovered = with_types(discovered, types)
                 if uncached is None:

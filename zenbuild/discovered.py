@@ -4,20 +4,21 @@ returns Reasons. Pure functions: every look-up (file digests, code digests, fold
 the environment) is passed in, so rebuild.decide() and the tests choose the I/O.
 
 The stored record (JSON, the ``discovered`` column of the entry's row and the ``discovered``
-key of a remote-cache entry; an entry with nothing to verify stores none), format 1, or 2 when
-it holds ``globs`` (so a version that cannot check them refuses the record, never serves it)::
+key of a remote-cache entry; an entry with nothing to verify stores none), format 2 (format
+1, written before closures, globs and modules, is read only when it holds no calls)::
 
-    {"format": 1 | 2,
+    {"format": 2,
      "files":  {rel: [digest, size] | null},      # null: tried, but did not exist
      "listed": {rel: digest | null},              # digest of the sorted names
-     "globs":  [[kind, base, pattern, opts, digest | null], ...],  # format 2: listings through
+     "globs":  [[kind, base, pattern, opts, digest | null], ...],  # optional: listings through
                                                   # a pattern (trace/globs.py), their matches
      "env":    {name: [digest | null, display | null]},  # hidden: ["k:" keyed digest, null]
-     "calls":  [[file, qualname, firstlineno, digest | null], ...],
-     "sources": {file: digest | null},             # the files of the calls, as a shortcut
+     "calls":  [[file, qualname, firstlineno, digest | null, closure | null], ...],
+     "sources": {file: digest | null},            # the files of the calls, as a shortcut
+     "modules": {file: [digest, source] | null},  # project modules the step used (below)
      "types":  [[module, qualname, digest], ...]}  # optional: see below
 
-"types" (added in format 1, read as empty when absent) is a trace of the value, not of the
+"types" (read as empty when absent) is a trace of the value, not of the
 run: the classes whose registered project code (register_value_type's reducer, @value_type's
 save and load) encoded the stored value, each with the code digest it had then (the
 fingerprinter's value_code: a project class's code with its registration, or the project
@@ -25,6 +26,17 @@ code registered for a library class). An entry is served only while each digest 
 that code has now: a producer whose static key never names the type (a library function
 returning a pandas DataFrame, a helper building an instance from a plugin) reruns when that
 code changes. A version before this section ignores it (as it always missed the change).
+
+``closure`` is the digest of the function's code closure as the static fingerprinter sees it
+(the globals, constants, aliases and library identities it refers to, transitively:
+fingerprint/traced.py), checked on every verify; the AST ``digest`` alone missed an edit to a
+constant imported from another module or a re-bound alias. ``modules``: the project modules the
+step imported or touched as module objects (trace.modules) that the static key does not reach
+into (a constants-only config module chosen by name, ``sys.modules["h"].K``), by file digest
+(the shortcut: one stat on a no-op) and normalized source digest (docstrings, comments and
+formatting aside, as the static fingerprint treats a module), parsed only when the file changed.
+Format 1 (no closures) is read only when it holds no calls; one with
+calls cannot be verified fully, so its step runs again once.
 """
 
 from __future__ import annotations
@@ -54,8 +66,7 @@ from zenbuild.reasons import Reason
 from zenbuild.trace import Trace, env_filter, is_hidden, keyed_digest, secret_key
 from zenbuild.trace import listing_digest as trace_listing_digest
 
-DISCOVERED_FORMAT = 2  # the newest this version writes: 1 for a record without globs
-READABLE_FORMATS = (1, 2)
+DISCOVERED_FORMAT = 2  # format 1 (no closures; before globs, modules) is read without calls
 
 # A failed verification gives reasons of the kinds R.READ_FILE_CHANGED, R.READ_FILE_MISSING,
 # R.READ_FILE_APPEARED, R.LISTED_DIR_CHANGED, R.GLOB_MATCHES_CHANGED, R.ENV_READ_CHANGED,
@@ -68,6 +79,7 @@ ListDigest = Callable[[str], Optional[str]]  # rel folder -> digest of its names
 GlobDigest = Callable[[List[Any]], Optional[str]]  # glob spec -> digest of its matches
 # (module, qualname) of a registered class -> (whether it exists, its code digest or None)
 TypeDigest = Callable[[str, str], Tuple[bool, Optional[str]]]
+ModuleDigest = Callable[[str], Optional[str]]  # rel .py -> normalized source digest, None: gone
 
 MAX_DISPLAY = 80
 
@@ -129,12 +141,20 @@ def static_calls(code_meta: Mapping[str, List[str]]) -> Set[Tuple[str, str]]:
     return out
 
 
+def static_files(code_meta: Mapping[str, List[str]]) -> Set[str]:
+    """The project files a step's static code items come from (their file labels)."""
+    return {meta[1] for meta in code_meta.values() if len(meta) > 1 and meta[1]}
+
+
 def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
           list_digest: Optional[ListDigest] = None,
           skip_calls: Iterable[Tuple[str, str]] = (),
           skip_files: Container[str] = (),
           secret_digest: SecretDigest = _process_digest,
-          glob_digest: Optional[GlobDigest] = None) -> Dict[str, Any]:
+          glob_digest: Optional[GlobDigest] = None,
+          skip_modules: Container[str] = (),
+          closure_digest: Optional[CodeDigest] = None,
+          module_digest: Optional[ModuleDigest] = None) -> Dict[str, Any]:
     """The record to store for ``trace`` (taken right after the step ran). ``skip_calls``:
     (file, qualname) pairs the static key already covers (the step function itself, helpers
     it names, and what they enclose), which need no second check; ``skip_files``: files the
@@ -149,22 +169,28 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
             continue
         d = file_digest(rel)
         files[rel] = None if d is None else [d[0], d[1]]
+    modules: Dict[str, Optional[List[str]]] = {}
+    if module_digest is not None:
+        for rel in trace.modules:
+            if rel not in files and rel not in skip_modules and rel not in skip_files:
+                d, src = file_digest(rel), module_digest(rel)
+                modules[rel] = None if d is None or src is None else [d[0], src]
     # a folder's digest as the recorder took it before the step listed it, else now
     at = trace.listed_at
     listed = ({rel: at[rel] if rel in at else list_digest(rel) for rel in trace.listed}
               if list_digest is not None else {})
     env = {name: env_entry(name, v, secret_digest) for name, v in trace.env.items()}
-    calls = [[f, q, line, code_digest(f, q, line)] for f, q, line in trace.calls
-             if not _covered(skip, f, q)]
+    calls = [[f, q, line, code_digest(f, q, line),
+              closure_digest(f, q, line) if closure_digest is not None else None]
+             for f, q, line in trace.calls if not _covered(skip, f, q)]
     sources: Dict[str, Optional[str]] = {}
-    for f, _q, _line, _d in calls:
+    for f, *_rest in calls:
         if f not in sources and f != "<__main__>":
             got = file_digest(f)
             sources[f] = None if got is None else got[0]
-    out = {"format": 1, "files": files, "listed": listed, "env": env, "calls": calls,
-           "sources": sources}
+    out = {"format": DISCOVERED_FORMAT, "files": files, "listed": listed, "env": env,
+           "calls": calls, "sources": sources, "modules": modules}
     if trace.globs and glob_digest is not None:
-        out["format"] = DISCOVERED_FORMAT
         # the digest taken when the step made the call (trace._note_glob), else now
         out["globs"] = [[*g[:4], g[4] if len(g) == 5 else glob_digest(g[:4])]
                         for g in trace.globs]
@@ -174,7 +200,7 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
 def is_empty(record: Mapping[str, Any]) -> bool:
     """Whether a record verifies nothing (then the entry stores none: nothing to check)."""
     return not (record.get("files") or record.get("listed") or record.get("env")
-                or record.get("calls") or record.get("globs") or record.get("types"))
+                or record.get("calls") or record.get("globs") or record.get("types") or record.get("modules"))
 
 
 def with_types(record: Optional[Dict[str, Any]],
@@ -184,7 +210,7 @@ def with_types(record: Optional[Dict[str, Any]],
     if not types:
         return record
     if record is None:
-        record = {"format": 1, "files": {}, "listed": {}, "env": {},
+        record = {"format": DISCOVERED_FORMAT, "files": {}, "listed": {}, "env": {},
                   "calls": [], "sources": {}}
     record["types"] = types
     return record
@@ -195,18 +221,24 @@ def _is_digest(v: Any) -> bool:
 
 
 def malformed(record: Any) -> Optional[str]:
-    """What is wrong with a stored record (its shape, as format 1 has it), or None. A record
+    """What is wrong with a stored record (its shape), or None. A record
     verify() cannot fully check must never let its entry be served."""
     if not isinstance(record, dict):
         return "not an object"
-    if record.get("format") not in READABLE_FORMATS:
-        return (f"format {record.get('format')!r}, this version reads "
-                + " and ".join(map(str, READABLE_FORMATS)))
+    fmt = record.get("format")
+    if fmt != DISCOVERED_FORMAT and not (fmt == 1 and not record.get("calls")):
+        return f"format {fmt!r}, this version reads {DISCOVERED_FORMAT}"
     files, listed, env = record.get("files", {}), record.get("listed", {}), record.get("env", {})
     calls, sources = record.get("calls", []), record.get("sources") or {}
+    modules = record.get("modules") or {}
     if not (isinstance(files, dict) and isinstance(listed, dict) and isinstance(env, dict)
-            and isinstance(calls, list) and isinstance(sources, dict)):
+            and isinstance(calls, list) and isinstance(sources, dict)
+            and isinstance(modules, dict)):
         return "a section of the wrong type"
+    for rel, was in modules.items():
+        if was is not None and not (type(was) is list and len(was) == 2
+                                    and all(type(x) is str for x in was)):
+            return f"module {rel!r}"
     for rel, was in files.items():
         if was is not None and not (type(was) is list and len(was) == 2 and type(was[0]) is str
                                     and type(was[1]) is int):
@@ -219,14 +251,14 @@ def malformed(record: Any) -> Optional[str]:
                 and _is_digest(was[1])):
             return f"variable {name!r}"
     for c in calls:
-        if not (type(c) is list and len(c) == 4 and type(c[0]) is str and type(c[1]) is str
-                and type(c[2]) is int and _is_digest(c[3])):
+        if not (type(c) is list and len(c) == 5 and type(c[0]) is str and type(c[1]) is str
+                and type(c[2]) is int and _is_digest(c[3]) and _is_digest(c[4])):
             return "a call"
     if not all(_is_digest(v) for v in sources.values()):
         return "a source"
     globs = record.get("globs", [])
-    if bool(globs) != (record.get("format") == 2):  # 2 is the format of records with globs
-        return f"format {record.get('format')} with{'' if globs else 'out'} patterns"
+    if globs and record.get("format") == 1:  # format 1 never had patterns
+        return "format 1 with patterns"
     if not isinstance(globs, list):
         return "a section of the wrong type"
     if globs:  # (imported only for a record that has patterns: a no-op mostly meets none)
@@ -250,7 +282,9 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
            env_wanted: Optional[Callable[[str], bool]] = None,
            secret_digest: SecretDigest = _process_digest,
            glob_digest: Optional[GlobDigest] = None,
-           type_digest: Optional[TypeDigest] = None) -> List[Reason]:
+           type_digest: Optional[TypeDigest] = None,
+           closure_digest: Optional[CodeDigest] = None,
+           module_digest: Optional[ModuleDigest] = None) -> List[Reason]:
     """Why a stored entry may no longer be served, judged by what its step touched last time.
     Empty: still valid. ``first_only`` stops at the first reason (run), else all (explain).
     ``env_wanted``: the variables still tracked (one now in ``ignore_env`` is not checked).
@@ -308,9 +342,25 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
         if glob_digest is not None and glob_digest(spec) != g[4]:
             if add(Reason(R.GLOB_MATCHES_CHANGED, G.display(spec))):
                 return out
+    for rel, mwas in (record.get("modules") or {}).items():
+        got = file_digest(rel)
+        if mwas is not None and got is not None and got[0] == mwas[0]:
+            continue  # the file is the same: nothing to parse
+        src = None if got is None or module_digest is None else module_digest(rel)
+        if (mwas is None) != (src is None) or (mwas is not None and src != mwas[1]):
+            if add(Reason(R.USED_MODULE_CHANGED, rel)):
+                return out
     sources = record.get("sources") or {}
     same: Dict[str, bool] = {}
-    for f, q, line, was in record.get("calls", []):
+    for f, q, line, was, closure in record.get("calls", []):
+        if closure is not None and closure_digest is not None:
+            # what the function refers to (a constant in another module, an alias): checked
+            # even when its own file is unchanged
+            if closure_digest(f, q, line) != closure:
+                if add(Reason(R.TRACED_CODE_CHANGED, f"{f}:{q}",
+                              detail={"file": f, "line": line})):
+                    return out
+                continue
         if f in sources:
             ok = same.get(f)
             if ok is None:
@@ -360,6 +410,9 @@ class Discovery:
         self._prefix = root.rstrip(os.sep) + os.sep
         self._code: Optional[SourceDigests] = None
         self._skip: Optional[Tuple[str, ...]] = None  # the store, for glob digests
+        # (file, qualname, firstlineno) -> the closure digest of the live function (the
+        # scheduler's fingerprinter: fingerprint/traced.py), None: not checked
+        self.closure_digest: Optional[CodeDigest] = None
 
     def file_digest(self, rel: str, st: Optional[os.stat_result] = None) -> Optional[Tuple[str, int]]:
         try:
@@ -387,11 +440,18 @@ class Discovery:
             self._code = SourceDigests(self.root)
         return self._code(file, qualname, firstlineno)
 
+    def module_digest(self, rel: str) -> Optional[str]:
+        if self._code is None:
+            self._code = SourceDigests(self.root)
+        return self._code.module(rel)
+
     def build(self, trace: Trace, skip_calls: Iterable[Tuple[str, str]] = (),
-              skip_files: Container[str] = ()) -> Optional[Dict[str, Any]]:
+              skip_files: Container[str] = (),
+              skip_modules: Container[str] = ()) -> Optional[Dict[str, Any]]:
         """The record to store, or None when there is nothing to verify."""
         rec = build(trace, self.file_digest, self.code_digest, self.list_digest, skip_calls,
-                    skip_files, self.secret_digest, self.glob_digest)
+                    skip_files, self.secret_digest, self.glob_digest, skip_modules,
+                    self.closure_digest, self.module_digest)
         return None if is_empty(rec) else rec
 
     def verify(self, record: Optional[Mapping[str, Any]], first_only: bool) -> List[Reason]:
@@ -399,7 +459,8 @@ class Discovery:
             return []
         return verify(record, self.file_digest, self.environ, self.code_digest,
                       self.list_digest, first_only, self.env_wanted, self.secret_digest,
-                      self.glob_digest, self.type_digest)
+                      self.glob_digest, self.type_digest, self.closure_digest,
+                      self.module_digest)
 
 
 # -- the default code digest: the function's source, docstrings and formatting aside ------------
@@ -424,6 +485,29 @@ class SourceDigests:
             return None
         node = _find(tree, qualname, firstlineno)
         return None if node is None else _node_digest(node)
+
+    def module(self, file: str) -> Optional[str]:
+        """The normalized source digest of a whole project module (docstrings out), top-level
+        function bodies left out."""
+        tree = self._tree(os.path.join(self.root, file))
+        if tree is None:
+            return None
+        import ast
+        import copy
+
+        body = tree.body
+        if (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            body = body[1:]
+        # a top-level function counts by its signature and decorators: its body matters only
+        # if it runs, and then the call trace checks it (with its closure)
+        out: List[ast.stmt] = []
+        for n in body:
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = copy.copy(n)
+                n.body = [ast.Pass()]
+            out.append(n)
+        return _node_digest(ast.Module(body=out, type_ignores=[]))
 
     def _tree(self, path: str) -> Optional[ast.Module]:
         try:

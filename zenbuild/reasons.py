@@ -94,6 +94,7 @@ GLOB_MATCHES_CHANGED = "glob_matches_changed"  # subject: the pattern it listed 
 ENV_READ_CHANGED = "env_read_changed"  # subject: variable; before/after: values, None if secret
 TRACED_CODE_CHANGED = "traced_code_changed"  # subject: "file:qualname"; detail: file, line
 TRACED_CODE_MISSING = "traced_code_missing"  # the function is gone (renamed, removed)
+USED_MODULE_CHANGED = "used_module_changed"  # subject: a project module file the step used
 RECORD_UNREADABLE = "record_unreadable"  # after: what is wrong with the stored record
 # the registered code that encoded the stored value (its record's "types") is not the same now
 VALUE_TYPE_CODE_CHANGED = "value_type_code_changed"  # subject: "module.qualname" of the class
@@ -113,8 +114,8 @@ KINDS: Tuple[str, ...] = (
     INPUT_CHANGED_DURING, DIR_CHANGED_DURING, OUTPUT_SPECIAL, SOURCE_CHANGED_DURING, STALE_CODE, NOT_DETERMINISTIC,
     UNDECLARED_WRITE,
     READ_FILE_CHANGED, READ_FILE_MISSING, READ_FILE_APPEARED, LISTED_DIR_CHANGED,
-    GLOB_MATCHES_CHANGED, ENV_READ_CHANGED, TRACED_CODE_CHANGED, TRACED_CODE_MISSING, RECORD_UNREADABLE,
-    VALUE_TYPE_CODE_CHANGED, VALUE_TYPE_MISSING,
+    GLOB_MATCHES_CHANGED, ENV_READ_CHANGED, TRACED_CODE_CHANGED, TRACED_CODE_MISSING,
+    USED_MODULE_CHANGED, RECORD_UNREADABLE, VALUE_TYPE_CODE_CHANGED, VALUE_TYPE_MISSING,
     UP_TO_DATE,
 )
 # The kinds of a discovered record's verification (an entry whose static key matches).
@@ -266,6 +267,7 @@ TEMPLATES: Dict[str, Template] = {
     ENV_READ_CHANGED: _env_read,
     TRACED_CODE_CHANGED: "code run by the step, not seen statically: {subject} changed",
     TRACED_CODE_MISSING: "code run by the step, not seen statically: {subject} is gone",
+    USED_MODULE_CHANGED: "module used by the step, not seen statically: {subject} changed",
     RECORD_UNREADABLE: "the record of what the step read last time cannot be checked ({after})",
     VALUE_TYPE_CODE_CHANGED: "the code registered to store {subject} changed since the value "
                              "was stored (its reducer, or its save() or load())",

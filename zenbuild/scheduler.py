@@ -32,6 +32,7 @@ from zenbuild.events import (
 from zenbuild.executors import Executor, Outcome, Task, user_traceback_text
 from zenbuild.fingerprint.code import CodeFingerprinter, SourceCache
 from zenbuild.fingerprint.encoders import TypeDigests, encoder_record, find_class
+from zenbuild.fingerprint.traced import ClosureDigests
 from zenbuild.fingerprint.values import loaded_object
 from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef
 from zenbuild.paths import MissingInput, PathMaker, shown
@@ -139,6 +140,7 @@ class Scheduler:
         # what steps touch while they run: recorded by the executors, stored and verified here
         self.discovery = Discovery(self.root, self.statcache, config.ignore_env, store=config.store,
                                    type_digest=TypeDigests(self.fp))
+        self.discovery.closure_digest = ClosureDigests(self.fp, config.root)  # traced calls
         self.recorder = Recorder(graph.pipeline, self.root, store, self.statcache, self.sources,
                                  remote, now=self.now, discovery=self.discovery)
         self.results: Dict[str, StepResult] = {}

@@ -360,7 +360,7 @@ def test_a_damaged_or_unknown_record_is_never_trusted(project: Project) -> None:
     make(project)
     first_run(project)
     db = project.root / ".zenbuild" / "zenbuild.db"
-    bad = ['{"files": 5}', '{"files": {"data/train.csv": 5}}', '{"format": 2}', '{"format": 3}',
+    bad = ['{"files": 5}', '{"files": {"data/train.csv": 5}}', '{"format": 3}',
            '{"files": {"data/train.csv": ["x"]}, "format": 1}',
            '{"env": {"A": 3}, "format": 1}', '{"calls": [[1]], "format": 1}', '[1, 2]']
     for n, text in enumerate(bad):

@@ -89,7 +89,7 @@ def test_code_reached_dynamically_is_watched_while_its_step_is_served(project: P
     project.write("other.txt", "o1")
     project.cli("run")
     project.ticks()
-    w = Watch(project)
+    w = Watch(project, "-v")  # -v: the watched set is shown after every rebuild (ready())
     try:
         w.until(r"\d+ executed")  # all served: the plugin module is not imported
         w.ready()

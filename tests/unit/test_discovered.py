@@ -157,17 +157,23 @@ def test_main_code_is_found_by_name(tmp_path: Path, monkeypatch: Any) -> None:
 def test_a_record_of_an_unknown_format_or_shape_is_never_valid() -> None:
     """A record verify() cannot check fully (another version's format, a damaged row) is one
     reason, so its entry is not served; a well-formed record verifies as before."""
-    good = {"format": 1, "files": {"x": ["d", 1], "y": None}, "listed": {"f": None},
-            "env": {"A": [None, None]}, "calls": [["a.py", "f", 3, "c"]], "sources": {"a.py": "s"}}
+    good = {"format": 2, "files": {"x": ["d", 1], "y": None}, "listed": {"f": None},
+            "env": {"A": [None, None]}, "calls": [["a.py", "f", 3, "c", None]],
+            "sources": {"a.py": "s"}, "modules": {"m.py": ["d", "s"], "n.py": None}}
     assert dv.malformed(good) is None
-    assert dv.verify(good, lambda rel: ("d", 1) if rel in ("x", "a.py") else None, {},
+    assert dv.verify(good, lambda rel: ("d", 1) if rel in ("x", "a.py", "m.py") else None, {},
                      lambda *a: "c", lambda rel: None) == []
+    # format 1 (no closures) is read only without calls: one with calls is checked again
+    assert dv.malformed({"format": 1, "files": {"x": ["d", 1]}}) is None
+    assert dv.malformed({"format": 1, "calls": [["a.py", "f", 3, "c"]]}) is not None
     for bad in ({"format": 99, "files": {"x": ["d", 1]}}, {"files": {}}, [1], "x",
                 {"format": 1, "files": 5}, {"format": 1, "files": {"x": 5}},
                 {"format": 1, "files": {"x": ["d"]}}, {"format": 1, "env": {"A": 3}},
                 {"format": 1, "env": {"A": [1, None]}}, {"format": 1, "calls": [[1]]},
                 {"format": 1, "calls": [["a.py", "f", "3", None]]},
-                {"format": 1, "listed": {"f": 1}}, {"format": 1, "sources": {"a": 1}}):
+                {"format": 1, "listed": {"f": 1}}, {"format": 1, "sources": {"a": 1}},
+                {"format": 2, "calls": [["a.py", "f", 3, "c"]]},
+                {"format": 2, "modules": {"m.py": ["d"]}}, {"format": 2, "modules": 5}):
         assert dv.malformed(bad) is not None, bad
         got = dv.verify(bad, lambda rel: None, {}, lambda *a: None)  # type: ignore[arg-type]
         assert [r.kind for r in got] == ["record_unreadable"], bad
@@ -321,7 +327,8 @@ def test_static_calls_cover_what_the_static_key_names() -> None:
 
 
 def test_an_unchanged_source_file_is_not_parsed(tmp_path: Path) -> None:
-    rec = {"format": 1, "calls": [["lib.py", "helper", 2, "old"]], "sources": {"lib.py": "d"}}
+    rec = {"format": 2, "calls": [["lib.py", "helper", 2, "old", None]],
+           "sources": {"lib.py": "d"}}
     parsed: list = []
 
     def code(f: str, q: str, line: int) -> str:
@@ -343,3 +350,52 @@ def test_ignored_variables_are_not_verified() -> None:
     got = dv.verify(rec, lambda rel: None, environ, lambda *a: None, env_wanted=wanted)
     assert [r.subject for r in got] == ["DEVICE"]
     assert not wanted("HOME") and not wanted("LC_ALL") and wanted("DEVICE")
+
+
+def test_a_traced_call_is_checked_by_its_closure_even_when_its_file_is_unchanged() -> None:
+    """The closure digest (what the function's names point to: a constant imported from another
+    module, an alias) is compared on every verify; the file shortcut covers only the def's AST."""
+    trace = Trace(calls=[["ops.py", "double", 2]], calls_traced=True)
+    rec = dv.build(trace, lambda rel: ("d", 1), lambda *a: "ast",
+                   closure_digest=lambda f, q, line: "c1")
+    assert rec["calls"] == [["ops.py", "double", 2, "ast", "c1"]]
+    assert dv.verify(rec, lambda rel: ("d", 1), {}, lambda *a: "ast",
+                     closure_digest=lambda *a: "c1") == []
+    got = dv.verify(rec, lambda rel: ("d", 1), {}, lambda *a: "ast",
+                    closure_digest=lambda *a: "c2")
+    assert [(r.kind, r.subject) for r in got] == [(R.TRACED_CODE_CHANGED, "ops.py:double")]
+
+
+def test_a_used_module_is_checked_by_its_source_parsed_only_when_its_file_changed() -> None:
+    trace = Trace(modules=["configs/exp.py", "pipe.py"])
+    rec = dv.build(trace, lambda rel: ("f1", 9), lambda *a: None, skip_modules={"pipe.py"},
+                   module_digest=lambda rel: "s1")
+    assert rec["modules"] == {"configs/exp.py": ["f1", "s1"]}  # pipe.py: the static key's
+    parsed: list = []
+
+    def source(rel: str) -> str:
+        parsed.append(rel)
+        return "s1" if len(parsed) == 1 else "s2"
+
+    assert dv.verify(rec, lambda rel: ("f1", 9), {}, lambda *a: None, module_digest=source) == []
+    assert parsed == []  # same file: nothing parsed
+    # a comment edit: another file digest, the same normalized source
+    assert dv.verify(rec, lambda rel: ("f2", 9), {}, lambda *a: None, module_digest=source) == []
+    got = dv.verify(rec, lambda rel: ("f3", 9), {}, lambda *a: None, module_digest=source)
+    assert [(r.kind, r.subject) for r in got] == [(R.USED_MODULE_CHANGED, "configs/exp.py")]
+    gone = dv.verify(rec, lambda rel: None, {}, lambda *a: None, module_digest=source)
+    assert [r.kind for r in gone] == [R.USED_MODULE_CHANGED]
+
+
+def test_a_used_module_counts_by_its_constants_and_signatures_not_function_bodies(
+        tmp_path: Path) -> None:
+    code = dv.SourceDigests(str(tmp_path))
+    p = tmp_path / "m.py"
+    p.write_text('"""doc"""\nLR = 0.1\n\ndef other():\n    return 1\n')
+    before = code.module("m.py")
+    p.write_text('"""doc 2"""\nLR = 0.1\n\n\ndef other():  # c\n    return 2\n')
+    assert code.module("m.py") == before  # a body runs only through a traced call
+    p.write_text('"""doc"""\nLR = 0.2\n\ndef other():\n    return 1\n')
+    assert code.module("m.py") not in (None, before)
+    p.write_text('"""doc"""\nLR = 0.1\n\ndef other(x=2):\n    return 1\n')
+    assert code.module("m.py") != before

@@ -206,8 +206,8 @@ def test_a_record_with_patterns_is_format_2_and_verifies_their_matches(proj: Pat
     # a verifier that cannot evaluate patterns must not serve the entry
     (no,) = dv.verify(rec, lambda rel: None, {}, lambda *a: None)
     assert no.kind == R.RECORD_UNREADABLE
-    # without patterns a record stays format 1, as older versions read it
-    assert built(proj, [])["format"] == 1
+    # every record this version writes is format 2 (closures, patterns, modules: one format)
+    assert built(proj, [])["format"] == 2
 
 
 @pytest.mark.parametrize("bad", [
@@ -224,10 +224,11 @@ def test_a_stored_pattern_that_leaves_the_project_or_is_unknown_is_refused(bad: 
     assert r.kind == R.RECORD_UNREADABLE
 
 
-def test_format_and_patterns_go_together() -> None:
+def test_format_1_never_had_patterns() -> None:
     good = ["glob", "data", "*.csv", {}, None]
     assert dv.malformed({"format": 1, "globs": [good]}) is not None
-    assert dv.malformed({"format": 2}) is not None
+    assert dv.malformed({"format": 1}) is None  # an old record without calls reads as it was
+    assert dv.malformed({"format": 2}) is None
     assert dv.malformed({"format": 2, "globs": [good]}) is None
 
 

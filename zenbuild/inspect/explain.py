@@ -237,6 +237,9 @@ def discovered_lines(entry: Optional[ActionEntry]) -> List[str]:
     calls = [f"{c[0]}:{c[1]}" for c in rec.get("calls") or [] if len(c) >= 2]
     if calls:
         out.append("code it ran that the static analysis had missed: " + ", ".join(sorted(calls)))
+    modules = sorted(rec.get("modules") or {})
+    if modules:
+        out.append("modules it used that the static analysis had missed: " + ", ".join(modules))
     return out
 
 

@@ -80,13 +80,15 @@ class Trace:
     globs: List[List[Any]] = field(default_factory=list)
     listed_at: Dict[str, Optional[str]] = field(default_factory=dict)  # listing_digest() of
     # a folder in ``listed`` when the step first listed it, before it looked
+    # project modules (files) the step imported or whose module object it touched
+    modules: List[str] = field(default_factory=list)
 
     def to_json(self) -> Dict[str, Any]:
         return {"format": TRACE_FORMAT, "reads": self.reads, "writes": self.writes,
                 "listed": self.listed, "env": self.env, "calls": self.calls,
                 "reads_traced": self.reads_traced, "env_traced": self.env_traced,
                 "calls_traced": self.calls_traced, "started_ns": self.started_ns,
-                "globs": self.globs, "listed_at": self.listed_at}
+                "globs": self.globs, "listed_at": self.listed_at, "modules": self.modules}
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> Trace:
@@ -95,7 +97,7 @@ class Trace:
                    [list(c) for c in d.get("calls", [])], bool(d.get("reads_traced")),
                    bool(d.get("env_traced")), bool(d.get("calls_traced")),
                    int(d.get("started_ns", 0)), [list(g) for g in d.get("globs", [])],
-                   dict(d.get("listed_at", {})))
+                   dict(d.get("listed_at", {})), list(d.get("modules", [])))
 
 
 @record
@@ -297,14 +299,24 @@ def _lib() -> Tuple[str, ...]:
     return _LIB
 
 
+_EXTERNAL = "<frozen importlib._bootstrap_external>"
+
+
 def _from_user(f: Any) -> bool:
     """Whether the event whose Python caller is frame ``f`` comes from user code: library
-    frames are skipped; the import system or zenbuild's own code means no."""
+    frames are skipped; an import under way (a frame of importlib._bootstrap: the import system
+    loading a module) or zenbuild's own code means no. A loader called directly
+    (``pkgutil.get_data``, ``spec.loader.exec_module(mod)`` of a config file loaded by path)
+    runs only importlib._bootstrap_external frames: skipped like a library's, so its reads count."""
     n = 0
     while f is not None and n < 64:
         fn = f.f_code.co_filename
         if fn.startswith("<frozen importlib"):
-            return False
+            if fn != _EXTERNAL:
+                return False
+            f = f.f_back
+            n += 1
+            continue
         if fn == _GLOBS_FILE:  # the glob wrappers stand in for the library call: look past
             f = f.f_back
             n += 1
@@ -335,6 +347,7 @@ class _Recording:
                  isolated: bool = False) -> None:
         self.parent = parent
         self.isolated = isolated  # an import's recording: sees only events aimed at it
+        self.modules: Set[str] = set()  # project modules used (trace.modules)
         self.opts = opts
         root = _ABS.get(opts.root)
         if root is None:
@@ -441,7 +454,8 @@ class _Recording:
         globs = [self.globs[k] for k in sorted(self.globs)] if self.globs else []
         return Trace(reads, undeclared, sorted(self.listed) if self.listed else [],
                      dict(self.env), calls, self.opts.track_reads, self.opts.track_env,
-                     calls_traced, started_ns, globs, dict(self.listed_at))
+                     calls_traced, started_ns, globs, dict(self.listed_at),
+                     sorted(self.modules))
 
 
 _NO_THREADS: frozenset = frozenset()
@@ -980,6 +994,7 @@ class Recorder:
         self._calls: Optional[CallTracer] = None
         self._t0 = 0
         self._hits: Optional[Dict[Any, int]] = None
+        self._mods: Optional[Set[int]] = None  # ids of the modules armed (trace.modules)
 
     def __enter__(self) -> Recorder:
         opts = self.opts
@@ -1001,6 +1016,10 @@ class Recorder:
             _cwd[0] = None
         self._token = _CURRENT.set(rec)
         self._t0 = time.time_ns()
+        if opts.track_reads and not self.isolated:
+            from zenbuild.trace import modules
+
+            self._mods = modules.arm(rec, _target)
         if opts.trace_calls:
             calls = _CALLS or _load_calls()  # imported once a step is recorded
             self._calls = calls.CallTracer(rec, _target, _ACTIVE.__len__)
@@ -1019,6 +1038,10 @@ class Recorder:
                     calls = (_CALLS or _load_calls()).project_calls(rec.codes, rec.root,
                                                                      rec.excluded)
         finally:
+            if self._mods is not None:
+                from zenbuild.trace import modules
+
+                modules.disarm(rec, self._mods)
             _CURRENT.reset(self._token)
             with _LOCK:
                 if rec in _ACTIVE:

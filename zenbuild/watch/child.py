@@ -191,6 +191,7 @@ def _discovered(store_path: str, pipeline: str) -> Tuple[List[str], List[List[An
             if not isinstance(rec, dict) or malformed(rec) is not None:
                 continue
             reads.extend(rec.get("files") or {})
+            reads.extend(rec.get("modules") or {})  # project modules it used (h5)
             listings.extend(["list", d, "", {}, was] for d, was in (rec.get("listed") or {}).items())
             listings.extend(list(g) for g in rec.get("globs") or [])
             for call in rec.get("calls") or ():
