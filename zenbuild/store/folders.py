@@ -10,8 +10,9 @@ import json
 import os
 import posixpath
 import stat
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set, Tuple
+
+from zenbuild.records import field, record
 
 TMP_MARK = ".zenbuild-tmp-"  # a restore's temp file (outputs.TMP_MARK): never content
 MANIFEST_FORMAT = 2
@@ -40,7 +41,7 @@ def special_kind(mode: int) -> str:
     return "a special file"
 
 
-@dataclass
+@record
 class Manifest:
     """A folder Output. ``files``: [inner path, digest, size, executable]; ``modes``: inner
     path -> permission bits, for files whose mode is not plain_mode(executable); ``dirs``:
@@ -101,7 +102,7 @@ def parse(data: bytes) -> Manifest:
     return Manifest(files, modes, dirs, links, exact)
 
 
-@dataclass
+@record
 class Scan:
     """What is in a folder, never following a link: files (inner path -> lstat), folders
     (inner path -> mode, empty or not), links (inner path -> target text), special files
