@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Iterator, List
 
@@ -62,10 +63,26 @@ def sleeper_holding(tmp_path: Path) -> Iterator[List[int]]:
     sleeper = subprocess.Popen(["sleep", "600"], pass_fds=[fd])
     os.close(fd)
     try:
+        _until_running_as(sleeper.pid, b"sleep\x00600\x00")
         yield [sleeper.pid, gone]
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def _until_running_as(pid: int, cmdline: bytes, limit: float = 30.0) -> None:
+    """The handshake: wait until /proc shows ``pid`` running ``cmdline`` (on a loaded machine
+    the holder's command was once read as '?' right after the start: CI, 2026-12-02)."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read() == cmdline:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"pid {pid} never showed {cmdline!r}"
+        time.sleep(0.005)
 
 
 # Takes the lock, forks a child that blocks on stdin (as a -j worker waits for its next task),
