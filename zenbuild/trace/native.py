@@ -66,24 +66,25 @@ def plain(path: Any) -> Optional[str]:
     return path
 
 
-def note(rec: Any, path: Any, frame: Any, globs: bool = False) -> None:
+def note(rec: Any, path: Any, frame: Any, globs: bool = False) -> Optional[str]:
     """Record ``path`` (see plain()) as read by the step of ``rec``, when the reader was called
     from user code (``frame``: the reader's Python caller). ``globs``: a missing path with
-    glob characters is a pattern (polars). Never raises."""
+    glob characters is a pattern (polars). Returns the project path recorded as a file read,
+    else None. Never raises."""
     try:
         if rec is None or not rec.opts.track_reads:
-            return
+            return None
         p = plain(path)
         if p is None:
-            return
+            return None
         if not p.startswith(os.sep):
             p = os.path.join(os.getcwd(), p)
         p = os.path.normpath(p)
         if not T._from_user(frame):
-            return
-        _note_path(rec, p, globs)
+            return None
+        return _note_path(rec, p, globs)
     except Exception:  # pragma: no cover - never break the reader
-        pass
+        return None
 
 
 def _stat(p: str) -> Optional[os.stat_result]:
@@ -93,23 +94,26 @@ def _stat(p: str) -> Optional[os.stat_result]:
         return None
 
 
-def _read(rec: Any, rel: Optional[str]) -> None:
+def _read(rec: Any, rel: Optional[str]) -> Optional[str]:
     if rel is not None and rel != "." and not rec.dismissed(rel):
         T._note(rec, "reads", rel)
+        return rel
+    return None
 
 
-def _note_path(rec: Any, p: str, globs: bool) -> None:
+def _note_path(rec: Any, p: str, globs: bool) -> Optional[str]:
+    """Record ``p``; the project path of the file read, None for a folder, glob or nothing."""
     st = _stat(p)
     if st is None and globs and _MAGIC.search(p):
         _note_glob(rec, p)
-        return
+        return None
     rel = rec.rel(p)
     if rel is None:
-        return
+        return None
     if st is not None and stat_mod.S_ISDIR(st.st_mode):
         _note_tree(rec, p, rel, files=True)
-    else:
-        _read(rec, rel)
+        return None
+    return _read(rec, rel)
 
 
 def _note_tree(rec: Any, top: str, rel: str, files: bool) -> List[str]:
@@ -239,19 +243,13 @@ def on_sqlite(rec: Any, args: Tuple[Any, ...], frame: Any) -> None:
     siblings, which SQLite makes and removes as it goes) is a read, unless the step changed it
     (the recording's finish: then it is the step's write, as a file read and written is)."""
     path = sqlite_path(args[0]) if args else None
-    if path is not None:
-        note(rec, path, frame)
-        try:  # the recording finds out at its end whether the step wrote to it
-            full = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
-            rel = rec.rel(os.path.normpath(full))
-            if rel is not None and rel != ".":
-                was = _db_state(os.path.join(rec.root, rel))  # before SQLite opens it
-                r = rec
-                while r is not None and r.opts.track_reads:
-                    r.databases.setdefault(rel, was)
-                    r = T._up(r)
-        except Exception:  # pragma: no cover - never break the connect
-            pass
+    rel = note(rec, path, frame) if path is not None else None
+    if rel is not None:  # the recording finds out at its end whether the step wrote to it
+        was = _db_state(os.path.join(rec.root, rel))  # before SQLite opens it
+        r = rec
+        while r is not None and r.opts.track_reads:
+            r.databases.setdefault(rel, was)
+            r = T._up(r)
 
 
 def _db_state(full: str) -> Any:
