@@ -13,6 +13,8 @@ key of a remote-cache entry; an entry with nothing to verify stores none), forma
      "globs":  [[kind, base, pattern, opts, digest | null], ...],  # optional: listings through
                                                   # a pattern (trace/globs.py), their matches
      "env":    {name: [digest | null, display | null]},  # hidden: ["k:" keyed digest, null]
+     "env_all": [name, ...],                      # optional: the variables set when the step
+                                                  # read os.environ whole (their values: "env")
      "calls":  [[file, qualname, firstlineno, digest | null, closure | null], ...],
      "sources": {file: digest | null},            # the files of the calls, as a shortcut
      "modules": {file: [digest, source] | null},  # project modules the step used (below)
@@ -63,7 +65,7 @@ if TYPE_CHECKING:  # ast is imported where a source is parsed: a no-op parses no
 from zenbuild import reasons as R
 from zenbuild.digest import StatCache, digest_bytes
 from zenbuild.reasons import Reason
-from zenbuild.trace import Trace, env_filter, is_hidden, keyed_digest, secret_key
+from zenbuild.trace import Trace, bulk_wanted, env_filter, is_hidden, keyed_digest, secret_key
 from zenbuild.trace import listing_digest as trace_listing_digest
 
 DISCOVERED_FORMAT = 2  # format 1 (no closures; before globs, modules) is read without calls
@@ -190,6 +192,8 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
             sources[f] = None if got is None else got[0]
     out = {"format": DISCOVERED_FORMAT, "files": files, "listed": listed, "env": env,
            "calls": calls, "sources": sources, "modules": modules}
+    if trace.env_all is not None:
+        out["env_all"] = list(trace.env_all)
     if trace.globs and glob_digest is not None:
         # the digest taken when the step made the call (trace._note_glob), else now
         out["globs"] = [[*g[:4], g[4] if len(g) == 5 else glob_digest(g[:4])]
@@ -200,6 +204,7 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
 def is_empty(record: Mapping[str, Any]) -> bool:
     """Whether a record verifies nothing (then the entry stores none: nothing to check)."""
     return not (record.get("files") or record.get("listed") or record.get("env")
+                or record.get("env_all") is not None
                 or record.get("calls") or record.get("globs") or record.get("types") or record.get("modules"))
 
 
@@ -256,6 +261,10 @@ def malformed(record: Any) -> Optional[str]:
             return "a call"
     if not all(_is_digest(v) for v in sources.values()):
         return "a source"
+    env_all = record.get("env_all")
+    if env_all is not None and not (type(env_all) is list
+                                    and all(type(n) is str and n in env for n in env_all)):
+        return "the whole-environment read"
     globs = record.get("globs", [])
     if globs and record.get("format") == 1:  # format 1 never had patterns
         return "format 1 with patterns"
@@ -327,6 +336,15 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
             r = Reason(R.ENV_READ_CHANGED, name, None if secret else was_display,
                        None if secret else seen[1], {"secret": secret})
             if add(r):
+                return out
+    env_all = record.get("env_all")
+    if env_all is not None:  # read whole: a tracked variable set since is a change too
+        wanted = env_wanted or env_filter(())
+        known = set(env_all)
+        for name in sorted(n for n in environ if n not in known and bulk_wanted(n, wanted)):
+            seen = env_entry(name, environ.get(name), secret_digest)
+            if add(Reason(R.ENV_READ_CHANGED, name, None, seen[1],
+                          {"secret": seen[1] is None, "whole": True})):
                 return out
     if list_digest is not None:
         for rel, was in record.get("listed", {}).items():

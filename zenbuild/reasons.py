@@ -166,10 +166,12 @@ def _pending(r: Reason) -> str:
 
 
 def _env_read(r: Reason) -> str:
+    how = "read by the step" + (" (it read os.environ whole)" if (r.detail or {}).get("whole")
+                                else "")
     if (r.detail or {}).get("secret"):
-        return f"read by the step: {r.subject} changed (value hidden)"
+        return f"{how}: {r.subject} changed (value hidden)"
     show = lambda v: "unset" if v is None else repr(v)  # noqa: E731
-    return f"read by the step: {r.subject} {show(r.before)} -> {show(r.after)}"
+    return f"{how}: {r.subject} {show(r.before)} -> {show(r.after)}"
 
 
 def _env_input(r: Reason) -> str:

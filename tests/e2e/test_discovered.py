@@ -375,3 +375,125 @@ def test_a_damaged_or_unknown_record_is_never_trusted(project: Project) -> None:
         assert f"{1 + 2 + 3 + 10 + n}.0" in project.read("build/report.txt"), text
         r = project.cli("run", env={"DEVICE": "cpu"})  # the row was replaced by a good one
         assert project.ticks() == [] and r.executed == [], (text, r)
+
+
+SETTINGS = '''
+import os
+import subprocess
+import sys
+
+from pydantic_settings import BaseSettings
+from zenbuild import Output, pipeline, step
+from ticker import tick
+
+
+class Settings(BaseSettings):
+    lr: float = 0.1
+
+
+@step
+def train() -> float:
+    tick("train")
+    return Settings().lr  # pydantic-settings reads os.environ whole (items())
+
+
+@step
+def tool() -> str:
+    tick("tool")
+    # the child inherits the whole environment (no env=)
+    return subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('MODE', '-'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+@step
+def show(lr: float, mode: str, out: Output) -> None:
+    tick("show")
+    out.write_text(f"{lr} {mode}")
+
+
+@pipeline
+def p():
+    show(train(), tool(), Output("build/show.txt"))
+'''
+
+
+def test_a_step_reading_the_environment_whole_reruns_when_a_variable_is_set_or_changed(
+        project: Project) -> None:
+    """pydantic-settings' BaseSettings copies the environment, a subprocess inherits it: a variable
+    set, changed or unset afterwards reruns the step (it was served stale before); the
+    per-session variables a terminal, git hook or make set do not."""
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", SETTINGS)
+    r = project.cli("run")
+    assert sorted(project.ticks()) == ["show", "tool", "train"], r
+    assert project.read("build/show.txt") == "0.1 -"
+    r = project.cli("run", env={"LR": "0.5"})  # not set before: a new name
+    assert sorted(project.ticks()) == ["show", "tool", "train"], r
+    assert project.read("build/show.txt") == "0.5 -"
+    r = project.cli("explain", "train", env={"LR": "0.7", "NEW_ZB": "1"})
+    assert "read by the step: LR '0.5' -> '0.7'" in r.stdout, r
+    assert "read by the step (it read os.environ whole): NEW_ZB unset -> '1'" in r.stdout, r
+    assert "environment variables it read: all of os.environ (" in r.stdout, r
+    r = project.cli("run", env={"LR": "0.5", "GIT_INDEX_FILE": "/tmp/i", "MAKEFLAGS": "-j2",
+                                "HOME": "/elsewhere"})
+    assert project.ticks() == [] and r.executed == [], r
+    r = project.cli("run", env={"LR": "0.5", "MODE": "fast"})  # a new name: both steps see it
+    assert sorted(project.ticks()) == ["show", "tool", "train"], r
+    assert project.read("build/show.txt") == "0.5 fast", r
+    r = project.cli("run")  # LR unset again: the first entries are served
+    assert project.read("build/show.txt") == "0.1 -", r
+    assert project.ticks() == [] and r.executed == [], r
+
+
+SCRIPTED = '''
+import subprocess
+
+from zenbuild import pipeline, step
+from ticker import tick
+
+
+@step
+def prep() -> str:
+    tick("prep")
+    return subprocess.run(["bash", "scripts/prep.sh", "--input=data/raw.txt"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+@step
+def shell() -> str:
+    tick("shell")
+    return subprocess.run("wc -l < data/lines.txt", shell=True, capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+@pipeline
+def p():
+    prep()
+    shell()
+'''
+
+
+def test_a_script_or_file_named_on_a_subprocess_command_line_reruns_its_step(
+        project: Project) -> None:
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", SCRIPTED)
+    project.write("scripts/prep.sh", 'echo "v1 $(cat "${1#--input=}")"\n')
+    project.write("data/raw.txt", "raw\n")
+    project.write("data/lines.txt", "a\nb\n")
+    r = project.cli("run")
+    assert sorted(project.ticks()) == ["prep", "shell"], r
+    r = project.cli("run")
+    assert project.ticks() == [], r
+    project.write("scripts/prep.sh", 'echo "v2 $(cat "${1#--input=}")"\n')  # the script
+    r = project.cli("explain", "prep")
+    assert "read by the step, not declared: scripts/prep.sh" in r.stdout, r
+    r = project.cli("run")
+    assert project.ticks() == ["prep"], r
+    project.write("data/raw.txt", "raw2\n")  # a file given to it
+    r = project.cli("run")
+    assert project.ticks() == ["prep"], r
+    project.write("data/lines.txt", "a\nb\nc\n")  # redirected into a shell command
+    r = project.cli("run")
+    assert project.ticks() == ["shell"], r
+    r = project.cli("run", "--json")
+    assert project.ticks() == [], r

@@ -215,31 +215,162 @@ def test_env_reads_with_values_and_missing(proj: Path, monkeypatch: pytest.Monke
     assert t.env_traced
 
 
-def test_env_deny_list_ignore_env_and_bulk_copies(proj: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import subprocess
-
+def test_env_deny_list_and_ignore_env(proj: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_CACHE_DIR", "x")
     monkeypatch.setenv("MYAPP_MODE", "fast")
     monkeypatch.setenv("LC_ALL", "C")
 
     def body() -> None:
-        for name in ("PATH", "HOME", "LC_ALL", "PYTHONHASHSEED", "ZENBUILD_X", "MY_CACHE_DIR"):
+        for name in ("PATH", "HOME", "LC_ALL", "PYTHONHASHSEED", "ZENBUILD_X", "MY_CACHE_DIR",
+                     "MYAPP_MODE"):
             os.environ.get(name)
-        env = os.environ.copy()  # bulk copies are not reads of every variable
-        env2 = dict(os.environ)
-        items = list(os.environ.items())
-        subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
-        assert env == env2 and items
-        for k in os.environ:  # a filtered iteration records what it looks up
-            if k.startswith("MYAPP_"):
-                os.environ[k]
         os.environ["SET_BY_STEP_ZB"] = "1"  # set by the step itself: not an input
         os.environ.get("SET_BY_STEP_ZB")
         del os.environ["SET_BY_STEP_ZB"]
 
     t = record(proj, body, ignore_env=("MY_CACHE_*",))
-    assert t.env == {"MYAPP_MODE": "fast"}
+    assert t.env == {"MYAPP_MODE": "fast"} and t.env_all is None
+
+
+@pytest.mark.parametrize("how", ["copy", "dict", "items", "iterate", "unpack", "environb"])
+def test_reading_the_environment_whole_reads_every_tracked_variable(
+        proj: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """A copy or iteration of os.environ (a settings class, a subprocess's env) depends on every
+    tracked variable, and on the set of names (Trace.env_all): the deny-list, ignore_env, the
+    per-session variables (GIT_*, MAKEFLAGS) and what the step set itself stay out."""
+    import subprocess
+
+    monkeypatch.setenv("MY_CACHE_DIR", "x")
+    monkeypatch.setenv("MYAPP_MODE", "fast")
+    monkeypatch.setenv("LC_ALL", "C")
+    monkeypatch.setenv("GIT_INDEX_FILE", "/tmp/idx")
+    monkeypatch.setenv("MAKEFLAGS", "-j2")
+    monkeypatch.delenv("SET_BY_STEP_ZB", raising=False)
+
+    def body() -> None:
+        os.environ["SET_BY_STEP_ZB"] = "1"
+        if how == "copy":
+            env = os.environ.copy()
+            subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
+        elif how == "dict":
+            dict(os.environ).get("ANYTHING")
+        elif how == "items":
+            {k.lower(): v for k, v in os.environ.items()}  # what pydantic-settings does
+        elif how == "iterate":
+            [k for k in os.environ if k.startswith("NOTHING_")]
+        elif how == "unpack":
+            assert {**os.environ, "EXTRA": "1"}
+        else:
+            list(os.environb)
+        del os.environ["SET_BY_STEP_ZB"]
+
+    t = record(proj, body, ignore_env=("MY_CACHE_*",))
+    assert t.env_all is not None and "MYAPP_MODE" in t.env_all
+    assert t.env["MYAPP_MODE"] == "fast"
+    for left_out in ("MY_CACHE_DIR", "LC_ALL", "PATH", "HOME", "GIT_INDEX_FILE", "MAKEFLAGS",
+                     "SET_BY_STEP_ZB", "PYTEST_CURRENT_TEST"):
+        assert left_out not in t.env_all and left_out not in t.env, left_out
+    assert set(t.env_all) <= set(t.env)  # each name's value is a read like any other
+    assert t.env_all == sorted(t.env_all)
+
+
+@pytest.mark.parametrize("how", ["inherit", "system", "own_env"])
+def test_a_subprocess_inheriting_the_environment_reads_it_whole(
+        proj: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    import subprocess
+
+    monkeypatch.setenv("MYAPP_MODE", "fast")
+
+    def body() -> None:
+        if how == "inherit":
+            subprocess.run(["true"], check=True)
+        elif how == "system":
+            os.system("true")
+        else:  # an env of its own: only what the step looked up to build it
+            subprocess.run(["true"], env={"MODE": os.environ.get("MYAPP_MODE", "")}, check=True)
+
+    t = record(proj, body)
+    if how == "own_env":
+        assert t.env_all is None and t.env == {"MYAPP_MODE": "fast"}
+    else:
+        assert t.env_all is not None and "MYAPP_MODE" in t.env_all
+        assert t.env["MYAPP_MODE"] == "fast"
+
+
+def test_project_files_a_subprocess_command_line_names_are_reads(
+        proj: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    monkeypatch.chdir(proj)
+
+    for rel in ("prep.sh", "data/x.csv", "data/y.csv", "data/z.csv", "pkg/__init__.py",
+                "pkg/job.py", "sub/w.txt", "declared.csv"):
+        (proj / rel).parent.mkdir(parents=True, exist_ok=True)
+        (proj / rel).write_text("1\n")
+    (proj / "data" / "folder").mkdir()
+
+    def body() -> None:
+        subprocess.run(["cat", "prep.sh", "--ignored=data/x.csv", "missing.txt", "data/folder",
+                        "declared.csv"], capture_output=True)
+        subprocess.run("cat data/y.csv 'unbalanced", shell=True, capture_output=True)
+        os.system("cat data/z.csv > /dev/null")
+        subprocess.run([sys.executable, "-c", "pass", "-m", "pkg.job"], check=True)
+        subprocess.run(["cat", "w.txt"], cwd=str(proj / "sub"), check=True,
+                       capture_output=True)
+
+    t = record(proj, body, inputs=frozenset({"declared.csv"}))
+    assert sorted(t.reads) == ["data/x.csv", "data/y.csv", "data/z.csv", "pkg/job.py",
+                               "prep.sh", "sub/w.txt"]
+    assert t.writes == []
+
+
+def test_a_file_a_subprocess_was_given_and_changed_is_its_write(
+        proj: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sort -o out in``: the child rewrote ``out``; counted as a read, its change while the
+    step ran would keep the step uncached on every run."""
+    import subprocess
+
+    monkeypatch.chdir(proj)
+    (proj / "data" / "raw.txt").write_text("b\na\n")
+    (proj / "data" / "sorted.txt").write_text("old\n")
+
+    def body() -> None:
+        subprocess.run(["sort", "-o", "data/sorted.txt", "data/raw.txt"], check=True)
+        subprocess.run(["sh", "-c", "cat data/train.csv >> data/log.txt"], check=True)
+
+    (proj / "data" / "log.txt").write_text("")
+    t = record(proj, body)
+    assert sorted(t.reads) == ["data/raw.txt", "data/train.csv"]
+    assert sorted(t.writes) == ["data/log.txt", "data/sorted.txt"]
+
+
+def test_a_whole_environment_read_verifies_every_variable_and_new_names() -> None:
+    from zenbuild import discovered as D
+    from zenbuild import reasons as R
+    from zenbuild.trace import Trace
+
+    env = {"MYAPP_MODE": "fast", "OTHER": "1"}
+    t = Trace(env=dict(env), env_traced=True, env_all=sorted(env))
+    rec = D.build(t, lambda rel: None, lambda f, q, line: None)
+    assert rec["env_all"] == ["MYAPP_MODE", "OTHER"] and D.malformed(rec) is None
+    assert not D.is_empty(rec)
+    check = lambda environ: D.verify(rec, lambda rel: None, environ,  # noqa: E731
+                                     lambda f, q, line: None)
+    assert check({**env, "PATH": "/x", "GIT_DIR": "/g", "MAKEFLAGS": "-k"}) == []
+    changed = check({"MYAPP_MODE": "slow", "OTHER": "1"})
+    assert [(r.kind, r.subject) for r in changed] == [(R.ENV_READ_CHANGED, "MYAPP_MODE")]
+    gone = check({"MYAPP_MODE": "fast"})
+    assert [(r.kind, r.subject, r.after) for r in gone] == [(R.ENV_READ_CHANGED, "OTHER", None)]
+    added = check({**env, "LR": "0.5"})
+    assert [(r.kind, r.subject, r.after) for r in added] == [(R.ENV_READ_CHANGED, "LR", "0.5")]
+    assert "it read os.environ whole" in R.text(added[0]) and "'0.5'" in R.text(added[0])
+    hidden = check({**env, "API_TOKEN": "hunter2"})
+    assert hidden and "hunter2" not in R.text(hidden[0])
+    # a damaged section is never trusted
+    assert D.malformed({**rec, "env_all": ["NOT_IN_ENV"]}) is not None
+    assert D.malformed({**rec, "env_all": "MYAPP_MODE"}) is not None
+    assert Trace.from_json(t.to_json()).env_all == ["MYAPP_MODE", "OTHER"]
+    assert Trace.from_json(Trace().to_json()).env_all is None
 
 
 def test_environ_is_restored_when_the_step_raises(proj: Path) -> None:

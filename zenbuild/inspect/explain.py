@@ -232,7 +232,13 @@ def discovered_lines(entry: Optional[ActionEntry]) -> List[str]:
     if patterns:
         out.append("patterns it listed: " + ", ".join(patterns))
     env = sorted(rec.get("env") or {})
-    if env:
+    whole = rec.get("env_all")
+    if whole is not None:  # named one by one, the list would be the whole environment
+        alone = sorted(set(env) - set(whole))
+        out.append(f"environment variables it read: all of os.environ ({len(whole)} tracked "
+                   "variables; any set, changed or unset reruns it)"
+                   + (", and " + ", ".join(alone) if alone else ""))
+    elif env:
         out.append("environment variables it read: " + ", ".join(env))
     calls = [f"{c[0]}:{c[1]}" for c in rec.get("calls") or [] if len(c) >= 2]
     if calls:

@@ -82,13 +82,18 @@ class Trace:
     # a folder in ``listed`` when the step first listed it, before it looked
     # project modules (files) the step imported or whose module object it touched
     modules: List[str] = field(default_factory=list)
+    # the tracked variables set when the step first read os.environ whole (a copy, items(),
+    # iteration: pydantic-settings, ``{**os.environ}``), None if it never did; their values
+    # are in ``env`` like any read, so a variable set, changed or unset later reruns the step
+    env_all: Optional[List[str]] = None
 
     def to_json(self) -> Dict[str, Any]:
         return {"format": TRACE_FORMAT, "reads": self.reads, "writes": self.writes,
                 "listed": self.listed, "env": self.env, "calls": self.calls,
                 "reads_traced": self.reads_traced, "env_traced": self.env_traced,
                 "calls_traced": self.calls_traced, "started_ns": self.started_ns,
-                "globs": self.globs, "listed_at": self.listed_at, "modules": self.modules}
+                "globs": self.globs, "listed_at": self.listed_at, "modules": self.modules,
+                "env_all": self.env_all}
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> Trace:
@@ -97,7 +102,8 @@ class Trace:
                    [list(c) for c in d.get("calls", [])], bool(d.get("reads_traced")),
                    bool(d.get("env_traced")), bool(d.get("calls_traced")),
                    int(d.get("started_ns", 0)), [list(g) for g in d.get("globs", [])],
-                   dict(d.get("listed_at", {})), list(d.get("modules", [])))
+                   dict(d.get("listed_at", {})), list(d.get("modules", [])),
+                   None if d.get("env_all") is None else list(d["env_all"]))
 
 
 @record
@@ -126,6 +132,24 @@ DENY_ENV = frozenset({
     "DISPLAY", "HOSTNAME", "SHLVL", "_", "MAIL", "EDITOR", "PAGER", "VIRTUAL_ENV",
 })
 DENY_ENV_PREFIXES = ("LC_", "PYTHON", "ZENBUILD_", "TERM_", "SSH_", "XDG_", "PYTEST_", "CONDA_")
+# Left out of a whole-environment read only (a step that names one still depends on it): what
+# a terminal, make, git hooks or an editor set per session or per call, which a step copying
+# os.environ (for a subprocess, a settings class) does not mean to depend on.
+BULK_IGNORE_ENV = frozenset({
+    "MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES", "TMUX", "TMUX_PANE", "STY", "WINDOW",
+    "WINDOWID", "GPG_TTY", "INVOCATION_ID", "JOURNAL_STREAM", "DBUS_SESSION_BUS_ADDRESS",
+    "SECURITYSESSIONID", "ITERM_SESSION_ID", "WT_SESSION", "VTE_VERSION", "LS_COLORS",
+    "LESSOPEN", "LESSCLOSE", "PRE_COMMIT", "PS1", "PROMPT_COMMAND",
+})
+BULK_IGNORE_PREFIXES = ("GIT_", "PRE_COMMIT_", "VSCODE_", "KONSOLE_", "GNOME_TERMINAL_",
+                        "HIST")
+
+
+def bulk_wanted(name: str, wanted: Callable[[str], bool]) -> bool:
+    """Whether a whole-environment read depends on variable ``name`` (``wanted``: the
+    recording's filter, env_filter)."""
+    return (wanted(name) and name not in BULK_IGNORE_ENV
+            and not name.startswith(BULK_IGNORE_PREFIXES))
 # A secret-looking name: a word of it (split at "_", "-", ".") that ends with one of _WORDS
 # (API_TOKEN, GHTOKEN, OAUTH, MYSQL_PWD, GITHUB_PAT), or one of _ANYWHERE in it (PGPASSWORD,
 # AZURE_CONNECTION_STRING); not a name whose last word says it holds a path to the secret
@@ -379,6 +403,7 @@ class _Recording:
         self.writes: Dict[str, None] = {}
         self.listed: Dict[str, None] = {}
         self.databases: Dict[str, Any] = {}  # SQLite file -> its state at the first connect
+        self.spawned: Dict[str, Any] = {}  # a file a subprocess was given -> its stat then
         self.listed_at: Dict[str, Optional[str]] = {}
         self.globs: Dict[Tuple[Any, ...], List[Any]] = {}  # listings through a pattern
         self.env: Dict[str, Optional[str]] = {}
@@ -386,6 +411,7 @@ class _Recording:
         self.env_wanted = _env_filter(opts.ignore_env)
         self.bulk: Optional[List[str]] = None  # keys of an iteration of os.environ under way
         self.bulk_pos = 0
+        self.env_all: Optional[List[str]] = None  # Trace.env_all
         self.codes: Set[Any] = set()
         # threads alive before the recording began, other than its own: a Dask worker's
         # profiler reads source files through linecache; a pool the project made earlier may
@@ -446,6 +472,14 @@ class _Recording:
             # like any file it read and wrote, it is named as an undeclared write
             for rel in (_NATIVE or _native()).changed_databases(root, self.databases):
                 self.writes[rel] = None
+        for rel, was in self.spawned.items():  # a file given to a subprocess that changed
+            try:  # while the step ran is what the child wrote (`sort -o out in`), not an
+                st = _ORIG_STAT(os.path.join(root, rel))  # input that changed under it
+                now: Any = (st.st_size, st.st_mtime_ns, st.st_ino)
+            except OSError:
+                now = None
+            if now != was:
+                self.writes[rel] = None
         if self.writes or self.reads:  # (most steps read and wrote only declared files)
             writes = set(self.writes)
             reads = sorted(r for r in self.reads if r not in writes and not self.declared(r))
@@ -455,7 +489,7 @@ class _Recording:
         return Trace(reads, undeclared, sorted(self.listed) if self.listed else [],
                      dict(self.env), calls, self.opts.track_reads, self.opts.track_env,
                      calls_traced, started_ns, globs, dict(self.listed_at),
-                     sorted(self.modules))
+                     sorted(self.modules), self.env_all)
 
 
 _NO_THREADS: frozenset = frozenset()
@@ -616,6 +650,84 @@ _HANDLERS = {"open": _on_open, "os.rename": _on_rename, "os.listdir": _on_list,
 _hook_installed = [False]
 
 
+# a child process started without env= inherits the whole environment: (event, index of env)
+_SPAWNS = {"subprocess.Popen": 3, "os.system": -1}
+
+
+def _on_spawn(event: str, args: Tuple[Any, ...]) -> None:
+    """A child process started by the step: the project files its command line names are
+    read (a script it runs, a data file it is given); started without ``env=`` it inherits,
+    so reads, the whole environment. What the child itself opens is not seen."""
+    rec = _target()
+    if rec is None:
+        return
+    caller = sys._getframe(2)
+    if rec.opts.track_reads:
+        _spawn_reads(rec, event, args, caller)
+    at = _SPAWNS[event]
+    if not rec.opts.track_env or (at >= 0 and (len(args) <= at or args[at] is not None)):
+        return  # an env= of its own: built from reads the recorder saw
+    _note_all(rec, caller, [_decoded(k) for k in _ORIG_ITER(os.environ)])
+
+
+def _spawn_reads(rec: _Recording, event: str, args: Tuple[Any, ...], caller: Any) -> None:
+    if event == "os.system":
+        words: List[Any] = [args[0]] if args else []
+        cwd = None
+        shell = True
+    else:
+        argv = args[1] if len(args) > 1 and isinstance(args[1], list) else []
+        words = [args[0], *argv] if args and args[0] is not None else list(argv)
+        cwd = args[2] if len(args) > 2 else None
+        shell = len(argv) >= 3 and argv[1] == "-c" and str(os.fspath(argv[0])).endswith("sh")
+    tokens: List[str] = []
+    for i, w in enumerate(words):
+        try:
+            w = os.fsdecode(w)
+        except TypeError:
+            continue
+        if shell and (event == "os.system" or i == len(words) - 1):
+            import shlex  # a shell command line: its words (an unbalanced quote: at spaces)
+
+            try:
+                tokens += shlex.split(w, comments=True)
+            except ValueError:
+                tokens += w.split()
+        else:
+            tokens.append(w)
+    base = os.fsdecode(cwd) if cwd is not None else None
+    seen: Set[str] = set()
+    for i, t in enumerate(tokens):
+        cands = [t]
+        if t.startswith("-") and "=" in t:  # --data=data/x.csv
+            cands = [t.split("=", 1)[1]]
+        elif i > 0 and tokens[i - 1] == "-m" and t and "/" not in t:  # python -m pkg.mod
+            mod = t.replace(".", "/")
+            cands = [mod + ".py", mod + "/__main__.py"]
+        for c in cands:
+            if not c or "\0" in c or len(c) > 4096 or c in seen:
+                continue
+            seen.add(c)
+            full = c if os.path.isabs(c) or base is None else os.path.join(base, c)
+            rel = rec.rel(full)
+            if rel is None or rel == "." or rec.dismissed(rel):
+                continue
+            try:
+                st = _ORIG_STAT(os.path.join(rec.root, rel))
+            except OSError:
+                continue
+            if not stat_mod.S_ISREG(st.st_mode):
+                continue
+            if not _from_user(caller):
+                return
+            memo.attribute(rec.root, "reads", rel, None, caller, _lib())
+            _note(rec, "reads", rel)
+            r: Optional[_Recording] = rec
+            while r is not None and r.opts.track_reads:
+                r.spawned.setdefault(rel, (st.st_size, st.st_mtime_ns, st.st_ino))
+                r = _up(r)
+
+
 def _hook(event: str, args: Tuple[Any, ...]) -> None:
     if not _ACTIVE:
         return
@@ -624,6 +736,11 @@ def _hook(event: str, args: Tuple[Any, ...]) -> None:
         return
     handler = _HANDLERS.get(event)
     if handler is None:
+        if event in _SPAWNS:
+            try:
+                _on_spawn(event, args)
+            except Exception:  # pragma: no cover - never fail the user's call
+                pass
         return
     try:
         rec = _target()
@@ -899,7 +1016,35 @@ def _env_iter(self: Any) -> Iterator[Any]:
     if rec is not None:
         rec.bulk = [_decoded(k) for k in _ORIG_ITER(self)]
         rec.bulk_pos = 0
+        if rec.opts.track_env:
+            _note_all(rec, sys._getframe(1), rec.bulk)
     yield from _ORIG_ITER(self)
+
+
+def _note_all(rec: _Recording, caller: Any, names: List[Any]) -> None:
+    """The step read the environment whole (iterated it: a copy, items(), a settings class;
+    or started a subprocess that inherits it): every tracked variable set now (``names``) is
+    a read, and the set of names is kept, so that one set later reruns the step too. The
+    first such read decides; a variable the step set itself is its own."""
+    try:
+        if not _from_user(caller):
+            return
+        r: Optional[_Recording] = rec
+        while r is not None and r.opts.track_env:
+            if r.env_all is None:
+                wanted = r.env_wanted
+                mine = [n for n in names if n is not None and n not in r.env_set
+                        and bulk_wanted(n, wanted)]
+                r.env_all = sorted(mine)
+                for n in mine:
+                    if n not in r.env:
+                        try:
+                            r.env[n] = _ORIG_GETITEM(os.environ, n)
+                        except KeyError:  # pragma: no cover - unset by another thread
+                            r.env[n] = None
+            r = _up(r)
+    except Exception:  # pragma: no cover - never break the step's own iteration
+        pass
 
 
 class _TracedEnviron(_Environ):  # type: ignore[misc, valid-type]
