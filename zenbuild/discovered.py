@@ -14,7 +14,8 @@ key of a remote-cache entry; an entry with nothing to verify stores none), forma
                                                   # a pattern (trace/globs.py), their matches
      "env":    {name: [digest | null, display | null]},  # hidden: ["k:" keyed digest, null]
      "env_all": [name, ...],                      # optional: the variables set when the step
-                                                  # read os.environ whole (their values: "env")
+                                                  # read os.environ whole (their values: "env";
+                                                  # none for the ones the step set itself)
      "calls":  [[file, qualname, firstlineno, digest | null, closure | null], ...],
      "sources": {file: digest | null},            # the files of the calls, as a shortcut
      "modules": {file: [digest, source] | null},  # project modules the step used (below)
@@ -263,7 +264,7 @@ def malformed(record: Any) -> Optional[str]:
         return "a source"
     env_all = record.get("env_all")
     if env_all is not None and not (type(env_all) is list
-                                    and all(type(n) is str and n in env for n in env_all)):
+                                    and all(type(n) is str for n in env_all)):
         return "the whole-environment read"
     globs = record.get("globs", [])
     if globs and record.get("format") == 1:  # format 1 never had patterns

@@ -268,9 +268,12 @@ def test_reading_the_environment_whole_reads_every_tracked_variable(
     assert t.env_all is not None and "MYAPP_MODE" in t.env_all
     assert t.env["MYAPP_MODE"] == "fast"
     for left_out in ("MY_CACHE_DIR", "LC_ALL", "PATH", "HOME", "GIT_INDEX_FILE", "MAKEFLAGS",
-                     "SET_BY_STEP_ZB", "PYTEST_CURRENT_TEST"):
+                     "PYTEST_CURRENT_TEST"):
         assert left_out not in t.env_all and left_out not in t.env, left_out
-    assert set(t.env_all) <= set(t.env)  # each name's value is a read like any other
+    # set by the step itself: no input, but listed, so that a later check (in a watch process,
+    # which keeps it) does not take it for a variable set since
+    assert "SET_BY_STEP_ZB" in t.env_all and "SET_BY_STEP_ZB" not in t.env
+    assert set(t.env_all) - {"SET_BY_STEP_ZB"} <= set(t.env)  # each value is a read
     assert t.env_all == sorted(t.env_all)
 
 
@@ -366,8 +369,12 @@ def test_a_whole_environment_read_verifies_every_variable_and_new_names() -> Non
     assert "it read os.environ whole" in R.text(added[0]) and "'0.5'" in R.text(added[0])
     hidden = check({**env, "API_TOKEN": "hunter2"})
     assert hidden and "hunter2" not in R.text(hidden[0])
+    # a name the step set itself (no value kept) is neither compared nor new
+    own = {**rec, "env_all": [*rec["env_all"], "OWN_ZB"]}
+    assert D.malformed(own) is None
+    assert D.verify(own, lambda rel: None, {**env, "OWN_ZB": "2"}, lambda f, q, line: None) == []
     # a damaged section is never trusted
-    assert D.malformed({**rec, "env_all": ["NOT_IN_ENV"]}) is not None
+    assert D.malformed({**rec, "env_all": [3]}) is not None
     assert D.malformed({**rec, "env_all": "MYAPP_MODE"}) is not None
     assert Trace.from_json(t.to_json()).env_all == ["MYAPP_MODE", "OTHER"]
     assert Trace.from_json(Trace().to_json()).env_all is None

@@ -83,8 +83,9 @@ class Trace:
     # project modules (files) the step imported or whose module object it touched
     modules: List[str] = field(default_factory=list)
     # the tracked variables set when the step first read os.environ whole (a copy, items(),
-    # iteration: pydantic-settings, ``{**os.environ}``), None if it never did; their values
-    # are in ``env`` like any read, so a variable set, changed or unset later reruns the step
+    # iteration: pydantic-settings, ``{**os.environ}``, a subprocess), None if it never did;
+    # their values are in ``env`` like any read, so a variable set, changed or unset later
+    # reruns the step; the ones the step set itself are listed too, without a value in ``env``
     env_all: Optional[List[str]] = None
 
     def to_json(self) -> Dict[str, Any]:
@@ -486,10 +487,16 @@ class _Recording:
             undeclared = sorted(w for w in writes if not self.declared(w)
                                 and os.path.lexists(os.path.join(root, w)))
         globs = [self.globs[k] for k in sorted(self.globs)] if self.globs else []
+        env_all = self.env_all
+        if env_all is not None and self.env_set:  # names the step set itself are its own:
+            # never "set since" on a later check (a watch process keeps what a step set)
+            wanted = self.env_wanted
+            env_all = sorted(set(env_all) | {n for n in self.env_set if type(n) is str
+                                             and bulk_wanted(n, wanted)})
         return Trace(reads, undeclared, sorted(self.listed) if self.listed else [],
                      dict(self.env), calls, self.opts.track_reads, self.opts.track_env,
                      calls_traced, started_ns, globs, dict(self.listed_at),
-                     sorted(self.modules), self.env_all)
+                     sorted(self.modules), env_all)
 
 
 _NO_THREADS: frozenset = frozenset()
