@@ -122,7 +122,11 @@ def _memo_capable(code: Any, frame: Any) -> bool:
 def _find_wrapper(code: Any, g: Dict[str, Any]) -> bool:
     """Whether ``code`` is the function of an lru/cache wrapper reachable by its qualname from
     its module's globals (a method: through its class's ``__dict__``); remembered in _WRAPPERS."""
-    qual = getattr(code, "co_qualname", code.co_name)
+    qual = getattr(code, "co_qualname", None)
+    if qual is None:  # Python 3.10: no co_qualname, and a method's plain name finds nothing
+        from zenbuild.trace.calls import qualname_310
+
+        qual = qualname_310(code)
     parts = qual.split(".")
     if "<locals>" in parts:
         return False
