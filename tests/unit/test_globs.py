@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from pathlib import Path
 from typing import Any, Iterator, List
 
@@ -54,7 +55,13 @@ CALLS = [  # (call, the spec it records)
 ]
 
 
-@pytest.mark.parametrize("n", range(len(CALLS)))
+# glob's include_hidden is Python 3.11's: 3.10's glob() rejects it, with or without zenbuild
+NEEDS_311 = pytest.mark.skipif(sys.version_info < (3, 11), reason="include_hidden is 3.11+")
+
+
+@pytest.mark.parametrize("n", [pytest.param(n, marks=NEEDS_311)
+                               if "include_hidden" in CALLS[n][1][3] else n
+                               for n in range(len(CALLS))])
 def test_a_glob_is_recorded_as_its_pattern_not_as_listings(proj: Path, n: int) -> None:
     call, spec = CALLS[n]
     t = record(proj, call)
@@ -136,7 +143,9 @@ EVALUATED = [
 ]
 
 
-@pytest.mark.parametrize("pattern, kw", EVALUATED)
+@pytest.mark.parametrize("pattern, kw", [pytest.param(p, kw, marks=NEEDS_311)
+                                         if "include_hidden" in kw else (p, kw)
+                                         for p, kw in EVALUATED])
 def test_a_glob_spec_evaluates_to_what_the_call_returned(proj: Path, pattern: str,
                                                          kw: Any) -> None:
     spec = G.glob_spec(trace_rel(proj), pattern, (), kw)

@@ -117,3 +117,31 @@ def test_a_file_modified_since_the_memo_read_it_moves_the_start_back(cfg: Any) -
     stale = rec(cfg, cfg.lazy)
     assert stale.reads == ["lazy.txt"]
     assert first.started_ns <= stale.started_ns < later.started_ns  # the memo's read
+
+
+EXT = '''
+SEEN = []
+
+def log_and_read(path):  # names a global list: memo-capable, like a step that logs its calls
+    SEEN.append(path)
+    with open(path) as f:
+        return f.read()
+'''
+
+
+def test_memo_capable_code_outside_the_project_gives_later_callers_nothing(
+        cfg: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Code outside the root (a test module, a sibling checkout on sys.path) is no project's:
+    3.11's call tracer never lists it, and 3.12's, which records any code that is not a
+    library's, gave every later call the reads of all earlier ones (a rerun too many)."""
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    name = f"memo_ext_{abs(hash(str(tmp_path)))}"
+    (ext / f"{name}.py").write_text(EXT)
+    monkeypatch.syspath_prepend(str(ext))
+    mod = importlib.import_module(name)
+    try:
+        assert rec(cfg, lambda: mod.log_and_read("a.txt")).reads == ["a.txt"]
+        assert rec(cfg, lambda: mod.log_and_read("b.txt")).reads == ["b.txt"]
+    finally:
+        sys.modules.pop(name, None)

@@ -1217,7 +1217,11 @@ def _add_remembered(rec: _Recording, traced: bool, before: Optional[Dict[Any, in
     earlier step of this process (see zenbuild.trace.memo). Returns the trace's start: ``t0``,
     or the time a remembered file was read when it was modified since (the memo's content is
     older than the file's: the commit then keeps the result uncached)."""
-    for got in memo.remembered_for(rec.root, rec.codes if traced else None, before):
+    project = None
+    if traced and memo.has_remembered():  # (the call tracer is imported once calls are traced)
+        calls = _CALLS or _load_calls()
+        project = calls.project_code_filter(rec.root, rec.excluded)
+    for got in memo.remembered_for(rec.root, rec.codes if traced else None, before, project):
         if rec.opts.track_reads:
             for rel, when in got.reads.items():
                 if rel in rec.inputs or (rel in rec.reads and when >= t0):

@@ -260,6 +260,13 @@ def _file_key(filename: str, prefixes: Tuple[str, ...], excluded: Tuple[str, ...
     return key
 
 
+def project_code_filter(root: str, excluded: Tuple[str, ...]) -> Callable[[Any], bool]:
+    """Whether a code object is one _project_codes() would keep for ``root`` (a project file's):
+    on 3.12 a recording's codes also hold code outside the root that is no library's."""
+    keys = _keys(root, excluded)
+    return lambda code: _key_of(keys, code.co_filename, root, excluded) is not None
+
+
 def project_calls(codes: Set[Any], root: str, excluded: Tuple[str, ...]) -> List[List[Any]]:
     """``[file key, qualname, firstlineno]`` for each project function among ``codes``, sorted;
     module bodies are left out (their code is the module's, fingerprinted statically)."""

@@ -39,7 +39,7 @@ import opcode
 import os
 import time
 from types import MappingProxyType
-from typing import Any, Dict, Iterable, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Set, Tuple
 
 from zenbuild.paths import PACKAGE_DIR
 
@@ -122,7 +122,11 @@ def _memo_capable(code: Any, frame: Any) -> bool:
 def _find_wrapper(code: Any, g: Dict[str, Any]) -> bool:
     """Whether ``code`` is the function of an lru/cache wrapper reachable by its qualname from
     its module's globals (a method: through its class's ``__dict__``); remembered in _WRAPPERS."""
-    qual = getattr(code, "co_qualname", code.co_name)
+    qual = getattr(code, "co_qualname", None)
+    if qual is None:  # Python 3.10: no co_qualname, and a method's plain name finds nothing
+        from zenbuild.trace.calls import qualname_310
+
+        qual = qualname_310(code)
     parts = qual.split(".")
     if "<locals>" in parts:
         return False
@@ -161,14 +165,16 @@ def hits() -> Optional[Dict[Any, int]]:
     return out
 
 
-def remembered_for(root: str, codes: Optional[Set[Any]], before: Optional[Dict[Any, int]]
-                   ) -> Iterable[Remembered]:
-    """What the memo-capable code a step used read before: of ``codes`` (the project code it
-    ran; None: calls not traced, so none is known), and of the wrappers whose hits rose since
-    ``before`` (seen with or without call tracing)."""
+def remembered_for(root: str, codes: Optional[Set[Any]], before: Optional[Dict[Any, int]],
+                   project: Optional[Callable[[Any], bool]] = None) -> Iterable[Remembered]:
+    """What the memo-capable code a step used read before: of ``codes`` (the code it ran;
+    None: calls not traced, so none is known) that ``project`` says is the project's (the call
+    tracer of 3.12 collects any code that is not a library's, 3.11's only the project's), and
+    of the wrappers whose hits rose since ``before`` (seen with or without call tracing)."""
     if not _BY_CODE:
         return []
-    used = [c for c in codes if (root, c) in _BY_CODE] if codes is not None else []
+    used = [c for c in codes if (root, c) in _BY_CODE and (project is None or project(c))
+            ] if codes is not None else []
     if before:
         after = hits() or {}
         for code, n in after.items():
@@ -180,6 +186,11 @@ def remembered_for(root: str, codes: Optional[Set[Any]], before: Optional[Dict[A
         if got is not None:
             out.append(got)
     return out
+
+
+def has_remembered() -> bool:
+    """Whether any memo-capable code read anything in this process (the usual case: none)."""
+    return bool(_BY_CODE)
 
 
 def forget() -> None:
