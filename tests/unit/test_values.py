@@ -154,6 +154,7 @@ print(value_digest(t), value_digest(t[:, 1:]), value_digest(m), value_digest(m.s
 
 
 def test_torch_values_have_the_same_digest_in_other_processes():
+    pytest.importorskip("torch")  # the dev extra installs it on x86_64 only
     outs = set()
     for seed in ("1", "2"):
         env = dict(os.environ, PYTHONHASHSEED=seed)
