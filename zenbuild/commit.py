@@ -190,6 +190,8 @@ class Recorder:
                 uncached = (special or stale or self.inputs_changed(node, comps)
                             or changed_during_run(self.root, name, comps.code_meta))
                 discovered = None
+                if uncached is None and trace is not None and trace.calls_displaced:
+                    uncached = Reason(R.CALLS_DISPLACED, name)
                 if uncached is None and trace is not None and self.discovery is not None:
                     uncached = reads_changed(self.root, node.name, trace, comps.files)
                     if uncached is None:

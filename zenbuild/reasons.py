@@ -81,6 +81,7 @@ OUTPUT_SPECIAL = "output_special"  # subject: path in an Output folder; after: "
 #   detail: {"step": name}
 SOURCE_CHANGED_DURING = "source_changed_during"  # subject: project file; detail: {"step": name}
 STALE_CODE = "stale_code"  # subject: project file whose code in memory is not what it holds now
+CALLS_DISPLACED = "calls_displaced"  # subject: step; a profiler of its own replaced the tracer
 # re-executed with exactly the key of a stored entry, it returned a different value
 NOT_DETERMINISTIC = "not_deterministic"  # subject: step; before/after: the value digests
 # it wrote a file inside the project that is not a declared Output (a warning, once per step)
@@ -111,7 +112,8 @@ KINDS: Tuple[str, ...] = (
     EXPIRED, FORCED_RERUN, PROBE_FAILED,
     BLOB_MISSING, OUTPUT_UNUSABLE, OUTPUT_RESTORE, OUTPUT_REMOVE,
     UPSTREAM_PENDING, UPSTREAM_FAILED, UPSTREAM_SKIPPED, EARLIER_FAILED, CANNOT_RUN,
-    INPUT_CHANGED_DURING, DIR_CHANGED_DURING, OUTPUT_SPECIAL, SOURCE_CHANGED_DURING, STALE_CODE, NOT_DETERMINISTIC,
+    INPUT_CHANGED_DURING, DIR_CHANGED_DURING, OUTPUT_SPECIAL, SOURCE_CHANGED_DURING, STALE_CODE, CALLS_DISPLACED,
+    NOT_DETERMINISTIC,
     UNDECLARED_WRITE,
     READ_FILE_CHANGED, READ_FILE_MISSING, READ_FILE_APPEARED, LISTED_DIR_CHANGED,
     GLOB_MATCHES_CHANGED, ENV_READ_CHANGED, TRACED_CODE_CHANGED, TRACED_CODE_MISSING,
@@ -256,6 +258,11 @@ TEMPLATES: Dict[str, Template] = {
                 "was edited after it was imported, or came from a stale .pyc); the result of "
                 "step {step} was used but not cached. Re-import the module (restart the kernel) "
                 "to cache it",
+    CALLS_DISPLACED: "step {subject} started a profiler of its own (cProfile, torch.profiler "
+                     "with stacks), which replaced the tracer that records the code a step runs "
+                     "(Python < 3.12); its result was used but not cached. Profile outside the "
+                     "step or use Python 3.12+ ([fingerprint] trace_calls = false also caches "
+                     "it, without that check)",
     SOURCE_CHANGED_DURING: "source {subject} changed while the run was in progress (step {step} "
                            "ran the code imported before); its result was used but not cached",
     NOT_DETERMINISTIC: "step {subject} is not deterministic: it ran again with the same code and "

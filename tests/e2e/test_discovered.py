@@ -497,3 +497,57 @@ def test_a_script_or_file_named_on_a_subprocess_command_line_reruns_its_step(
     assert project.ticks() == ["shell"], r
     r = project.cli("run", "--json")
     assert project.ticks() == [], r
+
+
+PROFILED = '''
+import cProfile
+import importlib
+import sys
+
+from zenbuild import pipeline, step
+from ticker import tick
+
+
+@step
+def a(mod: str = "ops", op: str = "double") -> int:
+    tick("a")
+    pr = cProfile.Profile()
+    pr.enable()  # below 3.12 this replaces the tracer zenbuild records calls with
+    v = getattr(importlib.import_module(mod), op)(5)
+    pr.disable()
+    return v
+
+
+@step
+def b(mod: str = "ops", op: str = "double") -> int:
+    tick("b")
+    return getattr(importlib.import_module(mod), op)(5)
+
+
+@pipeline
+def p():
+    a()
+    b()
+'''
+
+
+def test_a_step_that_profiles_itself_is_not_cached_below_3_12(project: Project) -> None:
+    """A profiler the step starts replaces the call tracer on Python < 3.12: the code it then
+    reaches dynamically is unknown, so its result must not be cached (it was served stale
+    after ops.double changed)."""
+    import sys
+
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", PROFILED)
+    project.write("ops.py", "def double(x):\n    return 2 * x\n")
+    r = project.cli("run")
+    assert sorted(project.ticks()) == ["a", "b"], r
+    r = project.cli("run")
+    if sys.version_info < (3, 12):
+        assert project.ticks() == ["a"], r
+        assert "step a started a profiler of its own" in r.output, r
+    else:  # sys.monitoring: the step's profiler and the tracer do not meet
+        assert project.ticks() == [], r
+    project.write("ops.py", "def double(x):\n    return 3 * x\n")
+    r = project.cli("run")
+    assert sorted(project.ticks()) == ["a", "b"], r

@@ -87,6 +87,9 @@ class Trace:
     # their values are in ``env`` like any read, so a variable set, changed or unset later
     # reruns the step; the ones the step set itself are listed too, without a value in ``env``
     env_all: Optional[List[str]] = None
+    # the step replaced the call tracer with a profiler of its own (Python < 3.12): the code
+    # it ran after that is unknown, so its result must not be cached (commit.calls_displaced)
+    calls_displaced: bool = False
 
     def to_json(self) -> Dict[str, Any]:
         return {"format": TRACE_FORMAT, "reads": self.reads, "writes": self.writes,
@@ -94,7 +97,7 @@ class Trace:
                 "reads_traced": self.reads_traced, "env_traced": self.env_traced,
                 "calls_traced": self.calls_traced, "started_ns": self.started_ns,
                 "globs": self.globs, "listed_at": self.listed_at, "modules": self.modules,
-                "env_all": self.env_all}
+                "env_all": self.env_all, "calls_displaced": self.calls_displaced}
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> Trace:
@@ -104,7 +107,8 @@ class Trace:
                    bool(d.get("env_traced")), bool(d.get("calls_traced")),
                    int(d.get("started_ns", 0)), [list(g) for g in d.get("globs", [])],
                    dict(d.get("listed_at", {})), list(d.get("modules", [])),
-                   None if d.get("env_all") is None else list(d["env_all"]))
+                   None if d.get("env_all") is None else list(d["env_all"]),
+                   bool(d.get("calls_displaced")))
 
 
 @record
@@ -1209,6 +1213,8 @@ class Recorder:
         if not self.isolated:
             t0 = _add_remembered(rec, traced, self._hits, t0)
         self.trace = rec.finish(t0, calls, traced)
+        if self._calls is not None and self._calls.displaced:
+            self.trace.calls_displaced = True
 
 
 def _add_remembered(rec: _Recording, traced: bool, before: Optional[Dict[Any, int]],

@@ -135,6 +135,9 @@ class CallTracer:
             getattr(sys, "monitoring", None) if MONITORING else None)
         self._profiler: Any = None
         self._tool: Optional[_Tool] = None
+        # the step set a profiler of its own (cProfile, torch.profiler with_stack) over this
+        # one (below 3.12 both use sys.setprofile): the calls after it are not known
+        self.displaced = False
 
     def start(self) -> None:
         mon = self.mon
@@ -172,6 +175,7 @@ class CallTracer:
         prof = self._profiler
         if prof is None:
             return False
+        self.displaced = sys.getprofile() is not prof
         prof.disable()
         self._profiler = None
         rec = self.rec
