@@ -320,10 +320,20 @@ def test_project_files_a_subprocess_command_line_names_are_reads(
         subprocess.run([sys.executable, "-c", "pass", "-m", "pkg.job"], check=True)
         subprocess.run(["cat", "w.txt"], cwd=str(proj / "sub"), check=True,
                        capture_output=True)
+        subprocess.run("cat glob/g*.csv", shell=True, check=True, capture_output=True)
+        subprocess.run(["dd", "if=kv/in.bin", "status=none"], check=True, capture_output=True)
+        subprocess.run(["sh", "-c", 'cat "$IN"'], env={"IN": "env/in.txt", "PATH": "/usr/bin:/bin"},
+                       check=True, capture_output=True)
 
+    for rel in ("glob/g1.csv", "glob/g2.csv", "glob/other.txt", "glob/.g3.csv", "kv/in.bin",
+                "env/in.txt"):
+        (proj / rel).parent.mkdir(parents=True, exist_ok=True)
+        (proj / rel).write_text("1\n")
     t = record(proj, body, inputs=frozenset({"declared.csv"}))
-    assert sorted(t.reads) == ["data/x.csv", "data/y.csv", "data/z.csv", "pkg/job.py",
+    assert sorted(t.reads) == ["data/x.csv", "data/y.csv", "data/z.csv", "env/in.txt",
+                               "glob/g1.csv", "glob/g2.csv", "kv/in.bin", "pkg/job.py",
                                "prep.sh", "sub/w.txt"]
+    assert t.listed == ["glob"]  # a new match reruns the step
     assert t.writes == []
 
 

@@ -707,14 +707,23 @@ def _spawn_reads(rec: _Recording, event: str, args: Tuple[Any, ...], caller: Any
         else:
             tokens.append(w)
     base = os.fsdecode(cwd) if cwd is not None else None
+    env = args[3] if event != "os.system" and len(args) > 3 else None
+    if isinstance(env, dict):  # a path handed over in env= (IN=data/x.csv)
+        for v in env.values():
+            try:
+                tokens.append(os.fsdecode(v))
+            except TypeError:
+                continue
     seen: Set[str] = set()
     for i, t in enumerate(tokens):
         cands = [t]
-        if t.startswith("-") and "=" in t:  # --data=data/x.csv
-            cands = [t.split("=", 1)[1]]
-        elif i > 0 and tokens[i - 1] == "-m" and t and "/" not in t:  # python -m pkg.mod
+        if "=" in t:  # --data=data/x.csv, dd if=data/x.csv, a Hydra override data.path=...
+            cands.append(t.split("=", 1)[1])
+        if i > 0 and tokens[i - 1] == "-m" and t and "/" not in t:  # python -m pkg.mod
             mod = t.replace(".", "/")
             cands = [mod + ".py", mod + "/__main__.py"]
+        elif shell and any(ch in t for ch in "*?["):  # a shell glob: its matches, and the
+            cands = _shell_matches(rec, t, base, caller)  # folder's names (a new match)
         for c in cands:
             if not c or "\0" in c or len(c) > 4096 or c in seen:
                 continue
@@ -737,6 +746,36 @@ def _spawn_reads(rec: _Recording, event: str, args: Tuple[Any, ...], caller: Any
             while r is not None and r.opts.track_reads:
                 r.spawned.setdefault(rel, (st.st_size, st.st_mtime_ns, st.st_ino))
                 r = _up(r)
+
+
+def _shell_matches(rec: _Recording, pattern: str, base: Optional[str], caller: Any) -> List[str]:
+    """The files a shell glob of one folder (``data/y*.csv``) matches, relative as given; the
+    folder counts as listed by the step (a file added that matches reruns it). A pattern in a
+    folder name is not expanded."""
+    import fnmatch
+
+    folder, name = os.path.split(pattern)
+    if any(ch in folder for ch in "*?[") or not name:
+        return []
+    full = folder or "."
+    if base is not None and not os.path.isabs(full):
+        full = os.path.join(base, full)
+    try:
+        names = unrecorded(os.listdir, full)
+    except OSError:
+        return []
+    rel = rec.rel(full)
+    if rel is not None and _from_user(caller):
+        _note(rec, "listed", rel)
+        if rel not in rec.listed_at:
+            was = unrecorded(listing_digest, rec.root, rel)
+            r: Optional[_Recording] = rec
+            while r is not None and r.opts.track_reads:
+                r.listed_at.setdefault(rel, was)
+                r = _up(r)
+    hidden = name.startswith(".")  # the shell's rule: * matches no leading dot
+    return [os.path.join(folder, n) for n in fnmatch.filter(names, name)
+            if hidden or not n.startswith(".")]
 
 
 def _hook(event: str, args: Tuple[Any, ...]) -> None:
