@@ -551,3 +551,75 @@ def test_a_step_that_profiles_itself_is_not_cached_below_3_12(project: Project) 
     project.write("ops.py", "def double(x):\n    return 3 * x\n")
     r = project.cli("run")
     assert sorted(project.ticks()) == ["a", "b"], r
+
+
+POOLED = '''
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+
+from zenbuild import pipeline, step
+from ticker import tick
+
+
+def read(path):
+    with open(path) as f:
+        return int(f.read())
+
+
+@step
+def pooled() -> int:
+    tick("pooled")
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("fork")) as ex:
+        return sum(ex.map(read, ["data/a.txt", "data/b.txt"]))
+
+
+@step
+def loader() -> float:
+    tick("loader")
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    class Files(Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return torch.tensor(float(read(f"data/{'ab'[i]}.txt")))
+
+    return float(sum(b.sum() for b in DataLoader(Files(), batch_size=1, num_workers=2,
+                                                 multiprocessing_context="fork")))
+
+
+@step
+def show(n: int, f: float) -> None:
+    tick("show")
+    print("VALUE", n, f)
+
+
+@pipeline
+def p():
+    show(pooled(), loader())
+'''
+
+
+def test_files_read_by_forked_workers_rerun_their_step(project: Project) -> None:
+    """A process pool or a DataLoader's workers (fork) read the data: editing it reruns the
+    step (it was served stale, the workers' reads never reached the step's trace)."""
+    import pytest
+
+    pytest.importorskip("torch")
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", POOLED)
+    project.write("data/a.txt", "1")
+    project.write("data/b.txt", "2")
+    r = project.cli("run")
+    assert sorted(project.ticks()) == ["loader", "pooled", "show"], r
+    assert "VALUE 3 3.0" in r.output, r
+    r = project.cli("run")
+    assert project.ticks() == [], r
+    project.write("data/b.txt", "10")
+    r = project.cli("explain", "pooled")
+    assert "read while it ran, not declared: data/a.txt, data/b.txt" in r.stdout, r
+    r = project.cli("run")
+    assert sorted(project.ticks()) == ["loader", "pooled", "show"], r
+    assert "VALUE 11 11.0" in r.output, r

@@ -357,6 +357,54 @@ def test_a_file_a_subprocess_was_given_and_changed_is_its_write(
     assert sorted(t.writes) == ["data/log.txt", "data/sorted.txt"]
 
 
+def _read_in_child(path: str) -> str:
+    with open(path) as f:
+        return f.read() + os.environ.get("CHILD_VAR_ZB", "")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
+@pytest.mark.parametrize("how", ["pool", "executor", "os_fork"])
+def test_reads_in_forked_workers_reach_the_step_trace(
+        proj: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """A forked worker inherits the recording; what it reads (files, environment variables)
+    is sent back through a spool file and merged when the step's recording finishes."""
+    import glob
+    import multiprocessing as mp
+    import tempfile
+    from concurrent.futures import ProcessPoolExecutor
+
+    monkeypatch.chdir(proj)
+    monkeypatch.setenv("CHILD_VAR_ZB", "x")
+    for i in range(3):
+        (proj / "data" / f"{i}.txt").write_text(str(i))
+    paths = [f"data/{i}.txt" for i in range(3)]
+    ctx = mp.get_context("fork")
+    spools_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "zenbuild-spool-*")))
+
+    def body() -> None:
+        if how == "pool":
+            with ctx.Pool(2) as pool:
+                assert pool.map(_read_in_child, paths) == ["0x", "1x", "2x"]
+        elif how == "executor":
+            with ProcessPoolExecutor(2, mp_context=ctx) as ex:
+                assert list(ex.map(_read_in_child, paths)) == ["0x", "1x", "2x"]
+        else:
+            pid = os.fork()
+            if pid == 0:  # the child: read, then leave at once
+                try:
+                    for p in paths:
+                        _read_in_child(p)
+                finally:
+                    os._exit(0)
+            assert os.waitpid(pid, 0)[1] == 0
+
+    t = record(proj, body)
+    assert sorted(t.reads) == paths
+    assert t.env == {"CHILD_VAR_ZB": "x"}
+    # the spool is gone once merged
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "zenbuild-spool-*"))) <= spools_before
+
+
 def test_a_whole_environment_read_verifies_every_variable_and_new_names() -> None:
     from zenbuild import discovered as D
     from zenbuild import reasons as R
