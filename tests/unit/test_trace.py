@@ -405,6 +405,35 @@ def test_reads_in_forked_workers_reach_the_step_trace(
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "zenbuild-spool-*"))) <= spools_before
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
+def test_a_pool_kept_between_steps_sends_its_reads_to_the_step_that_uses_it(
+        proj: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers forked in one step and used by the next (a pool kept at module level): what
+    they read for the second step goes to the second step's trace."""
+    import multiprocessing as mp
+
+    monkeypatch.chdir(proj)
+    (proj / "data" / "a.txt").write_text("a")
+    (proj / "data" / "b.txt").write_text("b")
+    pool = None
+    try:
+        def first() -> None:
+            nonlocal pool
+            pool = mp.get_context("fork").Pool(1)
+            assert pool.apply(_read_in_child, ("data/a.txt",)) == "a"
+
+        def second() -> None:
+            assert pool is not None and pool.apply(_read_in_child, ("data/b.txt",)) == "b"
+
+        t1 = record(proj, first)
+        t2 = record(proj, second)
+        assert t1.reads == ["data/a.txt"] and t2.reads == ["data/b.txt"]
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
 def test_a_whole_environment_read_verifies_every_variable_and_new_names() -> None:
     from zenbuild import discovered as D
     from zenbuild import reasons as R

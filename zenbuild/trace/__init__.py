@@ -48,6 +48,8 @@ from zenbuild.paths import PACKAGE_DIR, SKIP_DIRS, library_dirs
 from zenbuild.records import field, record
 from zenbuild.trace import forks, memo
 
+_IN_CHILD = forks.IN_CHILD  # a forked worker of a recording process (trace/forks.py)
+
 if TYPE_CHECKING:  # pragma: no cover - the call tracer is imported when a step is recorded
     from zenbuild.trace.calls import CallTracer
 
@@ -409,8 +411,6 @@ class _Recording:
         self.listed: Dict[str, None] = {}
         self.databases: Dict[str, Any] = {}  # SQLite file -> its state at the first connect
         self.spawned: Dict[str, Any] = {}  # a file a subprocess was given -> its stat then
-        self.spool: Optional[str] = None  # where forked children send their notes (forks.py)
-        self.spool_fd: Optional[int] = None  # in a forked child: that file, open to append
         self.listed_at: Dict[str, Optional[str]] = {}
         self.globs: Dict[Tuple[Any, ...], List[Any]] = {}  # listings through a pattern
         self.env: Dict[str, Optional[str]] = {}
@@ -471,8 +471,8 @@ class _Recording:
 
     def finish(self, started_ns: int, calls: List[List[Any]], calls_traced: bool) -> Trace:
         root = self.root
-        if self.spool is not None:  # what its forked children noted
-            for kind, key, value in forks.collect(self):
+        if forks.FORKED[0]:  # what forked workers noted since the last recording ended
+            for kind, key, value in forks.collect():
                 if kind in ("reads", "writes", "listed") and type(key) is str:
                     getattr(self, kind)[key] = None
                 elif kind == "env" and type(key) is str and key not in self.env_set:
@@ -583,9 +583,9 @@ def _note(rec: _Recording, kind: str, rel: str) -> None:
     r: Optional[_Recording] = rec
     while r is not None and r.opts.track_reads:
         getattr(r, kind)[rel] = None
-        if r.spool_fd is not None:  # a forked child: the parent's recording needs it
-            forks.send(r, kind, rel)
         r = _up(r)
+    if _IN_CHILD[0]:  # a forked worker: the recording in the parent needs it (trace/forks.py)
+        forks.send(kind, rel)
 
 
 def _declared_path(rec: _Recording, path: Any) -> bool:
@@ -1017,9 +1017,9 @@ def _note_env(key: Any, value: Optional[str]) -> None:
         while r is not None and r.opts.track_env:
             if key not in r.env and key not in r.env_set:
                 r.env[key] = value
-                if r.spool_fd is not None:
-                    forks.send(r, "env", key, value)
             r = _up(r)
+        if _IN_CHILD[0]:
+            forks.send("env", key, value)
     except Exception:  # pragma: no cover - never break the step's own look-up
         pass
 
@@ -1107,10 +1107,10 @@ def _note_all(rec: _Recording, caller: Any, names: List[Any]) -> None:
                             r.env[n] = _ORIG_GETITEM(os.environ, n)
                         except KeyError:  # pragma: no cover - unset by another thread
                             r.env[n] = None
-                        if r.spool_fd is not None:
-                            forks.send(r, "env", n, r.env[n])
-                if r.spool_fd is not None:
-                    forks.send(r, "env_all", r.env_all)
+                        if _IN_CHILD[0]:
+                            forks.send("env", n, r.env[n])
+                if _IN_CHILD[0]:
+                    forks.send("env_all", r.env_all)
             r = _up(r)
     except Exception:  # pragma: no cover - never break the step's own iteration
         pass

@@ -5,11 +5,14 @@ included, so its reads are noted, but into its own copy of the recording, which 
 the step's trace: a dataset read by a worker pool was invisible, and its step served stale
 after the data changed.
 
-How: before a fork while a recording is under way, each active recording gets a spool file
-(in the temp folder, 0600); in the child, every note (a file read, written or listed, an
-environment variable read, the environment read whole) is also appended to it, one JSON line
-with O_APPEND, written before the child can hand its result back. When the recording finishes
-in the parent, it merges the spool and deletes it.
+How: a child forked while a recording is under way (and its own children) appends every note
+(a file read, written or listed, an environment variable read, the environment read whole) to
+a spool file of its own in the temp folder (``zenbuild-spool-ROOTPID-PID.jsonl``, 0600, one
+JSON line with O_APPEND, written before the child can hand its result back). When a recording
+finishes in the process that forked them, it merges what every such file gained since the last
+look, and deletes the files of children that have exited. A pool kept between steps (made at
+module level, or reused) is covered too: its workers' notes go to the step that finishes
+next, not to the step that forked them.
 
 Not seen: workers started by ``spawn`` or ``forkserver`` (a new interpreter: joblib's loky,
 ``mp_context=spawn``, the default from Python 3.14), and the code a worker runs (the call
@@ -21,10 +24,15 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 _installed = [False]
-IN_CHILD = [False]  # this process is a fork of one whose recordings spool to their parent
+IN_CHILD = [False]  # this process was forked while a recording was under way: it spools
+_FD: List[Optional[int]] = [None]  # the child's spool, open to append
+_ROOT: List[Optional[int]] = [None]  # the pid of the process whose recordings collect
+FORKED = [False]  # (that process) a child was forked while recording: collect() looks
+_OFFSETS: Dict[str, int] = {}  # spool path -> bytes merged so far
+_PREFIX = "zenbuild-spool-"
 
 
 def install(active: List[Any]) -> None:
@@ -34,31 +42,28 @@ def install(active: List[Any]) -> None:
     _installed[0] = True
 
     def before() -> None:
-        for rec in list(active):
-            if rec.spool is None:
-                try:
-                    fd, path = tempfile.mkstemp(prefix="zenbuild-spool-", suffix=".jsonl")
-                    os.close(fd)
-                except OSError:  # no temp folder: the child's reads stay unseen, as before
-                    continue
-                rec.spool = path
+        if active and _ROOT[0] is None:
+            FORKED[0] = True
 
     def after_in_child() -> None:
+        if not active and not IN_CHILD[0]:
+            return  # forked outside any recording (and not from a spooling child)
+        root = _ROOT[0] if _ROOT[0] is not None else os.getppid()
+        _ROOT[0] = root
         IN_CHILD[0] = True
-        for rec in list(active):
-            rec.spool_fd = None
-            if rec.spool is not None:
-                try:
-                    rec.spool_fd = os.open(rec.spool, os.O_WRONLY | os.O_APPEND)
-                except OSError:
-                    pass
+        _OFFSETS.clear()
+        path = os.path.join(tempfile.gettempdir(), f"{_PREFIX}{root}-{os.getpid()}.jsonl")
+        try:
+            _FD[0] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError:  # no temp folder: the child's reads stay unseen, as before
+            _FD[0] = None
 
     os.register_at_fork(before=before, after_in_child=after_in_child)
 
 
-def send(rec: Any, kind: str, key: Any, value: Optional[str] = None) -> None:
-    """In a forked child: tell the parent's recording of one note."""
-    fd = rec.spool_fd
+def send(kind: str, key: Any, value: Optional[str] = None) -> None:
+    """In a forked child: tell the parent of one note."""
+    fd = _FD[0]
     if fd is None:
         return
     try:
@@ -67,26 +72,57 @@ def send(rec: Any, kind: str, key: Any, value: Optional[str] = None) -> None:
         pass
 
 
-def collect(rec: Any) -> Iterator[Tuple[str, Any, Optional[str]]]:
-    """In the parent, when ``rec`` finishes: the notes its forked children sent, and the spool
-    removed. A line cut short (a child killed while writing) is skipped."""
-    path = rec.spool
-    if path is None:
+def collect() -> Iterator[Tuple[str, Any, Optional[str]]]:
+    """In the process that forked the workers, when a recording finishes: the notes its
+    forked children sent since the last look; the spools of exited children removed. A line
+    not yet complete (a child writing right now) waits for the next look."""
+    if not FORKED[0] or IN_CHILD[0]:
         return
-    rec.spool = None
+    folder = tempfile.gettempdir()
+    mine = f"{_PREFIX}{os.getpid()}-"
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        names = [n for n in os.listdir(folder) if n.startswith(mine) and n.endswith(".jsonl")]
     except OSError:
         return
-    finally:
+    for name in names:
+        path = os.path.join(folder, name)
         try:
-            os.unlink(path)
-        except OSError:
-            pass
-    for line in data.decode("utf-8", "surrogatepass").splitlines():
-        try:
-            kind, key, value = json.loads(line)
-        except (ValueError, TypeError):
+            pid = int(name[len(mine):-len(".jsonl")])
+        except ValueError:
             continue
-        yield kind, key, value
+        alive = _alive(pid)
+        start = _OFFSETS.get(path, 0)
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                data = f.read()
+        except OSError:
+            continue
+        cut = data.rfind(b"\n") + 1  # whole lines only
+        _OFFSETS[path] = start + cut
+        for line in data[:cut].decode("utf-8", "surrogatepass").splitlines():
+            try:
+                kind, key, value = json.loads(line)
+            except (ValueError, TypeError):
+                continue
+            yield kind, key, value
+        if not alive:
+            _OFFSETS.pop(path, None)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process of that pid: not ours any more
+        return False
+    try:  # a child that exited but was not waited for yet (a zombie) is gone too
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().split(b") ", 1)[-1][:1] != b"Z"
+    except OSError:
+        return True
