@@ -549,6 +549,22 @@ class Scheduler:
             return encoder_record(self.fp, [c for c in classes if c is not None])
         return encoder_record(self.fp, data.types) if data.types else []
 
+    def _order_hint(self, name: str, outcome: Outcome) -> str:
+        """A failed step that tried to open a missing file another step declares as its Output:
+        the usual cause is that nothing orders the two (the file was not passed as File(),
+        nor the step's handle), so say how to order them."""
+        tried = [rel for rel in (outcome.trace.reads if outcome.trace is not None else ())
+                 if not os.path.lexists(os.path.join(self.root, rel))]
+        for rel in tried:
+            for other, node in self.g.nodes.items():
+                if other != name and any(rel == o or rel.startswith(o.rstrip("/") + "/")
+                                         for o in node.outputs):
+                    return (f"\nHint: {rel} is an Output of step {other}, and nothing orders step "
+                            f"{name} after it. Pass File({rel!r}) (or what {other}() "
+                            f"returns) to step {name}, so that {name} runs after {other} and "
+                            "reruns when it changes.")
+        return ""
+
     def _finish(self, outcome: Outcome) -> bool:
         name = outcome.name
         comps, fingerprint, _, same = self.running.pop(name)
@@ -557,7 +573,8 @@ class Scheduler:
             outputs = self.g.nodes[name].outputs
             if outputs and not self.opts.dry_run:  # what the failed step left is its own: its
                 self.recorder.unstored.add(self.root, outputs)  # next run overwrites it
-            self._fail(name, fingerprint, outcome.error, outcome.duration, reasons)
+            self._fail(name, fingerprint, outcome.error + self._order_hint(name, outcome),
+                       outcome.duration, reasons)
             return False
         data: Any = None
         try:

@@ -258,3 +258,34 @@ def _output_of(p: Project, step: str) -> object:
     assert proc.returncode == 0, proc.stderr
     lines: List[str] = [x for x in proc.stdout.splitlines() if x.startswith("VALUE=")]
     return eval(lines[-1][len("VALUE="):])  # noqa: S307 - our own repr of a str
+
+
+def test_a_step_opening_another_steps_output_it_does_not_depend_on_gets_a_hint(
+        tmp_path: Path) -> None:
+    """The step that reads build/made.txt runs first (nothing orders it after the step that
+    makes it): the failure says which step declares the file and how to order the two."""
+    from tests.conftest import Project
+
+    project = Project(tmp_path / "proj")
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", """
+        from pathlib import Path
+        from zenbuild import Output, pipeline, step
+
+        @step
+        def use() -> str:
+            return Path("build/made.txt").read_text()
+
+        @step
+        def make(out: Output) -> None:
+            out.write_text("x")
+
+        @pipeline
+        def p():
+            use()
+            make(Output("build/made.txt"))
+        """)
+    r = project.cli("run", check=1)
+    assert "FileNotFoundError" in r.output, r
+    assert ("Hint: build/made.txt is an Output of step make, and nothing orders step use after "
+            "it. Pass File('build/made.txt')") in r.output, r
