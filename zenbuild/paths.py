@@ -116,6 +116,9 @@ def dir_files(root: str, path: str, pattern: Optional[str],
     folder whose mode is not 0755, each special file (the caller adds file modes)."""
     base = os.path.join(root, path)
     if not os.path.isdir(base):
+        if os.path.lexists(base):  # Dir("data.csv"): a file, not a folder
+            raise MissingInput(f"input {path!r} is a file, not a folder; declare it with "
+                               f"File({path!r})")
         raise MissingInput(f"input folder {path!r} does not exist")
     pattern = pattern or "**/*"
     prefix = "" if path == "." else path + "/"

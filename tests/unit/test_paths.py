@@ -99,3 +99,14 @@ def test_interactive_file_while_linecache_is_being_imported(monkeypatch) -> None
     half.cache = {"<cell 1>": (3, None, ["x = 1\n"], "<cell 1>")}  # imported: a cell in it
     assert interactive_file("<cell 1>") is True
     assert interactive_file("<frozen importlib._bootstrap>") is False
+
+
+def test_a_dir_input_naming_a_file_says_so(tmp_path: Path) -> None:
+    from zenbuild.paths import MissingInput, dir_files
+
+    (tmp_path / "data.csv").write_text("a\n")
+    with pytest.raises(MissingInput, match=r"'data.csv' is a file, not a folder; declare it "
+                                           r"with File\('data.csv'\)"):
+        dir_files(str(tmp_path), "data.csv")
+    with pytest.raises(MissingInput, match="input folder 'nothing' does not exist"):
+        dir_files(str(tmp_path), "nothing")
