@@ -107,6 +107,6 @@ def test_a_dir_input_naming_a_file_says_so(tmp_path: Path) -> None:
     (tmp_path / "data.csv").write_text("a\n")
     with pytest.raises(MissingInput, match=r"'data.csv' is a file, not a folder; declare it "
                                            r"with File\('data.csv'\)"):
-        dir_files(str(tmp_path), "data.csv")
+        dir_files(str(tmp_path), "data.csv", None)
     with pytest.raises(MissingInput, match="input folder 'nothing' does not exist"):
-        dir_files(str(tmp_path), "nothing")
+        dir_files(str(tmp_path), "nothing", None)
