@@ -283,6 +283,74 @@ def test_a_running_worker_imports_edited_modules_again(tmp_path: Path) -> None:
         assert r.executed == ["greet", "show"] and "text=ADA!ADA!" in r.output, r
 
 
+STATEFUL = '''
+from zenbuild import pipeline, step
+import loaders
+
+
+@step
+def cfg() -> int:
+    return loaders.CFG["k"]
+
+
+@step
+def data() -> int:
+    return loaders.load("data.txt")
+
+
+@step
+def show(a: int, b: int) -> str:
+    print(f"values={a},{b}")
+    return f"{a},{b}"
+
+
+@pipeline
+def stateful():
+    show(cfg(), data())
+'''
+
+LOADERS = '''
+import functools
+import json
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))  # the worker's cwd is its own
+
+with open(os.path.join(HERE, "params.json")) as f:  # read when the module is imported
+    CFG = json.load(f)
+
+
+@functools.lru_cache(maxsize=None)
+def load(path):
+    with open(os.path.join(HERE, path)) as f:
+        return int(f.read())
+'''
+
+
+def test_a_running_worker_forgets_what_modules_read_and_memoized_in_an_earlier_run(
+        tmp_path: Path) -> None:
+    """A worker that outlives runs imports the project's modules again for each run, as a new
+    process would: a config read at import and an lru_cache loader's content are not the
+    previous run's (the import-time value was computed stale and cached; the memo made its
+    step rerun on every run with the old value)."""
+    pytest.importorskip("distributed")
+    with external_cluster(tmp_path) as address:
+        p = make(tmp_path / "proj")
+        p.write("pipe.py", STATEFUL)
+        p.write("loaders.py", LOADERS)
+        p.write("params.json", '{"k": 1}')
+        p.write("data.txt", "1")
+        p.write("zenbuild.toml", 'pipelines = ["pipe:stateful"]\n')
+        run = ("run", "--executor", "dask", "--scheduler", address)
+        assert "values=1,1" in p.cli(*run).output
+        p.write("params.json", '{"k": 5}')
+        p.write("data.txt", "5")
+        r = p.cli(*run)
+        assert sorted(r.executed) == ["cfg", "data", "show"] and "values=5,5" in r.output, r
+        r = p.cli(*run)
+        assert r.executed == [] and sorted(r.cached) == ["cfg", "data", "show"], r
+
+
 TRACED_STEPS = '''
 import os
 

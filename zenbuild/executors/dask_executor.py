@@ -69,6 +69,9 @@ class DaskExecutor(Executor):
         self.distributed: Any = None
         self.root = root
         self._sending = Sending(store_path)  # workers that see it write large values there
+        # this run: a worker that served an earlier one imports the project's modules again
+        # (executors/freshness.py), as a new process would
+        self._session = uuid.uuid4().hex
         self.address = address
         self.workers = jobs or cpu_count()
         self.on_output = on_output
@@ -113,7 +116,7 @@ class DaskExecutor(Executor):
             return
         fut = self._get_client().submit(  # "py": a Dask worker shares fds 1, 2 with its threads
             run_packed, task.name, ref, self.root, packed, task.trace, self._sending.target, "py",
-            key=f"zenbuild-{task.name}-{uuid.uuid4().hex[:8]}", pure=False,
+            self._session, key=f"zenbuild-{task.name}-{uuid.uuid4().hex[:8]}", pure=False,
         )
         self._futures[fut] = task.name
 

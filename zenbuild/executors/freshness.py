@@ -20,6 +20,7 @@ _SEEN: Dict[str, Tuple[str, Optional[StatKey]]] = {}
 _SCANNED = -1  # len(sys.modules) when it was last scanned for new ones
 _LOCK = threading.Condition()
 _ACTIVE = 0  # tasks of this process running now (a Dask worker may run several threads)
+_SESSION: Optional[str] = None  # the run (executor) whose tasks this process serves now
 
 
 def _stat_key(path: str) -> Optional[StatKey]:
@@ -63,27 +64,38 @@ def _drop() -> int:
     _SEEN.clear()
     _SCANNED = -1
     importlib.invalidate_caches()
+    # what memoized project code read (trace/memo.py) belonged to the modules just dropped:
+    # their code objects compare equal to the new ones', whose caches start empty; kept,
+    # an old read would make the next step's trace start before it, uncached every time
+    from zenbuild.trace import memo
+
+    memo.forget()
     return len(names)
 
 
 @contextlib.contextmanager
-def fresh_project(root: str) -> Iterator[None]:
+def fresh_project(root: str, session: Optional[str] = None) -> Iterator[None]:
     """Around one task (unpickling its arguments, importing and running its step): first, if
     any project module this process imported changed on disk since (one stat each), forget
     them all, so that what the task imports is read from the files as they are now; a
     process running other tasks in other threads waits for them to finish first. Afterwards,
-    note the modules the task imported. ``root`` goes first on sys.path."""
-    global _ACTIVE
+    note the modules the task imported. ``root`` goes first on sys.path. A task of another
+    ``session`` (a new run on a Dask cluster that outlives runs) forgets them too, as a new
+    process would: what a module read when it was imported (a config file), or memoized
+    (an lru_cache loader), is read again, not the previous run's."""
+    global _ACTIVE, _SESSION
     if root not in sys.path:
         sys.path.insert(0, root)
     started = time.time_ns()
     with _LOCK:
         _note_new(root)
-        while _stale():
+        while _stale() or (session is not None and session != _SESSION and _SEEN):
             if _ACTIVE == 0:
                 _drop()
                 break
             _LOCK.wait()
+        if session is not None:
+            _SESSION = session
         _ACTIVE += 1
     try:
         yield

@@ -143,11 +143,11 @@ def _call(name: str, ref: FnRef, root: str, args: Tuple[Any, ...], kwargs: Dict[
 
 def run_packed(name: str, ref: FnRef, root: str, packed: Packed,
                trace: Optional[TraceOptions], target: Optional[StoreTarget],
-               capture: str = "fd") -> Tuple[Outcome, str]:
+               capture: str = "fd", session: Optional[str] = None) -> Tuple[Outcome, str]:
     """Worker side (-j, Dask): with the project's modules as their files are now, unpack the
     arguments (arrays of store blobs mapped here) and run the step (``run_ref``: ``capture``,
     and a large value written into the store at ``target``)."""
-    with fresh_project(root):  # before the arguments: they may be instances of project classes
+    with fresh_project(root, session):  # before the arguments: they may be project instances
         args, kwargs = unpack_args(packed)
         return run_ref(name, ref, root, args, kwargs, capture, trace, target)
 
