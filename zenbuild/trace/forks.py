@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 _installed = [False]
@@ -52,7 +51,7 @@ def install(active: List[Any]) -> None:
         _ROOT[0] = root
         IN_CHILD[0] = True
         _OFFSETS.clear()
-        path = os.path.join(tempfile.gettempdir(), f"{_PREFIX}{root}-{os.getpid()}.jsonl")
+        path = os.path.join(_tmp(), f"{_PREFIX}{root}-{os.getpid()}.jsonl")
         try:
             _FD[0] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError:  # no temp folder: the child's reads stay unseen, as before
@@ -78,7 +77,7 @@ def collect() -> Iterator[Tuple[str, Any, Optional[str]]]:
     not yet complete (a child writing right now) waits for the next look."""
     if not FORKED[0] or IN_CHILD[0]:
         return
-    folder = tempfile.gettempdir()
+    folder = _tmp()
     mine = f"{_PREFIX}{os.getpid()}-"
     try:
         names = [n for n in os.listdir(folder) if n.startswith(mine) and n.endswith(".jsonl")]
@@ -112,6 +111,12 @@ def collect() -> Iterator[Tuple[str, Any, Optional[str]]]:
                 os.unlink(path)
             except OSError:
                 pass
+
+
+def _tmp() -> str:
+    import tempfile  # (imported only when a step forks: a no-op run never pays for it)
+
+    return tempfile.gettempdir()
 
 
 def _alive(pid: int) -> bool:
