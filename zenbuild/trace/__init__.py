@@ -202,8 +202,8 @@ def _from_user(f: Any) -> bool:
 
 _SKIP_RX = re.compile("(?:^|/)(?:__pycache__|" + "|".join(re.escape(d) for d in SKIP_DIRS)
                       + ")(?:/|$)")
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 _cwd: List[Optional[str]] = [None]  # cached os.getcwd(), dropped on every os.chdir event
+_ORIG_STAT = os.stat  # as it was when zenbuild.trace was imported (the os.stat wrapper wraps it)
 
 
 # (root, store_dir) -> (root prefixes, excluded project-relative prefixes) of a recording
@@ -353,7 +353,6 @@ class _Recording:
 
 
 _NO_THREADS: frozenset = frozenset()
-_SEP = os.sep
 _ABS: Dict[str, str] = {}  # an absolute root as given -> os.path.abspath of it
 
 _CURRENT: ContextVar[Optional[_Recording]] = ContextVar("zenbuild_trace", default=None)
@@ -404,7 +403,7 @@ def _user_on_stack(f: Any) -> bool:
     return False
 
 
-# -- files: the audit hook -------------------------------------------------------------------------
+# -- what an event goes to ---------------------------------------------------------------------
 
 
 def _up(r: _Recording) -> Optional[_Recording]:
@@ -427,238 +426,6 @@ def _note(rec: _Recording, kind: str, rel: str) -> None:
         forks.send(kind, rel)
 
 
-def _declared_path(rec: _Recording, path: Any) -> bool:
-    """Whether ``path`` is an absolute path that rel() maps to a declared input or output (or
-    a file inside one) without normalizing it: the paths steps receive. rel()'s own answer
-    in fewer steps; anything else (a relative path, bytes, a path with . or //) says False."""
-    full = path if type(path) is str else os.fspath(path)
-    if type(full) is not str or "/." in full or "//" in full or _SEP != "/":
-        return False
-    for pre in rec.prefixes:  # the first that matches, as rel() takes it
-        if full.startswith(pre):
-            rel = full[len(pre):]
-            return rel in rec.inputs or rec.declared(rel)
-    return False
-
-
-def _on_open(rec: _Recording, args: Tuple[Any, ...]) -> None:
-    path = args[0]
-    flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
-    if rec.alone and type(path) is not int and _declared_path(rec, path):
-        if not flags & _WRITE_FLAGS:  # a declared input: this step's key covers it, but a
-            rel = rec.rel(path)  # memoized loader's result may reach a step not declaring it
-            if rel is not None and rel in rec.inputs:
-                memo.attribute(rec.root, "reads", rel, None, sys._getframe(2), _lib())
-        return  # the trace would not keep it (see _Recording.alone)
-    rel = rec.rel(path)
-    if rel is None or rel == ".":
-        return
-    if rec.dismissed(rel):
-        if rel in rec.inputs and not flags & _WRITE_FLAGS:
-            memo.attribute(rec.root, "reads", rel, None, sys._getframe(2), _lib())
-        return  # a declared input or output: the trace would not keep it
-    if not _from_user(sys._getframe(2)):
-        return
-    kind = "writes" if flags & _WRITE_FLAGS else "reads"
-    if kind == "reads":
-        memo.attribute(rec.root, kind, rel, None, sys._getframe(2), _lib())
-    _note(rec, kind, rel)
-
-
-def _on_rename(rec: _Recording, args: Tuple[Any, ...]) -> None:
-    dst = rec.rel(args[1]) if len(args) > 1 else None
-    if dst is not None and _from_user(sys._getframe(2)):
-        _note(rec, "writes", dst)
-
-
-def _on_list(rec: _Recording, args: Tuple[Any, ...]) -> None:
-    if _QUIET and _QUIET.get(threading.get_ident()):
-        return  # inside a glob recorded as its pattern (trace/globs.py)
-    path = args[0] if args else None
-    rel = rec.rel("." if path is None else path)
-    if rel is not None and _from_user(sys._getframe(2)):
-        memo.attribute(rec.root, "listed", rel, None, sys._getframe(2), _lib())
-        _note(rec, "listed", rel)
-        if rel not in rec.listed_at:  # the names before the step sees them: one that comes
-            _quiet()  # while it runs differs from the record (a rerun, never a stale entry)
-            try:
-                was = listing_digest(rec.root, rel)
-            finally:
-                _loud()
-            r: Optional[_Recording] = rec
-            while r is not None and r.opts.track_reads:
-                r.listed_at.setdefault(rel, was)
-                r = _up(r)
-
-
-def listing_digest(root: str, rel: str) -> Optional[str]:
-    """The digest of a folder's sorted entry names (discovered.py's default ListDigest), None
-    when it cannot be listed. A restore's temp file is not content."""
-    try:
-        names = sorted(n for n in os.listdir(os.path.join(root, rel)) if ".zenbuild-tmp-" not in n)
-    except OSError:
-        return None
-    from zenbuild.digest import digest_bytes
-
-    return digest_bytes("\0".join(names).encode("utf-8", "surrogatepass"))
-
-
-def _on_sqlite(rec: _Recording, args: Tuple[Any, ...]) -> None:
-    (_NATIVE or _native()).on_sqlite(rec, args, sys._getframe(2))  # zenbuild.trace.native
-
-
-_HANDLERS = {"open": _on_open, "os.rename": _on_rename, "os.listdir": _on_list,
-             "os.scandir": _on_list, "sqlite3.connect": _on_sqlite}
-_hook_installed = [False]
-
-
-# a child process started without env= inherits the whole environment: (event, index of env)
-_SPAWNS = {"subprocess.Popen": 3, "os.system": -1}
-
-
-def _on_spawn(event: str, args: Tuple[Any, ...]) -> None:
-    """A child process started by the step: the project files its command line names are
-    read (a script it runs, a data file it is given); started without ``env=`` it inherits,
-    so reads, the whole environment. What the child itself opens is not seen."""
-    rec = _target()
-    if rec is None:
-        return
-    caller = sys._getframe(2)
-    if rec.opts.track_reads:
-        _spawn_reads(rec, event, args, caller)
-    at = _SPAWNS[event]
-    if not rec.opts.track_env or (at >= 0 and (len(args) <= at or args[at] is not None)):
-        return  # an env= of its own: built from reads the recorder saw
-    _note_all(rec, caller, [_decoded(k) for k in _ORIG_ITER(os.environ)])
-
-
-def _spawn_reads(rec: _Recording, event: str, args: Tuple[Any, ...], caller: Any) -> None:
-    if event == "os.system":
-        words: List[Any] = [args[0]] if args else []
-        cwd = None
-        shell = True
-    else:
-        argv = args[1] if len(args) > 1 and isinstance(args[1], list) else []
-        words = [args[0], *argv] if args and args[0] is not None else list(argv)
-        cwd = args[2] if len(args) > 2 else None
-        shell = len(argv) >= 3 and argv[1] == "-c" and str(os.fspath(argv[0])).endswith("sh")
-    tokens: List[str] = []
-    for i, w in enumerate(words):
-        try:
-            w = os.fsdecode(w)
-        except TypeError:
-            continue
-        if shell and (event == "os.system" or i == len(words) - 1):
-            import shlex  # a shell command line: its words (an unbalanced quote: at spaces)
-
-            try:
-                tokens += shlex.split(w, comments=True)
-            except ValueError:
-                tokens += w.split()
-        else:
-            tokens.append(w)
-    base = os.fsdecode(cwd) if cwd is not None else None
-    env = args[3] if event != "os.system" and len(args) > 3 else None
-    if isinstance(env, dict):  # a path handed over in env= (IN=data/x.csv)
-        for v in env.values():
-            try:
-                tokens.append(os.fsdecode(v))
-            except TypeError:
-                continue
-    seen: Set[str] = set()
-    for i, t in enumerate(tokens):
-        cands = [t]
-        if "=" in t:  # --data=data/x.csv, dd if=data/x.csv, a Hydra override data.path=...
-            cands.append(t.split("=", 1)[1])
-        if i > 0 and tokens[i - 1] == "-m" and t and "/" not in t:  # python -m pkg.mod
-            mod = t.replace(".", "/")
-            cands = [mod + ".py", mod + "/__main__.py"]
-        elif shell and any(ch in t for ch in "*?["):  # a shell glob: its matches, and the
-            cands = _shell_matches(rec, t, base, caller)  # folder's names (a new match)
-        for c in cands:
-            if not c or "\0" in c or len(c) > 4096 or c in seen:
-                continue
-            seen.add(c)
-            full = c if os.path.isabs(c) or base is None else os.path.join(base, c)
-            rel = rec.rel(full)
-            if rel is None or rel == "." or rec.dismissed(rel):
-                continue
-            try:
-                st = _ORIG_STAT(os.path.join(rec.root, rel))
-            except OSError:
-                continue
-            if not stat_mod.S_ISREG(st.st_mode):
-                continue
-            if not _from_user(caller):
-                return
-            memo.attribute(rec.root, "reads", rel, None, caller, _lib())
-            _note(rec, "reads", rel)
-            r: Optional[_Recording] = rec
-            while r is not None and r.opts.track_reads:
-                r.spawned.setdefault(rel, (st.st_size, st.st_mtime_ns, st.st_ino))
-                r = _up(r)
-
-
-def _shell_matches(rec: _Recording, pattern: str, base: Optional[str], caller: Any) -> List[str]:
-    """The files a shell glob of one folder (``data/y*.csv``) matches, relative as given; the
-    folder counts as listed by the step (a file added that matches reruns it). A pattern in a
-    folder name is not expanded."""
-    import fnmatch
-
-    folder, name = os.path.split(pattern)
-    if any(ch in folder for ch in "*?[") or not name:
-        return []
-    full = folder or "."
-    if base is not None and not os.path.isabs(full):
-        full = os.path.join(base, full)
-    try:
-        names = unrecorded(os.listdir, full)
-    except OSError:
-        return []
-    rel = rec.rel(full)
-    if rel is not None and _from_user(caller):
-        _note(rec, "listed", rel)
-        if rel not in rec.listed_at:
-            was = unrecorded(listing_digest, rec.root, rel)
-            r: Optional[_Recording] = rec
-            while r is not None and r.opts.track_reads:
-                r.listed_at.setdefault(rel, was)
-                r = _up(r)
-    hidden = name.startswith(".")  # the shell's rule: * matches no leading dot
-    return [os.path.join(folder, n) for n in fnmatch.filter(names, name)
-            if hidden or not n.startswith(".")]
-
-
-def _hook(event: str, args: Tuple[Any, ...]) -> None:
-    if not _ACTIVE:
-        return
-    if event == "os.chdir":
-        _cwd[0] = None
-        return
-    handler = _HANDLERS.get(event)
-    if handler is None:
-        if event in _SPAWNS:
-            try:
-                _on_spawn(event, args)
-            except Exception:  # pragma: no cover - never fail the user's call
-                pass
-        return
-    try:
-        rec = _target()
-        if rec is not None and rec.opts.track_reads:
-            handler(rec, args)
-    except Exception:  # an audit hook that raises would fail the user's open()
-        pass
-
-
-def _install_hook() -> None:
-    with _LOCK:
-        if not _hook_installed[0]:
-            sys.addaudithook(_hook)
-            _hook_installed[0] = True
-            forks.install(_ACTIVE)  # what forked workers of a step read reaches its trace
-
-
 # -- existence checks ---------------------------------------------------------------------------
 # Python has no audit event for stat, so os.path.exists(), os.path.isfile() and Path.exists()/
 # is_file() (which all call os.stat at call time) are seen by wrapping os.stat while a step is
@@ -666,7 +433,6 @@ def _install_hook() -> None:
 # likely to use next, maybe through native code); a missing one as a file the step tried to
 # open, so its appearing reruns the step. Folders are not counted.
 
-_ORIG_STAT = os.stat
 _stat_users = [0]
 
 
@@ -739,7 +505,6 @@ _accessors: List[Any] = []  # 3.10's pathlib accessor while its stat is wrapped
 # such a listing is recorded as its pattern, and the listings and existence checks it makes on
 # the way are not recorded (_QUIET: thread id -> depth of recorded globs under way).
 
-_QUIET: Dict[int, int] = {}
 _glob_users = [0]
 _GLOBS: Any = None  # zenbuild.trace.globs, imported when the first step is recorded
 
@@ -782,20 +547,6 @@ def _glob_digest(rec: _Recording, spec: List[Any]) -> Optional[str]:
         return _GLOBS.digest(rec.root, spec, skip)  # type: ignore[no-any-return]
     finally:
         _loud()
-
-
-def _quiet() -> None:
-    ident = threading.get_ident()
-    _QUIET[ident] = _QUIET.get(ident, 0) + 1
-
-
-def _loud() -> None:
-    ident = threading.get_ident()
-    n = _QUIET.get(ident, 0) - 1
-    if n > 0:
-        _QUIET[ident] = n
-    else:
-        _QUIET.pop(ident, None)
 
 
 def _in_glob() -> bool:
@@ -874,8 +625,7 @@ class Recorder:
         rec = _Recording(opts, _CURRENT.get(), self.isolated)
         self._rec = rec
         if opts.track_reads:
-            if not _hook_installed[0]:
-                _install_hook()
+            hooks.install()
             if not self.isolated:  # a step, not an import: imports stat through importlib's own
                 _wrap_stat()
                 _wrap_globs()
@@ -975,4 +725,6 @@ def recording_imports(root: str, store_dir: str = "", track_env: bool = True) ->
 # The parts of the recorder every recording uses (an import's too: a no-op run records the
 # pipeline module's import), imported last: they take the names above from this module.
 from zenbuild.trace import hooks  # noqa: E402
-from zenbuild.trace.hooks import _ORIG_ITER, _decoded, _note_all  # noqa: E402
+from zenbuild.trace.hooks import _QUIET as _QUIET  # noqa: E402  (the tests look at it)
+from zenbuild.trace.hooks import _loud, _quiet  # noqa: E402
+from zenbuild.trace.hooks import listing_digest as listing_digest  # noqa: E402

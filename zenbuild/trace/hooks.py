@@ -9,27 +9,46 @@ variable the step set or deleted before reading it is not its input. A read of t
 environment (``os.environ.copy()``, ``dict(os.environ)``, items(), iteration; a child process
 that inherits it) reads every tracked variable and keeps the set of names (Trace.env_all,
 _note_all), not as many reads of its keys one by one.
+
+Files and folders: one ``sys.addaudithook`` per process (hooks cannot be removed), installed
+when the first recording of reads starts (install), and a no-op (one truth test) while nothing
+records. The ``open`` event covers open(), io.open() and os.open(), its flags telling a read
+from a write; ``os.rename`` is a write of its target, ``os.listdir``/``os.scandir`` a listing
+(with the digest of the folder's names before the step looked: listing_digest);
+``sqlite3.connect`` goes to zenbuild.trace.native; a child process (``subprocess.Popen``,
+``os.system``) reads the project files its command line names, and the whole environment when
+it inherits it. The thread's own looks that are not the step's (a glob recorded as its
+pattern, a listing's digest) run quietly (_quiet/_loud).
 """
 
 from __future__ import annotations
 
 import os
+import stat as stat_mod
 import sys
-from typing import Any, Iterator, List, Optional
+import threading
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
+import zenbuild.trace as T
 from zenbuild.trace import (
     _ACTIVE,
     _IN_CHILD,
     _LOCK,
+    _ORIG_STAT,
+    _cwd,
     _from_user,
     _lib,
+    _note,
     _Recording,
     _target,
     _up,
     bulk_wanted,
     forks,
     memo,
+    unrecorded,
 )
+
+# -- environment ----------------------------------------------------------------------------------
 
 _Environ: Any = type(os.environ)
 _ORIG_GETITEM = _Environ.__getitem__
@@ -210,3 +229,262 @@ def unwrap_env() -> None:
                 _Environ.__setitem__ = _ORIG_SETITEM
                 _Environ.__delitem__ = _ORIG_DELITEM
                 _Environ.__iter__ = _ORIG_ITER
+
+
+# -- files: the audit hook -------------------------------------------------------------------------
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+_SEP = os.sep
+# thread id -> depth of its own looks under way that are not recorded: listings and existence
+# checks a glob recorded as its pattern makes (trace/probes.py), a listing's digest
+_QUIET: Dict[int, int] = {}
+
+
+def _quiet() -> None:
+    ident = threading.get_ident()
+    _QUIET[ident] = _QUIET.get(ident, 0) + 1
+
+
+def _loud() -> None:
+    ident = threading.get_ident()
+    n = _QUIET.get(ident, 0) - 1
+    if n > 0:
+        _QUIET[ident] = n
+    else:
+        _QUIET.pop(ident, None)
+
+
+def _declared_path(rec: _Recording, path: Any) -> bool:
+    """Whether ``path`` is an absolute path that rel() maps to a declared input or output (or
+    a file inside one) without normalizing it: the paths steps receive. rel()'s own answer
+    in fewer steps; anything else (a relative path, bytes, a path with . or //) says False."""
+    full = path if type(path) is str else os.fspath(path)
+    if type(full) is not str or "/." in full or "//" in full or _SEP != "/":
+        return False
+    for pre in rec.prefixes:  # the first that matches, as rel() takes it
+        if full.startswith(pre):
+            rel = full[len(pre):]
+            return rel in rec.inputs or rec.declared(rel)
+    return False
+
+
+def _on_open(rec: _Recording, args: Tuple[Any, ...]) -> None:
+    path = args[0]
+    flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
+    if rec.alone and type(path) is not int and _declared_path(rec, path):
+        if not flags & _WRITE_FLAGS:  # a declared input: this step's key covers it, but a
+            rel = rec.rel(path)  # memoized loader's result may reach a step not declaring it
+            if rel is not None and rel in rec.inputs:
+                memo.attribute(rec.root, "reads", rel, None, sys._getframe(2), _lib())
+        return  # the trace would not keep it (see _Recording.alone)
+    rel = rec.rel(path)
+    if rel is None or rel == ".":
+        return
+    if rec.dismissed(rel):
+        if rel in rec.inputs and not flags & _WRITE_FLAGS:
+            memo.attribute(rec.root, "reads", rel, None, sys._getframe(2), _lib())
+        return  # a declared input or output: the trace would not keep it
+    if not _from_user(sys._getframe(2)):
+        return
+    kind = "writes" if flags & _WRITE_FLAGS else "reads"
+    if kind == "reads":
+        memo.attribute(rec.root, kind, rel, None, sys._getframe(2), _lib())
+    _note(rec, kind, rel)
+
+
+def _on_rename(rec: _Recording, args: Tuple[Any, ...]) -> None:
+    dst = rec.rel(args[1]) if len(args) > 1 else None
+    if dst is not None and _from_user(sys._getframe(2)):
+        _note(rec, "writes", dst)
+
+
+def _on_list(rec: _Recording, args: Tuple[Any, ...]) -> None:
+    if _QUIET and _QUIET.get(threading.get_ident()):
+        return  # inside a glob recorded as its pattern (trace/globs.py)
+    path = args[0] if args else None
+    rel = rec.rel("." if path is None else path)
+    if rel is not None and _from_user(sys._getframe(2)):
+        memo.attribute(rec.root, "listed", rel, None, sys._getframe(2), _lib())
+        _note(rec, "listed", rel)
+        if rel not in rec.listed_at:  # the names before the step sees them: one that comes
+            _quiet()  # while it runs differs from the record (a rerun, never a stale entry)
+            try:
+                was = listing_digest(rec.root, rel)
+            finally:
+                _loud()
+            r: Optional[_Recording] = rec
+            while r is not None and r.opts.track_reads:
+                r.listed_at.setdefault(rel, was)
+                r = _up(r)
+
+
+def listing_digest(root: str, rel: str) -> Optional[str]:
+    """The digest of a folder's sorted entry names (discovered.py's default ListDigest), None
+    when it cannot be listed. A restore's temp file is not content."""
+    try:
+        names = sorted(n for n in os.listdir(os.path.join(root, rel)) if ".zenbuild-tmp-" not in n)
+    except OSError:
+        return None
+    from zenbuild.digest import digest_bytes
+
+    return digest_bytes("\0".join(names).encode("utf-8", "surrogatepass"))
+
+
+def _on_sqlite(rec: _Recording, args: Tuple[Any, ...]) -> None:
+    (T._NATIVE or T._native()).on_sqlite(rec, args, sys._getframe(2))  # zenbuild.trace.native
+
+
+_HANDLERS = {"open": _on_open, "os.rename": _on_rename, "os.listdir": _on_list,
+             "os.scandir": _on_list, "sqlite3.connect": _on_sqlite}
+_installed = [False]
+
+
+# a child process started without env= inherits the whole environment: (event, index of env)
+_SPAWNS = {"subprocess.Popen": 3, "os.system": -1}
+
+
+def _on_spawn(event: str, args: Tuple[Any, ...]) -> None:
+    """A child process started by the step: the project files its command line names are
+    read (a script it runs, a data file it is given); started without ``env=`` it inherits,
+    so reads, the whole environment. What the child itself opens is not seen."""
+    rec = _target()
+    if rec is None:
+        return
+    caller = sys._getframe(2)
+    if rec.opts.track_reads:
+        _spawn_reads(rec, event, args, caller)
+    at = _SPAWNS[event]
+    if not rec.opts.track_env or (at >= 0 and (len(args) <= at or args[at] is not None)):
+        return  # an env= of its own: built from reads the recorder saw
+    _note_all(rec, caller, [_decoded(k) for k in _ORIG_ITER(os.environ)])
+
+
+def _spawn_reads(rec: _Recording, event: str, args: Tuple[Any, ...], caller: Any) -> None:
+    if event == "os.system":
+        words: List[Any] = [args[0]] if args else []
+        cwd = None
+        shell = True
+    else:
+        argv = args[1] if len(args) > 1 and isinstance(args[1], list) else []
+        words = [args[0], *argv] if args and args[0] is not None else list(argv)
+        cwd = args[2] if len(args) > 2 else None
+        shell = len(argv) >= 3 and argv[1] == "-c" and str(os.fspath(argv[0])).endswith("sh")
+    tokens: List[str] = []
+    for i, w in enumerate(words):
+        try:
+            w = os.fsdecode(w)
+        except TypeError:
+            continue
+        if shell and (event == "os.system" or i == len(words) - 1):
+            import shlex  # a shell command line: its words (an unbalanced quote: at spaces)
+
+            try:
+                tokens += shlex.split(w, comments=True)
+            except ValueError:
+                tokens += w.split()
+        else:
+            tokens.append(w)
+    base = os.fsdecode(cwd) if cwd is not None else None
+    env = args[3] if event != "os.system" and len(args) > 3 else None
+    if isinstance(env, dict):  # a path handed over in env= (IN=data/x.csv)
+        for v in env.values():
+            try:
+                tokens.append(os.fsdecode(v))
+            except TypeError:
+                continue
+    seen: Set[str] = set()
+    for i, t in enumerate(tokens):
+        cands = [t]
+        if "=" in t:  # --data=data/x.csv, dd if=data/x.csv, a Hydra override data.path=...
+            cands.append(t.split("=", 1)[1])
+        if i > 0 and tokens[i - 1] == "-m" and t and "/" not in t:  # python -m pkg.mod
+            mod = t.replace(".", "/")
+            cands = [mod + ".py", mod + "/__main__.py"]
+        elif shell and any(ch in t for ch in "*?["):  # a shell glob: its matches, and the
+            cands = _shell_matches(rec, t, base, caller)  # folder's names (a new match)
+        for c in cands:
+            if not c or "\0" in c or len(c) > 4096 or c in seen:
+                continue
+            seen.add(c)
+            full = c if os.path.isabs(c) or base is None else os.path.join(base, c)
+            rel = rec.rel(full)
+            if rel is None or rel == "." or rec.dismissed(rel):
+                continue
+            try:
+                st = _ORIG_STAT(os.path.join(rec.root, rel))
+            except OSError:
+                continue
+            if not stat_mod.S_ISREG(st.st_mode):
+                continue
+            if not _from_user(caller):
+                return
+            memo.attribute(rec.root, "reads", rel, None, caller, _lib())
+            _note(rec, "reads", rel)
+            r: Optional[_Recording] = rec
+            while r is not None and r.opts.track_reads:
+                r.spawned.setdefault(rel, (st.st_size, st.st_mtime_ns, st.st_ino))
+                r = _up(r)
+
+
+def _shell_matches(rec: _Recording, pattern: str, base: Optional[str], caller: Any) -> List[str]:
+    """The files a shell glob of one folder (``data/y*.csv``) matches, relative as given; the
+    folder counts as listed by the step (a file added that matches reruns it). A pattern in a
+    folder name is not expanded."""
+    import fnmatch
+
+    folder, name = os.path.split(pattern)
+    if any(ch in folder for ch in "*?[") or not name:
+        return []
+    full = folder or "."
+    if base is not None and not os.path.isabs(full):
+        full = os.path.join(base, full)
+    try:
+        names = unrecorded(os.listdir, full)
+    except OSError:
+        return []
+    rel = rec.rel(full)
+    if rel is not None and _from_user(caller):
+        _note(rec, "listed", rel)
+        if rel not in rec.listed_at:
+            was = unrecorded(listing_digest, rec.root, rel)
+            r: Optional[_Recording] = rec
+            while r is not None and r.opts.track_reads:
+                r.listed_at.setdefault(rel, was)
+                r = _up(r)
+    hidden = name.startswith(".")  # the shell's rule: * matches no leading dot
+    return [os.path.join(folder, n) for n in fnmatch.filter(names, name)
+            if hidden or not n.startswith(".")]
+
+
+def _hook(event: str, args: Tuple[Any, ...]) -> None:
+    if not _ACTIVE:
+        return
+    if event == "os.chdir":
+        _cwd[0] = None
+        return
+    handler = _HANDLERS.get(event)
+    if handler is None:
+        if event in _SPAWNS:
+            try:
+                _on_spawn(event, args)
+            except Exception:  # pragma: no cover - never fail the user's call
+                pass
+        return
+    try:
+        rec = _target()
+        if rec is not None and rec.opts.track_reads:
+            handler(rec, args)
+    except Exception:  # an audit hook that raises would fail the user's open()
+        pass
+
+
+def install() -> None:
+    """Install the audit hook (once a process: a hook cannot be removed; a no-op while nothing
+    records)."""
+    if _installed[0]:
+        return
+    with _LOCK:
+        if not _installed[0]:
+            sys.addaudithook(_hook)
+            _installed[0] = True
+            forks.install(_ACTIVE)  # what forked workers of a step read reaches its trace
