@@ -196,7 +196,7 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
     if trace.env_all is not None:
         out["env_all"] = list(trace.env_all)
     if trace.globs and glob_digest is not None:
-        # the digest taken when the step made the call (trace._note_glob), else now
+        # the digest taken when the step made the call (trace/probes.py: _note_glob), else now
         out["globs"] = [[*g[:4], g[4] if len(g) == 5 else glob_digest(g[:4])]
                         for g in trace.globs]
     return out

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat as stat_mod
 import sys
 import threading
 import time
@@ -155,7 +154,7 @@ _GLOBS_FILE = os.path.join(_ZB_DIR, "trace", "globs.py")
 _BOUNDARY_FILES = frozenset({
     os.path.abspath(__file__),
     *(os.path.join(os.path.dirname(os.path.abspath(__file__)), f)
-      for f in ("hooks.py", "secrets.py")),
+      for f in ("hooks.py", "probes.py", "secrets.py")),
     os.path.join(_ZB_DIR, "executors", "__init__.py")})
 # the library folders (stdlib, site-packages): found when the first step is recorded, so a
 # no-op run never pays for site's look-ups
@@ -203,7 +202,7 @@ def _from_user(f: Any) -> bool:
 _SKIP_RX = re.compile("(?:^|/)(?:__pycache__|" + "|".join(re.escape(d) for d in SKIP_DIRS)
                       + ")(?:/|$)")
 _cwd: List[Optional[str]] = [None]  # cached os.getcwd(), dropped on every os.chdir event
-_ORIG_STAT = os.stat  # as it was when zenbuild.trace was imported (the os.stat wrapper wraps it)
+_ORIG_STAT = os.stat  # as it was when zenbuild.trace was imported (trace/probes.py wraps it)
 
 
 # (root, store_dir) -> (root prefixes, excluded project-relative prefixes) of a recording
@@ -426,156 +425,6 @@ def _note(rec: _Recording, kind: str, rel: str) -> None:
         forks.send(kind, rel)
 
 
-# -- existence checks ---------------------------------------------------------------------------
-# Python has no audit event for stat, so os.path.exists(), os.path.isfile() and Path.exists()/
-# is_file() (which all call os.stat at call time) are seen by wrapping os.stat while a step is
-# recorded. A probed regular file counts as read (its content is what a step that checks it is
-# likely to use next, maybe through native code); a missing one as a file the step tried to
-# open, so its appearing reruns the step. Folders are not counted.
-
-_stat_users = [0]
-
-
-def _stat_wrapper(path: Any, *args: Any, **kwargs: Any) -> Any:
-    try:
-        st = _ORIG_STAT(path, *args, **kwargs)
-    except FileNotFoundError:
-        if _ACTIVE:
-            _probe(path, None)
-        raise
-    if _ACTIVE:
-        _probe(path, st)
-    return st
-
-
-def _probe(path: Any, st: Any) -> None:
-    try:
-        if isinstance(path, int) or (st is not None and not stat_mod.S_ISREG(st.st_mode)):
-            return
-        if _QUIET and _QUIET.get(threading.get_ident()):
-            return  # a glob's own look: its recorded pattern covers what it found
-        rec = _target()
-        if rec is None or not rec.opts.track_reads:
-            return
-        rel = rec.rel(path)
-        if rel is None or rel == "." or rec.dismissed(rel):
-            return
-        if _from_user(sys._getframe(2)):
-            memo.attribute(rec.root, "reads", rel, None, sys._getframe(2), _lib())
-            _note(rec, "reads", rel)  # a file the step wrote is dropped from reads at finish
-    except Exception:  # pragma: no cover - never break the step's own stat
-        pass
-
-
-def _accessor() -> Any:
-    """Python 3.10's pathlib._NormalAccessor, whose ``stat`` is os.stat as it was when pathlib
-    was imported (Path.is_file()/exists() go through it there, not through os.stat); None on
-    3.11+, where pathlib calls os.stat itself."""
-    import pathlib
-
-    acc = getattr(pathlib, "_NormalAccessor", None)
-    return acc if acc is not None and getattr(acc, "stat", None) is _ORIG_STAT else None
-
-
-def _wrap_stat() -> None:
-    with _LOCK:
-        _stat_users[0] += 1
-        if _stat_users[0] == 1:
-            os.stat = _stat_wrapper
-            acc = _accessor()
-            if acc is not None:
-                acc.stat = staticmethod(_stat_wrapper)
-                _accessors.append(acc)
-
-
-def _unwrap_stat() -> None:
-    with _LOCK:
-        _stat_users[0] = max(0, _stat_users[0] - 1)
-        if _stat_users[0] == 0:
-            os.stat = _ORIG_STAT
-            while _accessors:
-                _accessors.pop().stat = _ORIG_STAT
-
-
-_accessors: List[Any] = []  # 3.10's pathlib accessor while its stat is wrapped
-
-
-# -- listings through a pattern ------------------------------------------------------------------
-# glob.glob/iglob and Path.glob/rglob are wrapped while a step is recorded (trace/globs.py):
-# such a listing is recorded as its pattern, and the listings and existence checks it makes on
-# the way are not recorded (_QUIET: thread id -> depth of recorded globs under way).
-
-_glob_users = [0]
-_GLOBS: Any = None  # zenbuild.trace.globs, imported when the first step is recorded
-
-
-def _note_glob(make: Callable[[Callable[[Any], Optional[str]]], Optional[List[Any]]],
-               frame: Any) -> bool:
-    """Record the spec ``make(rel)`` gives for the recording this thread's events go to (and
-    those it passes them up to); whether one was recorded (then the call runs quietly)."""
-    try:
-        rec = _target()
-        if rec is None or not rec.opts.track_reads or not _from_user(frame):
-            return False
-        spec = make(rec.rel)
-        if spec is None:
-            return False
-        key = (spec[0], spec[1], spec[2], tuple(sorted(spec[3].items())))
-        entry = rec.globs.get(key)
-        if entry is None:  # what it matches now, before the step looks: a change from here
-            entry = [*spec, _glob_digest(rec, spec)]  # on differs from it (a rerun, never a
-        r: Optional[_Recording] = rec  # stale entry, as a digest taken after the step was)
-        while r is not None and r.opts.track_reads:
-            r.globs.setdefault(key, entry)
-            r = _up(r)
-        return True
-    except Exception:  # pragma: no cover - never break the step's own glob
-        return False
-
-
-_SKIPS: Dict[Tuple[str, str], Tuple[str, ...]] = {}  # (root, store) -> globs.skipped()
-
-
-def _glob_digest(rec: _Recording, spec: List[Any]) -> Optional[str]:
-    """The digest of what ``spec`` matches now (globs.digest), its own listings unrecorded."""
-    skip = _SKIPS.get((rec.root, rec.opts.store_dir))
-    if skip is None:
-        skip = _SKIPS[(rec.root, rec.opts.store_dir)] = _GLOBS.skipped(rec.root,
-                                                                        rec.opts.store_dir)
-    _quiet()
-    try:
-        return _GLOBS.digest(rec.root, spec, skip)  # type: ignore[no-any-return]
-    finally:
-        _loud()
-
-
-def _in_glob() -> bool:
-    return bool(_QUIET) and bool(_QUIET.get(threading.get_ident()))
-
-
-def _wrap_globs() -> None:
-    global _GLOBS
-    with _LOCK:
-        _glob_users[0] += 1
-        if _glob_users[0] == 1:
-            if _GLOBS is None:
-                from zenbuild.trace import globs
-
-                globs.HOOKS.note = _note_glob
-                globs.HOOKS.quiet = _quiet
-                globs.HOOKS.loud = _loud
-                globs.HOOKS.inside = _in_glob
-                _GLOBS = globs
-            _GLOBS.wrap()
-
-
-def _unwrap_globs() -> None:
-    with _LOCK:
-        _glob_users[0] = max(0, _glob_users[0] - 1)
-        if _glob_users[0] == 0 and _GLOBS is not None:
-            _GLOBS.unwrap()
-
-
 # -- the recorder ---------------------------------------------------------------------------------
 
 _CALLS: Any = None  # zenbuild.trace.calls, imported when the first step's calls are traced
@@ -602,6 +451,18 @@ def _native() -> Any:
     return native
 
 
+# zenbuild.trace.probes (the os.stat wrapper, listings through a pattern): imported when the
+# first step is recorded
+_PROBES: Any = None
+
+
+def _probes() -> Any:
+    global _PROBES
+    from zenbuild.trace import probes
+
+    _PROBES = probes
+    return probes
+
 
 class Recorder:
     """``with Recorder(opts) as r: ...`` records what the block touches; ``r.trace`` holds the
@@ -627,8 +488,7 @@ class Recorder:
         if opts.track_reads:
             hooks.install()
             if not self.isolated:  # a step, not an import: imports stat through importlib's own
-                _wrap_stat()
-                _wrap_globs()
+                (_PROBES or _probes()).wrap()
             (_NATIVE or _native()).wrap()
         if opts.track_env:
             hooks.wrap_env()
@@ -670,8 +530,7 @@ class Recorder:
             if self.opts.track_env:
                 hooks.unwrap_env()
             if self.opts.track_reads and not self.isolated:
-                _unwrap_stat()
-                _unwrap_globs()
+                _PROBES.unwrap()
             if self.opts.track_reads:
                 _NATIVE.unwrap()
         t0 = self._t0
@@ -726,5 +585,4 @@ def recording_imports(root: str, store_dir: str = "", track_env: bool = True) ->
 # pipeline module's import), imported last: they take the names above from this module.
 from zenbuild.trace import hooks  # noqa: E402
 from zenbuild.trace.hooks import _QUIET as _QUIET  # noqa: E402  (the tests look at it)
-from zenbuild.trace.hooks import _loud, _quiet  # noqa: E402
 from zenbuild.trace.hooks import listing_digest as listing_digest  # noqa: E402
