@@ -3,18 +3,25 @@ and wrote, folders it listed, environment variables it read, project functions i
 as a small JSON-able Trace that travels back to the scheduler with the step's result.
 
 How it sees things:
-- files and folders: one ``sys.addaudithook`` per process (hooks cannot be removed), installed
-  on the first recording and a no-op (one truth test) while nothing records. The ``open`` event
-  covers open(), io.open() and os.open(); its flags tell a read from a write.
-- environment: ``os._Environ.__getitem__`` (which ``get``, ``in`` and ``os.getenv`` go through)
-  of ``os.environ`` and of ``os.environb`` (bytes: recorded by the names and values os.environ
-  shows, os.fsdecode'd) is wrapped while a recording is active and put back when the last one ends, even when the
-  step raised. Bulk copies (``os.environ.copy()``, ``dict(os.environ)``, iteration) are not
-  recorded as reads of every variable.
+- files and folders (trace/hooks.py): one ``sys.addaudithook`` per process (hooks cannot be
+  removed), installed on the first recording and a no-op (one truth test) while nothing
+  records. The ``open`` event covers open(), io.open() and os.open(); its flags tell a read
+  from a write; a child process (``subprocess``, ``os.system``) reads the project files its
+  command line names. While a step runs, os.stat is wrapped for existence checks and the glob
+  functions for listings through a pattern (trace/probes.py, trace/globs.py).
+- environment (trace/hooks.py): ``os._Environ.__getitem__`` (which ``get``, ``in`` and
+  ``os.getenv`` go through) of ``os.environ`` and of ``os.environb`` (bytes: recorded by the
+  names and values os.environ shows, os.fsdecode'd) is wrapped while a recording is active and
+  put back when the last one ends, even when the step raised. A read of the whole environment
+  (a copy, ``dict(os.environ)``, iteration, a child process inheriting it) reads every tracked
+  variable and keeps the set of names (Trace.env_all). Which variables count, and which values
+  are hidden: trace/secrets.py.
 - files native code opens (pyarrow, polars, SQLite): zenbuild.trace.native wraps their path
   choke points while a recording is active, and the ``sqlite3.connect`` audit event.
 - calls: ``sys.monitoring`` PY_START returning DISABLE (Python >= 3.12: one callback per code
-  object per step), else cProfile's C profiler (``builtins=False``) in the recording thread.
+  object per step), else cProfile's C profiler (``builtins=False``) in the recording thread
+  (trace/calls.py); project modules used: trace/modules.py; earlier reads of memoized code:
+  trace/memo.py.
 
 Attribution: a recording is tied to the context (thread) that started it; an event from a
 thread with no recording of its own goes to the only active recording, if there is exactly one
@@ -535,41 +542,10 @@ class Recorder:
                 _NATIVE.unwrap()
         t0 = self._t0
         if not self.isolated:
-            t0 = _add_remembered(rec, traced, self._hits, t0)
+            t0 = memo.add_remembered(rec, traced, self._hits, t0, _ORIG_STAT)
         self.trace = rec.finish(t0, calls, traced)
         if self._calls is not None and self._calls.displaced:
             self.trace.calls_displaced = True
-
-
-def _add_remembered(rec: _Recording, traced: bool, before: Optional[Dict[Any, int]],
-                    t0: int) -> int:
-    """Put into ``rec`` what the memoized project code the step used read when it ran in an
-    earlier step of this process (see zenbuild.trace.memo). Returns the trace's start: ``t0``,
-    or the time a remembered file was read when it was modified since (the memo's content is
-    older than the file's: the commit then keeps the result uncached)."""
-    project = None
-    if traced and memo.has_remembered():  # (the call tracer is imported once calls are traced)
-        calls = _CALLS or _load_calls()
-        project = calls.project_code_filter(rec.root, rec.excluded)
-    for got in memo.remembered_for(rec.root, rec.codes if traced else None, before, project):
-        if rec.opts.track_reads:
-            for rel, when in got.reads.items():
-                if rel in rec.inputs or (rel in rec.reads and when >= t0):
-                    continue
-                rec.reads.setdefault(rel, None)
-                if when < t0:
-                    try:
-                        if _ORIG_STAT(os.path.join(rec.root, rel)).st_mtime_ns >= when:
-                            t0 = when
-                    except OSError:
-                        pass
-            for rel in got.listed:
-                rec.listed.setdefault(rel, None)
-        if rec.opts.track_env:
-            for key, value in got.env.items():
-                if key not in rec.env_set and rec.env_wanted(key):
-                    rec.env.setdefault(key, value)
-    return t0
 
 
 def recording_imports(root: str, store_dir: str = "", track_env: bool = True) -> Recorder:

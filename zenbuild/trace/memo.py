@@ -39,9 +39,12 @@ import opcode
 import os
 import time
 from types import MappingProxyType
-from typing import Any, Callable, Dict, Iterable, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional, Set, Tuple
 
 from zenbuild.paths import PACKAGE_DIR
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zenbuild.trace import _Recording
 
 _ZB_DIR = PACKAGE_DIR + os.sep
 _CALLER = os.path.join(_ZB_DIR, "executors", "__init__.py")  # where a step's code is called
@@ -191,6 +194,40 @@ def remembered_for(root: str, codes: Optional[Set[Any]], before: Optional[Dict[A
 def has_remembered() -> bool:
     """Whether any memo-capable code read anything in this process (the usual case: none)."""
     return bool(_BY_CODE)
+
+
+def add_remembered(rec: _Recording, traced: bool, before: Optional[Dict[Any, int]], t0: int,
+                   stat: Callable[[str], Any]) -> int:
+    """Put into ``rec``, a step's recording, what the memoized project code the step used read
+    when it ran in an earlier step of this process (the merging described above); ``traced``:
+    whether its calls were, ``before``: hits() when it started, ``stat``: os.stat, not wrapped.
+    Returns the trace's start: ``t0``, or the time a remembered file was read when it was
+    modified since (the memo's content is older than the file's: the commit then keeps the
+    result uncached)."""
+    project = None
+    if traced and has_remembered():  # (the call tracer is imported once calls are traced)
+        from zenbuild.trace import calls
+
+        project = calls.project_code_filter(rec.root, rec.excluded)
+    for got in remembered_for(rec.root, rec.codes if traced else None, before, project):
+        if rec.opts.track_reads:
+            for rel, when in got.reads.items():
+                if rel in rec.inputs or (rel in rec.reads and when >= t0):
+                    continue
+                rec.reads.setdefault(rel, None)
+                if when < t0:
+                    try:
+                        if stat(os.path.join(rec.root, rel)).st_mtime_ns >= when:
+                            t0 = when
+                    except OSError:
+                        pass
+            for rel in got.listed:
+                rec.listed.setdefault(rel, None)
+        if rec.opts.track_env:
+            for key, value in got.env.items():
+                if key not in rec.env_set and rec.env_wanted(key):
+                    rec.env.setdefault(key, value)
+    return t0
 
 
 def forget() -> None:
