@@ -44,6 +44,8 @@ _MODULE_DUNDERS = frozenset(
      "__package__", "__doc__"}
 )
 _PLAIN = (int, float, str, bool, bytes, type(None))
+STATEMENTS = "statements"  # the kind of a module's top-level statements item (toplevel.py)
+IMPORT_ENV = "import env"  # a variable those statements' module read when it was imported
 _BUILTIN_CALLABLES = (types.BuiltinFunctionType, types.MethodDescriptorType,
                       types.WrapperDescriptorType)
 
@@ -101,6 +103,7 @@ class CodeFingerprinter:
         track_packages: bool = True,
         store_dir: str = "",
         source_cache: Optional[SourceCache] = None,
+        ignore_env: Tuple[str, ...] = (),
     ) -> None:
         self.source_cache = source_cache
         self.locator = ProjectLocator(root, store_dir)
@@ -126,6 +129,11 @@ class CodeFingerprinter:
         self._plain: Dict[Tuple[str, type, Any], str] = {}
         # functions that do not hold self: a fingerprinter in a reference cycle (and the
         # stat cache, graph and results its scheduler holds) waits for the cyclic GC
+        # id(module) -> the item of its top-level statements that set process state (None:
+        # it has none); modules are pinned
+        self._statements: Dict[int, Optional[_Obj]] = {}
+        self._ignore_env = ignore_env
+        self._secret_key: Optional[bytes] = None
         self._import_reads = imported.ReadItems(self.root, self.locator.project_file,
                                                 _file_digest_of(self._given_root, source_cache))
 
@@ -220,8 +228,9 @@ class CodeFingerprinter:
         rel = self.project_file(code.co_filename) or ""
         refs: List[Any] = []
         packages: Dict[str, str] = {}
+        g = obj.__globals__
+        self._statements_ref(_main_of(g), refs)
         if chains:
-            g = obj.__globals__
             for chain in chains:
                 self._resolve(tuple(chain), g, refs, packages)
         closure = getattr(obj, "__closure__", None)
@@ -316,6 +325,8 @@ class CodeFingerprinter:
             if self.track_packages:
                 packages.update(enc.packages)
         g = vars(sys.modules[cls.__module__]) if cls.__module__ in sys.modules else {}
+        if cls.__module__ in sys.modules:
+            self._statements_ref(sys.modules[cls.__module__], refs)
         for chain in chains or []:
             self._resolve(tuple(chain), g, refs, packages)
         self._add_registered(cls, refs, packages)
@@ -484,6 +495,7 @@ class CodeFingerprinter:
             if origin and mod is not None and self.module_is_project(mod):
                 key = f"{origin[0]}.{origin[1]}"  # name the constant where it is defined
                 file_of = getattr(mod, "__file__", None)
+                self._statements_ref(mod, refs)
         rel = self.project_file(file_of) or self.locator.module_file(_main_of(g)) or ""
         self._walk(value, key, rel, chain[1:], refs, packages)
 
@@ -501,6 +513,7 @@ class CodeFingerprinter:
             if attr in _MODULE_DUNDERS:
                 return
             owner = value
+            self._statements_ref(owner, refs)
             value = getattr(owner, attr) if hasattr(owner, attr) else self._import_sub(owner, attr)
             if value is None:
                 return
@@ -588,6 +601,7 @@ class CodeFingerprinter:
         self._step_cache.clear()
         self._value_code.clear()
         self._registered.clear()
+        self._statements.clear()
         self._last_fn, self._last_info = None, None
 
     def code(self, fn: Any) -> CodeInfo:
@@ -610,7 +624,7 @@ class CodeFingerprinter:
         self._last_fn, self._last_info = fn, info
         return info
 
-    def _step_code(self, fn: Any) -> CodeInfo:
+    def _step_code(self, fn: Any, statements: bool = True) -> CodeInfo:
         info = CodeInfo()
         code = getattr(fn, "__code__", None)
         if isinstance(code, types.CodeType):
@@ -618,13 +632,14 @@ class CodeFingerprinter:
         root = self._analyze(fn, strip_decorators=True)
         if isinstance(fn, types.FunctionType):
             info.funcs.append(fn)
-        self._closure(root, info)
+        self._closure(root, info, statements)
         if imported.has_reads():  # files read when a module the code touches was imported
             self._import_reads.add(info.items, info.meta)
         return info
 
-    def _closure(self, root: _Obj, info: CodeInfo) -> None:
-        """Add ``root`` and everything its refs reach to ``info``."""
+    def _closure(self, root: _Obj, info: CodeInfo, statements: bool = True) -> None:
+        """Add ``root`` and everything its refs reach to ``info`` (with ``statements``, the
+        top-level statements of the modules they live in, and what those reach)."""
         seen: Dict[int, None] = {}
         stack: List[_Obj] = [root]
         while stack:
@@ -634,6 +649,11 @@ class CodeFingerprinter:
             info.packages.update(o.packages)
             for r in o.refs:
                 if isinstance(r, _Obj):
+                    if r.kind == STATEMENTS:  # followed: what the statements reach counts
+                        if statements and id(r) not in seen:
+                            seen[id(r)] = None
+                            stack.append(r)
+                        continue
                     info.items[r.key] = r.digest
                     info.meta[r.key] = [r.kind, r.file]
                     continue
@@ -662,7 +682,13 @@ class CodeFingerprinter:
         if memo != "":
             return memo
         if self._is_project(obj):
-            info: Optional[CodeInfo] = self.code(obj)
+            # the code itself, without its modules' top-level statements: what the process
+            # state was when the value was made is the producing step's key, not the value's
+            while True:
+                info: Optional[CodeInfo] = self._step_code(obj, statements=False)
+                if self._generation == GENERATION[0]:
+                    break
+                self._registrations_changed()
         elif isinstance(obj, type) and self._registered_refs(obj)[0]:
             info = CodeInfo()
             refs = self._registered_refs(obj)[0]
@@ -711,6 +737,75 @@ class CodeFingerprinter:
         self._objs[id(mod)] = o
         self._pins.append(mod)
         return o
+
+    # -- a module's top-level statements that set process state (fingerprint/toplevel.py) --
+    def _statements_ref(self, mod: types.ModuleType, refs: List[Any]) -> None:
+        """Add to ``refs`` the item of ``mod``'s top-level statements that may set process
+        state (a seed, a library option), when it has any: computed once per module."""
+        if id(mod) in self._statements:
+            o = self._statements[id(mod)]
+        else:
+            self._statements[id(mod)] = None  # (a module whose statements reach itself)
+            self._pins.append(mod)
+            o = self._statements[id(mod)] = self._statements_obj(mod)
+        if o is not None:
+            refs.append(o)
+
+    def _statements_obj(self, mod: types.ModuleType) -> Optional[_Obj]:
+        filename = getattr(mod, "__file__", None)
+        if not isinstance(filename, str) or not filename.endswith(".py"):
+            return None  # a notebook cell's __main__, a namespace package: no module body
+        label = self.locator.module_file(mod)
+        if not label:
+            return None
+        cache_key = self._cache_key(filename, STATEMENTS)
+        cached = self.source_cache.get(cache_key) if cache_key and self.source_cache else None
+        chains: List[Any]
+        if cached is not None:
+            digest, chains = cached
+        else:
+            tree = self.sources.module_ast(filename)
+            if tree is None:
+                return None
+            from zenbuild.fingerprint.toplevel import statements
+
+            text, chains = statements(tree)
+            digest = digest_bytes(text.encode("utf-8", "surrogatepass")) if text else ""
+            if cache_key is not None and self.source_cache is not None:
+                self.source_cache.put(cache_key, digest, chains)
+        if not digest:
+            return None  # no such statement: the module adds nothing (keys as before)
+        refs: List[Any] = []
+        packages: Dict[str, str] = {}
+        g = vars(mod)
+        for chain in chains:
+            self._resolve(tuple(chain), g, refs, packages)
+        env = imported.import_env(os.path.realpath(filename))
+        if env:  # random.seed(int(os.environ["SEED"])): what the statements read at import
+            from zenbuild.trace import env_filter
+
+            wanted = env_filter(self._ignore_env)
+            for name in sorted(env):
+                if wanted(name):
+                    refs.append(_Obj(f"{name} (read when {label} is imported)",
+                                     self._env_digest(name, env[name]), label, [], {},
+                                     IMPORT_ENV))
+        return _Obj(f"{mod.__name__}.<top-level statements>", digest, label, refs, packages,
+                    STATEMENTS)
+
+    def _env_digest(self, name: str, value: Optional[str]) -> str:
+        """A variable's value as a key item: a hidden one (a secret-looking name or value) as
+        a digest keyed by the store's key, as the run records keep them."""
+        from zenbuild.trace import is_hidden, keyed_digest, secret_key
+
+        if value is None:
+            return digest_bytes(b"env unset")
+        if is_hidden(name, value):
+            if self._secret_key is None:
+                self._secret_key = (secret_key(self.store_dir) if self.store_dir
+                                    else os.urandom(32))
+            return keyed_digest(self._secret_key, value)
+        return digest_bytes(b"env\0" + value.encode("utf-8", "surrogatepass"))
 
 
 def _main_of(g: Dict[str, Any]) -> types.ModuleType:

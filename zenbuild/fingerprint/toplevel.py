@@ -1,0 +1,123 @@
+"""Which top-level statements of a module can set process state that its code sees when it runs
+later: ``np.random.seed(SEED)``, ``torch.set_default_dtype(...)``, ``decimal.getcontext().prec
+= 8``, ``pd.set_option(...)``, ``os.environ["X"] = ...``, ``torch.backends.cudnn.deterministic
+= True``, a registration call. Such a statement binds no name a step could reference, so the
+name-based walk of code.py never reaches it: the selection here becomes one item per module
+(``<module>.<top-level statements>``) in the key of every step whose code lives in, or reads
+from, the module.
+
+Selected: expression statements (calls; not a docstring or other constant), assignments to an
+attribute or subscript, augmented assignments, ``del``, ``global``, and compound statements
+(``if``/``for``/``while``/``with``/``try``/``match``) whose bodies hold a selected statement
+(then the whole statement, its tests and headers included). A plain ``NAME = value``
+assignment is left out (it matters only when referenced, and then by its value), unless its
+value is a call of a state setter (``g = torch.manual_seed(0)``, ``old = np.seterr(...)``,
+``_ = random.seed(1)``: a call named ``seed``, ``manual_seed*``, ``set_*``, ``seterr``,
+``setLevel`` or ``use_deterministic_algorithms``, or any call bound to ``_``). Imports,
+``def`` and ``class`` statements are left out, and so is the body of ``if __name__ ==
+"__main__":`` (it never runs under zenbuild; its ``else`` does). Imports ast: parse time only."""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import List, Sequence, Tuple
+
+from zenbuild.fingerprint.scopes import global_references
+from zenbuild.fingerprint.source import dump, strip_docstrings
+
+_SETTER = re.compile(r"^(seed|manual_seed\w*|set_\w+|seterr|setLevel|use_deterministic_algorithms)$")
+_DEFS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
+         ast.Pass)
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    """``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1
+            and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return (any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides)
+            and any(isinstance(s, ast.Constant) and s.value == "__main__" for s in sides))
+
+
+def _plain_target(t: ast.expr) -> bool:
+    if isinstance(t, ast.Name):
+        return True
+    if isinstance(t, ast.Starred):
+        return _plain_target(t.value)
+    if isinstance(t, (ast.Tuple, ast.List)):
+        return all(_plain_target(e) for e in t.elts)
+    return False
+
+
+def _setter_call(value: ast.AST) -> bool:
+    """A call of a state setter (possibly chained: ``torch.manual_seed(0).seed()``)."""
+    while isinstance(value, ast.Call):
+        f = value.func
+        name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+        if _SETTER.match(name):
+            return True
+        value = f.value if isinstance(f, ast.Attribute) else f
+    return False
+
+
+def _bodies(stmt: ast.stmt) -> List[Sequence[ast.stmt]]:
+    out: List[Sequence[ast.stmt]] = []
+    for name in ("body", "orelse", "finalbody"):
+        part = getattr(stmt, name, None)
+        if isinstance(part, list):
+            out.append(part)
+    for h in getattr(stmt, "handlers", None) or []:
+        out.append(h.body)
+    for c in getattr(stmt, "cases", None) or []:
+        out.append(c.body)
+    return out
+
+
+def has_effect(stmt: ast.stmt) -> bool:
+    """Whether a (top-level) statement may set process state (the module docstring rule)."""
+    if isinstance(stmt, _DEFS):
+        return False
+    if isinstance(stmt, ast.Expr):
+        return not isinstance(stmt.value, ast.Constant)
+    if isinstance(stmt, ast.Assign):
+        if not all(_plain_target(t) for t in stmt.targets):
+            return True
+        if any(isinstance(t, ast.Name) and t.id == "_" for t in stmt.targets):
+            return isinstance(stmt.value, ast.Call)
+        return _setter_call(stmt.value)
+    if isinstance(stmt, ast.AnnAssign):
+        if stmt.value is None:
+            return False
+        return not isinstance(stmt.target, ast.Name) or _setter_call(stmt.value)
+    if isinstance(stmt, (ast.AugAssign, ast.Delete, ast.Global, ast.Nonlocal)):
+        return True
+    if isinstance(stmt, ast.If) and _is_main_guard(stmt.test):
+        return any(has_effect(s) for s in stmt.orelse)
+    bodies = _bodies(stmt)
+    return any(has_effect(s) for body in bodies for s in body)
+
+
+def select(body: Sequence[ast.stmt]) -> List[ast.stmt]:
+    """The statements of a module's body that may set process state, in order."""
+    out: List[ast.stmt] = []
+    for stmt in body:
+        if isinstance(stmt, ast.If) and _is_main_guard(stmt.test):
+            out.extend(select(stmt.orelse))
+        elif has_effect(stmt):
+            out.append(stmt)
+    return out
+
+
+def statements(tree: ast.Module) -> Tuple[str, List[List[str]]]:
+    """(normalized text of the selected statements, "" when there are none; the global names
+    they read, as chains). Docstrings of definitions inside them are stripped; positions and
+    comments never count."""
+    chosen = select(tree.body)
+    if not chosen:
+        return "", []
+    mod = ast.Module(body=chosen, type_ignores=[])
+    strip_docstrings(mod)
+    text = "\0".join(dump(s) for s in mod.body)
+    return text, [list(c) for c in global_references(mod)]
