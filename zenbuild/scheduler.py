@@ -130,6 +130,7 @@ class Scheduler:
         self.sources = SourceCache(_source_digest(self.statcache, self.root), store.source_entry)
         self.fp = CodeFingerprinter(config.root, config.track_packages, config.store, self.sources,
                                     tuple(config.ignore_env))
+        self.fp.entry_module = getattr(graph, "entry_module", "")
         self.server = Server(self.root, store, self.statcache, remote, options.dry_run)
         self.now = wall_now(options.now)  # entries are aged by it (and made at it)
         self.rerun = named_steps(graph, options.rerun, "--rerun") if options.rerun else set()
@@ -506,7 +507,8 @@ class Scheduler:
         from zenbuild.fingerprint.running import stale_source
         from zenbuild.imported import loaded_from_source
 
-        path = stale_source(self.fp.code(self.g.nodes[name].step.fn).funcs, loaded_from_source)
+        path = stale_source(self.fp.code(self.g.nodes[name].step.fn, entry=True).funcs,
+                            loaded_from_source)
         if path is None:
             return None
         return Reason(R.STALE_CODE, shown(path, self.root), detail={"step": name})

@@ -177,3 +177,52 @@ def p():
     assert project.run("run", env=env7).executed == ["out"] and project.ticks() == []
     back = project.run("run")  # PY_SEED unset again: the first result, from the store
     assert project.ticks() == [] and value(back).split()[1] == fresh(project, 0), back
+
+
+def test_the_pipeline_modules_statements_count_for_steps_defined_elsewhere(
+        project: Project) -> None:
+    """The steps live in steps.py; the pipeline's module seeds the RNG before any step runs."""
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("steps.py", '''
+import random
+
+from zenbuild import no_cache, step
+from ticker import tick
+
+
+@step
+def sample() -> float:
+    tick("sample")
+    return round(random.random(), 6)
+
+
+@no_cache
+@step
+def out(a: float) -> None:
+    print("VALUE", a)
+''')
+    pipe = '''
+import random
+
+from zenbuild import pipeline
+from steps import out, sample
+
+random.seed(0)
+
+
+@pipeline
+def p():
+    out(sample())
+'''
+    project.write("pipe.py", pipe)
+    first = project.run("run")
+    assert value(first).split()[1] == fresh(project, 0), first
+    project.ticks()
+    project.write("pipe.py", pipe.replace("seed(0)", "seed(0)  # the seed") + "\nX = 1\n")
+    assert project.run("run").executed == ["out"] and project.ticks() == []
+    project.write("pipe.py", pipe.replace("seed(0)", "seed(5)"))
+    ex = project.run("explain", "sample")
+    assert "code: top-level statements of pipe.py changed" in ex.stdout, ex
+    run = project.run("run")
+    assert project.ticks() == ["sample"], run
+    assert value(run).split()[1] == fresh(project, 5), run

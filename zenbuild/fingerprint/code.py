@@ -9,7 +9,7 @@ import os
 import sys
 import types
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from zenbuild import imported
 from zenbuild.digest import digest_bytes, digest_file
@@ -115,6 +115,8 @@ class CodeFingerprinter:
         self._objs: Dict[int, _Obj] = {}
         self._pins: List[Any] = []  # keep memoized objects alive so ids stay unique
         self._step_cache: Dict[int, CodeInfo] = {}
+        self._entry_cache: Dict[int, CodeInfo] = {}  # code(fn, entry=True)
+        self._last_entry = False
         self._last_fn: Any = None  # the step function code() answered last, and its answer
         self._last_info: Optional[CodeInfo] = None
         # id(class or function) -> value_code digest (None: no project code)
@@ -133,6 +135,7 @@ class CodeFingerprinter:
         # it has none); modules are pinned
         self._statements: Dict[int, Optional[_Obj]] = {}
         self._ignore_env = ignore_env
+        self.entry_module = ""  # the pipeline's module (set by the scheduler): see code()
         self._secret_key: Optional[bytes] = None
         self._import_reads = imported.ReadItems(self.root, self.locator.project_file,
                                                 _file_digest_of(self._given_root, source_cache))
@@ -599,32 +602,36 @@ class CodeFingerprinter:
         self._generation = GENERATION[0]
         self._objs.clear()
         self._step_cache.clear()
+        self._entry_cache.clear()
         self._value_code.clear()
         self._registered.clear()
         self._statements.clear()
-        self._last_fn, self._last_info = None, None
+        self._last_fn, self._last_info, self._last_entry = None, None, False
 
-    def code(self, fn: Any) -> CodeInfo:
-        """The code component of a step function (decorators of the function itself ignored)."""
+    def code(self, fn: Any, entry: bool = False) -> CodeInfo:
+        """The code component of a step function (decorators of the function itself ignored).
+        With ``entry`` (a step's key), the top-level statements of the pipeline's module
+        (``entry_module``) join too: they ran before any step of the pipeline."""
         if self._generation != GENERATION[0]:
             self._registrations_changed()
-        if fn is self._last_fn:  # asked twice per executed step: no id() (an audit event)
-            return self._last_info  # type: ignore[return-value]
-        memo = self._step_cache.get(id(fn))
+        if fn is self._last_fn and entry is self._last_entry:  # asked twice per executed
+            return self._last_info  # type: ignore[return-value]  # step: no id() (an audit event)
+        cache = self._entry_cache if entry else self._step_cache
+        memo = cache.get(id(fn))
         if memo is not None:
-            self._last_fn, self._last_info = fn, memo
+            self._last_fn, self._last_info, self._last_entry = fn, memo, entry
             return memo
         while True:  # again if a module the analysis imported registered a type meanwhile
-            info = self._step_code(fn)
+            info = self._step_code(fn, entry=entry)
             if self._generation == GENERATION[0]:
                 break
             self._registrations_changed()
-        self._step_cache[id(fn)] = info
+        cache[id(fn)] = info
         self._pins.append(fn)
-        self._last_fn, self._last_info = fn, info
+        self._last_fn, self._last_info, self._last_entry = fn, info, entry
         return info
 
-    def _step_code(self, fn: Any, statements: bool = True) -> CodeInfo:
+    def _step_code(self, fn: Any, statements: bool = True, entry: bool = False) -> CodeInfo:
         info = CodeInfo()
         code = getattr(fn, "__code__", None)
         if isinstance(code, types.CodeType):
@@ -632,16 +639,22 @@ class CodeFingerprinter:
         root = self._analyze(fn, strip_decorators=True)
         if isinstance(fn, types.FunctionType):
             info.funcs.append(fn)
-        self._closure(root, info, statements)
+        also: List[Any] = []
+        mod = sys.modules.get(self.entry_module) if entry and self.entry_module else None
+        if mod is not None and self.module_is_project(mod):
+            self._statements_ref(mod, also)
+        self._closure(root, info, statements, also)
         if imported.has_reads():  # files read when a module the code touches was imported
             self._import_reads.add(info.items, info.meta)
         return info
 
-    def _closure(self, root: _Obj, info: CodeInfo, statements: bool = True) -> None:
+    def _closure(self, root: _Obj, info: CodeInfo, statements: bool = True,
+                 also: Sequence[_Obj] = ()) -> None:
         """Add ``root`` and everything its refs reach to ``info`` (with ``statements``, the
-        top-level statements of the modules they live in, and what those reach)."""
-        seen: Dict[int, None] = {}
-        stack: List[_Obj] = [root]
+        top-level statements of the modules they live in, and what those reach; ``also``:
+        more statement items to start from)."""
+        seen: Dict[int, None] = {id(o): None for o in also}
+        stack: List[_Obj] = [root, *also]
         while stack:
             o = stack.pop()
             info.items[o.key] = o.digest
