@@ -226,3 +226,42 @@ def p():
     run = project.run("run")
     assert project.ticks() == ["sample"], run
     assert value(run).split()[1] == fresh(project, 5), run
+
+
+def test_a_module_imported_for_its_effect_counts(project: Project) -> None:
+    """``import seeding  # noqa: F401`` in the step's module: seeding.py's statements ran."""
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("seeding.py", "import random\n\nrandom.seed(0)\n")
+    project.write("pipe.py", '''
+import random
+
+import seeding  # noqa: F401  (seeds the RNG)
+from zenbuild import no_cache, pipeline, step
+from ticker import tick
+
+
+@step
+def sample() -> float:
+    tick("sample")
+    return round(random.random(), 6)
+
+
+@no_cache
+@step
+def out(a: float) -> None:
+    print("VALUE", a)
+
+
+@pipeline
+def p():
+    out(sample())
+''')
+    first = project.run("run")
+    assert value(first).split()[1] == fresh(project, 0), first
+    project.ticks()
+    project.write("seeding.py", "import random\n\nrandom.seed(3)\n")
+    ex = project.run("explain", "sample")
+    assert "code: top-level statements of seeding.py changed" in ex.stdout, ex
+    run = project.run("run")
+    assert project.ticks() == ["sample"], run
+    assert value(run).split()[1] == fresh(project, 3), run

@@ -13,7 +13,7 @@ import textwrap
 import pytest
 
 from zenbuild.fingerprint.code import CodeFingerprinter, SourceCache
-from zenbuild.fingerprint.toplevel import select, statements
+from zenbuild.fingerprint.toplevel import effect_imports, select, statements
 
 _counter = itertools.count()
 
@@ -87,9 +87,33 @@ def test_text_ignores_comments_docstrings_positions_and_unrelated_definitions():
     # a definition inside a selected block: its docstring does not count
     blk = "if X:\n    def h():\n        'doc'\n        return 1\n    setup(h)\n"
     assert statements(ast.parse(blk))[0] == statements(ast.parse(blk.replace("'doc'", "'o'")))[0]
-    assert statements(ast.parse("import random\nSEED = 1\n")) == ("", [])
+    assert statements(ast.parse("import random\nSEED = 1\nrandom.x\n\n"))[0] != ""
+    assert statements(ast.parse("import random\nSEED = random.x\n")) == ("", [])
     assert ["SEED"] in statements(ast.parse(base))[1]
     assert ["random", "seed"] in statements(ast.parse(base))[1]
+
+
+def test_imports_made_for_their_effect():
+    tree = ast.parse(textwrap.dedent('''
+        import seeding
+        import used
+        import pkg.sub
+        from . import setup_env
+        from config import *
+        from lib import thing, other as alias
+        try:
+            import optional_effect
+        except ImportError:
+            pass
+        if __name__ == "__main__":
+            import only_as_script
+        def f():
+            import inner_one
+            return used.x + alias
+    '''))
+    assert [e[1:] for e in effect_imports(tree)] == [
+        ["0", "seeding", ""], ["0", "pkg.sub", ""], ["1", "", "setup_env"], ["0", "config", ""],
+        ["0", "lib", "thing"], ["0", "optional_effect", ""]]
 
 
 # -- the item in a step's key ------------------------------------------------------------------
@@ -191,6 +215,21 @@ def test_the_statements_of_a_helper_module_the_step_reads_count(tmp_path):
     other, _, _, _ = code_of(tmp_path, src, files={"tl_helpers_a.py": helpers.replace("5", "8")})
     assert {k for k in items if items[k] != other.get(k)} == {"tl_helpers_a.<top-level statements>"}
     sys.modules.pop("tl_helpers_a", None)
+
+
+def test_a_module_imported_for_its_effect_counts(tmp_path):
+    seeding = "import random\nrandom.seed(4)\n"
+    src = ("import random\nimport tl_seeding_b  # noqa: F401\nfrom zenbuild import step\n\n"
+           "@step\ndef s() -> float:\n    return random.random()\n")
+    items, meta, _, _ = code_of(tmp_path, src, files={"tl_seeding_b.py": seeding})
+    assert meta["tl_seeding_b.<top-level statements>"] == ["statements", "tl_seeding_b.py"]
+    other, _, _, _ = code_of(tmp_path, src, files={"tl_seeding_b.py": seeding.replace("4", "5")})
+    assert {k for k in items if items[k] != other.get(k)} == {"tl_seeding_b.<top-level statements>"}
+    # the same module imported and used by name: a step that does not reach it keeps its key
+    used = src.replace("  # noqa: F401", "\nN = tl_seeding_b.random")
+    assert not any("tl_seeding_b" in k for k in code_of(
+        tmp_path, used, files={"tl_seeding_b.py": seeding})[0])
+    sys.modules.pop("tl_seeding_b", None)
 
 
 def test_computed_once_and_kept_in_the_source_cache(tmp_path, monkeypatch):

@@ -44,6 +44,7 @@ _MODULE_DUNDERS = frozenset(
      "__package__", "__doc__"}
 )
 _PLAIN = (int, float, str, bool, bytes, type(None))
+EFFECT_IMPORT = "<effect import>"  # (fingerprint/toplevel.py; not imported: ast at parse time)
 STATEMENTS = "statements"  # the kind of a module's top-level statements item (toplevel.py)
 IMPORT_ENV = "import env"  # a variable those statements' module read when it was imported
 _BUILTIN_CALLABLES = (types.BuiltinFunctionType, types.MethodDescriptorType,
@@ -131,9 +132,9 @@ class CodeFingerprinter:
         self._plain: Dict[Tuple[str, type, Any], str] = {}
         # functions that do not hold self: a fingerprinter in a reference cycle (and the
         # stat cache, graph and results its scheduler holds) waits for the cyclic GC
-        # id(module) -> the item of its top-level statements that set process state (None:
-        # it has none); modules are pinned
-        self._statements: Dict[int, Optional[_Obj]] = {}
+        # id(module) -> the items of its top-level statements that set process state (its
+        # own, or those of modules it imports for their effect); modules are pinned
+        self._statements: Dict[int, List[_Obj]] = {}
         self._ignore_env = ignore_env
         self.entry_module = ""  # the pipeline's module (set by the scheduler): see code()
         self._secret_key: Optional[bytes] = None
@@ -755,22 +756,20 @@ class CodeFingerprinter:
     def _statements_ref(self, mod: types.ModuleType, refs: List[Any]) -> None:
         """Add to ``refs`` the item of ``mod``'s top-level statements that may set process
         state (a seed, a library option), when it has any: computed once per module."""
-        if id(mod) in self._statements:
-            o = self._statements[id(mod)]
-        else:
-            self._statements[id(mod)] = None  # (a module whose statements reach itself)
+        got = self._statements.get(id(mod))
+        if got is None:
+            self._statements[id(mod)] = []  # (a module whose statements reach itself)
             self._pins.append(mod)
-            o = self._statements[id(mod)] = self._statements_obj(mod)
-        if o is not None:
-            refs.append(o)
+            got = self._statements[id(mod)] = self._statements_objs(mod)
+        refs.extend(got)
 
-    def _statements_obj(self, mod: types.ModuleType) -> Optional[_Obj]:
+    def _statements_objs(self, mod: types.ModuleType) -> List[_Obj]:
         filename = getattr(mod, "__file__", None)
         if not isinstance(filename, str) or not filename.endswith(".py"):
-            return None  # a notebook cell's __main__, a namespace package: no module body
+            return []  # a notebook cell's __main__, a namespace package: no module body
         label = self.locator.module_file(mod)
         if not label:
-            return None
+            return []
         cache_key = self._cache_key(filename, STATEMENTS)
         cached = self.source_cache.get(cache_key) if cache_key and self.source_cache else None
         chains: List[Any]
@@ -779,20 +778,27 @@ class CodeFingerprinter:
         else:
             tree = self.sources.module_ast(filename)
             if tree is None:
-                return None
+                return []
             from zenbuild.fingerprint.toplevel import statements
 
             text, chains = statements(tree)
             digest = digest_bytes(text.encode("utf-8", "surrogatepass")) if text else ""
             if cache_key is not None and self.source_cache is not None:
                 self.source_cache.put(cache_key, digest, chains)
-        if not digest:
-            return None  # no such statement: the module adds nothing (keys as before)
+        effects = [c for c in chains if c and c[0] == EFFECT_IMPORT]
+        if not digest:  # no such statement: the module adds nothing itself (keys as before)
+            out: List[_Obj] = []
+            for chain in effects:
+                self._effect_import(mod, chain, out)
+            return out
         refs: List[Any] = []
         packages: Dict[str, str] = {}
         g = vars(mod)
         for chain in chains:
-            self._resolve(tuple(chain), g, refs, packages)
+            if chain and chain[0] == EFFECT_IMPORT:
+                self._effect_import(mod, chain, refs)
+            else:
+                self._resolve(tuple(chain), g, refs, packages)
         env = imported.import_env(os.path.realpath(filename))
         if env:  # random.seed(int(os.environ["SEED"])): what the statements read at import
             from zenbuild.trace import env_filter
@@ -803,8 +809,22 @@ class CodeFingerprinter:
                     refs.append(_Obj(f"{name} (read when {label} is imported)",
                                      self._env_digest(name, env[name]), label, [], {},
                                      IMPORT_ENV))
-        return _Obj(f"{mod.__name__}.<top-level statements>", digest, label, refs, packages,
-                    STATEMENTS)
+        return [_Obj(f"{mod.__name__}.<top-level statements>", digest, label, refs, packages,
+                     STATEMENTS)]
+
+    def _effect_import(self, mod: types.ModuleType, chain: List[str], refs: List[Any]) -> None:
+        """The statements of a project module ``mod`` imports for its effect (``import
+        seeding``): found in sys.modules (it was imported when ``mod`` was), never imported."""
+        package = getattr(mod, "__package__", None) or ""
+        level = int(chain[1])
+        if level and not package:
+            return
+        target = absolute_module(chain[2], level, package)
+        got = sys.modules.get(f"{target}.{chain[3]}") if chain[3] else None
+        if not isinstance(got, types.ModuleType):
+            got = sys.modules.get(target)
+        if isinstance(got, types.ModuleType) and got is not mod and self.module_is_project(got):
+            self._statements_ref(got, refs)
 
     def _env_digest(self, name: str, value: Optional[str]) -> str:
         """A variable's value as a key item: a hidden one (a secret-looking name or value) as

@@ -27,6 +27,7 @@ from zenbuild.fingerprint.scopes import global_references
 from zenbuild.fingerprint.source import dump, strip_docstrings
 
 _SETTER = re.compile(r"^(seed|manual_seed\w*|set_\w+|seterr|setLevel|use_deterministic_algorithms)$")
+EFFECT_IMPORT = "<effect import>"  # first element of an effect_imports() entry
 _DEFS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
          ast.Pass)
 
@@ -110,14 +111,41 @@ def select(body: Sequence[ast.stmt]) -> List[ast.stmt]:
     return out
 
 
+def effect_imports(tree: ast.Module) -> List[List[str]]:
+    """The top-level imports a module makes for their effect only (``import seeding``, whose
+    name the module never reads; ``from config import *``), as [EFFECT_IMPORT, level, module,
+    name or ""]: the imported project module's own statements ran for this one."""
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    out: List[List[str]] = []
+    stack: List[ast.stmt] = list(tree.body)
+    while stack:
+        stmt = stack.pop(0)
+        if isinstance(stmt, ast.Import):
+            for a in stmt.names:
+                if (a.asname or a.name.split(".")[0]) not in used:
+                    out.append([EFFECT_IMPORT, "0", a.name, ""])
+        elif isinstance(stmt, ast.ImportFrom):
+            for a in stmt.names:
+                if a.name == "*" or (a.asname or a.name) not in used:
+                    out.append([EFFECT_IMPORT, str(stmt.level), stmt.module or "",
+                                "" if a.name == "*" else a.name])
+        elif isinstance(stmt, ast.If) and _is_main_guard(stmt.test):
+            stack.extend(stmt.orelse)
+        elif not isinstance(stmt, _DEFS):
+            for body in _bodies(stmt):
+                stack.extend(body)
+    return out
+
+
 def statements(tree: ast.Module) -> Tuple[str, List[List[str]]]:
     """(normalized text of the selected statements, "" when there are none; the global names
-    they read, as chains). Docstrings of definitions inside them are stripped; positions and
-    comments never count."""
+    they read, as chains, then its effect_imports). Docstrings of definitions inside them are
+    stripped; positions and comments never count."""
     chosen = select(tree.body)
+    effects = effect_imports(tree)
     if not chosen:
-        return "", []
+        return "", effects
     mod = ast.Module(body=chosen, type_ignores=[])
     strip_docstrings(mod)
     text = "\0".join(dump(s) for s in mod.body)
-    return text, [list(c) for c in global_references(mod)]
+    return text, [list(c) for c in global_references(mod)] + effects
