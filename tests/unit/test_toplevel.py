@@ -76,21 +76,32 @@ def test_the_else_of_a_main_guard_runs_and_counts():
         "random.seed(3)"]
 
 
+def text(src: str) -> list:
+    """The statement groups of statements() (texts, target roots and chains), no imports."""
+    return [c for c in statements(ast.parse(src))[1] if c[0] != "<effect import>"]
+
+
 def test_text_ignores_comments_docstrings_positions_and_unrelated_definitions():
     base = "import random\nSEED = 1\nrandom.seed(SEED)\n\ndef f():\n    return 1\n"
     other = ('"""Doc."""\nimport random\n\n\nSEED = 2  # changed, but a plain binding\n'
              "random.seed( SEED )  # seed it\n\ndef f():\n    return 2\n\ndef g():\n    pass\n"
              "if __name__ == '__main__':\n    print(1)\n")
-    assert statements(ast.parse(base))[0] == statements(ast.parse(other))[0] != ""
-    assert statements(ast.parse(base.replace("random.seed(SEED)", "random.seed(SEED + 1)")))[0] \
-        != statements(ast.parse(base))[0]
+    assert text(base) == text(other) != []
+    assert text(base.replace("random.seed(SEED)", "random.seed(SEED + 1)")) != text(base)
     # a definition inside a selected block: its docstring does not count
     blk = "if X:\n    def h():\n        'doc'\n        return 1\n    setup(h)\n"
-    assert statements(ast.parse(blk))[0] == statements(ast.parse(blk.replace("'doc'", "'o'")))[0]
+    assert text(blk) == text(blk.replace("'doc'", "'o'"))
     assert statements(ast.parse("import random\nSEED = 1\nrandom.x\n\n"))[0] != ""
     assert statements(ast.parse("import random\nSEED = random.x\n")) == ("", [])
-    assert ["SEED"] in statements(ast.parse(base))[1]
-    assert ["random", "seed"] in statements(ast.parse(base))[1]
+    assert ["SEED"] in text(base)
+    assert ["random", "seed"] in text(base)
+
+
+def test_assignment_targets_name_whose_state_is_set():
+    groups = [c[2:] for c in text("model.Model.LR = 0.5\nREG['a'] = f\nN += 1\n"
+                                  "a.b, c[0] = 1, 2\nf().x = 1\nrandom.seed(0)\n"
+                                  "g = torch.manual_seed(0)\n") if c[0] == "<statement>"]
+    assert groups == [["model"], ["REG"], ["N"], ["c", "a"], [], ["<call>", "random"], []]
 
 
 def test_imports_made_for_their_effect():
@@ -236,7 +247,7 @@ def test_computed_once_and_kept_in_the_source_cache(tmp_path, monkeypatch):
     src = MOD.format(extra="random.seed(SEED)")
     cache = SourceCache(lambda p: "same-file-digest")
     first = code_of(tmp_path, src, cache=cache)
-    assert any(k.endswith("|statements") for k in cache.entries)
+    assert any(k.endswith("|toplevel") for k in cache.entries)
     import zenbuild.fingerprint.toplevel as toplevel
 
     def no_parse(tree):
@@ -244,3 +255,23 @@ def test_computed_once_and_kept_in_the_source_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(toplevel, "statements", no_parse)
     assert code_of(tmp_path, src, cache=cache)[0] == first[0]
+
+
+def test_state_set_on_project_objects_is_left_to_their_values(tmp_path):
+    """``model.Model.LR = 0.5`` or ``REG["a"] = 1`` set what a step reading them sees by value
+    (a class's live attributes, a constant): no item for a step that reads neither; state set
+    on a library object (os.environ, decimal's context, a from-imported library object) is."""
+    helpers = "class Model:\n    LR = 0.1\n"
+    covered = ("import tl_model_c\nREG = {}\nN = 0\n"
+               "tl_model_c.Model.LR = 0.5\nREG['a'] = 1\nN += 1\n")
+    src = covered + "from zenbuild import step\n\n@step\ndef s() -> int:\n    return 1\n"
+    items, _, _, _ = code_of(tmp_path, src, files={"tl_model_c.py": helpers})
+    before, _, _, _ = code_of(tmp_path, src, with_statements=False,
+                              files={"tl_model_c.py": helpers})
+    assert items == before
+    for lib in ("import os\nos.environ['TL_X'] = '1'\n",
+                "import decimal\ndecimal.getcontext().prec = 4\n",
+                "from decimal import DefaultContext\nDefaultContext.prec = 28\n"):
+        items, _, _, _ = code_of(tmp_path, lib + src, files={"tl_model_c.py": helpers})
+        assert "tlmod.<top-level statements>" in items, lib
+    sys.modules.pop("tl_model_c", None)

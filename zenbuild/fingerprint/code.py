@@ -45,7 +45,9 @@ _MODULE_DUNDERS = frozenset(
 )
 _PLAIN = (int, float, str, bool, bytes, type(None))
 EFFECT_IMPORT = "<effect import>"  # (fingerprint/toplevel.py; not imported: ast at parse time)
-STATEMENTS = "statements"  # the kind of a module's top-level statements item (toplevel.py)
+STATEMENT = "<statement>"  # (fingerprint/toplevel.py)
+STATEMENTS = "statements"
+_DATA = (dict, list, set, tuple, int, float, str, bool, bytes)  # the kind of a module's top-level statements item (toplevel.py)
 IMPORT_ENV = "import env"  # a variable those statements' module read when it was imported
 _BUILTIN_CALLABLES = (types.BuiltinFunctionType, types.MethodDescriptorType,
                       types.WrapperDescriptorType)
@@ -770,35 +772,41 @@ class CodeFingerprinter:
         label = self.locator.module_file(mod)
         if not label:
             return []
-        cache_key = self._cache_key(filename, STATEMENTS)
+        cache_key = self._cache_key(filename, "toplevel")
         cached = self.source_cache.get(cache_key) if cache_key and self.source_cache else None
         chains: List[Any]
         if cached is not None:
-            digest, chains = cached
+            chains = cached[1]
         else:
             tree = self.sources.module_ast(filename)
             if tree is None:
                 return []
             from zenbuild.fingerprint.toplevel import statements
 
-            text, chains = statements(tree)
-            digest = digest_bytes(text.encode("utf-8", "surrogatepass")) if text else ""
+            chains = statements(tree)[1]
             if cache_key is not None and self.source_cache is not None:
-                self.source_cache.put(cache_key, digest, chains)
-        effects = [c for c in chains if c and c[0] == EFFECT_IMPORT]
-        if not digest:  # no such statement: the module adds nothing itself (keys as before)
-            out: List[_Obj] = []
-            for chain in effects:
-                self._effect_import(mod, chain, out)
-            return out
-        refs: List[Any] = []
-        packages: Dict[str, str] = {}
+                self.source_cache.put(cache_key, "", chains)
         g = vars(mod)
+        effects: List[Any] = []
+        groups: List[Tuple[str, List[str], List[Any]]] = []  # (text, target roots, chains)
         for chain in chains:
             if chain and chain[0] == EFFECT_IMPORT:
-                self._effect_import(mod, chain, refs)
-            else:
+                effects.append(chain)
+            elif chain and chain[0] == STATEMENT:
+                groups.append((chain[1], list(chain[2:]), []))
+            elif groups:
+                groups[-1][2].append(chain)
+        kept = [grp for grp in groups if not self._left_out(grp[1], g)]
+        refs: List[Any] = []
+        for chain in effects:
+            self._effect_import(mod, chain, refs)
+        if not kept:  # no such statement: the module adds nothing itself (keys as before)
+            return refs
+        packages: Dict[str, str] = {}
+        for _, _, grp_chains in kept:
+            for chain in grp_chains:
                 self._resolve(tuple(chain), g, refs, packages)
+        digest = digest_bytes("\0".join(grp[0] for grp in kept).encode("utf-8", "surrogatepass"))
         env = imported.import_env(os.path.realpath(filename))
         if env:  # random.seed(int(os.environ["SEED"])): what the statements read at import
             from zenbuild.trace import env_filter
@@ -811,6 +819,39 @@ class CodeFingerprinter:
                                      IMPORT_ENV))
         return [_Obj(f"{mod.__name__}.<top-level statements>", digest, label, refs, packages,
                      STATEMENTS)]
+
+    def _left_out(self, roots: List[str], g: Dict[str, Any]) -> bool:
+        """Whether a statement (``roots``: statements() gives them) is left to other items: an
+        assignment setting state on project objects only (_covered), or a call of zenbuild's
+        own API (``zenbuild.register_value_type(...)``: registrations have items of their
+        own, with the code they register)."""
+        if not roots:
+            return False
+        if roots[0] == "<call>":
+            v = g.get(roots[1]) if len(roots) > 1 else None
+            mod = v.__name__ if isinstance(v, types.ModuleType) else getattr(v, "__module__", "")
+            return isinstance(mod, str) and mod.split(".")[0] == "zenbuild"
+        return all(self._covered(name, g) for name in roots)
+
+    def _covered(self, name: str, g: Dict[str, Any]) -> bool:
+        """Whether state set on ``name`` (``name.attr = ...``, ``name[k] = ...``) is a project
+        object's that a step reading it sees by value anyway: a project module (its constants),
+        class (its live attributes), function, or data the module made itself (a dict, list,
+        set, number, string, or an instance of a project class). A library's (``os.environ``,
+        ``decimal.getcontext()``, ``pd.options`` bound to a name) is not."""
+        if name not in g:
+            return False
+        v = g[name]
+        if isinstance(v, types.ModuleType):
+            return self.module_is_project(v)
+        if isinstance(v, (type, types.FunctionType)):
+            return self._is_project(v)
+        origin = self._imports_of(g).get(name)
+        if origin is not None:
+            src = sys.modules.get(origin[0])
+            if src is None or not self.module_is_project(src):
+                return False  # from matplotlib import rcParams
+        return type(v) in _DATA or self._is_project(type(v))
 
     def _effect_import(self, mod: types.ModuleType, chain: List[str], refs: List[Any]) -> None:
         """The statements of a project module ``mod`` imports for its effect (``import

@@ -28,6 +28,8 @@ from zenbuild.fingerprint.source import dump, strip_docstrings
 
 _SETTER = re.compile(r"^(seed|manual_seed\w*|set_\w+|seterr|setLevel|use_deterministic_algorithms)$")
 EFFECT_IMPORT = "<effect import>"  # first element of an effect_imports() entry
+STATEMENT = "<statement>"  # first element of a statement's group in statements()
+CALL = "<call>"  # a call statement's target roots: [CALL, name its function starts from]
 _DEFS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
          ast.Pass)
 
@@ -137,15 +139,60 @@ def effect_imports(tree: ast.Module) -> List[List[str]]:
     return out
 
 
+def _target_roots(stmt: ast.stmt) -> List[str]:
+    """The names an assignment-like statement's targets start from (``model.Model.LR = 0.5``:
+    model), CALL and the name a call statement's function starts from (``zenbuild.
+    register_value_type(...)``: [CALL, "zenbuild"]), or [] for any other statement."""
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+        f: ast.expr = stmt.value.func
+        while isinstance(f, ast.Attribute):
+            f = f.value
+        return [CALL, f.id] if isinstance(f, ast.Name) else []
+    if isinstance(stmt, ast.Assign):
+        targets: List[ast.expr] = list(stmt.targets)
+    elif isinstance(stmt, (ast.AugAssign, ast.AnnAssign)):
+        targets = [stmt.target]
+        if _setter_call(stmt.value) if stmt.value is not None else False:
+            return []
+    elif isinstance(stmt, ast.Delete):
+        targets = list(stmt.targets)
+    else:
+        return []
+    if isinstance(stmt, ast.Assign) and _setter_call(stmt.value):
+        return []  # g = torch.manual_seed(0): the call is the effect
+    roots: List[str] = []
+    stack = targets
+    while stack:
+        t = stack.pop()
+        if isinstance(t, (ast.Tuple, ast.List)):
+            stack.extend(t.elts)
+            continue
+        if isinstance(t, ast.Starred):
+            stack.append(t.value)
+            continue
+        while isinstance(t, (ast.Attribute, ast.Subscript)):
+            t = t.value
+        if not isinstance(t, ast.Name):
+            return []  # f().x = 1: no name says whose state it is
+        roots.append(t.id)
+    return roots
+
+
 def statements(tree: ast.Module) -> Tuple[str, List[List[str]]]:
-    """(normalized text of the selected statements, "" when there are none; the global names
-    they read, as chains, then its effect_imports). Docstrings of definitions inside them are
-    stripped; positions and comments never count."""
+    """("x" when a statement was selected, else ""; for each selected statement a group
+    [STATEMENT, its normalized text, the names its targets start from...] followed by the
+    global names it reads, as chains; then the module's effect_imports). The fingerprinter
+    leaves out an assignment whose every target starts from a project module, class or value
+    the module binds (``model.Model.LR = 0.5``, ``REGISTRY["a"] = f``, ``COUNT += 1``): the
+    live value of what it sets is read where a step uses it. Docstrings of definitions inside
+    them are stripped; positions and comments never count."""
     chosen = select(tree.body)
     effects = effect_imports(tree)
     if not chosen:
         return "", effects
-    mod = ast.Module(body=chosen, type_ignores=[])
-    strip_docstrings(mod)
-    text = "\0".join(dump(s) for s in mod.body)
-    return text, [list(c) for c in global_references(mod)] + effects
+    strip_docstrings(ast.Module(body=chosen, type_ignores=[]))
+    out: List[List[str]] = []
+    for stmt in chosen:
+        out.append([STATEMENT, dump(stmt), *_target_roots(stmt)])
+        out.extend(list(c) for c in global_references(ast.Module(body=[stmt], type_ignores=[])))
+    return "x", out + effects
