@@ -540,7 +540,8 @@ class BoundPipeline:
             _TRACER.reset(token)
         if not tracer.nodes:
             raise PipelineError(f"pipeline {self.pipeline.name} calls no step")
-        return Graph(self.pipeline.name, tracer.nodes)
+        return Graph(self.pipeline.name, tracer.nodes,
+                     getattr(self.pipeline.fn, "__module__", None) or "")
 
     def run(
         self,

@@ -154,8 +154,11 @@ def _parents(path: str) -> List[str]:
 class Graph:
     """Nodes in invocation order plus the edges between them, validated and ordered."""
 
-    def __init__(self, pipeline: str, nodes: List[Node]) -> None:
+    def __init__(self, pipeline: str, nodes: List[Node], entry_module: str = "") -> None:
         self.pipeline = pipeline
+        # the module the pipeline function is defined in: its top-level statements (a seed set
+        # there) ran before any step, so they join every step's key (fingerprint/toplevel.py)
+        self.entry_module = entry_module
         self.nodes: Dict[str, Node] = {n.name: n for n in nodes}
         self._link_files()
         for node in self.nodes.values():

@@ -22,6 +22,9 @@ _SOURCES: Dict[str, Tuple[str, Optional[StatKey]]] = {}
 _READS: Dict[str, Dict[str, None]] = {}
 # real path of a file read at import -> its stat after the importing module ran (None: gone)
 _READ_STATS: Dict[str, Optional[StatKey]] = {}
+# real path of a project module file -> {variable: value when first read, None if unset} of the
+# environment variables its own top-level code read while it was imported
+_ENV: Dict[str, Dict[str, Optional[str]]] = {}
 _REAL: Dict[str, str] = {}  # label or path -> real path (memo)
 
 
@@ -47,6 +50,18 @@ def note_reads(module_path: str, root: str, reads: Iterable[str]) -> None:
     for rel in got:
         full = os.path.realpath(os.path.join(root, rel))
         _READ_STATS.setdefault(full, _stat(full))
+
+
+def note_env(module_path: str, env: Dict[str, Optional[str]]) -> None:
+    """The environment variables module ``module_path`` read while importing (tracked ones:
+    the recorder's deny-list applied), with the values they had then."""
+    if env:
+        _ENV.setdefault(os.path.realpath(module_path), {}).update(env)
+
+
+def import_env(module_path: str) -> Dict[str, Optional[str]]:
+    """{variable: value} read by module ``module_path`` (a real path) while it was imported."""
+    return _ENV.get(module_path, {})
 
 
 def imported_sources() -> Dict[str, str]:

@@ -129,6 +129,8 @@ class SourceLoader(importlib.machinery.SourceFileLoader):
         finally:
             if rec.trace is not None and rec.trace.reads:
                 imported.note_reads(self.path, self.root, rec.trace.reads)
+            if rec.trace is not None and rec.trace.env:  # they count for its top-level
+                imported.note_env(self.path, rec.trace.env)  # statements (fingerprint/code.py)
 
     def get_code(self, fullname: str) -> types.CodeType:
         from zenbuild.digest import digest_bytes, stat_key

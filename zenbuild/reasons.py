@@ -149,6 +149,10 @@ def _code_label(r: Reason) -> str:
     d = r.detail or {}
     item = str(d.get("item") or "code")
     where = d.get("file") or ""
+    if item == "statements":  # fingerprint/toplevel.py: a seed, a library option
+        return f"top-level statements of {where or r.subject}"
+    if item == "import env":  # subject: "NAME (read when pipe.py is imported)"
+        return f"environment variable {r.subject}"
     return f"{_CODE_ITEM.get(item, item)} {r.subject}" + (f" ({where})" if where else "")
 
 

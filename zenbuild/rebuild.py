@@ -310,7 +310,7 @@ def compute_components(
 ) -> Components:
     """The components of ``node``'s key. ``envs`` are its Env inputs, digested by the caller
     (policy.env_inputs); ``version`` what its version probe returned (NO_VERSION: none)."""
-    code = fingerprinter.code(node.step.fn)
+    code = fingerprinter.code(node.step.fn, entry=True)
     params: Dict[str, List[str]] = {}
     inputs: Dict[str, Dict[str, str]] = {}
     ignore = node.step.ignore

@@ -128,7 +128,9 @@ class Scheduler:
         # not a bound method: a scheduler in a reference cycle (with its graph, stat cache and
         # results) is freed only by the cyclic GC, which a run of 5,000 steps paid ~50-100 ms for
         self.sources = SourceCache(_source_digest(self.statcache, self.root), store.source_entry)
-        self.fp = CodeFingerprinter(config.root, config.track_packages, config.store, self.sources)
+        self.fp = CodeFingerprinter(config.root, config.track_packages, config.store, self.sources,
+                                    tuple(config.ignore_env))
+        self.fp.entry_module = getattr(graph, "entry_module", "")
         self.server = Server(self.root, store, self.statcache, remote, options.dry_run)
         self.now = wall_now(options.now)  # entries are aged by it (and made at it)
         self.rerun = named_steps(graph, options.rerun, "--rerun") if options.rerun else set()
@@ -505,7 +507,8 @@ class Scheduler:
         from zenbuild.fingerprint.running import stale_source
         from zenbuild.imported import loaded_from_source
 
-        path = stale_source(self.fp.code(self.g.nodes[name].step.fn).funcs, loaded_from_source)
+        path = stale_source(self.fp.code(self.g.nodes[name].step.fn, entry=True).funcs,
+                            loaded_from_source)
         if path is None:
             return None
         return Reason(R.STALE_CODE, shown(path, self.root), detail={"step": name})

@@ -9,7 +9,7 @@ import os
 import sys
 import types
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from zenbuild import imported
 from zenbuild.digest import digest_bytes, digest_file
@@ -44,6 +44,11 @@ _MODULE_DUNDERS = frozenset(
      "__package__", "__doc__"}
 )
 _PLAIN = (int, float, str, bool, bytes, type(None))
+EFFECT_IMPORT = "<effect import>"  # (fingerprint/toplevel.py; not imported: ast at parse time)
+STATEMENT = "<statement>"  # (fingerprint/toplevel.py)
+STATEMENTS = "statements"
+_DATA = (dict, list, set, tuple, int, float, str, bool, bytes)  # the kind of a module's top-level statements item (toplevel.py)
+IMPORT_ENV = "import env"  # a variable those statements' module read when it was imported
 _BUILTIN_CALLABLES = (types.BuiltinFunctionType, types.MethodDescriptorType,
                       types.WrapperDescriptorType)
 
@@ -101,6 +106,7 @@ class CodeFingerprinter:
         track_packages: bool = True,
         store_dir: str = "",
         source_cache: Optional[SourceCache] = None,
+        ignore_env: Tuple[str, ...] = (),
     ) -> None:
         self.source_cache = source_cache
         self.locator = ProjectLocator(root, store_dir)
@@ -112,6 +118,8 @@ class CodeFingerprinter:
         self._objs: Dict[int, _Obj] = {}
         self._pins: List[Any] = []  # keep memoized objects alive so ids stay unique
         self._step_cache: Dict[int, CodeInfo] = {}
+        self._entry_cache: Dict[int, CodeInfo] = {}  # code(fn, entry=True)
+        self._last_entry = False
         self._last_fn: Any = None  # the step function code() answered last, and its answer
         self._last_info: Optional[CodeInfo] = None
         # id(class or function) -> value_code digest (None: no project code)
@@ -126,6 +134,12 @@ class CodeFingerprinter:
         self._plain: Dict[Tuple[str, type, Any], str] = {}
         # functions that do not hold self: a fingerprinter in a reference cycle (and the
         # stat cache, graph and results its scheduler holds) waits for the cyclic GC
+        # id(module) -> the items of its top-level statements that set process state (its
+        # own, or those of modules it imports for their effect); modules are pinned
+        self._statements: Dict[int, List[_Obj]] = {}
+        self._ignore_env = ignore_env
+        self.entry_module = ""  # the pipeline's module (set by the scheduler): see code()
+        self._secret_key: Optional[bytes] = None
         self._import_reads = imported.ReadItems(self.root, self.locator.project_file,
                                                 _file_digest_of(self._given_root, source_cache))
 
@@ -220,8 +234,9 @@ class CodeFingerprinter:
         rel = self.project_file(code.co_filename) or ""
         refs: List[Any] = []
         packages: Dict[str, str] = {}
+        g = obj.__globals__
+        self._statements_ref(_main_of(g), refs)
         if chains:
-            g = obj.__globals__
             for chain in chains:
                 self._resolve(tuple(chain), g, refs, packages)
         closure = getattr(obj, "__closure__", None)
@@ -316,6 +331,8 @@ class CodeFingerprinter:
             if self.track_packages:
                 packages.update(enc.packages)
         g = vars(sys.modules[cls.__module__]) if cls.__module__ in sys.modules else {}
+        if cls.__module__ in sys.modules:
+            self._statements_ref(sys.modules[cls.__module__], refs)
         for chain in chains or []:
             self._resolve(tuple(chain), g, refs, packages)
         self._add_registered(cls, refs, packages)
@@ -484,6 +501,7 @@ class CodeFingerprinter:
             if origin and mod is not None and self.module_is_project(mod):
                 key = f"{origin[0]}.{origin[1]}"  # name the constant where it is defined
                 file_of = getattr(mod, "__file__", None)
+                self._statements_ref(mod, refs)
         rel = self.project_file(file_of) or self.locator.module_file(_main_of(g)) or ""
         self._walk(value, key, rel, chain[1:], refs, packages)
 
@@ -501,6 +519,7 @@ class CodeFingerprinter:
             if attr in _MODULE_DUNDERS:
                 return
             owner = value
+            self._statements_ref(owner, refs)
             value = getattr(owner, attr) if hasattr(owner, attr) else self._import_sub(owner, attr)
             if value is None:
                 return
@@ -586,31 +605,36 @@ class CodeFingerprinter:
         self._generation = GENERATION[0]
         self._objs.clear()
         self._step_cache.clear()
+        self._entry_cache.clear()
         self._value_code.clear()
         self._registered.clear()
-        self._last_fn, self._last_info = None, None
+        self._statements.clear()
+        self._last_fn, self._last_info, self._last_entry = None, None, False
 
-    def code(self, fn: Any) -> CodeInfo:
-        """The code component of a step function (decorators of the function itself ignored)."""
+    def code(self, fn: Any, entry: bool = False) -> CodeInfo:
+        """The code component of a step function (decorators of the function itself ignored).
+        With ``entry`` (a step's key), the top-level statements of the pipeline's module
+        (``entry_module``) join too: they ran before any step of the pipeline."""
         if self._generation != GENERATION[0]:
             self._registrations_changed()
-        if fn is self._last_fn:  # asked twice per executed step: no id() (an audit event)
-            return self._last_info  # type: ignore[return-value]
-        memo = self._step_cache.get(id(fn))
+        if fn is self._last_fn and entry is self._last_entry:  # asked twice per executed
+            return self._last_info  # type: ignore[return-value]  # step: no id() (an audit event)
+        cache = self._entry_cache if entry else self._step_cache
+        memo = cache.get(id(fn))
         if memo is not None:
-            self._last_fn, self._last_info = fn, memo
+            self._last_fn, self._last_info, self._last_entry = fn, memo, entry
             return memo
         while True:  # again if a module the analysis imported registered a type meanwhile
-            info = self._step_code(fn)
+            info = self._step_code(fn, entry=entry)
             if self._generation == GENERATION[0]:
                 break
             self._registrations_changed()
-        self._step_cache[id(fn)] = info
+        cache[id(fn)] = info
         self._pins.append(fn)
-        self._last_fn, self._last_info = fn, info
+        self._last_fn, self._last_info, self._last_entry = fn, info, entry
         return info
 
-    def _step_code(self, fn: Any) -> CodeInfo:
+    def _step_code(self, fn: Any, statements: bool = True, entry: bool = False) -> CodeInfo:
         info = CodeInfo()
         code = getattr(fn, "__code__", None)
         if isinstance(code, types.CodeType):
@@ -618,15 +642,22 @@ class CodeFingerprinter:
         root = self._analyze(fn, strip_decorators=True)
         if isinstance(fn, types.FunctionType):
             info.funcs.append(fn)
-        self._closure(root, info)
+        also: List[Any] = []
+        mod = sys.modules.get(self.entry_module) if entry and self.entry_module else None
+        if mod is not None and self.module_is_project(mod):
+            self._statements_ref(mod, also)
+        self._closure(root, info, statements, also)
         if imported.has_reads():  # files read when a module the code touches was imported
             self._import_reads.add(info.items, info.meta)
         return info
 
-    def _closure(self, root: _Obj, info: CodeInfo) -> None:
-        """Add ``root`` and everything its refs reach to ``info``."""
-        seen: Dict[int, None] = {}
-        stack: List[_Obj] = [root]
+    def _closure(self, root: _Obj, info: CodeInfo, statements: bool = True,
+                 also: Sequence[_Obj] = ()) -> None:
+        """Add ``root`` and everything its refs reach to ``info`` (with ``statements``, the
+        top-level statements of the modules they live in, and what those reach; ``also``:
+        more statement items to start from)."""
+        seen: Dict[int, None] = {id(o): None for o in also}
+        stack: List[_Obj] = [root, *also]
         while stack:
             o = stack.pop()
             info.items[o.key] = o.digest
@@ -634,6 +665,11 @@ class CodeFingerprinter:
             info.packages.update(o.packages)
             for r in o.refs:
                 if isinstance(r, _Obj):
+                    if r.kind == STATEMENTS:  # followed: what the statements reach counts
+                        if statements and id(r) not in seen:
+                            seen[id(r)] = None
+                            stack.append(r)
+                        continue
                     info.items[r.key] = r.digest
                     info.meta[r.key] = [r.kind, r.file]
                     continue
@@ -662,7 +698,13 @@ class CodeFingerprinter:
         if memo != "":
             return memo
         if self._is_project(obj):
-            info: Optional[CodeInfo] = self.code(obj)
+            # the code itself, without its modules' top-level statements: what the process
+            # state was when the value was made is the producing step's key, not the value's
+            while True:
+                info: Optional[CodeInfo] = self._step_code(obj, statements=False)
+                if self._generation == GENERATION[0]:
+                    break
+                self._registrations_changed()
         elif isinstance(obj, type) and self._registered_refs(obj)[0]:
             info = CodeInfo()
             refs = self._registered_refs(obj)[0]
@@ -711,6 +753,133 @@ class CodeFingerprinter:
         self._objs[id(mod)] = o
         self._pins.append(mod)
         return o
+
+    # -- a module's top-level statements that set process state (fingerprint/toplevel.py) --
+    def _statements_ref(self, mod: types.ModuleType, refs: List[Any]) -> None:
+        """Add to ``refs`` the item of ``mod``'s top-level statements that may set process
+        state (a seed, a library option), when it has any: computed once per module."""
+        got = self._statements.get(id(mod))
+        if got is None:
+            self._statements[id(mod)] = []  # (a module whose statements reach itself)
+            self._pins.append(mod)
+            got = self._statements[id(mod)] = self._statements_objs(mod)
+        refs.extend(got)
+
+    def _statements_objs(self, mod: types.ModuleType) -> List[_Obj]:
+        filename = getattr(mod, "__file__", None)
+        if not isinstance(filename, str) or not filename.endswith(".py"):
+            return []  # a notebook cell's __main__, a namespace package: no module body
+        label = self.locator.module_file(mod)
+        if not label:
+            return []
+        cache_key = self._cache_key(filename, "toplevel")
+        cached = self.source_cache.get(cache_key) if cache_key and self.source_cache else None
+        chains: List[Any]
+        if cached is not None:
+            chains = cached[1]
+        else:
+            tree = self.sources.module_ast(filename)
+            if tree is None:
+                return []
+            from zenbuild.fingerprint.toplevel import statements
+
+            chains = statements(tree)[1]
+            if cache_key is not None and self.source_cache is not None:
+                self.source_cache.put(cache_key, "", chains)
+        g = vars(mod)
+        effects: List[Any] = []
+        groups: List[Tuple[str, List[str], List[Any]]] = []  # (text, target roots, chains)
+        for chain in chains:
+            if chain and chain[0] == EFFECT_IMPORT:
+                effects.append(chain)
+            elif chain and chain[0] == STATEMENT:
+                groups.append((chain[1], list(chain[2:]), []))
+            elif groups:
+                groups[-1][2].append(chain)
+        kept = [grp for grp in groups if not self._left_out(grp[1], g)]
+        refs: List[Any] = []
+        for chain in effects:
+            self._effect_import(mod, chain, refs)
+        if not kept:  # no such statement: the module adds nothing itself (keys as before)
+            return refs
+        packages: Dict[str, str] = {}
+        for _, _, grp_chains in kept:
+            for chain in grp_chains:
+                self._resolve(tuple(chain), g, refs, packages)
+        digest = digest_bytes("\0".join(grp[0] for grp in kept).encode("utf-8", "surrogatepass"))
+        env = imported.import_env(os.path.realpath(filename))
+        if env:  # random.seed(int(os.environ["SEED"])): what the statements read at import
+            from zenbuild.trace import env_filter
+
+            wanted = env_filter(self._ignore_env)
+            for name in sorted(env):
+                if wanted(name):
+                    refs.append(_Obj(f"{name} (read when {label} is imported)",
+                                     self._env_digest(name, env[name]), label, [], {},
+                                     IMPORT_ENV))
+        return [_Obj(f"{mod.__name__}.<top-level statements>", digest, label, refs, packages,
+                     STATEMENTS)]
+
+    def _left_out(self, roots: List[str], g: Dict[str, Any]) -> bool:
+        """Whether a statement (``roots``: statements() gives them) is left to other items: an
+        assignment setting state on project objects only (_covered), or a call of zenbuild's
+        own API (``zenbuild.register_value_type(...)``: registrations have items of their
+        own, with the code they register)."""
+        if not roots:
+            return False
+        if roots[0] == "<call>":
+            v = g.get(roots[1]) if len(roots) > 1 else None
+            mod = v.__name__ if isinstance(v, types.ModuleType) else getattr(v, "__module__", "")
+            return isinstance(mod, str) and mod.split(".")[0] == "zenbuild"
+        return all(self._covered(name, g) for name in roots)
+
+    def _covered(self, name: str, g: Dict[str, Any]) -> bool:
+        """Whether state set on ``name`` (``name.attr = ...``, ``name[k] = ...``) is a project
+        object's that a step reading it sees by value anyway: a project module (its constants),
+        class (its live attributes), function, or data the module made itself (a dict, list,
+        set, number, string, or an instance of a project class). A library's (``os.environ``,
+        ``decimal.getcontext()``, ``pd.options`` bound to a name) is not."""
+        if name not in g:
+            return False
+        v = g[name]
+        if isinstance(v, types.ModuleType):
+            return self.module_is_project(v)
+        if isinstance(v, (type, types.FunctionType)):
+            return self._is_project(v)
+        origin = self._imports_of(g).get(name)
+        if origin is not None:
+            src = sys.modules.get(origin[0])
+            if src is None or not self.module_is_project(src):
+                return False  # from matplotlib import rcParams
+        return type(v) in _DATA or self._is_project(type(v))
+
+    def _effect_import(self, mod: types.ModuleType, chain: List[str], refs: List[Any]) -> None:
+        """The statements of a project module ``mod`` imports for its effect (``import
+        seeding``): found in sys.modules (it was imported when ``mod`` was), never imported."""
+        package = getattr(mod, "__package__", None) or ""
+        level = int(chain[1])
+        if level and not package:
+            return
+        target = absolute_module(chain[2], level, package)
+        got = sys.modules.get(f"{target}.{chain[3]}") if chain[3] else None
+        if not isinstance(got, types.ModuleType):
+            got = sys.modules.get(target)
+        if isinstance(got, types.ModuleType) and got is not mod and self.module_is_project(got):
+            self._statements_ref(got, refs)
+
+    def _env_digest(self, name: str, value: Optional[str]) -> str:
+        """A variable's value as a key item: a hidden one (a secret-looking name or value) as
+        a digest keyed by the store's key, as the run records keep them."""
+        from zenbuild.trace import is_hidden, keyed_digest, secret_key
+
+        if value is None:
+            return digest_bytes(b"env unset")
+        if is_hidden(name, value):
+            if self._secret_key is None:
+                self._secret_key = (secret_key(self.store_dir) if self.store_dir
+                                    else os.urandom(32))
+            return keyed_digest(self._secret_key, value)
+        return digest_bytes(b"env\0" + value.encode("utf-8", "surrogatepass"))
 
 
 def _main_of(g: Dict[str, Any]) -> types.ModuleType:
