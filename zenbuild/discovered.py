@@ -372,10 +372,12 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
     sources = record.get("sources") or {}
     same: Dict[str, bool] = {}
     for f, q, line, was, closure in record.get("calls", []):
-        if closure is not None and closure_digest is not None:
+        if closure_digest is not None:
             # what the function refers to (a constant in another module, an alias): checked
-            # even when its own file is unchanged
-            if closure_digest(f, q, line) != closure:
+            # even when its own file is unchanged. A null closure that has a digest now was
+            # recorded by a version that could not find the code (a nested def, a lambda)
+            closure_now = closure_digest(f, q, line)
+            if closure_now != closure:
                 if add(Reason(R.TRACED_CODE_CHANGED, f"{f}:{q}",
                               detail={"file": f, "line": line})):
                     return out

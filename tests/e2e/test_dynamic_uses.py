@@ -5,6 +5,8 @@ entry verifies: an edit reruns the step, a fresh-store run agrees."""
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 
 from tests.conftest import Project, Result
@@ -233,3 +235,200 @@ def test_a_module_the_static_key_reaches_is_left_to_it(project: Project) -> None
     project.write("cfg.py", "LR = 0.3\n\ndef other():\n    return 2\n")
     r = project.cli("run")
     assert r.executed == ["lr"] and project.read("build/out.txt") == "0.3", r
+
+
+@pytest.mark.parametrize("jobs", [[], ["-j", "2"]], ids=["serial", "workers"])
+def test_a_method_reached_at_run_time_is_checked_with_its_class(project: Project,
+                                                                 jobs: list) -> None:
+    """r2 finding 3: a method the step never names (a pandas accessor's, a class chosen by a
+    computed name, Hydra-style) reads a class constant through self: the class's own, its
+    base's, or that of the subclass in the same module that self is. Each edit reruns the step
+    that reads it; an edit elsewhere in the file (a comment above the class) reruns nothing."""
+    pytest.importorskip("pandas")
+    project.write("zenbuild.toml", ZB_TOML)
+    project.write("base.py", "class Unit:\n    UNIT = 1\n")
+    project.write("geo.py", '''
+        import pandas as pd
+        from base import Unit
+
+
+        @pd.api.extensions.register_dataframe_accessor("geo")
+        class Geo(Unit):
+            FACTOR = 2
+
+            def __init__(self, df):
+                self._df = df
+
+            def area(self):
+                return int(self._df["w"].sum()) * self.FACTOR * self.UNIT
+        ''')
+    project.write("models.py", '''
+        class Base:
+            SCALE = 2
+
+            def predict(self, x):
+                return x * self.SCALE
+
+
+        class Sub(Base):
+            SCALE = 3
+
+
+        def helper():
+            return 0
+        ''')
+    project.write("pipe.py", '''
+        import importlib
+        import pandas as pd
+        import geo  # registers the accessor
+        import models
+        from zenbuild import step, pipeline, Output
+
+        @step
+        def area() -> int:
+            return pd.DataFrame({"w": [1, 2]}).geo.area()
+
+        @step
+        def target(path: str = "models.Sub") -> int:
+            mod, _, name = path.rpartition(".")  # models.helper: the module is reached statically
+            return getattr(importlib.import_module(mod), name)().predict(3) + models.helper()
+
+        @step
+        def show(a: int, b: int, out: Output) -> None:
+            out.write_text(f"{a} {b}")
+
+        @pipeline
+        def p():
+            show(area(), target(), Output("build/out.txt"))
+        ''')
+    geo = project.read("geo.py")
+    models = project.read("models.py")
+    _edit_and_rerun(project, {"geo.py": geo.replace("FACTOR = 2", "FACTOR = 10")}, "6 9",
+                    "30 9", *jobs)
+    r = project.cli("explain", "area")
+    assert "up to date" in r.stdout and "geo.py:Geo.area" in r.stdout, r  # what it ran
+    project.write("base.py", "class Unit:\n    UNIT = 2\n")
+    r = project.cli("explain", "area")
+    assert "code run by the step, not seen statically: geo.py:Geo.area changed" in r.stdout, r
+    r = project.cli("run", *jobs)
+    assert project.read("build/out.txt") == "60 9" and sorted(r.executed) == ["area", "show"], r
+    project.write("models.py", models.replace("SCALE = 3", "SCALE = 5"))
+    r = project.cli("run", *jobs)
+    assert project.read("build/out.txt") == "60 15", r
+    assert sorted(r.executed) == ["show", "target"], r
+    project.write("geo.py", "# a comment moves every line down\n"
+                  + geo.replace("FACTOR = 2", "FACTOR = 10"))
+    project.write("models.py", "# a comment\n" + models.replace("SCALE = 3", "SCALE = 5"))
+    r = project.cli("run", *jobs)
+    assert r.executed == [], r
+
+
+@pytest.mark.parametrize("jobs", [[], ["-j", "2"]], ids=["serial", "workers"])
+def test_code_no_name_reaches_is_checked_with_the_globals_it_reads(project: Project,
+                                                                   jobs: list) -> None:
+    """r2 finding 7: a plugin reached by a computed name exposes functions no name path reaches
+    (a nested def made by a factory, a lambda in a dict, a method of a class made inside a
+    function, a function a decorator registered and replaced by None, a nested def inside a
+    method) and an lru_cache'd one; each reads SCALE imported from consts.py. The record is
+    checked in a process where the nested functions were never made: an edit to SCALE reruns
+    every step; a new constant in consts.py or a comment in the plugin reruns none."""
+    project.write("zenbuild.toml", ZB_TOML)
+    project.write("consts.py", "SCALE = 2\n")
+    project.write("plugins/__init__.py", "")
+    plugin = textwrap.dedent('''
+        import functools
+        from consts import SCALE
+
+        REG = {}
+
+
+        def register(fn):
+            REG[fn.__name__] = fn
+
+
+        def make(offset):
+            def inner(x):
+                return x * SCALE + offset
+            return inner
+
+
+        def make_cls():
+            class Model:
+                def predict(self, x):
+                    return x * SCALE
+            return Model
+
+
+        F = make(0)
+        OPS = {"f": lambda x: x * SCALE}
+        Model = make_cls()
+
+
+        @register
+        def hidden(x):
+            return x * SCALE
+
+
+        @functools.lru_cache(maxsize=None)
+        def cached(x):
+            return x * SCALE
+
+
+        class Tab:
+            def run(self, x):
+                def twice(y):
+                    return y * SCALE
+                return twice(x)
+        ''')
+    project.write("plugins/lin.py", plugin)
+    project.write("pipe.py", '''
+        import importlib
+        import plugins.lin  # imported up front: no step imports consts.py
+        from zenbuild import step, pipeline, Output
+
+        def plugin(name):
+            return importlib.import_module(f"plugins.{name}")
+
+        @step
+        def nested(name: str = "lin") -> int:
+            return plugin(name).F(3)
+
+        @step
+        def lam(name: str = "lin") -> int:
+            return plugin(name).OPS["f"](3)
+
+        @step
+        def made(name: str = "lin") -> int:
+            return plugin(name).Model().predict(3)
+
+        @step
+        def registered(name: str = "lin") -> int:
+            return plugin(name).REG["hidden"](3)
+
+        @step
+        def cached(name: str = "lin") -> int:
+            return plugin(name).cached(3)
+
+        @step
+        def method(name: str = "lin") -> int:
+            return plugin(name).Tab().run(3)
+
+        @step
+        def show(a: int, b: int, c: int, d: int, e: int, f: int, out: Output) -> None:
+            out.write_text(f"{a} {b} {c} {d} {e} {f}")
+
+        @pipeline
+        def p():
+            show(nested(), lam(), made(), registered(), cached(), method(),
+                 Output("build/out.txt"))
+        ''')
+    r = _edit_and_rerun(project, {"consts.py": "SCALE = 10\n"}, "6 6 6 6 6 6",
+                        "30 30 30 30 30 30", *jobs)
+    assert sorted(r.executed) == ["cached", "lam", "made", "method", "nested", "registered",
+                                  "show"], r
+    project.write("consts.py", "SCALE = 10\nOTHER = 1\n")
+    project.write("plugins/lin.py", "# a comment moves every line down\n" + plugin)
+    r = project.cli("run", *jobs)
+    assert r.executed == [], r
+    r = project.cli("run", *jobs)
+    assert r.executed == [], r

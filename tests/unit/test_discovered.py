@@ -366,6 +366,22 @@ def test_a_traced_call_is_checked_by_its_closure_even_when_its_file_is_unchanged
     assert [(r.kind, r.subject) for r in got] == [(R.TRACED_CODE_CHANGED, "ops.py:double")]
 
 
+def test_a_null_closure_that_has_a_digest_now_is_a_change() -> None:
+    """A record made by a version that found no closure for a nested def or a lambda (null)
+    was never checked for what the code reads: once a digest can be computed, it runs once
+    more (and is recorded with it). Null then and now stays served."""
+    trace = Trace(calls=[["p.py", "make.<locals>.inner", 3]], calls_traced=True)
+    rec = dv.build(trace, lambda rel: ("d", 1), lambda *a: "ast",
+                   closure_digest=lambda *a: None)
+    assert rec["calls"] == [["p.py", "make.<locals>.inner", 3, "ast", None]]
+    assert dv.verify(rec, lambda rel: ("d", 1), {}, lambda *a: "ast",
+                     closure_digest=lambda *a: None) == []
+    got = dv.verify(rec, lambda rel: ("d", 1), {}, lambda *a: "ast",
+                    closure_digest=lambda *a: "c1")
+    assert [(r.kind, r.subject) for r in got] == [
+        (R.TRACED_CODE_CHANGED, "p.py:make.<locals>.inner")]
+
+
 def test_a_used_module_is_checked_by_its_source_parsed_only_when_its_file_changed() -> None:
     trace = Trace(modules=["configs/exp.py", "pipe.py"])
     rec = dv.build(trace, lambda rel: ("f1", 9), lambda *a: None, skip_modules={"pipe.py"},
