@@ -338,3 +338,18 @@ def test_live_defaults_are_in_the_key_and_literal_ones_add_nothing(tmp_path, mon
     eight, _ = code_of(tmp_path, {"m.py": DEFAULTS_MOD}, "m:s")
     changed = {k for k in set(eight) | set(cuda) if eight.get(k) != cuda.get(k)}
     assert changed == {"m.device.<default n>", "m.Trainer.__init__.<default workers>"}
+
+
+def test_enum_auto_is_static_and_kernel_history_is_no_constant() -> None:
+    got = chains('''
+        class Color(enum.Enum):
+            RED = enum.auto()
+            GREEN = auto()
+            BLUE = os.getenv("BLUE")
+        ''', "class")
+    assert got == {(dn.FIELDS, "BLUE")}
+    g = {"__name__": "__main__", "get_ipython": print, "In": ["", "x"], "Out": {1: 2},
+         "_": 2, "_i1": "x", "_3": 4, "_ih": [], "LR": 0.1, "_cache": {}}
+    assert list(dn.module_names(g, lambda v: False)) == ["LR", "_cache"]
+    g["__name__"] = "pipe"  # a module that is no kernel's: its names are its own
+    assert "_i1" in list(dn.module_names(g, lambda v: False))

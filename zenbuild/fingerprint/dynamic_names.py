@@ -248,6 +248,9 @@ def _static_field(v: ast.AST) -> bool:
 
     if _literal(v):
         return True
+    if (isinstance(v, ast.Call) and _name_of(v.func) == "auto" and not v.args
+            and not v.keywords):
+        return True  # enum.auto(): its value follows from the statement
     if not (isinstance(v, ast.Call) and _name_of(v.func) in _FIELD_CALLS):
         return False
     fname = _name_of(v.func)
@@ -294,9 +297,12 @@ def module_names(g: Dict[str, Any], is_project: Any) -> Iterator[str]:
     trace or module record would not see: all but module metadata, modules (the module
     record sees their use), project functions (the call trace sees them run), steps and
     zenbuild's own objects."""
+    kernel = g.get("__name__") == "__main__" and "get_ipython" in g
     for name in sorted(g):
         if name.startswith("__") and name.endswith("__"):
             continue
+        if kernel and (name in _KERNEL_NAMES or _KERNEL_HISTORY.match(name)):
+            continue  # IPython's In, Out, _, _i3...: they change with every cell run
         v = g[name]
         if isinstance(v, (types.ModuleType, StepDef)):
             continue
@@ -313,6 +319,10 @@ def module_names(g: Dict[str, Any], is_project: Any) -> Iterator[str]:
 
 def _zenbuild(mod: object) -> bool:
     return isinstance(mod, str) and (mod == "zenbuild" or mod.startswith("zenbuild."))
+
+
+_KERNEL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open", "display"})
+_KERNEL_HISTORY = re.compile(r"^_(?:_{0,2}|i{1,3}|i?\d+|[iod]h|exit_code)$")
 
 
 _CODE_NAMES: Dict[Tuple[str, str], List[Any]] = {}
