@@ -32,6 +32,7 @@ def body(line: str) -> set:
 @pytest.mark.parametrize("line,expected", [
     ('return globals()[f"LR_{n}"]', {G}),
     ("return globals().get(n)", {G}),
+    ("ns = globals\n    return ns()[n]", {G}),
     ("return getattr(sys.modules[__name__], n)", {G}),
     ('return vars(sys.modules[__name__])["LR_" + n]', {G}),
     ("return sys.modules.get(__name__).X", {G}),

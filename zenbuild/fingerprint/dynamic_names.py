@@ -73,6 +73,8 @@ def extra_chains(node: ast.AST, kind: str) -> List[Tuple[str, ...]]:
         elif isinstance(n, ast.Attribute):
             if n.attr in ("f_globals", "__globals__"):
                 out[(GLOBALS,)] = None
+        elif isinstance(n, ast.Name) and n.id == "globals" and isinstance(n.ctx, ast.Load):
+            out[(GLOBALS,)] = None  # globals() or the function itself (`get = globals`)
         elif isinstance(n, ast.Constant) and isinstance(n.value, str) and "@" in n.value:
             for chain in at_names(n.value):
                 out[chain] = None
