@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from zenbuild import imported
 from zenbuild.digest import digest_bytes, digest_file
-from zenbuild.fingerprint import live
+from zenbuild.fingerprint import dynamic_names, live
 from zenbuild.fingerprint.project import ProjectLocator
 from zenbuild.fingerprint.source import (
     IMPORT,
@@ -194,7 +194,10 @@ class CodeFingerprinter:
         strip_docstrings(node)
         from zenbuild.fingerprint.scopes import global_references  # imports ast: parse time only
 
-        return digest_bytes(dump(node).encode()), [list(c) for c in global_references(node)]
+        chains = [list(c) for c in global_references(node)]
+        # names read by computed name, in evaluated strings, and non-literal defaults
+        chains += [list(c) for c in dynamic_names.extra_chains(node, "step" if strip else "function")]
+        return digest_bytes(dump(node).encode()), chains
 
     def _function_key(self, obj: Any) -> str:
         code: types.CodeType = obj.__code__
@@ -238,6 +241,9 @@ class CodeFingerprinter:
         self._statements_ref(_main_of(g), refs)
         if chains:
             for chain in chains:
+                if dynamic_names.is_marker(chain):  # fingerprint/dynamic_names.py
+                    dynamic_names.resolve(self, obj, key, chain, g, rel, refs, packages)
+                    continue
                 self._resolve(tuple(chain), g, refs, packages)
         closure = getattr(obj, "__closure__", None)
         if closure:
@@ -312,6 +318,7 @@ class CodeFingerprinter:
                 strip_docstrings(node)
                 texts.append(dump(node))
                 chains.extend(list(c) for c in global_references(node))
+                chains.extend(list(c) for c in dynamic_names.extra_chains(node, "class"))
             digest = digest_bytes("\0".join(texts).encode()) if nodes else ""
             if cache_key is not None and nodes and self.source_cache is not None:
                 self.source_cache.put(cache_key, digest, chains)
@@ -334,6 +341,9 @@ class CodeFingerprinter:
         if cls.__module__ in sys.modules:
             self._statements_ref(sys.modules[cls.__module__], refs)
         for chain in chains or []:
+            if dynamic_names.is_marker(chain):  # fingerprint/dynamic_names.py
+                dynamic_names.resolve(self, cls, key, chain, g, rel, refs, packages)
+                continue
             self._resolve(tuple(chain), g, refs, packages)
         self._add_registered(cls, refs, packages)
         return _Obj(key, digest, rel, refs, packages, "class")

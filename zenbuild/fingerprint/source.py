@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # definition's normalized digest and references in the source cache, keyed by file content.
 
 # Bump when the analysis that fills the source cache changes, so old entries are not reused.
-SOURCE_CACHE_VERSION = "v3"
+SOURCE_CACHE_VERSION = "v4"  # v4: dynamic_names markers
 # First element of an import chain (see scopes.py): an import inside a definition.
 IMPORT = "<import>"
 
@@ -193,6 +193,11 @@ def method_lines(cls: type, filename: Optional[str] = None) -> List[int]:
     return out
 
 
+# code made from a string by the class's machinery (dataclasses' "<string>", attrs' methods,
+# which attrs puts in linecache): not the file of the class statement
+_GENERATED = ("<string", "<attrs generated")
+
+
 def class_file(cls: type) -> Optional[str]:
     """The file a class statement is in: its methods' code file (works for notebook cells,
     whose __main__ has no __file__), else its module's file."""
@@ -203,7 +208,7 @@ def class_file(cls: type) -> Optional[str]:
         if isinstance(f, property):
             f = f.fget
         code = getattr(f, "__code__", None)
-        if isinstance(code, types.CodeType) and not code.co_filename.startswith("<string"):
+        if isinstance(code, types.CodeType) and not code.co_filename.startswith(_GENERATED):
             if getattr(f, "__qualname__", "").startswith(cls.__qualname__ + "."):
                 return code.co_filename
     mod = sys.modules.get(cls.__module__)
