@@ -245,6 +245,9 @@ def test_reading_the_environment_whole_reads_every_tracked_variable(
     monkeypatch.setenv("LC_ALL", "C")
     monkeypatch.setenv("GIT_INDEX_FILE", "/tmp/idx")
     monkeypatch.setenv("MAKEFLAGS", "-j2")
+    for noise in ("KITTY_PID", "WEZTERM_PANE", "ZELLIJ_SESSION_NAME", "SUDO_USER",
+                  "GITHUB_RUN_ID", "XAUTHORITY", "_P9K_TTY"):
+        monkeypatch.setenv(noise, "1")
     monkeypatch.delenv("SET_BY_STEP_ZB", raising=False)
 
     def body() -> None:
@@ -268,7 +271,8 @@ def test_reading_the_environment_whole_reads_every_tracked_variable(
     assert t.env_all is not None and "MYAPP_MODE" in t.env_all
     assert t.env["MYAPP_MODE"] == "fast"
     for left_out in ("MY_CACHE_DIR", "LC_ALL", "PATH", "HOME", "GIT_INDEX_FILE", "MAKEFLAGS",
-                     "PYTEST_CURRENT_TEST"):
+                     "PYTEST_CURRENT_TEST", "KITTY_PID", "WEZTERM_PANE", "ZELLIJ_SESSION_NAME",
+                     "SUDO_USER", "GITHUB_RUN_ID", "XAUTHORITY", "_P9K_TTY"):
         assert left_out not in t.env_all and left_out not in t.env, left_out
     # set by the step itself: no input, but listed, so that a later check (in a watch process,
     # which keeps it) does not take it for a variable set since

@@ -24,12 +24,28 @@ DENY_ENV_PREFIXES = ("LC_", "PYTHON", "ZENBUILD_", "TERM_", "SSH_", "XDG_", "PYT
 # os.environ (for a subprocess, a settings class) does not mean to depend on.
 BULK_IGNORE_ENV = frozenset({
     "MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES", "TMUX", "TMUX_PANE", "STY", "WINDOW",
-    "WINDOWID", "GPG_TTY", "INVOCATION_ID", "JOURNAL_STREAM", "DBUS_SESSION_BUS_ADDRESS",
-    "SECURITYSESSIONID", "ITERM_SESSION_ID", "WT_SESSION", "VTE_VERSION", "LS_COLORS",
-    "LESSOPEN", "LESSCLOSE", "PRE_COMMIT", "PS1", "PROMPT_COMMAND",
+    "WINDOWID", "GPG_TTY", "GPG_AGENT_INFO", "INVOCATION_ID", "JOURNAL_STREAM",
+    "DBUS_SESSION_BUS_ADDRESS", "SESSION_MANAGER", "SECURITYSESSIONID", "ITERM_SESSION_ID",
+    "ITERM_PROFILE", "WT_SESSION", "WT_PROFILE_ID", "VTE_VERSION", "LS_COLORS", "LSCOLORS",
+    "LESSOPEN", "LESSCLOSE", "PRE_COMMIT", "PS1", "PS2", "PROMPT_COMMAND", "MANPATH",
+    "INFOPATH", "TERMINAL_EMULATOR", "WSL_INTEROP", "WSL_DISTRO_NAME", "WSLENV", "XAUTHORITY",
+    "WINDOWPATH", "DESKTOP_SESSION", "DESKTOP_STARTUP_ID", "COLORFGBG", "LC_TERMINAL",
+    "LC_TERMINAL_VERSION", "MAIL", "MAILPATH", "OLDPWD", "SHLVL", "_", "CI_JOB_ID",
+    "CI_PIPELINE_ID", "CI_JOB_TOKEN", "BUILD_ID", "BUILD_NUMBER", "MAKE_TERMOUT",
+    "MAKE_TERMERR", "MPLBACKEND", "CLICOLOR", "CLICOLOR_FORCE", "MYVIMRC", "VIMRUNTIME",
 })
+# per-session, per-terminal and per-CI-run prefixes (a CI run's ids change on every run)
 BULK_IGNORE_PREFIXES = ("GIT_", "PRE_COMMIT_", "VSCODE_", "KONSOLE_", "GNOME_TERMINAL_",
-                        "HIST")
+                        "HIST", "KITTY_", "WEZTERM_", "ZELLIJ", "ALACRITTY_", "TILIX_",
+                        "TERMINATOR_", "WARP_", "_P9K_", "P9K_", "POWERLEVEL9K_", "ITERM_",
+                        "GIO_LAUNCHED_", "SUDO_", "KDE_", "GNOME_", "__CF_", "Apple_",
+                        "GITHUB_RUN_", "GITHUB_JOB", "GITHUB_SHA", "GITHUB_REF", "GITHUB_EVENT_",
+                        "GITHUB_ACTION", "GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_STEP_",
+                        "GITHUB_STATE", "GITHUB_PATH", "RUNNER_", "ACTIONS_", "BUILDKITE_",
+                        "CIRCLE_", "TRAVIS_", "JENKINS_", "CI_COMMIT_", "CI_JOB_",
+                        "CI_PIPELINE_", "CI_RUNNER_", "STARSHIP_", "INSIDE_EMACS", "EMACS_",
+                        "NVIM", "VIM_", "TERMINAL_", "DIRENV_", "JPY_", "PYDEVD_", "IDE_",
+                        "PYCHARM_", "JETBRAINS_", "TERM_PROGRAM")
 
 
 def bulk_wanted(name: str, wanted: Callable[[str], bool]) -> bool:
