@@ -156,6 +156,7 @@ def _note_all(rec: _Recording, caller: Any, names: List[Any]) -> None:
     try:
         if not _from_user(caller):
             return
+        first = rec.env_all is None
         r: Optional[_Recording] = rec
         while r is not None and r.opts.track_env:
             if r.env_all is None:
@@ -169,11 +170,11 @@ def _note_all(rec: _Recording, caller: Any, names: List[Any]) -> None:
                             r.env[n] = _ORIG_GETITEM(os.environ, n)
                         except KeyError:  # pragma: no cover - unset by another thread
                             r.env[n] = None
-                        if _IN_CHILD[0]:
-                            forks.send("env", n, r.env[n])
-                if _IN_CHILD[0]:
-                    forks.send("env_all", r.env_all)
             r = _up(r)
+        if _IN_CHILD[0] and first and rec.env_all is not None:  # a forked worker: once
+            for n in rec.env_all:
+                forks.send("env", n, rec.env.get(n))
+            forks.send("env_all", rec.env_all)
     except Exception:  # pragma: no cover - never break the step's own iteration
         pass
 
@@ -305,17 +306,23 @@ def _on_list(rec: _Recording, args: Tuple[Any, ...]) -> None:
     rel = rec.rel("." if path is None else path)
     if rel is not None and _from_user(sys._getframe(2)):
         memo.attribute(rec.root, "listed", rel, None, sys._getframe(2), _lib())
-        _note(rec, "listed", rel)
-        if rel not in rec.listed_at:  # the names before the step sees them: one that comes
-            _quiet()  # while it runs differs from the record (a rerun, never a stale entry)
-            try:
-                was = listing_digest(rec.root, rel)
-            finally:
-                _loud()
-            r: Optional[_Recording] = rec
-            while r is not None and r.opts.track_reads:
-                r.listed_at.setdefault(rel, was)
-                r = _up(r)
+        _note_listing(rec, rel)
+
+
+def _note_listing(rec: _Recording, rel: str) -> None:
+    """Folder ``rel`` listed by the step, with its names before the step sees them: one that
+    comes while it runs differs from the record (a rerun, never a stale entry)."""
+    _note(rec, "listed", rel)
+    if rel not in rec.listed_at:
+        _quiet()  # (this listing is zenbuild's own)
+        try:
+            was = listing_digest(rec.root, rel)
+        finally:
+            _loud()
+        r: Optional[_Recording] = rec
+        while r is not None and r.opts.track_reads:
+            r.listed_at.setdefault(rel, was)
+            r = _up(r)
 
 
 def listing_digest(root: str, rel: str) -> Optional[str]:
@@ -444,13 +451,7 @@ def _shell_matches(rec: _Recording, pattern: str, base: Optional[str], caller: A
         return []
     rel = rec.rel(full)
     if rel is not None and _from_user(caller):
-        _note(rec, "listed", rel)
-        if rel not in rec.listed_at:
-            was = unrecorded(listing_digest, rec.root, rel)
-            r: Optional[_Recording] = rec
-            while r is not None and r.opts.track_reads:
-                r.listed_at.setdefault(rel, was)
-                r = _up(r)
+        _note_listing(rec, rel)
     hidden = name.startswith(".")  # the shell's rule: * matches no leading dot
     return [os.path.join(folder, n) for n in fnmatch.filter(names, name)
             if hidden or not n.startswith(".")]
