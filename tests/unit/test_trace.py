@@ -826,3 +826,31 @@ def test_declared_files_are_dismissed_but_paths_through_them_are_not(proj: Path)
     t = record(proj, body, outputs=("build",), inputs=frozenset({"inp.txt"}))
     assert t.reads == ["other.txt", "secret.txt"]
     assert t.writes == []
+
+
+def test_modules_that_appear_or_are_replaced_between_scans_are_seen(proj: Path) -> None:
+    """trace/modules remembers its scan of sys.modules while it holds the same objects: a
+    module added, or another object put under a known name, must still be noticed."""
+    import types
+
+    (proj / "zb_scan_a.py").write_text("X = 1\n")
+    (proj / "zb_scan_b.py").write_text("X = 2\n")
+    record(proj, lambda: None)  # a scan with neither module there
+
+    def add() -> None:
+        m = types.ModuleType("zb_scan")
+        m.__file__ = str(proj / "zb_scan_a.py")
+        sys.modules["zb_scan"] = m
+
+    def replace() -> None:
+        m = types.ModuleType("zb_scan")
+        m.__file__ = str(proj / "zb_scan_b.py")
+        sys.modules["zb_scan"] = m  # same name, same number of modules, another object
+
+    try:
+        assert "zb_scan_a.py" in record(proj, add).modules
+        assert record(proj, lambda: None).modules == []  # nothing new: the remembered scan
+        got = record(proj, replace).modules
+        assert "zb_scan_b.py" in got and "zb_scan_a.py" not in got
+    finally:
+        sys.modules.pop("zb_scan", None)

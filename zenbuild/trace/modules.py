@@ -13,6 +13,7 @@ out modules the static key already names)."""
 
 from __future__ import annotations
 
+import operator
 import sys
 import threading
 import types
@@ -31,6 +32,9 @@ _USERS = [0]  # recordings with modules armed
 # id(module) -> (module, project file key or None); modules are pinned so ids stay unique
 _KEYS: Dict[int, Tuple[types.ModuleType, Optional[str]]] = {}
 _TARGET: List[Optional[Callable[[], Optional[_Recording]]]] = [None]
+# (root, excluded) -> (sys.modules' values at the last scan, its project modules)
+_SCANS: Dict[Tuple[str, Tuple[str, ...]], Tuple[List[Any], List[Tuple[types.ModuleType, str]]]] = {}
+_is = operator.is_
 
 
 class _Armed(types.ModuleType):
@@ -60,9 +64,18 @@ def _touched(mod: types.ModuleType) -> None:
 
 
 def _project_modules(rec: _Recording) -> List[Tuple[types.ModuleType, str]]:
+    """The project modules in ``sys.modules`` now, with their file keys. Scanned again only
+    when ``sys.modules`` holds other objects than at the last scan for this root (a check at C
+    speed): each step's recording asks twice, and a scan of the few hundred modules a data
+    project imports cost a cold step more than its own five reads."""
+    mods = list(sys.modules.values())
+    memo_key = (rec.root, rec.excluded)
+    last = _SCANS.get(memo_key)
+    if last is not None and len(last[0]) == len(mods) and all(map(_is, last[0], mods)):
+        return last[1]
     keys = _calls._keys(rec.root, rec.excluded)
     out: List[Tuple[types.ModuleType, str]] = []
-    for mod in list(sys.modules.values()):
+    for mod in mods:
         entry = _KEYS.get(id(mod))
         if entry is None or entry[0] is not mod:
             f = getattr(mod, "__file__", None) if isinstance(mod, types.ModuleType) else None
@@ -72,6 +85,7 @@ def _project_modules(rec: _Recording) -> List[Tuple[types.ModuleType, str]]:
             entry = _KEYS[id(mod)] = (mod, key)
         if entry[1] is not None:
             out.append((mod, entry[1]))
+    _SCANS[memo_key] = (mods, out)
     return out
 
 
