@@ -275,3 +275,13 @@ def test_state_set_on_project_objects_is_left_to_their_values(tmp_path):
         items, _, _, _ = code_of(tmp_path, lib + src, files={"tl_model_c.py": helpers})
         assert "tlmod.<top-level statements>" in items, lib
     sys.modules.pop("tl_model_c", None)
+
+
+def test_effect_imports_see_uses_in_decorators_and_at_the_end_of_long_bodies():
+    """The walk for unread imports stops early once every import was seen read: a name read
+    only by a decorator, or only by the last line of a long body, is still read."""
+    body = "\n".join(f"    x{i} = {i}" for i in range(300))
+    tree = ast.parse(
+        "import deco_only\nimport last_only\nimport seeding\n"
+        f"@deco_only.wrap\ndef f():\n{body}\n    return last_only.x\n")
+    assert [e[1:] for e in effect_imports(tree)] == [["0", "seeding", ""]]

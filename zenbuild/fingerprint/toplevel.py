@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import List, Sequence, Tuple
+from typing import List, Sequence, Set, Tuple
 
 from zenbuild.fingerprint.scopes import global_references
 from zenbuild.fingerprint.source import dump, strip_docstrings
@@ -117,26 +117,52 @@ def effect_imports(tree: ast.Module) -> List[List[str]]:
     """The top-level imports a module makes for their effect only (``import seeding``, whose
     name the module never reads; ``from config import *``), as [EFFECT_IMPORT, level, module,
     name or ""]: the imported project module's own statements ran for this one."""
-    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-    out: List[List[str]] = []
+    found: List[Tuple[List[str], str]] = []  # (entry, the name the import binds, "" for *)
     stack: List[ast.stmt] = list(tree.body)
     while stack:
         stmt = stack.pop(0)
         if isinstance(stmt, ast.Import):
             for a in stmt.names:
-                if (a.asname or a.name.split(".")[0]) not in used:
-                    out.append([EFFECT_IMPORT, "0", a.name, ""])
+                found.append(([EFFECT_IMPORT, "0", a.name, ""], a.asname or a.name.split(".")[0]))
         elif isinstance(stmt, ast.ImportFrom):
             for a in stmt.names:
-                if a.name == "*" or (a.asname or a.name) not in used:
-                    out.append([EFFECT_IMPORT, str(stmt.level), stmt.module or "",
-                                "" if a.name == "*" else a.name])
+                found.append(([EFFECT_IMPORT, str(stmt.level), stmt.module or "",
+                               "" if a.name == "*" else a.name],
+                              "" if a.name == "*" else a.asname or a.name))
         elif isinstance(stmt, ast.If) and _is_main_guard(stmt.test):
             stack.extend(stmt.orelse)
         elif not isinstance(stmt, _DEFS):
             for body in _bodies(stmt):
                 stack.extend(body)
-    return out
+    unread = _unread(tree, {name for _, name in found if name})
+    return [entry for entry, name in found if not name or name in unread]
+
+
+def _unread(tree: ast.AST, names: Set[str]) -> Set[str]:
+    """Those of ``names`` that no ``Name`` node of ``tree`` loads. The walk stops once every
+    name has been seen loaded: a module reads its imports early (a decorator, the first
+    function), so a long pipeline body is rarely walked to its end (cold N=1,000 walked
+    ~40,000 nodes of the synthetic benchmark's pipeline module for six imports)."""
+    left = set(names)
+    if not left:
+        return left
+    todo: List[ast.AST] = [tree]
+    name_t, load_t, iter_children = ast.Name, ast.Load, ast.iter_child_nodes
+    while todo:
+        node = todo.pop()
+        if type(node) is name_t:
+            if node.id in left and type(node.ctx) is load_t:  # type: ignore[attr-defined]
+                left.discard(node.id)  # type: ignore[attr-defined]
+                if not left:
+                    break
+            continue
+        kids = list(iter_children(node))
+        kids.reverse()  # depth first in source order: the first uses come first
+        todo.extend(kids)
+        decorators = getattr(node, "decorator_list", None)
+        if decorators:  # @pipeline above a long body: read before the body, not after it
+            todo.extend(reversed(decorators))
+    return left
 
 
 def _target_roots(stmt: ast.stmt) -> List[str]:
