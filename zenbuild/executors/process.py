@@ -24,6 +24,7 @@ import hashlib
 import importlib
 import multiprocessing
 import os
+import pickle
 import sys
 import tempfile
 import time
@@ -40,6 +41,7 @@ from zenbuild.executors.worker_store import (
     store_value,
     unpack_args,
 )
+from zenbuild.store.blobs import StoredValue
 from zenbuild.trace import TraceOptions, unrecorded
 
 OutputSink = Callable[[str, str], None]  # (step name, captured text)
@@ -129,6 +131,22 @@ def run_ref(name: str, ref: FnRef, root: str, args: Tuple[Any, ...], kwargs: Dic
     return outcome, text
 
 
+class Protocol5:
+    """A step's value on its way back from a worker, pickled at protocol 5 whatever the pipe
+    uses (multiprocessing's queues pickle at the default protocol, 4 below Python 3.14, and
+    numpy 2.4 unpickles a protocol-4 big-endian array as a native-endian one: a `>i4` value
+    came back `<i4`, with other bytes and another digest than the same step run in
+    process). Unpickled, it is the value itself: nothing on the main process's side unwraps."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __reduce__(self) -> Tuple[Any, Tuple[bytes]]:
+        return pickle.loads, (pickle.dumps(self.value, protocol=5),)
+
+
 def _call(name: str, ref: FnRef, root: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
           trace: Optional[TraceOptions] = None) -> Outcome:
     try:
@@ -149,7 +167,10 @@ def run_packed(name: str, ref: FnRef, root: str, packed: Packed,
     and a large value written into the store at ``target``)."""
     with fresh_project(root, session):  # before the arguments: they may be project instances
         args, kwargs = unpack_args(packed)
-        return run_ref(name, ref, root, args, kwargs, capture, trace, target)
+        outcome, text = run_ref(name, ref, root, args, kwargs, capture, trace, target)
+    if outcome.ok and not isinstance(outcome.value, (StoredValue, type(None))):
+        outcome.value = Protocol5(outcome.value)  # what goes back is pickled: at protocol 5
+    return outcome, text
 
 
 def _with_fd_capture(body: Callable[[], Outcome]) -> Tuple[Outcome, str]:
