@@ -288,3 +288,48 @@ def test_handle_in_an_f_string_is_a_usage_error(project: Project) -> None:
                                                'save("x", Output(n))'))
     r = project.run("run", check=2)
     assert "was used as a path" in r.stderr, r
+
+
+
+META = '''
+import numpy as np
+from zenbuild import Output, pipeline, step
+from ticker import tick
+
+MAPPING = {"RED": 0, "GREEN": 1}
+
+
+@step
+def labels():
+    dt = np.dtype("i1", metadata={"enum": MAPPING})  # what h5py.enum_dtype makes
+    return np.array([0, 1, 1], dtype=dt)
+
+
+@step
+def names(a, out: Output) -> None:
+    tick("names")
+    back = {v: k for k, v in a.dtype.metadata["enum"].items()}
+    out.write_text(" ".join(back[int(x)] for x in a))
+
+
+@pipeline
+def p():
+    names(labels(), Output("build/names.txt"))
+'''
+
+
+def test_an_arrays_dtype_metadata_is_kept_and_is_part_of_its_digest(project: Project) -> None:
+    """dtype.str alone lost the metadata: the consumer got an array without it (a KeyError
+    here), and a change of only the metadata kept the digest, so the consumer was served
+    stale."""
+    project.write("pipe.py", META)
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.run("run")
+    assert project.ticks() == ["names"]
+    assert project.read("build/names.txt") == "RED GREEN GREEN"
+    project.write("pipe.py", META.replace('{"RED": 0, "GREEN": 1}', '{"GREEN": 0, "RED": 1}'))
+    project.run("run")
+    assert project.ticks() == ["names"]
+    assert project.read("build/names.txt") == "GREEN RED RED"
+    project.run("run")
+    assert project.ticks() == []

@@ -206,6 +206,8 @@ def _numpy_encode(e: _Encoder, v: Any) -> None:
         raise Unencodable(v, " with dtype=object")
     if v.dtype.fields is not None or v.dtype.subdtype is not None:
         raise Unencodable(v, " with a structured dtype")  # dtype.str would lose the fields
+    if v.dtype.metadata:  # (h5py's enum and string dtypes): dtype.str would lose it too
+        raise Unencodable(v, " with dtype metadata")
     arr = np.ascontiguousarray(v)  # (a 0-d array comes back 1-d: its shape is v's)
     header = f"{arr.dtype.str}|{','.join(map(str, v.shape))}".encode()
     raw = arr.reshape(-1).view(np.uint8).data  # a memoryview of its memory, not a copy
@@ -225,7 +227,7 @@ def _numpy_encode(e: _Encoder, v: Any) -> None:
 def _numpy_scalar_encode(e: _Encoder, v: Any) -> None:
     """A numpy scalar keeps its type: tag n, the dtype, then its raw bytes."""
     dt = v.dtype
-    if dt.fields is not None or dt.itemsize == 0 or dt.hasobject:
+    if dt.fields is not None or dt.itemsize == 0 or dt.hasobject or dt.metadata:
         raise Unencodable(v, " (a structured or empty numpy scalar)")
     e.blob(b"n", dt.str.encode())
     e.blob(b"", v.tobytes())
