@@ -381,6 +381,27 @@ def test_a_pyarrow_table_is_stored_by_its_buffers_and_mapped_back(tmp_path):
     s.close()
 
 
+
+def test_a_pyarrow_slice_is_stored_without_its_parents_buffers():
+    """pyarrow pickles a slice with its parent's whole buffers: ten rows of a big table were
+    stored as the big table's bytes, and two equal slices of different parents had two
+    digests."""
+    pa = pytest.importorskip("pyarrow")
+    from zenbuild.serialize.buffers import encode_value
+
+    big = pa.table({"a": np.arange(1_000_000, dtype=np.int64),
+                    "s": [f"k{i % 7}" for i in range(1_000_000)],
+                    "n": pa.array([None if i % 3 else i for i in range(1_000_000)])})
+    head = big.slice(10, 5)
+    fresh = pa.table({"a": np.arange(10, 15, dtype=np.int64),
+                      "s": [f"k{i % 7}" for i in range(10, 15)],
+                      "n": pa.array([None if i % 3 else i for i in range(10, 15)])})
+    assert encode_value(head).size < 10_000  # not the parent's ~20 MB
+    assert value_digest(head) == value_digest(fresh)
+    assert loads(dumps(head)).equals(fresh)
+    assert value_digest(big.slice(0, 5)) != value_digest(head)
+    assert value_digest(head.column("a")) == value_digest(fresh.column("a"))  # a ChunkedArray
+
 @pytest.mark.parametrize("arr", [
     np.arange(16, dtype=np.uint8).reshape(4, 4), np.array([True, False]),
     np.array([-3, 4], dtype=np.int8), np.array([b"abc", b"de"], dtype="S3"),

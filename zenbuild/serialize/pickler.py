@@ -481,12 +481,27 @@ def _arrow_array_reduce(obj: Any) -> Any:
 
     if not isinstance(obj, pa.Array):
         return None
+    obj = _compacted(obj, pa)
     rv = obj.__reduce__()
     if not (isinstance(rv, tuple) and len(rv) == 2 and type(rv[1]) is tuple
             and len(rv[1]) == 1 and getattr(rv[0], "__name__", "") == "_restore_array"):
         return None
     data = _as_loaded(rv[1][0])
     return rv if data is rv[1][0] else (rv[0], (data,))
+
+
+def _compacted(arr: Any, pa: Any) -> Any:
+    """``arr`` in buffers of its own when it is a slice of a bigger array: pyarrow pickles a
+    slice with its parent's whole buffers (ten rows of a 10M-row table were an 80 MB value),
+    and two equal slices of different parents with different bytes (two digests). A slice
+    that keeps most of its parent is left as it is."""
+    try:  # (a few bytes more are a builder's padding, not a parent: kept as they are, as
+        # copying would hand the stability check new buffers at every pickle)
+        if arr.get_total_buffer_size() <= 2 * arr.nbytes + 4096:
+            return arr
+        return pa.concat_arrays([arr])  # (a copy of only the rows it holds, at offset 0)
+    except Exception:  # noqa: BLE001 - a type concatenation does not support: as it is
+        return arr
 
 
 def _no(_: Any) -> bool:
