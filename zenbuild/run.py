@@ -90,8 +90,15 @@ def run_bound(
                 except CorruptBlob as e:
                     fps = store.actions_using(e.digest)
                     store.delete_actions(fps)
-                    reporter.handle(Warning_(message=f"{e}; removed it and the {len(fps)} cache "
-                                             "entries that used it, and started the run again"))
+                    if fps:
+                        what = (f"removed it and the {len(fps)} cache entr"
+                                f"{'y' if len(fps) == 1 else 'ies'} that used it, and started "
+                                "the run again")
+                    else:  # a folder Output's file: its entry names the folder's manifest
+                        what = ("removed it and started the run again (no cache entry names "
+                                "it itself, as with a file of a folder Output: the step that "
+                                "made it runs again)")
+                    reporter.handle(Warning_(message=f"{e}; {what}"))
                     if attempt == 2:
                         raise
             raise AssertionError("unreachable")  # pragma: no cover

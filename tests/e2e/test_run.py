@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -1025,3 +1026,37 @@ def test_an_interrupted_run_is_recorded_as_interrupted(project):
     runs = json.loads(r.stdout)
     runs = runs["runs"] if isinstance(runs, dict) else runs
     assert runs[0]["status"] == "interrupted"
+
+
+def test_a_corrupt_file_of_a_folder_output_is_made_again_and_said_so(project):
+    """No cache entry names a folder Output's file blob itself (the entry names the folder's
+    manifest): the warning said it removed "the 0 cache entries that used it"."""
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", '''
+        from zenbuild import step, pipeline, Output
+        from ticker import tick
+
+        @step
+        def folder(out: Output) -> None:
+            tick("folder")
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "x.bin").write_bytes(b"x" * 200_000)
+
+        @pipeline
+        def p():
+            folder(Output("build/d"))
+    ''')
+    project.run("run")
+    assert project.ticks() == ["folder"]
+    cas = project.root / ".zenbuild" / "cas"
+    blob = next(f for sub in cas.iterdir() for f in sub.iterdir() if f.stat().st_size == 200_000)
+    data = bytearray(blob.read_bytes())
+    data[7] ^= 1
+    blob.chmod(0o644)
+    blob.write_bytes(bytes(data))
+    shutil.rmtree(project.root / "build" / "d")
+    r = project.run("run")
+    assert "is corrupt" in r.stderr and "a file of a folder Output" in r.stderr
+    assert "0 cache entries" not in r.stderr
+    assert project.ticks() == ["folder"]
+    assert (project.root / "build" / "d" / "x.bin").read_bytes() == b"x" * 200_000
