@@ -36,7 +36,7 @@ def task(expr):
     ref, packed = client(expr)
     outcome, _ = run_packed("use", ref, root, packed, None, None, "py")
     assert outcome.ok, outcome.error
-    return outcome.value
+    return pickle.loads(pickle.dumps(outcome.value))  # as the pipe hands it to the executor
 
 
 first = task(sys.argv[2])

@@ -27,6 +27,7 @@ from zenbuild.executors.process import (
     cpu_count,
     fn_ref,
     print_output,
+    received,
     run_packed,
 )
 from zenbuild.executors.worker_store import Sending
@@ -133,7 +134,7 @@ class DaskExecutor(Executor):
                 outcomes.append(Outcome(name, False, error=(
                     f"Dask could not run step {name}: {type(exc).__name__}: {exc}\n")))
                 continue
-            outcome, text = fut.result()
+            outcome, text = received(fut.result())
             print_output(self.on_output, name, text)
             outcomes.append(outcome)
         return outcomes

@@ -131,6 +131,15 @@ def run_ref(name: str, ref: FnRef, root: str, args: Tuple[Any, ...], kwargs: Dic
     return outcome, text
 
 
+def received(result: Tuple[Outcome, str]) -> Tuple[Outcome, str]:
+    """run_packed's result as an executor gets it: the value itself, also from a worker that
+    handed it over without pickling it (a thread in this process)."""
+    outcome = result[0]
+    if isinstance(outcome.value, Protocol5):
+        outcome.value = outcome.value.value
+    return result
+
+
 class Protocol5:
     """A step's value on its way back from a worker, pickled at protocol 5 whatever the pipe
     uses (multiprocessing's queues pickle at the default protocol, 4 below Python 3.14, and
@@ -383,7 +392,7 @@ class ProcessExecutor(Executor):
                 broken = broken or isinstance(exc, BrokenProcessPool)
                 outcomes.append(failed_remotely(name, exc))
                 continue
-            outcome, text = fut.result()
+            outcome, text = received(fut.result())
             print_output(self.on_output, name, text)
             outcomes.append(outcome)
         if broken:
