@@ -383,7 +383,7 @@ def test_reads_in_forked_workers_reach_the_step_trace(
         (proj / "data" / f"{i}.txt").write_text(str(i))
     paths = [f"data/{i}.txt" for i in range(3)]
     ctx = mp.get_context("fork")
-    spools_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "zenbuild-spool-*")))
+    spools_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "zenbuild-spool-*.jsonl")))
 
     def body() -> None:
         if how == "pool":
@@ -405,8 +405,9 @@ def test_reads_in_forked_workers_reach_the_step_trace(
     t = record(proj, body)
     assert sorted(t.reads) == paths
     assert t.env == {"CHILD_VAR_ZB": "x"}
-    # the spool is gone once merged
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "zenbuild-spool-*"))) <= spools_before
+    # the spool is gone once merged (this process's lock stays until it exits)
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "zenbuild-spool-*.jsonl"))
+               ) <= spools_before
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
