@@ -74,6 +74,15 @@ def reads_changed(root: str, step: str, trace: Trace,
     return None
 
 
+def rewritten(step: str, trace: Optional[Trace]) -> Optional[Reason]:
+    """The step rewrote a file it had read (its own input: trace.rewrites): its result depends
+    on what the file held before, which is gone now, so it is used but not cached."""
+    if trace is None or not trace.rewrites:
+        return None
+    return Reason(R.INPUT_REWRITTEN, trace.rewrites[0],
+                  detail={"step": step, "more": len(trace.rewrites) - 1})
+
+
 def nondeterminism(components: Dict[str, Any], same: Optional[str],
                    value_digest: str) -> Dict[str, Any]:
     """An entry's components, marked when the step just returned another value than the stored
@@ -187,7 +196,8 @@ class Recorder:
                     where = f" {e.filename!r}" if e.filename else ""
                     raise CaptureFailed(
                         f"step {name}: cannot store its output{where}: {e.strerror or e}") from None
-                uncached = (special or stale or self.inputs_changed(node, comps)
+                uncached = (special or stale or rewritten(name, trace)
+                            or self.inputs_changed(node, comps)
                             or changed_during_run(self.root, name, comps.code_meta))
                 discovered = None
                 if uncached is None and trace is not None and trace.calls_displaced:

@@ -82,6 +82,9 @@ OUTPUT_SPECIAL = "output_special"  # subject: path in an Output folder; after: "
 SOURCE_CHANGED_DURING = "source_changed_during"  # subject: project file; detail: {"step": name}
 STALE_CODE = "stale_code"  # subject: project file whose code in memory is not what it holds now
 CALLS_DISPLACED = "calls_displaced"  # subject: step; a profiler of its own replaced the tracer
+# it changed a file that existed before it ran and that it read (or named on a child process's
+# command line, not as an output): sed -i, open(f, "r+"), read then rewrite of the same path
+INPUT_REWRITTEN = "input_rewritten"  # subject: path; detail: {"step": name, "more": count}
 # re-executed with exactly the key of a stored entry, it returned a different value
 NOT_DETERMINISTIC = "not_deterministic"  # subject: step; before/after: the value digests
 # it wrote a file inside the project that is not a declared Output (a warning, once per step)
@@ -113,13 +116,18 @@ KINDS: Tuple[str, ...] = (
     BLOB_MISSING, OUTPUT_UNUSABLE, OUTPUT_RESTORE, OUTPUT_REMOVE,
     UPSTREAM_PENDING, UPSTREAM_FAILED, UPSTREAM_SKIPPED, EARLIER_FAILED, CANNOT_RUN,
     INPUT_CHANGED_DURING, DIR_CHANGED_DURING, OUTPUT_SPECIAL, SOURCE_CHANGED_DURING, STALE_CODE, CALLS_DISPLACED,
-    NOT_DETERMINISTIC,
+    INPUT_REWRITTEN, NOT_DETERMINISTIC,
     UNDECLARED_WRITE,
     READ_FILE_CHANGED, READ_FILE_MISSING, READ_FILE_APPEARED, LISTED_DIR_CHANGED,
     GLOB_MATCHES_CHANGED, ENV_READ_CHANGED, TRACED_CODE_CHANGED, TRACED_CODE_MISSING,
     USED_MODULE_CHANGED, RECORD_UNREADABLE, VALUE_TYPE_CODE_CHANGED, VALUE_TYPE_MISSING,
     UP_TO_DATE,
 )
+# Why a step's result was used but not cached (its run's history keeps the reason: explain
+# shows the last one while no entry matches)
+NOT_CACHED_KINDS = frozenset({INPUT_CHANGED_DURING, DIR_CHANGED_DURING, OUTPUT_SPECIAL,
+                              SOURCE_CHANGED_DURING, STALE_CODE, CALLS_DISPLACED,
+                              INPUT_REWRITTEN})
 # The kinds of a discovered record's verification (an entry whose static key matches).
 # Kinds that say "only because an upstream step would execute": a step whose every reason is one
 # of these may still be served after its upstream reruns (early cutoff).
@@ -208,6 +216,18 @@ def _undeclared(r: Reason) -> str:
             f'declare it with Output("{r.subject}")')
 
 
+def _rewritten(r: Reason) -> str:
+    more = int((r.detail or {}).get("more") or 0)
+    also = f" (and {more} more file{'s' if more > 1 else ''})" if more else ""
+    step = (r.detail or {}).get("step", "")
+    return (f"step {step} rewrote {r.subject}{also} in place: the file existed before it ran, "
+            "and it read the file (or named it on a command line) and then changed it, so its "
+            "result depends on what an earlier run left there; it was used but not cached. "
+            f'If the file is what the step makes, declare it with Output("{r.subject}"); if '
+            "the step edits its input, have it write the edited copy to an Output instead, "
+            "or mark the step @no_cache")
+
+
 def _detail(key: str) -> Callable[[Reason], Any]:
     return lambda r: (r.detail or {}).get(key, "")
 
@@ -267,6 +287,7 @@ TEMPLATES: Dict[str, Template] = {
                      "(Python < 3.12); its result was used but not cached. Profile outside the "
                      "step or use Python 3.12+ ([fingerprint] trace_calls = false also caches "
                      "it, without that check)",
+    INPUT_REWRITTEN: _rewritten,
     SOURCE_CHANGED_DURING: "source {subject} changed while the run was in progress (step {step} "
                            "ran the code imported before); its result was used but not cached",
     NOT_DETERMINISTIC: "step {subject} is not deterministic: it ran again with the same code and "

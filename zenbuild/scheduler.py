@@ -622,6 +622,8 @@ class Scheduler:
         self.digests[name] = value_digest
         if outcome.trace is not None and outcome.trace.writes:
             self._undeclared_writes(name, outcome.trace)
+        if uncached is not None:  # kept in the run's history: explain shows it
+            reasons = [*reasons, uncached]
         if same is not None and same != value_digest:
             notice = Reason(R.NOT_DETERMINISTIC, name, same, value_digest)
             self.report(Warning_(message=R.text(notice)))

@@ -151,7 +151,8 @@ def test_status_json_schema(proj: Any) -> None:
     assert [s["step"] for s in data["steps"]] == STEPS
     for s in data["steps"]:
         assert set(s) == {"step", "function", "state", "execute", "no_cache", "reasons",
-                          "reason_records", "waits_on", "last_built", "not_deterministic"}
+                          "reason_records", "waits_on", "last_built", "not_deterministic",
+                          "last_run_not_cached"}
         assert s["not_deterministic"] is False
         assert [r["text"] for r in s["reason_records"]] == s["reasons"]
         assert s["state"] in ("up to date", "stale", "always runs", "may rerun", "error", "skipped")

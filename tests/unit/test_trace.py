@@ -246,7 +246,8 @@ def test_reading_the_environment_whole_reads_every_tracked_variable(
     monkeypatch.setenv("GIT_INDEX_FILE", "/tmp/idx")
     monkeypatch.setenv("MAKEFLAGS", "-j2")
     for noise in ("KITTY_PID", "WEZTERM_PANE", "ZELLIJ_SESSION_NAME", "SUDO_USER",
-                  "GITHUB_RUN_ID", "XAUTHORITY", "_P9K_TTY"):
+                  "GITHUB_RUN_ID", "XAUTHORITY", "_P9K_TTY", "STARSHIP_SESSION_KEY",
+                  "STARSHIP_SHELL"):
         monkeypatch.setenv(noise, "1")
     monkeypatch.delenv("SET_BY_STEP_ZB", raising=False)
 
@@ -272,7 +273,8 @@ def test_reading_the_environment_whole_reads_every_tracked_variable(
     assert t.env["MYAPP_MODE"] == "fast"
     for left_out in ("MY_CACHE_DIR", "LC_ALL", "PATH", "HOME", "GIT_INDEX_FILE", "MAKEFLAGS",
                      "PYTEST_CURRENT_TEST", "KITTY_PID", "WEZTERM_PANE", "ZELLIJ_SESSION_NAME",
-                     "SUDO_USER", "GITHUB_RUN_ID", "XAUTHORITY", "_P9K_TTY"):
+                     "SUDO_USER", "GITHUB_RUN_ID", "XAUTHORITY", "_P9K_TTY",
+                     "STARSHIP_SESSION_KEY", "STARSHIP_SHELL"):
         assert left_out not in t.env_all and left_out not in t.env, left_out
     # set by the step itself: no input, but listed, so that a later check (in a watch process,
     # which keeps it) does not take it for a variable set since
@@ -383,7 +385,7 @@ def test_reads_in_forked_workers_reach_the_step_trace(
         (proj / "data" / f"{i}.txt").write_text(str(i))
     paths = [f"data/{i}.txt" for i in range(3)]
     ctx = mp.get_context("fork")
-    spools_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "zenbuild-spool-*")))
+    spools_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "zenbuild-spool-*.jsonl")))
 
     def body() -> None:
         if how == "pool":
@@ -405,8 +407,9 @@ def test_reads_in_forked_workers_reach_the_step_trace(
     t = record(proj, body)
     assert sorted(t.reads) == paths
     assert t.env == {"CHILD_VAR_ZB": "x"}
-    # the spool is gone once merged
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "zenbuild-spool-*"))) <= spools_before
+    # the spool is gone once merged (this process's lock stays until it exits)
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "zenbuild-spool-*.jsonl"))
+               ) <= spools_before
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from typing import Any, List, Optional
 
 from zenbuild.errors import ZenbuildError
@@ -30,6 +31,60 @@ def _terminate(signum: int, frame: Any) -> None:
         os.kill(os.getpid(), signum)
         return
     raise Terminated(signum)
+
+
+_mask = threading.local()  # (at a fork) whether SIGTERM was blocked in the forking thread
+
+
+def _fork_before() -> None:
+    import signal
+
+    try:
+        _mask.had = signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    except (OSError, ValueError):  # pragma: no cover - no pthread_sigmask
+        _mask.had = True
+
+
+def _fork_parent() -> None:
+    import signal
+
+    if not getattr(_mask, "had", True):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def _fork_child() -> None:
+    import signal
+
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:  # pragma: no cover - not the child's main thread
+        pass
+    if not getattr(_mask, "had", True):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def install_sigterm() -> None:
+    """SIGTERM unwinds this process like Ctrl-C (Terminated), and kills a child it forks, as
+    it would without zenbuild. The child gets the default action at once: SIGTERM is blocked
+    in the forking thread while it forks, and the child sets SIG_DFL before unblocking it (a
+    signal arriving between fork() and the child's first Python code would set the flag of
+    the inherited Python-level handler, which the interpreter clears after a fork: the signal
+    was lost, and a pool worker replaced just before exit, that multiprocessing's finalizer
+    sends SIGTERM to, blocked it and the exit hung). _terminate's own check stays for a
+    child forked with no os.register_at_fork."""
+    import signal
+
+    global _handler_pid
+    _handler_pid = os.getpid()
+    signal.signal(signal.SIGTERM, _terminate)
+    if not _fork_hooks[0] and hasattr(os, "register_at_fork") \
+            and hasattr(signal, "pthread_sigmask"):
+        _fork_hooks[0] = True
+        os.register_at_fork(before=_fork_before, after_in_parent=_fork_parent,
+                            after_in_child=_fork_child)
+
+
+_fork_hooks = [False]
 
 
 def _say(message: str) -> None:
@@ -57,13 +112,8 @@ def _paused(command: Any, opts: Any) -> Any:
 
 
 def main(argv: Optional[List[str]] = None) -> Any:
-    import signal
-    import threading
-
     if threading.current_thread() is threading.main_thread():
-        global _handler_pid
-        _handler_pid = os.getpid()
-        signal.signal(signal.SIGTERM, _terminate)
+        install_sigterm()
     args = list(sys.argv[1:] if argv is None else argv)
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 (surrogate
         if getattr(stream, "errors", None) == "strict":  # escapes) prints as its bytes

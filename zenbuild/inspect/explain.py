@@ -17,6 +17,7 @@ from zenbuild.executors import InProcessExecutor
 from zenbuild.project import open_pipeline
 from zenbuild.reasons import (
     CANNOT_RUN,
+    NOT_CACHED_KINDS,
     PENDING_KINDS,
     REFRESH_KINDS,
     RESTORE_KINDS,
@@ -64,6 +65,9 @@ class StepVerdict:
     # the latest entry was stored when the step, run again with the same key, returned another
     # value than before (commit.nondeterminism marks it)
     nondeterministic: bool = False
+    # why the step's last executed result was used but not cached (the last run's history),
+    # while no stored entry matches
+    not_cached: Optional[Reason] = None
 
     @property
     def blocking(self) -> bool:
@@ -96,6 +100,8 @@ class StepVerdict:
             "waits_on": self.pending,
             "last_built": last,
             "not_deterministic": self.nondeterministic,
+            "last_run_not_cached": None if self.not_cached is None else {
+                **self.not_cached.to_json(), "text": text(self.not_cached)},
         }
 
 
@@ -145,6 +151,7 @@ def evaluate(
             graph, config, store, InProcessExecutor(), _Silent(), options, pipe.enable_cache
         ).run()
         marked = {n for n, e in states.items() if "not_deterministic" in e.components}
+        not_cached = _not_cached(store, graph.pipeline, result)
     finally:
         store.close()
     steps: Dict[str, StepVerdict] = {}
@@ -170,9 +177,30 @@ def evaluate(
             status.state = SKIPPED
         elif r.status == StepStatus.CACHED and any(x.kind in RESTORE_KINDS for x in r.reasons):
             status.state = RESTORE
+        status.not_cached = not_cached.get(name)
         steps[name] = status
     locations = {n: _where(graph.nodes[n].step.fn) for n in steps}
     return Evaluation(graph.pipeline, spec, steps, locations)
+
+
+def _not_cached(store: Store, pipeline: str, result: Any) -> Dict[str, Reason]:
+    """Steps a run would execute whose last run used their result but did not cache it: the
+    reason that run recorded (reasons.NOT_CACHED_KINDS)."""
+    want = {n for n, r in result.steps.items() if r.status == StepStatus.WOULD_EXECUTE}
+    if not want:
+        return {}
+    runs = store.list_runs(pipeline, limit=1)
+    out: Dict[str, Reason] = {}
+    for row in store.run_steps(runs[0]["id"]) if runs else []:
+        if row["step"] in want and row["step"] not in out:
+            for rec in row.get("reason_records") or []:
+                if isinstance(rec, dict) and rec.get("kind") in NOT_CACHED_KINDS:
+                    detail = rec.get("detail")
+                    out[row["step"]] = Reason(rec["kind"], rec.get("subject") or "",
+                                              rec.get("before"), rec.get("after"),
+                                              detail if isinstance(detail, dict) else None)
+                    break
+    return out
 
 
 def _where(fn: Callable[..., Any]) -> Tuple[str, Optional[int]]:
@@ -200,6 +228,8 @@ def explain_text(ev: Evaluation, step: str) -> str:
     lines = [f"step {s.name} (pipeline {ev.pipeline}): {verdict}"]
     if s.state != UP_TO_DATE:
         lines += [f"  - {text(r)}" for r in s.reasons]
+    if s.not_cached is not None:
+        lines.append(f"its last run was not cached: {text(s.not_cached)}")
     if s.last_built is not None:
         lb = s.last_built
         lines.append(f"last built {_iso(lb.created).replace('T', ' ')} in {lb.duration:.3f}s "

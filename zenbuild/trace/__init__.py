@@ -110,6 +110,9 @@ class Trace:
     # the step replaced the call tracer with a profiler of its own (Python < 3.12): the code
     # it ran after that is unknown, so its result must not be cached (commit.calls_displaced)
     calls_displaced: bool = False
+    # files that existed before the step ran, that it read (or named on a child process's
+    # command line) and then changed: not idempotent, so not cached (commit.rewritten)
+    rewrites: List[str] = field(default_factory=list)
 
     def to_json(self) -> Dict[str, Any]:
         return {"format": TRACE_FORMAT, "reads": self.reads, "writes": self.writes,
@@ -117,7 +120,8 @@ class Trace:
                 "reads_traced": self.reads_traced, "env_traced": self.env_traced,
                 "calls_traced": self.calls_traced, "started_ns": self.started_ns,
                 "globs": self.globs, "listed_at": self.listed_at, "modules": self.modules,
-                "env_all": self.env_all, "calls_displaced": self.calls_displaced}
+                "env_all": self.env_all, "calls_displaced": self.calls_displaced,
+                "rewrites": self.rewrites}
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> Trace:
@@ -128,7 +132,7 @@ class Trace:
                    int(d.get("started_ns", 0)), [list(g) for g in d.get("globs", [])],
                    dict(d.get("listed_at", {})), list(d.get("modules", [])),
                    None if d.get("env_all") is None else list(d["env_all"]),
-                   bool(d.get("calls_displaced")))
+                   bool(d.get("calls_displaced")), list(d.get("rewrites", [])))
 
 
 @record
@@ -256,6 +260,10 @@ class _Recording:
         self.listed: Dict[str, None] = {}
         self.databases: Dict[str, Any] = {}  # SQLite file -> its state at the first connect
         self.spawned: Dict[str, Any] = {}  # a file a subprocess was given -> its stat then
+        # (None: not there), and those of them given as an input or read before (not after
+        # an output option: -o FILE, > FILE)
+        self.spawn_in: Set[str] = set()
+        self.rewrites: Dict[str, None] = {}  # read (or given) before it ran, then changed
         self.listed_at: Dict[str, Optional[str]] = {}
         self.globs: Dict[Tuple[Any, ...], List[Any]] = {}  # listings through a pattern
         self.env: Dict[str, Optional[str]] = {}
@@ -318,7 +326,7 @@ class _Recording:
         root = self.root
         if forks.FORKED[0]:  # what forked workers noted since the last recording ended
             for kind, key, value in forks.collect():
-                if kind in ("reads", "writes", "listed") and type(key) is str:
+                if kind in ("reads", "writes", "listed", "rewrites") and type(key) is str:
                     getattr(self, kind)[key] = None
                 elif kind == "env" and type(key) is str and key not in self.env_set:
                     self.env.setdefault(key, value)
@@ -333,18 +341,26 @@ class _Recording:
             for rel in (_NATIVE or _native()).changed_databases(root, self.databases):
                 self.writes[rel] = None
         for rel, was in self.spawned.items():  # a file given to a subprocess that changed
-            try:  # while the step ran is what the child wrote (`sort -o out in`), not an
-                st = _ORIG_STAT(os.path.join(root, rel))  # input that changed under it
-                now: Any = (st.st_size, st.st_mtime_ns, st.st_ino)
-            except OSError:
+            try:  # while the step ran is what the child wrote (`sort -o out in`, a file it
+                st = _ORIG_STAT(os.path.join(root, rel))  # made), not an input that changed
+                now: Any = (st.st_size, st.st_mtime_ns, st.st_ino)  # under it; unless it was
+            except OSError:  # there before and given as an input (`sed -i`): rewritten
                 now = None
             if now != was:
                 self.writes[rel] = None
+                if rel in self.spawn_in:
+                    self.rewrites[rel] = None
+        rewrites: List[str] = []
         if self.writes or self.reads:  # (most steps read and wrote only declared files)
             writes = set(self.writes)
             reads = sorted(r for r in self.reads if r not in writes and not self.declared(r))
+            if self.rewrites:
+                rewrites = sorted(r for r in self.rewrites if not self.declared(r))
             undeclared = sorted(w for w in writes if not self.declared(w)
+                                and w not in self.rewrites
                                 and os.path.lexists(os.path.join(root, w)))
+        elif self.rewrites:  # (a declared input, which neither list keeps)
+            rewrites = sorted(r for r in self.rewrites if not self.declared(r))
         globs = [self.globs[k] for k in sorted(self.globs)] if self.globs else []
         env_all = self.env_all
         if env_all is not None and self.env_set:  # names the step set itself are its own:
@@ -355,7 +371,7 @@ class _Recording:
         return Trace(reads, undeclared, sorted(self.listed) if self.listed else [],
                      dict(self.env), calls, self.opts.track_reads, self.opts.track_env,
                      calls_traced, started_ns, globs, dict(self.listed_at),
-                     sorted(self.modules), env_all)
+                     sorted(self.modules), env_all, False, rewrites)
 
 
 _NO_THREADS: frozenset = frozenset()

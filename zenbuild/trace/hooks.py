@@ -273,29 +273,55 @@ def _on_open(rec: _Recording, args: Tuple[Any, ...]) -> None:
     path = args[0]
     flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
     if rec.alone and type(path) is not int and _declared_path(rec, path):
+        rel = rec.rel(path)
+        if rel is None or rel not in rec.inputs:
+            return  # a declared output: the trace would not keep it (see _Recording.alone)
         if not flags & _WRITE_FLAGS:  # a declared input: this step's key covers it, but a
-            rel = rec.rel(path)  # memoized loader's result may reach a step not declaring it
-            if rel is not None and rel in rec.inputs:
-                memo.attribute(rec.root, "reads", rel, None, sys._getframe(2), _lib())
-        return  # the trace would not keep it (see _Recording.alone)
+            # memoized loader's result may reach a step not declaring it
+            memo.attribute(rec.root, "reads", rel, None, sys._getframe(2), _lib())
+        elif _from_user(sys._getframe(2)) and os.path.lexists(path):
+            _note_rewrite(rec, rel)  # the step writes its own declared input
+        return
     rel = rec.rel(path)
     if rel is None or rel == ".":
         return
     if rec.dismissed(rel):
-        if rel in rec.inputs and not flags & _WRITE_FLAGS:
-            memo.attribute(rec.root, "reads", rel, None, sys._getframe(2), _lib())
+        if rel in rec.inputs:
+            if not flags & _WRITE_FLAGS:
+                memo.attribute(rec.root, "reads", rel, None, sys._getframe(2), _lib())
+            elif _from_user(sys._getframe(2)) and os.path.lexists(os.path.join(rec.root, rel)):
+                _note_rewrite(rec, rel)
         return  # a declared input or output: the trace would not keep it
     if not _from_user(sys._getframe(2)):
         return
     kind = "writes" if flags & _WRITE_FLAGS else "reads"
     if kind == "reads":
         memo.attribute(rec.root, kind, rel, None, sys._getframe(2), _lib())
+    elif rel not in rec.writes and (rel in rec.reads or (
+            flags & os.O_RDWR and not flags & (os.O_TRUNC | os.O_APPEND))):
+        # read earlier, or opened to read and write in place ("r+", "rb+"), by a step that
+        # had not written it before: if it is there now, the step rewrites its own input
+        if os.path.lexists(os.path.join(rec.root, rel)):
+            _note_rewrite(rec, rel)
     _note(rec, kind, rel)
+
+
+def _note_rewrite(rec: _Recording, rel: str) -> None:
+    """``rel`` existed before the step changed it, and the step had read it: Trace.rewrites."""
+    r: Optional[_Recording] = rec
+    while r is not None and r.opts.track_reads:
+        r.rewrites[rel] = None
+        r = _up(r)
+    if _IN_CHILD[0]:
+        forks.send("rewrites", rel)
 
 
 def _on_rename(rec: _Recording, args: Tuple[Any, ...]) -> None:
     dst = rec.rel(args[1]) if len(args) > 1 else None
     if dst is not None and _from_user(sys._getframe(2)):
+        if (dst in rec.reads and dst not in rec.writes  # a read file replaced (sed -i's way)
+                and os.path.lexists(os.path.join(rec.root, dst))):
+            _note_rewrite(rec, dst)
         _note(rec, "writes", dst)
 
 
@@ -399,16 +425,32 @@ def _spawn_reads(rec: _Recording, event: str, args: Tuple[Any, ...], caller: Any
                 tokens.append(os.fsdecode(v))
             except TypeError:
                 continue
-    seen: Set[str] = set()
+    outs: Set[str] = set()  # named as an output: `-o FILE`, `--output=FILE`, `> FILE`
+    plain: Set[str] = set()  # named otherwise (an input, or one the child edits in place)
+    groups: List[List[str]] = []  # each token's candidate paths
     for i, t in enumerate(tokens):
         cands = [t]
+        if i > 0 and (tokens[i - 1] in _OUT_OPTIONS or shell and tokens[i - 1] in _REDIRECTS):
+            outs.add(t)
+        else:
+            plain.add(t)
         if "=" in t:  # --data=data/x.csv, dd if=data/x.csv, a Hydra override data.path=...
-            cands.append(t.split("=", 1)[1])
+            opt, value = t.split("=", 1)
+            cands.append(value)
+            (outs if opt in _OUT_OPTIONS or opt == "of" else plain).add(value)
+        if shell and t[:1] in "0123456789&>" and ">" in t[:3]:  # >FILE, 2>>FILE, &>FILE
+            target = t.lstrip("0123456789&>|")
+            if target and target != t:
+                cands.append(target)
+                outs.add(target)
         if i > 0 and tokens[i - 1] == "-m" and t and "/" not in t:  # python -m pkg.mod
             mod = t.replace(".", "/")
             cands = [mod + ".py", mod + "/__main__.py"]
         elif shell and any(ch in t for ch in "*?["):  # a shell glob: its matches, and the
             cands = _shell_matches(rec, t, base, caller)  # folder's names (a new match)
+        groups.append(cands)
+    seen: Set[str] = set()
+    for cands in groups:
         for c in cands:
             if not c or "\0" in c or len(c) > 4096 or c in seen:
                 continue
@@ -419,18 +461,42 @@ def _spawn_reads(rec: _Recording, event: str, args: Tuple[Any, ...], caller: Any
                 continue
             try:
                 st = _ORIG_STAT(os.path.join(rec.root, rel))
-            except OSError:
+            except OSError:  # not there (yet): if the child makes it, it is its write
+                if rel not in rec.spawned:
+                    if not _from_user(caller):
+                        return
+                    _spawned(rec, rel, None, False)
                 continue
             if not stat_mod.S_ISREG(st.st_mode):
                 continue
             if not _from_user(caller):
                 return
+            was = (st.st_size, st.st_mtime_ns, st.st_ino)
+            if c in outs and c not in plain:  # its output: not read (changed: the child's
+                _spawned(rec, rel, was, rel in rec.reads)  # write; read before: rewritten)
+                continue
             memo.attribute(rec.root, "reads", rel, None, caller, _lib())
             _note(rec, "reads", rel)
-            r: Optional[_Recording] = rec
-            while r is not None and r.opts.track_reads:
-                r.spawned.setdefault(rel, (st.st_size, st.st_mtime_ns, st.st_ino))
-                r = _up(r)
+            _spawned(rec, rel, was, True)
+
+
+# options whose next word is the file a command writes (sort, gcc, curl -o; wget -O; pandoc
+# --output); the shell's redirections
+_OUT_OPTIONS = frozenset({"-o", "-O", "--output", "--out", "--outfile", "--output-file",
+                          "--output-document", "-output"})
+_REDIRECTS = frozenset({">", ">>", "1>", "1>>", "2>", "2>>", "&>", "&>>", ">|"})
+
+
+def _spawned(rec: _Recording, rel: str, was: Any, read: bool) -> None:
+    """A file a child process is given, with its stat now (None: not there yet): one it
+    changes is its write, or, if it was there and read (``read``: given as an input, or
+    read by the step before), its rewrite (recording.finish)."""
+    r: Optional[_Recording] = rec
+    while r is not None and r.opts.track_reads:
+        r.spawned.setdefault(rel, was)
+        if read and was is not None:
+            r.spawn_in.add(rel)
+        r = _up(r)
 
 
 def _shell_matches(rec: _Recording, pattern: str, base: Optional[str], caller: Any) -> List[str]:

@@ -312,6 +312,9 @@ def _child(req: Dict[str, Any], close_fds: List[int]) -> None:
                 s.flush()
             except (OSError, ValueError):
                 pass
+        forks = sys.modules.get("zenbuild.trace.forks")
+        if forks is not None:  # os._exit runs no atexit: the spools its steps' workers left
+            forks.sweep_own()
         os._exit(code)
 
 
