@@ -163,3 +163,43 @@ def test_a_step_that_rewrites_its_input_is_never_served_from_cache(project: Proj
     r = project.cli("run")
     assert "sed_i" in project.ticks(), r
     assert project.read("data/f.txt") == "A user edit\n"
+
+
+FLAG = '''
+import subprocess
+import sys
+
+from zenbuild import pipeline, step
+from ticker import tick
+
+
+@step
+def optimized() -> str:
+    tick("optimized")
+    # -O is python's optimize flag here, not an output option: tool.py is the script it runs
+    done = subprocess.run([sys.executable, "-O", "tool.py"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pipeline
+def p():
+    optimized()
+'''
+
+
+def test_a_file_after_an_output_option_that_the_child_leaves_alone_is_a_read(
+        project: Project) -> None:
+    """`-O`/`-o` name a command's output for many tools but not for all (`python -O
+    script.py`): a file so named that the child does not change is a read, so editing the
+    script reruns the step."""
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", FLAG)
+    project.write("tool.py", "print('one')\n")
+    project.cli("run")
+    assert project.ticks() == ["optimized"]
+    project.cli("run")
+    assert project.ticks() == []
+    project.write("tool.py", "print('two')\n")
+    project.cli("run")
+    assert project.ticks() == ["optimized"]

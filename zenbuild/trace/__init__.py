@@ -350,6 +350,9 @@ class _Recording:
                 self.writes[rel] = None
                 if rel in self.spawn_in:
                     self.rewrites[rel] = None
+            elif was is not None and rel not in self.spawn_in:  # named after an output option
+                self.reads[rel] = None  # but left as it was: maybe no output at all (`python
+                # -O script.py`), so a read, as any file a command line names
         rewrites: List[str] = []
         if self.writes or self.reads:  # (most steps read and wrote only declared files)
             writes = set(self.writes)
