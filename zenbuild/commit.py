@@ -9,7 +9,7 @@ import json
 import os
 import stat
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from zenbuild import reasons as R
 from zenbuild.digest import StatCache, digest_file
@@ -74,13 +74,19 @@ def reads_changed(root: str, step: str, trace: Trace,
     return None
 
 
-def rewritten(step: str, trace: Optional[Trace]) -> Optional[Reason]:
+def rewritten(step: str, trace: Optional[Trace],
+              declared: Sequence[str] = ()) -> Optional[Reason]:
     """The step rewrote a file it had read (its own input: trace.rewrites): its result depends
-    on what the file held before, which is gone now, so it is used but not cached."""
+    on what the file held before, which is gone now, so it is used but not cached.
+    ``declared``: the step's File inputs (one it rewrote gets other advice: it may well be
+    another step's Output)."""
     if trace is None or not trace.rewrites:
         return None
-    return Reason(R.INPUT_REWRITTEN, trace.rewrites[0],
-                  detail={"step": step, "more": len(trace.rewrites) - 1})
+    first = trace.rewrites[0]
+    detail: Dict[str, Any] = {"step": step, "more": len(trace.rewrites) - 1}
+    if first in declared:
+        detail["declared"] = True
+    return Reason(R.INPUT_REWRITTEN, first, detail=detail)
 
 
 def nondeterminism(components: Dict[str, Any], same: Optional[str],
@@ -196,7 +202,7 @@ class Recorder:
                     where = f" {e.filename!r}" if e.filename else ""
                     raise CaptureFailed(
                         f"step {name}: cannot store its output{where}: {e.strerror or e}") from None
-                uncached = (special or stale or rewritten(name, trace)
+                uncached = (special or stale or rewritten(name, trace, [f.path for f in node.files])
                             or self.inputs_changed(node, comps)
                             or changed_during_run(self.root, name, comps.code_meta))
                 discovered = None

@@ -220,6 +220,12 @@ def _rewritten(r: Reason) -> str:
     more = int((r.detail or {}).get("more") or 0)
     also = f" (and {more} more file{'s' if more > 1 else ''})" if more else ""
     step = (r.detail or {}).get("step", "")
+    if (r.detail or {}).get("declared"):
+        return (f"step {step} wrote into {r.subject}{also}, which it declares as its input "
+                f'(File("{r.subject}")): a step must not change its inputs (when another step '
+                "makes the file, zenbuild restores that step's version on the next run, and "
+                "this step runs again each time); it was used but not cached. Write the "
+                "changed data to an Output of its own instead (or copy the file first)")
     return (f"step {step} rewrote {r.subject}{also} in place: the file existed before it ran, "
             "and it read the file (or named it on a command line) and then changed it, so its "
             "result depends on what an earlier run left there; it was used but not cached. "

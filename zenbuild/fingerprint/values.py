@@ -232,6 +232,8 @@ class ValueEncoder:
         if not self.is_project(t):
             self._package(t.__module__)
             self._library_class(t)
+            if _is_resource(v):  # a pool, thread, lock, socket, open file: its type alone
+                return b"resource(%s)" % head
         state = self._state(v, d)
         try:
             return b"obj(%s,%s,%s)" % (head, value_digest(v).encode(), state)
@@ -295,3 +297,32 @@ def functools_partial() -> type:
     import functools
 
     return functools.partial
+
+
+# Process-local machinery a module may hold at top level (``POOL = Pool(4)``, ``LOCK =
+# threading.Lock()``, an executor, a log file): not data a step computes with, and what it
+# holds (worker pids, thread idents, file positions) differs in every process, so its
+# attributes made the key of every step using it change on every run. Such an object counts
+# by its type. (module, class name) pairs, checked only when their module is imported.
+_RESOURCES = (
+    ("multiprocessing.pool", "Pool"), ("multiprocessing.process", "BaseProcess"),
+    ("concurrent.futures._base", "Executor"), ("threading", "Thread"),
+    ("threading", "Condition"), ("threading", "Event"), ("threading", "Semaphore"),
+    ("threading", "Barrier"), ("_thread", "LockType"), ("_thread", "RLock"),
+    ("multiprocessing.synchronize", "SemLock"), ("multiprocessing.synchronize", "Condition"),
+    ("multiprocessing.synchronize", "Event"), ("multiprocessing.queues", "Queue"),
+    ("queue", "Queue"), ("socket", "socket"), ("subprocess", "Popen"), ("io", "IOBase"),
+    ("sqlite3", "Connection"), ("asyncio.events", "AbstractEventLoop"),
+    ("selectors", "BaseSelector"),
+)
+
+
+def _is_resource(v: Any) -> bool:
+    import sys
+
+    for mod, name in _RESOURCES:
+        m = sys.modules.get(mod)
+        cls = getattr(m, name, None) if m is not None else None
+        if isinstance(cls, type) and isinstance(v, cls):
+            return True
+    return False
