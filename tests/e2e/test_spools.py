@@ -60,13 +60,19 @@ def env_for(tmp: Path) -> Dict[str, str]:
     return {"TMPDIR": str(tmp)}  # tempfile.gettempdir(): the spools' folder
 
 
-def test_a_pool_never_closed_leaves_no_spool_and_its_reads_still_count(
-        project: Project, tmp_path: Path) -> None:
+def make_project(project: Project, tmp_path: Path, pipe: str) -> Path:
+    """The project with ``pipe`` and data/a.txt; the temp folder its runs get (returned)."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
-    project.write("pipe.py", POOL)
+    project.write("pipe.py", pipe)
     project.write("data/a.txt", "1")
+    return tmp
+
+
+def test_a_pool_never_closed_leaves_no_spool_and_its_reads_still_count(
+        project: Project, tmp_path: Path) -> None:
+    tmp = make_project(project, tmp_path, POOL)
     project.write("data/b.txt", "2")
     for run, b in enumerate(["2", "3", "4"]):
         project.write("data/b.txt", b)
@@ -123,11 +129,7 @@ def dead_pid() -> int:
 
 def test_the_spools_of_dead_roots_are_swept_and_live_ones_kept(
         project: Project, tmp_path: Path) -> None:
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
-    project.write("pipe.py", SPAWN)
-    project.write("data/a.txt", "1")
+    tmp = make_project(project, tmp_path, SPAWN)
     d1, d2 = dead_pid(), dead_pid()
     line = '["reads", "data/x.txt", null]\n'
     (tmp / f"zenbuild-spool-{d1}-11.jsonl").write_text(line)  # an older zenbuild: no lock

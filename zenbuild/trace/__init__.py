@@ -353,17 +353,14 @@ class _Recording:
             elif was is not None and rel not in self.spawn_in:  # named after an output option
                 self.reads[rel] = None  # but left as it was: maybe no output at all (`python
                 # -O script.py`), so a read, as any file a command line names
-        rewrites: List[str] = []
+        rewrites = (sorted(r for r in self.rewrites if not self.declared(r)) if self.rewrites
+                    else [])  # (a declared input too, which neither list below keeps)
         if self.writes or self.reads:  # (most steps read and wrote only declared files)
             writes = set(self.writes)
             reads = sorted(r for r in self.reads if r not in writes and not self.declared(r))
-            if self.rewrites:
-                rewrites = sorted(r for r in self.rewrites if not self.declared(r))
             undeclared = sorted(w for w in writes if not self.declared(w)
                                 and w not in self.rewrites
                                 and os.path.lexists(os.path.join(root, w)))
-        elif self.rewrites:  # (a declared input, which neither list keeps)
-            rewrites = sorted(r for r in self.rewrites if not self.declared(r))
         globs = [self.globs[k] for k in sorted(self.globs)] if self.globs else []
         env_all = self.env_all
         if env_all is not None and self.env_set:  # names the step set itself are its own:

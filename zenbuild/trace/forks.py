@@ -157,8 +157,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # another user's process of that pid: not ours any more
-        return False
+    except (OSError, OverflowError):  # another user's process of that pid: not ours any more
+        return False  # (or no pid at all: a spool name with a number no pid reaches)
     try:  # a child that exited but was not waited for yet (a zombie) is gone too
         with open(f"/proc/{pid}/stat", "rb") as f:
             return f.read().split(b") ", 1)[-1][:1] != b"Z"
@@ -276,7 +276,7 @@ def sweep_stale() -> None:
                 except OSError:  # held: the root (or a worker it left) lives
                     pass
         else:
-            gone = root == me or _root_gone(root)
+            gone = root == me or not _alive(root)
         if gone:
             for name in files:  # its spools first, the lock last
                 if name != lock and _ours(folder, name):
@@ -286,19 +286,3 @@ def sweep_stale() -> None:
         if fd is not None:
             os.close(fd)
 
-
-def _root_gone(pid: int) -> bool:
-    """Whether no process ``pid`` of this user runs (for a spool with no lock file)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # another user's process has that pid now: not the root, ours
-        return True
-    except OSError:  # pragma: no cover - an odd pid: leave the file
-        return False
-    try:  # a zombie has exited
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().split(b") ", 1)[-1][:1] == b"Z"
-    except OSError:
-        return False
