@@ -781,6 +781,26 @@ def test_a_project_class_code_digest_joins_the_param_key() -> None:
     assert encode_param([1, "a"], None, lambda cls: "x") == encode_param([1, "a"])
 
 
+@pytest.mark.parametrize("value", [
+    "marker", "list", "tuple", "mixed", "nested", "empty list", "empty tuple"])
+def test_the_marker_fast_path_encodes_as_canonical_does(value) -> None:
+    """encode_param short-cuts a marker and a list/tuple of markers (the usual File list and
+    handle list); its bytes must be exactly canonical()'s, or every such step's key changes."""
+    from zenbuild.fingerprint.params import _MARKERS, encode_param
+    from zenbuild.graph import EnvRef, FileRef, InputRef, OutputRef
+    from zenbuild.serialize import canonical
+
+    f, d = FileRef("data/a.csv"), FileRef("data", "*.csv")
+    h, o, e = InputRef("load", (0, "x")), OutputRef("out/b.bin"), EnvRef("TOKEN")
+    v = {"marker": f, "list": [f, d, h, o, e], "tuple": (h, e, f), "mixed": [f, 1, "a"],
+         "nested": [f, [d]], "empty list": [], "empty tuple": ()}[value]
+    got = encode_param(v)
+    assert got == canonical(v, items=_MARKERS)
+    # the items really are in it, in order: two different lists do not collide
+    if isinstance(v, (list, tuple)) and len(v) > 1:
+        assert got != encode_param(type(v)(reversed(v)))
+
+
 CONST_CONFIGS = '''
 import dataclasses
 from zenbuild import step

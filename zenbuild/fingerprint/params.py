@@ -29,6 +29,17 @@ def encode_param(value: Any, root: Optional[str] = None,
     qualified name and fields (serialize/configs.py); with ``code_of`` (the fingerprinter's
     value_code), the code digest of each project class among them follows, so editing the
     class's code reruns the steps that take its instances, like any project class."""
+    t = type(value)
+    if t in _MARKERS:  # what canonical() makes of a marker, without an encoder
+        return value.item  # type: ignore[no-any-return]
+    if t is list or t is tuple:  # the usual [File(...), ...] and [handle, ...] arguments
+        items = []
+        for x in value:
+            if type(x) not in _MARKERS:
+                break
+            items.append(x.item)
+        else:  # canonical()'s list (l) or tuple (t) of items, as one join
+            return b"%s%d:%s" % (b"l" if t is list else b"t", len(items), b"".join(items))
     roots = _roots(root) if root else ()
     if code_of is None or _no_classes(value):
         return canonical(value, items=_MARKERS, roots=roots)
