@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from zenbuild.errors import ConfigError
+from zenbuild.lazyre import LazyPattern
 
 if TYPE_CHECKING:  # pragma: no cover
     from zenbuild.digest import StatKey
@@ -191,8 +192,8 @@ def find_project(start: str) -> Tuple[str, Optional[str]]:
 # What a store folder holds before its database exists (a command stopped before it opened
 # the store: compiled sources, a parsed config, a key, or Store() itself, whose database comes
 # after cas/, tmp/ and the lock): name -> whether an entry of that name is zenbuild's.
-_PYCODE_NAME = re.compile(r"[0-9a-f]{32}(\.\d+\.tmp)?")
-_TEMP_OF = re.compile(r"(config-cache\.json|secret\.key)\.\d+\.tmp")
+_PYCODE_NAME = LazyPattern(r"[0-9a-f]{32}(\.\d+\.tmp)?")
+_TEMP_OF = LazyPattern(r"(config-cache\.json|secret\.key)\.\d+\.tmp")
 
 
 def _made_before_database(folder: str, name: str) -> bool:

@@ -23,6 +23,7 @@ from zenbuild.binding import Params, params_of
 from zenbuild.durations import parse_duration
 from zenbuild.errors import PathError, PipelineError
 from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef, StepDef
+from zenbuild.lazyre import LazyPattern
 from zenbuild.paths import normalize_path, plain_rel
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -141,7 +142,7 @@ class Handle:
 # a parameter of that name (then it is the function's, as in a plain call). ``id`` is ZenML's
 # spelling; ``zen_id`` always works for a step whose function has its own ``id`` parameter.
 _ID_KEYWORDS = ("id", "zen_id")
-_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_ID_RE = LazyPattern(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
 def _pop_call_id(st: Step, kwargs: Dict[str, Any]) -> Tuple[Optional[str], Dict[str, Any]]:

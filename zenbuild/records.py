@@ -58,9 +58,20 @@ def record(cls: Optional[type] = None, *, frozen: bool = False) -> Any:
                 value = n
             body.append(f"_set(self, {n!r}, {value})" if frozen else f"self.{n} = {value}")
         src = f"def __init__(self, {', '.join(params)}):\n    " + ("\n    ".join(body) or "pass")
-        ns: Dict[str, Any] = {}
-        exec(src, env, ns)  # one small function per class, as dataclasses does
-        init = ns["__init__"]
+
+        def make_init() -> Any:
+            ns: Dict[str, Any] = {}
+            exec(src, env, ns)  # one small function per class, as dataclasses does
+            made = ns["__init__"]
+            made.__qualname__ = f"{c.__qualname__}.__init__"
+            type.__setattr__(c, "__init__", made)
+            return made
+
+        def init(self: Any, *args: Any, **kwargs: Any) -> None:
+            # compiled by the class's first instance: compiling costs ~0.4M instructions a
+            # class, and a run makes instances of few of them
+            make_init()(self, *args, **kwargs)
+
         init.__qualname__ = f"{c.__qualname__}.__init__"
         fields = tuple(names)
 

@@ -41,3 +41,19 @@ def test_frozen_records_are_hashable_and_read_only():
     assert d[Key("a", "")] == 1
     with pytest.raises(AttributeError):
         k.path = "b"  # type: ignore[misc]
+
+
+def test_a_record_compiles_its_init_at_its_first_instance():
+    @record
+    class Late:
+        a: int
+        b: List[int] = field(default_factory=list)
+
+    placeholder = Late.__init__
+    x = Late(1)
+    assert Late.__init__ is not placeholder  # the compiled one took its place
+    y = Late(2, b=[3])
+    assert (x.a, x.b, y.a, y.b) == (1, [], 2, [3])
+    assert x.b is not Late(1).b
+    with pytest.raises(TypeError):
+        Late()

@@ -71,14 +71,19 @@ def install_sigterm() -> None:
     the inherited Python-level handler, which the interpreter clears after a fork: the signal
     was lost, and a pool worker replaced just before exit, that multiprocessing's finalizer
     sends SIGTERM to, blocked it and the exit hung). _terminate's own check stays for a
-    child forked with no os.register_at_fork."""
-    import signal
+    child forked with no os.register_at_fork. The handler is set through _signal, the C
+    module signal wraps: importing signal (its enums) costs 3M instructions of every run,
+    and the fork hooks import it only when a process forks."""
+    try:
+        import _signal as sig  # CPython's, and PyPy's
+    except ImportError:  # pragma: no cover - another interpreter
+        import signal as sig
 
     global _handler_pid
     _handler_pid = os.getpid()
-    signal.signal(signal.SIGTERM, _terminate)
+    sig.signal(sig.SIGTERM, _terminate)
     if not _fork_hooks[0] and hasattr(os, "register_at_fork") \
-            and hasattr(signal, "pthread_sigmask"):
+            and hasattr(sig, "pthread_sigmask"):
         _fork_hooks[0] = True
         os.register_at_fork(before=_fork_before, after_in_parent=_fork_parent,
                             after_in_child=_fork_child)

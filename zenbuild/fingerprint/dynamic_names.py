@@ -28,13 +28,13 @@ Markers are chains whose first element is one of MARKERS; code.py hands them to 
 
 from __future__ import annotations
 
-import re
 import types
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from zenbuild.digest import digest_bytes
 from zenbuild.fingerprint.source import SOURCE_CACHE_VERSION
 from zenbuild.graph import StepDef
+from zenbuild.lazyre import LazyPattern
 
 if TYPE_CHECKING:  # pragma: no cover
     import ast
@@ -46,7 +46,7 @@ EVAL_NAME = "<eval name>"  # (EVAL_NAME, mode, NAME): a module string evaluated 
 MARKERS = frozenset({GLOBALS, DEFAULTS, FIELDS, EVAL_NAME})
 
 _MAX_TEXT = 20_000  # longer strings are not parsed as code (a SQL script, a document)
-_AT_NAME = re.compile(r"(?<![\w@.])@([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
+_AT_NAME = LazyPattern(r"(?<![\w@.])@([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
 # calls that make a class field: their default must be a literal, anything else (a factory,
 # an alias, a validator) is code the statement names
 _FIELD_CALLS = frozenset({"Field", "field", "ib", "attrib", "PrivateAttr", "Factory"})
@@ -324,7 +324,7 @@ def _zenbuild(mod: object) -> bool:
 
 
 _KERNEL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open", "display"})
-_KERNEL_HISTORY = re.compile(r"^_(?:_{0,2}|i{1,3}|i?\d+|[iod]h|exit_code)$")
+_KERNEL_HISTORY = LazyPattern(r"^_(?:_{0,2}|i{1,3}|i?\d+|[iod]h|exit_code)$")
 
 
 _CODE_NAMES: Dict[Tuple[str, str], List[Any]] = {}

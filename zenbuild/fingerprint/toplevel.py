@@ -20,13 +20,13 @@ value is a call of a state setter (``g = torch.manual_seed(0)``, ``old = np.sete
 from __future__ import annotations
 
 import ast
-import re
 from typing import List, Sequence, Set, Tuple
 
 from zenbuild.fingerprint.scopes import global_references
 from zenbuild.fingerprint.source import dump, strip_docstrings
+from zenbuild.lazyre import LazyPattern
 
-_SETTER = re.compile(r"^(seed|manual_seed\w*|set_\w+|seterr|setLevel|use_deterministic_algorithms)$")
+_SETTER = LazyPattern(r"^(seed|manual_seed\w*|set_\w+|seterr|setLevel|use_deterministic_algorithms)$")
 EFFECT_IMPORT = "<effect import>"  # first element of an effect_imports() entry
 STATEMENT = "<statement>"  # first element of a statement's group in statements()
 CALL = "<call>"  # a call statement's target roots: [CALL, name its function starts from]

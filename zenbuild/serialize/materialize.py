@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import pickle
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, TypeVar, Union
@@ -47,6 +46,8 @@ def _cleanup() -> None:
 
 def _folder_files(folder: str) -> Tuple[Tuple[str, bool, Any], ...]:
     """(relative posix path, executable, PickleBuffer of its bytes) of every file, sorted."""
+    import pickle  # not at import: a run that stores no value type never pickles
+
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()

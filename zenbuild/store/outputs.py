@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import stat
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from zenbuild.digest import StatCache, digest_bytes, stat_key
 from zenbuild.errors import PathError, StoreError
+from zenbuild.lazyre import LazyPattern
 from zenbuild.store.db import INLINE_MAX, Store
 from zenbuild.store.folders import (
     PERMS,
@@ -41,7 +41,7 @@ from zenbuild.store.unstored import Unstored
 
 # Temp files: blobs.restore_file writes DEST.zenbuild-tmp-PID, renamed over DEST when whole.
 TMP_MARK = ".zenbuild-tmp-"
-_TMP = re.compile(r"\.zenbuild-tmp-(\d+)$")
+_TMP = LazyPattern(r"\.zenbuild-tmp-(\d+)$")
 
 
 def pid_alive(pid: int) -> bool:

@@ -48,6 +48,7 @@ from typing import (
     Tuple,
 )
 
+from zenbuild.lazyre import LazyPattern
 from zenbuild.paths import PACKAGE_DIR, SKIP_DIRS, library_dirs
 from zenbuild.records import field, record
 from zenbuild.trace import forks, memo
@@ -210,7 +211,7 @@ def _from_user(f: Any) -> bool:
     return True
 
 
-_SKIP_RX = re.compile("(?:^|/)(?:__pycache__|" + "|".join(re.escape(d) for d in SKIP_DIRS)
+_SKIP_RX = LazyPattern("(?:^|/)(?:__pycache__|" + "|".join(re.escape(d) for d in SKIP_DIRS)
                       + ")(?:/|$)")
 _cwd: List[Optional[str]] = [None]  # cached os.getcwd(), dropped on every os.chdir event
 _ORIG_STAT = os.stat  # as it was when zenbuild.trace was imported (trace/probes.py wraps it)

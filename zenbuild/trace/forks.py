@@ -37,10 +37,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 import sys
 from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from zenbuild.lazyre import LazyPattern
 
 _installed = [False]
 _ROOTED = [0]  # the pid that became a root (sweeps, lock, exit sweep): a forked child is not
@@ -51,7 +52,7 @@ FORKED = [False]  # (that process) a child was forked while recording: collect()
 _OFFSETS: Dict[str, int] = {}  # spool path -> bytes merged so far
 _PREFIX = "zenbuild-spool-"
 _LOCK_FD: List[Optional[int]] = [None]  # (the root) its lock file, flock'ed exclusive
-_NAME = re.compile(r"zenbuild-spool-([0-9]+)(?:-([0-9]+)\.jsonl|\.lock)\Z")
+_NAME = LazyPattern(r"zenbuild-spool-([0-9]+)(?:-([0-9]+)\.jsonl|\.lock)\Z")
 
 
 def install(active: List[Any]) -> None:

@@ -32,13 +32,14 @@ import sys
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from zenbuild.digest import digest_bytes
+from zenbuild.lazyre import LazyPattern
 from zenbuild.paths import SKIP_DIRS
 
 KINDS = ("glob", "path.glob", "path.rglob")
 # the options of each kind that change what is matched, and the types their values may have
 _GLOB_OPTS = ("recursive", "include_hidden")
 _PATH_OPTS = ("case_sensitive", "recurse_symlinks")
-_MAGIC = re.compile(r"[*?[]")
+_MAGIC = LazyPattern(r"[*?[]")
 
 _ORIG_GLOB = _glob_mod.glob
 _ORIG_IGLOB = _glob_mod.iglob
@@ -53,7 +54,7 @@ Spec = List[Any]  # [kind, base, pattern, opts]
 
 # what a match never counts for, as the recorder never records a touch there (trace.rel): a
 # __pycache__ or virtualenv folder, and the store (``skip``: its project-relative folder)
-_NOISE = re.compile("(?:^|/)(?:__pycache__|" + "|".join(re.escape(d) for d in SKIP_DIRS)
+_NOISE = LazyPattern("(?:^|/)(?:__pycache__|" + "|".join(re.escape(d) for d in SKIP_DIRS)
                     + ")(?:/|$)")
 
 

@@ -35,11 +35,10 @@ a memo kept in a class attribute or on an instance, and a library's memo decorat
 
 from __future__ import annotations
 
-import opcode
 import os
 import time
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterable, Optional, Set, Tuple
 
 from zenbuild.paths import PACKAGE_DIR
 
@@ -48,9 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _ZB_DIR = PACKAGE_DIR + os.sep
 _CALLER = os.path.join(_ZB_DIR, "executors", "__init__.py")  # where a step's code is called
-_STATEFUL_OPS = frozenset(opcode.opmap[n] for n in ("STORE_GLOBAL", "DELETE_GLOBAL",
-                                                    "STORE_DEREF", "DELETE_DEREF")
-                          if n in opcode.opmap)
+_STATEFUL_OPS: Optional[FrozenSet[int]] = None  # made by _stateful_ops()
 _CONTAINERS = (dict, list, set)
 
 
@@ -100,12 +97,24 @@ def attribute(root: str, kind: str, key: str, value: Optional[str], frame: Any,
         f = f.f_back
 
 
+def _stateful_ops() -> FrozenSet[int]:
+    """The opcodes that store into a global or a closure cell (opcode is imported by the
+    first recording that needs them, not by every run: 2M instructions)."""
+    global _STATEFUL_OPS
+    import opcode
+
+    _STATEFUL_OPS = frozenset(opcode.opmap[n] for n in ("STORE_GLOBAL", "DELETE_GLOBAL",
+                                                        "STORE_DEREF", "DELETE_DEREF")
+                              if n in opcode.opmap)
+    return _STATEFUL_OPS
+
+
 def _memo_capable(code: Any, frame: Any) -> bool:
     try:
         if _find_wrapper(code, frame.f_globals):
             return True
         raw = code.co_code
-        ops = _STATEFUL_OPS
+        ops = _STATEFUL_OPS or _stateful_ops()
         if any(raw[i] in ops for i in range(0, len(raw), 2)):
             return True
         g = frame.f_globals

@@ -28,14 +28,14 @@ the original with the same arguments and returns its result untouched; recording
 from __future__ import annotations
 
 import os
-import re
 import stat as stat_mod
 import sys
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import zenbuild.trace as T
+from zenbuild.lazyre import LazyPattern
 
-_MAGIC = re.compile(r"[*?[]")
+_MAGIC = LazyPattern(r"[*?[]")
 _MARK = "__zenbuild_native__"
 
 # -- recording one path -----------------------------------------------------------------------------

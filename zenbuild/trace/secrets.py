@@ -11,6 +11,8 @@ import os
 import re
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+from zenbuild.lazyre import LazyPattern
+
 # -- environment variable filters ----------------------------------------------------------------
 
 DENY_ENV = frozenset({
@@ -64,7 +66,7 @@ _EXACT_WORDS = frozenset({"PAT"})
 _ANYWHERE = ("SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "PRIVATE", "WEBHOOK", "SIGNATURE",
              "CONNECTION_STRING", "CONNECTIONSTRING", "CONN_STR", "CONNSTR", "APIKEY")
 _PATH_WORDS = frozenset({"FILE", "FILES", "DIR", "DIRS", "PATH", "PATHS", "FOLDER"})
-_WORD_SPLIT = re.compile(r"[_\-.]+")
+_WORD_SPLIT = LazyPattern(r"[_\-.]+")
 # A value that looks like a credential, whatever its variable is called: a URL with a password
 # in its userinfo (scheme://user:password@host) or a token there (12 characters or more, with
 # a digit: not ssh://git@host or postgres://postgres@host), a PEM block, a token of a well-known
