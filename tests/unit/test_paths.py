@@ -110,3 +110,26 @@ def test_a_dir_input_naming_a_file_says_so(tmp_path: Path) -> None:
         dir_files(str(tmp_path), "data.csv", None)
     with pytest.raises(MissingInput, match="input folder 'nothing' does not exist"):
         dir_files(str(tmp_path), "nothing", None)
+
+
+@pytest.mark.parametrize("many", [False, True])  # an lstat a name, or one listing
+def test_output_realpaths_are_realpath_s_whatever_the_names_are(tmp_path, many):
+    from zenbuild.store.outputs import _realpaths
+
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    (tmp_path / "via").symlink_to(real)  # the folder itself reached through a symlink
+    (real / "plain.txt").write_text("x")
+    (real / "to_file").symlink_to(real / "plain.txt")
+    (real / "to_dir").symlink_to(tmp_path / "elsewhere")  # dangling
+    (real / "up").symlink_to("..")
+    (real / "loop").symlink_to("loop")
+    names = ["plain.txt", "to_file", "to_dir", "up", "sub", "absent", "loop", ".", ".."]
+    if many:
+        names += [f"f{i}" for i in range(20)]
+        names += ["to_file"]
+    for parent in (real, tmp_path / "via"):
+        want = [os.path.realpath(os.path.join(parent, n)) for n in names]
+        assert _realpaths(str(parent), names) == want
+    assert _realpaths(str(tmp_path / "nowhere"), names) == [
+        os.path.realpath(os.path.join(tmp_path / "nowhere", n)) for n in names]

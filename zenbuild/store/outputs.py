@@ -22,7 +22,7 @@ import os
 import stat
 import sys
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from zenbuild.digest import StatCache, digest_bytes, stat_key
 from zenbuild.errors import PathError, StoreError
@@ -322,11 +322,11 @@ def sweep_leftovers(root: str, rels: Iterable[str]) -> int:
     whose PID is not running); temp files inside folder outputs go when the folder is next
     served or rebuilt. One listing per folder holding outputs. Returns how many went."""
     gone = 0
-    parents: Dict[str, List[str]] = {}
+    parents: Dict[str, None] = {}  # (a project path's folder: no path call an output)
     for rel in rels:
-        parent, name = os.path.split(os.path.join(root, rel))
-        parents.setdefault(parent, []).append(name)
-    for parent in parents:
+        parents[rel.rpartition("/")[0]] = None
+    for folder in parents:
+        parent = os.path.join(root, folder) if folder else root
         try:
             names = os.listdir(parent)
         except OSError:
@@ -343,19 +343,57 @@ def check_placement(root: str, store_path: str, rels: Iterable[Tuple[str, str]])
     restoring or clearing the output would destroy the store, and capturing it would copy the
     store into itself. ``rels``: (step, output path relative to ``root``)."""
     store = os.path.realpath(store_path)
-    real_dirs: Dict[str, str] = {}  # a folder -> its realpath: outputs share a few folders
+    by_folder: Dict[str, List[Tuple[str, str, str]]] = {}  # outputs share a few folders
     for step, rel in rels:
-        out = _realpath(os.path.join(root, rel), real_dirs)
-        if store == out or store.startswith(out + os.sep):
-            raise PathError(
-                f"the store {store_path} is inside Output({rel!r}) of step {step}: the step's "
-                "output would take the store with it. Point `store` in zenbuild.toml at a "
-                "folder outside every Output (the default, .zenbuild, is), or declare the "
-                "Output one level deeper.")
-        if out.startswith(store + os.sep):
-            raise PathError(
-                f"Output({rel!r}) of step {step} is inside the store {store_path}: zenbuild "
-                "owns that folder. Write the output somewhere in the project outside it.")
+        folder, _, name = rel.rpartition("/")
+        by_folder.setdefault(folder, []).append((step, rel, name))
+    for folder, outs in by_folder.items():
+        parent = os.path.join(root, folder) if folder else root
+        for (step, rel, _), out in zip(outs, _realpaths(parent, [n for _, _, n in outs])):
+            if store == out or store.startswith(out + os.sep):
+                raise PathError(
+                    f"the store {store_path} is inside Output({rel!r}) of step {step}: the "
+                    "step's output would take the store with it. Point `store` in "
+                    "zenbuild.toml at a folder outside every Output (the default, .zenbuild, "
+                    "is), or declare the Output one level deeper.")
+            if out.startswith(store + os.sep):
+                raise PathError(
+                    f"Output({rel!r}) of step {step} is inside the store {store_path}: "
+                    "zenbuild owns that folder. Write the output somewhere in the project "
+                    "outside it.")
+
+
+def _realpaths(parent: str, names: List[str]) -> List[str]:
+    """os.path.realpath(parent/name) of each name, resolving ``parent`` once (realpath costs
+    a syscall per component, on every run, for every Output): the same result whenever the
+    name is not a symlink, else the name's own realpath. Which names are symlinks one listing
+    of the folder tells (its entries' types, no stat each) when it holds many outputs, else
+    an lstat each; an absent name is kept as it is, as realpath keeps it."""
+    if not os.path.isabs(parent):
+        return [os.path.realpath(os.path.join(parent, n)) for n in names]
+    links: Optional[Set[str]] = None
+    if len(names) >= 16:
+        try:
+            with os.scandir(parent) as entries:
+                links = {e.name for e in entries if e.is_symlink()}
+        except OSError:  # absent, not a folder, unreadable: each name is looked at
+            links = None
+    real = os.path.realpath(parent)
+    into = real if real.endswith("/") else real + "/"  # (os.path.join's result, inline)
+    out = []
+    for name in names:
+        if name in ("", ".", ".."):
+            out.append(os.path.realpath(os.path.join(parent, name)))
+            continue
+        if links is not None:
+            link = name in links
+        else:
+            try:
+                link = stat.S_ISLNK(os.lstat(os.path.join(parent, name)).st_mode)
+            except (OSError, ValueError):
+                link = False  # absent: realpath keeps the name as it is
+        out.append(os.path.realpath(os.path.join(parent, name)) if link else into + name)
+    return out
 
 
 class Claims:
@@ -394,24 +432,6 @@ class Claims:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
-
-
-def _realpath(full: str, real_dirs: Dict[str, str]) -> str:
-    """os.path.realpath(full), resolving its folder once per ``real_dirs`` memo (realpath
-    costs a syscall per component, on every run, for every Output): the same result whenever
-    the last component is not a symlink (one lstat tells), else the full realpath."""
-    parent, name = os.path.split(full)
-    if name in ("", ".", "..") or not os.path.isabs(full):
-        return os.path.realpath(full)
-    try:
-        if stat.S_ISLNK(os.lstat(full).st_mode):
-            return os.path.realpath(full)
-    except (OSError, ValueError):
-        pass  # absent: realpath keeps the name as it is
-    real = real_dirs.get(parent)
-    if real is None:
-        real = real_dirs[parent] = os.path.realpath(parent)
-    return os.path.join(real, name)
 
 
 _ABSENT = ""  # what _occupied() says of nothing at all (an empty folder is None)
