@@ -214,6 +214,26 @@ class Graph:
                         node.file_upstream.append(producer)
 
     def _toposort(self) -> List[str]:
+        """The nodes in dependency order, ties in invocation order. A node's handles name
+        steps called before it, so unless a File input reaches a later step's Output, that
+        order is the invocation order itself (Kahn's walk below gives the same: each node is
+        ready once the ones before it are done, and is the lowest ready index)."""
+        nodes = self.nodes
+        last = -1
+        for name, node in nodes.items():
+            i = node.index
+            if i <= last:
+                break
+            for d in node.deps:
+                up = nodes.get(d)
+                if up is None or up.index >= i:
+                    break
+            else:
+                last = i
+                continue
+            break
+        else:
+            return list(nodes)
         index = {name: n.index for name, n in self.nodes.items()}
         indeg = {name: 0 for name in self.nodes}
         down: Dict[str, List[str]] = {name: [] for name in self.nodes}
