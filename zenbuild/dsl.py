@@ -32,11 +32,22 @@ if TYPE_CHECKING:  # pragma: no cover
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def _path_text(kind: str, path: Any) -> str:
+    """The text of a path given to File, Dir or Output (a str, a pathlib.Path, bytes, any
+    os.PathLike); anything else is refused as the pipeline's mistake."""
+    try:
+        text = os.fspath(path)
+    except TypeError:
+        raise PipelineError(f"{kind}({path!r}): a path is a str or a pathlib.Path, not "
+                            f"{type(path).__name__}") from None
+    return os.fsdecode(text) if isinstance(text, bytes) else text
+
+
 class File:
     """A file input whose content is fingerprinted. The step receives an absolute Path."""
 
     def __init__(self, path: PathLike) -> None:
-        self.path = os.fspath(path)
+        self.path = path if type(path) is str else _path_text("File", path)
 
     def __repr__(self) -> str:
         return f"File({self.path!r})"
@@ -46,7 +57,10 @@ class Dir:
     """A folder input; files matching ``glob`` are fingerprinted. The step receives a Path."""
 
     def __init__(self, path: PathLike, glob: str = "**/*") -> None:
-        self.path = os.fspath(path)
+        self.path = path if type(path) is str else _path_text("Dir", path)
+        if not isinstance(glob, str) or not glob:
+            raise PipelineError(f"Dir({self.path!r}, glob={glob!r}): the glob is a non-empty "
+                                "string such as '**/*.csv'")
         self.glob = glob
 
     def __repr__(self) -> str:
@@ -77,7 +91,7 @@ class Output:
     """A file or folder the step writes. The step receives an absolute Path."""
 
     def __init__(self, path: PathLike) -> None:
-        self.path = os.fspath(path)
+        self.path = path if type(path) is str else _path_text("Output", path)
 
     def __repr__(self) -> str:
         return f"Output({self.path!r})"

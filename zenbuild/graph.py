@@ -220,7 +220,7 @@ class Graph:
         ready once the ones before it are done, and is the lowest ready index)."""
         nodes = self.nodes
         last = -1
-        for name, node in nodes.items():
+        for node in nodes.values():
             i = node.index
             if i <= last:
                 break

@@ -68,6 +68,11 @@ EXECUTED, CACHED, FAILED = StepStatus.EXECUTED, StepStatus.CACHED, StepStatus.FA
 SKIPPED, RUNNING, WOULD = StepStatus.SKIPPED, StepStatus.RUNNING, StepStatus.WOULD_EXECUTE
 
 
+class _NoOutputFolder(Exception):
+    """The folder of an Output cannot be made (a file stands where a folder of its path
+    would be, made after the run's placement check): the step fails, saying so."""
+
+
 class _Unloadable(Exception):
     """A value that does not decode, for a reason running its producer again cannot fix."""
 
@@ -462,7 +467,12 @@ class Scheduler:
             full = self._prefix + v.path
             parent = os.path.dirname(full)
             if not os.path.isdir(parent):  # a stat; mkdir of an existing folder costs more
-                os.makedirs(parent, exist_ok=True)
+                try:
+                    os.makedirs(parent, exist_ok=True)
+                except OSError as e:
+                    raise _NoOutputFolder(
+                        f"the folder of its Output({v.path!r}) cannot be made: "
+                        f"{e.strerror or e} ({e.filename or parent})") from None
             return self._path(v.path)
         if t is dict:
             return {k: self._resolve(x, envs) for k, x in v.items()}
@@ -489,6 +499,9 @@ class Scheduler:
             self._fail(name, fingerprint, f"step {name}: the value of step {e.producer} it "
                        f"receives cannot be loaded:\n{user_traceback_text(e.error)}",
                        reasons=reasons)
+            return
+        except _NoOutputFolder as e:
+            self._fail(name, fingerprint, f"step {name}: {e}", reasons=reasons)
             return
         self.recorder.clear_outputs(node, previous)
         call_args, call_kwargs = node.step.params.call_args(resolved)

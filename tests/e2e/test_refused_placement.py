@@ -27,3 +27,77 @@ def test_a_used_store_is_never_removed_when_its_placement_is_refused(project: Pr
     r = project.run("run", check=2)
     assert "inside Output('build') of step folder" in r.stderr, r
     assert db.exists() and (project.root / "build" / ".zenbuild" / "pycode").exists()
+
+
+def test_an_output_inside_a_file_is_refused_before_any_step_runs(project: Project) -> None:
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("data/in.txt", "in\n")
+    project.write("pipe.py", """
+        from zenbuild import Output, pipeline, step
+
+        @step
+        def first(out: Output) -> int:
+            out.write_text("1")
+            return 1
+
+        @step
+        def a(out: Output) -> int:
+            out.write_text("1")
+            return 1
+
+        @pipeline
+        def p():
+            first(Output("build/first.txt"))
+            a(Output("data/in.txt/deeper/x"))
+    """)
+    r = project.run("run", check=2)
+    assert "Output('data/in.txt/deeper/x') of step a: 'data/in.txt' is a file" in r.stderr, r
+    assert "Traceback" not in r.output and r.started == [], r
+    assert (project.root / "data" / "in.txt").read_text() == "in\n"
+
+
+def test_an_output_folder_a_file_took_meanwhile_fails_its_step_only(project: Project) -> None:
+    # the file appears after the placement check: the step that needs the folder fails, the
+    # others run, and the message says which folder
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", """
+        from pathlib import Path
+        from zenbuild import Output, pipeline, step
+
+        @step
+        def blocker(out: Output) -> int:
+            out.write_text("1")
+            out.with_name("late").write_text("a file where a folder will be wanted")
+            return 1
+
+        @step
+        def a(first: int, out: Output) -> int:
+            out.write_text("1")
+            return 1
+
+        @pipeline
+        def p():
+            a(blocker(Output("b.txt")), Output("late/x.txt"))
+    """)
+    r = project.run("run", check=1)
+    assert "step a: the folder of its Output('late/x.txt') cannot be made" in r.output, r
+    assert r.executed == ["blocker"] and "Traceback" not in r.output, r
+
+
+def test_a_path_that_is_not_one_is_the_pipeline_s_mistake(project: Project) -> None:
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    for kind in ("File", "Dir", "Output"):
+        project.write("pipe.py", f"""
+            from zenbuild import Dir, File, Output, pipeline, step
+
+            @step
+            def a(x) -> int:
+                return 1
+
+            @pipeline
+            def p():
+                a({kind}(123))
+        """)
+        r = project.run("run", check=2)
+        assert f"{kind}(123): a path is a str or a pathlib.Path, not int" in r.stderr, r
+        assert "zenbuild/dsl.py" not in r.output, r

@@ -349,6 +349,8 @@ def check_placement(root: str, store_path: str, rels: Iterable[Tuple[str, str]])
         by_folder.setdefault(folder, []).append((step, rel, name))
     for folder, outs in by_folder.items():
         parent = os.path.join(root, folder) if folder else root
+        if folder:
+            _check_folder(root, folder, outs[0][0], outs[0][1])
         for (step, rel, _), out in zip(outs, _realpaths(parent, [n for _, _, n in outs])):
             if store == out or store.startswith(out + os.sep):
                 raise PathError(
@@ -361,6 +363,39 @@ def check_placement(root: str, store_path: str, rels: Iterable[Tuple[str, str]])
                     f"Output({rel!r}) of step {step} is inside the store {store_path}: "
                     "zenbuild owns that folder. Write the output somewhere in the project "
                     "outside it.")
+
+
+def _check_folder(root: str, folder: str, step: str, rel: str) -> None:
+    """Refuse an Output whose folder cannot be made because a file (not a folder) stands on
+    its path (``Output("data/in.txt/x")``): one stat of the folder, none of its parents
+    unless it fails so."""
+    try:
+        st = os.stat(os.path.join(root, folder))
+    except FileNotFoundError:
+        return  # made when the step runs
+    except NotADirectoryError:
+        st = None
+    except OSError:
+        return  # unreadable: said when the step runs, as before
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        return
+    blocker = folder
+    for above in reversed(_parents_of(folder)):
+        if not os.path.isdir(os.path.join(root, above)):
+            blocker = above
+            break
+    raise PathError(
+        f"Output({rel!r}) of step {step}: {blocker!r} is a file, not a folder, so nothing "
+        "can be written inside it. Declare the Output at another path, or move that file.")
+
+
+def _parents_of(folder: str) -> List[str]:
+    """a/b/c -> [a/b/c, a/b, a]."""
+    out = [folder]
+    while "/" in folder:
+        folder = folder.rsplit("/", 1)[0]
+        out.append(folder)
+    return out
 
 
 def _realpaths(parent: str, names: List[str]) -> List[str]:
