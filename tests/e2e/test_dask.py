@@ -419,3 +419,34 @@ def test_the_trace_comes_back_from_dask_workers(tmp_path: Path,
     assert t.reads == ["n.txt"] and t.writes == ["side.txt"]
     assert t.env == {"ZB_DASK_MODE": "x2"}
     assert t.calls == [["helpers_zb.py", "scale", 1], ["traced_steps_zb.py", "traced", 7]]
+
+
+@pytest.mark.parametrize("executor", [["-j", "2"], ["--executor", "dask"]])
+def test_a_value_that_cannot_leave_the_worker_fails_its_step_once_and_clearly(
+        project: Project, executor: list) -> None:
+    # Dask used to log 200 lines of serialization tracebacks and print no summary
+    if executor[0] == "--executor":
+        pytest.importorskip("distributed")
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", """
+        import threading
+        from zenbuild import pipeline, step
+
+        @step
+        def bad() -> object:
+            return threading.Lock()
+
+        @step
+        def good() -> int:
+            return 7
+
+        @pipeline
+        def p():
+            bad()
+            good()
+    """)
+    r = project.run("run", *executor, check=1)
+    assert ("step bad returned a value that cannot be sent back from the worker: TypeError: "
+            "cannot pickle '_thread.lock' object") in r.output, r
+    assert "Traceback" not in r.output and r.executed == ["good"], r
+    assert "1 executed, 0 cached, 1 failed" in r.output, r

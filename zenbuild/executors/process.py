@@ -147,13 +147,20 @@ class Protocol5:
     came back `<i4`, with other bytes and another digest than the same step run in
     process). Unpickled, it is the value itself: nothing on the main process's side unwraps."""
 
-    __slots__ = ("value",)
+    __slots__ = ("value", "data")
 
-    def __init__(self, value: Any) -> None:
+    def __init__(self, value: Any, data: Optional[bytes] = None) -> None:
         self.value = value
+        self.data = data  # the pickle, made by of()
+
+    @classmethod
+    def of(cls, value: Any) -> "Protocol5":
+        """The value with its pickle made now (raises what pickling raises)."""
+        return cls(value, pickle.dumps(value, protocol=5))
 
     def __reduce__(self) -> Tuple[Any, Tuple[bytes]]:
-        return pickle.loads, (pickle.dumps(self.value, protocol=5),)
+        data = self.data if self.data is not None else pickle.dumps(self.value, protocol=5)
+        return pickle.loads, (data,)
 
 
 def _call(name: str, ref: FnRef, root: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
@@ -178,7 +185,14 @@ def run_packed(name: str, ref: FnRef, root: str, packed: Packed,
         args, kwargs = unpack_args(packed)
         outcome, text = run_ref(name, ref, root, args, kwargs, capture, trace, target)
     if outcome.ok and not isinstance(outcome.value, (StoredValue, type(None))):
-        outcome.value = Protocol5(outcome.value)  # what goes back is pickled: at protocol 5
+        try:  # what goes back is pickled: at protocol 5, here, so that a value that cannot
+            outcome.value = Protocol5.of(outcome.value)  # be is the step's failure, said once
+        except Exception as e:  # noqa: BLE001 - whatever pickling the value raised
+            return Outcome(name, False, error=(
+                f"step {name} returned a value that cannot be sent back from the worker: "
+                f"{type(e).__name__}: {e}. A step's value must pickle to leave a worker "
+                "process; return plain data, or run the step in process (-j 1).\n"),
+                duration=outcome.duration), text
     return outcome, text
 
 
