@@ -154,7 +154,7 @@ class Protocol5:
         self.data = data  # the pickle, made by of()
 
     @classmethod
-    def of(cls, value: Any) -> "Protocol5":
+    def of(cls, value: Any) -> Protocol5:
         """The value with its pickle made now (raises what pickling raises)."""
         return cls(value, pickle.dumps(value, protocol=5))
 
