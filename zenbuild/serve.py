@@ -76,6 +76,8 @@ class Server:
             if rec.get("kind") == "file":
                 over.files[rel] = (rec["digest"], int(rec.get("size", 0)))
                 continue
+            if rec.get("kind") != "dir":  # a link: what a reader sees is what it points at
+                continue
             try:
                 m = parse(self.store.get_blob(rec["digest"]))
             except (KeyError, ValueError, TypeError, AttributeError, CorruptBlob):

@@ -405,3 +405,66 @@ def test_trashes_made_in_the_same_second_get_folders_of_their_own(tmp_path: Path
         assert [Path(f, "report.txt").read_text() for f in folders] == ["my edit 1", "my edit 2"]
     finally:
         store.close()
+
+
+LINK_PIPE = '''
+import os
+from zenbuild import File, Output, pipeline, step
+
+
+@step
+def link(src: File, out: Output) -> int:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink("../data/" + src.name, out)
+    return 1
+
+
+@step
+def dangling(out: Output) -> int:
+    os.symlink("nowhere", out)
+    return 2
+
+
+@step
+def read(cur: File, copy: Output) -> str:
+    copy.write_text(cur.read_text())
+    return cur.read_text()
+
+
+@pipeline
+def p():
+    link(File("data/in.txt"), Output("build/current.txt"))
+    dangling(Output("gone"))
+    read(File("build/current.txt"), Output("copy.txt"))
+'''
+
+
+def test_an_output_that_is_a_symlink_is_kept_and_restored_as_the_link(project: Project) -> None:
+    # it was stored as what it pointed at: the next no-op run called the step's own link
+    # "your version", moved it to the trash and put a copy in its place
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("data/in.txt", "v1\n")
+    project.write("pipe.py", LINK_PIPE)
+    cur, gone = project.root / "build" / "current.txt", project.root / "gone"
+    r = project.run("run")
+    assert sorted(r.executed) == ["dangling", "link", "read"], r
+    assert os.readlink(cur) == "../data/in.txt" and os.readlink(gone) == "nowhere"
+    r = project.run("run")
+    assert r.executed == [] and "trash" not in r.output, r
+    assert os.readlink(cur) == "../data/in.txt" and os.readlink(gone) == "nowhere"
+    assert "up to date" in project.run("status").stdout
+    cur.unlink()
+    gone.unlink()
+    r = project.run("run")
+    assert r.executed == [] and sorted(r.cached) == ["dangling", "link", "read"], r
+    assert os.readlink(cur) == "../data/in.txt" and os.readlink(gone) == "nowhere"
+    cur.unlink()
+    cur.write_text("mine\n")  # a file of the user's where the link was: kept in the trash
+    r = project.run("run")
+    assert r.executed == [] and "moved your version of build/current.txt" in r.output, r
+    assert os.readlink(cur) == "../data/in.txt"
+    assert "mine\n" in trashed(project).values()
+    (project.root / "data" / "in.txt").write_text("v2\n")  # the reader sees through the link
+    r = project.run("run")
+    assert sorted(r.executed) == ["link", "read"], r
+    assert (project.root / "copy.txt").read_text() == "v2\n"

@@ -556,3 +556,30 @@ def test_a_blob_longer_than_its_entry_says_is_not_read_to_the_end() -> None:
         srv.server_close()
         t.join(5)
     assert sum(sent) < 1 << 29  # the server was cut off long before its gigabyte
+
+
+def _set_link(doc: Dict[str, Any], p: Pair, target: str) -> None:
+    data = target.encode()
+    digest = p.a.put_blob(data)
+    doc["outputs"]["build/out.txt"] = {"kind": "link", "digest": digest, "size": 0}
+    doc["blobs"][digest] = [hashlib.sha256(data).hexdigest(), len(data)]
+    p.http.files[f"cas/{hashlib.sha256(data).hexdigest()}"] = data
+
+
+@pytest.mark.parametrize("target,served", [
+    ("/etc/passwd", False), ("../../outside.txt", False), ("x/../../../up", False),
+    ("../pipelines.py", True), ("sibling.txt", True),
+])
+def test_an_unsigned_output_link_may_point_only_inside_the_project(
+        stores: Any, target: str, served: bool) -> None:
+    p = Pair(stores)
+    entry = _entry(p.a)
+    key = p.write(entry)
+    doc = json.loads(p.http.files[key])
+    _set_link(doc, p, target)
+    p.http.files[key] = json.dumps(doc).encode()
+    got = p.reader().fetch(entry.fingerprint, ["build/out.txt", "build/dir"])
+    if served:
+        assert got is not None and got.outputs["build/out.txt"]["kind"] == "link"
+    else:
+        assert got is None and "points outside the project" in p.warnings[0], p.warnings

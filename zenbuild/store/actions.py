@@ -100,6 +100,9 @@ def _text(x: Any) -> bool:
 
 
 
+OUTPUT_KINDS = ("file", "dir", "link")  # what an output record may be (outputs.capture)
+
+
 def _outputs(x: Any) -> Optional[Dict[str, Dict[str, Any]]]:
     """An entry's outputs column decoded, or None when it is damaged."""
     if x == "{}":
@@ -108,7 +111,7 @@ def _outputs(x: Any) -> Optional[Dict[str, Dict[str, Any]]]:
         return None
     d: Dict[str, Any] = _json_dict(x, {"": None}) if x else {"": None}
     for rel, rec in d.items():
-        if not (rel and isinstance(rec, dict) and rec.get("kind") in ("file", "dir")
+        if not (rel and isinstance(rec, dict) and rec.get("kind") in OUTPUT_KINDS
                 and is_digest(rec.get("digest"))):
             return None
     return d

@@ -120,13 +120,20 @@ def capture(root: str, rel: str, store: Store, statcache: StatCache) -> Dict[str
     """Store the output at ``rel``; returns its record {"kind", "digest", "size"} (a file's
     also "exec" and "mode"). A folder is walked without following a link: a symlink in it is
     kept as a link (its target text), never as what it points at; its files keep their modes,
-    its empty folders are listed (store/folders.py). Raises SpecialFile for a fifo, socket or
-    device in a folder Output, OutputMissing when nothing (or such a thing) is at ``rel``."""
+    its empty folders are listed (store/folders.py). An Output that is itself a symlink is
+    kept the same way, as kind "link" whose blob is its target text (it was stored as what it
+    pointed at, and the next run took the step's own link for the user's and replaced it by
+    a copy). Raises SpecialFile for a fifo, socket or device in a folder Output, OutputMissing
+    when nothing (or such a thing) is at ``rel``."""
     full = os.path.join(root, rel)
     try:
-        st = os.stat(full)
+        st = os.lstat(full)
     except (FileNotFoundError, NotADirectoryError):
         raise OutputMissing(rel) from None
+    if stat.S_ISLNK(st.st_mode):
+        target = os.readlink(full)
+        digest = store.put_blob(target.encode("utf-8", "surrogateescape"))
+        return {"kind": "link", "digest": digest, "size": 0}
     if stat.S_ISREG(st.st_mode):
         digest, size = _put(store, statcache, rel, full, st)
         return {"kind": "file", "digest": digest, "size": size,

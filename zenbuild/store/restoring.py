@@ -48,6 +48,8 @@ def plan_restore(
     for rel, rec in sorted(outputs.items()):
         if rec["kind"] == "file":
             problem = _plan_file(root, rel, rec, store, statcache, todo)
+        elif rec["kind"] == "link":
+            problem = _plan_link(root, rel, rec, store, todo)
         else:
             try:
                 m = parse(store.get_blob(rec["digest"]))
@@ -96,6 +98,24 @@ def _plan_file(root: str, rel: str, rec: Dict[str, Any], store: Store, statcache
         what = "missing" if current is None else "changed"
         return f"output {rel} is {what} and its stored copy is gone"
     todo.append((rel, digest, want, rel))
+    return None
+
+
+def _plan_link(root: str, rel: str, rec: Dict[str, Any], store: Store,
+               todo: List[Todo]) -> Optional[str]:
+    """An Output that is a symlink: nothing to do while the same link is there; else what is
+    in the way goes to the trash (restore's LINK step) and the link is made again."""
+    try:
+        target = store.get_blob(rec["digest"]).decode("utf-8", "surrogateescape")
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return f"output {rel}: its stored link target is missing from the store"
+    full = os.path.join(root, rel)
+    try:
+        if os.readlink(full) == target:
+            return None
+    except (OSError, ValueError):  # absent, or not a link
+        pass
+    todo.append((rel, LINK, target, rel))
     return None
 
 
@@ -268,6 +288,9 @@ def restore(root: str, todo: List[Todo], store: Store, statcache: StatCache,
         elif op == LINK:
             if os.path.lexists(full) and not trash.keep_if_users(root, frel, statcache):
                 _remove(full)
+            if frel == out:  # an Output that is a link: its folder, as for a file Output
+                os.makedirs(os.path.dirname(full), exist_ok=True)
+            statcache.forget([frel])
             store.put_blob(arg.encode("utf-8", "surrogateescape"))  # Trash: zenbuild's link
             tmp = f"{full}{TMP_MARK}{os.getpid()}"
             _unlink(tmp)

@@ -239,7 +239,7 @@ def outputs_problem(outputs: Any, declared: Optional[Sequence[str]]) -> Optional
     for rel, rec in outputs.items():
         if not safe_rel(rel):
             return f"it names an unsafe output path {str(rel)[:200]!r}"
-        if (not isinstance(rec, dict) or rec.get("kind") not in ("file", "dir")
+        if (not isinstance(rec, dict) or rec.get("kind") not in ("file", "dir", "link")
                 or not isinstance(rec.get("digest"), str)):
             return f"its record of output {rel} is malformed"
     if declared is not None and set(outputs) != set(declared):
@@ -295,10 +295,16 @@ def restore_problem(outputs: Mapping[str, Mapping[str, Any]], get_blob: Callable
     path through a symbolic link, and unless the entry is ``trusted`` (signed by a trusted
     key) a symbolic link whose target is absolute or leaves its folder), or None. Manifests
     are read with ``get_blob``."""
-    from zenbuild.store.folders import escaping_link, parse
+    from zenbuild.store.folders import contained, escaping_link, parse
 
     for rel, rec in sorted(outputs.items()):
         paths = [rel]
+        if rec.get("kind") == "link":
+            target = get_blob(rec["digest"]).decode("utf-8", "surrogateescape")
+            if not trusted and not contained(rel, target):
+                return (f"output {rel} is a symbolic link -> {target[:200]!r} that points "
+                        "outside the project, and only an entry signed by a key in "
+                        "[cache] trusted_keys may make one")
         if rec.get("kind") == "dir":
             data = get_blob(rec["digest"])
             problem = manifest_problem(rel, data, blobs)
