@@ -411,6 +411,76 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
 # -- the I/O a run uses -------------------------------------------------------------------------
 
 
+def _under_any(rel: str, folders: Iterable[str], strict: bool = False) -> bool:
+    """Whether ``rel`` is one of ``folders`` (unless ``strict``) or inside one."""
+    return any((not strict and rel == f) or rel.startswith(f + "/") for f in folders)
+
+
+def _related(path: str, base: str) -> bool:
+    """Whether ``path`` is ``base``, inside it or above it (project paths; "." is the root)."""
+    return (base == "." or path == base or path.startswith(base + "/")
+            or base.startswith(path + "/"))
+
+
+def _mirror(root: str, base: str, into: str, over: Any, skip: Iterable[str]) -> None:
+    """Make under ``into`` the names below project folder ``base`` as a real run would leave
+    them after the restores of dry-run overlay ``over``: what is on disk (not followed into
+    symlinks), without what it removes or what lies in a folder it makes exactly, with the
+    files, empty folders and symlinks it restores. The store (``skip``) is there, empty."""
+    skipped = tuple(skip)
+    top = root if base == "." else os.path.join(root, base)
+
+    def hidden(rel: str) -> bool:
+        return (_under_any(rel, over.removed) or _under_any(rel, over.folders, strict=True)
+                or _under_any(rel, skipped, strict=True))
+
+    def make(rel: str, kind: str, target: str = "") -> None:
+        dest = os.path.join(into, rel)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        if os.path.lexists(dest):
+            return
+        if kind == "dir":
+            os.makedirs(dest, exist_ok=True)
+        elif kind == "link":
+            os.symlink(target, dest)
+        else:
+            open(dest, "wb").close()
+
+    if os.path.isdir(top) and not hidden(base if base != "." else ""):
+        os.makedirs(os.path.join(into, base), exist_ok=True)
+        for dirpath, dirnames, filenames in os.walk(top):
+            rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+            rel_dir = "" if rel_dir == "." else rel_dir + "/"
+            keep = []
+            for name in dirnames + filenames:
+                rel = rel_dir + name
+                if hidden(rel):
+                    continue
+                full = os.path.join(dirpath, name)
+                if os.path.islink(full):
+                    make(rel, "link", os.readlink(full))
+                elif os.path.isdir(full):
+                    make(rel, "dir")
+                    keep.append(name)
+                else:
+                    make(rel, "file")
+            dirnames[:] = [d for d in dirnames if d in keep]
+    links = {p for p, what in over.shape if what.startswith("link ")}
+    for p in over.folders:
+        if _related(p, base):
+            make(p, "dir")
+    for p, what in over.shape:
+        if not _related(p, base):
+            continue
+        if what.startswith("link "):
+            make(p, "link", what[len("link "):])
+        elif what == "empty":
+            make(p, "dir")
+    for p in over.files:
+        if p not in links and _related(p, base):
+            make(p, "file")
+
+
 class Discovery:
     """build() and verify() with a run's look-ups: file digests through the run's StatCache
     (a no-op costs one stat per discovered file), folder listings, this process's environment
@@ -434,22 +504,65 @@ class Discovery:
         # (file, qualname, firstlineno) -> the closure digest of the live function (the
         # scheduler's fingerprinter: fingerprint/traced.py), None: not checked
         self.closure_digest: Optional[CodeDigest] = None
+        # a dry run's rebuild.OutputOverlay: the outputs it pretends to have restored (and the
+        # files it pretends to have removed), which what a step read, listed or globbed last
+        # time is compared with, as a real run compares it after restoring them
+        self.overlay: Any = None
+        self._mirrors: Dict[str, Tuple[int, str]] = {}  # base -> (overlay size, mirror root)
+        self._mirror_dir: Any = None  # a TemporaryDirectory holding the mirrors
 
     def file_digest(self, rel: str, st: Optional[os.stat_result] = None) -> Optional[Tuple[str, int]]:
+        over = self.overlay
+        if over is not None and (over.files or over.removed or over.folders):
+            hit = over.files.get(rel)
+            if hit is not None:
+                return hit[0], hit[1]
+            if _under_any(rel, over.removed) or _under_any(rel, over.folders, strict=True):
+                return None  # removed, or not in a folder the restore makes exactly
         try:
             return self.statcache.digest(rel, self._prefix + rel, st)
         except OSError:  # gone, a folder, unreadable: "no such file" to the record
             return None
 
     def list_digest(self, rel: str) -> Optional[str]:
-        return listing_digest(self.root, rel)
+        mirror = self._pretended(rel)
+        return listing_digest(self.root if mirror is None else mirror, rel)
 
     def glob_digest(self, spec: List[Any]) -> Optional[str]:
         from zenbuild.trace.globs import digest, skipped
 
         if self._skip is None:
             self._skip = skipped(self.root, self.store)
-        return digest(self.root, spec, self._skip)
+        mirror = self._pretended(spec[1] if type(spec[1]) is str else ".")
+        return digest(self.root if mirror is None else mirror, spec, self._skip)
+
+    def _pretended(self, base: str) -> Optional[str]:
+        """A root holding the names under ``base`` as a real run would find them after the
+        restores and removals this dry run pretends (files empty, folders, symlinks with their
+        targets: what a listing or pattern sees), or None when it pretends none there. Made
+        in a temporary folder, once per base while the overlay stays the same."""
+        over = self.overlay
+        if over is None or not (over.files or over.removed or over.folders):
+            return None
+        size = len(over.files) + len(over.removed) + len(over.folders) + len(over.shape)
+        got = self._mirrors.get(base)
+        if got is not None and got[0] == size:
+            return got[1]
+        pretended = [*over.files, *over.removed, *over.folders, *(p for p, _ in over.shape)]
+        if not any(_related(p, base) for p in pretended):
+            return None
+        import tempfile
+
+        from zenbuild.trace.globs import skipped
+
+        if self._skip is None:
+            self._skip = skipped(self.root, self.store)
+        if self._mirror_dir is None:
+            self._mirror_dir = tempfile.TemporaryDirectory(prefix="zenbuild-dry-run-")
+        mirror = tempfile.mkdtemp(dir=self._mirror_dir.name)
+        _mirror(self.root, base, mirror, over, self._skip)
+        self._mirrors[base] = (size, mirror)
+        return mirror
 
     def secret_digest(self, value: str) -> str:
         if self._key is None:

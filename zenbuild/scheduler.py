@@ -148,6 +148,8 @@ class Scheduler:
         self.discovery = Discovery(self.root, self.statcache, config.ignore_env, store=config.store,
                                    type_digest=TypeDigests(self.fp))
         self.discovery.closure_digest = ClosureDigests(self.fp, config.root)  # traced calls
+        if options.dry_run:  # judged on what the run would restore, as a real run is
+            self.discovery.overlay = self.server.overlay
         self.recorder = Recorder(graph.pipeline, self.root, store, self.statcache, self.sources,
                                  remote, now=self.now, discovery=self.discovery)
         self.results: Dict[str, StepResult] = {}
