@@ -17,11 +17,22 @@ _COMPILED: Dict[str, Tuple[Tuple[int, int], Dict[str, List[Any]]]] = {}
 
 
 def code_shape(code: types.CodeType) -> Any:
-    """A code object without its positions: equal for the same source compiled anywhere."""
+    """A code object without its positions: equal for the same source compiled anywhere, in
+    any process (a set literal's constant is a frozenset, whose order follows the process's
+    string hashes: it is taken sorted)."""
     return (code.co_code, code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars,
             code.co_argcount, code.co_kwonlyargcount, code.co_flags,
-            tuple(code_shape(c) if isinstance(c, types.CodeType) else (type(c).__name__, repr(c))
-                  for c in code.co_consts))
+            tuple(_const_shape(c) for c in code.co_consts))
+
+
+def _const_shape(c: Any) -> Any:
+    if isinstance(c, types.CodeType):
+        return code_shape(c)
+    if type(c) is frozenset:
+        return ("frozenset", tuple(sorted(repr(_const_shape(x)) for x in c)))
+    if type(c) is tuple:
+        return ("tuple", tuple(_const_shape(x) for x in c))
+    return (type(c).__name__, repr(c))
 
 
 def _on_disk(path: str) -> Optional[Dict[str, List[Any]]]:
