@@ -24,6 +24,12 @@ class PipelineError(ZenbuildError):
     """A pipeline cannot be loaded, traced or validated (bad import, cycle, duplicate output)."""
 
 
+class MisuseError(PipelineError, TypeError):
+    """zenbuild's API called with arguments it does not take (register_value_type(M, "x"),
+    @value_type on a class without save()): the project's mistake, exit 2 with the place in
+    its code; still a TypeError for code that catches one."""
+
+
 class ParamError(ZenbuildError):
     """A parameter cannot be parsed, converted or encoded deterministically."""
 

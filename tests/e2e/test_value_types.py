@@ -4,6 +4,8 @@ registered with zenbuild.register_value_type, it digests the same and they stay 
 
 from __future__ import annotations
 
+import pytest
+
 MODEL = '''
 import zenbuild
 
@@ -168,3 +170,49 @@ def _stored(project, step):
     out = subprocess.run([sys.executable, "-c", READ, str(project.root), step],
                          capture_output=True, text=True, check=True).stdout
     return ast.literal_eval(out.strip())
+
+
+@pytest.mark.parametrize("bad,says", [
+    ('zenbuild.register_value_type(M, "not a function")',
+     "register_value_type(cls, reduce) takes a class and a function, not type and str"),
+    ("zenbuild.register_value_type(123, None)", "takes a class and a function, not int"),
+    ("@zenbuild.value_type\nclass N:\n    pass", "@value_type: class N has no method save()"),
+])
+def test_a_misused_registration_is_the_project_s_mistake(project, bad, says):
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", "import zenbuild\nfrom zenbuild import pipeline, step\n\n"
+                  f"class M:\n    pass\n\n{bad}\n\n"
+                  "@step\ndef make() -> int:\n    return 1\n\n"
+                  "@pipeline\ndef p():\n    make()\n")
+    r = project.run("run", check=2)
+    assert says in r.stderr and "(in importing pipe, at pipe.py:" in r.stderr, r
+    assert "zenbuild/serialize" not in r.output, r
+
+
+def test_a_save_that_leaves_a_fifo_fails_its_step_instead_of_hanging(project):
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", """
+        import os
+        from pathlib import Path
+        import zenbuild
+        from zenbuild import pipeline, step
+
+        @zenbuild.value_type
+        class M:
+            def save(self, folder: Path) -> None:
+                (folder / "w.txt").write_text("w")
+                os.mkfifo(folder / "progress.fifo")
+            @classmethod
+            def load(cls, folder: Path) -> "M":
+                return cls()
+
+        @step
+        def train() -> M:
+            return M()
+
+        @pipeline
+        def p():
+            train()
+    """)
+    r = project.run("run", check=1, timeout=60)
+    assert "M.save() left progress.fifo in its folder, which is a fifo, not a file" in r.output, r

@@ -478,7 +478,11 @@ def register_value_type(cls: type, reduce: Callable[[Any], Any]) -> None:
     caches). Use it for a type whose own pickle is unstable; it is the hook the canonical
     pickler consults before torch, OmegaConf and the default reduction."""
     if not isinstance(cls, type) or not callable(reduce):
-        raise TypeError("register_value_type(cls, reduce) takes a class and a function")
+        from zenbuild.errors import MisuseError
+
+        raise MisuseError(
+            f"register_value_type(cls, reduce) takes a class and a function, not "
+            f"{type(cls).__name__} and {type(reduce).__name__}")
     from zenbuild.serialize.pickler import REDUCERS
 
     REDUCERS[cls] = reduce

@@ -44,9 +44,12 @@ def _cleanup() -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _folder_files(folder: str) -> Tuple[Tuple[str, bool, Any], ...]:
-    """(relative posix path, executable, PickleBuffer of its bytes) of every file, sorted."""
+def _folder_files(folder: str, owner: str = "save()") -> Tuple[Tuple[str, bool, Any], ...]:
+    """(relative posix path, executable, PickleBuffer of its bytes) of every file, sorted.
+    Anything else there (a fifo, which an open() would wait on forever, a socket, a device,
+    a dangling link) is refused: ValueError, naming ``owner``."""
     import pickle  # not at import: a run that stores no value type never pickles
+    import stat
 
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
@@ -54,9 +57,19 @@ def _folder_files(folder: str) -> Tuple[Tuple[str, bool, Any], ...]:
         for name in filenames:
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, folder).replace(os.sep, "/")
+            try:
+                st = os.stat(full)
+            except OSError as e:
+                raise ValueError(f"{owner} left {rel} in its folder, which cannot be read "
+                                 f"({e.strerror or e}): a value is the files it writes") from None
+            if not stat.S_ISREG(st.st_mode):
+                what = ("a fifo" if stat.S_ISFIFO(st.st_mode) else "a socket"
+                        if stat.S_ISSOCK(st.st_mode) else "a device")
+                raise ValueError(f"{owner} left {rel} in its folder, which is {what}, not a "
+                                 "file: a value is the regular files it writes")
             with open(full, "rb") as f:
                 data = f.read()
-            out.append((rel, bool(os.stat(full).st_mode & 0o111), pickle.PickleBuffer(data)))
+            out.append((rel, bool(st.st_mode & 0o111), pickle.PickleBuffer(data)))
     out.sort(key=lambda x: x[0])
     return tuple(out)
 
@@ -95,7 +108,7 @@ class _FolderReducer:
 
         with tempfile.TemporaryDirectory(prefix="zenbuild-save-") as folder:
             getattr(obj, self.save)(Path(folder))
-            files = _folder_files(folder)
+            files = _folder_files(folder, f"{type(obj).__qualname__}.{self.save}()")
         return (from_folder, (type(obj), self.load, files))
 
 
@@ -109,11 +122,14 @@ def value_type(cls: Optional[T] = None, *, save: str = "save",
     other methods. Subclasses are stored the same way, each loaded by its own class."""
 
     def register(c: T) -> T:
+        from zenbuild.errors import MisuseError
+
         if not isinstance(c, type):
-            raise TypeError("@value_type decorates a class")
+            raise MisuseError(f"@value_type decorates a class, not {type(c).__name__}")
         for name in (save, load):
             if not callable(getattr(c, name, None)):
-                raise TypeError(f"@value_type: class {c.__qualname__} has no method {name}()")
+                raise MisuseError(f"@value_type: class {c.__qualname__} has no method {name}(); "
+                                  f"define it, or name yours with @value_type({name}=...)")
         register_value_type(c, _FolderReducer(save, load))
         return c
 
