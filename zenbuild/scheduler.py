@@ -56,13 +56,15 @@ from zenbuild.rebuild import (
 )
 from zenbuild.records import field, record
 from zenbuild.result import RunResult, StepResult
+from zenbuild.serialize import MAGIC as CANONICAL_MAGIC
 from zenbuild.serialize import Unstable, loads, value_digest
 from zenbuild.serialize.buffers import INLINE_KEEP, encode_value
 from zenbuild.serve import Server
 from zenbuild.states import StepStatus
 from zenbuild.store.blobs import StoredValue
 from zenbuild.store.db import ActionEntry, Store
-from zenbuild.trace import Trace, TraceOptions
+from zenbuild.trace import Recorder as TraceRecorder
+from zenbuild.trace import Trace, TraceOptions, merge_into
 
 EXECUTED, CACHED, FAILED = StepStatus.EXECUTED, StepStatus.CACHED, StepStatus.FAILED
 SKIPPED, RUNNING, WOULD = StepStatus.SKIPPED, StepStatus.RUNNING, StepStatus.WOULD_EXECUTE
@@ -161,6 +163,11 @@ class Scheduler:
         # sees; a bigger value is mapped copy-on-write from its blob for each consumer (O(1),
         # the same isolation: each mapping has private pages).
         self.values: Dict[str, bytes] = {}
+        # while a traced step's arguments are resolved: its trace options and what decoding a
+        # value that may run project code (a value type's load(), a class's __setstate__)
+        # touched; then step -> those traces, added to the step's own when it finishes
+        self._decoding: Optional[Tuple[TraceOptions, List[Trace]]] = None
+        self._decoded: Dict[str, List[Trace]] = {}
         # blobs workers wrote for values this process encoded again (they name project code)
         self.replaced: List[str] = []
         # step -> (components, fingerprint, start, value digest of the stored entry with the
@@ -430,7 +437,16 @@ class Scheduler:
             if isinstance(data, bytes):
                 self.values[name] = data
         try:
-            return loads(data)
+            decoding = self._decoding
+            if decoding is None or bytes(data[:4]) == CANONICAL_MAGIC:  # plain data: no code
+                return loads(data)
+            recorder = TraceRecorder(decoding[0])
+            try:
+                with recorder:
+                    return loads(data)
+            finally:
+                if recorder.trace is not None:
+                    decoding[1].append(recorder.trace)
         except Exception as e:  # noqa: BLE001 - see below
             # A value made by an earlier run that no longer decodes (damage, a forged data
             # value, its class gone) is a missing one: its producer runs again. A value this
@@ -495,6 +511,9 @@ class Scheduler:
         @no_cache steps), so what it touches is recorded (zenbuild.trace) and kept on it."""
         name = node.name
         envs = self.env_values.get(name, {})
+        decoded: List[Trace] = []
+        if traced and node.upstream:
+            self._decoding = (self._trace_options(node, comps), decoded)
         try:
             resolved = {k: self._resolve(v, envs) for k, v in node.args.items()}
         except _Unloadable as e:
@@ -505,6 +524,10 @@ class Scheduler:
         except _NoOutputFolder as e:
             self._fail(name, fingerprint, f"step {name}: {e}", reasons=reasons)
             return
+        finally:
+            self._decoding = None
+        if decoded:
+            self._decoded[name] = decoded
         self.recorder.clear_outputs(node, previous)
         call_args, call_kwargs = node.step.params.call_args(resolved)
         self.running[name] = (comps, fingerprint, time.perf_counter(),
@@ -587,6 +610,9 @@ class Scheduler:
         name = outcome.name
         comps, fingerprint, _, same = self.running.pop(name)
         reasons = self.results[name].reasons
+        for before in self._decoded.pop(name, ()):  # what decoding its arguments touched
+            if outcome.trace is not None:
+                merge_into(outcome.trace, before)
         if not outcome.ok:
             outputs = self.g.nodes[name].outputs
             if outputs and not self.opts.dry_run:  # what the failed step left is its own: its

@@ -216,3 +216,50 @@ def test_a_save_that_leaves_a_fifo_fails_its_step_instead_of_hanging(project):
     """)
     r = project.run("run", check=1, timeout=60)
     assert "M.save() left progress.fifo in its folder, which is a fifo, not a file" in r.output, r
+
+
+def test_a_file_a_value_type_s_load_reads_is_an_input_of_the_consumer(project):
+    # load() runs when the consumer's argument is decoded, before the step itself: what it
+    # read was recorded nowhere, and an edit of that file was served stale (tester round r5)
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("vocab.txt", "a b\n")
+    project.write("pipe.py", """
+        import os
+        from pathlib import Path
+        import zenbuild
+        from zenbuild import Output, pipeline, step
+
+        HERE = Path(__file__).parent
+
+        @zenbuild.value_type
+        class Tok:
+            def __init__(self, w, vocab=None):
+                self.w, self.vocab = w, vocab
+            def save(self, folder: Path) -> None:
+                (folder / "w.txt").write_text(self.w)
+            @classmethod
+            def load(cls, folder: Path) -> "Tok":
+                return cls((folder / "w.txt").read_text(), (HERE / "vocab.txt").read_text().split())
+
+        @step
+        def train() -> Tok:
+            return Tok("w")
+
+        @step
+        def use(t: Tok, out: Output) -> str:
+            out.write_text(" ".join(t.vocab))
+            return " ".join(t.vocab)
+
+        @pipeline
+        def p():
+            use(train(), Output("used.txt"))
+    """)
+    r = project.run("run")
+    assert sorted(r.executed) == ["train", "use"], r
+    assert project.run("run").executed == []
+    project.write("vocab.txt", "c d e\n")
+    r = project.run("run")
+    assert r.executed == ["use"], r
+    assert (project.root / "used.txt").read_text() == "c d e"
+    assert "vocab.txt" in project.run("explain", "use").stdout
+    assert project.run("run").executed == []  # and then cached again

@@ -857,3 +857,19 @@ def test_modules_that_appear_or_are_replaced_between_scans_are_seen(proj: Path) 
         assert "zb_scan_b.py" in got and "zb_scan_a.py" not in got
     finally:
         sys.modules.pop("zb_scan", None)
+
+
+def test_merge_into_adds_what_decoding_the_arguments_touched():
+    from zenbuild.trace import Trace, merge_into
+
+    step = Trace(reads=["b.txt", "a.txt"], env={"X": "2"}, calls=[["m.py", "f", 1]],
+                 reads_traced=True, env_traced=True, calls_traced=True, started_ns=20)
+    before = Trace(reads=["vocab.txt", "a.txt"], env={"X": "1", "Y": None},
+                   calls=[["m.py", "Tok.load", 5], ["m.py", "f", 1]], modules=["m.py"],
+                   reads_traced=True, env_traced=False, calls_traced=True, started_ns=10)
+    merge_into(step, before)
+    assert step.reads == ["vocab.txt", "a.txt", "b.txt"]
+    assert step.env == {"X": "1", "Y": None}  # the value first seen
+    assert step.calls == [["m.py", "Tok.load", 5], ["m.py", "f", 1]]
+    assert step.modules == ["m.py"] and step.started_ns == 10
+    assert step.reads_traced and not step.env_traced and step.calls_traced

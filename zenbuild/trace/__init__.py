@@ -488,6 +488,36 @@ def _probes() -> Any:
     return probes
 
 
+def merge_into(trace: Trace, before: Trace) -> None:
+    """Add to ``trace`` what ``before`` recorded, earlier, for the same step (its arguments'
+    decoding: a value type's load() reading a file): reads, writes, listings, variables (the
+    value first seen wins), calls, patterns, modules. A part either left unrecorded is
+    unrecorded in the whole."""
+    def union(a: List[Any], b: List[Any]) -> List[Any]:
+        seen: Dict[str, Any] = {}
+        for x in a + b:
+            seen.setdefault(repr(x), x)
+        return list(seen.values())
+
+    trace.reads = union(before.reads, trace.reads)
+    trace.writes = union(before.writes, trace.writes)
+    trace.listed = union(before.listed, trace.listed)
+    trace.env = {**trace.env, **before.env}
+    trace.calls = union(before.calls, trace.calls)
+    trace.globs = union(before.globs, trace.globs)
+    trace.listed_at = {**trace.listed_at, **before.listed_at}
+    trace.modules = union(before.modules, trace.modules)
+    trace.rewrites = union(before.rewrites, trace.rewrites)
+    if before.env_all is not None:
+        trace.env_all = union(before.env_all, trace.env_all or [])
+    trace.reads_traced = trace.reads_traced and before.reads_traced
+    trace.env_traced = trace.env_traced and before.env_traced
+    trace.calls_traced = trace.calls_traced and before.calls_traced
+    trace.calls_displaced = trace.calls_displaced or before.calls_displaced
+    if before.started_ns and (not trace.started_ns or before.started_ns < trace.started_ns):
+        trace.started_ns = before.started_ns
+
+
 class Recorder:
     """``with Recorder(opts) as r: ...`` records what the block touches; ``r.trace`` holds the
     Trace afterwards (also when the block raised)."""
