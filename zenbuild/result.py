@@ -24,15 +24,29 @@ class StepResult:
 
     @property
     def output(self) -> Any:
-        """The step's return value, loaded from the store."""
+        """The step's return value, loaded from the store. Raises StoreError when its stored
+        bytes are damaged or gone: the entries using them are removed, so that the next run
+        executes the step again."""
         if self.value_digest is None:
             raise LookupError(f"step {self.name} has no stored output (status {self.status})")
+        from zenbuild.errors import CorruptBlob, StoreError
         from zenbuild.serialize import loads
         from zenbuild.store.db import Store
 
         store = Store(self.store_path, create=False)
         try:
-            return loads(store.map_blob(self.value_digest))  # mapped copy-on-write: no copy
+            try:
+                data = store.map_blob(self.value_digest)  # mapped copy-on-write: no copy
+            except (CorruptBlob, KeyError) as e:
+                fps = store.actions_using(self.value_digest)
+                store.delete_actions(fps)
+                gone = "missing" if isinstance(e, KeyError) else "corrupt"
+                raise StoreError(
+                    f"the stored value of step {self.name} (blob {self.value_digest}) is "
+                    f"{gone}; the {len(fps)} cache entr{'y' if len(fps) == 1 else 'ies'} "
+                    f"using it {'was' if len(fps) == 1 else 'were'} removed, so the next run "
+                    "executes the step again") from None
+            return loads(data)
         finally:
             store.close()
 

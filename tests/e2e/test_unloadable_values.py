@@ -197,3 +197,48 @@ def test_a_value_type_whose_save_is_unstable_is_told_so(project: Project) -> Non
     r = project.run("run", check=1)
     assert "two calls of its save() in this process wrote different files" in r.stderr, r
     assert "pickle" not in r.stderr and ".." not in r.stderr
+
+
+def test_the_api_s_output_of_a_damaged_small_value_says_so_and_the_next_run_rebuilds(
+        project) -> None:
+    import sqlite3
+    import subprocess
+    import sys
+
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", """
+        from zenbuild import pipeline, step
+        from ticker import tick
+
+        @step
+        def make() -> str:
+            tick("make")
+            return "value-AAAA"
+
+        @pipeline
+        def p():
+            make()
+    """)
+    project.run("run")
+    db = sqlite3.connect(str(project.root / ".zenbuild" / "zenbuild.db"))
+    hit = 0
+    for digest, data in list(db.execute("select digest, data from blobs")):
+        if isinstance(data, bytes) and b"value-AAAA" in data:
+            db.execute("update blobs set data=? where digest=?",
+                       (data.replace(b"AAAA", b"BBBB"), digest))
+            hit += 1
+    db.commit()
+    db.close()
+    assert hit == 1
+    code = ("import sys; sys.path.insert(0, '.'); import pipe\n"
+            "from zenbuild.errors import StoreError\n"
+            "r = pipe.p().run()\n"
+            "try:\n    print('VALUE', r.steps['make'].output)\n"
+            "except StoreError as e:\n    print('ERROR', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=project.root, capture_output=True,
+                         text=True, timeout=120)
+    assert "ERROR the stored value of step make" in out.stdout, out
+    assert "the 1 cache entry using it was removed" in out.stdout, out
+    assert "BBBB" not in out.stdout
+    r = project.run("run")
+    assert r.executed == ["make"], r
