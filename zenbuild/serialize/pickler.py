@@ -350,11 +350,22 @@ def _torch_reduce(obj: Any) -> Optional[Tuple[Any, ...]]:
 def tensor_from_bytes(dtype: str, shape: Tuple[int, ...], data: Any, requires_grad: bool,
                       device: str) -> Any:
     """Rebuild a tensor stored by the canonical pickler (a stable name: stored pickles
-    refer to it)."""
+    refer to it). A writable out-of-band buffer (a view of the blob mapped copy-on-write) is
+    used in place: loading costs no copy, and a step writing into the tensor changes only
+    its own pages. Read-only bytes (an in-band pickle) are copied."""
     import torch
 
     dt = getattr(torch, dtype)
-    buf = data if isinstance(data, bytearray) else bytearray(data)
+    buf: Any = data
+    if not isinstance(data, bytearray):
+        try:
+            view = memoryview(data)
+        except TypeError:
+            view = None
+        if view is not None and not view.readonly and view.c_contiguous:
+            buf = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+        else:
+            buf = bytearray(data)
     t = torch.frombuffer(buf, dtype=dt) if len(buf) else torch.empty(0, dtype=dt)
     t = t.reshape(shape)
     if device != "cpu":
