@@ -468,3 +468,50 @@ def test_an_output_that_is_a_symlink_is_kept_and_restored_as_the_link(project: P
     r = project.run("run")
     assert sorted(r.executed) == ["link", "read"], r
     assert (project.root / "copy.txt").read_text() == "v2\n"
+
+
+def test_a_sparse_output_is_stored_and_restored_with_its_holes(project: Project) -> None:
+    # a 64 MiB image with two small data extents took 64 MiB in the store and on restore
+    probe = project.root / "probe.img"
+    with open(probe, "wb") as f:
+        f.truncate(64 << 20)
+    sparse_fs = os.stat(probe).st_blocks * 512 < (1 << 20)
+    probe.unlink()
+    if not sparse_fs:  # pragma: no cover - a filesystem without holes (tmpfs has them)
+        pytest.skip("this filesystem makes no sparse files")
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", """
+        from zenbuild import File, Output, pipeline, step
+
+        @step
+        def image(out: Output) -> int:
+            with open(out, "wb") as f:
+                f.write(b"head" * 1024)
+                f.seek(40 << 20)
+                f.write(b"tail" * 1024)
+                f.truncate(64 << 20)
+            return 1
+
+        @step
+        def size(img: File) -> int:
+            data = img.read_bytes()
+            return len(data) + data.count(b"tail")
+
+        @pipeline
+        def p():
+            size(File("disk.img"))
+            image(Output("disk.img"))
+    """)
+    r = project.run("run")
+    assert sorted(r.executed) == ["image", "size"], r
+    img = project.root / "disk.img"
+    want = img.read_bytes()
+    cas = project.root / ".zenbuild"
+    stored = sum(os.stat(os.path.join(d, n)).st_blocks * 512
+                 for d, _, names in os.walk(cas) for n in names)
+    assert stored < (8 << 20), stored  # not the image's 64 MiB
+    img.unlink()
+    r = project.run("run")
+    assert r.executed == [] and sorted(r.cached) == ["image", "size"], r
+    assert img.read_bytes() == want
+    assert os.stat(img).st_blocks * 512 < (8 << 20)

@@ -464,6 +464,8 @@ def fast_copy(src: int, dst: int) -> str:
     global last_copy
     if _reflinks(src, dst):
         return last_copy
+    if _sparse_copy(src, dst):
+        return last_copy
     copy_range = getattr(os, "copy_file_range", None)
     if copy_range is not None:
         copied = [0]
@@ -499,8 +501,8 @@ def copy_hashed(src: int, dst: int, dst_path: str) -> Tuple[str, int]:
     if copy_range is None or os.fstat(src).st_size < HASH_BEHIND_MIN:
         fast_copy(src, dst)
         return hash_path(dst_path)
-    if _reflinks(src, dst):
-        return hash_path(dst_path)
+    if _reflinks(src, dst) or _sparse_copy(src, dst):
+        return hash_path(dst_path)  # (a hole reads as zeros without touching the disk)
     import threading
 
     state = {"done": 0, "over": False}
@@ -571,6 +573,53 @@ def _copy_range(copy_range: Any, src: int, dst: int, piece: int, copied: List[in
         copied[0] += n
         if landed is not None:
             landed(copied[0])
+
+
+def _sparse_copy(src: int, dst: int) -> bool:
+    """Copy a sparse ``src`` (fewer than half its bytes allocated: a disk image, a
+    preallocated array file) into the empty ``dst`` keeping its holes: only the data
+    segments SEEK_DATA/SEEK_HOLE find are copied, each at its offset, and the copy is
+    extended to the full size. False (nothing written) for a file that is not sparse or a
+    filesystem that cannot say where the data is."""
+    global last_copy
+    st = os.fstat(src)
+    seek_data, seek_hole = getattr(os, "SEEK_DATA", None), getattr(os, "SEEK_HOLE", None)
+    if (seek_data is None or seek_hole is None or st.st_size < HASH_BEHIND_MIN
+            or st.st_blocks * 512 >= st.st_size // 2):
+        return False
+    copy_range = getattr(os, "copy_file_range", None)
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    at = 0
+    try:
+        while at < st.st_size:
+            try:
+                start = os.lseek(src, at, seek_data)
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # no data after ``at``: the rest is a hole
+                    break
+                raise
+            end = os.lseek(src, start, seek_hole)
+            pos = start
+            while pos < end:
+                if copy_range is not None:
+                    n = copy_range(src, dst, end - pos, pos, pos)
+                else:
+                    n = os.preadv(src, [view[: min(len(buf), end - pos)]], pos)
+                    if n > 0:
+                        os.pwrite(dst, view[:n], pos)
+                if n <= 0:
+                    break
+                pos += n
+            at = max(end, pos)
+        os.ftruncate(dst, st.st_size)
+    except OSError as e:
+        if e.errno in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS):
+            os.ftruncate(dst, 0)  # the filesystem cannot: the usual copy
+            return False
+        raise
+    last_copy = "sparse"
+    return True
 
 
 def _reflinks(src: int, dst: int) -> bool:
