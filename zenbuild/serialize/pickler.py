@@ -230,6 +230,10 @@ class _Pickler(pickle.Pickler):
             rv = _arrow_array_reduce(obj)
             if rv is not None:
                 return rv
+        elif mod in ("numpy.ma", "numpy.ma.core") and t.__qualname__ == "MaskedArray":
+            rv = _masked_reduce(obj)
+            if rv is not None:
+                return rv
         return NotImplemented
 
 
@@ -316,6 +320,41 @@ def locate_unstable(value: Any, depth: int = 0) -> Tuple[str, Any]:
                 inner, part = locate_unstable(child, depth + 1)
                 return where + inner, part
     return "", value
+
+
+# ---- numpy masked arrays -----------------------------------------------------------------
+
+
+def _masked_reduce(obj: Any) -> Optional[Tuple[Any, ...]]:
+    """A masked array as its data and mask arrays (kept out of band, so a load maps them),
+    its fill value and hard-mask flag. numpy's own pickle holds both as bytes copies (a
+    load cost three times the array). Only a plain-ndarray-based one; others keep numpy's."""
+    import numpy as np
+
+    if obj._baseclass is not np.ndarray or type(obj.data) is not np.ndarray:
+        return None
+    mask = obj._mask
+    fill = obj._fill_value
+    return (masked_from_arrays, (np.ascontiguousarray(obj.data),
+                                 None if mask is np.ma.nomask else np.ascontiguousarray(mask),
+                                 None if fill is None else fill.item() if fill.ndim == 0 and
+                                 fill.dtype.names is None else fill,
+                                 bool(obj._hardmask)))
+
+
+def masked_from_arrays(data: Any, mask: Any, fill_value: Any, hard_mask: bool) -> Any:
+    """Rebuild a masked array stored by the canonical pickler (a stable name: stored pickles
+    refer to it); ``data`` and ``mask`` are used as they come (mapped: no copy)."""
+    import numpy as np
+
+    out = np.ma.MaskedArray(data, copy=False)  # (no mask given: nomask)
+    if mask is not None:
+        out._mask = mask
+        out._sharedmask = False
+    out._hardmask = hard_mask
+    if fill_value is not None:
+        out.fill_value = fill_value
+    return out
 
 
 # ---- torch --------------------------------------------------------------------------------
