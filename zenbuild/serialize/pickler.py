@@ -347,7 +347,7 @@ def masked_from_arrays(data: Any, mask: Any, fill_value: Any, hard_mask: bool) -
     refer to it); ``data`` and ``mask`` are used as they come (mapped: no copy)."""
     import numpy as np
 
-    out = np.ma.MaskedArray(data, copy=False)  # (no mask given: nomask)
+    out: Any = np.ma.MaskedArray(data, copy=False)  # (no mask given: nomask)
     if mask is not None:
         out._mask = mask
         out._sharedmask = False
