@@ -450,3 +450,30 @@ def test_a_value_that_cannot_leave_the_worker_fails_its_step_once_and_clearly(
             "cannot pickle '_thread.lock' object") in r.output, r
     assert "Traceback" not in r.output and r.executed == ["good"], r
     assert "1 executed, 0 cached, 1 failed" in r.output, r
+
+
+@pytest.mark.parametrize("executor", [["-j", "2"], ["--executor", "dask"]])
+def test_a_step_raising_keyboardinterrupt_in_a_worker_fails_that_step(
+        project: Project, executor: list) -> None:
+    if executor[0] == "--executor":
+        pytest.importorskip("distributed")
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", """
+        from zenbuild import pipeline, step
+
+        @step
+        def bad() -> int:
+            raise KeyboardInterrupt
+
+        @step
+        def good() -> int:
+            return 7
+
+        @pipeline
+        def p():
+            bad()
+            good()
+    """)
+    r = project.run("run", *executor, check=1, timeout=120)
+    assert "step bad raised KeyboardInterrupt in its worker process" in r.output, r
+    assert r.executed == ["good"] and "1 failed" in r.output, r

@@ -183,7 +183,13 @@ def run_packed(name: str, ref: FnRef, root: str, packed: Packed,
     and a large value written into the store at ``target``)."""
     with fresh_project(root, session):  # before the arguments: they may be project instances
         args, kwargs = unpack_args(packed)
-        outcome, text = run_ref(name, ref, root, args, kwargs, capture, trace, target)
+        try:
+            outcome, text = run_ref(name, ref, root, args, kwargs, capture, trace, target)
+        except KeyboardInterrupt:  # raised by the step: its failure (a Ctrl-C of the run
+            # reaches the main process too, which stops the run); out of a Dask worker it
+            # killed the worker, four times, and out of a -j one it read "finished but..."
+            return Outcome(name, False, error=(
+                f"step {name} raised KeyboardInterrupt in its worker process\n")), ""
     if outcome.ok and not isinstance(outcome.value, (StoredValue, type(None))):
         try:  # what goes back is pickled: at protocol 5, here, so that a value that cannot
             outcome.value = Protocol5.of(outcome.value)  # be is the step's failure, said once
