@@ -122,6 +122,18 @@ def zb(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120,
     return res
 
 
+def stored(tmp_path: Path, value: object) -> Tuple[object, str]:
+    """``value`` put in a new store under ``tmp_path`` as a run stores it, and that store
+    opened again (the caller closes it): (store, the value's digest)."""
+    from zenbuild.serialize.buffers import encode_value
+    from zenbuild.store.db import Store
+
+    store = Store(str(tmp_path / "store"))
+    digest = store.put_value(encode_value(value).parts)
+    store.close()
+    return Store(str(tmp_path / "store"), create=False), digest
+
+
 def imported_by_run(root: Path, modules: Sequence[str], *args: str) -> Tuple[int, List[bool]]:
     """Run `zenbuild run -q ARGS` through the CLI's main() in a fresh interpreter: its exit
     code, and whether each of ``modules`` had been imported by the end."""

@@ -65,6 +65,7 @@ if TYPE_CHECKING:  # ast is imported where a source is parsed: a no-op parses no
 
 from zenbuild import reasons as R
 from zenbuild.digest import StatCache, digest_bytes
+from zenbuild.paths import inside
 from zenbuild.reasons import Reason
 from zenbuild.trace import Trace, bulk_wanted, env_filter, is_hidden, keyed_digest, secret_key
 from zenbuild.trace import listing_digest as trace_listing_digest
@@ -413,13 +414,12 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
 
 def _under_any(rel: str, folders: Iterable[str], strict: bool = False) -> bool:
     """Whether ``rel`` is one of ``folders`` (unless ``strict``) or inside one."""
-    return any((not strict and rel == f) or rel.startswith(f + "/") for f in folders)
+    return any(inside(rel, f) and not (strict and rel == f) for f in folders)
 
 
 def _related(path: str, base: str) -> bool:
     """Whether ``path`` is ``base``, inside it or above it (project paths; "." is the root)."""
-    return (base == "." or path == base or path.startswith(base + "/")
-            or base.startswith(path + "/"))
+    return base == "." or inside(path, base) or inside(base, path)
 
 
 def _mirror(root: str, base: str, into: str, over: Any, skip: Iterable[str]) -> None:

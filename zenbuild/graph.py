@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from zenbuild.errors import PipelineError
 from zenbuild.paths import inside as _inside
+from zenbuild.paths import parents as _parents
 from zenbuild.records import field, record
 
 
@@ -138,15 +139,6 @@ class Node:
         seen: Dict[str, None] = dict.fromkeys(self.upstream)
         seen.update(dict.fromkeys(self.file_upstream))
         return list(seen)
-
-
-def _parents(path: str) -> List[str]:
-    """The path itself and every folder above it: a/b/c -> [a/b/c, a/b, a]."""
-    out = [path]
-    while "/" in path:
-        path = path.rsplit("/", 1)[0]
-        out.append(path)
-    return out
 
 
 

@@ -97,6 +97,15 @@ def storable(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def parents(path: str) -> List[str]:
+    """The path itself and every folder above it: a/b/c -> [a/b/c, a/b, a]."""
+    out = [path]
+    while "/" in path:
+        path = path.rsplit("/", 1)[0]
+        out.append(path)
+    return out
+
+
 def inside(path: str, folder: str) -> bool:
     """Whether ``path`` is ``folder`` or below it (both in the same form, no trailing /)."""
     return path == folder or path.startswith(folder.rstrip("/") + "/")

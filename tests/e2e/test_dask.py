@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from conftest import TICK, Project, sqlite_db
@@ -421,49 +421,22 @@ def test_the_trace_comes_back_from_dask_workers(tmp_path: Path,
     assert t.calls == [["helpers_zb.py", "scale", 1], ["traced_steps_zb.py", "traced", 7]]
 
 
-@pytest.mark.parametrize("executor", [["-j", "2"], ["--executor", "dask"]])
-def test_a_value_that_cannot_leave_the_worker_fails_its_step_once_and_clearly(
-        project: Project, executor: list) -> None:
-    # Dask used to log 200 lines of serialization tracebacks and print no summary
+WORKER_EXECUTORS = [["-j", "2"], ["--executor", "dask"]]
+
+
+def _bad_beside_good(project: Project, executor: list, bad_body: str) -> Any:
+    """Run a pipeline of a step ``bad`` (``bad_body``) and a step ``good`` under ``executor``:
+    bad must fail alone, good must execute (exit 1)."""
     if executor[0] == "--executor":
         pytest.importorskip("distributed")
     project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
-    project.write("pipe.py", """
+    project.write("pipe.py", f"""
         import threading
         from zenbuild import pipeline, step
 
         @step
         def bad() -> object:
-            return threading.Lock()
-
-        @step
-        def good() -> int:
-            return 7
-
-        @pipeline
-        def p():
-            bad()
-            good()
-    """)
-    r = project.run("run", *executor, check=1)
-    assert ("step bad returned a value that cannot be sent back from the worker: TypeError: "
-            "cannot pickle '_thread.lock' object") in r.output, r
-    assert "Traceback" not in r.output and r.executed == ["good"], r
-    assert "1 executed, 0 cached, 1 failed" in r.output, r
-
-
-@pytest.mark.parametrize("executor", [["-j", "2"], ["--executor", "dask"]])
-def test_a_step_raising_keyboardinterrupt_in_a_worker_fails_that_step(
-        project: Project, executor: list) -> None:
-    if executor[0] == "--executor":
-        pytest.importorskip("distributed")
-    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
-    project.write("pipe.py", """
-        from zenbuild import pipeline, step
-
-        @step
-        def bad() -> int:
-            raise KeyboardInterrupt
+            {bad_body}
 
         @step
         def good() -> int:
@@ -475,5 +448,22 @@ def test_a_step_raising_keyboardinterrupt_in_a_worker_fails_that_step(
             good()
     """)
     r = project.run("run", *executor, check=1, timeout=120)
+    assert r.executed == ["good"] and "1 executed, 0 cached, 1 failed" in r.output, r
+    return r
+
+
+@pytest.mark.parametrize("executor", WORKER_EXECUTORS)
+def test_a_value_that_cannot_leave_the_worker_fails_its_step_once_and_clearly(
+        project: Project, executor: list) -> None:
+    # Dask used to log 200 lines of serialization tracebacks and print no summary
+    r = _bad_beside_good(project, executor, "return threading.Lock()")
+    assert ("step bad returned a value that cannot be sent back from the worker: TypeError: "
+            "cannot pickle '_thread.lock' object") in r.output, r
+    assert "Traceback" not in r.output, r
+
+
+@pytest.mark.parametrize("executor", WORKER_EXECUTORS)
+def test_a_step_raising_keyboardinterrupt_in_a_worker_fails_that_step(
+        project: Project, executor: list) -> None:
+    r = _bad_beside_good(project, executor, "raise KeyboardInterrupt")
     assert "step bad raised KeyboardInterrupt in its worker process" in r.output, r
-    assert r.executed == ["good"] and "1 failed" in r.output, r

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import stored
 
 from zenbuild.serialize import loads, value_digest
 from zenbuild.serialize.buffers import encode_value
-from zenbuild.store.db import Store
 
 CASES = [
     np.ma.masked_array(np.arange(10.0), mask=[0, 1] * 5, fill_value=-1.5),
@@ -47,10 +47,7 @@ def test_another_mask_or_fill_value_is_another_digest():
 def test_a_loaded_masked_array_maps_the_blob_and_writes_stay_private(tmp_path: Path) -> None:
     a = np.ma.masked_array(np.arange(1_000_000, dtype=np.float64),
                            mask=np.arange(1_000_000) % 3 == 0)
-    store = Store(str(tmp_path / "store"))
-    digest = store.put_value(encode_value(a).parts)
-    store.close()
-    store = Store(str(tmp_path / "store"), create=False)
+    store, digest = stored(tmp_path, a)
     try:
         mapped = store.map_blob(digest)
         b = loads(mapped)

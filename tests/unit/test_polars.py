@@ -16,11 +16,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, stored
 from zenbuild.serialize import OOB_MAGIC, loads, value_digest
 from zenbuild.serialize.buffers import encode_value, payload_spans
 from zenbuild.serialize.materialize import polars_frame_from_arrow, polars_series_from_arrow
-from zenbuild.store.db import Store
 
 FRAME = '''
 import datetime as dt, decimal
@@ -58,17 +57,9 @@ def _same(a: object, b: object) -> bool:
     return a.name == b.name and a.dtype == b.dtype and a.equals(b, null_equal=True)
 
 
-def _store(tmp_path: Path, value: object) -> tuple:
-    store = Store(str(tmp_path / "store"))
-    digest = store.put_value(encode_value(value).parts)
-    store.close()
-    store = Store(str(tmp_path / "store"), create=False)
-    return store, digest
-
-
 def test_a_frame_of_every_common_dtype_comes_back_equal_through_the_store(tmp_path: Path) -> None:
     df = _frame()
-    store, digest = _store(tmp_path, df)
+    store, digest = stored(tmp_path, df)
     try:
         back = loads(store.map_blob(digest))
     finally:
@@ -94,7 +85,7 @@ def test_a_frame_is_stored_as_arrow_buffers_out_of_band() -> None:
 
 def test_a_loaded_numeric_column_is_the_mapped_blob_not_a_copy(tmp_path: Path) -> None:
     df = pl.DataFrame({"a": np.arange(1_000_000, dtype=np.float64), "s": ["x"] * 1_000_000})
-    store, digest = _store(tmp_path, df)
+    store, digest = stored(tmp_path, df)
     try:
         mapped = store.map_blob(digest)
         back = loads(mapped)

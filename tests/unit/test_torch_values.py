@@ -8,20 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import stored
 
 from zenbuild.serialize import loads
-from zenbuild.serialize.buffers import encode_value
-from zenbuild.store.db import Store
 
 torch = pytest.importorskip("torch")
 
 
 def test_a_loaded_tensor_is_the_mapped_blob_and_writes_stay_private(tmp_path: Path) -> None:
     t = torch.arange(1_000_000, dtype=torch.float32).reshape(1000, 1000)
-    store = Store(str(tmp_path / "store"))
-    digest = store.put_value(encode_value(t).parts)
-    store.close()
-    store = Store(str(tmp_path / "store"), create=False)
+    store, digest = stored(tmp_path, t)
     try:
         mapped = store.map_blob(digest)
         back = loads(mapped)

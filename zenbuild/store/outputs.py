@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 from zenbuild.digest import StatCache, digest_bytes, stat_key
 from zenbuild.errors import PathError, StoreError
 from zenbuild.lazyre import LazyPattern
+from zenbuild.paths import parents
 from zenbuild.store.db import INLINE_MAX, Store
 from zenbuild.store.folders import (
     PERMS,
@@ -387,22 +388,13 @@ def _check_folder(root: str, folder: str, step: str, rel: str) -> None:
     if st is not None and stat.S_ISDIR(st.st_mode):
         return
     blocker = folder
-    for above in reversed(_parents_of(folder)):
+    for above in reversed(parents(folder)):
         if not os.path.isdir(os.path.join(root, above)):
             blocker = above
             break
     raise PathError(
         f"Output({rel!r}) of step {step}: {blocker!r} is a file, not a folder, so nothing "
         "can be written inside it. Declare the Output at another path, or move that file.")
-
-
-def _parents_of(folder: str) -> List[str]:
-    """a/b/c -> [a/b/c, a/b, a]."""
-    out = [folder]
-    while "/" in folder:
-        folder = folder.rsplit("/", 1)[0]
-        out.append(folder)
-    return out
 
 
 def _realpaths(parent: str, names: List[str]) -> List[str]:

@@ -48,7 +48,6 @@ from typing import (
     Tuple,
 )
 
-from zenbuild.lazyre import LazyPattern
 from zenbuild.paths import PACKAGE_DIR, SKIP_DIRS, library_dirs
 from zenbuild.records import field, record
 from zenbuild.trace import forks, memo
@@ -211,8 +210,10 @@ def _from_user(f: Any) -> bool:
     return True
 
 
-_SKIP_RX = LazyPattern("(?:^|/)(?:__pycache__|" + "|".join(re.escape(d) for d in SKIP_DIRS)
-                      + ")(?:/|$)")
+# compiled at import: every no-op uses it (the top-level trace), and every file a step
+# touches goes through it, which a LazyPattern would add an attribute lookup to
+_SKIP_RX = re.compile("(?:^|/)(?:__pycache__|" + "|".join(re.escape(d) for d in SKIP_DIRS)
+                     + ")(?:/|$)")
 _cwd: List[Optional[str]] = [None]  # cached os.getcwd(), dropped on every os.chdir event
 _ORIG_STAT = os.stat  # as it was when zenbuild.trace was imported (trace/probes.py wraps it)
 
