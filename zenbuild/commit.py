@@ -133,8 +133,8 @@ class Recorder:
         user added or edited in a folder, a symlink the user put there) goes to the trash
         first, with a line saying where; then the output folders are removed, so the step
         starts clean. A file output the store holds is left for the step to overwrite. A
-        symlink at an Output is never followed: the link itself goes to the trash, its target
-        is not touched."""
+        symlink at an Output is never followed: the link itself goes (to the trash unless the
+        store holds its target text, as for a link Output), its target is not touched."""
         known = previous.outputs if previous is not None else {}
         absent = check_adopt(self.root, node.name, list(node.outputs), known, self.store,
                              self.claims)
@@ -150,9 +150,11 @@ class Recorder:
             if trash is None:
                 trash = Trash(self.store)
             if trash.keep_if_users(self.root, rel, self.statcache, self.unstored):
-                continue  # moved away (a symlink always is)
+                continue  # moved away (the user's)
             if stat.S_ISDIR(mode):  # every file of it is in the store: zenbuild's own
                 rmtree(full)  # (a folder the step made read-only too)
+            elif stat.S_ISLNK(mode):  # zenbuild's own link: removed, never written through
+                os.unlink(full)
 
     def served(self, name: str, fingerprint: str, entry: ActionEntry,
                previous: Optional[ActionEntry]) -> None:

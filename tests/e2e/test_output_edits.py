@@ -464,10 +464,45 @@ def test_an_output_that_is_a_symlink_is_kept_and_restored_as_the_link(project: P
     assert r.executed == [] and "moved your version of build/current.txt" in r.output, r
     assert os.readlink(cur) == "../data/in.txt"
     assert "mine\n" in trashed(project).values()
+    before = trashed(project)
     (project.root / "data" / "in.txt").write_text("v2\n")  # the reader sees through the link
     r = project.run("run")
     assert sorted(r.executed) == ["link", "read"], r
     assert (project.root / "copy.txt").read_text() == "v2\n"
+    # the step's own link (its target text is stored) is removed, not called the user's
+    assert "moved your version" not in r.output and trashed(project) == before, r
+    assert os.readlink(cur) == "../data/in.txt"
+
+
+def test_a_link_output_naming_a_folder_above_the_store_is_not_followed(project: Project) -> None:
+    # os.symlink("..", out): the placement check followed the link, found the store "inside"
+    # the Output, and refused every later run; clearing or restoring never goes through it
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", """
+        import os
+        from zenbuild import Output, pipeline, step
+
+        @step
+        def mk(out: Output, v: int = 1) -> int:
+            os.symlink("..", out)
+            return v
+
+        @pipeline
+        def p(v: int = 1):
+            mk(Output("build/top"), v=v)
+    """)
+    (project.root / "build").mkdir()
+    top = project.root / "build" / "top"
+    assert project.run("run").executed == ["mk"]
+    r = project.run("run")
+    assert r.cached == ["mk"] and os.readlink(top) == "..", r
+    r = project.run("run", "-p", "v=2")  # executes again: its own link goes, nothing through it
+    assert r.executed == ["mk"] and os.readlink(top) == "..", r
+    assert "moved your version" not in r.output and (project.root / "pipe.py").is_file()
+    top.unlink()
+    r = project.run("run")
+    assert r.cached == ["mk"] and os.readlink(top) == "..", r
+    assert (project.root / ".zenbuild").is_dir() and (project.root / "zenbuild.toml").is_file()
 
 
 def test_a_sparse_output_is_stored_and_restored_with_its_holes(project: Project) -> None:

@@ -68,16 +68,21 @@ def test_encode_param_shallow_list_is_the_canonical_encoding(tmp_path: Path) -> 
     assert asked == [Conf] and data.endswith(b"=d1")
 
 
-def test_check_placement_sees_through_a_symlinked_output(tmp_path: Path) -> None:
-    """An Output whose last component is a symlink to the store is refused; one in a
-    symlinked folder too (the folder's real path is resolved once, the link each time)."""
+def test_check_placement_resolves_an_outputs_folder_but_not_the_output(tmp_path: Path) -> None:
+    """An Output in a folder that is a symlink into the store is refused (the folder is
+    resolved); an Output that is itself a symlink to the store is not (it is never written,
+    cleared or restored through: the link is stored as a link)."""
     store = tmp_path / ".zenbuild"
     store.mkdir()
     (tmp_path / "build").mkdir()
     os.symlink(store, tmp_path / "build" / "out")
-    check_placement(str(tmp_path), str(store), [("s", "build/x.txt"), ("t", "build/y.txt")])
+    os.symlink("..", tmp_path / "build" / "up")
+    check_placement(str(tmp_path), str(store), [("s", "build/x.txt"), ("t", "build/out"),
+                                                 ("u", "build/up")])
+    with pytest.raises(PathError, match="is inside the store"):
+        check_placement(str(tmp_path), str(store), [("s", "build/out/x.txt")])
     with pytest.raises(PathError, match="is inside Output"):
-        check_placement(str(tmp_path), str(store), [("s", "build/x.txt"), ("t", "build/out")])
+        check_placement(str(tmp_path), str(store), [("s", "build/up/.zenbuild")])
     os.symlink(store, tmp_path / "linked")
     with pytest.raises(PathError, match="is inside the store"):
         check_placement(str(tmp_path), str(store), [("s", "build/x.txt"), ("t", "linked/o.txt")])
@@ -112,24 +117,17 @@ def test_a_dir_input_naming_a_file_says_so(tmp_path: Path) -> None:
         dir_files(str(tmp_path), "nothing", None)
 
 
-@pytest.mark.parametrize("many", [False, True])  # an lstat a name, or one listing
-def test_output_realpaths_are_realpath_s_whatever_the_names_are(tmp_path, many):
+def test_output_paths_resolve_the_folder_and_keep_the_name(tmp_path):
     from zenbuild.store.outputs import _realpaths
 
     real = tmp_path / "real"
     (real / "sub").mkdir(parents=True)
     (tmp_path / "via").symlink_to(real)  # the folder itself reached through a symlink
-    (real / "plain.txt").write_text("x")
-    (real / "to_file").symlink_to(real / "plain.txt")
-    (real / "to_dir").symlink_to(tmp_path / "elsewhere")  # dangling
+    (real / "to_dir").symlink_to(tmp_path / "elsewhere")
     (real / "up").symlink_to("..")
-    (real / "loop").symlink_to("loop")
-    names = ["plain.txt", "to_file", "to_dir", "up", "sub", "absent", "loop", ".", ".."]
-    if many:
-        names += [f"f{i}" for i in range(20)]
-        names += ["to_file"]
+    names = ["plain.txt", "to_dir", "up", "sub", "absent", ".", ".."]
     for parent in (real, tmp_path / "via"):
-        want = [os.path.realpath(os.path.join(parent, n)) for n in names]
+        want = [os.path.realpath(os.path.join(parent, n)) if n in (".", "..")
+                else os.path.join(os.path.realpath(parent), n) for n in names]
         assert _realpaths(str(parent), names) == want
-    assert _realpaths(str(tmp_path / "nowhere"), names) == [
-        os.path.realpath(os.path.join(tmp_path / "nowhere", n)) for n in names]
+    assert _realpaths(str(tmp_path / "nowhere"), ["a"]) == [str(tmp_path / "nowhere" / "a")]

@@ -6,7 +6,8 @@ Outputs never destroy the user's work: a file a restore would overwrite or delet
 about to execute would overwrite or clear, whose bytes the store does not hold (a hand edit, a
 file the user added) is first moved under STORE/trash/, with a line saying where; a symlink at
 an Output (or at a folder inside an Output folder the store has files under) is never written,
-cleared or restored through: the link itself goes to the trash and a real file or folder is
+cleared or restored through: the link itself goes to the trash (or, when the store holds its
+target text, as for a link Output, is removed) and a real file, folder or the stored link is
 made in its place, so nothing outside the project is touched (the trash holds the link). An
 Output that already holds files zenbuild did not create is refused (see check_adopt, and
 STORE/claims, the outputs zenbuild saw absent before their step first ran); a store inside an
@@ -22,7 +23,7 @@ import os
 import stat
 import sys
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from zenbuild.digest import StatCache, digest_bytes, stat_key
 from zenbuild.errors import PathError, StoreError
@@ -292,7 +293,13 @@ class Trash:
     def _all_stored(self, root: str, rel: str, statcache: Optional[StatCache],
                     unstored: Optional[Unstored] = None) -> bool:
         full = os.path.join(root, rel)
-        if os.path.islink(full) or not (os.path.isfile(full) or os.path.isdir(full)):
+        if os.path.islink(full):  # zenbuild's own when the store holds its target text (a
+            try:  # link Output, or one a restore made: restoring puts that text)
+                target = os.readlink(full)
+            except OSError:
+                return False
+            return self.store.has_blob(digest_bytes(target.encode("utf-8", "surrogateescape")))
+        if not (os.path.isfile(full) or os.path.isdir(full)):
             return False
         if os.path.isfile(full):
             names = [rel]
@@ -398,36 +405,16 @@ def _check_folder(root: str, folder: str, step: str, rel: str) -> None:
 
 
 def _realpaths(parent: str, names: List[str]) -> List[str]:
-    """os.path.realpath(parent/name) of each name, resolving ``parent`` once (realpath costs
-    a syscall per component, on every run, for every Output): the same result whenever the
-    name is not a symlink, else the name's own realpath. Which names are symlinks one listing
-    of the folder tells (its entries' types, no stat each) when it holds many outputs, else
-    an lstat each; an absent name is kept as it is, as realpath keeps it."""
-    if not os.path.isabs(parent):
-        return [os.path.realpath(os.path.join(parent, n)) for n in names]
-    links: Optional[Set[str]] = None
-    if len(names) >= 16:
-        try:
-            with os.scandir(parent) as entries:
-                links = {e.name for e in entries if e.is_symlink()}
-        except OSError:  # absent, not a folder, unreadable: each name is looked at
-            links = None
+    """Where each Output ``parent/name`` is, its folder resolved (os.path.realpath, once for
+    all the names) but the name itself not followed: an Output that is a symlink is never
+    written, cleared or restored through (its link goes to the trash, or is stored and
+    restored as a link), so the folder a link points at is not the Output's. Following it
+    refused every run after a step made ``os.symlink("..", out)``: the store was "inside" the
+    project root the link named."""
     real = os.path.realpath(parent)
     into = real if real.endswith("/") else real + "/"  # (os.path.join's result, inline)
-    out = []
-    for name in names:
-        if name in ("", ".", ".."):
-            out.append(os.path.realpath(os.path.join(parent, name)))
-            continue
-        if links is not None:
-            link = name in links
-        else:
-            try:
-                link = stat.S_ISLNK(os.lstat(os.path.join(parent, name)).st_mode)
-            except (OSError, ValueError):
-                link = False  # absent: realpath keeps the name as it is
-        out.append(os.path.realpath(os.path.join(parent, name)) if link else into + name)
-    return out
+    return [os.path.realpath(os.path.join(parent, n)) if n in ("", ".", "..") else into + n
+            for n in names]
 
 
 class Claims:
