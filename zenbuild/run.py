@@ -4,7 +4,7 @@ a restart when a corrupt blob is found. The one module the DSL's ``.run()`` reac
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Set, Union
 
 from zenbuild.config import Config
 from zenbuild.errors import CorruptBlob, PathError
@@ -60,8 +60,8 @@ def run_bound(
         if graph is None:
             graph = bound.trace(config.root)
         rels = output_rels(graph)
-        try:
-            check_placement(config.root, config.store, rels)  # a store and Outputs overlapping
+        try:  # a store and Outputs overlapping; an Output folder of a step it builds blocked
+            check_placement(config.root, config.store, rels, _building(graph, chosen))
         except PathError:
             _drop_unused_store(config.store)  # what this refused run made must not block the fix
             raise
@@ -150,6 +150,20 @@ def _names(given: Union[str, Sequence[str], None]) -> List[str]:
     if isinstance(given, str):
         return [given]
     return [str(n) for n in given]
+
+
+def _building(graph: Any, chosen: List[str]) -> Optional[Set[str]]:
+    """The steps a run of ``chosen`` (none: all, None) builds; none for a name that is not a
+    step (the scheduler says so, with the steps there are)."""
+    if not chosen:
+        return None
+    from zenbuild.errors import PipelineError
+    from zenbuild.policy import named_steps
+
+    try:
+        return set(graph.select(named_steps(graph, chosen, "--step")))
+    except PipelineError:
+        return set()
 
 
 def _drop_unused_store(store: str) -> None:

@@ -54,6 +54,10 @@ def test_an_output_inside_a_file_is_refused_before_any_step_runs(project: Projec
     assert "Output('data/in.txt/deeper/x') of step a: 'data/in.txt' is a file" in r.stderr, r
     assert "Traceback" not in r.output and r.started == [], r
     assert (project.root / "data" / "in.txt").read_text() == "in\n"
+    r = project.run("run", "--step", "first")  # another step's Output is not this run's
+    assert r.executed == ["first"], r
+    r = project.run("run", "--step", "a", check=2)
+    assert "Output('data/in.txt/deeper/x') of step a: 'data/in.txt' is a file" in r.stderr, r
 
 
 def test_an_output_folder_a_file_took_meanwhile_fails_its_step_only(project: Project) -> None:

@@ -23,7 +23,7 @@ import os
 import stat
 import sys
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from zenbuild.digest import StatCache, digest_bytes, stat_key
 from zenbuild.errors import PathError, StoreError
@@ -353,10 +353,13 @@ def sweep_leftovers(root: str, rels: Iterable[str]) -> int:
     return gone
 
 
-def check_placement(root: str, store_path: str, rels: Iterable[Tuple[str, str]]) -> None:
+def check_placement(root: str, store_path: str, rels: Iterable[Tuple[str, str]],
+                    steps: Optional[Set[str]] = None) -> None:
     """Refuse a store inside (or at) a declared Output, and an Output inside the store:
     restoring or clearing the output would destroy the store, and capturing it would copy the
-    store into itself. ``rels``: (step, output path relative to ``root``)."""
+    store into itself. Refuse too an Output whose folder a file blocks, of the ``steps`` this
+    run builds (default: all; ``run --step good`` is not refused over another step's
+    Output). ``rels``: (step, output path relative to ``root``)."""
     store = os.path.realpath(store_path)
     by_folder: Dict[str, List[Tuple[str, str, str]]] = {}  # outputs share a few folders
     for step, rel in rels:
@@ -365,7 +368,10 @@ def check_placement(root: str, store_path: str, rels: Iterable[Tuple[str, str]])
     for folder, outs in by_folder.items():
         parent = os.path.join(root, folder) if folder else root
         if folder:
-            _check_folder(root, folder, outs[0][0], outs[0][1])
+            for step, rel, _ in outs:
+                if steps is None or step in steps:
+                    _check_folder(root, folder, step, rel)
+                    break
         for (step, rel, _), out in zip(outs, _realpaths(parent, [n for _, _, n in outs])):
             if store == out or store.startswith(out + os.sep):
                 raise PathError(
