@@ -19,11 +19,16 @@ class LazyPattern:
         self._flags = flags
         self._rx: Optional[re.Pattern[str]] = None
 
-    def __getattr__(self, name: str) -> Any:  # only for names that are not slots
+    def __getattr__(self, name: str) -> Any:  # for names that are not slots, or unset ones
+        if name in LazyPattern.__slots__:  # an instance made without __init__ (copy, pickle)
+            raise AttributeError(name)
         rx = self._rx
         if rx is None:
             rx = self._rx = re.compile(self._pattern, self._flags)
         return getattr(rx, name)
+
+    def __reduce__(self) -> Any:  # copied or pickled as what it stands for, uncompiled
+        return (LazyPattern, (self._pattern, self._flags))
 
     def __repr__(self) -> str:
         return f"LazyPattern({self._pattern!r})"

@@ -22,6 +22,9 @@ CASES = [
     np.ma.masked_array(np.arange(10.0)[::2], mask=[0, 1, 0, 1, 0]),  # not contiguous
     np.ma.masked_array(np.array(["a", "b"]), mask=[1, 0]),
     np.ma.masked_array(np.arange(12, dtype=">i4").reshape(3, 4).T, mask=np.eye(4, 3)),
+    np.ma.array(5.0, mask=False),  # 0-d: came back with shape (1,)
+    np.ma.array(5.0, mask=True),
+    np.ma.masked_array(np.zeros((0, 3)), mask=np.zeros((0, 3), bool)),  # empty
 ]
 
 

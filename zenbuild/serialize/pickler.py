@@ -335,11 +335,19 @@ def _masked_reduce(obj: Any) -> Optional[Tuple[Any, ...]]:
         return None
     mask = obj._mask
     fill = obj._fill_value
-    return (masked_from_arrays, (np.ascontiguousarray(obj.data),
-                                 None if mask is np.ma.nomask else np.ascontiguousarray(mask),
+    return (masked_from_arrays, (_c_order(obj.data),
+                                 None if mask is np.ma.nomask else _c_order(mask),
                                  None if fill is None else fill.item() if fill.ndim == 0 and
                                  fill.dtype.names is None else fill,
                                  bool(obj._hardmask)))
+
+
+def _c_order(a: Any) -> Any:
+    """``a`` itself when C-contiguous, else a C-ordered copy; its shape kept (a 0-d array
+    stays 0-d: np.ascontiguousarray makes it (1,), and a masked scalar came back 1-d)."""
+    import numpy as np
+
+    return a if a.flags.c_contiguous else np.array(a, order="C")
 
 
 def masked_from_arrays(data: Any, mask: Any, fill_value: Any, hard_mask: bool) -> Any:
