@@ -65,7 +65,6 @@ if TYPE_CHECKING:  # ast is imported where a source is parsed: a no-op parses no
 
 from zenbuild import reasons as R
 from zenbuild.digest import StatCache, digest_bytes
-from zenbuild.paths import inside
 from zenbuild.reasons import Reason
 from zenbuild.trace import Trace, bulk_wanted, env_filter, is_hidden, keyed_digest, secret_key
 from zenbuild.trace import listing_digest as trace_listing_digest
@@ -412,73 +411,13 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
 # -- the I/O a run uses -------------------------------------------------------------------------
 
 
-def _under_any(rel: str, folders: Iterable[str], strict: bool = False) -> bool:
-    """Whether ``rel`` is one of ``folders`` (unless ``strict``) or inside one."""
-    return any(inside(rel, f) and not (strict and rel == f) for f in folders)
-
-
-def _related(path: str, base: str) -> bool:
-    """Whether ``path`` is ``base``, inside it or above it (project paths; "." is the root)."""
-    return base == "." or inside(path, base) or inside(base, path)
-
-
-def _mirror(root: str, base: str, into: str, over: Any, skip: Iterable[str]) -> None:
-    """Make under ``into`` the names below project folder ``base`` as a real run would leave
-    them after the restores of dry-run overlay ``over``: what is on disk (not followed into
-    symlinks), without what it removes or what lies in a folder it makes exactly, with the
-    files, empty folders and symlinks it restores. The store (``skip``) is there, empty."""
-    skipped = tuple(skip)
-    top = root if base == "." else os.path.join(root, base)
-
-    def hidden(rel: str) -> bool:
-        return (_under_any(rel, over.removed) or _under_any(rel, over.folders, strict=True)
-                or _under_any(rel, skipped, strict=True))
-
-    def make(rel: str, kind: str, target: str = "") -> None:
-        dest = os.path.join(into, rel)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        if os.path.lexists(dest):
-            return
-        if kind == "dir":
-            os.makedirs(dest, exist_ok=True)
-        elif kind == "link":
-            os.symlink(target, dest)
-        else:
-            open(dest, "wb").close()
-
-    if os.path.isdir(top) and not hidden(base if base != "." else ""):
-        os.makedirs(os.path.join(into, base), exist_ok=True)
-        for dirpath, dirnames, filenames in os.walk(top):
-            rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
-            rel_dir = "" if rel_dir == "." else rel_dir + "/"
-            keep = []
-            for name in dirnames + filenames:
-                rel = rel_dir + name
-                if hidden(rel):
-                    continue
-                full = os.path.join(dirpath, name)
-                if os.path.islink(full):
-                    make(rel, "link", os.readlink(full))
-                elif os.path.isdir(full):
-                    make(rel, "dir")
-                    keep.append(name)
-                else:
-                    make(rel, "file")
-            dirnames[:] = [d for d in dirnames if d in keep]
-    links = {p for p, what in over.shape if what.startswith("link ")}
-    for p in over.folders:
-        if _related(p, base):
-            make(p, "dir")
-    for p, what in over.shape:
-        if not _related(p, base):
-            continue
-        if what.startswith("link "):
-            make(p, "link", what[len("link "):])
-        elif what == "empty":
-            make(p, "dir")
-    for p in over.files:
-        if p not in links and _related(p, base):
-            make(p, "file")
+def _listed(root: str, rel: str) -> Optional[List[str]]:
+    """The sorted names in folder ``rel`` as trace.listing_digest takes them, None if it
+    cannot be listed."""
+    try:
+        return sorted(n for n in os.listdir(os.path.join(root, rel)) if ".zenbuild-tmp-" not in n)
+    except OSError:
+        return None
 
 
 class Discovery:
@@ -504,65 +443,100 @@ class Discovery:
         # (file, qualname, firstlineno) -> the closure digest of the live function (the
         # scheduler's fingerprinter: fingerprint/traced.py), None: not checked
         self.closure_digest: Optional[CodeDigest] = None
-        # a dry run's rebuild.OutputOverlay: the outputs it pretends to have restored (and the
+        # a dry run's overlay.OutputOverlay: the outputs it pretends to have restored (and the
         # files it pretends to have removed), which what a step read, listed or globbed last
         # time is compared with, as a real run compares it after restoring them
         self.overlay: Any = None
-        self._mirrors: Dict[str, Tuple[int, str]] = {}  # base -> (overlay size, mirror root)
-        self._mirror_dir: Any = None  # a TemporaryDirectory holding the mirrors
+        self._mirror: Any = None  # overlay.Mirror, made at a dry run's first listing
+        self._mirror_dir: Any = None  # the TemporaryDirectory holding it
 
     def file_digest(self, rel: str, st: Optional[os.stat_result] = None) -> Optional[Tuple[str, int]]:
         over = self.overlay
-        if over is not None and (over.files or over.removed or over.folders):
-            hit = over.files.get(rel)
+        full = self._prefix + rel
+        if over is not None and over.active():  # a dry run: what its restores would leave
+            hit, path = over.where(self.root, rel)
             if hit is not None:
                 return hit[0], hit[1]
-            if _under_any(rel, over.removed) or _under_any(rel, over.folders, strict=True):
-                return None  # removed, or not in a folder the restore makes exactly
+            if path is None:
+                return None  # removed, not in a folder the restore makes exactly, a loop
+            if path != rel:  # through a link: where it leads
+                st = None
+                if os.path.isabs(path):
+                    from zenbuild.digest import digest_file
+
+                    try:
+                        return digest_file(path)
+                    except OSError:
+                        return None
+                rel, full = path, self._prefix + path
         try:
-            return self.statcache.digest(rel, self._prefix + rel, st)
+            return self.statcache.digest(rel, full, st)
         except OSError:  # gone, a folder, unreadable: "no such file" to the record
             return None
 
     def list_digest(self, rel: str) -> Optional[str]:
-        mirror = self._pretended(rel)
-        return listing_digest(self.root if mirror is None else mirror, rel)
+        handled, got = self._merged(rel, _listed)
+        if not handled:
+            return listing_digest(self.root, rel)
+        return None if got is None else digest_bytes("\0".join(got).encode("utf-8", "surrogatepass"))
 
     def glob_digest(self, spec: List[Any]) -> Optional[str]:
-        from zenbuild.trace.globs import digest, skipped
+        from zenbuild.trace.globs import digest, names, skipped
 
         if self._skip is None:
             self._skip = skipped(self.root, self.store)
-        mirror = self._pretended(spec[1] if type(spec[1]) is str else ".")
-        return digest(self.root if mirror is None else mirror, spec, self._skip)
+        skip = self._skip
+        if type(spec[1]) is str:
+            handled, got = self._merged(spec[1], lambda root, base: names(
+                root, [spec[0], base, *spec[2:]], skip))
+            if handled:
+                return None if got is None else digest_bytes(
+                    "\0".join(got).encode("utf-8", "surrogatepass"))
+        return digest(self.root, spec, skip)
 
-    def _pretended(self, base: str) -> Optional[str]:
-        """A root holding the names under ``base`` as a real run would find them after the
-        restores and removals this dry run pretends (files empty, folders, symlinks with their
-        targets: what a listing or pattern sees), or None when it pretends none there. Made
-        in a temporary folder, once per base while the overlay stays the same."""
+    def _merged(self, base: str, names_at: Callable[[str, str], Optional[List[str]]]
+                ) -> Tuple[bool, Optional[List[str]]]:
+        """In a dry run that pretends restores at, under or above folder ``base``: (True, the
+        names ``names_at(root, folder)`` gives relative to it as a real run would find them
+        after the restores, None for no such folder), else (False, None): the disk answers.
+        A name at or under a pretended path is the mirror's (overlay.Mirror), every other
+        one the disk's; ``base`` is taken with its links followed (those the restores make
+        and those on disk). Not followed: a link a pattern crosses below ``base`` between
+        the disk and what is pretended (``data/*/x`` through a link ``data/cur`` into a
+        restored folder); there the dry run can say "would execute" where the run serves,
+        or miss a file the restore removes."""
         over = self.overlay
-        if over is None or not (over.files or over.removed or over.folders):
-            return None
-        size = len(over.files) + len(over.removed) + len(over.folders) + len(over.shape)
-        got = self._mirrors.get(base)
-        if got is not None and got[0] == size:
-            return got[1]
-        pretended = [*over.files, *over.removed, *over.folders, *(p for p, _ in over.shape)]
-        if not any(_related(p, base) for p in pretended):
-            return None
-        import tempfile
+        if over is None or not over.active():
+            return False, None
+        real = over.canonical(self.root, base)
+        if real is None or os.path.isabs(real):
+            return False, None
+        if not over.related(real):  # the disk answers, where the links lead after the restores
+            return (False, None) if real == base else (True, names_at(self.root, real))
+        if self._mirror is None:
+            import tempfile
 
-        from zenbuild.trace.globs import skipped
+            from zenbuild.overlay import Mirror
 
-        if self._skip is None:
-            self._skip = skipped(self.root, self.store)
-        if self._mirror_dir is None:
             self._mirror_dir = tempfile.TemporaryDirectory(prefix="zenbuild-dry-run-")
-        mirror = tempfile.mkdtemp(dir=self._mirror_dir.name)
-        _mirror(self.root, base, mirror, over, self._skip)
-        self._mirrors[base] = (size, mirror)
-        return mirror
+            self._mirror = Mirror(self.root, over, self._mirror_dir.name)
+        mine = names_at(self._mirror.ready(), real)
+        disk = None if over.changed(real) else names_at(self.root, real)
+        if disk is None and mine is None:
+            return True, None
+        lead = "" if real == "." else real + "/"
+        out = set(mine or ())
+        for n in disk or ():
+            p = n.rstrip("/")
+            if not over.changed(real if p in ("", ".") else lead + p):
+                out.add(n)
+        return True, sorted(out)
+
+    def close(self) -> None:
+        """Remove the dry run's mirror, if one was made."""
+        if self._mirror_dir is not None:
+            self._mirror_dir.cleanup()
+            self._mirror_dir = self._mirror = None
 
     def secret_digest(self, value: str) -> str:
         if self._key is None:

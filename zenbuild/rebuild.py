@@ -9,7 +9,7 @@ import json
 import os
 import stat
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from zenbuild import reasons as R
 from zenbuild.diffs import diff_components
@@ -18,7 +18,8 @@ from zenbuild.errors import ParamError
 from zenbuild.fingerprint.code import CodeFingerprinter
 from zenbuild.fingerprint.params import display_param, encode_param
 from zenbuild.graph import FileRef, Node
-from zenbuild.paths import DIR_SKIP, MissingInput, dir_files, glob_match
+from zenbuild.overlay import OutputOverlay
+from zenbuild.paths import MissingInput, dir_files
 from zenbuild.reasons import Reason
 from zenbuild.records import field, record
 from zenbuild.serialize import Unencodable
@@ -155,44 +156,19 @@ class Components:
         }
 
 
-class OutputOverlay:
-    """What a dry run pretends a real run would have put on disk before downstream steps read
-    it: the outputs it would restore from the store (path -> (digest, size)) and the files it
-    would remove. The scheduler owns it; file_digests() consults it per path, so every other
-    file is still served by the stat cache."""
+def _digest_at(statcache: StatCache, root: str, path: Optional[str]) -> Optional[Tuple[str, int]]:
+    """(digest, size) of the file at ``path`` (project-relative, or absolute outside the
+    project), None when there is none."""
+    if path is None:
+        return None
+    try:
+        if os.path.isabs(path):
+            from zenbuild.digest import digest_file
 
-    def __init__(self) -> None:
-        self.files: Dict[str, Tuple[str, int]] = {}
-        self.removed: Set[str] = set()
-        # the folder outputs it answers for whole (format-2 manifests), and what they hold
-        # besides bytes, as paths.dir_files lists it: (project path, what)
-        self.folders: Set[str] = set()
-        self.shape: List[Tuple[str, str]] = []
-
-    def shape_of(self, ref: FileRef, on_disk: List[str]) -> List[str]:
-        """The shape items of Dir ``ref`` after the pretended restores: those on disk outside
-        the folders it answers for, and its own."""
-        base = "" if ref.path == "." else ref.path.rstrip("/") + "/"
-        pattern = ref.glob or "**/*"
-        mine = tuple(f + "/" for f in self.folders)
-        out = [it for it in on_disk if not (base + it.split("\0", 1)[0] + "/").startswith(mine)]
-        out += [f"{p[len(base):]}\0{what}" for p, what in self.shape
-                if p.startswith(base) and glob_match(p[len(base):], pattern)]
-        return out
-
-    def listing(self, root: str, ref: FileRef) -> List[str]:
-        """The files a Dir input would cover after the pretended restores."""
-        base = "" if ref.path == "." else ref.path.rstrip("/") + "/"
-        pattern = ref.glob or "**/*"
-        extra = {p for p in self.files if p.startswith(base) and glob_match(p[len(base):], pattern)
-                 and not any(d in DIR_SKIP for d in p.split("/")[:-1])}
-        try:
-            found = set(dir_files(root, ref.path, ref.glob))
-        except MissingInput:
-            if not extra:
-                raise
-            found = set()
-        return sorted((found - self.removed) | extra)
+            return digest_file(path)
+        return statcache.digest(path, os.path.join(root, path))
+    except OSError:
+        return None
 
 
 def shape_key(ref: FileRef) -> str:
@@ -216,7 +192,7 @@ def file_digests(
     records = statcache.records
     prefix = root.rstrip("/") + "/"
     # a dry run that pretends to have restored outputs (no Python call for the usual case)
-    over = overlay if overlay is not None and (overlay.files or overlay.removed) else None
+    over = overlay if overlay is not None and overlay.active() else None
     for ref in refs:
         shape: Optional[List[str]] = None
         if ref.is_dir:
@@ -228,18 +204,20 @@ def file_digests(
                     dir_files(root, ref.path, ref.glob, shape)
                 except MissingInput:
                     pass
-                shape[:] = over.shape_of(ref, shape)
+                shape[:] = over.shape_of(root, ref, shape)
             cut = 0 if ref.path == "." else len(ref.path) + 1
         else:
             rels = (ref.path,)
         for rel in rels:
-            if over is not None:
-                hit = over.files.get(rel)
+            if over is not None:  # a dry run: what its restores would leave
+                hit, path = over.where(root, rel)
+                if hit is None and path != rel:  # through a pretended link, or removed
+                    hit = _digest_at(statcache, root, path)
+                    if hit is None:
+                        raise MissingInput(f"input file {rel!r} does not exist")
                 if hit is not None:
                     files[rel] = [hit[0], hit[1]]
                     continue
-                if rel in over.removed:
-                    raise MissingInput(f"input file {rel!r} does not exist")
             full = prefix + rel
             try:
                 if rel not in records:  # a cold run: open, fstat, read, fstat

@@ -275,6 +275,7 @@ class Scheduler:
             status = "failed" if failed else "succeeded"
         finally:
             duration = time.perf_counter() - t0
+            self.discovery.close()  # a dry run's mirror
             for r in self.results.values():
                 if r.status == RUNNING:  # interrupted while executing
                     r.status = FAILED

@@ -4,14 +4,14 @@ the overlay that shows downstream steps the outputs a real run would have put ba
 
 from __future__ import annotations
 
-import posixpath
+import os
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from zenbuild import reasons as R
 from zenbuild.digest import StatCache
 from zenbuild.errors import CorruptBlob
+from zenbuild.overlay import OutputOverlay
 from zenbuild.reasons import Reason
-from zenbuild.rebuild import OutputOverlay
 from zenbuild.store.db import ActionEntry, Store
 from zenbuild.store.folders import parse, shape_items
 from zenbuild.store.restoring import REMOVE, Todo, plan_restore, restore
@@ -72,27 +72,34 @@ class Server:
         """Let downstream steps see the outputs a real run would restore (and not the files it
         would remove): per path, through the overlay; every other file keeps its stat cache."""
         over = self.overlay
-        for rel, rec in entry.outputs.items():
-            if rec.get("kind") == "file":
-                over.files[rel] = (rec["digest"], int(rec.get("size", 0)))
-                continue
-            if rec.get("kind") != "dir":  # a link: what a reader sees is what it points at
+        real: Dict[str, str] = {}  # an Output -> where the restore writes it (links followed)
+        for rel in entry.outputs:
+            parent, _, name = rel.rpartition("/")
+            at = over.canonical(self.root, parent) if parent else "."
+            real[rel] = (rel if at is None or os.path.isabs(at) or at == parent
+                         else name if at == "." else f"{at}/{name}")
+        for frel, op, _, out in todo:  # first, as the restore does: what it then makes stays
+            if op == REMOVE:
+                over.remove(real.get(out, out) + frel[len(out):])
+        for out, rec in entry.outputs.items():
+            rel = real[out]
+            kind = rec.get("kind")
+            if kind == "file":
+                over.add_file(rel, rec["digest"], int(rec.get("size", 0)))
                 continue
             try:
-                m = parse(self.store.get_blob(rec["digest"]))
+                blob = self.store.get_blob(rec["digest"])
+                if kind == "link":  # what a reader sees is where it points (overlay.where)
+                    over.add_link(rel, blob.decode("utf-8", "surrogateescape"))
+                    continue
+                m = parse(blob) if kind == "dir" else None
             except (KeyError, ValueError, TypeError, AttributeError, CorruptBlob):
                 continue
-            by_name = {}
-            for inner, digest, size, _ex in m.files:
-                over.files[f"{rel}/{inner}"] = by_name[inner] = (digest, int(size))
-            for inner, target in m.links.items():  # a Dir reads a file through its link
-                hit = by_name.get(posixpath.normpath(posixpath.join(posixpath.dirname(inner),
-                                                                    target)))
-                if hit is not None:
-                    over.files[f"{rel}/{inner}"] = hit
+            if m is None:
+                continue
             if m.exact:  # the restore makes the folder exactly this: its shape is known
-                over.folders.add(rel)
-                over.shape.extend((f"{rel}/{p}", what) for p, what in shape_items(m))
-        for rel, op, _, _ in todo:
-            if op == REMOVE:
-                over.removed.add(rel)
+                over.add_folder(rel, ((f"{rel}/{p}", what) for p, what in shape_items(m)))
+            for inner, digest, size, _ex in m.files:
+                over.add_file(f"{rel}/{inner}", digest, int(size))
+            for inner, target in m.links.items():  # read through: overlay.where follows it
+                over.add_link(f"{rel}/{inner}", target)

@@ -197,8 +197,9 @@ def test_file_digests_reads_the_dry_run_overlay_per_path_and_keeps_the_stat_cach
         rec.recorded_ns = rec.key[1] + 10**10
     hashed = cache.hashed_bytes
     over = OutputOverlay()
-    over.files.update({"out/a.txt": ("stored-a", 7), "out/b.txt": ("stored-b", 3)})
-    over.removed.add("out/stray.txt")
+    over.add_file("out/a.txt", "stored-a", 7)
+    over.add_file("out/b.txt", "stored-b", 3)
+    over.remove("out/stray.txt")
     files, stats = file_digests(root, [FileRef("in.txt"), FileRef("out", "**/*")], cache, over)
     assert files == {"in.txt": [digest_file(str(tmp_path / "in.txt"))[0], 5],
                      "out/a.txt": ["stored-a", 7], "out/b.txt": ["stored-b", 3]}
