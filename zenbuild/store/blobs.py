@@ -154,6 +154,7 @@ class BlobStore:
                 self._verify_fd(digest, fd, stamps, st)
             mm = MappedBlob(fd, 0, access=mmap.ACCESS_COPY)
             mm.path = path
+            _mapped().add(mm)
         finally:
             os.close(fd)
         return mm
@@ -308,9 +309,23 @@ class BlobStore:
 
 class MappedBlob(mmap.mmap):
     """A file blob mapped copy-on-write; ``path`` says which (an executor can then send a
-    worker where an array lies instead of its bytes)."""
+    worker where an array lies instead of its bytes). The blobs mapped in this process are
+    in ``MAPPED`` while alive: a torch tensor made on one keeps no Python reference to it, so
+    where its memory lies is looked up there (executors/worker_store.py)."""
 
     path = ""
+
+
+MAPPED: Any = None  # a weakref.WeakSet of them, made at the first mapping (a no-op maps none)
+
+
+def _mapped() -> Any:
+    global MAPPED
+    if MAPPED is None:
+        import weakref
+
+        MAPPED = weakref.WeakSet()
+    return MAPPED
 
 
 # Small parts of a value are gathered into writes of this size; bigger ones are written (and
