@@ -29,12 +29,13 @@ Hit = Tuple[str, int]  # (digest, size)
 
 
 class OutputOverlay:
-    """The outputs a dry run pretends to have restored (``files``: path -> (digest, size);
-    ``links``: path -> target text; ``folders``: the folder Outputs it makes exactly, with
-    ``shape``, what they hold besides bytes as paths.dir_files lists it) and the files it
-    pretends to have removed (``removed``). ``ops`` is the same, in the order a run would do
-    it, for the mirrors to catch up with. The scheduler owns it; file_digests() and
-    discovered.Discovery consult it per path."""
+    """What serving entries in a dry run would do, as the restore plans say (restoring.py):
+    ``files``, the files it writes (path -> (digest, size)); ``links``, the links it makes
+    (path -> target text); ``removed``, what it removes; ``ops``, all of it in order, with the
+    folders it makes, for the mirror. What a plan leaves alone is already right on disk, so
+    deleting one file of a big folder Output pretends one file. ``folders`` and ``shape``:
+    the folder Outputs restored exactly and what they hold besides bytes, for a Dir's key.
+    The scheduler owns it; file_digests() and discovered.Discovery consult it per path."""
 
     def __init__(self) -> None:
         self.files: Dict[str, Hit] = {}
@@ -43,7 +44,7 @@ class OutputOverlay:
         self.folders: Set[str] = set()
         self.shape: List[Tuple[str, str]] = []
         self.ops: List[Tuple[str, str, str]] = []  # (kind, path, link target)
-        self._paths: Set[str] = set()  # every op's path
+        self._paths: Dict[str, str] = {}  # every op's path -> the last op's kind there
         self._touched: Set[str] = set()  # those and the folders above them
 
     # -- what serving an entry pretends ---------------------------------------------------------
@@ -59,15 +60,16 @@ class OutputOverlay:
         self.links[rel] = target
         self._op("link", rel, target)
 
-    def add_folder(self, rel: str, shape: Iterable[Tuple[str, str]] = ()) -> None:
-        """A folder Output the restore makes exactly: nothing on disk under it stays."""
+    def add_dir(self, rel: str) -> None:
+        """A folder the restore makes."""
         self.removed.discard(rel)
+        self._op("dir", rel)
+
+    def shape_folder(self, rel: str, shape: Iterable[Tuple[str, str]]) -> None:
+        """A folder Output the restore makes exactly ``shape`` (its modes, links and empty
+        folders, as paths.dir_files lists them): what a Dir over it holds besides bytes."""
         self.folders.add(rel)
-        self._op("folder", rel)
-        for p, what in shape:
-            self.shape.append((p, what))
-            if what == "empty":
-                self._op("dir", p)
+        self.shape.extend(shape)
 
     def remove(self, rel: str) -> None:
         self.removed.add(rel)
@@ -75,7 +77,7 @@ class OutputOverlay:
 
     def _op(self, kind: str, rel: str, target: str = "") -> None:
         self.ops.append((kind, rel, target))
-        self._paths.add(rel)
+        self._paths[rel] = kind
         p = rel
         while p not in self._touched:
             self._touched.add(p)
@@ -124,15 +126,15 @@ class OutputOverlay:
 
     # -- answering for a path -------------------------------------------------------------------
     def hidden(self, rel: str) -> bool:
-        """Whether what is on disk at ``rel`` is gone after the pretended restores: it is
-        removed, or inside (not at) a folder restored exactly. One set look-up per folder."""
-        if not (self.removed or self.folders):
+        """Whether what is on disk at ``rel`` is gone after the pretended restores: it, or a
+        folder above it, is removed. One set look-up per folder."""
+        removed = self.removed
+        if not removed:
             return False
-        p, first = rel, True
+        p = rel
         while True:
-            if p in self.removed or (not first and p in self.folders):
+            if p in removed:
                 return True
-            first = False
             cut = p.rfind("/")
             if cut < 0:
                 return False
@@ -142,8 +144,7 @@ class OutputOverlay:
         """How a real run would find file ``rel`` after the pretended restores: (hit, None)
         when it is a restored file; (None, path) when the disk answers, at ``path`` (``rel``
         itself, where its symlinks lead in the project, or an absolute path outside it);
-        (None, None) when nothing would be there (removed, absent from a folder restored
-        exactly, a loop of links)."""
+        (None, None) when nothing would be there (removed, a loop of links)."""
         path = rel
         for _ in range(_MAX_HOPS):
             hit = self.files.get(path)
@@ -157,8 +158,8 @@ class OutputOverlay:
             path = nxt
         else:
             return None, None
-        if self.hidden(path) or path in self.folders:
-            return None, None
+        if self.hidden(path) or self._paths.get(path) == "dir":  # (a folder: no file there,
+            return None, None  # whatever is on disk now)
         return None, path
 
     def link_at(self, root: str, p: str) -> Optional[str]:
@@ -200,11 +201,13 @@ class OutputOverlay:
             return on_disk
         base = "" if real == "." else real + "/"
         pattern = ref.glob or "**/*"
+        mine = tuple(f + "/" for f in self.folders)  # their shape is the manifest's
         out = []
         for it in on_disk:
             inner, _, what = it.partition("\0")
             p = base + inner
-            if not (self.changed(p) or (what == "empty" and self.touched(p))):
+            if not (self.changed(p) or (what == "empty" and self.touched(p))
+                    or (p + "/").startswith(mine)):
                 out.append(it)
         seen = set()
         for p, what in self.shape:
@@ -239,12 +242,23 @@ class OutputOverlay:
                     extra.add(p)
         found: Set[str] = set()
         if not self.changed(real):
+            shape: List[str] = []
             try:
-                found = {f for f in dir_files(root, real, ref.glob) if not self.changed(f)}
+                found = {f for f in dir_files(root, real, ref.glob, shape) if not self.changed(f)}
             except MissingInput:
                 if not extra and not self.touched(real):
                     raise MissingInput(f"input folder {ref.path!r} does not exist") from None
-        elif not extra and not self.touched(real) and real not in self.folders:
+            for item in shape:  # a link on disk counts as a file by where it leads after
+                inner, _, what = item.partition("\0")  # the restores (dir_files: now)
+                p = base + inner
+                if what.startswith("link ") and not self.changed(p):
+                    hit, path = self.where(root, p)
+                    if hit is not None or (path is not None and os.path.isfile(
+                            path if os.path.isabs(path) else os.path.join(root, path))):
+                        found.add(p)
+                    else:
+                        found.discard(p)
+        elif not extra and not self.touched(real):
             raise MissingInput(f"input folder {ref.path!r} does not exist")
         return sorted(own + f[len(base):] for f in found | extra)
 
@@ -316,9 +330,7 @@ class Mirror:
                 os.mkdir(dest)
             return
         _clear(dest)
-        if kind == "folder":
-            os.mkdir(dest)
-        elif kind == "file":
+        if kind == "file":
             open(dest, "wb").close()
         elif kind == "link":
             os.symlink(self._target(rel, target), dest)

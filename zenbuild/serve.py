@@ -14,7 +14,7 @@ from zenbuild.overlay import OutputOverlay
 from zenbuild.reasons import Reason
 from zenbuild.store.db import ActionEntry, Store
 from zenbuild.store.folders import parse, shape_items
-from zenbuild.store.restoring import REMOVE, Todo, plan_restore, restore
+from zenbuild.store.restoring import CHMOD, LINK, MKDIR, REMOVE, Todo, plan_restore, restore
 
 RestorePlan = List[Todo]  # (path, what to do, its argument, the Output): restoring.Todo
 
@@ -69,37 +69,39 @@ class Server:
                     for rel, gone in shown]
 
     def _pretend_restored(self, entry: ActionEntry, todo: RestorePlan) -> None:
-        """Let downstream steps see the outputs a real run would restore (and not the files it
-        would remove): per path, through the overlay; every other file keeps its stat cache."""
+        """Let downstream steps see what a real run would restore (and not what it would
+        remove): the restore plan's steps, through the overlay, at the paths the restore
+        writes (an Output's folder through a link is where the link leads); every other
+        file keeps its stat cache."""
         over = self.overlay
         real: Dict[str, str] = {}  # an Output -> where the restore writes it (links followed)
-        for rel in entry.outputs:
+        sizes: Dict[str, int] = {}  # a file it may write -> its size
+        for rel, rec in entry.outputs.items():
             parent, _, name = rel.rpartition("/")
             at = over.canonical(self.root, parent) if parent else "."
-            real[rel] = (rel if at is None or os.path.isabs(at) or at == parent
-                         else name if at == "." else f"{at}/{name}")
-        for frel, op, _, out in todo:  # first, as the restore does: what it then makes stays
-            if op == REMOVE:
-                over.remove(real.get(out, out) + frel[len(out):])
-        for out, rec in entry.outputs.items():
-            rel = real[out]
+            out = real[rel] = (rel if at is None or os.path.isabs(at) or at == parent
+                               else name if at == "." else f"{at}/{name}")
             kind = rec.get("kind")
             if kind == "file":
-                over.add_file(rel, rec["digest"], int(rec.get("size", 0)))
-                continue
-            try:
-                blob = self.store.get_blob(rec["digest"])
-                if kind == "link":  # what a reader sees is where it points (overlay.where)
-                    over.add_link(rel, blob.decode("utf-8", "surrogateescape"))
+                sizes[rel] = int(rec.get("size", 0))
+            elif kind == "dir":
+                try:
+                    m = parse(self.store.get_blob(rec["digest"]))
+                except (KeyError, ValueError, TypeError, AttributeError, CorruptBlob):
                     continue
-                m = parse(blob) if kind == "dir" else None
-            except (KeyError, ValueError, TypeError, AttributeError, CorruptBlob):
-                continue
-            if m is None:
-                continue
-            if m.exact:  # the restore makes the folder exactly this: its shape is known
-                over.add_folder(rel, ((f"{rel}/{p}", what) for p, what in shape_items(m)))
-            for inner, digest, size, _ex in m.files:
-                over.add_file(f"{rel}/{inner}", digest, int(size))
-            for inner, target in m.links.items():  # read through: overlay.where follows it
-                over.add_link(f"{rel}/{inner}", target)
+                for inner, _digest, size, _ex in m.files:
+                    sizes[f"{rel}/{inner}"] = int(size)
+                if m.exact:  # what a Dir over it holds besides bytes: the manifest says
+                    empty = not (m.files or m.links or m.dirs)
+                    over.shape_folder(out, [(f"{out}/{p}", what) for p, what in shape_items(m)]
+                                      + ([(out, "empty")] if empty else []))
+        for frel, op, arg, rel in todo:
+            path = real.get(rel, rel) + frel[len(rel):]
+            if op == REMOVE:
+                over.remove(path)
+            elif op == MKDIR:
+                over.add_dir(path)
+            elif op == LINK:
+                over.add_link(path, arg)
+            elif op != CHMOD:  # a file: ``op`` is its digest
+                over.add_file(path, op, sizes.get(frel, 0))

@@ -228,3 +228,137 @@ def test_a_dry_run_sees_an_output_restored_through_a_folder_link(project: Projec
     assert _would(project) == ["cur"]
     r = project.run("run")
     assert r.executed == ["cur"] and (project.root / "raw" / "x.txt").read_text() == "one", r
+
+
+def test_a_dir_holding_links_to_restored_outputs_is_judged_after_the_restore(
+        project: Project) -> None:
+    # data/latest.csv -> ../build/out/r.csv, dangling after rm -rf build: left out of the
+    # Dir's listing, so the dry run said "would execute"; a link to a folder Output replaced
+    # by a file made it say the step failed
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", """
+        from zenbuild import Dir, Output, pipeline, step
+
+        @step
+        def gen(out: Output) -> int:
+            (out / "sub").mkdir(parents=True)
+            (out / "r.csv").write_text("1,2\\n")
+            (out / "sub" / "s.txt").write_text("s")
+            return 1
+
+        @step
+        def use(x: int, d: Dir) -> list:
+            return sorted(p.name for p in d.iterdir())
+
+        @pipeline
+        def p():
+            use(gen(Output("build/out")), Dir("data"))
+    """)
+    project.write("data/own.txt", "own\n")
+    os.symlink("../build/out/r.csv", project.root / "data" / "latest.csv")
+    os.symlink("../build/out/sub", project.root / "data" / "cursub")
+    assert sorted(project.run("run").executed) == ["gen", "use"]
+    import shutil
+
+    shutil.rmtree(project.root / "build")
+    assert _would(project) == []
+    project.run("run")
+    shutil.rmtree(project.root / "build" / "out" / "sub")
+    (project.root / "build" / "out" / "sub").write_text("x")
+    assert _would(project) == []
+    r = project.run("run")
+    assert r.executed == [] and sorted(r.cached) == ["gen", "use"], r
+
+
+def test_an_empty_folder_output_comes_back_a_folder_s_mode(project: Project) -> None:
+    # restored 0700 (made so for the restore, never given its mode): a Dir over it then
+    # executed again after rm -rf build, and the dry run said so too
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", """
+        from zenbuild import Dir, Output, pipeline, step
+
+        @step
+        def emp(out: Output) -> int:
+            out.mkdir(parents=True)
+            return 1
+
+        @step
+        def dr(x: int, d: Dir) -> int:
+            return 2
+
+        @pipeline
+        def p():
+            dr(emp(Output("build/e")), Dir("build"))
+    """)
+    assert sorted(project.run("run").executed) == ["dr", "emp"]
+    import shutil
+
+    mode = (project.root / "build" / "e").stat().st_mode & 0o777
+    shutil.rmtree(project.root / "build")
+    assert _would(project) == []
+    r = project.run("run")
+    assert r.executed == [] and (project.root / "build" / "e").stat().st_mode & 0o777 == mode, r
+
+
+def test_a_dangling_link_above_the_outputs_is_said_not_a_traceback(project: Project) -> None:
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", """
+        from zenbuild import Output, pipeline, step
+
+        @step
+        def gen(out: Output) -> int:
+            (out / "sub").mkdir(parents=True)
+            (out / "sub" / "a.txt").write_text("a")
+            return 1
+
+        @pipeline
+        def p():
+            gen(Output("build/d"))
+    """)
+    project.run("run")
+    import shutil
+
+    shutil.rmtree(project.root / "build")
+    os.symlink("nowhere", project.root / "build")  # a scratch disk not mounted
+    r = project.run("run", check=2)
+    assert "cannot make folder" in r.stderr and "on the way" in r.stderr, r
+    assert "Traceback" not in r.output and os.readlink(project.root / "build") == "nowhere", r
+
+
+def test_a_dry_run_pretends_only_what_the_restore_plan_does(project: Project) -> None:
+    # one file deleted from a 30,000-file folder Output: every file of the manifest was
+    # pretended and written into the mirror (17.6 s against 0.65 s for the real run)
+    from zenbuild.digest import StatCache
+    from zenbuild.serve import Server
+    from zenbuild.store.db import Store
+
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", """
+        from zenbuild import Output, pipeline, step
+
+        @step
+        def gen(out: Output) -> int:
+            out.mkdir(parents=True)
+            for i in range(200):
+                (out / f"f{i}.txt").write_text(str(i))
+            return 1
+
+        @pipeline
+        def p():
+            gen(Output("build/d"))
+    """)
+    project.run("run")
+    (project.root / "build" / "d" / "f7.txt").unlink()
+    (project.root / "build" / "d" / "mine.txt").write_text("a file the restore removes")
+    store = Store(str(project.root / ".zenbuild"), create=False)
+    try:
+        entries = store.step_states("p") or store.step_states("pipe:p")
+        entry = entries["gen"]
+        server = Server(str(project.root), store, StatCache(), dry_run=True)
+        assert server.usable(entry) is None
+        server.serve(entry)
+        assert sorted(server.overlay.ops) == [("file", "build/d/f7.txt", ""),
+                                              ("remove", "build/d/mine.txt", "")]
+        assert server.overlay.where(str(project.root), "build/d/f8.txt") == (None, "build/d/f8.txt")
+    finally:
+        store.close()

@@ -32,7 +32,7 @@ def test_where_follows_restored_links_and_links_on_disk(tmp_path: Path) -> None:
     over.add_link("build/out", "/nowhere/else.txt")
     over.add_link("build/loop", "loop")
     over.add_link("build/in", str(tmp_path / "data" / "real.txt"))  # absolute, in the project
-    over.add_folder("build/d")
+    over.remove("build/d/stray.txt")
     assert over.where(root, "build/d/to_a") == (("da", 1), None)
     assert over.where(root, "build/l") == (None, "data/real.txt")
     assert over.where(root, "build/in") == (None, "data/real.txt")
@@ -40,7 +40,7 @@ def test_where_follows_restored_links_and_links_on_disk(tmp_path: Path) -> None:
     assert over.where(root, "again/real.txt") == (None, "data/real.txt")
     assert over.where(root, "build/out") == (None, "/nowhere/else.txt")
     assert over.where(root, "build/loop") == (None, None)
-    assert over.where(root, "build/d/stray.txt") == (None, None)  # not in the exact folder
+    assert over.where(root, "build/d/stray.txt") == (None, None)  # the restore removes it
     assert over.where(root, "other.txt") == (None, "other.txt")  # the disk answers
     over.remove("data/real.txt")
     assert over.where(root, "build/l") == (None, None)
@@ -64,7 +64,9 @@ def _project(tmp_path: Path) -> Path:
 OPS: List[Tuple[str, str, str]] = [
     ("remove", "notes/stray.txt", ""),
     ("remove", "top.txt", ""),
-    ("folder", "build/d", ""),
+    ("remove", "build/d/old.txt", ""),  # a folder restored exactly: what is not its goes
+    ("remove", "build/d/sub/gone.txt", ""),
+    ("dir", "build/d/e", ""),
     ("file", "build/d/a.txt", ""),
     ("file", "build/d/sub/b.txt", ""),
     ("link", "build/d/l", "a.txt"),
@@ -79,8 +81,8 @@ def _pretend(over: OutputOverlay) -> None:
     for kind, rel, target in OPS:
         if kind == "remove":
             over.remove(rel)
-        elif kind == "folder":
-            over.add_folder(rel, [("build/d/e", "empty")])
+        elif kind == "dir":
+            over.add_dir(rel)
         elif kind == "file":
             over.add_file(rel, "d", 0)
         else:
@@ -93,10 +95,8 @@ def _really(root: Path) -> None:
         p = root / rel
         if kind == "remove":
             p.unlink()
-        elif kind == "folder":
-            shutil.rmtree(p)
-            p.mkdir()
-            (p / "e").mkdir()
+        elif kind == "dir":
+            p.mkdir(parents=True)
         elif kind == "file":
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text("")
@@ -163,9 +163,11 @@ def test_the_mirror_never_writes_through_a_link_leaving_the_project(tmp_path: Pa
     d.list_digest(".")
     d.overlay.add_link("lnk", "../scratch")
     d.overlay.add_file("lnk/b.txt", "d", 0)
-    d.overlay.add_folder("lnk/g")
+    d.overlay.remove("lnk/g/notes.txt")
+    d.overlay.add_dir("lnk/g/new")
     d.overlay.add_file("build/b.txt", "d", 0)
-    d.overlay.add_folder("build/g")
+    d.overlay.remove("build/g/notes.txt")
+    d.overlay.add_dir("build/g")
     for rel in (".", "build", "lnk", "build/g", "lnk/g"):
         d.list_digest(rel)
         d.glob_digest(["glob", rel, "**", {"recursive": True}])
@@ -186,7 +188,7 @@ def test_the_mirror_holds_only_what_is_pretended(tmp_path: Path) -> None:
     d.glob_digest(["glob", ".", "**", {"recursive": True}])
     mirrored = {p.relative_to(d._mirror.into).as_posix()
                 for p in Path(d._mirror.into).rglob("*")}
-    pretended = {rel for kind, rel, _ in OPS if kind != "remove"} | {"build/d/e"}
+    pretended = {rel for kind, rel, _ in OPS if kind != "remove"}
     above = {"/".join(p.split("/")[:i]) for p in pretended for i in range(1, p.count("/") + 1)}
     d.close()
     assert mirrored == pretended | above

@@ -16,6 +16,7 @@ from zenbuild.digest import StatCache
 from zenbuild.errors import StoreError
 from zenbuild.store.db import Store
 from zenbuild.store.folders import (
+    DIR_MODE,
     PERMS,
     TMP_MARK,
     Manifest,
@@ -186,9 +187,10 @@ def _plan_exact(root: str, rel: str, m: Manifest, store: Store, statcache: StatC
         if not present(inner, "link"):
             todo.append((f"{rel}/{inner}", LINK, target, rel))
     if mode is None and not m.files and not m.links and not m.dirs:
-        todo.append((rel, MKDIR, None, rel))  # an empty folder Output
+        todo.append((rel, MKDIR, None, rel))  # an empty folder Output: made 0700, then
+        fix.append(("", DIR_MODE))  # given a folder's mode (it stayed 0700)
     for inner, dmode in sorted(fix, reverse=True):  # deepest first, once all is written
-        todo.append((f"{rel}/{inner}", CHMOD, dmode, rel))
+        todo.append((f"{rel}/{inner}" if inner else rel, CHMOD, dmode, rel))
     return None
 
 
@@ -289,7 +291,7 @@ def restore(root: str, todo: List[Todo], store: Store, statcache: StatCache,
             if os.path.lexists(full) and not trash.keep_if_users(root, frel, statcache):
                 _remove(full)
             if frel == out:  # an Output that is a link: its folder, as for a file Output
-                os.makedirs(os.path.dirname(full), exist_ok=True)
+                _make_parents(full)
             statcache.forget([frel])
             store.put_blob(arg.encode("utf-8", "surrogateescape"))  # Trash: zenbuild's link
             tmp = f"{full}{TMP_MARK}{os.getpid()}"
@@ -302,6 +304,7 @@ def restore(root: str, todo: List[Todo], store: Store, statcache: StatCache,
                     rmtree(full)
             elif os.path.lexists(full):
                 trash.keep_if_users(root, frel, statcache)
+            _make_parents(full)
             store.restore_file(op, full, arg, statcache)
             statcache.record(frel, full, op)
     for path, mode in relaxed.items():
@@ -345,12 +348,25 @@ def _writable_parent(full: str, relaxed: Dict[str, int]) -> None:
 
 
 def _make_dir(full: str) -> None:
-    os.makedirs(os.path.dirname(full), exist_ok=True)
+    _make_parents(full)
     try:
         os.mkdir(full, 0o700)  # its mode is set last (CHMOD): the restore writes into it first
     except FileExistsError:
         if not os.path.isdir(full) or os.path.islink(full):
             raise StoreError(f"cannot make folder {full}: something else is there") from None
+
+
+def _make_parents(full: str) -> None:
+    """The folders above ``full``; StoreError when something not a folder (a dangling
+    symlink, a file) stands on the way."""
+    parent = os.path.dirname(full)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot make folder {parent} to restore {full} into: "
+                         f"{e.strerror or e} ({e.filename or parent}); something that is not "
+                         "a folder (a file, or a symbolic link to nowhere) is on the way. Move "
+                         "it away, and run again.") from None
 
 
 def _remove(full: str) -> None:
