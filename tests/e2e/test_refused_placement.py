@@ -105,3 +105,35 @@ def test_a_path_that_is_not_one_is_the_pipeline_s_mistake(project: Project) -> N
         r = project.run("run", check=2)
         assert f"{kind}(123): a path is a str or a pathlib.Path, not int" in r.stderr, r
         assert "zenbuild/dsl.py" not in r.output, r
+
+
+def test_status_and_explain_refuse_what_run_refuses(project: Project) -> None:
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", """
+        from zenbuild import Output, pipeline, step
+
+        @step
+        def first(out: Output) -> int:
+            out.write_text("1")
+            return 1
+
+        @step
+        def inner(out: Output) -> int:
+            out.write_text("1")
+            return 2
+
+        @pipeline
+        def p():
+            first(Output("build/first.txt"))
+            inner(Output("data/gen2/inner.txt"))
+    """)
+    project.run("run")
+    import shutil
+
+    shutil.rmtree(project.root / "data" / "gen2")
+    (project.root / "data" / "gen2").write_text("a file where the Output's folder was")
+    for cmd in (["status"], ["explain", "inner"], ["run", "--dry-run"]):
+        r = project.run(*cmd, check=2)
+        assert "'data/gen2' is a file, not a folder" in r.stderr and "Traceback" not in r.output, r
+    r = project.run("explain", "first")  # another step's: not this question's
+    assert "up to date" in r.stdout, r

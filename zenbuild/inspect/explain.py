@@ -140,6 +140,12 @@ def evaluate(
                 "call; for a step of another pipeline, name the pipeline too: "
                 f"`zenbuild explain {t} PIPELINE`."
             )
+    from zenbuild.store.outputs import check_placement, output_rels
+
+    # what `run` refuses before any step (a store inside an Output, a file blocking an Output's
+    # folder), these say too: status called such a step "restore" with exit 0
+    check_placement(config.root, config.store, output_rels(graph),
+                    set(graph.select(targets)) if targets else None)
     store = Store(config.store)
     try:
         states = store.step_states(graph.pipeline)
