@@ -6,8 +6,10 @@ the real run restored the folder and served every step)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import List
 
+import pytest
 from conftest import Project
 
 PIPE = """
@@ -320,9 +322,26 @@ def test_a_dangling_link_above_the_outputs_is_said_not_a_traceback(project: Proj
 
     shutil.rmtree(project.root / "build")
     os.symlink("nowhere", project.root / "build")  # a scratch disk not mounted
-    r = project.run("run", check=2)
-    assert "cannot make folder" in r.stderr and "on the way" in r.stderr, r
-    assert "Traceback" not in r.output and os.readlink(project.root / "build") == "nowhere", r
+    for cmd in (["run"], ["run", "--dry-run"], ["status"]):  # the dry run said "restore"
+        r = project.run(*cmd, check=2)
+        assert "'build' is a symbolic link to 'nowhere', which does not exist" in r.stderr, r
+        assert "Traceback" not in r.output and os.readlink(project.root / "build") == "nowhere"
+
+
+def test_a_folder_made_on_the_way_during_a_restore_is_said_not_a_traceback(
+        tmp_path: Path) -> None:
+    # (what the placement check cannot see coming: the folder's path taken meanwhile)
+    from zenbuild.digest import StatCache
+    from zenbuild.errors import StoreError
+    from zenbuild.store.db import Store
+    from zenbuild.store.restoring import restore
+
+    store = Store(str(tmp_path / "store"))
+    digest = store.put_blob(b"x")
+    os.symlink("nowhere", tmp_path / "build")
+    with pytest.raises(StoreError, match="cannot make folder .*build/d.* on the way"):
+        restore(str(tmp_path), [("build/d/a.txt", digest, 0o644, "build/d")], store, StatCache())
+    store.close()
 
 
 def test_a_dry_run_pretends_only_what_the_restore_plan_does(project: Project) -> None:

@@ -393,6 +393,7 @@ def _check_folder(root: str, folder: str, step: str, rel: str) -> None:
     try:
         st = os.stat(os.path.join(root, folder))
     except FileNotFoundError:
+        _check_no_dangling_link(root, folder, step, rel)
         return  # made when the step runs
     except NotADirectoryError:
         st = None
@@ -408,6 +409,26 @@ def _check_folder(root: str, folder: str, step: str, rel: str) -> None:
     raise PathError(
         f"Output({rel!r}) of step {step}: {blocker!r} is a file, not a folder, so nothing "
         "can be written inside it. Declare the Output at another path, or move that file.")
+
+
+def _check_no_dangling_link(root: str, folder: str, step: str, rel: str) -> None:
+    """Refuse an absent Output folder whose path runs through a symlink to nothing (a scratch
+    disk not mounted): neither the step nor a restore could make the folder, and a dry run
+    said "a run would restore" where the run then failed."""
+    for above in reversed(parents(folder)):  # from the top
+        full = os.path.join(root, above)
+        try:
+            if not stat.S_ISLNK(os.lstat(full).st_mode):
+                continue
+            target = os.readlink(full)
+        except OSError:
+            return  # absent from here down: made when the step runs
+        if not os.path.exists(full):
+            raise PathError(
+                f"Output({rel!r}) of step {step}: {above!r} is a symbolic link to {target!r}, "
+                "which does not exist, so the Output's folder cannot be made. Make (or mount) "
+                "what it points at, or remove the link.")
+        return
 
 
 def _realpaths(parent: str, names: List[str]) -> List[str]:
