@@ -49,20 +49,19 @@ class OutputOverlay:
 
     # -- what serving an entry pretends ---------------------------------------------------------
     def add_file(self, rel: str, digest: str, size: int) -> None:
-        self.removed.discard(rel)  # (what was there went first: restoring's REMOVE)
+        # (what was there before, a REMOVE of the same plan, stays removed: under a folder
+        # removed and made again nothing of the disk's is left)
         self.links.pop(rel, None)
         self.files[rel] = (digest, size)
         self._op("file", rel)
 
     def add_link(self, rel: str, target: str) -> None:
-        self.removed.discard(rel)
         self.files.pop(rel, None)
         self.links[rel] = target
         self._op("link", rel, target)
 
     def add_dir(self, rel: str) -> None:
         """A folder the restore makes."""
-        self.removed.discard(rel)
         self._op("dir", rel)
 
     def shape_folder(self, rel: str, shape: Iterable[Tuple[str, str]]) -> None:
@@ -87,7 +86,7 @@ class OutputOverlay:
                 break
 
     def active(self) -> bool:
-        return bool(self.files or self.links or self.removed or self.folders)
+        return bool(self.ops or self.folders)
 
     def related(self, base: str) -> bool:
         """Whether anything pretended is at, under or above project folder ``base``."""

@@ -192,3 +192,20 @@ def test_the_mirror_holds_only_what_is_pretended(tmp_path: Path) -> None:
     above = {"/".join(p.split("/")[:i]) for p in pretended for i in range(1, p.count("/") + 1)}
     d.close()
     assert mirrored == pretended | above
+
+
+def test_under_a_link_replaced_by_a_folder_nothing_of_the_disk_is_left(tmp_path: Path) -> None:
+    # the plan removes the user's link build/g, then makes the folder and its files: what
+    # lies behind the link is not in the restored folder
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "x.txt").write_text("theirs")
+    (tmp_path / "build").mkdir()
+    os.symlink("../theirs", tmp_path / "build" / "g")
+    over = OutputOverlay()
+    over.remove("build/g")
+    over.add_dir("build/g")
+    over.add_file("build/g/a.txt", "da", 1)
+    root = str(tmp_path)
+    assert over.where(root, "build/g/a.txt") == (("da", 1), None)
+    assert over.where(root, "build/g/x.txt") == (None, None)
+    assert over.canonical(root, "build/g") == "build/g"
