@@ -411,6 +411,28 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
 # -- the I/O a run uses -------------------------------------------------------------------------
 
 
+def digest_at(statcache: StatCache, root: str, path: Optional[str]) -> Optional[Tuple[str, int]]:
+    """(digest, size) of the file at ``path`` (project-relative, through ``statcache``, or
+    absolute: outside the project), None when there is none."""
+    if path is None:
+        return None
+    try:
+        if os.path.isabs(path):
+            from zenbuild.digest import digest_file
+
+            return digest_file(path)
+        return statcache.digest(path, os.path.join(root, path))
+    except OSError:
+        return None
+
+
+def _names_digest(names: Optional[List[str]]) -> Optional[str]:
+    """The digest of sorted names, as trace.listing_digest and trace.globs.digest make it."""
+    if names is None:
+        return None
+    return digest_bytes("\0".join(names).encode("utf-8", "surrogatepass"))
+
+
 def _listed(root: str, rel: str) -> Optional[List[str]]:
     """The sorted names in folder ``rel`` as trace.listing_digest takes them, None if it
     cannot be listed."""
@@ -452,33 +474,20 @@ class Discovery:
 
     def file_digest(self, rel: str, st: Optional[os.stat_result] = None) -> Optional[Tuple[str, int]]:
         over = self.overlay
-        full = self._prefix + rel
         if over is not None and over.active():  # a dry run: what its restores would leave
             hit, path = over.where(self.root, rel)
             if hit is not None:
                 return hit[0], hit[1]
-            if path is None:
-                return None  # removed, not in a folder the restore makes exactly, a loop
-            if path != rel:  # through a link: where it leads
-                st = None
-                if os.path.isabs(path):
-                    from zenbuild.digest import digest_file
-
-                    try:
-                        return digest_file(path)
-                    except OSError:
-                        return None
-                rel, full = path, self._prefix + path
+            if path != rel:  # removed, a loop of links (None), or where a link leads
+                return digest_at(self.statcache, self.root, path)
         try:
-            return self.statcache.digest(rel, full, st)
+            return self.statcache.digest(rel, self._prefix + rel, st)
         except OSError:  # gone, a folder, unreadable: "no such file" to the record
             return None
 
     def list_digest(self, rel: str) -> Optional[str]:
         handled, got = self._merged(rel, _listed)
-        if not handled:
-            return listing_digest(self.root, rel)
-        return None if got is None else digest_bytes("\0".join(got).encode("utf-8", "surrogatepass"))
+        return _names_digest(got) if handled else listing_digest(self.root, rel)
 
     def glob_digest(self, spec: List[Any]) -> Optional[str]:
         from zenbuild.trace.globs import digest, names, skipped
@@ -490,8 +499,7 @@ class Discovery:
             handled, got = self._merged(spec[1], lambda root, base: names(
                 root, [spec[0], base, *spec[2:]], skip))
             if handled:
-                return None if got is None else digest_bytes(
-                    "\0".join(got).encode("utf-8", "surrogatepass"))
+                return _names_digest(got)
         return digest(self.root, spec, skip)
 
     def _merged(self, base: str, names_at: Callable[[str, str], Optional[List[str]]]

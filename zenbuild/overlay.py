@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import os
 import posixpath
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Container, Dict, Iterable, List, Optional, Set, Tuple
 
-from zenbuild.paths import DIR_SKIP, SKIP_DIRS, MissingInput, dir_files, glob_match
+from zenbuild.paths import DIR_SKIP, MissingInput, dir_files, glob_match, parents
 
 if TYPE_CHECKING:
     from zenbuild.graph import FileRef
 
 _MAX_HOPS = 40  # symlinks followed on one path before the kernel says ELOOP
-# folders whose names a mirror keeps but not what is in them: a match or a touch there never
-# counts (trace.globs._NOISE, trace.rel)
-_NOISE = frozenset((*SKIP_DIRS, "__pycache__"))
 
 Hit = Tuple[str, int]  # (digest, size)
 
@@ -77,13 +74,8 @@ class OutputOverlay:
     def _op(self, kind: str, rel: str, target: str = "") -> None:
         self.ops.append((kind, rel, target))
         self._paths[rel] = kind
-        p = rel
-        while p not in self._touched:
-            self._touched.add(p)
-            p = p.rpartition("/")[0] or "."
-            if p == ".":
-                self._touched.add(p)
-                break
+        self._touched.update(parents(rel))
+        self._touched.add(".")
 
     def active(self) -> bool:
         return bool(self.ops or self.folders)
@@ -95,15 +87,7 @@ class OutputOverlay:
     def changed(self, rel: str) -> bool:
         """Whether ``rel`` is at or under a path the pretended restores write or remove: what
         is there is the mirror's to say, not the disk's."""
-        paths = self._paths
-        p = rel
-        while True:
-            if p in paths:
-                return True
-            cut = p.rfind("/")
-            if cut < 0:
-                return False
-            p = p[:cut]
+        return _at_or_under(rel, self._paths)
 
     def touched(self, rel: str) -> bool:
         """Whether ``rel`` is a pretended path or a folder above one (made by the restores)."""
@@ -126,18 +110,8 @@ class OutputOverlay:
     # -- answering for a path -------------------------------------------------------------------
     def hidden(self, rel: str) -> bool:
         """Whether what is on disk at ``rel`` is gone after the pretended restores: it, or a
-        folder above it, is removed. One set look-up per folder."""
-        removed = self.removed
-        if not removed:
-            return False
-        p = rel
-        while True:
-            if p in removed:
-                return True
-            cut = p.rfind("/")
-            if cut < 0:
-                return False
-            p = p[:cut]
+        folder above it, is removed."""
+        return bool(self.removed) and _at_or_under(rel, self.removed)
 
     def where(self, root: str, rel: str) -> Tuple[Optional[Hit], Optional[str]]:
         """How a real run would find file ``rel`` after the pretended restores: (hit, None)
@@ -233,12 +207,8 @@ class OutputOverlay:
                     and not any(d in DIR_SKIP for d in p[len(base):].split("/")[:-1]))
 
         extra = {p for p in self.files if mine(p)}
-        for p in self.links:  # a restored link to a file is listed as the file (dir_files)
-            if mine(p):
-                hit, path = self.where(root, p)
-                if hit is not None or (path is not None and os.path.isfile(
-                        path if os.path.isabs(path) else os.path.join(root, path))):
-                    extra.add(p)
+        # a restored link to a file is listed as the file (dir_files)
+        extra.update(p for p in self.links if mine(p) and self._file_after(root, p))
         found: Set[str] = set()
         if not self.changed(real):
             shape: List[str] = []
@@ -251,15 +221,25 @@ class OutputOverlay:
                 inner, _, what = item.partition("\0")  # the restores (dir_files: now)
                 p = base + inner
                 if what.startswith("link ") and not self.changed(p):
-                    hit, path = self.where(root, p)
-                    if hit is not None or (path is not None and os.path.isfile(
-                            path if os.path.isabs(path) else os.path.join(root, path))):
+                    if self._file_after(root, p):
                         found.add(p)
                     else:
                         found.discard(p)
         elif not extra and not self.touched(real):
             raise MissingInput(f"input folder {ref.path!r} does not exist")
         return sorted(own + f[len(base):] for f in found | extra)
+
+
+    def _file_after(self, root: str, p: str) -> bool:
+        """Whether a file is at ``p`` (a link's path) after the pretended restores."""
+        hit, path = self.where(root, p)
+        return hit is not None or (path is not None and os.path.isfile(
+            path if os.path.isabs(path) else os.path.join(root, path)))
+
+
+def _at_or_under(rel: str, paths: Container[str]) -> bool:
+    """Whether ``rel`` or a folder above it is one of ``paths``."""
+    return any(p in paths for p in parents(rel))
 
 
 def resolve_target(root: str, link: str, target: str, rest: List[str]) -> str:

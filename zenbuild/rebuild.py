@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from zenbuild import reasons as R
 from zenbuild.diffs import diff_components
 from zenbuild.digest import StatCache, StatKey, digest_bytes
+from zenbuild.discovered import digest_at
 from zenbuild.errors import ParamError
 from zenbuild.fingerprint.code import CodeFingerprinter
 from zenbuild.fingerprint.params import display_param, encode_param
@@ -156,21 +157,6 @@ class Components:
         }
 
 
-def _digest_at(statcache: StatCache, root: str, path: Optional[str]) -> Optional[Tuple[str, int]]:
-    """(digest, size) of the file at ``path`` (project-relative, or absolute outside the
-    project), None when there is none."""
-    if path is None:
-        return None
-    try:
-        if os.path.isabs(path):
-            from zenbuild.digest import digest_file
-
-            return digest_file(path)
-        return statcache.digest(path, os.path.join(root, path))
-    except OSError:
-        return None
-
-
 def shape_key(ref: FileRef) -> str:
     """How a Dir input is named in the ``shape`` component: its path and glob."""
     return f"{ref.path}:{ref.glob or '**/*'}"
@@ -212,7 +198,7 @@ def file_digests(
             if over is not None:  # a dry run: what its restores would leave
                 hit, path = over.where(root, rel)
                 if hit is None and path != rel:  # through a pretended link, or removed
-                    hit = _digest_at(statcache, root, path)
+                    hit = digest_at(statcache, root, path)
                     if hit is None:
                         raise MissingInput(f"input file {rel!r} does not exist")
                 if hit is not None:

@@ -29,10 +29,10 @@ def test_a_used_store_is_never_removed_when_its_placement_is_refused(project: Pr
     assert db.exists() and (project.root / "build" / ".zenbuild" / "pycode").exists()
 
 
-def test_an_output_inside_a_file_is_refused_before_any_step_runs(project: Project) -> None:
+def _two_steps(project: Project, second: str) -> None:
+    """Steps first (Output build/first.txt) and a (Output ``second``)."""
     project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
-    project.write("data/in.txt", "in\n")
-    project.write("pipe.py", """
+    project.write("pipe.py", f"""
         from zenbuild import Output, pipeline, step
 
         @step
@@ -48,8 +48,13 @@ def test_an_output_inside_a_file_is_refused_before_any_step_runs(project: Projec
         @pipeline
         def p():
             first(Output("build/first.txt"))
-            a(Output("data/in.txt/deeper/x"))
+            a(Output({second!r}))
     """)
+
+
+def test_an_output_inside_a_file_is_refused_before_any_step_runs(project: Project) -> None:
+    project.write("data/in.txt", "in\n")
+    _two_steps(project, "data/in.txt/deeper/x")
     r = project.run("run", check=2)
     assert "Output('data/in.txt/deeper/x') of step a: 'data/in.txt' is a file" in r.stderr, r
     assert "Traceback" not in r.output and r.started == [], r
@@ -108,31 +113,13 @@ def test_a_path_that_is_not_one_is_the_pipeline_s_mistake(project: Project) -> N
 
 
 def test_status_and_explain_refuse_what_run_refuses(project: Project) -> None:
-    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
-    project.write("pipe.py", """
-        from zenbuild import Output, pipeline, step
-
-        @step
-        def first(out: Output) -> int:
-            out.write_text("1")
-            return 1
-
-        @step
-        def inner(out: Output) -> int:
-            out.write_text("1")
-            return 2
-
-        @pipeline
-        def p():
-            first(Output("build/first.txt"))
-            inner(Output("data/gen2/inner.txt"))
-    """)
+    _two_steps(project, "data/gen2/inner.txt")
     project.run("run")
     import shutil
 
     shutil.rmtree(project.root / "data" / "gen2")
     (project.root / "data" / "gen2").write_text("a file where the Output's folder was")
-    for cmd in (["status"], ["explain", "inner"], ["run", "--dry-run"]):
+    for cmd in (["status"], ["explain", "a"], ["run", "--dry-run"]):
         r = project.run(*cmd, check=2)
         assert "'data/gen2' is a file, not a folder" in r.stderr and "Traceback" not in r.output, r
     r = project.run("explain", "first")  # another step's: not this question's

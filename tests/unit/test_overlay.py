@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import List, Tuple
+from typing import Iterator, List, Tuple
 
 import pytest
 
@@ -117,8 +117,9 @@ LISTED = [".", "build", "build/d", "build/d/sub", "build/d/e", "build/top", "not
           "data/cur", "ext", "alias/d", "gen/deep", "nowhere", "raw"]
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s[0]}:{s[1]}:{s[2]}")
-def test_a_pattern_finds_what_the_restores_would_leave(tmp_path: Path, spec) -> None:
+@pytest.fixture
+def pretended(tmp_path: Path) -> Iterator[Tuple[Discovery, Path]]:
+    """A Discovery over the project with OPS pretended, and a copy where they are made."""
     root = _project(tmp_path)
     after = tmp_path / "after"
     shutil.copytree(root, after, symlinks=True)
@@ -126,26 +127,25 @@ def test_a_pattern_finds_what_the_restores_would_leave(tmp_path: Path, spec) -> 
     d = Discovery(str(root), StatCache(), store=".zenbuild")
     d.overlay = OutputOverlay()
     _pretend(d.overlay)
+    yield d, after
+    d.close()
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s[0]}:{s[1]}:{s[2]}")
+def test_a_pattern_finds_what_the_restores_would_leave(tmp_path: Path, pretended, spec) -> None:
+    d, after = pretended
+    root = tmp_path / "project"
     before = sorted(str(p) for p in root.rglob("*"))
     got = d.glob_digest(spec)
-    d.close()
     assert got == glob_digest(str(after), spec, skipped(str(after), ".zenbuild"))
     assert sorted(str(p) for p in root.rglob("*")) == before  # nothing written in the project
     assert sorted(os.listdir(tmp_path / "outside")) == ["o.txt"]  # nor through a link
 
 
 @pytest.mark.parametrize("rel", LISTED)
-def test_a_listing_finds_what_the_restores_would_leave(tmp_path: Path, rel: str) -> None:
-    root = _project(tmp_path)
-    after = tmp_path / "after"
-    shutil.copytree(root, after, symlinks=True)
-    _really(after)
-    d = Discovery(str(root), StatCache(), store=".zenbuild")
-    d.overlay = OutputOverlay()
-    _pretend(d.overlay)
-    got = d.list_digest(rel)
-    d.close()
-    assert got == listing_digest(str(after), rel)
+def test_a_listing_finds_what_the_restores_would_leave(pretended, rel: str) -> None:
+    d, after = pretended
+    assert d.list_digest(rel) == listing_digest(str(after), rel)
 
 
 def test_the_mirror_never_writes_through_a_link_leaving_the_project(tmp_path: Path) -> None:

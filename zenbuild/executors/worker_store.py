@@ -184,7 +184,6 @@ class _RefPickler(pickle.Pickler):
         self.count += 1
         return (map_array, (mm.path, offset, obj.dtype, obj.shape, obj.strides))
 
-
     def _tensor(self, obj: Any) -> Any:
         """A plain CPU tensor lying in a mapped store blob (a cached value: the canonical
         pickle's tensor_from_bytes uses the mapping in place) as where it lies; it was
