@@ -21,6 +21,7 @@ from zenbuild.paths import MissingInput, dir_files, glob_match
 from zenbuild.reasons import Reason, pack, text
 from zenbuild.rebuild import Components
 from zenbuild.result import StepResult
+from zenbuild.serialize import part_size
 from zenbuild.states import StepStatus
 from zenbuild.store.database import DiskFull, full_message
 from zenbuild.store.db import TOUCH_EVERY_S, ActionEntry, Store
@@ -53,7 +54,7 @@ def _size(data: Any) -> int:
     if isinstance(data, (bytes, bytearray, memoryview)):
         return len(data)
     try:
-        return sum(len(memoryview(p).cast("B")) for p in getattr(data, "parts", data))
+        return sum(part_size(p) for p in getattr(data, "parts", data))
     except TypeError:
         return 0
 

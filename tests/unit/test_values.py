@@ -328,3 +328,58 @@ def test_arrays_in_store_blobs_are_sent_by_reference(tmp_path):
     # an array that is not in the store goes by value
     assert pack_args((np.ones(1_000_000),), {}).references == 0
     s.close()
+
+
+def _strided_cases() -> list:
+    base = np.arange(6 * 5 * 4, dtype=np.float64).reshape(6, 5, 4)
+    return [
+        np.asfortranarray(base),  # Fortran order
+        base.transpose(2, 0, 1),  # a transpose
+        base[:, ::2, 1:],  # a slice with steps
+        np.arange(50, dtype=">i4")[::3],  # 1-d, strided, not native byte order
+        (np.arange(40) % 3 == 0).reshape(8, 5).T,  # bool
+        np.zeros((3, 0, 2), order="F"),  # no elements
+        np.arange(12).astype("M8[s]").reshape(3, 4).T,  # datetime64
+    ]
+
+
+@pytest.mark.parametrize("small_pieces", [False, True])
+def test_an_array_that_is_not_c_contiguous_is_stored_as_its_c_ordered_copy(monkeypatch,
+                                                                            small_pieces):
+    """Storing a Fortran-ordered array, a transpose or a strided slice makes exactly the blob
+    (so the digest) of its C-ordered copy, a piece at a time: a part of the encoding is never
+    a whole copy of the array. With tiny pieces, rows are cut along their axes too."""
+    from zenbuild.serialize import Strided
+    from zenbuild.serialize.buffers import encode_value
+
+    if small_pieces:
+        monkeypatch.setattr(Strided, "PIECE", 16)
+    for a in _strided_cases():
+        assert not a.flags.c_contiguous or a.size == 0
+        enc, ref = encode_value(a), encode_value(np.ascontiguousarray(a))
+        assert enc.tobytes() == ref.tobytes(), a
+        assert enc.digest() == ref.digest() == value_digest(np.array(a, order="C"))
+        assert enc.size == ref.size
+        if a.size:
+            strided = [p for p in enc.parts if type(p) is Strided]
+            assert strided and strided[0].arr is a  # the array itself, not a copy of it
+            pieces = list(strided[0].pieces())
+            assert sum(p.nbytes for p in pieces) == a.nbytes
+            if small_pieces:
+                assert max(p.nbytes for p in pieces) <= max(16, a.itemsize * a.shape[-1])
+        back = loads(enc.tobytes())
+        assert back.dtype == a.dtype and back.shape == a.shape and np.array_equal(back, a)
+
+
+def test_a_strided_array_is_written_to_a_file_blob_as_its_c_ordered_bytes(tmp_path):
+    from zenbuild.serialize.buffers import encode_value
+    from zenbuild.store.db import Store
+
+    a = np.arange(300_000, dtype=np.float64).reshape(600, 500).T  # 2.4 MB: a file blob
+    store = Store(str(tmp_path / "store"))
+    try:
+        digest = store.put_value(encode_value(a).parts)
+        assert digest == value_digest(np.ascontiguousarray(a))
+        assert np.array_equal(loads(store.map_blob(digest)), a)
+    finally:
+        store.close()

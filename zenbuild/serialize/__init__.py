@@ -208,9 +208,12 @@ def _numpy_encode(e: _Encoder, v: Any) -> None:
         raise Unencodable(v, " with a structured dtype")  # dtype.str would lose the fields
     if v.dtype.metadata:  # (h5py's enum and string dtypes): dtype.str would lose it too
         raise Unencodable(v, " with dtype metadata")
-    arr = np.ascontiguousarray(v)  # (a 0-d array comes back 1-d: its shape is v's)
-    header = f"{arr.dtype.str}|{','.join(map(str, v.shape))}".encode()
-    raw = arr.reshape(-1).view(np.uint8).data  # a memoryview of its memory, not a copy
+    header = f"{v.dtype.str}|{','.join(map(str, v.shape))}".encode()
+    raw: Any
+    if e.align and not v.flags.c_contiguous:  # a stored value: its C-order bytes a piece
+        raw = Strided(v)  # at a time (Fortran order, a transpose, a slice with steps)
+    else:  # its memory, not a copy (a 0-d array comes back 1-d: its shape is v's)
+        raw = np.ascontiguousarray(v).reshape(-1).view(np.uint8).data
     size = b"%d:" % raw.nbytes
     if e.align:  # tag a: header, zero padding, payload starting at an ALIGN boundary
         e.blob(b"a", header)
@@ -222,6 +225,61 @@ def _numpy_encode(e: _Encoder, v: Any) -> None:
         e.blob(b"A", header)
     e.out.append(size)
     e.out.append(raw)
+
+
+class Strided:
+    """The payload of a stored array that is not C-contiguous, in C order, made a bounded
+    piece at a time (``pieces()``), so that storing a Fortran-ordered array, a transpose or a
+    slice with steps never holds a whole C-ordered copy beside it. A part of a value's
+    encoding (serialize.buffers.Encoded.parts) with the bytes and memoryviews: ``flat()``
+    turns the parts into buffers only."""
+
+    __slots__ = ("arr", "nbytes")
+    PIECE = 8 << 20  # bytes of a piece, about (a row bigger than this is cut along its axes)
+
+    def __init__(self, arr: Any) -> None:
+        self.arr = arr
+        self.nbytes = int(arr.nbytes)
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def pieces(self) -> Any:
+        return _c_pieces(self.arr, self.PIECE)
+
+
+def _c_pieces(a: Any, size: int) -> Any:
+    """``a``'s bytes in C order as uint8 memoryviews of about ``size`` bytes or fewer: each a
+    C-contiguous copy of a block of whole rows (the array itself when it is C-contiguous)."""
+    import numpy as np
+
+    if a.nbytes == 0:
+        return
+    if a.flags.c_contiguous:
+        yield a.reshape(-1).view(np.uint8).data
+        return
+    row = a.nbytes // a.shape[0]
+    if row > size and a.ndim > 1:
+        for i in range(a.shape[0]):
+            yield from _c_pieces(a[i], size)
+        return
+    k = max(1, size // row)
+    for i in range(0, a.shape[0], k):
+        yield np.ascontiguousarray(a[i:i + k]).reshape(-1).view(np.uint8).data
+
+
+def flat(parts: Any) -> Any:
+    """The buffers of a value's parts, in order: a Strided part as its pieces."""
+    for p in parts:
+        if type(p) is Strided:
+            yield from p.pieces()
+        else:
+            yield p
+
+
+def part_size(p: Any) -> int:
+    """Bytes of one part of a value's encoding (bytes, a buffer or a Strided)."""
+    return p.nbytes if type(p) is Strided else memoryview(p).nbytes
 
 
 def _numpy_scalar_encode(e: _Encoder, v: Any) -> None:

@@ -20,9 +20,11 @@ from zenbuild.serialize import (
     ALIGN,
     MAGIC,
     OOB_MAGIC,
+    Strided,
     Unencodable,
     Unstable,
     _Encoder,
+    flat,
 )
 
 CodeOf = Callable[[Any], Optional[str]]
@@ -45,14 +47,14 @@ class Encoded:
         self.types = types
 
     def tobytes(self) -> bytes:
-        return b"".join(self.parts)
+        return b"".join(flat(self.parts))
 
     def digest(self) -> str:
         """xxh3-128 of the blob (zenbuild.digest.digest_bytes of ``tobytes()``)."""
-        if len(self.parts) == 1:
+        if len(self.parts) == 1 and type(self.parts[0]) is not Strided:
             return xxhash.xxh3_128_hexdigest(self.parts[0])
         h = xxhash.xxh3_128()
-        for p in self.parts:
+        for p in flat(self.parts):
             h.update(p)
         return h.hexdigest()
 

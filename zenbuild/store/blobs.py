@@ -17,6 +17,7 @@ import xxhash
 from zenbuild.digest import StatCache, hash_stream, is_digest
 from zenbuild.errors import CorruptBlob
 from zenbuild.records import record
+from zenbuild.serialize import flat, part_size
 
 # Blobs up to this size live in the database (table `blobs`) rather than as files: creating a
 # file costs 0.1-0.5 ms on the virtual disks we run on, and a cold run of N steps would create
@@ -98,9 +99,9 @@ class BlobStore:
     def put_parts(self, parts: Sequence[Any]) -> str:
         """Store the concatenation of ``parts`` (bytes-like, in order) without ever joining
         a big one (see ``write_parts``). Returns the digest."""
-        size = sum(memoryview(p).nbytes for p in parts)
+        size = sum(part_size(p) for p in parts)
         if size <= INLINE_MAX:
-            return self.put(b"".join(parts))
+            return self.put(b"".join(flat(parts)))
         digest = write_parts(self.cas, self.tmp, parts, self._made_dirs)
         self._verified.add(digest)
         return digest
@@ -358,13 +359,13 @@ def write_parts(cas: str, tmp_dir: str, parts: Sequence[Any],
     renamed into place under its digest. Any process that sees the store may call it (a
     worker storing its step's value). Returns the digest."""
     xh = xxhash.xxh3_128()
-    size = sum(memoryview(p).nbytes for p in parts)
+    size = sum(part_size(p) for p in parts)
     h: Any = HashBehind(xh) if size >= HASH_BEHIND_MIN else xh
     fd, tmp = new_tmp(tmp_dir)
     try:
         try:
             pending = bytearray()
-            for p in parts:
+            for p in flat(parts):  # (an array's C-order pieces made one at a time)
                 m = memoryview(p)
                 if m.nbytes < WRITE_CHUNK:
                     pending += m
