@@ -132,10 +132,12 @@ class Recorder:
         (PathError: the step's first run would take them over), then make way for the step:
         what is at each Output the store has no copy of (a hand edit of a file, a file the
         user added or edited in a folder, a symlink the user put there) goes to the trash
-        first, with a line saying where; then the output folders are removed, so the step
-        starts clean. A file output the store holds is left for the step to overwrite. A
-        symlink at an Output is never followed: the link itself goes (to the trash unless the
-        store holds its target text, as for a link Output), its target is not touched."""
+        first, with a line saying where; then what is left there (zenbuild's own: what the
+        step's latest entry recorded, see Trash) is removed, so the step starts clean: a
+        step that does not write its Output this time fails, never passing off the file an
+        earlier run left as its result, and a step may make a folder where a file was. A
+        symlink at an Output is never followed: the link itself goes (to the trash unless its
+        entry recorded it), its target is not touched."""
         known = previous.outputs if previous is not None else {}
         absent = check_adopt(self.root, node.name, list(node.outputs), known, self.store,
                              self.claims)
@@ -149,13 +151,14 @@ class Recorder:
             except (OSError, ValueError):
                 continue
             if trash is None:
-                trash = Trash(self.store)
+                trash = Trash(self.store, entries=(previous,))
             if trash.keep_if_users(self.root, rel, self.statcache, self.unstored):
                 continue  # moved away (the user's)
-            if stat.S_ISDIR(mode):  # every file of it is in the store: zenbuild's own
+            if stat.S_ISDIR(mode):  # every file of it is zenbuild's own
                 rmtree(full)  # (a folder the step made read-only too)
-            elif stat.S_ISLNK(mode):  # zenbuild's own link: removed, never written through
+            else:  # zenbuild's own file, or link (removed, never written through)
                 os.unlink(full)
+            self.statcache.forget([rel])
 
     def served(self, name: str, fingerprint: str, entry: ActionEntry,
                previous: Optional[ActionEntry]) -> None:
@@ -220,6 +223,8 @@ class Recorder:
                             static_files(comps.code_meta) if trace.modules else ())
                 if uncached is None and types:
                     discovered = with_types(discovered, types)
+                if uncached is not None:  # no entry records what it wrote: its next run
+                    self.unstored.add(self.root, node.outputs)  # takes it back as its own
                 if uncached is None:
                     if discovered is not None:  # the entry it replaces stays, as an alternate
                         self.store.demote_action(fingerprint, json.dumps(discovered, sort_keys=True))

@@ -408,7 +408,7 @@ class Scheduler:
     def _serve(self, node: Node, fingerprint: str, entry: ActionEntry,
                previous: Optional[ActionEntry]) -> None:
         name = node.name
-        restored, restore_reasons = self.server.serve(entry)
+        restored, restore_reasons = self.server.serve(entry, previous)
         self.digests[name] = entry.value_digest
         if name in self.indexed:
             self.elements[name] = entry.components.get("elements") or {}

@@ -53,15 +53,17 @@ class Server:
             self._plans[entry.fingerprint] = todo
         return None
 
-    def serve(self, entry: ActionEntry) -> Tuple[List[str], Optional[List[Reason]]]:
-        """Put the entry's outputs back as usable() planned. Returns the paths restored and, in
-        a dry run with something to restore, the reasons saying what a run would put back
-        (None: the step is simply up to date)."""
+    def serve(self, entry: ActionEntry, previous: Optional[ActionEntry] = None
+              ) -> Tuple[List[str], Optional[List[Reason]]]:
+        """Put the entry's outputs back as usable() planned (``previous``: the step's latest
+        entry, whose outputs are zenbuild's own where they still are). Returns the paths
+        restored and, in a dry run with something to restore, the reasons saying what a run
+        would put back (None: the step is simply up to date)."""
         todo = self._plans.pop(entry.fingerprint, None) if self._plans else None
         if not todo:
             return [], None
         if not self.dry_run:
-            restore(self.root, todo, self.store, self.statcache)
+            restore(self.root, todo, self.store, self.statcache, entries=(entry, previous))
             return list(dict.fromkeys(t[0] for t in todo if t[1] != REMOVE)), None
         self._pretend_restored(entry, todo)
         shown = dict.fromkeys((rel, op == REMOVE) for rel, op, _, _ in todo)

@@ -550,3 +550,82 @@ def test_a_sparse_output_is_stored_and_restored_with_its_holes(project: Project)
     assert r.executed == [] and sorted(r.cached) == ["image", "size"], r
     assert img.read_bytes() == want
     assert os.stat(img).st_blocks * 512 < (8 << 20)
+
+
+# -- zenbuild's own output is what its entry recorded there; the step starts without it -------
+
+LEFTOVER = '''
+from zenbuild import Output, pipeline, step
+
+
+@step
+def make(n: int, out: Output) -> None:
+    if n < 5:  # (a tool that silently writes nothing for some inputs)
+        out.write_text(f"n={n}\\n")
+
+
+@step
+def fetch(version: str, out: Output) -> None:
+    if not out.exists():  # "skip if already downloaded"
+        out.write_text(f"dataset {version}\\n")
+
+
+@step
+def shape(kind: str, out: Output) -> None:
+    if kind == "dir":
+        out.mkdir()
+        (out / "a.txt").write_text("in a folder\\n")
+    else:
+        out.write_text("a file\\n")
+
+
+@pipeline
+def p(n: int = 1, version: str = "v1", kind: str = "file"):
+    make(n, Output("build/out.txt"))
+    fetch(version, Output("data/ds.txt"))
+    shape(kind, Output("build/shape"))
+'''
+
+
+def test_a_step_that_executes_again_starts_without_its_earlier_output(project: Project) -> None:
+    """The file an earlier run left at an Output is removed before the step executes again:
+    a step that does not write it now fails as on a clean checkout (it was captured and
+    cached as the new params' result), a "skip if it exists" step makes the new one, and a
+    step may make a folder where its file was."""
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", LEFTOVER)
+    project.run("run")
+    r = project.run("run", "--param", "version=v2", "--param", "kind=dir")
+    assert sorted(r.executed) == ["fetch", "shape"], r.output
+    assert project.read("data/ds.txt") == "dataset v2\n"
+    assert project.read("build/shape/a.txt") == "in a folder\n"
+    r = project.run("run", "--param", "n=7", "--param", "version=v2", "--param", "kind=dir",
+                    check=1)
+    assert "declared Output('build/out.txt') but did not write it" in r.output, r.output
+    assert not (project.root / "build/out.txt").exists()
+    assert "moved your version" not in r.output and trashed(project) == {}
+    r = project.run("run", "--param", "n=1", "--param", "version=v1", check=0)  # all served
+    assert sorted(r.cached) == ["fetch", "make", "shape"], r.output
+    assert project.read("data/ds.txt") == "dataset v1\n" and project.read("build/out.txt") == "n=1\n"
+    assert project.read("build/shape") == "a file\n"
+
+
+def test_a_copy_of_an_output_file_kept_in_its_folder_is_the_users(project: Project) -> None:
+    """A file whose bytes the store holds is not zenbuild's because of that: a copy the user
+    keeps beside the step's file goes to the trash, when the step executes and when its
+    folder is restored, never silently removed."""
+    setup(project)
+    project.write("build/d/a_keep.txt", project.read("build/d/a.txt"))  # the same bytes
+    new_code(project, "v2")
+    r = project.run("run")
+    assert sorted(r.executed) == ["w", "wdir"]
+    assert moved(r.stderr) == ["build/d"] and trashed(project)["build/d/a_keep.txt"] == "v1\n"
+    assert not (project.root / "build/d/a_keep.txt").exists()
+    project.write("build/d/a_keep2.txt", "v1\n")  # the bytes of v1's a.txt, which is stored
+    project.write("pipe.py", PIPE)  # v1 again: its folder is restored
+    r = project.run("run")
+    assert sorted(r.cached) == ["w", "wdir"] and project.read("build/d/a.txt") == "v1\n"
+    assert moved(r.stderr) == ["build/d/a_keep2.txt"]
+    assert not (project.root / "build/d/a_keep2.txt").exists()
+    assert any(k.endswith("build/d/a_keep2.txt") and v == "v1\n"
+               for k, v in trashed(project).items())

@@ -459,21 +459,28 @@ def test_adopting_outputs(tmp_path):
     s.close()
 
 
-def test_trash_keeps_what_the_store_has_no_copy_of(tmp_path):
+def test_trash_keeps_what_no_entry_recorded_there(tmp_path):
+    """zenbuild's own is what an entry recorded at that path: a file whose bytes are stored
+    but that no entry put there (a copy the user made of an output) is the user's."""
+    from zenbuild.store.db import ActionEntry
     from zenbuild.store.outputs import Trash
 
     s = Store(str(tmp_path / "st"))
     root = tmp_path / "proj"
     root.mkdir()
     (root / "ours.txt").write_text("stored")
-    s.put_blob(b"stored")
+    d = s.put_blob(b"stored")
+    (root / "copy.txt").write_text("stored")  # the same bytes, at a path no entry recorded
     (root / "theirs.txt").write_text("hand edit")
+    entry = ActionEntry("f" * 32, "p", "s", d, {"ours.txt": {"kind": "file", "digest": d,
+                                                            "size": 6}}, {}, 0.0, 0.0, 0.0)
     said = []
-    t = Trash(s, said.append)
+    t = Trash(s, said.append, entries=(entry, None))
     assert not t.keep_if_users(str(root), "ours.txt", None) and (root / "ours.txt").exists()
     assert t.keep_if_users(str(root), "theirs.txt", None) and not (root / "theirs.txt").exists()
-    kept = list((tmp_path / "st" / "trash").rglob("theirs.txt"))
-    assert [p.read_text() for p in kept] == ["hand edit"] and str(kept[0]) in said[0]
+    assert t.keep_if_users(str(root), "copy.txt", None) and not (root / "copy.txt").exists()
+    kept = sorted((tmp_path / "st" / "trash").rglob("*.txt"))
+    assert [p.read_text() for p in kept] == ["stored", "hand edit"] and str(kept[1]) in said[0]
     s.close()
 
 

@@ -29,12 +29,13 @@ from zenbuild.digest import StatCache, digest_bytes, stat_key
 from zenbuild.errors import PathError, StoreError
 from zenbuild.lazyre import LazyPattern
 from zenbuild.paths import parents
-from zenbuild.store.db import INLINE_MAX, Store
+from zenbuild.store.db import INLINE_MAX, ActionEntry, Store
 from zenbuild.store.folders import (
     PERMS,
     Manifest,
     SpecialFile,
     manifest_dirs,
+    parse,
     plain_mode,
     rmtree,
     scan,
@@ -232,13 +233,40 @@ def _say(line: str) -> None:
 
 class Trash:
     """STORE/trash/TIME-PID/REL: where a user's version of an output goes before zenbuild
-    overwrites or removes it. Nothing is moved when the store holds the same bytes (the file
-    is zenbuild's own, from another run of the step)."""
+    overwrites or removes it. Nothing is moved when what is there is zenbuild's own: each
+    file (or link) is at its path with the bytes (or target) that one of ``entries`` (the
+    step's latest entry, the one being restored) recorded there, or what a step whose
+    result was not stored left there (``unstored``). That the store holds the same bytes
+    is not enough: a copy the user made of one of the step's files, kept beside it, is the
+    user's."""
 
-    def __init__(self, store: Store, say: Optional[Callable[[str], None]] = None) -> None:
+    def __init__(self, store: Store, say: Optional[Callable[[str], None]] = None,
+                 entries: Iterable[Optional[ActionEntry]] = ()) -> None:
         self.store = store
         self.say = say or _say
         self._folder: Optional[str] = None
+        self._entries = [e for e in entries if e is not None]
+        self._owned: Optional[Set[Tuple[str, str]]] = None
+
+    def owned(self) -> Set[Tuple[str, str]]:
+        """(project path, digest) of every file and link the entries recorded at their
+        Outputs (a link's digest is its target text's), read once."""
+        if self._owned is None:
+            owned: Set[Tuple[str, str]] = set()
+            for e in self._entries:
+                for rel, rec in e.outputs.items():
+                    if rec.get("kind") != "dir":
+                        owned.add((rel, str(rec.get("digest"))))
+                        continue
+                    try:
+                        m = parse(self.store.get_blob(rec["digest"]))
+                    except (KeyError, ValueError, TypeError, AttributeError):
+                        continue  # its manifest is gone: none of its files count as ours
+                    owned.update((f"{rel}/{f[0]}", f[1]) for f in m.files)
+                    owned.update((f"{rel}/{inner}", _text_digest(target))
+                                 for inner, target in m.links.items())
+            self._owned = owned
+        return self._owned
 
     def folder(self) -> str:
         """This Trash's own folder, made now: TIME-PID, or TIME-PID-N when another Trash of
@@ -292,13 +320,15 @@ class Trash:
 
     def _all_stored(self, root: str, rel: str, statcache: Optional[StatCache],
                     unstored: Optional[Unstored] = None) -> bool:
+        """Whether everything at ``rel`` is zenbuild's own (see the class)."""
         full = os.path.join(root, rel)
-        if os.path.islink(full):  # zenbuild's own when the store holds its target text (a
-            try:  # link Output, or one a restore made: restoring puts that text)
+        owned = self.owned()
+        if os.path.islink(full):  # zenbuild's own when an entry recorded this link there (a
+            try:  # link Output, or a link in a folder Output)
                 target = os.readlink(full)
             except OSError:
                 return False
-            return self.store.has_blob(digest_bytes(target.encode("utf-8", "surrogateescape")))
+            return (rel, _text_digest(target)) in owned
         if not (os.path.isfile(full) or os.path.isdir(full)):
             return False
         if os.path.isfile(full):
@@ -310,8 +340,8 @@ class Trash:
                 return False
             if found.special:  # a fifo or socket: no copy of it (and never opened)
                 return False
-            for target in found.links.values():  # a link is kept as its target text
-                if not self.store.has_blob(digest_bytes(target.encode("utf-8", "surrogateescape"))):
+            for inner, target in found.links.items():  # a link is kept as its target text
+                if (f"{rel}/{inner}", _text_digest(target)) not in owned:
                     return False
             names = [f"{rel}/{f}" for f in sorted(found.files)]
         holds = unstored.holds if unstored is not None and unstored.known() else None
@@ -327,9 +357,14 @@ class Trash:
                     digest, _ = digest_file(os.path.join(root, name))
             except OSError:
                 return False
-            if not self.store.has_blob(digest):
+            if (name, digest) not in owned:
                 return False
         return True
+
+
+def _text_digest(target: str) -> str:
+    """The digest a link's target text is stored under (capture, restoring)."""
+    return digest_bytes(target.encode("utf-8", "surrogateescape"))
 
 
 def sweep_leftovers(root: str, rels: Iterable[str]) -> int:

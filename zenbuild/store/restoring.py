@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from zenbuild.digest import StatCache
 from zenbuild.errors import StoreError
-from zenbuild.store.db import Store
+from zenbuild.store.db import ActionEntry, Store
 from zenbuild.store.folders import (
     DIR_MODE,
     PERMS,
@@ -258,12 +258,14 @@ def _plan_files_only(root: str, rel: str, m: Manifest, store: Store, statcache: 
 
 
 def restore(root: str, todo: List[Todo], store: Store, statcache: StatCache,
-            say: Optional[Callable[[str], None]] = None) -> None:
-    """Carry out a plan_restore() plan. A file about to be overwritten or removed whose bytes
-    the store does not hold (a hand edit, a file the user added) is moved to the trash first,
+            say: Optional[Callable[[str], None]] = None,
+            entries: Iterable[Optional[ActionEntry]] = ()) -> None:
+    """Carry out a plan_restore() plan. A file about to be overwritten or removed that is not
+    zenbuild's own (at its path with bytes none of ``entries`` recorded there: a hand edit,
+    a file the user added, a copy of one of the step's files) is moved to the trash first,
     and ``say`` (default: stderr) is told where it went. A folder a step made read-only is
     opened for the restore and given its mode back at the end."""
-    trash = Trash(store, say)
+    trash = Trash(store, say, entries)
     checked: Dict[str, Set[str]] = {}  # an Output folder -> its parents seen to be real folders
     relaxed: Dict[str, int] = {}  # a folder made writable for the restore -> its mode before
     final: Set[str] = set()  # folders given their stored mode (CHMOD)
