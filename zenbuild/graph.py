@@ -178,7 +178,7 @@ class Graph:
                         "Each output file or folder must belong to exactly one step."
                     )
                 producers[out] = node.name
-        ordered = sorted(producers)
+        ordered = sorted(producers, key=lambda p: p.split("/"))  # a folder, then its files
         for a, b in zip(ordered, ordered[1:]):
             if _inside(b, a):
                 raise PipelineError(

@@ -629,3 +629,49 @@ def test_a_copy_of_an_output_file_kept_in_its_folder_is_the_users(project: Proje
     assert not (project.root / "build/d/a_keep2.txt").exists()
     assert any(k.endswith("build/d/a_keep2.txt") and v == "v1\n"
                for k, v in trashed(project).items())
+
+
+SAME_PLACE = '''
+from zenbuild import Output, pipeline, step
+
+
+def make(out, text):
+    if out.suffix:
+        out.write_text(text)
+    else:
+        out.mkdir()
+
+
+@step
+def a(out: Output) -> None:
+    make(out, "made by a")
+
+
+@step
+def b(out: Output) -> None:
+    make(out, "made by b")
+
+
+@pipeline
+def p():
+    a(Output(ONE))
+    b(Output(OTHER))
+'''
+
+
+@pytest.mark.parametrize("one,other", [("real/x.txt", "alias/x.txt"),
+                                       ("real/d", "alias/d/y.txt")])
+def test_two_outputs_that_are_one_place_through_a_link_are_refused(project: Project, one: str,
+                                                                   other: str) -> None:
+    """Outputs compared as written (real/x.txt, alias/x.txt) were not refused when a link
+    makes them one file: with -j 2 both steps wrote it and one entry kept the other step's
+    bytes. They are refused, exit 2, before any step runs; so is one inside the other."""
+    (project.root / "real").mkdir()
+    os.symlink("real", project.root / "alias")
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", SAME_PLACE.replace("ONE", repr(one)).replace("OTHER", repr(other)))
+    r = project.run("run", "-j", "2", check=2)
+    assert f"steps a and b declare Outputs {one!r} and {other!r}" in r.output, r.output
+    assert "once the symbolic links on the way are followed" in r.output
+    assert r.started == [] and os.listdir(project.root / "real") == []
+    assert "Traceback" not in r.output

@@ -46,6 +46,19 @@ def test_output_inside_output_folder_is_refused(tmp_path):
         p().trace(tmp_path)
 
 
+def test_output_inside_output_folder_is_refused_with_a_sibling_sorted_between(tmp_path):
+    """build/d-x sorts between build/d and build/d/y.txt as text: the overlap of those two
+    was missed, and the run failed later, after steps ran."""
+    @pipeline
+    def p():
+        a(Output("build/d"))
+        a(Output("build/d-x"))
+        a(Output("build/d/y.txt"))
+
+    with pytest.raises(PipelineError, match="overlapping outputs 'build/d' and 'build/d/y.txt'"):
+        p().trace(tmp_path)
+
+
 def test_file_inside_output_folder_depends_on_it(tmp_path):
     @pipeline
     def p():

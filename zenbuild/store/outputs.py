@@ -396,10 +396,13 @@ def check_placement(root: str, store_path: str, rels: Iterable[Tuple[str, str]],
     run builds (default: all; ``run --step good`` is not refused over another step's
     Output). ``rels``: (step, output path relative to ``root``)."""
     store = os.path.realpath(store_path)
+    real_root = os.path.realpath(root)
     by_folder: Dict[str, List[Tuple[str, str, str]]] = {}  # outputs share a few folders
     for step, rel in rels:
         folder, _, name = rel.rpartition("/")
         by_folder.setdefault(folder, []).append((step, rel, name))
+    where: List[Tuple[str, str, str]] = []  # (where it is, step, rel) of every Output
+    moved = False  # whether any is elsewhere than its path says (a link on the way)
     for folder, outs in by_folder.items():
         parent = os.path.join(root, folder) if folder else root
         if folder:
@@ -408,6 +411,9 @@ def check_placement(root: str, store_path: str, rels: Iterable[Tuple[str, str]],
                     _check_folder(root, folder, step, rel)
                     break
         for (step, rel, _), out in zip(outs, _realpaths(parent, [n for _, _, n in outs])):
+            where.append((out, step, rel))
+            if not moved and out != os.path.join(real_root, rel):
+                moved = True
             if store == out or store.startswith(out + os.sep):
                 raise PathError(
                     f"the store {store_path} is inside Output({rel!r}) of step {step}: the "
@@ -419,6 +425,23 @@ def check_placement(root: str, store_path: str, rels: Iterable[Tuple[str, str]],
                     f"Output({rel!r}) of step {step} is inside the store {store_path}: "
                     "zenbuild owns that folder. Write the output somewhere in the project "
                     "outside it.")
+    if moved:  # the graph compared the paths as written; compare where they are
+        _check_same_place(where)
+
+
+def _check_same_place(where: List[Tuple[str, str, str]]) -> None:
+    """Refuse two Outputs that are one file or folder, or one inside the other, once the links
+    on their paths are followed (``real/x.txt`` and ``alias/x.txt``, alias -> real): both steps
+    would write it, and each entry would keep whichever wrote last."""
+    ordered = sorted(where, key=lambda w: w[0].split(os.sep))  # a folder just before its files
+    for (a, sa, ra), (b, sb, rb) in zip(ordered, ordered[1:]):
+        if a == b or b.startswith(a + os.sep):
+            how = "the same path" if a == b else "one inside the other"
+            raise PathError(
+                f"steps {sa} and {sb} declare Outputs {ra!r} and {rb!r}, which are {how} "
+                "once the symbolic links on the way are followed. Each output file or folder "
+                "must belong to exactly one step: declare both by one path, or give each "
+                "step an output of its own.")
 
 
 def _check_folder(root: str, folder: str, step: str, rel: str) -> None:
