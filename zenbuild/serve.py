@@ -11,6 +11,7 @@ from zenbuild import reasons as R
 from zenbuild.digest import StatCache
 from zenbuild.errors import CorruptBlob
 from zenbuild.overlay import OutputOverlay
+from zenbuild.paths import parents
 from zenbuild.reasons import Reason
 from zenbuild.store.db import ActionEntry, Store
 from zenbuild.store.folders import parse, shape_items
@@ -64,7 +65,7 @@ class Server:
             return [], None
         if not self.dry_run:
             restore(self.root, todo, self.store, self.statcache, entries=(entry, previous))
-            return list(dict.fromkeys(t[0] for t in todo if t[1] != REMOVE)), None
+            return _restored(todo), None
         self._pretend_restored(entry, todo)
         shown = dict.fromkeys((rel, op == REMOVE) for rel, op, _, _ in todo)
         return [], [Reason(R.OUTPUT_REMOVE if gone else R.OUTPUT_RESTORE, rel)
@@ -107,3 +108,14 @@ class Server:
                 over.add_link(path, arg)
             elif op != CHMOD:  # a file: ``op`` is its digest
                 over.add_file(path, op, sizes.get(frel, 0))
+
+
+def _restored(todo: RestorePlan) -> List[str]:
+    """The paths a restore put back, for the "Restored" lines: a folder it made or gave its
+    mode is not named when something inside it is."""
+    paths = list(dict.fromkeys(t[0] for t in todo if t[1] != REMOVE))
+    folders = {t[0] for t in todo if t[1] in (MKDIR, CHMOD)}
+    if not folders:
+        return paths
+    inside = {parent for p in paths for parent in parents(p)[1:]}
+    return [p for p in paths if p not in folders or p not in inside]

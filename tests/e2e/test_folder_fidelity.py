@@ -276,3 +276,52 @@ def test_after_cache_gc_a_rerun_knows_its_own_links(local: Project) -> None:
     assert r.executed == ["make"], r
     assert "moved your version" not in r.output, r  # the old folder was zenbuild's: cleared
     assert snapshot(local.root / "build" / "out") == EXPECTED
+
+
+TOP = '''
+import os
+
+from zenbuild import Output, pipeline, step
+
+
+@step
+def pointer(out: Output) -> None:
+    out.mkdir(parents=True)
+    os.symlink("../runs/2024-01", out / "current")  # the folder holds only a link
+
+
+@step
+def private(out: Output) -> None:
+    out.mkdir(parents=True)
+    (out / "inner").mkdir()
+    (out / "inner" / "x.txt").write_text("x")
+    out.chmod(0o700)
+
+
+@pipeline
+def p():
+    pointer(Output("build/ptr"))
+    private(Output("build/priv"))
+'''
+
+
+def test_an_output_folder_comes_back_with_its_own_mode_and_a_lone_link(project: Project) -> None:
+    """The Output folder itself is restored with the mode its step gave it (it came back
+    0755), and a folder holding only a link is made before the link (the restore died with
+    FileNotFoundError). A changed mode of the folder is told and put back."""
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", TOP)
+    project.run("run")
+    shutil.rmtree(project.root / "build")
+    r = project.run("run")
+    assert sorted(r.cached) == ["pointer", "private"], r.output
+    assert os.readlink(project.root / "build/ptr/current") == "../runs/2024-01"
+    assert stat.S_IMODE(os.stat(project.root / "build/priv").st_mode) == 0o700
+    assert (project.root / "build/priv/inner/x.txt").read_text() == "x"
+    os.chmod(project.root / "build/priv", 0o777)
+    r = project.run("status", check=None)
+    assert "output build/priv: differs from the stored result" in r.output, r.output
+    r = project.run("run")
+    assert r.cached == ["pointer", "private"] or sorted(r.cached) == ["pointer", "private"]
+    assert stat.S_IMODE(os.stat(project.root / "build/priv").st_mode) == 0o700
+    assert project.run("run").output.count("Restored") == 0

@@ -48,13 +48,18 @@ class Manifest:
     inner path -> mode, for every folder that is empty or whose mode is not DIR_MODE;
     ``links``: inner path -> target text. ``exact``: a format-2 manifest, which lists every
     folder and link (so a folder or link on disk it does not list is not the step's); a
-    format-1 manifest knows files only, and a restore leaves folders and links as it did."""
+    format-1 manifest knows files only, and a restore leaves folders and links as it did.
+    ``top``: the mode of the Output folder itself when it is not DIR_MODE (key "mode", so a
+    plain folder's manifest is what it always was). None: DIR_MODE, or a manifest written
+    before the mode was kept; a restore then leaves the folder's mode as it finds it, and
+    makes a missing one as any folder is made (the umask decides)."""
 
     files: List[List[Any]] = field(default_factory=list)
     modes: Dict[str, int] = field(default_factory=dict)
     dirs: Dict[str, int] = field(default_factory=dict)
     links: Dict[str, str] = field(default_factory=dict)
     exact: bool = True
+    top: Optional[int] = None
 
     def mode(self, inner: str, executable: bool) -> int:
         return self.modes.get(inner, plain_mode(executable))
@@ -68,6 +73,8 @@ class Manifest:
             doc["dirs"] = self.dirs
         if self.links:
             doc["links"] = self.links
+        if self.top is not None:
+            doc["mode"] = self.top
         return json.dumps(doc, sort_keys=True).encode()
 
     def all_dirs(self) -> Dict[str, int]:
@@ -99,7 +106,10 @@ def parse(data: bytes) -> Manifest:
     for k, v in links.items():
         if not isinstance(k, str) or not isinstance(v, str) or not v or "\0" in v:
             raise ValueError(f"bad link {k!r}")
-    return Manifest(files, modes, dirs, links, exact)
+    top = doc.get("mode") if exact else None
+    if top is not None and (type(top) is not int or not 0 <= top <= PERMS):
+        raise ValueError(f"bad folder mode {top!r}")
+    return Manifest(files, modes, dirs, links, exact, top)
 
 
 @record

@@ -31,6 +31,7 @@ from zenbuild.lazyre import LazyPattern
 from zenbuild.paths import parents
 from zenbuild.store.db import INLINE_MAX, ActionEntry, Store
 from zenbuild.store.folders import (
+    DIR_MODE,
     PERMS,
     Manifest,
     SpecialFile,
@@ -146,7 +147,9 @@ def capture(root: str, rel: str, store: Store, statcache: StatCache) -> Dict[str
         if found.special:
             inner, what = sorted(found.special.items())[0]
             raise SpecialFile(f"{rel}/{inner}", what)
-        m = Manifest(dirs=manifest_dirs(found), links=dict(sorted(found.links.items())))
+        m = Manifest(dirs=manifest_dirs(found), links=dict(sorted(found.links.items())),
+                     top=None if stat.S_IMODE(st.st_mode) & PERMS == DIR_MODE
+                     else stat.S_IMODE(st.st_mode) & PERMS)
         for target in m.links.values():  # so that Trash knows the link as zenbuild's
             store.put_blob(target.encode("utf-8", "surrogateescape"))
         total = 0

@@ -134,10 +134,12 @@ def _plan_exact(root: str, rel: str, m: Manifest, store: Store, statcache: StatC
     removed: Set[str] = set()
     on_disk: Dict[str, str] = {}
     found = None
-    if mode is not None and not stat.S_ISDIR(mode):  # a symlink (even to a folder) or a file
+    replaced = mode is not None and not stat.S_ISDIR(mode)
+    if replaced:  # a symlink (even to a folder) or a file
         todo.append((rel, REMOVE, None, rel))
         mode = None
-    elif mode is not None:
+    start = len(todo)  # where making the Output folder goes, when it must be made
+    if not replaced and mode is not None:
         try:
             found = scan(base, leftover)
         except OSError as e:
@@ -186,9 +188,12 @@ def _plan_exact(root: str, rel: str, m: Manifest, store: Store, statcache: StatC
     for inner, target in sorted(m.links.items()):  # after every file: never written through
         if not present(inner, "link"):
             todo.append((f"{rel}/{inner}", LINK, target, rel))
-    if mode is None and not m.files and not m.links and not m.dirs:
-        todo.append((rel, MKDIR, None, rel))  # an empty folder Output: made 0700, then
-        fix.append(("", DIR_MODE))  # given a folder's mode (it stayed 0700)
+    if mode is None and (m.top is not None or not (m.files or m.links or m.dirs)):
+        # the Output folder itself, with a mode of its own or empty: made 0700 before what is
+        todo.insert(start, (rel, MKDIR, None, rel))  # in it, given its mode last (an empty
+        fix.append(("", DIR_MODE if m.top is None else m.top))  # one stayed 0700)
+    elif mode is not None and m.top is not None and stat.S_IMODE(mode) & PERMS != m.top:
+        fix.append(("", m.top))
     for inner, dmode in sorted(fix, reverse=True):  # deepest first, once all is written
         todo.append((f"{rel}/{inner}" if inner else rel, CHMOD, dmode, rel))
     return None
@@ -292,8 +297,7 @@ def restore(root: str, todo: List[Todo], store: Store, statcache: StatCache,
         elif op == LINK:
             if os.path.lexists(full) and not trash.keep_if_users(root, frel, statcache):
                 _remove(full)
-            if frel == out:  # an Output that is a link: its folder, as for a file Output
-                _make_parents(full)
+            _make_parents(full)  # (a folder Output holding only this link was never made)
             statcache.forget([frel])
             store.put_blob(arg.encode("utf-8", "surrogateescape"))  # Trash: zenbuild's link
             tmp = f"{full}{TMP_MARK}{os.getpid()}"
