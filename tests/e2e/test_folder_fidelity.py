@@ -325,3 +325,45 @@ def test_an_output_folder_comes_back_with_its_own_mode_and_a_lone_link(project: 
     assert r.cached == ["pointer", "private"] or sorted(r.cached) == ["pointer", "private"]
     assert stat.S_IMODE(os.stat(project.root / "build/priv").st_mode) == 0o700
     assert project.run("run").output.count("Restored") == 0
+
+
+FIFOS = '''
+import os
+
+from zenbuild import Output, pipeline, step
+
+
+@step
+def a(out: Output) -> None:
+    os.mkfifo(out)
+
+
+@step
+def b(out: Output) -> None:
+    out.mkdir()
+    (out / "x.txt").write_text("x")
+    os.mkfifo(out / "p")
+
+
+@pipeline
+def p():
+    a(Output("build/pipe"))
+    b(Output("build/dir"))
+'''
+
+
+def test_a_fifo_output_is_used_not_cached_and_taken_back_as_the_steps(project: Project) -> None:
+    """A fifo at a file Output is said to be one the store cannot keep (it was "declared
+    Output but did not write it", exit 1), as in a folder Output; and on the next run what
+    the step left is its own: removed without a trash copy, not moved to the trash every
+    run."""
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", FIFOS)
+    r = project.run("run")
+    assert "output build/pipe is a fifo, which the store cannot keep" in r.output, r.output
+    assert "output build/dir/p is a fifo, which the store cannot keep" in r.output
+    r = project.run("run")
+    assert sorted(r.executed) == ["a", "b"], r.output
+    assert "moved your version" not in r.output, r.output
+    assert not (project.root / ".zenbuild" / "trash").exists()
+    assert stat.S_ISFIFO(os.lstat(project.root / "build/pipe").st_mode)

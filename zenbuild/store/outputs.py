@@ -40,6 +40,7 @@ from zenbuild.store.folders import (
     plain_mode,
     rmtree,
     scan,
+    special_kind,
 )
 from zenbuild.store.unstored import Unstored
 
@@ -127,8 +128,8 @@ def capture(root: str, rel: str, store: Store, statcache: StatCache) -> Dict[str
     its empty folders are listed (store/folders.py). An Output that is itself a symlink is
     kept the same way, as kind "link" whose blob is its target text (it was stored as what it
     pointed at, and the next run took the step's own link for the user's and replaced it by
-    a copy). Raises SpecialFile for a fifo, socket or device in a folder Output, OutputMissing
-    when nothing (or such a thing) is at ``rel``."""
+    a copy). Raises SpecialFile for a fifo, socket or device at ``rel`` or in a folder
+    Output, OutputMissing when nothing is at ``rel``."""
     full = os.path.join(root, rel)
     try:
         st = os.lstat(full)
@@ -163,7 +164,7 @@ def capture(root: str, rel: str, store: Store, statcache: StatCache) -> Dict[str
             total += size
         mdigest = store.put_blob(m.encode())
         return {"kind": "dir", "digest": mdigest, "size": total}
-    raise OutputMissing(rel)
+    raise SpecialFile(rel, special_kind(st.st_mode))  # a fifo, a socket, a device
 
 
 def _put(store: Store, statcache: StatCache, rel: str, full: str, st: os.stat_result) -> Tuple[str, int]:
@@ -332,8 +333,12 @@ class Trash:
             except OSError:
                 return False
             return (rel, _text_digest(target)) in owned
-        if not (os.path.isfile(full) or os.path.isdir(full)):
-            return False
+        holds = unstored.holds if unstored is not None and unstored.known() else None
+        if not (os.path.isfile(full) or os.path.isdir(full)):  # a fifo, a socket: the step's
+            try:  # when its step left it there, in a result that could not be stored
+                return holds is not None and holds(rel, os.lstat(full))
+            except OSError:
+                return False
         if os.path.isfile(full):
             names = [rel]
         else:
@@ -341,13 +346,17 @@ class Trash:
                 found = scan(full)
             except OSError:
                 return False
-            if found.special:  # a fifo or socket: no copy of it (and never opened)
-                return False
+            for inner in found.special:  # no copy of it (never opened): the step's only as
+                try:  # for a special file at the Output
+                    if holds is None or not holds(f"{rel}/{inner}",
+                                                  os.lstat(os.path.join(full, inner))):
+                        return False
+                except OSError:
+                    return False
             for inner, target in found.links.items():  # a link is kept as its target text
                 if (f"{rel}/{inner}", _text_digest(target)) not in owned:
                     return False
             names = [f"{rel}/{f}" for f in sorted(found.files)]
-        holds = unstored.holds if unstored is not None and unstored.known() else None
         for name in names:
             try:
                 if holds is not None and holds(name, os.stat(os.path.join(root, name))):

@@ -67,8 +67,8 @@ class Unstored:
                     st = os.lstat(os.path.join(root, name))
                 except OSError:
                     continue
-                if stat.S_ISREG(st.st_mode):
-                    key = list(stat_key(st))
+                if not (stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):  # a file, a
+                    key = list(stat_key(st))  # fifo or socket the step made
                     known[name] = key
                     lines.append(json.dumps([name, key]) + "\n")
         if not lines:
