@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -218,3 +219,81 @@ def test_cache_gc_prunes_old_trash_and_names_each_folder(project: Project) -> No
     assert (base / "notes").is_dir()
     bad = project.run("cache", "gc", "--trash-older-than", "soon", check=2)
     assert "age 'soon'" in bad.stderr and "Traceback" not in bad.output
+
+
+PRIVATE = '''
+import os
+
+from zenbuild import Output, pipeline, step
+
+
+@step
+def key(out: Output) -> None:
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b"PRIVATE KEY " * 10000)
+    os.close(fd)
+
+
+@step
+def token(out: Output) -> None:
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o640)
+    os.write(fd, b"token=abc123")
+    os.close(fd)
+
+
+@pipeline
+def p():
+    key(Output("build/key.pem"))
+    token(Output("build/token"))
+'''
+
+
+def test_a_private_output_stays_private_in_the_store_and_when_restored(project: Project,
+                                                                         monkeypatch) -> None:
+    """An output others may not read was stored world-readable (a 0644 blob; a small one in
+    the database, also 0644), and restored through a 0644 temp file chmodded afterwards. Its
+    stored copy is a file only its owner can read, and a restore never makes it readable."""
+    import sqlite3
+    import stat as st_
+
+    from zenbuild.digest import StatCache
+    from zenbuild.store.db import Store
+
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", PRIVATE)
+    project.run("run")
+    db = sqlite3.connect(project.root / ".zenbuild" / "zenbuild.db")
+    try:
+        assert db.execute("SELECT count(*) FROM blobs WHERE data = ?",
+                          (b"token=abc123",)).fetchone()[0] == 0
+    finally:
+        db.close()
+    blobs = [p for p in (project.root / ".zenbuild" / "cas").rglob("*") if p.is_file()]
+    sizes = {p.stat().st_size: st_.S_IMODE(p.stat().st_mode) for p in blobs}
+    assert sizes[120000] == 0o600 and sizes[12] == 0o600, sizes
+    (project.root / "build" / "key.pem").unlink()
+    (project.root / "build" / "token").unlink()
+    r = project.run("run")
+    assert sorted(r.cached) == ["key", "token"]
+    assert st_.S_IMODE((project.root / "build/key.pem").stat().st_mode) == 0o600
+    assert st_.S_IMODE((project.root / "build/token").stat().st_mode) == 0o640
+    assert (project.root / "build/token").read_bytes() == b"token=abc123"
+    # the temp file a restore writes is made owner-only, before any byte is in it
+    made = []
+    real_open = os.open
+
+    def spy(path, flags, mode=0o777, *a, **k):
+        if "zenbuild-tmp" in str(path):
+            made.append(mode)
+        return real_open(path, flags, mode, *a, **k)
+
+    store = Store(str(project.root / ".zenbuild"), create=False)
+    try:
+        digest = [p for p in blobs if p.stat().st_size == 120000][0]
+        digest = digest.parent.name + digest.name
+        monkeypatch.setattr(os, "open", spy)
+        store.restore_file(digest, str(project.root / "again.pem"), 0o600, StatCache())
+    finally:
+        monkeypatch.undo()
+        store.close()
+    assert made == [0o600] and (project.root / "again.pem").read_bytes().startswith(b"PRIVATE")

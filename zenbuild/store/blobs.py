@@ -175,16 +175,20 @@ class BlobStore:
             raise CorruptBlob(digest)
         self._verified.add(digest)
 
-    def put_file(self, path: str) -> Tuple[str, int]:
+    def put_file(self, path: str, private: bool = False) -> Tuple[str, int]:
         """Copy a file into the store. Returns (digest, size). A big file is copied by the
         fastest safe means (reflink, then copy_file_range, then a streaming copy: see
         ``fast_copy``) and the copy is hashed, read through one 1 MiB buffer: the digest is
-        of exactly the bytes stored, even if the file changes meanwhile."""
+        of exactly the bytes stored, even if the file changes meanwhile. ``private``: a file
+        others may not read (mode 0600, 0640...): kept as a file blob that only its owner can
+        read, never in the database, whatever its size."""
         with open(path, "rb") as src:
-            head = src.read(INLINE_MAX + 1)
-            if len(head) <= INLINE_MAX:
-                return self.put(head), len(head)
-            fd, tmp = self._tmpfile()
+            if not private:
+                head = src.read(INLINE_MAX + 1)
+                if len(head) <= INLINE_MAX:
+                    return self.put(head), len(head)
+                src.seek(0)
+            fd, tmp = new_tmp(self.tmp, 0o600 if private else 0o644)
             try:
                 try:
                     digest, size = copy_hashed(src.fileno(), fd, tmp)
@@ -239,13 +243,14 @@ class BlobStore:
         a file blob is copied as put_file copies (reflink first)."""
         os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
         tmp = f"{dest}.zenbuild-tmp-{os.getpid()}"
-        try:
+        first = 0o644 if mode is None else 0o600  # (a private file is never readable by
+        try:  # others, not even before its mode is set)
             data = self._inline(digest)
             if data is not None:
                 if xxhash.xxh3_128_hexdigest(data) != digest:
                     self.delete(digest)
                     raise CorruptBlob(digest)
-                out_fd = os.open(tmp, _WRITE_NEW, 0o644)
+                out_fd = os.open(tmp, _WRITE_NEW, first)
                 with open(out_fd, "wb", closefd=True) as out:
                     out.write(data)
             else:
@@ -257,7 +262,7 @@ class BlobStore:
                     if digest not in self._verified:
                         self._verify_fd(digest, src, stamps)
                         os.lseek(src, 0, os.SEEK_SET)
-                    out_fd = os.open(tmp, _WRITE_NEW, 0o644)
+                    out_fd = os.open(tmp, _WRITE_NEW, first)
                     try:
                         fast_copy(src, out_fd)
                     finally:
@@ -344,11 +349,11 @@ def _write_hashed(fd: int, m: memoryview, h: Any) -> None:
             piece = piece[n:]
 
 
-def new_tmp(tmp_dir: str) -> Tuple[int, str]:
+def new_tmp(tmp_dir: str, mode: int = 0o644) -> Tuple[int, str]:
     """A new temp file in STORE/tmp, open for writing: (fd, path), named PID-RANDOM so that
     the leftovers of a killed process are swept (store.outputs.sweep_store_tmp)."""
     name = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(16).hex()}")
-    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), name
+    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), name
 
 
 def write_parts(cas: str, tmp_dir: str, parts: Sequence[Any],

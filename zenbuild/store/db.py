@@ -100,8 +100,8 @@ class Store:
     def put_blob(self, data: bytes) -> str:
         return self.blobs.put(data)
 
-    def put_file(self, path: str) -> Tuple[str, int]:
-        return self.blobs.put_file(path)
+    def put_file(self, path: str, private: bool = False) -> Tuple[str, int]:
+        return self.blobs.put_file(path, private)
 
     def put_value(self, data: Any) -> str:
         """Store a value's encoding: bytes, or its parts (serialize.buffers.Encoded.parts), or

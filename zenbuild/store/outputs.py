@@ -168,6 +168,10 @@ def capture(root: str, rel: str, store: Store, statcache: StatCache) -> Dict[str
 
 
 def _put(store: Store, statcache: StatCache, rel: str, full: str, st: os.stat_result) -> Tuple[str, int]:
+    if st.st_mode & 0o044 != 0o044:  # others may not read it: neither may they its stored copy
+        digest, size = store.put_file(full, private=True)
+        statcache.record(rel, full, digest, before=st)
+        return digest, size
     if st.st_size <= INLINE_MAX:
         # One read to hash and store a small file; an fstat of it then tells both that the
         # read got all of it and that it did not change since ``st`` (else: the slow path).
