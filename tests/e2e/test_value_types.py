@@ -263,3 +263,57 @@ def test_a_file_a_value_type_s_load_reads_is_an_input_of_the_consumer(project):
     assert (project.root / "used.txt").read_text() == "c d e"
     assert "vocab.txt" in project.run("explain", "use").stdout
     assert project.run("run").executed == []  # and then cached again
+
+
+CHECKPOINT = """
+    import os
+    from pathlib import Path
+    import zenbuild
+    from zenbuild import pipeline, step
+
+    @zenbuild.value_type
+    class Ckpt:
+        def __init__(self, w):
+            self.w = w
+        def save(self, folder: Path) -> None:
+            (folder / "checkpoint-3").mkdir()
+            (folder / "checkpoint-3" / "w.txt").write_text(self.w)
+            os.symlink(TARGET, folder / "latest")  # a checkpoint layout's pointer
+            (folder / "logs" / "empty").mkdir(parents=True)
+        @classmethod
+        def load(cls, folder: Path) -> "Ckpt":
+            assert (folder / "logs" / "empty").is_dir()
+            assert os.readlink(folder / "latest") == TARGET
+            return cls((folder / "latest" / "w.txt").read_text())
+
+    @step
+    def train() -> Ckpt:
+        return Ckpt("weights")
+
+    @step
+    def use(c: Ckpt) -> str:
+        return c.w + SUFFIX
+
+    @pipeline
+    def p():
+        use(train())
+"""
+
+
+def test_a_value_type_keeps_the_links_and_empty_folders_its_save_makes(project):
+    """A link to a sub-folder (``latest -> checkpoint-3``) and an empty folder were dropped
+    from the stored value, and every consumer's load failed on every run. They come back;
+    a link leading out of the folder is refused at save(), naming it."""
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", CHECKPOINT.replace("TARGET", '"checkpoint-3"').replace(
+        "SUFFIX", '""'))
+    r = project.run("run")
+    assert sorted(r.executed) == ["train", "use"], r.output
+    project.write("pipe.py", CHECKPOINT.replace("TARGET", '"checkpoint-3"').replace(
+        "SUFFIX", '"!"'))  # the consumer alone: the value loaded from the store
+    r = project.run("run")
+    assert r.cached == ["train"] and r.executed == ["use"], r.output
+    project.write("pipe.py", CHECKPOINT.replace("TARGET", '".."').replace("SUFFIX", '""'))
+    r = project.run("run", check=1)
+    assert "Ckpt.save() left latest in its folder, a link to '..', outside that folder" \
+        in r.output, r.output

@@ -44,16 +44,36 @@ def _cleanup() -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _folder_files(folder: str, owner: str = "save()") -> Tuple[Tuple[str, bool, Any], ...]:
-    """(relative posix path, executable, PickleBuffer of its bytes) of every file, sorted.
-    Anything else there (a fifo, which an open() would wait on forever, a socket, a device,
-    a dangling link) is refused: ValueError, naming ``owner``."""
+def _folder_files(folder: str, owner: str = "save()") -> Tuple[Tuple[Any, ...], ...]:
+    """(relative posix path, executable, PickleBuffer of its bytes) of every file, sorted; an
+    empty folder as (its path + "/", False, b""), a link to a folder inside ``folder`` as
+    (its path, False, b"", target text): a checkpoint layout's ``latest -> checkpoint-3``
+    (a link to a file counts as that file). Anything else there (a fifo, which an open()
+    would wait on forever, a socket, a device, a dangling link, a link to a folder outside
+    ``folder``) is refused: ValueError, naming ``owner``."""
     import pickle  # not at import: a run that stores no value type never pickles
     import stat
 
-    out = []
+    out: List[Tuple[Any, ...]] = []
+    real_top = os.path.realpath(folder)
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
+        here = os.path.relpath(dirpath, folder).replace(os.sep, "/")
+        if dirpath != folder and not dirnames and not filenames:
+            out.append((here + "/", False, pickle.PickleBuffer(b"")))
+        for name in list(dirnames):
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full):
+                continue
+            dirnames.remove(name)  # (os.walk does not go in: it is kept as the link)
+            rel = os.path.relpath(full, folder).replace(os.sep, "/")
+            target = os.readlink(full)
+            real = os.path.realpath(full)
+            if os.path.isabs(target) or not (real == real_top
+                                             or real.startswith(real_top + os.sep)):
+                raise ValueError(f"{owner} left {rel} in its folder, a link to {target!r}, "
+                                 "outside that folder: a value is what its folder holds")
+            out.append((rel, False, pickle.PickleBuffer(b""), target))
         for name in filenames:
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, folder).replace(os.sep, "/")
@@ -74,7 +94,7 @@ def _folder_files(folder: str, owner: str = "save()") -> Tuple[Tuple[str, bool, 
     return tuple(out)
 
 
-def from_folder(cls: type, load: str, files: Tuple[Tuple[str, bool, Any], ...]) -> Any:
+def from_folder(cls: type, load: str, files: Tuple[Tuple[Any, ...], ...]) -> Any:
     """Rebuild a @value_type value: write its files to a new folder (kept until this process
     exits, so a lazy loader may read them later) and call ``cls.<load>(folder)``. A stable
     name: stored values refer to it."""
@@ -84,9 +104,24 @@ def from_folder(cls: type, load: str, files: Tuple[Tuple[str, bool, Any], ...]) 
 
     folder = tempfile.mkdtemp(prefix="zenbuild-value-")
     _folders.append(folder)
-    for rel, executable, data in files:
-        full = os.path.join(folder, *rel.split("/"))
+    for entry in files:
+        rel, executable, data = entry[0], entry[1], entry[2]
+        parts = rel.rstrip("/").split("/")
+        if not parts or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"a stored {cls.__qualname__} names {rel!r}, not a path inside "
+                             "its folder")
+        full = os.path.join(folder, *parts)
+        if rel.endswith("/"):  # an empty folder
+            os.makedirs(full, exist_ok=True)
+            continue
         os.makedirs(os.path.dirname(full), exist_ok=True)
+        if len(entry) > 3:  # a link to a folder inside it
+            target = str(entry[3])
+            if os.path.isabs(target) or os.path.normpath(
+                    os.path.join(os.path.dirname(rel), target)).startswith(".."):
+                raise ValueError(f"a stored {cls.__qualname__} links {rel!r} out of its folder")
+            os.symlink(target, full)
+            continue
         with open(full, "wb") as f:
             f.write(memoryview(data))
         if executable:
