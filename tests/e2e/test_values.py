@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import TICK, Project
@@ -333,3 +334,78 @@ def test_an_arrays_dtype_metadata_is_kept_and_is_part_of_its_digest(project: Pro
     assert project.read("build/names.txt") == "GREEN RED RED"
     project.run("run")
     assert project.ticks() == []
+
+
+PADDED = '''
+import os
+import numpy as np
+from zenbuild import no_cache, pipeline, step
+from ticker import tick
+
+ALIGNED = np.dtype([("flag", "i1"), ("price", "f8")], align=True)  # 7 padding bytes an item
+
+
+def reused(dtype, n):
+    """n items of ``dtype`` in memory that held something else before (random bytes), as a
+    reused allocation does: only the padding bytes keep them once the values are set."""
+    return np.frombuffer(bytearray(os.urandom(n * np.dtype(dtype).itemsize)), dtype=dtype)
+
+
+@no_cache
+@step
+def fetch_ld():
+    a = reused(np.longdouble, 8)  # 10 bytes of value in 16 on x86-64
+    a[:] = np.arange(8) * 1.5
+    return a
+
+
+@no_cache
+@step
+def fetch_records():
+    r = reused(ALIGNED, 8)
+    r["flag"] = 1
+    r["price"] = np.arange(8) / 4
+    return {"records": r, "first": r[0], "scale": np.longdouble(2) / 3, "tag": object}
+
+
+@step
+def mean(x) -> float:
+    tick("mean")
+    assert x.dtype == np.longdouble
+    return float(x.mean())
+
+
+@step
+def total(d) -> float:
+    tick("total")
+    assert d["records"].dtype == ALIGNED
+    return float(d["records"]["price"].sum() * d["scale"])
+
+
+@pipeline
+def p():
+    mean(fetch_ld())
+    total(fetch_records())
+'''
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).nmant != 63 or np.dtype(np.longdouble).itemsize <= 10,
+                    reason="np.longdouble has no padding here (not x86's 80-bit extended float)")
+def test_a_consumer_of_a_padded_array_stays_cached_when_its_no_cache_producer_reruns(
+        project: Project) -> None:
+    """An np.longdouble array and an aligned structured array hold padding bytes that no
+    value sets: they were part of the digest, so the @no_cache producer's equal value had a
+    new digest on every run and its consumers ran every time (early cutoff lost), and a
+    --no-cache run warned that the step was not deterministic."""
+    project.write("pipe.py", PADDED)
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    r = project.run("run")
+    assert sorted(r.executed) == ["fetch_ld", "fetch_records", "mean", "total"]
+    assert sorted(project.ticks()) == ["mean", "total"]
+    r = project.run("run")
+    assert sorted(r.executed) == ["fetch_ld", "fetch_records"]
+    assert sorted(r.cached) == ["mean", "total"] and project.ticks() == []
+    r = project.run("run", "--no-cache")
+    assert "not deterministic" not in r.output, r
+    r = project.run("run", "--no-cache")
+    assert "not deterministic" not in r.output, r

@@ -44,7 +44,7 @@ def test_special_values():
     assert canonical({3, 1, 2}) == canonical({1, 2, 3})
     assert loads(dumps(frozenset({"x"}))) == frozenset({"x"})
     assert loads(dumps(Path("a/b"))) == Path("a/b")
-    assert canonical(Path("a/b")) == canonical(PurePosixPath("a/b"))
+    assert canonical(Path("a/b")) != canonical(PurePosixPath("a/b"))  # (tags p and P)
     assert loads(dumps(2 + 3j)) == 2 + 3j
 
 
@@ -422,3 +422,66 @@ def test_arrays_of_one_byte_flexible_and_0d_dtypes_round_trip(arr) -> None:
 def test_a_0d_array_is_not_a_1_element_array() -> None:
     assert value_digest(np.array(3.5)) != value_digest(np.array([3.5]))
     assert canonical(np.array(3.5)) != canonical(np.array([3.5]))  # as params, too
+
+
+# ---- ints of any size ---------------------------------------------------------------------
+
+
+def test_ints_beyond_the_decimal_digit_limit_are_plain_data():
+    """An int of more than 4300 digits (Python's limit for int <-> str) is stored like any
+    other (tag I, its hex digits), and comes back equal; its digest does not depend on the
+    process's sys.set_int_max_str_digits. Smaller ints keep their decimal encoding."""
+    import sys
+
+    big = math.factorial(2000)  # 5736 digits
+    for v in (big, -big, 10 ** 4300, -(10 ** 4300), [1, {"k": big}], {big}):
+        assert loads(dumps(v)) == v
+        assert canonical(v) == canonical(loads(dumps(v)))
+    assert dumps(big) == b"ZBV1I%d:%s" % (len(b"%x" % big), b"%x" % big)
+    assert dumps(-big).startswith(b"ZBV1I") and b":-" in dumps(-big)
+    assert dumps(10 ** 4300 - 1) == b"ZBV1i" + b"9" * 4300 + b";"  # 4300 digits: as always
+    assert dumps(1 - 10 ** 4300) == b"ZBV1i-" + b"9" * 4300 + b";"
+    assert dumps(12) == b"ZBV1i12;" and dumps(-(10 ** 30)) == b"ZBV1i-1" + b"0" * 30 + b";"
+    before = sys.get_int_max_str_digits()
+    digests = [value_digest(v) for v in (big, 10 ** 4299)]
+    try:
+        for limit in (0, 640, 100_000):
+            sys.set_int_max_str_digits(limit)
+            assert [value_digest(v) for v in (big, 10 ** 4299)] == digests
+            assert loads(dumps(10 ** 4299)) == 10 ** 4299
+    finally:
+        sys.set_int_max_str_digits(before)
+    assert sys.get_int_max_str_digits() == before
+
+
+def test_a_param_that_is_a_big_int_is_shown_and_fingerprinted():
+    from zenbuild.fingerprint.params import display_param
+
+    big = math.factorial(2000)
+    assert canonical({"n": big}) != canonical({"n": big + 1})
+    assert display_param(big) == f"<int of {big.bit_length()} bits>"
+    assert display_param([1, big]).startswith("[1, <int of")
+    assert display_param(12) == "12"
+
+
+# ---- paths keep their type ---------------------------------------------------------------
+
+
+def test_pure_paths_come_back_with_their_type_and_text():
+    from pathlib import PosixPath, PureWindowsPath
+
+    win = PureWindowsPath(r"C:\Users\me\data.csv")
+    for v in (win, PureWindowsPath("rel\\x"), PureWindowsPath(r"\\server\share\f.txt"),
+              PurePosixPath("etc/app.conf"), PurePosixPath("/abs/x"), PurePosixPath(),
+              PureWindowsPath()):
+        back = loads(dumps(v))
+        assert type(back) is type(v) and str(back) == str(v) and back == v
+    back = loads(dumps([Path("a/b"), PosixPath("/x")]))
+    assert [type(p) for p in back] == [PosixPath, PosixPath]
+    # plain paths keep their encoding (tag p), in values and fingerprints
+    assert dumps(Path("p/q")) == b"ZBV1p3:p/q" and canonical(Path(".")) == b"p1:."
+    assert canonical(Path("/r/x"), roots=("/r",)) == b"r1:x"
+    # pure paths get their own tags: a fingerprint tells them from a concrete path
+    assert canonical(PurePosixPath("a/b")) == b"P3:a/b" != canonical(Path("a/b"))
+    assert canonical(win) == b"W20:C:\\Users\\me\\data.csv"
+    assert canonical(PurePosixPath("/r/x"), roots=("/r",)) == b"r1:x"  # root-relative

@@ -383,3 +383,148 @@ def test_a_strided_array_is_written_to_a_file_blob_as_its_c_ordered_bytes(tmp_pa
         assert np.array_equal(loads(store.map_blob(digest)), a)
     finally:
         store.close()
+
+
+# ---- padding bytes are no part of a value -------------------------------------------------
+
+ALIGNED = np.dtype([("flag", "i1"), ("price", "f8")], align=True)  # 7 padding bytes an item
+
+
+def _with_garbage_padding(a: Any) -> Any:
+    """A copy of ``a`` (same class, layout and values) whose padding bytes are random, as
+    when the array's memory held something else before: only its padding differs from ``a``."""
+    b = a.copy(order="K")
+    items = b.view(np.ndarray).ravel(order="K").view(np.uint8).reshape(-1, a.dtype.itemsize)
+    assert np.shares_memory(items, b)
+    pad = ~np.array(_value_bytes(a.dtype))
+    assert pad.any(), a.dtype
+    items[:, pad] = np.frombuffer(os.urandom(items.shape[0] * int(pad.sum())),
+                                  dtype=np.uint8).reshape(items.shape[0], -1)
+    assert items.tobytes() != _memory(a)
+    return b
+
+
+def _value_bytes(dt: Any) -> list:
+    """Which bytes of an item of ``dt`` hold its value (x86-64: the first 10 of a 16-byte
+    np.longdouble), for the dtypes of these tests; the rest is padding."""
+    if dt.fields is not None:
+        out = [False] * dt.itemsize
+        for fdt, off, *_ in dt.fields.values():
+            for i, used in enumerate(_value_bytes(fdt)):
+                out[off + i] = out[off + i] or used
+        return out
+    if dt.subdtype is not None:
+        return _value_bytes(dt.subdtype[0]) * (dt.itemsize // dt.subdtype[0].itemsize)
+    if dt.type in (np.longdouble, np.clongdouble):
+        return ([True] * 10 + [False] * 6) * (dt.itemsize // 16)
+    return [True] * dt.itemsize
+
+
+def _memory(a: Any) -> bytes:
+    """The bytes of ``a``'s memory (not ``tobytes()``: numpy copies a struct by its fields,
+    and a copy's padding is whatever its new memory held)."""
+    return a.view(np.ndarray).ravel(order="K").view(np.uint8).tobytes()
+
+
+def _padded_cases() -> list:
+    ld = np.arange(12, dtype=np.longdouble) * 1.5 + np.longdouble(1) / 3
+    rec = np.array([(i % 2, i + 0.5) for i in range(12)], dtype=ALIGNED)
+    nested = np.zeros(4, dtype=[("a", "i1"), ("b", np.longdouble, (2,)), ("c", ALIGNED)])
+    nested["b"] = np.arange(8).reshape(4, 2) / 7
+    nested["c"]["price"] = 2.5
+    return [
+        ld,  # the canonical encoding (tag a), C-contiguous
+        ld.reshape(3, 4).T,  # a transpose: the Strided path
+        ld.reshape(3, 4)[:, ::2],  # strided
+        ld * 1j,  # clongdouble: two 80-bit values in 32 bytes
+        rec,  # structured: the canonical pickle, buffer out of band
+        np.asfortranarray(rec.reshape(3, 4)),
+        rec.reshape(3, 4)[:, ::2],  # not contiguous: in band
+        rec.view(np.recarray),  # a subclass
+        nested,  # longdouble and an aligned struct inside fields
+    ]
+
+
+needs_x87 = pytest.mark.skipif(
+    np.finfo(np.longdouble).nmant != 63 or np.dtype(np.longdouble).itemsize != 16,
+    reason="np.longdouble has no padding here (not x86's 80-bit extended float)")
+
+
+@needs_x87
+@pytest.mark.parametrize("i", range(len(_padded_cases())))
+def test_padding_bytes_are_not_part_of_an_array_value(i):
+    """Two equal arrays whose padding bytes differ (an np.longdouble is 10 bytes of value in
+    16; an aligned struct has gaps between its fields) get one digest, as a value alone, in
+    a container and inside a pickled object, and come back equal, with their type."""
+    a = _padded_cases()[i]
+    b = _with_garbage_padding(a)
+    assert value_digest(a) == value_digest(b)
+    assert value_digest({"x": [a]}) == value_digest({"x": [b]})
+    assert value_digest(types.SimpleNamespace(x=a)) == value_digest(types.SimpleNamespace(x=b))
+    if a.dtype.names is None:
+        assert canonical(a) == canonical(b)  # fingerprints (tag A) too
+    for v in (a, b):
+        back = loads(dumps(v))
+        assert type(back) is type(a) and back.dtype == a.dtype and back.shape == a.shape
+        assert _memory(back) == _memory(loads(dumps(a)))  # (padding zeroed: equal bytes)
+        if a.dtype.names is None:
+            assert np.array_equal(back, a)
+        else:
+            for name in a.dtype.names:
+                assert np.array_equal(back[name], a[name])
+
+
+@needs_x87
+def test_padding_bytes_are_not_part_of_a_numpy_scalar_value():
+    ld = np.longdouble(1) / 3
+    scalars = [ld, np.clongdouble(ld + 2j), np.array([(1, 2.5)], dtype=ALIGNED)[0]]
+    for s in scalars:
+        other = _with_garbage_padding(np.array([s]))[0]
+        assert value_digest(s) == value_digest(other)
+        if s.dtype.names is None:
+            assert canonical(s) == canonical(other)
+        assert value_digest([s, types.SimpleNamespace()]) == \
+            value_digest([other, types.SimpleNamespace()])
+        back = loads(dumps(other))
+        assert type(back) is type(s) and back.dtype == s.dtype
+        assert dumps(back) == dumps(other) == dumps(s)
+        assert back == s if s.dtype.names is None else back.item() == s.item()
+
+
+PADDED_IN_CHILD = '''
+import json, os
+import numpy as np
+from zenbuild.serialize import value_digest
+# memory that held something else before, as a reused allocation does
+raw = bytearray(os.urandom(16 * 8))
+ld = np.frombuffer(raw, dtype=np.longdouble)
+ld[:] = np.arange(8) * 1.5
+rec = np.frombuffer(bytearray(os.urandom(16 * 8)),
+                    dtype=np.dtype([("flag", "i1"), ("price", "f8")], align=True))
+rec["flag"] = 1
+rec["price"] = np.arange(8) / 4
+print(json.dumps([value_digest(ld), value_digest({"r": rec}), value_digest(ld[3])]))
+'''
+
+
+@needs_x87
+def test_padded_values_have_one_digest_in_every_process():
+    def digests() -> list:
+        out = subprocess.run([sys.executable, "-c", PADDED_IN_CHILD], capture_output=True,
+                             text=True, cwd=str(REPO), check=True)
+        return json.loads(out.stdout)
+
+    assert digests() == digests()
+
+
+def test_dtypes_without_padding_keep_their_memory_as_encoding():
+    """Only dtypes with padding are treated: every other array is still its raw bytes (tag a
+    in a value, tag A in a fingerprint), byte for byte as stored before."""
+    from zenbuild.serialize import padding_mask
+
+    for code in "?bhilqBHILQefdFDSUVMm":
+        assert padding_mask(np.dtype(code)) is None, code
+    assert padding_mask(np.dtype([("a", "i4"), ("b", "f4")])) is None  # packed
+    a = np.arange(4, dtype=np.float64)
+    assert canonical(a) == b"A5:<f8|4" + b"32:" + a.tobytes()
+    assert dumps(a).endswith(b"32:" + a.tobytes())

@@ -8,7 +8,7 @@ import os
 from typing import Any, Callable, Optional, Tuple
 
 from zenbuild.graph import EnvRef, FileRef, InputRef, OutputRef
-from zenbuild.serialize import canonical
+from zenbuild.serialize import _DECIMAL_INTS, canonical
 from zenbuild.serialize.configs import classes_met
 
 # Marker types carry their own canonical encoding (``item``: tag m, the marker's kind and
@@ -86,6 +86,8 @@ def _roots(root: str) -> Tuple[str, ...]:
 
 
 def _marker_display(v: Any) -> Any:
+    if type(v) is int and not -_DECIMAL_INTS < v < _DECIMAL_INTS:  # repr() would raise
+        return _Shown(f"<int of {v.bit_length()} bits>")
     return _Shown(repr(v)) if type(v) in _MARKERS else v
 
 
@@ -108,6 +110,13 @@ def _marker_free(v: Any) -> Any:
 
 def display_param(value: Any, limit: int = 60) -> str:
     """A short repr of a bound argument, markers shown as File(...)/Output(...)."""
+    try:
+        return _display_param(value, limit)
+    except ValueError:  # an int of more than 4300 digits inside a set or a config object
+        return f"<{type(value).__name__}>"
+
+
+def _display_param(value: Any, limit: int) -> str:
     markers = _MARKERS  # a marker's display is its own repr: repr(_marker_free(m)) == repr(m)
     if type(value) is list and len(value) > 1:
         # a long list: stop once the repr is known to be too long (same text as below)

@@ -14,13 +14,19 @@ object (``serialize.buffers``): an array's payload is a view of its memory, padd
 starts at a 64-byte boundary of the blob (tag a), which lets a load map it in place; a pickle
 keeps its protocol-5 buffers out of band (header ZBO1), aligned the same way. ``canonical()``
 (fingerprints) keeps tag A and the exact bytes it always had.
+
+What no value reads is no part of its encoding: the padding bytes of a dtype's items (x86's
+80-bit np.longdouble in 16 bytes, the gaps of an aligned structured dtype: ``padding_mask``)
+are written as zeros, here and in the canonical pickle. Ints of more than 4300 digits are
+tag I (hex digits: Python refuses longer decimal text); pure paths keep their flavour (tags
+P and W; a concrete Path is tag p, as always). See docs/store-format.md, "Values".
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import PurePath, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Any, Callable, FrozenSet, List, Optional, Tuple
 
 MAGIC = b"ZBV1"
@@ -95,6 +101,21 @@ def _type_name(v: Any) -> str:
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
+# Ints below this in magnitude (at most 4300 decimal digits: Python's default
+# sys.int_info.default_max_str_digits) are tag i, their decimal text; bigger ones are tag I,
+# their hex digits. A fixed bound, not the process's current limit, so that an int's
+# encoding never depends on what sys.set_int_max_str_digits the user's code made.
+_DECIMAL_INTS = 10 ** 4300
+
+
+def _decimal_text(v: int) -> str:
+    """The decimal text of ``v`` whatever the process's int digit limit (decimal.Decimal
+    converts an int without that limit); only for ints of at most 4300 digits."""
+    import decimal
+
+    return str(decimal.Decimal(v))
+
+
 class _Encoder:
     """Appends the canonical encoding of values to ``out``. Each item is a tag byte, and for
     sized items the length in ASCII decimal and a colon, then the payload (netstring-like)."""
@@ -139,7 +160,14 @@ class _Encoder:
             out.append(b"s%d:" % len(b))
             out.append(b)
         elif t is int:
-            out.append(b"i%d;" % v)
+            try:
+                b = b"i%d;" % v
+            except ValueError:  # more digits than sys.set_int_max_str_digits allows
+                b = b""
+            if b and len(b) <= 4302:  # (at most 4300 digits, fewer when negative)
+                out.append(b)
+            else:
+                self._int(v)
         elif v is None:
             out.append(b"N")
         elif t is bool:
@@ -180,7 +208,11 @@ class _Encoder:
             if rel is not None:
                 self.blob(b"r", rel.encode("utf-8", "surrogatepass"))
                 return
-            self.blob(b"p", PurePosixPath(*v.parts).as_posix().encode() if v.parts else b".")
+            if isinstance(v, Path):  # a concrete path (PosixPath): tag p, as always
+                self.blob(b"p", PurePosixPath(*v.parts).as_posix().encode() if v.parts else b".")
+            else:  # a pure path keeps its flavour and its text: tag P (posix), W (windows)
+                self.blob(b"W" if isinstance(v, PureWindowsPath) else b"P",
+                          str(v).encode("utf-8", "surrogatepass"))
         elif t is complex:
             self.blob(b"c", repr(v).encode())
         else:
@@ -188,6 +220,15 @@ class _Encoder:
             if enc is None:
                 raise Unencodable(v)
             enc(self, v)
+
+    def _int(self, v: int) -> None:
+        """An int that is big, or that the process cannot write as decimal text: tag i (its
+        decimal text) up to 4300 digits, else tag I (its hex digits: no digit limit, linear
+        time)."""
+        if -_DECIMAL_INTS < v < _DECIMAL_INTS:
+            self.out.append(b"i%s;" % _decimal_text(v).encode())
+        else:
+            self.blob(b"I", b"%x" % v)
 
     def _relative(self, text: str) -> Optional[str]:
         """``text`` relative to the first project root it is under (posix), else None."""
@@ -210,7 +251,12 @@ def _numpy_encode(e: _Encoder, v: Any) -> None:
         raise Unencodable(v, " with dtype metadata")
     header = f"{v.dtype.str}|{','.join(map(str, v.shape))}".encode()
     raw: Any
-    if e.align and not v.flags.c_contiguous:  # a stored value: its C-order bytes a piece
+    keep = padding_mask(v.dtype)
+    if keep is not None:  # np.longdouble on x86: the padding bytes of each item are zeroed,
+        raw = Strided(v, keep)  # a piece at a time (they are garbage, no part of the value)
+        if not e.align:  # a fingerprint: bytes
+            raw = memoryview(b"".join(raw.pieces()))
+    elif e.align and not v.flags.c_contiguous:  # a stored value: its C-order bytes a piece
         raw = Strided(v)  # at a time (Fortran order, a transpose, a slice with steps)
     else:  # its memory, not a copy (a 0-d array comes back 1-d: its shape is v's)
         raw = np.ascontiguousarray(v).reshape(-1).view(np.uint8).data
@@ -232,20 +278,105 @@ class Strided:
     piece at a time (``pieces()``), so that storing a Fortran-ordered array, a transpose or a
     slice with steps never holds a whole C-ordered copy beside it. A part of a value's
     encoding (serialize.buffers.Encoded.parts) with the bytes and memoryviews: ``flat()``
-    turns the parts into buffers only."""
+    turns the parts into buffers only.
 
-    __slots__ = ("arr", "nbytes")
+    ``keep`` (``padding_mask`` of the dtype): the array's items hold padding, and each piece
+    is a copy with its padding bytes zeroed (any array, C-contiguous too; a pickle's
+    out-of-band buffer is given as the uint8 array of its memory)."""
+
+    __slots__ = ("arr", "nbytes", "keep")
     PIECE = 8 << 20  # bytes of a piece, about (a row bigger than this is cut along its axes)
 
-    def __init__(self, arr: Any) -> None:
+    def __init__(self, arr: Any, keep: Any = None) -> None:
         self.arr = arr
         self.nbytes = int(arr.nbytes)
+        self.keep = keep
 
     def __len__(self) -> int:
         return self.nbytes
 
     def pieces(self) -> Any:
-        return _c_pieces(self.arr, self.PIECE)
+        pieces = _c_pieces(self.arr, self.PIECE)
+        return pieces if self.keep is None else _zeroed(pieces, self.keep, self.PIECE)
+
+
+def _zeroed(pieces: Any, keep: Any, size: int) -> Any:
+    """Copies of ``pieces`` (whole items of ``keep.size`` bytes each), at most about
+    ``size`` bytes each, with the bytes ``keep`` has 0 at (padding) zeroed."""
+    import numpy as np
+
+    n = keep.size
+    step = max(1, size // n) * n
+    for p in pieces:
+        m = np.frombuffer(p, dtype=np.uint8)
+        for i in range(0, m.size, step):
+            yield (m[i:i + step].reshape(-1, n) & keep).reshape(-1).data
+
+
+# dtype -> its padding_mask (None: no padding); a handful of dtypes in practice
+_PADDING: dict = {}
+
+
+def padding_mask(dt: Any) -> Any:
+    """For a numpy dtype whose items hold padding bytes (bytes no value reads or writes,
+    left with whatever the memory held): a uint8 array of ``dt.itemsize``, 0xFF at the bytes
+    of the value, 0 at the padding. None when it has none (every dtype but those below), so
+    their encoding is their memory, as always.
+    Padding: np.longdouble as x86's 80-bit extended float in 12 or 16 bytes (and
+    np.clongdouble, two of them), and a structured dtype's bytes no field covers (an aligned
+    dtype's gaps, an offsets= layout), also inside nested fields. Not for a dtype holding
+    objects (pickled by numpy as objects, not as memory)."""
+    try:
+        return _PADDING[dt]
+    except KeyError:
+        pass
+    except TypeError:  # pragma: no cover - an unhashable dtype
+        return _padding_mask(dt)
+    keep = _padding_mask(dt)
+    if len(_PADDING) > 1000:
+        _PADDING.clear()
+    _PADDING[dt] = keep
+    return keep
+
+
+def _padding_mask(dt: Any) -> Any:
+    import numpy as np
+
+    if dt.hasobject or dt.itemsize == 0:
+        return None
+    value = _value_bytes(dt, np)
+    if value is None or all(value):
+        return None
+    return np.frombuffer(bytes(0xFF if b else 0 for b in value), dtype=np.uint8)
+
+
+def _value_bytes(dt: Any, np: Any) -> Any:
+    """A list of ``dt.itemsize`` bools (True: a byte of the value), or None: all are."""
+    if dt.fields is not None:
+        out = [False] * dt.itemsize
+        for field in dt.fields.values():
+            fdt, off = field[0], field[1]
+            inner = _value_bytes(fdt, np)
+            for i in range(fdt.itemsize):
+                if inner is None or inner[i]:
+                    out[off + i] = True
+        return out
+    if dt.subdtype is not None:
+        base, shape = dt.subdtype
+        inner = _value_bytes(base, np)
+        if inner is None:
+            return None
+        return inner * (dt.itemsize // max(base.itemsize, 1))
+    if dt.type is np.longdouble or dt.type is np.clongdouble:
+        info = np.finfo(np.longdouble)
+        half = dt.itemsize if dt.kind == "f" else dt.itemsize // 2
+        if info.nmant != 63 or info.nexp != 15 or half <= 10:
+            return None  # IEEE quad, double-double, a plain double: no padding
+        big = dt.byteorder == ">" or (dt.byteorder == "=" and sys.byteorder == "big")
+        # the 10 bytes of the value come first (last when byte-swapped), then the padding
+        one = [False] * (half - 10) + [True] * 10 if big else [True] * 10 + [False] * (half - 10)
+        return one * (dt.itemsize // half)
+    return None
 
 
 def _c_pieces(a: Any, size: int) -> Any:
@@ -288,7 +419,13 @@ def _numpy_scalar_encode(e: _Encoder, v: Any) -> None:
     if dt.fields is not None or dt.itemsize == 0 or dt.hasobject or dt.metadata:
         raise Unencodable(v, " (a structured or empty numpy scalar)")
     e.blob(b"n", dt.str.encode())
-    e.blob(b"", v.tobytes())
+    raw = v.tobytes()
+    keep = padding_mask(dt)
+    if keep is not None:  # a np.longdouble: its padding bytes zeroed
+        import numpy as np
+
+        raw = (np.frombuffer(raw, dtype=np.uint8) & keep).tobytes()
+    e.blob(b"", raw)
 
 
 # datetime values in fingerprints (tag D): the type's name, then its isoformat, which keeps
@@ -442,7 +579,15 @@ class _Decoder:
         if tag == b"s":
             return self.chunk().decode("utf-8", "surrogatepass")
         if tag == b"i":
-            return int(self.until(b";"))
+            text = self.until(b";")
+            try:
+                return int(text)
+            except ValueError:  # the process lowered sys.set_int_max_str_digits
+                if not text.lstrip(b"-").isdigit():
+                    raise
+                import decimal
+
+                return int(decimal.Decimal(text.decode()))
         if tag == b"N":
             return None
         if tag == b"T":
@@ -469,9 +614,13 @@ class _Decoder:
             s = {self.dec() for _ in range(n)}
             return s if tag == b"S" else frozenset(s)
         if tag == b"p":
-            from pathlib import Path
-
             return Path(self.chunk().decode())
+        if tag == b"P":
+            return PurePosixPath(self.chunk().decode("utf-8", "surrogatepass"))
+        if tag == b"W":
+            return PureWindowsPath(self.chunk().decode("utf-8", "surrogatepass"))
+        if tag == b"I":
+            return int(self.chunk(), 16)
         if tag == b"c":
             return complex(self.chunk().decode())
         if tag == b"n":

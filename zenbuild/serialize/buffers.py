@@ -118,12 +118,20 @@ class _Buffers:
         self.first = first
         self.views: List[memoryview] = []
         self.same = True
+        # the pickler's ``padded`` (pickler._padded_reduce), and for each buffer of an array
+        # whose items hold padding, its index in ``views`` -> its dtype's padding_mask
+        self.padded: Dict[int, Tuple[Any, Any]] = {}
+        self.keeps: Dict[int, Any] = {}
 
     def __call__(self, pb: pickle.PickleBuffer) -> bool:
         try:
             raw = pb.raw()
         except BufferError:
             return True
+        if self.padded:
+            hit = self.padded.pop(id(pb), None)
+            if hit is not None:
+                self.keeps[len(self.views)] = hit[1]
         if self.first is None:
             self.views.append(raw)
             return False
@@ -158,6 +166,7 @@ def _pickle_pass(value: Any, out: Any, bufs: _Buffers, refs: Optional[List[Any]]
     p = _Pickler(out, protocol=PROTOCOL, buffer_callback=bufs)
     p.refs = refs
     p.types = types
+    p.padded = bufs.padded
     p.dump(value)
 
 
@@ -196,11 +205,17 @@ def _pickled(value: Any, code_of: Optional[CodeOf]) -> Encoded:
     top = b"%s%d:%s%d;%d;%s" % (OOB_MAGIC, len(head), head, stream.size, len(bufs.views), lens)
     parts: List[Any] = [top, *stream.parts]
     pos = len(top) + stream.size
-    for v in bufs.views:
+    for i, v in enumerate(bufs.views):
         pad = -pos % ALIGN
         if pad:
             parts.append(bytes(pad))
-        parts.append(v)
+        keep = bufs.keeps.get(i)
+        if keep is None:
+            parts.append(v)
+        else:  # an array whose items hold padding: stored with it zeroed, piece by piece
+            import numpy as np
+
+            parts.append(Strided(np.frombuffer(v, dtype=np.uint8), keep))
         pos += pad + v.nbytes
     return Encoded(parts, types)
 

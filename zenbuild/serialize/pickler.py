@@ -22,7 +22,11 @@ numpy dtypes are written by value too, as a persistent id holding their ``str``:
 share one dtype object is not kept by a trip through a pipe (a dtype is unpickled as a new
 object, and pandas 2 makes some again with np.dtype(...) when it loads a column), so the same
 frame pickled in a worker and in the main process differed. Only dtypes their ``str`` says
-everything of (no fields, subarray or metadata); the others keep pickle's own way."""
+everything of (no fields, subarray or metadata); the others keep pickle's own way.
+
+numpy arrays and scalars whose dtype holds padding (serialize.padding_mask: an aligned
+structured dtype, x86's np.longdouble) are written with their padding bytes zeroed: they
+hold whatever the memory held, another garbage in every process (_padded_reduce)."""
 
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import xxhash
 
-from zenbuild.serialize import Unencodable, canonical, own_reducer
+from zenbuild.serialize import Unencodable, canonical, own_reducer, padding_mask
 from zenbuild.serialize.materialize import LAZY, register_lazy
 
 PROTOCOL = 5
@@ -150,6 +154,10 @@ class _Pickler(pickle.Pickler):
     # code: register_value_type, @value_type) was consulted for an object of the value: the
     # code that made its bytes, which the stored entry records (discovered.py, "types")
     types: Optional[Dict[type, None]] = None
+    # ``padded``, when a dict (a pickle with out-of-band buffers): id of a PickleBuffer of an
+    # array whose items hold padding -> (that buffer, its dtype's padding_mask); the
+    # buffer_callback stores it with the padding zeroed a piece at a time (buffers._Buffers)
+    padded: Optional[Dict[int, Tuple[Any, Any]]] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         strs: Dict[str, str] = {}
@@ -234,6 +242,13 @@ class _Pickler(pickle.Pickler):
             rv = _masked_reduce(obj)
             if rv is not None:
                 return rv
+        numpy = _NUMPY.get(t)
+        if numpy is None:
+            numpy = _is_numpy(t)
+        if numpy:
+            keep = padding_mask(obj.dtype)
+            if keep is not None:
+                return _padded_reduce(obj, keep, self.padded)
         return NotImplemented
 
 
@@ -320,6 +335,53 @@ def locate_unstable(value: Any, depth: int = 0) -> Tuple[str, Any]:
                 inner, part = locate_unstable(child, depth + 1)
                 return where + inner, part
     return "", value
+
+
+# ---- numpy padding ---------------------------------------------------------------------
+# An np.longdouble (x86: 10 bytes of value in 16) or an aligned structured dtype holds
+# padding bytes in each item, left with whatever the memory held: numpy pickles them with
+# the rest, so the same value had another digest in every process. The canonical pickle
+# writes them as zeros (serialize.padding_mask). Arrays and scalars of other dtypes keep
+# numpy's own pickle, byte for byte.
+
+_NUMPY: Dict[type, bool] = {}  # type -> whether it is an ndarray or numpy scalar (sub)class
+
+
+def _is_numpy(t: type) -> bool:
+    np = sys.modules.get("numpy")
+    found = np is not None and issubclass(t, (np.ndarray, np.generic))
+    if len(_NUMPY) > 10_000:
+        _NUMPY.clear()
+    _NUMPY[t] = found
+    return found
+
+
+def _padded_reduce(obj: Any, keep: Any, padded: Optional[Dict[int, Tuple[Any, Any]]]) -> Any:
+    """The reduce of a numpy array or scalar whose dtype holds padding, with the padding
+    zeroed. A plain contiguous array in a pickle with out-of-band buffers (``padded`` a dict)
+    keeps numpy's reduce, its buffer noted in ``padded`` (zeroed as it is stored, a piece at
+    a time: no copy of the array); any other array is reduced as a copy of itself with the
+    padding zeroed, as numpy would reduce it."""
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        rv = obj.__reduce__()
+        if (type(rv) is tuple and len(rv) == 2 and type(rv[1]) is tuple and len(rv[1]) == 2
+                and type(rv[1][1]) is bytes and len(rv[1][1]) == keep.size):
+            raw = (np.frombuffer(rv[1][1], dtype=np.uint8) & keep).tobytes()
+            return (rv[0], (rv[1][0], raw))
+        return NotImplemented  # pragma: no cover - a layout this numpy does not use
+    if padded is not None and type(obj) is np.ndarray and obj.size:
+        rv = obj.__reduce_ex__(PROTOCOL)
+        if (type(rv) is tuple and len(rv) == 2 and type(rv[1]) is tuple and rv[1]
+                and type(rv[1][0]) is pickle.PickleBuffer):
+            padded[id(rv[1][0])] = (rv[1][0], keep)
+            return rv
+    copy = obj.copy(order="C")  # (a subclass stays one, with its attributes)
+    if copy.size:
+        flat = np.ndarray.reshape(copy.view(np.ndarray), -1).view(np.uint8).reshape(-1, keep.size)
+        flat &= keep
+    return copy.__reduce_ex__(PROTOCOL)
 
 
 # ---- numpy masked arrays -----------------------------------------------------------------
