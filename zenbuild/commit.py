@@ -33,6 +33,7 @@ from zenbuild.store.outputs import (
     capture,
     check_adopt,
     output_size,
+    written_through_links,
 )
 from zenbuild.store.runs import StepRow
 from zenbuild.store.unstored import Unstored
@@ -43,6 +44,11 @@ from zenbuild.trace import Trace
 # step cost ~18 page writes per step; a killed run loses at most the last fraction of a second
 # of results, which then simply run again.
 COMMIT_EVERY_S = 0.25
+
+
+# A file's mtime comes from the kernel's coarse clock (a tick, ~4 ms), which can be behind
+# the step's start as time.time_ns() read it: a write just after the start may look older.
+COARSE_NS = 20_000_000
 
 
 class CaptureFailed(Exception):
@@ -188,9 +194,11 @@ class Recorder:
                 value_digest = self.store.put_value(data)  # bytes, or the value's buffers
                 outputs: Dict[str, Dict[str, Any]] = {}
                 special: Optional[Reason] = None
+                links: Dict[str, Dict[str, str]] = {}  # links found in folder Outputs
                 try:
                     for rel in node.outputs:
-                        outputs[rel] = capture(self.root, rel, self.store, self.statcache)
+                        outputs[rel] = capture(self.root, rel, self.store, self.statcache,
+                                               links)
                 except SpecialFile as e:  # a fifo, a socket: the store cannot give it back
                     special = Reason(R.OUTPUT_SPECIAL, e.args[0], after=e.args[1],
                                      detail={"step": name})
@@ -208,6 +216,9 @@ class Recorder:
                     where = f" {e.filename!r}" if e.filename else ""
                     raise CaptureFailed(
                         f"step {name}: cannot store its output{where}: {e.strerror or e}") from None
+                if links and trace is not None:  # what it wrote through a link out of
+                    trace.writes = sorted(set(trace.writes).union(  # its Output folder
+                        written_through_links(self.root, links, trace.started_ns - COARSE_NS)))
                 uncached = (special or stale or rewritten(name, trace, [f.path for f in node.files])
                             or self.inputs_changed(node, comps)
                             or changed_during_run(self.root, name, comps.code_meta))

@@ -675,3 +675,42 @@ def test_two_outputs_that_are_one_place_through_a_link_are_refused(project: Proj
     assert "once the symbolic links on the way are followed" in r.output
     assert r.started == [] and os.listdir(project.root / "real") == []
     assert "Traceback" not in r.output
+
+
+THROUGH = '''
+import os
+from pathlib import Path
+
+from zenbuild import Output, pipeline, step
+
+HERE = Path(__file__).parent
+
+
+@step
+def a(out: Output) -> None:
+    out.mkdir()
+    (HERE / "build" / "shared").mkdir(parents=True, exist_ok=True)
+    os.symlink("../shared", out / "data")
+    (out / "data" / "x.txt").write_text("through the link")
+
+
+@pipeline
+def p():
+    a(Output("build/o"))
+'''
+
+
+def test_a_write_through_a_link_out_of_the_output_folder_is_an_undeclared_write(
+        project: Project) -> None:
+    """The store keeps a link in an Output folder as the link: a file the step wrote through
+    it (build/o/data/x.txt, data -> ../shared) lands in build/shared, which nothing restores.
+    It is named as an undeclared write (it was not: the path was inside the Output); a file
+    there the step did not touch is not."""
+    project.write("build/shared/old.txt", "there before")
+    os.utime(project.root / "build/shared/old.txt", ns=(1_000_000_000, 1_000_000_000))
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", THROUGH)
+    r = project.run("run")
+    assert "Warning: step a wrote build/shared/x.txt, which will not be restored" in r.output, \
+        r.output
+    assert "old.txt" not in r.output

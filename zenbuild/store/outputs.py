@@ -121,7 +121,8 @@ def _walk_files(base: str, leftovers: Optional[List[str]] = None,
     return sorted(found)
 
 
-def capture(root: str, rel: str, store: Store, statcache: StatCache) -> Dict[str, Any]:
+def capture(root: str, rel: str, store: Store, statcache: StatCache,
+            links: Optional[Dict[str, Dict[str, str]]] = None) -> Dict[str, Any]:
     """Store the output at ``rel``; returns its record {"kind", "digest", "size"} (a file's
     also "exec" and "mode"). A folder is walked without following a link: a symlink in it is
     kept as a link (its target text), never as what it points at; its files keep their modes,
@@ -129,7 +130,8 @@ def capture(root: str, rel: str, store: Store, statcache: StatCache) -> Dict[str
     kept the same way, as kind "link" whose blob is its target text (it was stored as what it
     pointed at, and the next run took the step's own link for the user's and replaced it by
     a copy). Raises SpecialFile for a fifo, socket or device at ``rel`` or in a folder
-    Output, OutputMissing when nothing is at ``rel``."""
+    Output, OutputMissing when nothing is at ``rel``. ``links``, when given, gets the links
+    found in a folder Output (rel -> inner path -> target text)."""
     full = os.path.join(root, rel)
     try:
         st = os.lstat(full)
@@ -148,6 +150,8 @@ def capture(root: str, rel: str, store: Store, statcache: StatCache) -> Dict[str
         if found.special:
             inner, what = sorted(found.special.items())[0]
             raise SpecialFile(f"{rel}/{inner}", what)
+        if links is not None and found.links:
+            links[rel] = dict(found.links)
         m = Manifest(dirs=manifest_dirs(found), links=dict(sorted(found.links.items())),
                      top=None if stat.S_IMODE(st.st_mode) & PERMS == DIR_MODE
                      else stat.S_IMODE(st.st_mode) & PERMS)
@@ -165,6 +169,37 @@ def capture(root: str, rel: str, store: Store, statcache: StatCache) -> Dict[str
         mdigest = store.put_blob(m.encode())
         return {"kind": "dir", "digest": mdigest, "size": total}
     raise SpecialFile(rel, special_kind(st.st_mode))  # a fifo, a socket, a device
+
+
+def written_through_links(root: str, links: Dict[str, Dict[str, str]], since_ns: int,
+                          limit: int = 10_000) -> List[str]:
+    """Files a step wrote through a link in its Output folder that leads to a folder outside
+    it (``build/o/data -> ../shared``): the store keeps the link, not what it leads to, so
+    they are undeclared writes. They are the files there modified since ``since_ns`` (the
+    step's start), inside the project (one outside it is not the project's, as any write
+    there), at most ``limit`` looked at per link."""
+    real_root = os.path.realpath(root)
+    found: List[str] = []
+    for out, inner_links in links.items():
+        base = os.path.realpath(os.path.join(root, out))
+        for inner in inner_links:
+            real = os.path.realpath(os.path.join(root, out, inner))
+            if (real == base or real.startswith(base + os.sep) or not os.path.isdir(real)
+                    or not real.startswith(real_root + os.sep)):
+                continue
+            seen = 0
+            for dirpath, _dirs, filenames in os.walk(real):
+                for name in filenames:
+                    seen += 1
+                    full = os.path.join(dirpath, name)
+                    try:
+                        if os.lstat(full).st_mtime_ns >= since_ns:
+                            found.append(os.path.relpath(full, real_root).replace(os.sep, "/"))
+                    except OSError:
+                        pass
+                if seen >= limit:
+                    break
+    return sorted(set(found))
 
 
 def _put(store: Store, statcache: StatCache, rel: str, full: str, st: os.stat_result) -> Tuple[str, int]:
