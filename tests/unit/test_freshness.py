@@ -16,7 +16,7 @@ WORKER = r'''
 import json, os, pickle, subprocess, sys
 root = sys.argv[1]
 from zenbuild.executors.process import run_packed
-from zenbuild.executors.process import FnRef
+from zenbuild.executors.process import FnRef, received
 
 
 def client(expr):
@@ -36,7 +36,10 @@ def task(expr):
     ref, packed = client(expr)
     outcome, _ = run_packed("use", ref, root, packed, None, None, "py")
     assert outcome.ok, outcome.error
-    return pickle.loads(pickle.dumps(outcome.value))  # as the pipe hands it to the executor
+    # through a pipe, then loaded as the executor loads it (received)
+    outcome, _ = received((pickle.loads(pickle.dumps(outcome)), ""))
+    assert outcome.ok, outcome.error
+    return outcome.value
 
 
 first = task(sys.argv[2])

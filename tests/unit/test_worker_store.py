@@ -306,3 +306,45 @@ def test_a_long_runs_marker_is_kept_fresh_and_made_again(tmp_path: Path) -> None
     sending.close()
     assert not os.path.exists(marker)
     store.close()
+
+
+class Locked:  # does not pickle: its registered reducer is the only way across the pipe
+    def __init__(self, name: str) -> None:
+        import threading
+
+        self.name = name
+        self.lock = threading.Lock()
+
+
+class Doubling:  # pickles as itself; its registered reducer normalizes (doubles) n
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+def _reduce_locked(x: Locked) -> object:
+    return (Locked, (x.name,))
+
+
+def _reduce_doubling(x: Doubling) -> object:
+    return (Doubling, (2 * x.n,))
+
+
+def test_the_pipe_uses_a_projects_reducer_only_for_what_does_not_pickle_without_it(
+        monkeypatch) -> None:
+    """A project reducer gives the stored form, which a serial run's consumer gets once: the
+    pipe applies it only where plain pickling fails (a native handle), never a second time
+    to an argument the main process already holds in stored form."""
+    from zenbuild.executors import pipe
+    from zenbuild.executors.worker_store import pack_args, unpack_args
+    from zenbuild.serialize.pickler import REDUCERS
+
+    monkeypatch.setitem(REDUCERS, Locked, _reduce_locked)
+    monkeypatch.setitem(REDUCERS, Doubling, _reduce_doubling)
+    (back,), _ = unpack_args(pack_args((Locked("ix"),), {}))
+    assert isinstance(back, Locked) and back.name == "ix"
+    assert pipe.loads(pipe.dumps([Locked("v")]))[0].name == "v"
+    (same,), _ = unpack_args(pack_args((Doubling(3),), {}))
+    assert same.n == 3 and pipe.loads(pipe.dumps(Doubling(3))).n == 3
+    # both in one value: it does not pickle as it is, so it goes as the store writes it
+    (locked, doubled), _ = unpack_args(pack_args((Locked("a"), Doubling(3)), {}))
+    assert locked.name == "a" and doubled.n == 6

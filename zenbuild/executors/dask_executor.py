@@ -134,7 +134,14 @@ class DaskExecutor(Executor):
                 outcomes.append(Outcome(name, False, error=(
                     f"Dask could not run step {name}: {type(exc).__name__}: {exc}\n")))
                 continue
-            outcome, text = received(fut.result())
+            try:  # (the value itself is loaded by received(): its failure is the step's)
+                result = fut.result()
+            except Exception as e:  # noqa: BLE001 - what Dask raised fetching the result
+                outcomes.append(Outcome(name, False, error=(
+                    f"step {name} finished but its result could not be fetched from its Dask "
+                    f"worker: {type(e).__name__}: {e}\n")))
+                continue
+            outcome, text = received(result)
             print_output(self.on_output, name, text)
             outcomes.append(outcome)
         return outcomes

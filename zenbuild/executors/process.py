@@ -24,7 +24,6 @@ import hashlib
 import importlib
 import multiprocessing
 import os
-import pickle
 import sys
 import tempfile
 import time
@@ -132,35 +131,64 @@ def run_ref(name: str, ref: FnRef, root: str, args: Tuple[Any, ...], kwargs: Dic
 
 
 def received(result: Tuple[Outcome, str]) -> Tuple[Outcome, str]:
-    """run_packed's result as an executor gets it: the value itself, also from a worker that
-    handed it over without pickling it (a thread in this process)."""
+    """run_packed's result as an executor gets it: the value itself, loaded here from the
+    pickle its worker made (``Piped``), also from a worker that handed it over without
+    pickling it (a thread in this process). A value that cannot be loaded here fails its
+    step, and only it (the pool's own unpickling of it used to break the pool)."""
     outcome = result[0]
-    if isinstance(outcome.value, Protocol5):
-        outcome.value = outcome.value.value
+    if isinstance(outcome.value, Piped):
+        try:
+            outcome.value = outcome.value.get()
+        except Exception as e:  # noqa: BLE001 - whatever unpickling the value raised
+            outcome.ok, outcome.value = False, None
+            outcome.error = (
+                f"step {outcome.name} returned a value that its worker sent back but this "
+                f"process cannot load: {type(e).__name__}: {e}. Return plain data, or run the "
+                "step in process (-j 1).\n")
     return result
 
 
-class Protocol5:
-    """A step's value on its way back from a worker, pickled at protocol 5 whatever the pipe
-    uses (multiprocessing's queues pickle at the default protocol, 4 below Python 3.14, and
-    numpy 2.4 unpickles a protocol-4 big-endian array as a native-endian one: a `>i4` value
-    came back `<i4`, with other bytes and another digest than the same step run in
-    process). Unpickled, it is the value itself: nothing on the main process's side unwraps."""
+class Piped:
+    """A step's value on its way back from a worker: its pickle, made in the worker with the
+    store's reducers (executors.pipe: protocol 5 whatever the pipe uses, torch tensors of
+    every dtype, the project's value types when it needs them), and loaded by ``received`` in the
+    main process rather than by the pipe: multiprocessing's queues pickle at the default
+    protocol, 4 below Python 3.14, and numpy 2.4 unpickles a protocol-4 big-endian array as a
+    native-endian one (a `>i4` value came back `<i4`, with other bytes and another digest
+    than the same step run in process); and a value the pool's thread fails to load breaks
+    the pool, failing the steps running beside it."""
 
     __slots__ = ("value", "data")
 
-    def __init__(self, value: Any, data: Optional[bytes] = None) -> None:
-        self.value = value
-        self.data = data  # the pickle, made by of()
+    def __init__(self, value: Any, data: bytes) -> None:
+        self.value = value  # _SENT once it came through a pipe: then only ``data`` is here
+        self.data = data
 
     @classmethod
-    def of(cls, value: Any) -> Protocol5:
+    def of(cls, value: Any) -> Piped:
         """The value with its pickle made now (raises what pickling raises)."""
-        return cls(value, pickle.dumps(value, protocol=5))
+        from zenbuild.executors import pipe
+
+        return cls(value, pipe.dumps(value))
+
+    def get(self) -> Any:
+        """The value (loaded from ``data`` when it came through a pipe)."""
+        if self.value is not _SENT:
+            return self.value
+        from zenbuild.executors import pipe
+
+        return pipe.loads(self.data)
 
     def __reduce__(self) -> Tuple[Any, Tuple[bytes]]:
-        data = self.data if self.data is not None else pickle.dumps(self.value, protocol=5)
-        return pickle.loads, (data,)
+        return _arrived, (self.data,)
+
+
+_SENT = object()
+
+
+def _arrived(data: bytes) -> Piped:
+    """A Piped value unpickled on the other side of a pipe: its bytes, loaded by get()."""
+    return Piped(_SENT, data)
 
 
 def _call(name: str, ref: FnRef, root: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
@@ -182,7 +210,12 @@ def run_packed(name: str, ref: FnRef, root: str, packed: Packed,
     arguments (arrays of store blobs mapped here) and run the step (``run_ref``: ``capture``,
     and a large value written into the store at ``target``)."""
     with fresh_project(root, session):  # before the arguments: they may be project instances
-        args, kwargs = unpack_args(packed)
+        try:
+            args, kwargs = unpack_args(packed)
+        except Exception as e:  # noqa: BLE001 - whatever unpickling them raised
+            return Outcome(name, False, error=(
+                f"step {name}: its arguments cannot be loaded in the worker process: "
+                f"{type(e).__name__}: {e}. Pass plain data, or run with -j 1.\n")), ""
         try:
             outcome, text = run_ref(name, ref, root, args, kwargs, capture, trace, target)
         except KeyboardInterrupt:  # raised by the step: its failure (a Ctrl-C of the run
@@ -191,8 +224,8 @@ def run_packed(name: str, ref: FnRef, root: str, packed: Packed,
             return Outcome(name, False, error=(
                 f"step {name} raised KeyboardInterrupt in its worker process\n")), ""
     if outcome.ok and not isinstance(outcome.value, (StoredValue, type(None))):
-        try:  # what goes back is pickled: at protocol 5, here, so that a value that cannot
-            outcome.value = Protocol5.of(outcome.value)  # be is the step's failure, said once
+        try:  # what goes back is pickled here (Piped), so that a value that cannot be is the
+            outcome.value = Piped.of(outcome.value)  # step's failure, said once
         except Exception as e:  # noqa: BLE001 - whatever pickling the value raised
             return Outcome(name, False, error=(
                 f"step {name} returned a value that cannot be sent back from the worker: "

@@ -2,20 +2,21 @@
 through the pipe: a worker writes its step's large value into the store itself and sends
 back a StoredValue, which the main process adopts (a 400 MiB array through the Dask client
 cost seconds and twice its size in the client's memory); arrays of store blobs go to a
-worker as where they lie (``pack_args``), mapped there copy-on-write (issue 13)."""
+worker as where they lie (``pack_args``), mapped there copy-on-write (issue 13). Everything
+else crosses the pipe pickled with the store's reducers (executors.pipe), so a value the
+store can write can be sent: a large ``@value_type`` argument goes by value, its files'
+bytes in the pickle."""
 
 from __future__ import annotations
 
-import io
 import mmap
 import os
-import pickle
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from zenbuild.executors import Outcome, Task
 from zenbuild.records import record
-from zenbuild.serialize.buffers import buffer_address, encode_value
+from zenbuild.serialize.buffers import encode_value
 from zenbuild.store.blobs import MappedBlob, StoredValue, write_parts
 
 # A value whose encoding is at least this big is written by the worker; a smaller one comes
@@ -162,55 +163,6 @@ def _mapping_of(arr: Any) -> Optional[MappedBlob]:
     return None
 
 
-class _RefPickler(pickle.Pickler):
-    count = 0
-
-    def reducer_override(self, obj: Any) -> Any:
-        t = type(obj)
-        if t.__module__ == "torch" and t.__name__ == "Tensor":
-            return self._tensor(obj)
-        if t.__module__ != "numpy" or t.__name__ != "ndarray":
-            return NotImplemented
-        if obj.nbytes < BY_REFERENCE_MIN:
-            return NotImplemented
-        mm = _mapping_of(obj)
-        if mm is None or not mm.path:
-            return NotImplemented
-        start = buffer_address(memoryview(mm))  # numpy is loaded: obj is an array
-        assert start is not None
-        offset = int(obj.__array_interface__["data"][0]) - start
-        if not 0 <= offset < len(mm):
-            return NotImplemented
-        self.count += 1
-        return (map_array, (mm.path, offset, obj.dtype, obj.shape, obj.strides))
-
-    def _tensor(self, obj: Any) -> Any:
-        """A plain CPU tensor lying in a mapped store blob (a cached value: the canonical
-        pickle's tensor_from_bytes uses the mapping in place) as where it lies; it was
-        pickled by value, a 256 MiB tensor peaking at 1.2 GiB under -j 2."""
-        import torch
-
-        if (obj.device.type != "cpu" or obj.layout != torch.strided or obj.is_quantized
-                or obj.requires_grad or getattr(obj, "__dict__", None)
-                or not obj.is_contiguous()):
-            return NotImplemented
-        nbytes = obj.numel() * obj.element_size()
-        if nbytes < BY_REFERENCE_MIN:
-            return NotImplemented
-        ptr = obj.data_ptr()
-        from zenbuild.store import blobs
-
-        for mm in list(blobs.MAPPED or ()):
-            if not mm.path or mm.closed:
-                continue
-            start = buffer_address(memoryview(mm))
-            if start is not None and start <= ptr and ptr + nbytes <= start + len(mm):
-                self.count += 1
-                return (map_tensor, (mm.path, ptr - start, str(obj.dtype).replace("torch.", ""),
-                                     tuple(obj.shape)))
-        return NotImplemented
-
-
 def map_tensor(path: str, offset: int, dtype: str, shape: Tuple[int, ...]) -> Any:
     """Worker side: the tensor at ``offset`` of store blob ``path``, on a private
     copy-on-write mapping (as map_array)."""
@@ -239,12 +191,14 @@ def _map_copy(path: str) -> mmap.mmap:
 
 
 def pack_args(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Packed:
-    """``(args, kwargs)`` pickled for a worker: each array of a mapped store blob as where
-    it lies (read by ``map_array`` on the worker), everything else by value."""
-    f = io.BytesIO()
-    p = _RefPickler(f, protocol=5)
-    p.dump((args, kwargs))
-    return Packed(f.getvalue(), p.count)
+    """``(args, kwargs)`` pickled for a worker with the store's reducers (executors.pipe:
+    registered value types, tensors of every dtype), each array or tensor of a mapped store
+    blob as where it lies (read by ``map_array``, ``map_tensor`` on the worker), everything
+    else by value."""
+    from zenbuild.executors import pipe
+
+    data, references = pipe.pack(args, kwargs)
+    return Packed(data, references)
 
 
 def map_array(path: str, offset: int, dtype: Any, shape: Tuple[int, ...],
@@ -306,5 +260,7 @@ class Sending:
 
 def unpack_args(packed: Packed) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
     """Worker side: the arguments of ``pack_args``, referenced arrays mapped."""
-    args, kwargs = pickle.loads(packed.data)
+    from zenbuild.executors import pipe
+
+    args, kwargs = pipe.loads(packed.data)
     return args, kwargs

@@ -140,15 +140,23 @@ def _registered(t: type) -> Optional[Tuple[type, Callable[[Any], Any]]]:
     return None
 
 
-class _Pickler(pickle.Pickler):
-    # The C pickler never offers built-in containers to reducer_override (nor to a dispatch
-    # table), but it asks persistent_id about every object: a set or frozenset is written as
-    # a persistent id holding its elements in canonical order, read back by _Unpickler.
+def _not_implemented(obj: Any) -> Any:
+    return NotImplemented
+
+
+class ReducingPickler(pickle.Pickler):
+    """A pickler with the canonical pickler's reducers: the project's registered value types
+    (register_value_type, @value_type), torch tensors by dtype, shape and bytes, pandas
+    objects without their ``_cache``, OmegaConf metadata without resolver caches, pyarrow
+    arrays as loaded, masked arrays as their arrays. What it writes loads with plain
+    ``pickle.loads``. ``_Pickler`` (the canonical pickle) adds the persistent ids that make
+    its bytes the same in every process; a worker's pipe (executors.pipe) needs only these
+    reducers, and pickles plain data about as fast as pickle itself. ``project`` False
+    leaves the project's own reducers out (see executors.pipe for why)."""
+
     # ``refs``, when a list, collects the classes and functions the pickle names (it asks
     # reducer_override about each before writing it as a global): the code that will run on
     # the value when it is loaded.
-    # A str or bytes is written by value (see the module's docstring): persistent_id keeps
-    # each one written so far, mapped to the object written (the one in the memo).
     refs: Optional[List[Any]] = None
     # ``types``, when a dict, collects the classes whose registered reducer (the project's
     # code: register_value_type, @value_type) was consulted for an object of the value: the
@@ -158,6 +166,71 @@ class _Pickler(pickle.Pickler):
     # array whose items hold padding -> (that buffer, its dtype's padding_mask); the
     # buffer_callback stores it with the padding zeroed a piece at a time (buffers._Buffers)
     padded: Optional[Dict[int, Tuple[Any, Any]]] = None
+    # False: only zenbuild's own registered reducers (polars, Arrow-backed pandas columns) are
+    # used, a project's (register_value_type, @value_type) are not (executors.pipe)
+    project = True
+
+    def dump(self, obj: Any) -> None:
+        if LAZY:  # types registered once their library is imported (serialize.materialize)
+            register_lazy()
+        super().dump(obj)
+
+    def reducer_override(self, obj: Any) -> Any:
+        if self.refs is not None and isinstance(obj, (type, FunctionType)):
+            self.refs.append(obj)
+        if isinstance(obj, (set, frozenset)):
+            return _sorted_set_reduce(obj) if len(obj) > 1 else NotImplemented
+        t = type(obj)
+        if isinstance(obj, type):
+            return NotImplemented
+        custom = _registered(t)
+        rv: Any = NotImplemented
+        if custom is not None:
+            on, fn = custom
+            if self.project:
+                if self.types is not None and not own_reducer(fn):
+                    self.types[on] = None  # consulted: NotImplemented is a decision of its code
+            elif not own_reducer(fn):
+                fn = _not_implemented
+            rv = fn(obj)
+        pandas = _PANDAS.get(t)
+        if pandas is None:
+            pandas = _is_pandas(t)
+        if pandas:
+            return _without_pandas_cache(obj, rv)
+        if rv is not NotImplemented:
+            return rv
+        mod = t.__module__
+        if mod.startswith("torch") and "torch" in sys.modules:
+            rv = _torch_reduce(obj)
+            if rv is not None:
+                return rv
+        elif mod == "omegaconf.base" and t.__qualname__ in ("Metadata", "ContainerMetadata"):
+            return _omegaconf_metadata_reduce(obj)
+        elif mod == "pyarrow.lib" and "pyarrow" in sys.modules:
+            rv = _arrow_array_reduce(obj)
+            if rv is not None:
+                return rv
+        elif mod in ("numpy.ma", "numpy.ma.core") and t.__qualname__ == "MaskedArray":
+            rv = _masked_reduce(obj)
+            if rv is not None:
+                return rv
+        numpy = _NUMPY.get(t)
+        if numpy is None:
+            numpy = _is_numpy(t)
+        if numpy:
+            keep = padding_mask(obj.dtype)
+            if keep is not None:
+                return _padded_reduce(obj, keep, self.padded)
+        return NotImplemented
+
+
+class _Pickler(ReducingPickler):
+    # The C pickler never offers built-in containers to reducer_override (nor to a dispatch
+    # table), but it asks persistent_id about every object: a set or frozenset is written as
+    # a persistent id holding its elements in canonical order, read back by _Unpickler.
+    # A str or bytes is written by value (see the module's docstring): persistent_id keeps
+    # each one written so far, mapped to the object written (the one in the memo).
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         strs: Dict[str, str] = {}
@@ -199,57 +272,9 @@ class _Pickler(pickle.Pickler):
             d.clear()
 
     def dump(self, obj: Any) -> None:
-        if LAZY:  # types registered once their library is imported (serialize.materialize)
-            register_lazy()
         if not _numpy_noted[0]:
             _note_numpy()
         super().dump(obj)
-
-    def reducer_override(self, obj: Any) -> Any:
-        if self.refs is not None and isinstance(obj, (type, FunctionType)):
-            self.refs.append(obj)
-        if isinstance(obj, (set, frozenset)):
-            return _sorted_set_reduce(obj) if len(obj) > 1 else NotImplemented
-        t = type(obj)
-        if isinstance(obj, type):
-            return NotImplemented
-        custom = _registered(t)
-        rv: Any = NotImplemented
-        if custom is not None:
-            on, fn = custom
-            if self.types is not None and not own_reducer(fn):
-                self.types[on] = None  # consulted: NotImplemented is a decision of its code too
-            rv = fn(obj)
-        pandas = _PANDAS.get(t)
-        if pandas is None:
-            pandas = _is_pandas(t)
-        if pandas:
-            return _without_pandas_cache(obj, rv)
-        if rv is not NotImplemented:
-            return rv
-        mod = t.__module__
-        if mod.startswith("torch") and "torch" in sys.modules:
-            rv = _torch_reduce(obj)
-            if rv is not None:
-                return rv
-        elif mod == "omegaconf.base" and t.__qualname__ in ("Metadata", "ContainerMetadata"):
-            return _omegaconf_metadata_reduce(obj)
-        elif mod == "pyarrow.lib" and "pyarrow" in sys.modules:
-            rv = _arrow_array_reduce(obj)
-            if rv is not None:
-                return rv
-        elif mod in ("numpy.ma", "numpy.ma.core") and t.__qualname__ == "MaskedArray":
-            rv = _masked_reduce(obj)
-            if rv is not None:
-                return rv
-        numpy = _NUMPY.get(t)
-        if numpy is None:
-            numpy = _is_numpy(t)
-        if numpy:
-            keep = padding_mask(obj.dtype)
-            if keep is not None:
-                return _padded_reduce(obj, keep, self.padded)
-        return NotImplemented
 
 
 # bytes longer than this are looked up by their length and xxh3 digest, not by themselves
