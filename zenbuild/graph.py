@@ -178,7 +178,8 @@ class Graph:
                         "Each output file or folder must belong to exactly one step."
                     )
                 producers[out] = node.name
-        ordered = sorted(producers, key=lambda p: p.split("/"))  # a folder, then its files
+        # by components ("/" as the lowest character): a folder, then what is inside it
+        ordered = sorted(producers, key=lambda p: p.replace("/", "\0"))
         for a, b in zip(ordered, ordered[1:]):
             if _inside(b, a):
                 raise PipelineError(

@@ -8,7 +8,7 @@ import os
 from typing import Any, Callable, Optional, Tuple
 
 from zenbuild.graph import EnvRef, FileRef, InputRef, OutputRef
-from zenbuild.serialize import _DECIMAL_INTS, canonical
+from zenbuild.serialize import canonical, decimal_int
 from zenbuild.serialize.configs import classes_met
 
 # Marker types carry their own canonical encoding (``item``: tag m, the marker's kind and
@@ -86,7 +86,7 @@ def _roots(root: str) -> Tuple[str, ...]:
 
 
 def _marker_display(v: Any) -> Any:
-    if type(v) is int and not -_DECIMAL_INTS < v < _DECIMAL_INTS:  # repr() would raise
+    if type(v) is int and not decimal_int(v):  # repr() would raise
         return _Shown(f"<int of {v.bit_length()} bits>")
     return _Shown(repr(v)) if type(v) in _MARKERS else v
 

@@ -101,11 +101,22 @@ def _type_name(v: Any) -> str:
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
-# Ints below this in magnitude (at most 4300 decimal digits: Python's default
+# Ints of at most this many decimal digits (Python's default
 # sys.int_info.default_max_str_digits) are tag i, their decimal text; bigger ones are tag I,
 # their hex digits. A fixed bound, not the process's current limit, so that an int's
 # encoding never depends on what sys.set_int_max_str_digits the user's code made.
-_DECIMAL_INTS = 10 ** 4300
+_DECIMAL_DIGITS = 4300
+
+
+def decimal_int(v: int) -> bool:
+    """Whether the int ``v`` has at most 4300 decimal digits (tag i). By its bit length
+    first: 10 ** 4300 is not made at import (half a million instructions a run)."""
+    bits = v.bit_length()
+    if bits <= 14_280:  # < 2 ** 14280 < 10 ** 4300
+        return True
+    if bits > 14_285:  # >= 2 ** 14285 > 10 ** 4300
+        return False
+    return len(_decimal_text(abs(v))) <= _DECIMAL_DIGITS
 
 
 def _decimal_text(v: int) -> str:
@@ -225,7 +236,7 @@ class _Encoder:
         """An int that is big, or that the process cannot write as decimal text: tag i (its
         decimal text) up to 4300 digits, else tag I (its hex digits: no digit limit, linear
         time)."""
-        if -_DECIMAL_INTS < v < _DECIMAL_INTS:
+        if decimal_int(v):
             self.out.append(b"i%s;" % _decimal_text(v).encode())
         else:
             self.blob(b"I", b"%x" % v)

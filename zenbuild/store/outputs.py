@@ -452,8 +452,8 @@ def check_placement(root: str, store_path: str, rels: Iterable[Tuple[str, str]],
     for step, rel in rels:
         folder, _, name = rel.rpartition("/")
         by_folder.setdefault(folder, []).append((step, rel, name))
-    where: List[Tuple[str, str, str]] = []  # (where it is, step, rel) of every Output
-    moved = False  # whether any is elsewhere than its path says (a link on the way)
+    resolved: List[Tuple[List[Tuple[str, str, str]], List[str]]] = []
+    moved = False  # whether any Output is elsewhere than its path says (a link on the way)
     for folder, outs in by_folder.items():
         parent = os.path.join(root, folder) if folder else root
         if folder:
@@ -461,10 +461,13 @@ def check_placement(root: str, store_path: str, rels: Iterable[Tuple[str, str]],
                 if steps is None or step in steps:
                     _check_folder(root, folder, step, rel)
                     break
-        for (step, rel, _), out in zip(outs, _realpaths(parent, [n for _, _, n in outs])):
-            where.append((out, step, rel))
-            if not moved and out != os.path.join(real_root, rel):
-                moved = True
+        reals = _realpaths(parent, [n for _, _, n in outs])
+        resolved.append((outs, reals))
+        if not moved:  # one look a folder: its Outputs share its real path (a name . or ..
+            at = os.path.join(real_root, folder) if folder else real_root  # is looked at
+            moved = (reals[0] != f"{at}/{outs[0][2]}"  # whole: taken as moved)
+                     or any(n in ("", ".", "..") for _, _, n in outs))
+        for (step, rel, _), out in zip(outs, reals):
             if store == out or store.startswith(out + os.sep):
                 raise PathError(
                     f"the store {store_path} is inside Output({rel!r}) of step {step}: the "
@@ -477,7 +480,8 @@ def check_placement(root: str, store_path: str, rels: Iterable[Tuple[str, str]],
                     "zenbuild owns that folder. Write the output somewhere in the project "
                     "outside it.")
     if moved:  # the graph compared the paths as written; compare where they are
-        _check_same_place(where)
+        _check_same_place([(out, step, rel) for outs, reals in resolved
+                           for (step, rel, _), out in zip(outs, reals)])
 
 
 def _check_same_place(where: List[Tuple[str, str, str]]) -> None:
