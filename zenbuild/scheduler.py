@@ -314,6 +314,23 @@ class Scheduler:
                                         store_path=self.store.path)
         self.report(StepSkipped(step=name, because=because))
 
+    def _project_traceback(self, e: BaseException) -> str:
+        """When the project's own code raised ``e`` while the value was stored (a value type's
+        save(), a registered reducer, a __reduce__ or __getstate__ of its class): where, as
+        the traceback without zenbuild's frames; else nothing."""
+        if not self._raised_in_project(e):
+            return ""
+        import traceback
+
+        from zenbuild.executors import PACKAGE_DIR
+
+        own = PACKAGE_DIR + os.sep  # (not the exceptions zenbuild's encoder met before it)
+        frames = [f for f in traceback.extract_tb(e.__traceback__)
+                  if not f.filename.startswith(own)]
+        return "\nTraceback (most recent call last):\n" + "".join(
+            traceback.format_list(frames) + traceback.format_exception_only(type(e), e)
+        ).rstrip("\n")
+
     def _fail(self, name: str, fp: Optional[str], message: str, duration: float = 0.0,
               reasons: Optional[List[Reason]] = None) -> None:
         self._unhappy += 1
@@ -640,7 +657,7 @@ class Scheduler:
                    else f"{type(e).__name__}: {str(e).rstrip('.')}. Return plain data or a "
                    "picklable object.")
             self._fail(name, fingerprint, f"the return value of step {name} cannot be stored: "
-                       f"{why}", outcome.duration)
+                       f"{why}{self._project_traceback(e)}", outcome.duration)
             return False
         if name in self.indexed:
             value = outcome.value

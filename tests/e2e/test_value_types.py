@@ -317,3 +317,38 @@ def test_a_value_type_keeps_the_links_and_empty_folders_its_save_makes(project):
     r = project.run("run", check=1)
     assert "Ckpt.save() left latest in its folder, a link to '..', outside that folder" \
         in r.output, r.output
+
+
+def test_a_save_that_raises_shows_where_in_the_project(project):
+    """An exception from the project's own code while the value is stored (a value type's
+    save()) was told by its text alone; the message shows where it was raised, without
+    zenbuild's frames."""
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", """
+        from pathlib import Path
+        import zenbuild
+        from zenbuild import pipeline, step
+
+        def write_weights(folder):
+            raise OSError("quota exceeded while saving")
+
+        @zenbuild.value_type
+        class M:
+            def save(self, folder: Path) -> None:
+                write_weights(folder)
+            @classmethod
+            def load(cls, folder: Path) -> "M":
+                return cls()
+
+        @step
+        def train() -> M:
+            return M()
+
+        @pipeline
+        def p():
+            train()
+    """)
+    r = project.run("run", check=1)
+    assert "cannot be stored: OSError: quota exceeded while saving" in r.output, r.output
+    assert 'in write_weights\n    raise OSError("quota exceeded while saving")' in r.output
+    assert "zenbuild/" not in r.output.split("cannot be stored", 1)[1], r.output
