@@ -547,10 +547,16 @@ class BoundPipeline:
         tracer = _Tracer(os.path.abspath(os.fspath(root)))
         if _tracer() is not None:
             raise PipelineError("a pipeline cannot be traced inside another pipeline body")
+        from zenbuild.trace import recording_imports
+
         token = _TRACER.set(tracer)
         try:
             call_args, call_kwargs = self._layout.call_args(self.arguments)
-            self.pipeline.fn(*call_args, **call_kwargs)
+            # recorded as an import is (trace/memo.py): a memoized loader the body fills
+            # first (an lru_cache'd load_config() that wires the DAG) remembers what it read,
+            # and a step its cache then serves records those reads too (it was served stale)
+            with recording_imports(tracer.root):
+                self.pipeline.fn(*call_args, **call_kwargs)
         finally:
             _TRACER.reset(token)
         if not tracer.nodes:

@@ -241,3 +241,27 @@ def test_the_python_api_never_stores_a_memo_older_than_its_file(project: Project
     r = project.cli("run")
     assert sorted(project.ticks()) == ["evaluate", "train"], r
     assert project.read("build/report.txt") == "train lr=0.5 on cpu\neval lr=0.5 on cpu\n"
+
+
+@pytest.mark.parametrize("kind", sorted(CFG))
+def test_a_memo_the_pipeline_body_fills_first_gives_its_reads_to_the_steps(
+        project: Project, kind: str) -> None:
+    """The pipeline body wires the DAG from the memoized loader, so it fills the memo before
+    any step runs; the steps then get the remembered result. They were served stale after
+    conf.json (or DEVICE) changed: the body's reads were recorded by no one."""
+    _make(project, CFG[kind])
+    project.write("pipe.py", PIPE.replace(
+        "    report(train(), evaluate(), Output(\"build/report.txt\"))",
+        "    if config()[\"lr\"] > 0 and device():  # the DAG comes from the config\n"
+        "        report(train(), evaluate(), Output(\"build/report.txt\"))"))
+    project.cli("run")
+    assert sorted(project.ticks()) == ["evaluate", "train"]
+    project.write("conf.json", '{"lr": 0.2}')
+    r = project.cli("run")
+    assert sorted(project.ticks()) == ["evaluate", "train"], r
+    assert project.read("build/report.txt") == "train lr=0.2 on cpu\neval lr=0.2 on cpu\n"
+    r = project.cli("run", env={"DEVICE": "cuda"})
+    assert sorted(project.ticks()) == ["evaluate", "train"], r
+    assert project.read("build/report.txt") == "train lr=0.2 on cuda\neval lr=0.2 on cuda\n"
+    r = project.cli("run", env={"DEVICE": "cuda"})
+    assert project.ticks() == [], r
