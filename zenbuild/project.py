@@ -143,6 +143,13 @@ class SourceLoader(importlib.machinery.SourceFileLoader):
         source = self.get_data(path)
         digest = digest_bytes(source)
         imported.note_source(path, digest, before)
+        if self.root:  # a step that loads it uses it (runpy.run_module: no sys.modules entry)
+            from zenbuild import trace
+
+            if any(not r.isolated for r in trace._ACTIVE):  # a step's recording under way
+                from zenbuild.trace.modules import note_loaded
+
+                note_loaded(path)
         cached = ""
         tag = f"{digest}:{sys.version}".encode()
         if self.code_cache:

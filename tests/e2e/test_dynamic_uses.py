@@ -432,3 +432,27 @@ def test_code_no_name_reaches_is_checked_with_the_globals_it_reads(project: Proj
     assert r.executed == [], r
     r = project.cli("run", *jobs)
     assert r.executed == [], r
+
+
+@pytest.mark.parametrize("jobs", [[], ["-j", "2"]], ids=["serial", "workers"])
+def test_a_module_run_by_runpy_is_the_steps(project: Project, jobs: list) -> None:
+    """runpy.run_module runs a project module in a module of its own, never in sys.modules,
+    and reads its source through the import machinery: an edit of it left the step cached
+    (runpy.run_path, a plain read, was seen)."""
+    project.write("zenbuild.toml", ZB_TOML)
+    project.write("jobs/__init__.py", "")
+    project.write("jobs/job.py", "THRESH = 1\nresult = 10 * THRESH\n")
+    project.write("pipe.py", '''
+        import runpy
+        from zenbuild import step, pipeline, Output
+
+        @step
+        def s(out: Output) -> None:
+            out.write_text(str(runpy.run_module("jobs.job")["result"]))
+
+        @pipeline
+        def p():
+            s(Output("build/out.txt"))
+        ''')
+    _edit_and_rerun(project, {"jobs/job.py": "THRESH = 2\nresult = 10 * THRESH\n"}, "10", "20",
+                    *jobs)

@@ -63,6 +63,22 @@ def _touched(mod: types.ModuleType) -> None:
                 _PLAIN.__setattr__(mod, "__class__", _PLAIN)
 
 
+def note_loaded(filename: str) -> None:
+    """A project module's code was just loaded from ``filename`` (project.SourceLoader): the
+    recordings under way used it, also when no module of it stays in ``sys.modules``
+    (``runpy.run_module("jobs.job")`` runs it in a module of its own, gone afterwards)."""
+    from zenbuild.trace import _target
+
+    rec = _target()
+    if rec is None:
+        return
+    key = _calls._key_of(_calls._keys(rec.root, rec.excluded), filename, rec.root, rec.excluded)
+    r: Optional[_Recording] = rec
+    while r is not None and key is not None and key != "<__main__>":
+        r.modules.add(key)
+        r = r.parent
+
+
 def _project_modules(rec: _Recording) -> List[Tuple[types.ModuleType, str]]:
     """The project modules in ``sys.modules`` now, with their file keys. Scanned again only
     when ``sys.modules`` holds other objects than at the last scan for this root (a check at C
