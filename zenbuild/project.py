@@ -84,6 +84,34 @@ def project_predicate(root: str, store: str) -> Callable[[str], bool]:
     return is_project
 
 
+def source_predicate(root: str, store: str) -> Callable[[str], bool]:
+    """project_predicate, and the source outside the root that the fingerprint counts as the
+    project's too (fingerprint.project: not the interpreter's, an installed distribution's or
+    zenbuild's; a shared folder on PYTHONPATH, an editable install elsewhere): what watch must
+    watch and must never keep warm (an edit there reruns the steps that use it)."""
+    from zenbuild.fingerprint.project import _library_dirs
+
+    inside = project_predicate(root, store)
+    libdirs = _library_dirs()
+    real_store = os.path.realpath(store) if store else ""
+    memo: Dict[str, bool] = {}
+
+    def is_source(filename: str) -> bool:
+        hit = memo.get(filename)
+        if hit is None:
+            hit = inside(filename)
+            if not hit and filename.endswith(".py") and not filename.startswith("<"):
+                real = os.path.realpath(filename)
+                hit = (not any(real.startswith(d + os.sep) for d in libdirs)
+                       and not (real_store and real.startswith(real_store + os.sep))
+                       and not any(p in SKIP_DIRS for p in real.split(os.sep))
+                       and os.path.exists(real))
+            memo[filename] = hit
+        return hit
+
+    return is_source
+
+
 def module_file(mod: Any) -> Optional[str]:
     f = getattr(mod, "__file__", None)
     return f if isinstance(f, str) else None

@@ -522,3 +522,40 @@ def test_sigint_exits_0_with_no_child_left(demo: Project, to: str, runner: str) 
     demo.write("pipe.py", PIPE)
     res = zb("run", "--no-wait", "--project-dir", str(demo.root))
     assert "count" in res.executed
+
+
+def test_a_module_outside_the_root_on_the_path_is_watched_and_never_kept_warm(
+        project: Project, tmp_path: Path) -> None:
+    """Project code in a shared folder on PYTHONPATH, outside the root, is fingerprinted as
+    source (an edit reruns its steps under `zenbuild run`). watch did not watch it, and its
+    warm process pre-imported it after the first rebuild, so a later rebuild served or ran
+    the old code. Its edit now starts a rebuild that runs the new code."""
+    common = tmp_path / "common"
+    common.mkdir()
+    (common / "shared.py").write_text("K = 1\n")
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", '''
+        import shared
+        from zenbuild import Output, pipeline, step
+
+        @step
+        def s(out: Output) -> None:
+            out.write_text(f"K={shared.K}\\n")
+
+        @pipeline
+        def p():
+            s(Output("build/k.txt"))
+        ''')
+    w = Watch(project, env={"PYTHONPATH": f"{REPO}{os.pathsep}{common}"})
+    try:
+        assert executed(w.until(SUMMARY.pattern)) == ["s"]
+        w.ready()
+        project.write("pipe.py", project.read("pipe.py") + "# a touch\n")
+        assert cached(w.rebuild()) == ["s"]  # the warm process is made again after it
+        (common / "shared.py").write_text("K = 2\n")
+        lines = w.rebuild()
+        assert lines[0].startswith("changed: ") and lines[0].endswith("common/shared.py"), lines
+        assert executed(lines) == ["s"], lines
+        assert project.read("build/k.txt") == "K=2\n"
+    finally:
+        assert w.stop() == 0, "\n".join(w.log)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from zenbuild.errors import ZenbuildError
 from zenbuild.imported import import_reads
-from zenbuild.project import is_project_module, module_file, project_predicate
+from zenbuild.project import is_project_module, module_file, source_predicate
 
 
 class Outcome(enum.IntEnum):
@@ -97,7 +97,8 @@ def run_child(req: Dict[str, Any]) -> Outcome:
                               "modules": [], "files": [], "dirs": [], "outputs": [],
                               "listings": [],
                               "status": "error", "counts": {}, "watch": None, "preload": []}
-    is_project = project_predicate(root, os.path.join(root, ".zenbuild"))
+    # the project's source, that outside the root included (watched, never kept warm)
+    is_project = source_predicate(root, os.path.join(root, ".zenbuild"))
     outcome = Outcome.CRASHED
     extra: List[str] = []
     traced: List[str] = []
@@ -108,7 +109,7 @@ def run_child(req: Dict[str, Any]) -> Outcome:
 
         config = load_project(root)
         report.update(store=config.store, config_source=config.source, watch=dict(config.watch))
-        is_project = project_predicate(config.root, config.store)
+        is_project = source_predicate(config.root, config.store)
         opened = open_pipeline(name=req.get("pipeline"), params=list(req.get("params", [])),
                                config=config)
         for node in opened.graph.nodes.values():

@@ -188,6 +188,8 @@ class WatchSet:
             return Verdict(False, "the store")
         in_root = inside(path, self.root)
         if not in_root and not any(inside(path, real) for real in self.names):
+            if not is_dir and self.exact.get(path) == "module":  # project source outside the
+                return Verdict(True, "module")  # root (a shared folder on PYTHONPATH)
             return Verdict(False, "outside the project")
         rel = self.rel(path)
         if self.user_ignore.match(rel, is_dir):

@@ -331,9 +331,10 @@ def serve() -> int:
     t0 = time.perf_counter()
     for name in _WARM:
         importlib.import_module(name)
-    from zenbuild.project import is_project_module, project_predicate
+    from zenbuild.project import is_project_module, source_predicate
 
-    is_project = project_predicate(root, os.path.join(root, ".zenbuild"))
+    # the project's source outside the root too: kept warm, a rebuild would run its old code
+    is_project = source_predicate(root, os.path.join(root, ".zenbuild"))
     ok = 0
     for name in preload:
         try:
