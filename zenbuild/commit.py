@@ -132,6 +132,8 @@ class Recorder:
         self._last_commit = clock()
         self._static: Dict[int, Tuple[Any, Any]] = {}  # id(code_meta) -> (it, static_calls)
         self._last_static: Optional[Tuple[Any, Any]] = None  # the one _static_calls gave last
+        # every Output of the pipeline (the scheduler sets it; asked only when needed)
+        self.output_paths: Callable[[], Iterable[str]] = tuple
 
     def clear_outputs(self, node: Node, previous: Optional[ActionEntry]) -> None:
         """Before a step executes: refuse an Output that holds files zenbuild did not create
@@ -216,9 +218,14 @@ class Recorder:
                     where = f" {e.filename!r}" if e.filename else ""
                     raise CaptureFailed(
                         f"step {name}: cannot store its output{where}: {e.strerror or e}") from None
-                if links and trace is not None:  # what it wrote through a link out of
-                    trace.writes = sorted(set(trace.writes).union(  # its Output folder
-                        written_through_links(self.root, links, trace.started_ns - COARSE_NS)))
+                if links and trace is not None:  # what it wrote through a link out of its
+                    through = written_through_links(  # Output folder, but not into an
+                        self.root, links, trace.started_ns - COARSE_NS)  # Output (another
+                    if through:  # step's, which that step writes and restores)
+                        outs = set(self.output_paths())
+                        below = tuple(o + "/" for o in outs)
+                        through = [w for w in through if w not in outs and not w.startswith(below)]
+                        trace.writes = sorted(set(trace.writes).union(through))
                 uncached = (special or stale or rewritten(name, trace, [f.path for f in node.files])
                             or self.inputs_changed(node, comps)
                             or changed_during_run(self.root, name, comps.code_meta))

@@ -154,6 +154,7 @@ class Scheduler:
             self.discovery.overlay = self.server.overlay
         self.recorder = Recorder(graph.pipeline, self.root, store, self.statcache, self.sources,
                                  remote, now=self.now, discovery=self.discovery)
+        self.recorder.output_paths = lambda: [o for n in graph.nodes.values() for o in n.outputs]
         self.results: Dict[str, StepResult] = {}
         self.digests: Dict[str, str] = {}  # step -> value digest
         self.indexed = graph.indexed  # step -> item paths its consumers read it by

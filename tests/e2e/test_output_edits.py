@@ -714,3 +714,95 @@ def test_a_write_through_a_link_out_of_the_output_folder_is_an_undeclared_write(
     assert "Warning: step a wrote build/shared/x.txt, which will not be restored" in r.output, \
         r.output
     assert "old.txt" not in r.output
+
+
+NOISE = '''
+from pathlib import Path
+
+from zenbuild import File, Output, pipeline, step
+
+HERE = Path(__file__).parent
+
+
+@step
+def make(n: int, out: Output) -> None:
+    out.write_text(f"n={n} VERSION\\n")
+
+
+@step
+def named(p: int, out: Output) -> None:
+    out.write_text(f"p={p} VERSION\\n")
+
+
+@step
+def rw(n: int, src: File, out: Output) -> None:
+    text = Path(src).read_text()
+    if n == 2:
+        Path(src).write_text(text)  # rewrites its input: used, not cached
+    out.write_text(f"n={n}\\n")
+
+
+@pipeline
+def pa(p: int = 1, n: int = 1):
+    make(1, Output("build/out.txt"))
+    named(p, Output(f"build/out_{p}.txt"))
+    rw(n, File("data/in.txt"), Output("build/rw.txt"))
+
+
+@pipeline
+def pb():
+    make(2, Output("build/out.txt"))
+'''
+
+
+def test_what_zenbuild_wrote_is_its_own_whichever_entry_recorded_it(project: Project) -> None:
+    """zenbuild's own output is what any entry recorded at that path, not only the step's
+    latest: an Output whose path a param names, the same step run by two pipelines, and a
+    result used but not cached then served over went to the trash as "your version"."""
+    project.write("zenbuild.toml", 'pipelines = ["pipe:pa", "pipe:pb"]\n')
+    project.write("data/in.txt", "x\n")
+    project.write("pipe.py", NOISE)
+    for args in (["pa"], ["pb"], ["pa"], ["pb"], ["pa", "--param", "p=2"],
+                 ["pa", "--param", "p=1"], ["pa", "--param", "n=2"], ["pa", "--param", "n=1"]):
+        r = project.run("run", *args)
+        assert "moved your version" not in r.output, (args, r.output)
+    project.write("pipe.py", NOISE.replace("VERSION", "v2"))
+    r = project.run("run", "pa", "--param", "p=2")
+    assert "moved your version" not in r.output, r.output
+    assert project.read("build/out_2.txt") == "p=2 v2\n"
+    assert trashed(project) == {}
+
+
+LINKED = '''
+import os
+import time
+
+from zenbuild import Output, pipeline, step
+
+
+@step
+def a(out: Output) -> None:
+    out.mkdir()
+    (out / "x.txt").write_text("a's")
+    later = time.time_ns() + 3_600_000_000_000  # (newer than b's start whatever the timing)
+    os.utime(out / "x.txt", ns=(later, later))
+
+
+@step
+def b(dep: str, out: Output) -> None:
+    out.mkdir()
+    os.symlink("../shared", out / "shared")  # a link to a's Output: b writes nothing there
+
+
+@pipeline
+def p():
+    a(Output("build/shared"))
+    b("after a", Output("build/b"))
+'''
+
+
+def test_a_link_to_another_steps_output_is_no_undeclared_write(project: Project) -> None:
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", LINKED)
+    r = project.run("run")
+    assert sorted(r.executed) == ["a", "b"] and "Warning" not in r.output, r.output

@@ -366,6 +366,22 @@ class ActionCache:
             db.executemany("DELETE FROM actions WHERE fingerprint = ?", [(f,) for f in fps])
             db.executemany("DELETE FROM step_state WHERE fingerprint = ?", [(f,) for f in fps])
 
+    def recorded_at(self, path: str) -> List[Dict[str, Any]]:
+        """The output records (outputs.capture's) that any entry keeps for the Output at
+        ``path``, whichever step, pipeline or params made it (one scan of the table: asked
+        only when what is at an Output is not what the step's latest entry recorded)."""
+        key = json.dumps(path)
+        pattern = "%" + (key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")) + ": {%"
+        rows = self.db.execute(
+            "SELECT outputs FROM actions WHERE outputs LIKE ? ESCAPE '\\'", (pattern,)).fetchall()
+        out: List[Dict[str, Any]] = []
+        for (text,) in rows:
+            d = _outputs(text)
+            rec = d.get(path) if d else None
+            if rec is not None:
+                out.append(rec)
+        return out
+
     def using(self, digest: str) -> List[str]:
         """Fingerprints of the entries whose value or outputs refer to blob ``digest``."""
         rows = self.db.execute(

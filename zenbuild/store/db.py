@@ -169,6 +169,9 @@ class Store:
     def delete_actions(self, fingerprints: Iterable[str]) -> None:
         self.actions.delete(fingerprints)
 
+    def outputs_recorded_at(self, path: str) -> List[Dict[str, Any]]:
+        return self.actions.recorded_at(path)
+
     def actions_using(self, digest: str) -> List[str]:
         return self.actions.using(digest)
 

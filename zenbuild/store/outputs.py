@@ -278,10 +278,11 @@ class Trash:
     """STORE/trash/TIME-PID/REL: where a user's version of an output goes before zenbuild
     overwrites or removes it. Nothing is moved when what is there is zenbuild's own: each
     file (or link) is at its path with the bytes (or target) that one of ``entries`` (the
-    step's latest entry, the one being restored) recorded there, or what a step whose
-    result was not stored left there (``unstored``). That the store holds the same bytes
-    is not enough: a copy the user made of one of the step's files, kept beside it, is the
-    user's."""
+    step's latest entry, the one being restored) recorded there, or failing that any entry
+    of the store did (another pipeline's run of the step, an Output path a param names, a
+    renamed step), or what a step whose result was not stored left there (``unstored``).
+    That the store holds the same bytes is not enough: a copy the user made of one of the
+    step's files, kept beside it, is the user's."""
 
     def __init__(self, store: Store, say: Optional[Callable[[str], None]] = None,
                  entries: Iterable[Optional[ActionEntry]] = ()) -> None:
@@ -290,6 +291,8 @@ class Trash:
         self._folder: Optional[str] = None
         self._entries = [e for e in entries if e is not None]
         self._owned: Optional[Set[Tuple[str, str]]] = None
+        self._wide: Dict[str, Set[Tuple[str, str]]] = {}  # an Output -> any entry's records
+        self._unstored: Optional[Unstored] = None
 
     def owned(self) -> Set[Tuple[str, str]]:
         """(project path, digest) of every file and link the entries recorded at their
@@ -361,11 +364,45 @@ class Trash:
         self.say(f"zenbuild: moved your version of {rel} to {dest} before replacing it")
         return True
 
+    def _wider(self, rel: str) -> Set[Tuple[str, str]]:
+        """What any entry of the store recorded at the Output ``rel`` is in, or at ``rel``
+        (an Output whose path a param names, another pipeline's run of the step, a renamed
+        step): asked only when ``owned()`` does not cover what is there."""
+        owned: Set[Tuple[str, str]] = set()
+        for out in parents(rel):
+            got = self._wide.get(out)
+            if got is None:
+                got = self._wide[out] = self._records_at(out)
+            owned |= got
+        return owned
+
+    def _records_at(self, out: str) -> Set[Tuple[str, str]]:
+        got: Set[Tuple[str, str]] = set()
+        for rec in self.store.outputs_recorded_at(out):
+            if rec.get("kind") != "dir":
+                got.add((out, str(rec.get("digest"))))
+                continue
+            try:
+                m = parse(self.store.get_blob(rec["digest"]))
+            except (KeyError, ValueError, TypeError, AttributeError):
+                continue
+            got.update((f"{out}/{f[0]}", f[1]) for f in m.files)
+            got.update((f"{out}/{inner}", _text_digest(target)) for inner, target in m.links.items())
+        return got
+
     def _all_stored(self, root: str, rel: str, statcache: Optional[StatCache],
                     unstored: Optional[Unstored] = None) -> bool:
-        """Whether everything at ``rel`` is zenbuild's own (see the class)."""
+        """Whether everything at ``rel`` is zenbuild's own (see the class): what the given
+        entries recorded there, else what any entry did."""
+        if unstored is None:  # (a restore: what a step whose result was not stored left)
+            unstored = self._unstored = self._unstored or Unstored(self.store)
+        if self._ours(root, rel, statcache, unstored, self.owned()):
+            return True
+        return self._ours(root, rel, statcache, unstored, self.owned() | self._wider(rel))
+
+    def _ours(self, root: str, rel: str, statcache: Optional[StatCache],
+              unstored: Optional[Unstored], owned: Set[Tuple[str, str]]) -> bool:
         full = os.path.join(root, rel)
-        owned = self.owned()
         if os.path.islink(full):  # zenbuild's own when an entry recorded this link there (a
             try:  # link Output, or a link in a folder Output)
                 target = os.readlink(full)
