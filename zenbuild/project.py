@@ -89,25 +89,13 @@ def source_predicate(root: str, store: str) -> Callable[[str], bool]:
     project's too (fingerprint.project: not the interpreter's, an installed distribution's or
     zenbuild's; a shared folder on PYTHONPATH, an editable install elsewhere): what watch must
     watch and must never keep warm (an edit there reruns the steps that use it)."""
-    from zenbuild.fingerprint.project import _library_dirs
+    from zenbuild.fingerprint.project import CELL, ProjectLocator
 
     inside = project_predicate(root, store)
-    libdirs = _library_dirs()
-    real_store = os.path.realpath(store) if store else ""
-    memo: Dict[str, bool] = {}
+    locator = ProjectLocator(root, store, warn=False)
 
     def is_source(filename: str) -> bool:
-        hit = memo.get(filename)
-        if hit is None:
-            hit = inside(filename)
-            if not hit and filename.endswith(".py") and not filename.startswith("<"):
-                real = os.path.realpath(filename)
-                hit = (not any(real.startswith(d + os.sep) for d in libdirs)
-                       and not (real_store and real.startswith(real_store + os.sep))
-                       and not any(p in SKIP_DIRS for p in real.split(os.sep))
-                       and os.path.exists(real))
-            memo[filename] = hit
-        return hit
+        return inside(filename) or locator.project_file(filename) not in (None, CELL)
 
     return is_source
 

@@ -321,16 +321,10 @@ class Scheduler:
         the traceback without zenbuild's frames; else nothing."""
         if not self._raised_in_project(e):
             return ""
-        import traceback
+        from zenbuild.executors import user_traceback_text
 
-        from zenbuild.executors import PACKAGE_DIR
-
-        own = PACKAGE_DIR + os.sep  # (not the exceptions zenbuild's encoder met before it)
-        frames = [f for f in traceback.extract_tb(e.__traceback__)
-                  if not f.filename.startswith(own)]
-        return "\nTraceback (most recent call last):\n" + "".join(
-            traceback.format_list(frames) + traceback.format_exception_only(type(e), e)
-        ).rstrip("\n")
+        # (not chained: the exceptions before it are the encoder's own tries)
+        return "\n" + user_traceback_text(e, chain=False).rstrip("\n")
 
     def _fail(self, name: str, fp: Optional[str], message: str, duration: float = 0.0,
               reasons: Optional[List[Reason]] = None) -> None:

@@ -271,7 +271,7 @@ def test_a_signed_remote_entry_may_link_out_of_its_folder(tmp_path: Path, nginx:
 
 
 def test_after_cache_gc_a_rerun_knows_its_own_links(local: Project) -> None:
-    local.run("cache", "gc")  # keeps the blobs of the link texts with their entry
+    local.run("cache", "gc")  # the entry that recorded the links stays
     r = local.run("run", "--rerun", "make")
     assert r.executed == ["make"], r
     assert "moved your version" not in r.output, r  # the old folder was zenbuild's: cleared

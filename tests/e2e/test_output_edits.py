@@ -469,7 +469,7 @@ def test_an_output_that_is_a_symlink_is_kept_and_restored_as_the_link(project: P
     r = project.run("run")
     assert sorted(r.executed) == ["link", "read"], r
     assert (project.root / "copy.txt").read_text() == "v2\n"
-    # the step's own link (its target text is stored) is removed, not called the user's
+    # the step's own link (its entry recorded it) is removed, not called the user's
     assert "moved your version" not in r.output and trashed(project) == before, r
     assert os.readlink(cur) == "../data/in.txt"
 

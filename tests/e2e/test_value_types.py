@@ -189,31 +189,40 @@ def test_a_misused_registration_is_the_project_s_mistake(project, bad, says):
     assert "zenbuild/serialize" not in r.output, r
 
 
-def test_a_save_that_leaves_a_fifo_fails_its_step_instead_of_hanging(project):
+SAVING = """
+    import os
+    from pathlib import Path
+    import zenbuild
+    from zenbuild import pipeline, step
+HELPERS
+    @zenbuild.value_type
+    class M:
+        def save(self, folder: Path) -> None:
+SAVE
+        @classmethod
+        def load(cls, folder: Path) -> "M":
+            return cls()
+
+    @step
+    def train() -> M:
+        return M()
+
+    @pipeline
+    def p():
+        train()
+"""
+
+
+def _saving(project, save: str, helpers: str = "") -> None:
+    """A project whose one step returns a value type M whose save() body is ``save``."""
     project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
-    project.write("pipe.py", """
-        import os
-        from pathlib import Path
-        import zenbuild
-        from zenbuild import pipeline, step
+    project.write("pipe.py", SAVING.replace("HELPERS", helpers).replace("SAVE", save))
 
-        @zenbuild.value_type
-        class M:
-            def save(self, folder: Path) -> None:
-                (folder / "w.txt").write_text("w")
-                os.mkfifo(folder / "progress.fifo")
-            @classmethod
-            def load(cls, folder: Path) -> "M":
-                return cls()
 
-        @step
-        def train() -> M:
-            return M()
-
-        @pipeline
-        def p():
-            train()
-    """)
+def test_a_save_that_leaves_a_fifo_fails_its_step_instead_of_hanging(project):
+    _saving(project, """\
+            (folder / "w.txt").write_text("w")
+            os.mkfifo(folder / "progress.fifo")""")
     r = project.run("run", check=1, timeout=60)
     assert "M.save() left progress.fifo in its folder, which is a fifo, not a file" in r.output, r
 
@@ -323,31 +332,11 @@ def test_a_save_that_raises_shows_where_in_the_project(project):
     """An exception from the project's own code while the value is stored (a value type's
     save()) was told by its text alone; the message shows where it was raised, without
     zenbuild's frames."""
-    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
-    project.write("pipe.py", """
-        from pathlib import Path
-        import zenbuild
-        from zenbuild import pipeline, step
-
-        def write_weights(folder):
-            raise OSError("quota exceeded while saving")
-
-        @zenbuild.value_type
-        class M:
-            def save(self, folder: Path) -> None:
-                write_weights(folder)
-            @classmethod
-            def load(cls, folder: Path) -> "M":
-                return cls()
-
-        @step
-        def train() -> M:
-            return M()
-
-        @pipeline
-        def p():
-            train()
-    """)
+    _saving(project, """\
+            write_weights(folder)""", helpers="""
+    def write_weights(folder):
+        raise OSError("quota exceeded while saving")
+""")
     r = project.run("run", check=1)
     assert "cannot be stored: OSError: quota exceeded while saving" in r.output, r.output
     assert 'in write_weights\n    raise OSError("quota exceeded while saving")' in r.output

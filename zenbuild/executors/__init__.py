@@ -96,9 +96,10 @@ def _call(task: Task) -> Outcome:
                    trace=recorder.trace if recorder is not None else None)
 
 
-def user_traceback_text(e: BaseException) -> str:
+def user_traceback_text(e: BaseException, chain: bool = True) -> str:
     """The traceback of a step's exception without zenbuild's own frames (the call above the
-    step, the environment wrapper of the trace recorder...), chained exceptions included."""
+    step, the environment wrapper of the trace recorder...), chained exceptions included
+    unless ``chain`` is False."""
     import os
     import traceback
 
@@ -114,7 +115,7 @@ def user_traceback_text(e: BaseException) -> str:
         t.stack = traceback.StackSummary.from_list(
             [f for f in t.stack if not f.filename.startswith(own)])
         todo += [c for c in (t.__cause__, t.__context__) if c is not None]
-    return "".join(te.format())
+    return "".join(te.format(chain=chain))
 
 
 class Executor:

@@ -33,8 +33,9 @@ def _library_dirs() -> Tuple[str, ...]:
 class ProjectLocator:
     """Decides, per file and module, whether code is project source; memoized per process."""
 
-    def __init__(self, root: str, store_dir: str = "") -> None:
+    def __init__(self, root: str, store_dir: str = "", warn: bool = True) -> None:
         self.root = os.path.realpath(root)
+        self.warn = warn  # False: source outside the root is told without OutsideRootWarning
         self.store_dir = os.path.realpath(store_dir) if store_dir else ""
         self._files: Dict[str, Optional[str]] = {}
         self._libdirs = _library_dirs()
@@ -78,7 +79,8 @@ class ProjectLocator:
             return None
         if not os.path.exists(real):
             return None
-        self._warn_outside(real)
+        if self.warn:
+            self._warn_outside(real)
         return real
 
     def acknowledge(self, filename: str) -> None:

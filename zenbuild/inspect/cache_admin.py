@@ -105,24 +105,6 @@ def needs(store: Store, e: Entry, good: Optional[Set[str]] = None) -> Optional[S
     return need
 
 
-def link_blobs(store: Store, e: Entry) -> Set[str]:
-    """The blobs holding the target texts of the symlinks in ``e``'s folder outputs: kept by
-    gc with the entry (the trash knows a link zenbuild made by them), never required: an entry
-    without them is not broken."""
-    from zenbuild.digest import digest_bytes
-    from zenbuild.store.folders import parse
-
-    out: Set[str] = set()
-    for rec in e.outputs.values():
-        if rec.get("kind") == "dir":
-            try:
-                m = parse(store.get_blob(str(rec["digest"])))
-            except Exception:  # missing, corrupt or malformed: gc judged the entry already
-                continue
-            out.update(digest_bytes(t.encode("utf-8", "surrogateescape")) for t in m.links.values())
-    return out
-
-
 @dataclass
 class Info:
     entries: int
@@ -202,9 +184,8 @@ def gc(store: Store, max_size: Optional[int] = None, older_than: Optional[float]
     if drop:
         store.delete_actions(drop)
     rep.removed_entries = len(drop) - rep.broken_entries
-    links = set().union(*(link_blobs(store, e) for e, _ in kept)) if kept else set()
     for digest, size in sizes.items():
-        if digest not in refs and digest not in links:
+        if digest not in refs:
             if not store.delete_blob(digest):
                 continue
             rep.removed_blobs += 1

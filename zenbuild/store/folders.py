@@ -182,16 +182,6 @@ def shape_items(m: Manifest) -> List[Tuple[str, str]]:
     return out
 
 
-def keep_link_texts(outputs: Dict[str, Dict[str, Any]], store: Any) -> None:
-    """Put the target texts of the links in ``outputs``' folders in ``store`` as blobs (what
-    capture does), so that the trash knows those links as zenbuild's (an entry copied from a
-    remote cache, whose links may already be on disk)."""
-    for rec in outputs.values():
-        if rec.get("kind") == "dir":
-            for target in parse(store.get_blob(rec["digest"])).links.values():
-                store.put_blob(target.encode("utf-8", "surrogateescape"))
-
-
 # -- safety -----------------------------------------------------------------------------------
 def contained(inner: str, target: str) -> bool:
     """Whether the link ``inner`` (a path inside an output folder) -> ``target`` resolves

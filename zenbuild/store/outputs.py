@@ -155,8 +155,6 @@ def capture(root: str, rel: str, store: Store, statcache: StatCache,
         m = Manifest(dirs=manifest_dirs(found), links=dict(sorted(found.links.items())),
                      top=None if stat.S_IMODE(st.st_mode) & PERMS == DIR_MODE
                      else stat.S_IMODE(st.st_mode) & PERMS)
-        for target in m.links.values():  # so that Trash knows the link as zenbuild's
-            store.put_blob(target.encode("utf-8", "surrogateescape"))
         total = 0
         for inner, ist in sorted(found.files.items()):
             p = os.path.join(full, inner)
@@ -301,18 +299,23 @@ class Trash:
             owned: Set[Tuple[str, str]] = set()
             for e in self._entries:
                 for rel, rec in e.outputs.items():
-                    if rec.get("kind") != "dir":
-                        owned.add((rel, str(rec.get("digest"))))
-                        continue
-                    try:
-                        m = parse(self.store.get_blob(rec["digest"]))
-                    except (KeyError, ValueError, TypeError, AttributeError):
-                        continue  # its manifest is gone: none of its files count as ours
-                    owned.update((f"{rel}/{f[0]}", f[1]) for f in m.files)
-                    owned.update((f"{rel}/{inner}", _text_digest(target))
-                                 for inner, target in m.links.items())
+                    owned |= self._pairs(rel, rec)
             self._owned = owned
         return self._owned
+
+    def _pairs(self, rel: str, rec: Dict[str, Any]) -> Set[Tuple[str, str]]:
+        """(path, digest) of what the output record ``rec`` of the Output ``rel`` holds: the
+        file or link itself, or each file and link its folder manifest lists (none when the
+        manifest is gone)."""
+        if rec.get("kind") != "dir":
+            return {(rel, str(rec.get("digest")))}
+        try:
+            m = parse(self.store.get_blob(rec["digest"]))
+        except (KeyError, ValueError, TypeError, AttributeError):
+            return set()
+        pairs = {(f"{rel}/{f[0]}", f[1]) for f in m.files}
+        pairs.update((f"{rel}/{inner}", _text_digest(target)) for inner, target in m.links.items())
+        return pairs
 
     def folder(self) -> str:
         """This Trash's own folder, made now: TIME-PID, or TIME-PID-N when another Trash of
@@ -341,7 +344,7 @@ class Trash:
         full = os.path.join(root, rel)
         if not os.path.lexists(full):
             return False
-        if self._all_stored(root, rel, statcache, unstored):
+        if self._zenbuilds(root, rel, statcache, unstored):
             return False
         dest = os.path.join(self.store.path, "trash")
         try:
@@ -372,25 +375,12 @@ class Trash:
         for out in parents(rel):
             got = self._wide.get(out)
             if got is None:
-                got = self._wide[out] = self._records_at(out)
+                got = self._wide[out] = set().union(
+                    *(self._pairs(out, rec) for rec in self.store.outputs_recorded_at(out)))
             owned |= got
         return owned
 
-    def _records_at(self, out: str) -> Set[Tuple[str, str]]:
-        got: Set[Tuple[str, str]] = set()
-        for rec in self.store.outputs_recorded_at(out):
-            if rec.get("kind") != "dir":
-                got.add((out, str(rec.get("digest"))))
-                continue
-            try:
-                m = parse(self.store.get_blob(rec["digest"]))
-            except (KeyError, ValueError, TypeError, AttributeError):
-                continue
-            got.update((f"{out}/{f[0]}", f[1]) for f in m.files)
-            got.update((f"{out}/{inner}", _text_digest(target)) for inner, target in m.links.items())
-        return got
-
-    def _all_stored(self, root: str, rel: str, statcache: Optional[StatCache],
+    def _zenbuilds(self, root: str, rel: str, statcache: Optional[StatCache],
                     unstored: Optional[Unstored] = None) -> bool:
         """Whether everything at ``rel`` is zenbuild's own (see the class): what the given
         entries recorded there, else what any entry did."""
@@ -525,7 +515,8 @@ def _check_same_place(where: List[Tuple[str, str, str]]) -> None:
     """Refuse two Outputs that are one file or folder, or one inside the other, once the links
     on their paths are followed (``real/x.txt`` and ``alias/x.txt``, alias -> real): both steps
     would write it, and each entry would keep whichever wrote last."""
-    ordered = sorted(where, key=lambda w: w[0].split(os.sep))  # a folder just before its files
+    # by components (the separator as the lowest character), as Graph._link_files sorts
+    ordered = sorted(where, key=lambda w: w[0].replace(os.sep, "\0"))
     for (a, sa, ra), (b, sb, rb) in zip(ordered, ordered[1:]):
         if a == b or b.startswith(a + os.sep):
             how = "the same path" if a == b else "one inside the other"

@@ -33,7 +33,6 @@ import xxhash
 from zenbuild.digest import CHUNK, hash_stream, is_digest
 from zenbuild.errors import ConfigError, CorruptBlob
 from zenbuild.store.db import ActionEntry, Store
-from zenbuild.store.folders import keep_link_texts
 from zenbuild.store.signing import (  # noqa: F401 (AC_NAMESPACE: the key scheme)
     AC_NAMESPACE,
     BadSignature,
@@ -353,7 +352,6 @@ class RemoteCache:
         if problem is not None:
             self._reject("outputs", key, problem, what)
             return None
-        keep_link_texts(entry.outputs, self.store)
         return entry
 
     def _pickled(self, digest: str, fresh: bool) -> bool:

@@ -299,7 +299,6 @@ def restore(root: str, todo: List[Todo], store: Store, statcache: StatCache,
                 _remove(full)
             _make_parents(full)  # (a folder Output holding only this link was never made)
             statcache.forget([frel])
-            store.put_blob(arg.encode("utf-8", "surrogateescape"))  # Trash: zenbuild's link
             tmp = f"{full}{TMP_MARK}{os.getpid()}"
             _unlink(tmp)
             os.symlink(arg, tmp)
