@@ -193,6 +193,22 @@ class SourceLoader(importlib.machinery.SourceFileLoader):
         return code  # type: ignore[no-any-return]
 
 
+    def source_to_code(  # type: ignore[override]  # (as FileLoader defines it)
+            self, data: Any, path: Any, *, _optimize: int = -1) -> types.CodeType:
+        """The module's code, compiled from its parsed AST, which is offered to the
+        fingerprint (fingerprint/source.py note_compiled) so it is not parsed twice."""
+        import ast
+
+        from zenbuild.digest import digest_bytes
+        from zenbuild.fingerprint.source import note_compiled
+
+        tree = ast.parse(data, path)
+        code = compile(tree, path, "exec", dont_inherit=True, optimize=_optimize)
+        if isinstance(path, str) and isinstance(data, bytes):
+            note_compiled(path, digest_bytes(data), tree)
+        return code
+
+
 class SourceFinder:
     """A meta path finder that puts SourceLoader on the project's own source modules and
     defers on everything else (skipping at once a search that cannot reach the project)."""

@@ -56,6 +56,18 @@ class NoSourceWarning(UserWarning):
     """A function had no source; its bytecode was fingerprinted instead."""
 
 
+# The AST a module's import was compiled from (project.SourceLoader), by file name, with the
+# digest of the source bytes it was parsed from: the fingerprint reuses it instead of parsing
+# the file again when the file still holds those bytes (a cold run parses a module once, not
+# once to import it and once to fingerprint it). Only the latest parse of each file is kept.
+_COMPILED: Dict[str, Tuple[str, ast.Module]] = {}
+
+
+def note_compiled(filename: str, digest: str, tree: ast.Module) -> None:
+    """Offer ``tree``, parsed from source bytes of digest ``digest``, to Sources.module_ast."""
+    _COMPILED[filename] = (digest, tree)
+
+
 class Sources:
     """Module ASTs by file name, parsed at most once per process."""
 
@@ -77,7 +89,15 @@ class Sources:
             try:
                 if os.path.exists(filename):
                     with open(filename, "rb") as f:
-                        tree = ast.parse(f.read(), filename)
+                        data = f.read()
+                    got = _COMPILED.pop(filename, None)
+                    if got is not None:
+                        from zenbuild.digest import digest_bytes
+
+                        if got[0] == digest_bytes(data):  # the bytes the import compiled
+                            tree = got[1]
+                    if tree is None:
+                        tree = ast.parse(data, filename)
                 else:  # a notebook cell: its source is only in linecache
                     text = "".join(self.lines(filename))
                     tree = ast.parse(text, filename) if text else None
