@@ -173,7 +173,10 @@ class SourceLoader(importlib.machinery.SourceFileLoader):
             try:
                 with open(cached, "rb") as f:
                     head, _, body = f.read().partition(b"\n")
-                if head == tag:
+                # the header names the source and Python it came from, and the digest of
+                # the body: damaged code (a flipped bit that still unmarshals) is compiled
+                # again, never run
+                if head == tag + b":" + digest_bytes(body).encode():
                     return marshal.loads(body)  # type: ignore[no-any-return]
             except (OSError, ValueError, EOFError, TypeError):
                 pass
@@ -182,8 +185,9 @@ class SourceLoader(importlib.machinery.SourceFileLoader):
             tmp = f"{cached}.{os.getpid()}.tmp"
             try:
                 os.makedirs(self.code_cache, exist_ok=True)
+                body = marshal.dumps(code)
                 with open(tmp, "wb") as f:
-                    f.write(tag + b"\n" + marshal.dumps(code))
+                    f.write(tag + b":" + digest_bytes(body).encode() + b"\n" + body)
                 os.replace(tmp, cached)
             except OSError:
                 try:

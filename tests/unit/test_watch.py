@@ -309,6 +309,37 @@ def test_compiled_code_is_cached_by_content_not_by_mtime(tmp_path: Path,
     assert len(os.listdir(cache)) == 1  # one entry per module file: the cache cannot grow
 
 
+def test_damaged_compiled_code_is_compiled_again_never_run(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bit flipped in a cached code body that still unmarshals (bit rot in the store) would
+    run code that is not the source, and store its result under the source's key."""
+    src = tmp_path / "src"
+    src.mkdir()
+    cache = tmp_path / "code"
+    mod = src / "zb_rot_mod.py"
+    monkeypatch.syspath_prepend(str(src))
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)
+    install_source_imports(project_predicate(str(src), ""), str(cache))
+
+    def load() -> Any:
+        sys.modules.pop("zb_rot_mod", None)
+        importlib.invalidate_caches()
+        try:
+            return importlib.import_module("zb_rot_mod").VALUE
+        finally:
+            sys.modules.pop("zb_rot_mod", None)
+
+    mod.write_text('VALUE = "FROM-SOURCE"\n')
+    assert load() == "FROM-SOURCE"
+    (entry,) = cache.iterdir()
+    data = entry.read_bytes()
+    i = data.index(b"FROM-SOURCE") + len("FROM-")
+    entry.write_bytes(data[:i] + bytes([data[i] ^ 1]) + data[i + 1:])  # "FROM-ROURCE"
+    assert load() == "FROM-SOURCE"
+    assert b"FROM-SOURCE" in entry.read_bytes()  # and the damaged entry is replaced
+
+
 def test_inputs_behind_a_symlink_out_of_the_project_are_watched(tmp_path: Path) -> None:
     root, outside = tmp_path / "proj", tmp_path / "datasets"
     (outside / "images").mkdir(parents=True)
