@@ -409,3 +409,49 @@ def test_a_consumer_of_a_padded_array_stays_cached_when_its_no_cache_producer_re
     assert "not deterministic" not in r.output, r
     r = project.run("run", "--no-cache")
     assert "not deterministic" not in r.output, r
+
+
+NAN_SIGN = '''
+import math
+import struct
+from zenbuild import pipeline, step
+from ticker import tick
+
+SIGN = -1.0
+
+
+@step
+def produce() -> list:
+    return [math.copysign(float("nan"), SIGN), complex(1.0, math.copysign(float("nan"), SIGN))]
+
+
+@step
+def consume(v: list) -> str:
+    tick("consume")
+    return f"{math.copysign(1.0, v[0])} {math.copysign(1.0, v[1].imag)}"
+
+
+@step
+def show(text: str) -> None:
+    from pathlib import Path
+    Path(__file__).resolve().parent.joinpath("sign.txt").write_text(text)
+
+
+@pipeline
+def p():
+    show(consume(produce()))
+'''
+
+
+def test_a_nans_sign_reaches_the_consumer_and_its_change_reruns_it(project: Project) -> None:
+    """Every NaN was encoded as nan: the consumer of -nan got +nan, and an edit of the
+    producer from -nan to +nan kept the consumer cached with its old result."""
+    project.write("pipe.py", NAN_SIGN)
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.run("run")
+    assert project.ticks() == ["consume"] and project.read("sign.txt") == "-1.0 -1.0"
+    project.write("pipe.py", NAN_SIGN.replace("SIGN = -1.0", "SIGN = 1.0"))
+    project.run("run")
+    assert project.ticks() == ["consume"] and project.read("sign.txt") == "1.0 1.0"
+    project.run("run")
+    assert project.ticks() == []

@@ -485,3 +485,51 @@ def test_pure_paths_come_back_with_their_type_and_text():
     assert canonical(PurePosixPath("a/b")) == b"P3:a/b" != canonical(Path("a/b"))
     assert canonical(win) == b"W20:C:\\Users\\me\\data.csv"
     assert canonical(PurePosixPath("/r/x"), roots=("/r",)) == b"r1:x"  # root-relative
+
+
+def _bits(x: float) -> int:
+    import struct
+
+    return int(struct.unpack("<Q", struct.pack("<d", x))[0])
+
+
+def _nan(bits: int) -> float:
+    import struct
+
+    return float(struct.unpack("<d", struct.pack("<Q", bits))[0])
+
+
+@pytest.mark.parametrize("bits", [0xFFF8000000000000, 0x7FF8000000000001, 0xFFF0000000000123])
+def test_a_nan_keeps_its_sign_and_payload_and_its_own_digest(bits: int) -> None:
+    """repr() writes every NaN as nan: -nan came back as nan, and an edit from one NaN to
+    another kept the consumer cached."""
+    x = _nan(bits)
+    for value in (x, [x], {"k": (1.0, x)}):
+        back = loads(dumps(value))
+        got = back if isinstance(back, float) else (back[0] if isinstance(back, list)
+                                                   else back["k"][1])
+        assert _bits(got) == bits
+    assert value_digest([x]) != value_digest([math.nan])
+    c = loads(dumps(complex(1.0, x)))
+    assert c.real == 1.0 and _bits(c.imag) == bits
+    assert value_digest(complex(1.0, x)) != value_digest(complex(1.0, math.nan))
+    assert value_digest(complex(x, 0.0)) != value_digest(complex(math.nan, 0.0))
+
+
+def test_the_usual_nan_keeps_its_encoding() -> None:
+    """float("nan"), math.nan and numpy.nan encode as they always did (no digest changes)."""
+    assert canonical([math.nan]) == canonical([float("nan")]) == canonical([float(np.nan)])
+    assert b"fnan;" in canonical([math.nan])
+    assert math.isnan(loads(dumps(math.nan))) and _bits(loads(dumps(math.nan))) == _bits(math.nan)
+    assert b"(1+nanj)" in canonical(complex(1, math.nan))
+
+
+def test_an_array_of_zero_itemsize_comes_back() -> None:
+    """np.dtype("V0") (and a structured dtype of no fields) was stored but never loaded: its
+    blob was called corrupt, removed, and its producer ran again on every run."""
+    for v in (np.empty(3, dtype="V0"), np.empty((2, 0), dtype="V0"), np.zeros(4, np.dtype([]))):
+        back = loads(dumps(v))
+        assert back.dtype == v.dtype and back.shape == v.shape
+        assert value_digest(back) == value_digest(v)
+    nested = loads(dumps({"a": np.empty(3, dtype="V0"), "s": np.empty(3, dtype="V0")[0]}))
+    assert nested["a"].shape == (3,) and nested["s"].dtype == np.dtype("V0")

@@ -127,6 +127,25 @@ def _decimal_text(v: int) -> str:
     return str(decimal.Decimal(v))
 
 
+
+def _struct() -> Any:
+    import struct
+
+    return struct
+
+
+# float("nan"), math.nan and numpy.nan: encoded as "nan", as always. Any other NaN (the sign
+# bit set: -nan, the result of negating one; another payload) is "nan:" and its bits, so
+# that a consumer gets the very value its producer returned, and a change between two NaNs
+# changes the digest.
+_NAN_BITS = 0x7FF8000000000000
+
+
+def _nan_text(v: float) -> bytes:
+    bits = _struct().unpack("<Q", _struct().pack("<d", v))[0]
+    return b"nan" if bits == _NAN_BITS else b"nan:%016x" % bits
+
+
 class _Encoder:
     """Appends the canonical encoding of values to ``out``. Each item is a tag byte, and for
     sized items the length in ASCII decimal and a colon, then the payload (netstring-like)."""
@@ -184,7 +203,7 @@ class _Encoder:
         elif t is bool:
             out.append(b"T" if v else b"F")
         elif t is float:
-            out.append(b"fnan;" if v != v else b"f%s;" % repr(v).encode())
+            out.append(b"f%s;" % (repr(v).encode() if v == v else _nan_text(v)))
         elif t is list or t is tuple:
             if depth > 200:
                 raise Unencodable(v, " (nested too deeply or recursive)")
@@ -225,7 +244,10 @@ class _Encoder:
                 self.blob(b"W" if isinstance(v, PureWindowsPath) else b"P",
                           str(v).encode("utf-8", "surrogatepass"))
         elif t is complex:
-            self.blob(b"c", repr(v).encode())
+            if all(x == x or _nan_text(x) == b"nan" for x in (v.real, v.imag)):
+                self.blob(b"c", repr(v).encode())
+            else:  # repr writes every NaN as nan: a NaN's sign and payload by their bits
+                self.blob(b"c", b"bits:" + _struct().pack("<dd", v.real, v.imag).hex().encode())
         else:
             enc = _extra_encoder(v)
             if enc is None:
@@ -606,7 +628,11 @@ class _Decoder:
         if tag == b"F":
             return False
         if tag == b"f":
-            return float(self.until(b";"))
+            text = self.until(b";")
+            if text.startswith(b"nan:"):  # a NaN other than float("nan"): its bits
+                st = _struct()
+                return float(st.unpack("<d", st.pack("<Q", int(text[4:], 16)))[0])
+            return float(text)
         if tag == b"b":
             return self.chunk()
         if tag in (b"l", b"t"):
@@ -633,12 +659,18 @@ class _Decoder:
         if tag == b"I":
             return int(self.chunk(), 16)
         if tag == b"c":
-            return complex(self.chunk().decode())
+            text = self.chunk()
+            if text.startswith(b"bits:"):  # a NaN part: the two doubles' bits
+                return complex(*_struct().unpack("<dd", bytes.fromhex(text[5:].decode())))
+            return complex(text.decode())
         if tag == b"n":
             import numpy as np
 
             scalar_type = np.dtype(self.chunk().decode())
-            return np.frombuffer(self.chunk(), dtype=scalar_type)[0]
+            raw = self.chunk()
+            if scalar_type.itemsize == 0:
+                return np.zeros((), dtype=scalar_type)[()]
+            return np.frombuffer(raw, dtype=scalar_type)[0]
         if tag == b"A" or tag == b"a":
             import numpy as np
 
@@ -650,7 +682,11 @@ class _Decoder:
             if tag == b"a":
                 pad = self.size()
                 self.pos += pad  # the padding
-            return np.frombuffer(self.span(), dtype=np.dtype(dtype)).reshape(shape)
+            dt = np.dtype(dtype)
+            span = self.span()
+            if dt.itemsize == 0:  # (np.dtype("V0"), a structured dtype of no fields): no
+                return np.zeros(shape, dtype=dt)  # bytes, and frombuffer refuses the dtype
+            return np.frombuffer(span, dtype=dt).reshape(shape)
         raise ValueError(f"corrupt value encoding (tag {tag!r} at {self.pos - 1})")
 
 
