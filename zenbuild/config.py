@@ -384,6 +384,17 @@ def load_config(root: str, source: Optional[str]) -> Config:
     jobs = data.get("jobs")
     if jobs is not None and jobs < 1:
         raise c.fail("", "jobs", "expected an integer >= 1")
+    cache = data.get("cache", {})
+    for setting, parse in (("max_size", "parse_size"), ("trash_keep", "parse_age")):
+        if setting in cache:  # checked here, not first by `cache gc` (a run accepted them)
+            from zenbuild import durations
+
+            try:
+                getattr(durations, parse)(cache[setting])
+            except ConfigError as e:
+                raise c.fail("cache", setting, str(e)) from None
+    if "timeout_s" in cache and not cache["timeout_s"] > 0:
+        raise c.fail("cache", "timeout_s", f"expected seconds > 0, got {cache['timeout_s']!r}")
     on_busy = data.get("watch", {}).get("on_busy")
     if on_busy is not None and on_busy not in ("queue", "restart"):
         raise c.fail("watch", "on_busy", 'expected "queue" or "restart"')

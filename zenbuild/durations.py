@@ -8,6 +8,7 @@ import re
 import time
 from typing import Optional
 
+from zenbuild.errors import ConfigError
 from zenbuild.lazyre import LazyPattern
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -36,6 +37,28 @@ def parse_duration(text: object) -> float:
     if seconds <= 0:
         raise ValueError(f"expected a duration longer than zero, got {text!r}")
     return seconds
+
+
+# Sizes and ages of the cache settings ([cache] max_size, trash_keep) and `cache gc`.
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2,
+               "MB": 1024**2, "MIB": 1024**2, "G": 1024**3, "GB": 1024**3, "GIB": 1024**3,
+               "T": 1024**4, "TB": 1024**4, "TIB": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """"5GB" -> bytes. Units are binary (1 KB = 1024 B), as `du -h` counts."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    if not m or m.group(2).upper() not in _SIZE_UNITS:
+        raise ConfigError(f"size {text!r}: expected a number and a unit, such as 500MB or 5GB")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
+
+
+def parse_age(text: str) -> float:
+    """"30d" -> seconds. Units: s, m, h, d, w."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if not m:
+        raise ConfigError(f"age {text!r}: expected a number and a unit (s, m, h, d, w), such as 30d")
+    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 def format_duration(seconds: float) -> str:

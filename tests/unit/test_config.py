@@ -47,6 +47,10 @@ packages = false
     ('[steps.a]\nenable_cache = "no"\n', "zenbuild.toml:2: steps.a.enable_cache: expected true or false"),
     ('[watch]\non_busy = "later"\n', 'watch.on_busy: expected "queue" or "restart"'),
     ('pipelines = [\n', "invalid TOML"),
+    # values a run accepted and only `cache gc` (or a remote request) refused, if anything
+    ('[cache]\nmax_size = "lots"\n', "zenbuild.toml:2: cache.max_size: size 'lots': expected"),
+    ('[cache]\ntrash_keep = "soon"\n', "zenbuild.toml:2: cache.trash_keep: age 'soon'"),
+    ('[cache]\ntimeout_s = -5\n', "zenbuild.toml:2: cache.timeout_s: expected seconds > 0"),
 ])
 def test_errors_name_file_key_and_line(tmp_path, text, message):
     src = write(tmp_path, "zenbuild.toml", text)

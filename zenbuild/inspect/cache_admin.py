@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
 from zenbuild.digest import is_digest
-from zenbuild.errors import ConfigError
+from zenbuild.durations import parse_age, parse_size  # noqa: F401  (cache gc's, here before)
 from zenbuild.store.actions import ACTION_COLS as _ACTION_COLS
 from zenbuild.store.actions import sound
 from zenbuild.store.database import BAD_TEXT
@@ -23,27 +22,7 @@ from zenbuild.store.db import Store
 from zenbuild.store.runs import RUN_COLS as _RUN_COLS
 from zenbuild.store.runs import sound_run, sound_steps
 
-_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB": 1024**2,
-          "MIB": 1024**2, "G": 1024**3, "GB": 1024**3, "GIB": 1024**3, "T": 1024**4,
-          "TB": 1024**4, "TIB": 1024**4}
-_AGES = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 TMP_GRACE_S = 3600.0  # a file in STORE/tmp older than this is left over from a crashed run
-
-
-def parse_size(text: str) -> int:
-    """"5GB" -> bytes. Units are binary (1 KB = 1024 B), as `du -h` counts."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
-    if not m or m.group(2).upper() not in _UNITS:
-        raise ConfigError(f"size {text!r}: expected a number and a unit, such as 500MB or 5GB")
-    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
-
-
-def parse_age(text: str) -> float:
-    """"30d" -> seconds. Units: s, m, h, d, w."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
-    if not m:
-        raise ConfigError(f"age {text!r}: expected a number and a unit (s, m, h, d, w), such as 30d")
-    return float(m.group(1)) * _AGES[m.group(2)]
 
 
 def human(n: float) -> str:
