@@ -263,3 +263,51 @@ def test_literal_import_module_plugin(project):
         '''),
     }
     check(project, files, ("plugins/x.py", "v + 1", "v + 5"), "2", "6")
+
+
+DATACLASS_CONF = '''
+from dataclasses import dataclass, field
+from typing import Optional
+
+from kinds import Num, Optim
+
+
+@dataclass
+class Cfg:
+    timeout: float = field(default=1.5, metadata={"scale": 1000})
+    optim: Optional[Optim] = None
+    x: Num = 3
+'''
+
+
+@pytest.mark.parametrize(
+    "edit,after",
+    [
+        (("conf.py", '"scale": 1000', '"scale": 60'), "(90.0, 'adam', 'int')"),
+        (("kinds.py", 'FAST = "adam"', 'FAST = "adamw"'), "(1500.0, 'adamw', 'int')"),
+        (("kinds.py", "Num = int", "Num = float"), "(1500.0, 'adam', 'float')"),
+    ],
+    ids=["field-metadata", "enum-in-annotation", "alias-in-annotation"],
+)
+def test_a_dataclass_without_methods_of_its_own_is_keyed_by_its_class_statement(
+        project, edit, after):
+    """The __repr__ dataclasses generate is wrapped (functools.wraps): it carries the
+    qualname Cfg.__repr__ and code in dataclasses.py, so the class statement was looked for
+    there, never found, and its field metadata and the names in its annotations were not in
+    the key."""
+    files = {
+        "kinds.py": 'import enum\n\nNum = int\n\n\nclass Optim(enum.Enum):\n'
+                    '    FAST = "adam"\n',
+        "conf.py": DATACLASS_CONF,
+        "pipe.py": body_step('''
+            import dataclasses
+            import typing
+            from conf import Cfg
+            f = dataclasses.fields(Cfg)[0]
+            hints = typing.get_type_hints(Cfg)  # the classes the annotations name
+            optim = typing.get_args(hints["optim"])[0]
+            return repr((f.default * f.metadata["scale"], optim.FAST.value,
+                         hints["x"].__name__))
+        '''),
+    }
+    check(project, files, edit, "(1500.0, 'adam', 'int')", after)

@@ -218,6 +218,18 @@ def method_lines(cls: type, filename: Optional[str] = None) -> List[int]:
 _GENERATED = ("<string", "<attrs generated")
 
 
+def _compiled_in(f: Any, code: types.CodeType, prefix: str) -> bool:
+    """Whether function ``f`` was compiled in the body of the class whose qualname is
+    ``prefix`` minus its dot: by the qualname its code was compiled with (3.11+), not the one
+    it carries, which a wrapper copies (functools.wraps: the __repr__ of a dataclass has
+    qualname Cfg.__repr__ and code in dataclasses.py) and namedtuple assigns (Row._make)."""
+    qual = getattr(code, "co_qualname", None)
+    if isinstance(qual, str):
+        return qual.startswith(prefix)
+    return (getattr(f, "__qualname__", "").startswith(prefix)  # 3.10: no co_qualname
+            and getattr(f, "__wrapped__", None) is None)
+
+
 def class_file(cls: type) -> Optional[str]:
     """The file a class statement is in: its methods' code file (works for notebook cells,
     whose __main__ has no __file__), else its module's file."""
@@ -229,7 +241,7 @@ def class_file(cls: type) -> Optional[str]:
             f = f.fget
         code = getattr(f, "__code__", None)
         if isinstance(code, types.CodeType) and not code.co_filename.startswith(_GENERATED):
-            if getattr(f, "__qualname__", "").startswith(cls.__qualname__ + "."):
+            if _compiled_in(f, code, cls.__qualname__ + "."):
                 return code.co_filename
     mod = sys.modules.get(cls.__module__)
     return getattr(mod, "__file__", None)
