@@ -83,6 +83,7 @@ GlobDigest = Callable[[List[Any]], Optional[str]]  # glob spec -> digest of its 
 # (module, qualname) of a registered class -> (whether it exists, its code digest or None)
 TypeDigest = Callable[[str, str], Tuple[bool, Optional[str]]]
 ModuleDigest = Callable[[str], Optional[str]]  # rel .py -> normalized source digest, None: gone
+ModuleReads = Callable[[str], Tuple[List[str], Dict[str, Optional[str]]]]  # rel .py -> its import reads
 
 MAX_DISPLAY = 80
 
@@ -157,14 +158,17 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
           glob_digest: Optional[GlobDigest] = None,
           skip_modules: Container[str] = (),
           closure_digest: Optional[CodeDigest] = None,
-          module_digest: Optional[ModuleDigest] = None) -> Dict[str, Any]:
+          module_digest: Optional[ModuleDigest] = None,
+          module_reads: Optional[ModuleReads] = None) -> Dict[str, Any]:
     """The record to store for ``trace`` (taken right after the step ran). ``skip_calls``:
     (file, qualname) pairs the static key already covers (the step function itself, helpers
     it names, and what they enclose), which need no second check; ``skip_files``: files the
     static key covers (declared inputs). ``sources`` holds the digest of each file a traced
     function lives in: while it is the same, none of its functions needs parsing again.
     ``glob_digest`` digests what a recorded pattern matches (a record holding any is format
-    2); without one, as without ``list_digest``, listings are not kept."""
+    2); without one, as without ``list_digest``, listings are not kept. ``module_reads``
+    gives the files and variables a used module read when it was imported (its top level
+    ran then, not while the step did): they are recorded as the step's own reads."""
     skip = set(skip_calls)
     files: Dict[str, Optional[List[Any]]] = {}
     for rel in trace.reads:
@@ -178,11 +182,22 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
             if rel not in files and rel not in skip_modules and rel not in skip_files:
                 d, src = file_digest(rel), module_digest(rel)
                 modules[rel] = None if d is None or src is None else [d[0], src]
+    import_env: Dict[str, Optional[str]] = {}
+    if module_reads is not None:
+        for rel in modules:  # (the static key holds what the modules it reaches read)
+            reads, env_read = module_reads(rel)
+            for read in reads:
+                if read not in files and read not in skip_files:
+                    d = file_digest(read)
+                    files[read] = None if d is None else [d[0], d[1]]
+            for name, value in env_read.items():
+                import_env.setdefault(name, value)
     # a folder's digest as the recorder took it before the step listed it, else now
     at = trace.listed_at
     listed = ({rel: at[rel] if rel in at else list_digest(rel) for rel in trace.listed}
               if list_digest is not None else {})
-    env = {name: env_entry(name, v, secret_digest) for name, v in trace.env.items()}
+    env = {name: env_entry(name, v, secret_digest)
+           for name, v in {**import_env, **trace.env}.items()}
     calls = [[f, q, line, code_digest(f, q, line),
               closure_digest(f, q, line) if closure_digest is not None else None]
              for f, q, line in trace.calls if not _covered(skip, f, q)]
@@ -567,8 +582,15 @@ class Discovery:
         """The record to store, or None when there is nothing to verify."""
         rec = build(trace, self.file_digest, self.code_digest, self.list_digest, skip_calls,
                     skip_files, self.secret_digest, self.glob_digest, skip_modules,
-                    self.closure_digest, self.module_digest)
+                    self.closure_digest, self.module_digest, self.module_reads)
         return None if is_empty(rec) else rec
+
+    def module_reads(self, rel: str) -> Tuple[List[str], Dict[str, Optional[str]]]:
+        """What project module ``rel`` read when it was imported: files, variables."""
+        from zenbuild import imported
+
+        real = os.path.realpath(os.path.join(self.root, rel))
+        return imported.reads_of(real), imported.import_env(real)
 
     def verify(self, record: Optional[Mapping[str, Any]], first_only: bool) -> List[Reason]:
         if not record:

@@ -59,6 +59,12 @@ def note_env(module_path: str, env: Dict[str, Optional[str]]) -> None:
         _ENV.setdefault(os.path.realpath(module_path), {}).update(env)
 
 
+def reads_of(module_path: str) -> List[str]:
+    """The project files (root-relative posix) module ``module_path`` (a real path) read
+    while it was imported."""
+    return list(_READS.get(module_path, ()))
+
+
 def import_env(module_path: str) -> Dict[str, Optional[str]]:
     """{variable: value} read by module ``module_path`` (a real path) while it was imported."""
     return _ENV.get(module_path, {})

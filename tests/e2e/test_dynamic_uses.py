@@ -456,3 +456,49 @@ def test_a_module_run_by_runpy_is_the_steps(project: Project, jobs: list) -> Non
         ''')
     _edit_and_rerun(project, {"jobs/job.py": "THRESH = 2\nresult = 10 * THRESH\n"}, "10", "20",
                     *jobs)
+
+
+@pytest.mark.parametrize("jobs", [[], ["-j", "2"]], ids=["serial", "workers"])
+def test_what_a_module_used_by_name_read_when_imported_is_the_steps(project: Project,
+                                                                    jobs: list) -> None:
+    """A plugin module the pipeline imports (to register it) and a step then uses by name: its
+    top level read a JSON file and a variable when it was imported, before the step ran. The
+    used module's record held its source only, so an edit of the file or a new value of the
+    variable kept the step cached with the old result."""
+    project.write("zenbuild.toml", ZB_TOML)
+    project.write("plugins/__init__.py", "")
+    project.write("plugins/a.py", '''
+        import json, os
+        from pathlib import Path
+        W = json.loads((Path(__file__).parent / "a.json").read_text())["w"]
+        V = int(os.environ.get("PLUG_V", "1"))
+        ''')
+    project.write("plugins/a.json", '{"w": 1}')
+    project.write("pipe.py", '''
+        import importlib
+        import plugins.a  # registered by the pipeline module, used by name below
+        from zenbuild import step, pipeline, Output
+
+        @step
+        def weight(name: str = "a") -> str:
+            mod = importlib.import_module("plugins." + name)
+            return f"{mod.W} {mod.V}"
+
+        @step
+        def other() -> int:
+            return 1
+
+        @step
+        def show(w: str, o: int, out: Output) -> None:
+            out.write_text(w)
+
+        @pipeline
+        def p():
+            show(weight(), other(), Output("build/out.txt"))
+        ''')
+    _edit_and_rerun(project, {"plugins/a.json": '{"w": 2}'}, "1 1", "2 1", *jobs)
+    r = project.cli("run", *jobs, env={"PLUG_V": "5"})
+    assert project.read("build/out.txt") == "2 5", r
+    assert sorted(r.executed) == ["show", "weight"], r
+    r = project.cli("run", *jobs, env={"PLUG_V": "5"})
+    assert r.executed == [], r
