@@ -311,3 +311,74 @@ def test_a_dataclass_without_methods_of_its_own_is_keyed_by_its_class_statement(
         '''),
     }
     check(project, files, edit, "(1500.0, 'adam', 'int')", after)
+
+
+REGISTRIES = '''
+class Registry:
+    """mmcv/mmdet style: classes kept in a dict attribute of an object."""
+
+    def __init__(self, name):
+        self.name = name
+        self._modules = {}
+
+    def register(self, cls):
+        self._modules[cls.__name__] = cls
+        return cls
+
+    def items(self):
+        return self._modules.items()
+
+
+MODELS = Registry("models")
+
+
+def register(cls):
+    """A registry kept on a function's attribute."""
+    register.items[cls.__name__] = cls
+    return cls
+
+
+register.items = {}
+'''
+
+MODELS = '''
+from registry import MODELS, register
+
+
+@MODELS.register
+class CNN:
+    DEPTH = 3
+
+
+@register
+class Head:
+    WIDTH = 8
+'''
+
+
+@pytest.mark.parametrize(
+    "edit,after",
+    [
+        (("models.py", "DEPTH = 3", "DEPTH = 5"), "({'CNN': 5}, {'Head': 8})"),
+        (("models.py", "WIDTH = 8", "WIDTH = 9"), "({'CNN': 3}, {'Head': 9})"),
+        (("models.py", "class Head:\n    WIDTH = 8\n",
+          "class Head:\n    WIDTH = 8\n\n\n@register\nclass Tail:\n    WIDTH = 1\n"),
+         "({'CNN': 3}, {'Head': 8, 'Tail': 1})"),
+    ],
+    ids=["class-in-an-objects-dict", "class-in-a-functions-attribute", "new-registration"],
+)
+def test_classes_held_by_a_registry_object_or_a_functions_attribute(project, edit, after):
+    """The pickle of an object constant names the classes in its dict attributes by
+    reference only, and a function's attributes were never encoded: an edit of a registered
+    class's attribute (no method of it runs) kept the step cached."""
+    files = {
+        "registry.py": REGISTRIES,
+        "models.py": MODELS,
+        # the pipeline module imports models (registering its classes); the step names
+        # only the registries
+        "pipe.py": PIPE.replace("{imports}", "import models\nfrom registry import MODELS, register")
+        .replace("    return repr({expr})\n",
+                 "    return repr(({k: c.DEPTH for k, c in MODELS.items()},\n"
+                 "                 {k: c.WIDTH for k, c in register.items.items()}))\n"),
+    }
+    check(project, files, edit, "({'CNN': 3}, {'Head': 8})", after)

@@ -256,6 +256,12 @@ class CodeFingerprinter:
         wrapped = getattr(obj, "__wrapped__", None)
         if wrapped is not None:
             self._value_ref(f"{key}.__wrapped__", wrapped, rel, refs, packages, "callable")
+        attrs = getattr(obj, "__dict__", None)
+        if attrs:  # what the code keeps on the function (a registry: register.items = {})
+            for name in sorted(attrs):
+                if name != "__wrapped__" and not name.startswith("__zenbuild"):
+                    self._value_ref(f"{key}.<attribute {name}>", attrs[name], rel, refs,
+                                    packages, "attribute")
         return _Obj(key, digest, rel, refs, packages, "step" if strip else "function")
 
     def _function_source(self, obj: Any, strip: bool) -> Tuple[str, str, Optional[List[Any]]]:

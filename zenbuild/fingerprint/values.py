@@ -66,12 +66,13 @@ def named_object(obj: Any) -> bool:
     return found is not None and found is obj
 
 
-def value_digest(value: Any) -> str:
-    """The digest of a constant's value: the one value encoding zenbuild uses for results.
-    Raises Unstable (pickle differs by itself) or the pickling error."""
+def value_digest(value: Any, code_of: Optional[Callable[[Any], Optional[str]]] = None) -> str:
+    """The digest of a constant's value: the one value encoding zenbuild uses for results
+    (``code_of``: serialize.value_digest's). Raises Unstable (pickle differs by itself) or
+    the pickling error."""
     from zenbuild.serialize import value_digest as digest_of_value
 
-    return digest_of_value(value)
+    return digest_of_value(value, code_of)
 
 
 def is_code(value: Any) -> bool:
@@ -140,6 +141,13 @@ class ValueEncoder:
         if isinstance(v, type):
             self._library_class(v)
         return b"lib:" + identity(v).encode()
+
+    def _named(self, obj: Any) -> None:
+        """value_digest's code_of: note a class or function a pickle names (no digest in
+        the encoding: the closure carries the project code's own)."""
+        if isinstance(obj, (type, types.FunctionType)):
+            self._code(obj)
+        return None
 
     def _library_class(self, cls: type) -> None:
         if self.registered is not None:
@@ -235,8 +243,10 @@ class ValueEncoder:
             if _is_resource(v):  # a pool, thread, lock, socket, open file: its type alone
                 return b"resource(%s)" % head
         state = self._state(v, d)
-        try:
-            return b"obj(%s,%s,%s)" % (head, value_digest(v).encode(), state)
+        try:  # the classes and functions its pickle names, at any depth (a registry's dict
+            # of classes), join the closure (project ones) or the packages (library ones)
+            named = value_digest(v, self._named)
+            return b"obj(%s,%s,%s)" % (head, named.encode(), state)
         except Unstable as e:
             warnings.warn(
                 f"zenbuild: the constant {self.key} ({identity(t)}) has no stable encoding, so "
