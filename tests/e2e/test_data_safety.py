@@ -66,6 +66,17 @@ def test_an_existing_user_file_is_never_adopted_as_an_output(project: Project) -
     assert sorted(project.run("run").executed) == ["folder", "listing", "table"]
 
 
+def test_a_users_dangling_link_at_an_output_is_refused_and_named_as_a_link(
+        project: Project) -> None:
+    """It was refused, but called "a file"."""
+    setup(project)
+    (project.root / "data").mkdir()
+    os.symlink("nowhere.csv", project.root / "data" / "table.csv")
+    r = project.run("run", check=2)
+    assert "data/table.csv is a symbolic link to 'nowhere.csv'" in r.stderr, r
+    assert os.readlink(project.root / "data" / "table.csv") == "nowhere.csv"
+
+
 def test_a_folder_holding_user_files_is_never_adopted(project: Project) -> None:
     setup(project, out_file="table.csv", out_dir="data")
     project.write("data/raw.csv", "precious\n")

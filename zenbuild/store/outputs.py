@@ -633,8 +633,12 @@ def _occupied(full: str) -> Optional[str]:
         mode = os.lstat(full).st_mode
     except (OSError, ValueError):
         return _ABSENT  # what lexists() says for a path it cannot stat
-    if stat.S_ISLNK(mode):
-        return "a file"  # a symlink, even to a folder: islink() came first
+    if stat.S_ISLNK(mode):  # a symlink, even to a folder: islink() came first
+        try:
+            target = os.readlink(full)
+        except OSError:
+            return "a symbolic link"
+        return f"a symbolic link to {target!r}"
     if stat.S_ISREG(mode):
         return "a file"
     if stat.S_ISDIR(mode):
