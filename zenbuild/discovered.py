@@ -19,7 +19,10 @@ key of a remote-cache entry; an entry with nothing to verify stores none), forma
      "calls":  [[file, qualname, firstlineno, digest | null, closure | null], ...],
      "sources": {file: digest | null},            # the files of the calls, as a shortcut
      "modules": {file: [digest, source] | null},  # project modules the step used (below)
-     "types":  [[module, qualname, digest], ...]}  # optional: see below
+     "types":  [[module, qualname, digest], ...],  # optional: see below
+     "subclasses": [[module, qualname, [[module, qualname, digest | null, imported], ...]],
+                    ...]}
+                                                  # optional: see below
 
 "types" (read as empty when absent) is a trace of the value, not of the
 run: the classes whose registered project code (register_value_type's reducer, @value_type's
@@ -29,6 +32,14 @@ code registered for a library class). An entry is served only while each digest 
 that code has now: a producer whose static key never names the type (a library function
 returning a pandas DataFrame, a helper building an instance from a plugin) reruns when that
 code changes. A version before this section ignores it (as it always missed the change).
+
+"subclasses" (read as empty when absent): the classes the step asked for their subclasses
+(``Base.__subclasses__()``: trace/subclasses.py), each with its named project subclasses at
+any depth when the step ended and each one's class digest (fingerprint/subclasses.py, as the
+static key counts a class); ``imported``: its module was imported while the step ran, so the
+check imports it first (the others must still be loaded by the pipeline's own imports: a
+plugin import removed is a change). Served only while each class has the same subclasses
+with the same digests; a version before this section ignores it (as it always missed it).
 
 ``closure`` is the digest of the function's code closure as the static fingerprinter sees it
 (the globals, constants, aliases and library identities it refers to, transitively:
@@ -73,8 +84,8 @@ DISCOVERED_FORMAT = 2  # format 1 (no closures; before globs, modules) is read w
 
 # A failed verification gives reasons of the kinds R.READ_FILE_CHANGED, R.READ_FILE_MISSING,
 # R.READ_FILE_APPEARED, R.LISTED_DIR_CHANGED, R.GLOB_MATCHES_CHANGED, R.ENV_READ_CHANGED,
-# R.TRACED_CODE_CHANGED, R.TRACED_CODE_MISSING, R.VALUE_TYPE_CODE_CHANGED and
-# R.VALUE_TYPE_MISSING (defined, with their text, beside every other kind in zenbuild.reasons).
+# R.TRACED_CODE_CHANGED, R.TRACED_CODE_MISSING, R.VALUE_TYPE_CODE_CHANGED, R.VALUE_TYPE_MISSING
+# and R.SUBCLASSES_CHANGED (defined, with their text, beside every other kind in zenbuild.reasons).
 
 FileDigest = Callable[[str], Optional[Tuple[str, int]]]  # rel -> (digest, size), None: no file
 CodeDigest = Callable[[str, str, int], Optional[str]]  # (file, qualname, firstlineno) -> digest
@@ -84,6 +95,11 @@ GlobDigest = Callable[[List[Any]], Optional[str]]  # glob spec -> digest of its 
 TypeDigest = Callable[[str, str], Tuple[bool, Optional[str]]]
 ModuleDigest = Callable[[str], Optional[str]]  # rel .py -> normalized source digest, None: gone
 ModuleReads = Callable[[str], Tuple[List[str], Dict[str, Optional[str]]]]  # rel .py -> its import reads
+# (module, qualname) of a project class -> its class digest, None: not found or not analyzable
+ClassDigest = Callable[[str, str], Optional[str]]
+# (module, qualname) of a class -> [[module, qualname], ...] of its named project subclasses
+# now, None: the class cannot be found
+SubclassesNow = Callable[[str, str], Optional[List[List[str]]]]
 
 MAX_DISPLAY = 80
 
@@ -159,7 +175,8 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
           skip_modules: Container[str] = (),
           closure_digest: Optional[CodeDigest] = None,
           module_digest: Optional[ModuleDigest] = None,
-          module_reads: Optional[ModuleReads] = None) -> Dict[str, Any]:
+          module_reads: Optional[ModuleReads] = None,
+          class_digest: Optional[ClassDigest] = None) -> Dict[str, Any]:
     """The record to store for ``trace`` (taken right after the step ran). ``skip_calls``:
     (file, qualname) pairs the static key already covers (the step function itself, helpers
     it names, and what they enclose), which need no second check; ``skip_files``: files the
@@ -214,6 +231,10 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
         # the digest taken when the step made the call (trace/probes.py: _note_glob), else now
         out["globs"] = [[*g[:4], g[4] if len(g) == 5 else glob_digest(g[:4])]
                         for g in trace.globs]
+    if trace.subclasses and class_digest is not None:
+        out["subclasses"] = [[m, q, [[sm, sq, class_digest(sm, sq), bool(imp)]
+                                     for sm, sq, imp in subs]]
+                             for m, q, subs in trace.subclasses]
     return out
 
 
@@ -221,7 +242,8 @@ def is_empty(record: Mapping[str, Any]) -> bool:
     """Whether a record verifies nothing (then the entry stores none: nothing to check)."""
     return not (record.get("files") or record.get("listed") or record.get("env")
                 or record.get("env_all") is not None
-                or record.get("calls") or record.get("globs") or record.get("types") or record.get("modules"))
+                or record.get("calls") or record.get("globs") or record.get("types") or record.get("modules")
+                or record.get("subclasses"))
 
 
 def with_types(record: Optional[Dict[str, Any]],
@@ -298,6 +320,16 @@ def malformed(record: Any) -> Optional[str]:
         if not (type(t) is list and len(t) == 3 and type(t[0]) is str and type(t[1]) is str
                 and _is_digest(t[2])):
             return "a value type"
+    subclasses = record.get("subclasses", [])
+    if not isinstance(subclasses, list):
+        return "a section of the wrong type"
+    for e in subclasses:
+        if not (type(e) is list and len(e) == 3 and type(e[0]) is str and type(e[1]) is str
+                and type(e[2]) is list
+                and all(type(x) is list and len(x) == 4 and type(x[0]) is str
+                        and type(x[1]) is str and _is_digest(x[2]) and type(x[3]) is bool
+                        for x in e[2])):
+            return "a class's subclasses"
     return None
 
 
@@ -309,14 +341,17 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
            glob_digest: Optional[GlobDigest] = None,
            type_digest: Optional[TypeDigest] = None,
            closure_digest: Optional[CodeDigest] = None,
-           module_digest: Optional[ModuleDigest] = None) -> List[Reason]:
+           module_digest: Optional[ModuleDigest] = None,
+           class_digest: Optional[ClassDigest] = None,
+           subclasses_now: Optional[SubclassesNow] = None) -> List[Reason]:
     """Why a stored entry may no longer be served, judged by what its step touched last time.
     Empty: still valid. ``first_only`` stops at the first reason (run), else all (explain).
     ``env_wanted``: the variables still tracked (one now in ``ignore_env`` is not checked).
     The functions of a file whose digest is the one in ``sources`` are not parsed again.
     A record with patterns (``globs``) and no ``glob_digest`` to check them is not trusted.
     ``type_digest`` gives the code digest a registered class has now (without it, a record
-    naming one never verifies)."""
+    naming one never verifies). ``class_digest`` and ``subclasses_now`` check "subclasses"
+    (without them, a record holding the section is not trusted)."""
     out: List[Reason] = []
     if not record:
         return out
@@ -420,7 +455,37 @@ def verify(record: Mapping[str, Any], file_digest: FileDigest, environ: Mapping[
         kind = R.VALUE_TYPE_CODE_CHANGED if found else R.VALUE_TYPE_MISSING
         if add(Reason(kind, f"{module}.{qualname}")):
             return out
+    subclasses = record.get("subclasses") or []
+    if subclasses and (class_digest is None or subclasses_now is None):
+        return out + [Reason(R.RECORD_UNREADABLE, after="its subclasses cannot be checked here")]
+    for r in subclass_changes(subclasses, class_digest, subclasses_now):  # type: ignore[arg-type]
+        if add(r):
+            return out
     return out
+
+
+def subclass_changes(section: List[List[Any]], class_digest: ClassDigest,
+                     subclasses_now: SubclassesNow) -> Iterable[Reason]:
+    """A SUBCLASSES_CHANGED reason for each class of a record's "subclasses" section whose
+    named project subclasses, or their digests, are not the recorded ones. A subclass whose
+    module the step imported is digested (its module imported) before the class's subclasses
+    are listed, as the step had that module loaded; the others only if they are still there."""
+    for module, qualname, subs in section:
+        digests = {(m, q): class_digest(m, q) for m, q, _, imported in subs if imported}
+        now = subclasses_now(module, qualname)
+        subject = f"{module}.{qualname}"
+        if now is None:
+            yield Reason(R.SUBCLASSES_CHANGED, subject, detail={"gone": True})
+            continue
+        was_names = {(m, q) for m, q, _, _ in subs}
+        now_names = {(m, q) for m, q in now}
+        added = sorted(f"{m}.{q}" for m, q in now_names - was_names)
+        removed = sorted(f"{m}.{q}" for m, q in was_names - now_names)
+        changed = sorted(f"{m}.{q}" for m, q, d, _ in subs if (m, q) in now_names
+                         and (digests[(m, q)] if (m, q) in digests else class_digest(m, q)) != d)
+        if added or removed or changed:
+            yield Reason(R.SUBCLASSES_CHANGED, subject,
+                         detail={"added": added, "removed": removed, "changed": changed})
 
 
 # -- the I/O a run uses -------------------------------------------------------------------------
@@ -480,6 +545,9 @@ class Discovery:
         # (file, qualname, firstlineno) -> the closure digest of the live function (the
         # scheduler's fingerprinter: fingerprint/traced.py), None: not checked
         self.closure_digest: Optional[CodeDigest] = None
+        # the subclasses a step found through __subclasses__(): fingerprint/subclasses.py's
+        # SubclassDigests (its digest and now), None: not recorded
+        self.subclasses: Any = None
         # a dry run's overlay.OutputOverlay: the outputs it pretends to have restored (and the
         # files it pretends to have removed), which what a step read, listed or globbed last
         # time is compared with, as a real run compares it after restoring them
@@ -582,7 +650,8 @@ class Discovery:
         """The record to store, or None when there is nothing to verify."""
         rec = build(trace, self.file_digest, self.code_digest, self.list_digest, skip_calls,
                     skip_files, self.secret_digest, self.glob_digest, skip_modules,
-                    self.closure_digest, self.module_digest, self.module_reads)
+                    self.closure_digest, self.module_digest, self.module_reads,
+                    self.subclasses.digest if self.subclasses is not None else None)
         return None if is_empty(rec) else rec
 
     def module_reads(self, rel: str) -> Tuple[List[str], Dict[str, Optional[str]]]:
@@ -598,7 +667,9 @@ class Discovery:
         return verify(record, self.file_digest, self.environ, self.code_digest,
                       self.list_digest, first_only, self.env_wanted, self.secret_digest,
                       self.glob_digest, self.type_digest, self.closure_digest,
-                      self.module_digest)
+                      self.module_digest,
+                      *((self.subclasses.digest, self.subclasses.now)
+                        if self.subclasses is not None else (None, None)))
 
 
 # -- the default code digest: the function's source, docstrings and formatting aside ------------

@@ -103,6 +103,10 @@ RECORD_UNREADABLE = "record_unreadable"  # after: what is wrong with the stored 
 # the registered code that encoded the stored value (its record's "types") is not the same now
 VALUE_TYPE_CODE_CHANGED = "value_type_code_changed"  # subject: "module.qualname" of the class
 VALUE_TYPE_MISSING = "value_type_missing"  # subject: the class, which cannot be found now
+# a class the step asked for its subclasses (Base.__subclasses__()) has other subclasses now,
+# or one of them changed: subject "module.qualname" of the class; detail: {"added": [...],
+# "removed": [...], "changed": [...]} ("module.qualname" of each subclass), "gone": the class
+SUBCLASSES_CHANGED = "subclasses_changed"
 # the verdict when nothing above applies
 UP_TO_DATE = "up_to_date"
 
@@ -121,7 +125,7 @@ KINDS: Tuple[str, ...] = (
     READ_FILE_CHANGED, READ_FILE_MISSING, READ_FILE_APPEARED, LISTED_DIR_CHANGED,
     GLOB_MATCHES_CHANGED, ENV_READ_CHANGED, TRACED_CODE_CHANGED, TRACED_CODE_MISSING,
     USED_MODULE_CHANGED, RECORD_UNREADABLE, VALUE_TYPE_CODE_CHANGED, VALUE_TYPE_MISSING,
-    UP_TO_DATE,
+    SUBCLASSES_CHANGED, UP_TO_DATE,
 )
 # Why a step's result was used but not cached (its run's history keeps the reason: explain
 # shows the last one while no entry matches)
@@ -214,6 +218,16 @@ def _undeclared(r: Reason) -> str:
     step = (r.detail or {}).get("step", "")
     return (f"step {step} wrote {r.subject}{also}, which will not be restored from the cache; "
             f'declare it with Output("{r.subject}")')
+
+
+def _subclasses(r: Reason) -> str:
+    d = r.detail or {}
+    head = f"subclasses of {r.subject} (found by the step through __subclasses__())"
+    if d.get("gone"):
+        return f"{head}: the class is gone"
+    parts = [f"{word} {', '.join(d[key])}" for key, word in
+             (("added", "new:"), ("removed", "gone:"), ("changed", "changed:")) if d.get(key)]
+    return f"{head} changed" + (f" ({'; '.join(parts)})" if parts else "")
 
 
 def _rewritten(r: Reason) -> str:
@@ -313,6 +327,7 @@ TEMPLATES: Dict[str, Template] = {
                              "was stored (its reducer, or its save() or load())",
     VALUE_TYPE_MISSING: "the stored value was encoded by the code registered for {subject}, "
                         "which cannot be found now",
+    SUBCLASSES_CHANGED: _subclasses,
     UP_TO_DATE: "up to date",
 }
 

@@ -32,6 +32,7 @@ from zenbuild.events import (
 from zenbuild.executors import Executor, Outcome, Task, user_traceback_text
 from zenbuild.fingerprint.code import CodeFingerprinter, SourceCache
 from zenbuild.fingerprint.encoders import TypeDigests, encoder_record, find_class
+from zenbuild.fingerprint.subclasses import SubclassDigests
 from zenbuild.fingerprint.traced import ClosureDigests
 from zenbuild.fingerprint.values import loaded_object
 from zenbuild.graph import EnvRef, FileRef, Graph, InputRef, Node, OutputRef
@@ -150,6 +151,7 @@ class Scheduler:
         self.discovery = Discovery(self.root, self.statcache, config.ignore_env, store=config.store,
                                    type_digest=TypeDigests(self.fp))
         self.discovery.closure_digest = ClosureDigests(self.fp, config.root)  # traced calls
+        self.discovery.subclasses = SubclassDigests(self.fp, config.root, config.store)
         if options.dry_run:  # judged on what the run would restore, as a real run is
             self.discovery.overlay = self.server.overlay
         self.recorder = Recorder(graph.pipeline, self.root, store, self.statcache, self.sources,

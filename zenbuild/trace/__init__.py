@@ -113,6 +113,10 @@ class Trace:
     # files that existed before the step ran, that it read (or named on a child process's
     # command line) and then changed: not idempotent, so not cached (commit.rewritten)
     rewrites: List[str] = field(default_factory=list)
+    # the classes whose subclasses the step asked for (``Base.__subclasses__()``), each with
+    # its named project subclasses when the step ended: [[module, qualname, [[module,
+    # qualname, imported while the step ran], ...]], ...] (trace/subclasses.py)
+    subclasses: List[List[Any]] = field(default_factory=list)
 
     def to_json(self) -> Dict[str, Any]:
         return {"format": TRACE_FORMAT, "reads": self.reads, "writes": self.writes,
@@ -121,7 +125,7 @@ class Trace:
                 "calls_traced": self.calls_traced, "started_ns": self.started_ns,
                 "globs": self.globs, "listed_at": self.listed_at, "modules": self.modules,
                 "env_all": self.env_all, "calls_displaced": self.calls_displaced,
-                "rewrites": self.rewrites}
+                "rewrites": self.rewrites, "subclasses": self.subclasses}
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> Trace:
@@ -132,7 +136,8 @@ class Trace:
                    int(d.get("started_ns", 0)), [list(g) for g in d.get("globs", [])],
                    dict(d.get("listed_at", {})), list(d.get("modules", [])),
                    None if d.get("env_all") is None else list(d["env_all"]),
-                   bool(d.get("calls_displaced")), list(d.get("rewrites", [])))
+                   bool(d.get("calls_displaced")), list(d.get("rewrites", [])),
+                   [list(e) for e in d.get("subclasses", [])])
 
 
 @record
@@ -452,6 +457,7 @@ def _note(rec: _Recording, kind: str, rel: str) -> None:
 
 # -- the recorder ---------------------------------------------------------------------------------
 
+_SUBCLASSES = "__subclasses__"  # a name whose use trace/subclasses.py records
 _CALLS: Any = None  # zenbuild.trace.calls, imported when the first step's calls are traced
 
 
@@ -509,6 +515,7 @@ def merge_into(trace: Trace, before: Trace) -> None:
     trace.listed_at = {**trace.listed_at, **before.listed_at}
     trace.modules = union(before.modules, trace.modules)
     trace.rewrites = union(before.rewrites, trace.rewrites)
+    trace.subclasses = union(before.subclasses, trace.subclasses)
     if before.env_all is not None:
         trace.env_all = union(before.env_all, trace.env_all or [])
     trace.reads_traced = trace.reads_traced and before.reads_traced
@@ -592,6 +599,15 @@ class Recorder:
         if not self.isolated:
             t0 = memo.add_remembered(rec, traced, self._hits, t0, _ORIG_STAT)
         self.trace = rec.finish(t0, calls, traced)
+        if traced and any(_SUBCLASSES in c.co_names or _SUBCLASSES in c.co_consts
+                          for c in rec.codes):  # Base.__subclasses__() in code that ran
+            from zenbuild.trace import subclasses
+
+            try:
+                self.trace.subclasses = subclasses.found(rec.codes, rec.root, rec.excluded,
+                                                         self._mods)
+            except Exception:  # noqa: BLE001 - never the step's failure: its run is not cached
+                self.trace.calls_displaced = True
         if self._calls is not None and self._calls.displaced:
             self.trace.calls_displaced = True
 
