@@ -69,10 +69,30 @@ class Warning_(Event):
     message: str = ""
 
 
+class OutputRemoved(Event):
+    """An Output of a call the pipeline no longer makes (``step``, gone from ``pipeline``),
+    or that the call no longer declares (``undeclared``), removed before it was needed; ``would``: a dry run, which removes nothing, and then
+    ``users``: what is there is the user's (a run would move it to the trash; a run's own
+    Trash says so itself)."""
+
+    path: str = ""
+    pipeline: str = ""
+    would: bool = False
+    users: bool = False
+    undeclared: bool = False  # the call is still there, but no longer declares this Output
+
+
 class RunFinished(Event):
     status: str = ""
     counts: Dict[str, int] = {}
     duration: float = 0.0
+
+
+def leftover_why(step: str, pipeline: str, undeclared: bool) -> str:
+    """Why an Output an earlier run made is removed (OutputRemoved, and the trash's line)."""
+    if undeclared:
+        return f"an earlier output of {step}, which no longer declares it"
+    return f"an output of {step}, which is no longer in pipeline {pipeline}"
 
 
 def summary_line(counts: Dict[str, int], duration: float) -> str:
@@ -224,6 +244,10 @@ class ConsoleReporter(Reporter):
             self.line(f"Would execute {e.step}: {'; '.join(reason_text(r) for r in e.reasons)}")
         elif isinstance(e, Warning_):
             self.line(self._c(f"Warning: {e.message}", "33"), important=True, stream=self.err)
+        elif isinstance(e, OutputRemoved):
+            what = (f"A run would move your version of {e.path} to the trash" if e.users
+                    else f"A run would remove {e.path}" if e.would else f"Removed {e.path}")
+            self.line(f"{what}: {leftover_why(e.step, e.pipeline, e.undeclared)}.")
         elif isinstance(e, RunFinished):
             self._clear()
             text = summary_line(e.counts, e.duration)

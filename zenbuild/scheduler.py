@@ -179,6 +179,7 @@ class Scheduler:
         self._prefix = self.root.rstrip("/") + "/"
         self._unhappy = 0  # steps failed or skipped so far (_upstream_problem looks only then)
         self._path = PathMaker(self.root)  # Path(root/rel) for the files steps receive
+        self._left: Any = None  # vanished.Leftovers, once something is left over
 
     def _policy(self, node: Node) -> CachePolicy:
         st = self.config.step_settings(node.name, node.step.name)
@@ -257,6 +258,8 @@ class Scheduler:
         status = "interrupted"  # unless the walk below completes
         counts: Dict[str, int] = {}
         try:
+            if states.keys() != nodes.keys():  # (a no-op: the same calls as last time)
+                self._vanished(states)
             while ready or self.running:
                 while ready and len(self.running) < max(1, self.executor.slots):
                     _, name = heapq.heappop(ready)
@@ -292,6 +295,34 @@ class Scheduler:
         self.recorder.raise_deferred()  # a full disk while recording the run: exit 1
         ordered = {n: self.results[n] for n in order if n in self.results}
         return RunResult(self.g.pipeline, run_id, status, ordered, duration)
+
+    def _leftovers(self) -> Any:
+        """The run's vanished.Leftovers (made when first needed)."""
+        if self._left is None:
+            from zenbuild.vanished import Leftovers
+
+            nodes = self.g.nodes
+            self._left = Leftovers(
+                self.root, self.g.pipeline, lambda: [o for n in nodes.values() for o in n.outputs],
+                self.store, self.statcache, self.recorder.unstored, self.report,
+                self.server.overlay if self.opts.dry_run else None)
+        return self._left
+
+    def _vanished(self, states: Dict[str, ActionEntry]) -> None:
+        """Before any step: the Outputs of the calls an earlier run of the pipeline made that
+        it no longer makes go (vanished.py), so no step sees what no step makes now."""
+        nodes = self.g.nodes
+        gone = {n: e for n, e in states.items() if n not in nodes}
+        if gone:
+            self._leftovers().vanished(gone)
+
+    def _undeclared(self, node: Node, previous: Optional[ActionEntry]) -> None:
+        """Before ``node`` is served or executed: the Outputs its latest entry recorded that it
+        no longer declares go (asked only when its key changed: its Output paths are in it)."""
+        if previous is not None and previous.outputs:
+            outs = node.outputs
+            if any(rel not in outs for rel in previous.outputs):
+                self._leftovers().undeclared(node.name, previous)
 
     def _drop_replaced(self) -> None:
         """Once every task is done, delete the blobs workers wrote for values this process
@@ -370,6 +401,8 @@ class Scheduler:
             self._fail(name, None, f"{e}. Create it, or fix the path given to step {name}.")
             return
         fingerprint = comps.fingerprint()
+        if previous is not None and previous.fingerprint != fingerprint:
+            self._undeclared(node, previous)
         policy = self._policy(node)
         verdict = decide(
             node, comps, fingerprint, policy, previous, self._lookup(node),
@@ -399,6 +432,7 @@ class Scheduler:
         step saw last time standing in for the ones not made yet."""
         comps: Optional[Components] = None
         fingerprint = ""
+        self._undeclared(node, previous)  # (a dry run: its key is not known yet)
         if self.opts.all_reasons:
             seen: Dict[str, str] = {}
             for ups in (previous.components.get("inputs", {}) if previous else {}).values():

@@ -353,6 +353,26 @@ class ActionCache:
             [(pipeline, s, fp) for s, fp in states.items()],
         )
 
+    def drop_step_states(self, pipeline: str, steps: Iterable[str]) -> None:
+        """Forget the latest entries of ``steps`` of ``pipeline`` (calls the pipeline no
+        longer makes; their entries stay in the action cache, served if the call returns)."""
+        with self.database.transaction() as db:
+            db.executemany("DELETE FROM step_state WHERE pipeline = ? AND step = ?",
+                           [(pipeline, s) for s in steps])
+
+    def outputs_of_others(self, pipeline: str) -> List[str]:
+        """The Outputs the latest entries of every pipeline but ``pipeline`` recorded (one
+        query; asked only when a pipeline lost a call)."""
+        rows = self.db.execute(
+            "SELECT a.outputs FROM step_state s JOIN actions a ON a.fingerprint = s.fingerprint "
+            "WHERE s.pipeline != ?", (pipeline,)).fetchall()
+        out: List[str] = []
+        for (text,) in rows:
+            d = _outputs(text) if _text(text) else None
+            if d:
+                out.extend(d)
+        return out
+
     def touch(self, fingerprints: Iterable[str], when: float) -> None:
         """Mark entries used at ``when`` (for `cache gc`). Callers pass only entries whose
         last_used is older than TOUCH_EVERY_S, as relatime does for atimes."""

@@ -163,6 +163,12 @@ class Store:
     def set_step_states(self, pipeline: str, states: Dict[str, str]) -> None:
         self.actions.set_step_states(pipeline, states)
 
+    def drop_step_states(self, pipeline: str, steps: Iterable[str]) -> None:
+        self.actions.drop_step_states(pipeline, steps)
+
+    def outputs_of_other_pipelines(self, pipeline: str) -> List[str]:
+        return self.actions.outputs_of_others(pipeline)
+
     def touch_actions(self, fingerprints: Iterable[str], when: float) -> None:
         self.actions.touch(fingerprints, when)
 

@@ -337,10 +337,12 @@ class Trash:
         return self._folder
 
     def keep_if_users(self, root: str, rel: str, statcache: Optional[StatCache],
-                      unstored: Optional[Unstored] = None) -> bool:
+                      unstored: Optional[Unstored] = None,
+                      doing: str = "before replacing it") -> bool:
         """Move ``rel`` (a file, a folder, or a symlink: the link itself) to the trash unless
         every file of it is in the store (or, per ``unstored``, is what its step wrote and
-        zenbuild could not store); True when it was moved (it is gone from ``rel``)."""
+        zenbuild could not store); True when it was moved (it is gone from ``rel``).
+        ``doing`` ends the line saying so (what zenbuild does to the path next, and why)."""
         full = os.path.join(root, rel)
         if not os.path.lexists(full):
             return False
@@ -364,8 +366,14 @@ class Trash:
                 "again.") from None
         if statcache is not None:
             statcache.forget([rel])
-        self.say(f"zenbuild: moved your version of {rel} to {dest} before replacing it")
+        self.say(f"zenbuild: moved your version of {rel} to {dest} {doing}")
         return True
+
+    def zenbuilds(self, root: str, rel: str, statcache: Optional[StatCache],
+                  unstored: Optional[Unstored] = None) -> bool:
+        """Whether everything at ``rel`` is zenbuild's own (keep_if_users would move nothing):
+        what a dry run asks before saying what a run would do there."""
+        return self._zenbuilds(root, rel, statcache, unstored)
 
     def _wider(self, rel: str) -> Set[Tuple[str, str]]:
         """What any entry of the store recorded at the Output ``rel`` is in, or at ``rel``
