@@ -488,3 +488,38 @@ def test_a_step_returning_a_different_value_for_the_same_key_is_reported(project
     kinds = {s["step"]: [x["kind"] for x in s["reason_records"]] for s in data["steps"]}
     assert kinds == {"stamp": ["cache_disabled", "not_deterministic"],
                      "steady": ["cache_disabled"], "fetch": ["no_cache"]}
+
+
+@pytest.mark.parametrize("how", ["step", "config", "pipeline"])
+def test_a_step_with_caching_turned_off_never_makes_status_check_fail(project: Any,
+                                                                      how: str) -> None:
+    """`status --check` (the pre-commit hook) called such a step, and every step after it,
+    stale on every commit, and explain said the step after it "would execute" while run
+    served it: only @no_cache counted as a step that always runs."""
+    deco = "@step(enable_cache=False)" if how == "step" else "@step"
+    pipe = "@pipeline(enable_cache=False)" if how == "pipeline" else "@pipeline"
+    project.write("pipe.py", f'''
+        from zenbuild import pipeline, step
+
+        {deco}
+        def src() -> int:
+            return 1
+
+        @step{"(enable_cache=True)" if how == "pipeline" else ""}
+        def down(x: int) -> int:
+            return x + 1
+
+        {pipe}
+        def p():
+            down(src())
+        ''')
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n'
+                  + ("[steps.src]\nenable_cache = false\n" if how == "config" else ""))
+    project.run("run")
+    r = project.run("status", "--check")
+    assert re.search(r"^\s+src\s+always runs\s+caching disabled by", r.stdout, re.M), r
+    assert re.search(r"^\s+down\s+may rerun\s+input x: upstream step src", r.stdout, re.M), r
+    e = project.run("explain", "down")
+    assert "would execute if an upstream" in e.stdout, e
+    r = project.run("run")
+    assert r.executed == ["src"] and r.cached == ["down"], r

@@ -16,6 +16,7 @@ from zenbuild.events import Event, Reporter
 from zenbuild.executors import InProcessExecutor
 from zenbuild.project import open_pipeline
 from zenbuild.reasons import (
+    CACHE_DISABLED,
     CANNOT_RUN,
     NOT_CACHED_KINDS,
     PENDING_KINDS,
@@ -169,7 +170,10 @@ def evaluate(
         if r.status == StepStatus.WOULD_EXECUTE:
             status.execute = True
             own = [x for x in r.reasons if x.kind not in PENDING_KINDS]
-            if node.step.no_cache:
+            if node.step.no_cache or any(x.kind == CACHE_DISABLED and x.subject != "run"
+                                         for x in r.reasons):
+                # (caching turned off by @step, @pipeline or [steps.NAME]: it executes on
+                # every run, as a no_cache step does, and never makes the project stale)
                 status.state = ALWAYS
             elif not own and pending and all(not steps[d].blocking or steps[d].refresh_only
                                              for d in pending):
@@ -225,7 +229,7 @@ def explain_text(ev: Evaluation, step: str) -> str:
     verdict = {
         UP_TO_DATE: "up to date (a run would use the cached result)",
         STALE: "would execute",
-        ALWAYS: "would execute (no_cache)",
+        ALWAYS: "would execute (no_cache, or caching turned off)",
         MAY_RERUN: "would execute if an upstream no_cache step produces different output",
         ERROR: "cannot run",
         SKIPPED: "would be skipped",
