@@ -433,6 +433,13 @@ class Scheduler:
         comps: Optional[Components] = None
         fingerprint = ""
         self._undeclared(node, previous)  # (a dry run: its key is not known yet)
+        if node.envs:  # an Env() not set: the step cannot run, whatever runs before it (a
+            try:       # run stops before any step: run checks them all first)
+                self.env_inputs.check_set([node])
+            except ParamError as e:
+                self.report(StepStarted(step=node.name))
+                self._fail(node.name, None, e.message)
+                return
         if self.opts.all_reasons:
             seen: Dict[str, str] = {}
             for ups in (previous.components.get("inputs", {}) if previous else {}).values():

@@ -237,6 +237,14 @@ def test_explain_and_status_name_a_step_whose_env_input_is_not_set(feed):
     r = cli("explain", "label")
     assert r.returncode == 0 and "is not set" in r.stdout, r
     assert "Traceback" not in r.stdout + r.stderr and feed.ticks() == []
+    # also when a step before it would execute (its key cannot be computed then): it was
+    # "stale, upstream step would execute", and status --check's verdict hid it
+    feed.write("data/feed.txt", "z,y\n")
+    r = cli("status")
+    assert re.search(r"^\s+label\s+error\s+step label takes Env\('API_REGION'\)", r.stdout,
+                     re.M), r
+    r = cli("explain", "label")
+    assert "cannot run" in r.stdout and "is not set" in r.stdout, r
 
 
 SECRET_PIPE = '''
