@@ -114,6 +114,10 @@ def probe_version(node: Node, root: str, envs: Dict[str, str]) -> Tuple[Any, Opt
     try:
         value = _call_within(probe, kwargs, PROBE_TIMEOUT_S if timeout is None else timeout)
         json.dumps(value, sort_keys=True)
+    except ProbeRaised as e:
+        inner = e.args[0]
+        said = f": {inner}" if str(inner) else ""
+        return PROBE_FAILED_VERSION, f"it raised {type(inner).__name__}{said}"
     except ProbeTimeout as e:
         return PROBE_FAILED_VERSION, (
             f"it did not return within {e.args[0]:g} s (it goes on in the background; give it "
@@ -133,6 +137,10 @@ PROBE_TIMEOUT_S = 60.0  # how long a version probe may take, unless @step(probe_
 
 class ProbeTimeout(Exception):
     """A version probe that did not return in time; args[0] is the timeout in seconds."""
+
+
+class ProbeRaised(Exception):
+    """A version probe raised a BaseException that is no Exception; args[0] is it."""
 
 
 def _call_within(probe: Callable[..., Any], kwargs: Dict[str, Any], timeout: float) -> Any:
@@ -155,7 +163,12 @@ def _call_within(probe: Callable[..., Any], kwargs: Dict[str, Any], timeout: flo
         raise ProbeTimeout(timeout)
     ok, value = got[0]
     if not ok:
-        raise value
+        if isinstance(value, Exception):
+            raise value
+        # the probe's own SystemExit, KeyboardInterrupt or GeneratorExit (it ran in its thread:
+        # not the user's Ctrl-C, which reaches the main thread): a failure of the probe, which
+        # must not end zenbuild as if it were zenbuild's own
+        raise ProbeRaised(value)
     return value
 
 

@@ -207,3 +207,45 @@ def test_a_probe_that_never_returns_times_out_and_the_step_runs(project: Project
     project.write("hang.py", HANGING_PROBE.replace('probe_timeout="1s"', 'probe_timeout="soon"'))
     r = project.run("run", "-p", url, check=2)
     assert "@step(probe_timeout='soon') of step fetch" in r.stderr and "Traceback" not in r.output
+
+
+EXITING_PROBE = '''
+import sys
+from zenbuild import pipeline, step
+
+
+def probe():
+    raise {exc}
+
+
+@step(version=probe)
+def fetch() -> int:
+    return 1
+
+
+@step
+def local() -> int:
+    return 2
+
+
+@pipeline
+def p():
+    fetch()
+    local()
+'''
+
+
+@pytest.mark.parametrize("exc", ["SystemExit(2)", "KeyboardInterrupt()"])
+def test_a_probe_that_exits_is_a_failed_probe_not_the_end_of_zenbuild(project: Project,
+                                                                     exc: str) -> None:
+    """sys.exit() in a probe ended run, status and explain silently with exit 2 (and --json
+    printed nothing); a KeyboardInterrupt in it looked like the user's Ctrl-C (exit 130)."""
+    project.write("zenbuild.toml", 'pipelines = ["exiting:p"]\n')
+    project.write("exiting.py", EXITING_PROBE.replace("{exc}", exc))
+    r = project.run("run", "--json")
+    assert sorted(r.executed) == ["fetch", "local"] and r.returncode == 0, r
+    name = exc.split("(")[0]
+    assert f"the version probe of step fetch failed: it raised {name}" in r.stderr, r
+    assert json.loads(r.stdout)["status"] == "succeeded"
+    r = project.run("explain", "fetch")
+    assert f"version probe of step fetch failed (it raised {name}" in r.stdout, r
