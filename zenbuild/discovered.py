@@ -263,11 +263,22 @@ def _is_digest(v: Any) -> bool:
     return v is None or type(v) is str
 
 
+def _outside(rel: Any) -> bool:
+    """Whether a record's path is no project-relative path (absolute, ``..``, a NUL, not text):
+    a record only names files under the root (the recorder drops the others), so one that
+    names ``../../dev/zero`` was forged, and checking it would read outside the project."""
+    if type(rel) is not str or not rel or rel[0] == "/" or "\0" in rel or len(rel) > 4096:
+        return True
+    return ".." in rel and ".." in rel.split("/")
+
+
 def malformed(record: Any) -> Optional[str]:
     """What is wrong with a stored record (its shape), or None. A record
     verify() cannot fully check must never let its entry be served."""
     if not isinstance(record, dict):
         return "not an object"
+    if record.get("untrusted", False) is not True and "untrusted" in record:
+        return "its trust mark"
     fmt = record.get("format")
     if fmt != DISCOVERED_FORMAT and not (fmt == 1 and not record.get("calls")):
         return f"format {fmt!r}, this version reads {DISCOVERED_FORMAT}"
@@ -279,16 +290,17 @@ def malformed(record: Any) -> Optional[str]:
             and isinstance(modules, dict)):
         return "a section of the wrong type"
     for rel, was in modules.items():
-        if was is not None and not (type(was) is list and len(was) == 2
-                                    and all(type(x) is str for x in was)):
-            return f"module {rel!r}"
+        if _outside(rel) or was is not None and not (type(was) is list and len(was) == 2
+                                                     and all(type(x) is str for x in was)):
+            return f"module {str(rel)[:200]!r}"
     for rel, was in files.items():
-        if was is not None and not (type(was) is list and len(was) == 2 and type(was[0]) is str
-                                    and type(was[1]) is int):
-            return f"file {rel!r}"
+        if _outside(rel) or was is not None and not (
+                type(was) is list and len(was) == 2 and type(was[0]) is str
+                and type(was[1]) is int):
+            return f"file {str(rel)[:200]!r}"
     for rel, was in listed.items():
-        if not _is_digest(was):
-            return f"folder {rel!r}"
+        if (_outside(rel) and rel != ".") or not _is_digest(was):
+            return f"folder {str(rel)[:200]!r}"
     for name, was in env.items():
         if not (type(was) is list and len(was) == 2 and _is_digest(was[0])
                 and _is_digest(was[1])):
@@ -297,8 +309,13 @@ def malformed(record: Any) -> Optional[str]:
         if not (type(c) is list and len(c) == 5 and type(c[0]) is str and type(c[1]) is str
                 and type(c[2]) is int and _is_digest(c[3]) and _is_digest(c[4])):
             return "a call"
+        if _outside(c[0]) and c[0] != "<__main__>":
+            return f"a call in {c[0][:200]!r}"
     if not all(_is_digest(v) for v in sources.values()):
         return "a source"
+    for f in sources:
+        if _outside(f) and f != "<__main__>":
+            return f"a source {str(f)[:200]!r}"
     env_all = record.get("env_all")
     if env_all is not None and not (type(env_all) is list
                                     and all(type(n) is str for n in env_all)):
@@ -664,6 +681,14 @@ class Discovery:
     def verify(self, record: Optional[Mapping[str, Any]], first_only: bool) -> List[Reason]:
         if not record:
             return []
+        if record.get("untrusted"):  # from a remote cache, unsigned: checked without importing
+            from zenbuild import imported  # any module it names
+
+            with imported.imports_blocked():
+                return self._verify(record, first_only)
+        return self._verify(record, first_only)
+
+    def _verify(self, record: Mapping[str, Any], first_only: bool) -> List[Reason]:
         return verify(record, self.file_digest, self.environ, self.code_digest,
                       self.list_digest, first_only, self.env_wanted, self.secret_digest,
                       self.glob_digest, self.type_digest, self.closure_digest,

@@ -10,7 +10,7 @@ recorder (commit.py: a changed source marks a result uncached) read it. Keys are
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from zenbuild.digest import StatKey, digest_file, stat_key
 from zenbuild.paths import shown
@@ -57,6 +57,28 @@ def note_env(module_path: str, env: Dict[str, Optional[str]]) -> None:
     the recorder's deny-list applied), with the values they had then."""
     if env:
         _ENV.setdefault(os.path.realpath(module_path), {}).update(env)
+
+
+# Whether checking a record may import a project module it names (a value type's module, the
+# module of a traced call): not for a record that came from a remote cache unsigned (its
+# "untrusted" mark), since an import runs the module's top level, and a forged record could
+# name any project file, one of a restored Output included (discovered.Discovery.verify).
+_IMPORTS_BLOCKED: List[bool] = []
+
+
+def imports_allowed() -> bool:
+    """False while an untrusted record is checked (imports_blocked)."""
+    return not _IMPORTS_BLOCKED
+
+
+class imports_blocked:
+    """A block in which imports_allowed() is False."""
+
+    def __enter__(self) -> None:
+        _IMPORTS_BLOCKED.append(True)
+
+    def __exit__(self, *exc: Any) -> None:
+        _IMPORTS_BLOCKED.pop()
 
 
 def reads_of(module_path: str) -> List[str]:

@@ -450,3 +450,49 @@ def test_keygen_warns_when_the_private_key_lands_in_a_checkout(tmp_path: Path) -
     assert "keys/signing-key to .gitignore" in r.output, r
     r = zb("cache", "keygen", "--out", str(tmp_path / "outside" / "signing-key"))
     assert "Warning" not in r.output, r
+
+
+DEPLOY = '''
+from pathlib import Path
+Path(__file__).with_name("DEPLOYED-marker").write_text("ran at import")
+'''
+
+
+@pytest.mark.parametrize("case", ["types", "calls", "subclasses", "outside"])
+def test_an_unsigned_record_never_imports_a_module_nor_reads_outside_the_project(
+        tmp_path: Path, nginx: Nginx, case: str) -> None:
+    """Checking a record imported the project modules it named (a value type's module, a
+    traced call's module, a subclass's module), to find the classes: a forged unsigned entry
+    could name any project file, a script whose top level deploys, or one that an unsigned
+    restore had just written into an Output. And it read whatever path a record named
+    (``../../dev/zero``: forever). Unsigned records are checked without importing anything,
+    and a record naming a path outside the project is refused."""
+    server = Server(nginx)
+    writer = project(tmp_path / "ci")
+    writer.run("run", "--remote-cache", server.url, "--remote-cache-upload")
+    load = server.entry("load")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the project's\n")
+    odigest = xxhash.xxh3_128_hexdigest(outside.read_bytes())
+    base = {"format": 2, "files": {}, "listed": {}, "env": {}, "calls": [], "sources": {}}
+    forgeries = {
+        "types": {**base, "types": [["deploy", "Anything", "0" * 32]]},
+        "calls": {**base, "calls": [["deploy.py", "main", 2, None, "0" * 32]],
+                  "sources": {"deploy.py": None}},
+        "subclasses": {**base, "subclasses": [["deploy", "Base", [["deploy", "Sub", None,
+                                                                     True]]]]},
+        "outside": {**base, "files": {"../outside.txt": [odigest, outside.stat().st_size]}},
+    }
+    for record in [forgeries[case]]:
+        forged = json.loads(json.dumps(load))
+        forged["discovered"] = record
+        server.put_entry(load["fingerprint"], None, forged)
+        reader = project(tmp_path / f"r-{case}")
+        reader.write("deploy.py", DEPLOY)
+        r = reader.run("run", "--remote-cache", server.url, check=None)
+        assert r.returncode == 0, (case, r)
+        assert not (reader.root / "DEPLOYED-marker").exists(), (case, r)
+        if case == "outside":  # refused, not served on a read of a file outside the project
+            assert "load" in r.executed, (case, r)
+        r = reader.run("run", check=None)  # the entry is local now: still never imported
+        assert r.returncode == 0 and not (reader.root / "DEPLOYED-marker").exists(), (case, r)

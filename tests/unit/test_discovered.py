@@ -10,6 +10,8 @@ import types
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
+import pytest
+
 import zenbuild.discovered as dv
 from zenbuild import reasons as R
 from zenbuild.digest import digest_file
@@ -270,8 +272,10 @@ def test_the_record_survives_the_remote_round_trip(tmp_path: Path) -> None:
     up.upload(plain)
     rc = RemoteCache(http, b, warnings.append)
     got = rc.fetch(entry.fingerprint)
-    assert got is not None and got.discovered == RECORD
-    assert b.get_action(entry.fingerprint).discovered == RECORD  # type: ignore[union-attr]
+    # unsigned: marked, so that checking it imports nothing (Discovery.verify)
+    assert got is not None and got.discovered == {**RECORD, "untrusted": True}
+    assert b.get_action(entry.fingerprint).discovered == {  # type: ignore[union-attr]
+        **RECORD, "untrusted": True}
     got2 = rc.fetch(plain.fingerprint)
     assert got2 is not None and got2.discovered is None and warnings == []
     a.close()
@@ -415,3 +419,25 @@ def test_a_used_module_counts_by_its_constants_and_signatures_not_function_bodie
     assert code.module("m.py") not in (None, before)
     p.write_text('"""doc"""\nLR = 0.1\n\ndef other(x=2):\n    return 1\n')
     assert code.module("m.py") != before
+
+
+@pytest.mark.parametrize("section,value", [
+    ("files", {"../../dev/zero": ["d", 1]}),
+    ("files", {"/etc/passwd": ["d", 1]}),
+    ("files", {"a/../../b": None}),
+    ("modules", {"../x.py": ["d", "s"]}),
+    ("listed", {"../": "d"}),
+    ("calls", [["../../x.py", "f", 1, None, None]]),
+    ("sources", {"/x.py": "d"}),
+])
+def test_a_record_naming_a_path_outside_the_project_is_malformed(section, value) -> None:
+    """Only a forged record names one (the recorder drops such paths); checking it read the
+    path: /dev/zero forever."""
+    rec = {"format": 2, "files": {}, "listed": {}, "env": {}, "calls": [], "sources": {},
+           section: value}
+    assert dv.malformed(rec) is not None
+    ok = {"format": 2, "files": {"a..b/c.txt": ["d", 1]}, "listed": {".": "d"}, "env": {},
+          "calls": [["<__main__>", "f", 1, None, None]], "sources": {}}
+    assert dv.malformed(ok) is None
+    assert dv.malformed({**ok, "untrusted": True}) is None
+    assert dv.malformed({**ok, "untrusted": "yes"}) is not None

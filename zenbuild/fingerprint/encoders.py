@@ -10,6 +10,7 @@ import importlib
 import sys
 from typing import Any, Iterable, List, Optional, Tuple
 
+from zenbuild import imported
 from zenbuild.fingerprint.code import CodeFingerprinter
 from zenbuild.fingerprint.values import loaded_object
 
@@ -33,7 +34,8 @@ def find_class(fp: CodeFingerprinter, module: str, qualname: str) -> Optional[ty
     project's own and not loaded yet (the pipeline need not import the module that defines a
     type its steps return; loading the value would import it, as this does). No module
     outside the project is imported: a record from a remote cache names only what it names."""
-    if module not in sys.modules and fp.locator.top_is_project(module):
+    if (module not in sys.modules and fp.locator.top_is_project(module)
+            and imported.imports_allowed()):  # (never for a record from an unsigned remote)
         try:
             importlib.import_module(module)
         except Exception:  # noqa: BLE001 - gone or broken: the class cannot be found

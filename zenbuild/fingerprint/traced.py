@@ -30,6 +30,7 @@ import sys
 import types
 from typing import Any, Dict, List, Optional, Tuple
 
+from zenbuild import imported
 from zenbuild.digest import digest_bytes
 from zenbuild.fingerprint import live
 from zenbuild.fingerprint.code import CodeFingerprinter, CodeInfo
@@ -214,7 +215,8 @@ class ClosureDigests:
         name = file[:-3].replace("/", ".")
         if name.endswith(".__init__"):
             name = name[: -len(".__init__")]
-        if name in sys.modules or not self.fp.locator.top_is_project(name):
+        if (name in sys.modules or not self.fp.locator.top_is_project(name)
+                or not imported.imports_allowed()):  # (a record from an unsigned remote)
             return None
         import importlib
 

@@ -325,6 +325,10 @@ class RemoteCache:
                 self._reject("untrusted", key, f"{e}, and only entries signed by a key in "
                              "[cache] trusted_keys are used", what)
                 return None
+        if ns is None and isinstance(doc.get("discovered"), dict):
+            # unsigned: its record is checked like any other, but never imports a module it
+            # names (discovered.Discovery.verify), whatever the document itself says
+            doc["discovered"] = {**doc["discovered"], "untrusted": True}
         parsed = self._parse(doc, fingerprint, key, declared, what)
         if parsed is None:
             return None
