@@ -3,6 +3,7 @@ injectable wall clock that ages cached results (ZENBUILD_NOW, for tests and the 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -84,8 +85,13 @@ def _given_now(given: object) -> float:
 
     if isinstance(given, dt.datetime) and given.utcoffset() is not None:
         return given.timestamp()
-    if isinstance(given, (int, float)) and not isinstance(given, bool) and given == given:
-        return float(given)
+    if isinstance(given, (int, float)) and not isinstance(given, bool):
+        try:
+            seconds = float(given)
+        except OverflowError:  # an int past float's range
+            seconds = float("inf")
+        if math.isfinite(seconds):  # (NaN and inf age nothing: they stamp no entry)
+            return seconds
     from zenbuild.errors import ParamError
 
     raise ParamError(f"run(now={given!r}): now is the wall time cached results are aged by, "
@@ -103,10 +109,13 @@ def now(given: Optional[float] = None) -> float:
     text = os.environ.get(NOW_ENV)
     if text:
         try:
-            return float(text)
+            seconds = float(text)
         except ValueError:
+            seconds = float("nan")
+        if not math.isfinite(seconds):  # ("nan", "inf", "1e400": no time an entry can carry)
             from zenbuild.errors import ConfigError
 
             raise ConfigError(f"{NOW_ENV}={text!r} is not a number of seconds since the epoch; "
-                              f"unset it or give a number such as {int(time.time())}") from None
+                              f"unset it or give a number such as {int(time.time())}")
+        return seconds
     return time.time()

@@ -51,6 +51,21 @@ def test_clock_is_injected_by_argument_or_environment(monkeypatch):
     assert now() > 1_700_000_000
 
 
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e400"])
+def test_a_clock_that_is_no_time_is_a_usage_error(monkeypatch, text):
+    """inf crashed status in format_duration (OverflowError); nan ran a step, then failed to
+    store its entry (created NULL) and left the run "running" in `zenbuild runs`."""
+    from zenbuild.errors import ConfigError
+
+    monkeypatch.setenv("ZENBUILD_NOW", text)
+    with pytest.raises(ConfigError, match="is not a number of seconds since the epoch"):
+        now()
+    monkeypatch.delenv("ZENBUILD_NOW")
+    for given in (float(text), 10 ** 400):
+        with pytest.raises(ParamError, match="now is the wall time"):
+            now(given)
+
+
 def node(**opts):
     @step(**opts)
     def s(x: int = 1, verbose: bool = False) -> int:
