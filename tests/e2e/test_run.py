@@ -1067,3 +1067,30 @@ def test_a_corrupt_file_of_a_folder_output_is_made_again_and_said_so(project):
     assert "0 cache entries" not in r.stderr
     assert project.ticks() == ["folder"]
     assert (project.root / "build" / "d" / "x.bin").read_bytes() == b"x" * 200_000
+
+
+@pytest.mark.parametrize("exc", ["SystemExit(3)", "GeneratorExit('stop')"])
+@pytest.mark.parametrize("jobs", [[], ["-j", "2"]], ids=["serial", "workers"])
+def test_a_step_raising_a_base_exception_is_a_failed_step(project, exc, jobs):
+    """GeneratorExit raised by a step showed zenbuild's traceback, printed no --json and
+    recorded the run as interrupted; like SystemExit, it is the step's failure."""
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", f'''
+        from zenbuild import step, pipeline
+        @step
+        def s() -> int:
+            raise {exc}
+        @step
+        def t() -> int:
+            return 1
+        @pipeline
+        def p():
+            s()
+            t()
+    ''')
+    r = project.run("run", "--json", "-k", *jobs, check=1)
+    data = json.loads(r.stdout)
+    assert data["status"] == "failed", r
+    failed = {s["name"]: s for s in data["steps"]}["s"]
+    assert failed["error"]["type"] == exc.split("(")[0], r
+    assert "zenbuild/" not in failed["error"]["traceback"] and "pipe.py" in failed["error"]["traceback"]

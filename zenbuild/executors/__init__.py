@@ -84,9 +84,10 @@ def _call(task: Task) -> Outcome:
         else:
             with recorder:  # only the step's own code is recorded, not the traceback below
                 value = task.fn(*task.args, **task.kwargs)
-    except (KeyboardInterrupt, GeneratorExit):
+    except KeyboardInterrupt:  # the user's Ctrl-C (or SIGTERM's): the run stops
         raise
-    except BaseException as e:  # noqa: B902 - a step's SystemExit is a step failure too
+    except BaseException as e:  # noqa: B902 - a step's SystemExit or GeneratorExit is a step
+        # failure too (only Ctrl-C stops the run)
         dt = time.perf_counter() - t0
         text = user_traceback_text(e)
         trace = recorder.trace if recorder is not None else None
