@@ -40,6 +40,7 @@ def _toml() -> Any:
 class StepSettings:
     enable_cache: Optional[bool] = None
     cache_expires_after: Optional[float] = None  # seconds (parsed from "6h", "PT6H", ...)
+    enable_cache_from: str = ""  # Config.step_settings: the [steps.NAME] that set enable_cache
 
 
 @record(frozen=True)
@@ -63,7 +64,18 @@ class Config:
     cache: Mapping[str, Any] = field(default_factory=dict)
 
     def step_settings(self, invocation: str, function: str) -> Optional[StepSettings]:
-        return self.steps.get(invocation) or self.steps.get(function)
+        """The [steps.NAME] settings of a call: each setting from [steps.CALL] when that
+        section has it, else from [steps.FUNCTION] (a call's section need not repeat what the
+        function's says); ``enable_cache_from`` names the section enable_cache came from."""
+        own, fn = self.steps.get(invocation), self.steps.get(function)
+        if own is None and fn is None:
+            return None
+        parts = [(k, st) for k, st in ((invocation, own), (function, fn)) if st is not None]
+        enable, source = next(((st.enable_cache, k) for k, st in parts
+                               if st.enable_cache is not None), (None, ""))
+        expires = next((st.cache_expires_after for _, st in parts
+                        if st.cache_expires_after is not None), None)
+        return StepSettings(enable, expires, source)
 
 
 # key -> (type or types, description); tables map to nested dicts

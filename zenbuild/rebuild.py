@@ -63,6 +63,7 @@ class CachePolicy:
     expires_after: Optional[float] = None  # seconds: an older cached result executes again
     now: float = 0.0  # the wall time entries are aged by (durations.now: injectable)
     probe_error: Optional[str] = None  # the step's version probe raised: "Type: message"
+    config_section: str = ""  # source "config": the [steps.NAME] that decided `enabled`
 
 
 def cache_policy(
@@ -73,6 +74,7 @@ def cache_policy(
     rerun: bool = False,
     expires_after: Optional[float] = None,
     now: float = 0.0,
+    config_section: str = "",
 ) -> CachePolicy:
     """Precedence: run-level > zenbuild.toml [steps.NAME] > @step > @pipeline > on. @no_cache
     always executes; --rerun and expiry make a cached step execute (``expires_after``: the
@@ -90,7 +92,8 @@ def cache_policy(
     if expires_after is None:
         expires_after = node.step.expires_after
     return CachePolicy(no_cache=node.step.no_cache, enabled=enabled, source=source, rerun=rerun,
-                       expires_after=expires_after, now=now)
+                       expires_after=expires_after, now=now,
+                       config_section=config_section if source == "config" else "")
 
 
 @record
@@ -407,7 +410,8 @@ def _decide(
         forced = True
     elif not policy.enabled:
         reasons.append(Reason(R.CACHE_DISABLED, policy.source,
-                              detail={"step": node.name} if policy.source == "config" else None))
+                              detail={"step": policy.config_section or node.name}
+                              if policy.source == "config" else None))
         forced = True
     elif policy.rerun:
         reasons.append(Reason(R.FORCED_RERUN, node.name))

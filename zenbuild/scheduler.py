@@ -186,6 +186,7 @@ class Scheduler:
         policy = cache_policy(
             node, self.opts.enable_cache, st.enable_cache if st else None, self.pipeline_cache,
             node.name in self.rerun, st.cache_expires_after if st else None, self.now,
+            st.enable_cache_from if st else "",
         )
         if node.name in self.probe_errors:
             policy.probe_error = self.probe_errors[node.name]

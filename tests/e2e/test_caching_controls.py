@@ -539,3 +539,24 @@ def test_python_api_ignored_params_and_env_inputs(feed):
     assert api_run(feed, {"API_REGION": "us"}, now=now)[0] == ["label", "render"]
     assert feed.read("build/out.txt") == "3 us:a+b+c\n"
     assert api_run(feed, {"API_REGION": "us"}, now=now)[0] == []
+
+
+def test_the_reason_names_the_section_that_turned_caching_off(project):
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n[steps.count]\nenable_cache = false\n'
+                  '[steps.count_2]\ncache_expires_after = "1h"\n')
+    project.write("pipe.py", """
+        from zenbuild import pipeline, step
+
+        @step
+        def count(n: int) -> int:
+            return n
+
+        @pipeline
+        def p():
+            count(1)
+            count(2)
+        """)
+    r = project.run("run")
+    assert sorted(r.executed) == ["count", "count_2"], r  # count_2 keeps count's setting
+    r = project.run("explain", "count_2")
+    assert "caching disabled by zenbuild.toml [steps.count] enable_cache = false" in r.stdout, r

@@ -39,6 +39,31 @@ packages = false
         resolve_pipeline_spec(c, "nope")
 
 
+def test_a_calls_section_wins_setting_by_setting_and_names_where_each_came_from(tmp_path):
+    """[steps.count_2] with an expiry only took the whole call's settings, so count's
+    enable_cache = false no longer applied to count_2; and the reason named [steps.count_2],
+    a section the file does not have."""
+    src = write(tmp_path, "zenbuild.toml", '''
+pipelines = ["a:p"]
+[steps.count]
+enable_cache = false
+cache_expires_after = "1d"
+[steps.count_2]
+cache_expires_after = "1h"
+[steps.count_3]
+enable_cache = true
+''')
+    c = load_config(str(tmp_path), src)
+    two = c.step_settings("count_2", "count")
+    assert two.enable_cache is False and two.cache_expires_after == 3600.0
+    assert two.enable_cache_from == "count"
+    three = c.step_settings("count_3", "count")
+    assert three.enable_cache is True and three.enable_cache_from == "count_3"
+    assert three.cache_expires_after == 86400.0
+    assert c.step_settings("count_fast", "count").enable_cache_from == "count"
+    assert c.step_settings("other", "other") is None
+
+
 @pytest.mark.parametrize("text,message", [
     ('pipelines = ["a:b"]\nstroe = "x"\n', "zenbuild.toml:2: stroe: unknown key"),
     ('jobs = "4"\n', "zenbuild.toml:1: jobs: expected an integer"),
