@@ -208,8 +208,10 @@ def _version(r: Reason) -> str:
 def _expired(r: Reason) -> str:
     from zenbuild.durations import format_duration
 
-    return (f"cached result is {format_duration(float(r.before or 0))} old (expires after "
-            f"{format_duration(float(r.after or 0))})")
+    age, limit = format_duration(float(r.before or 0)), format_duration(float(r.after or 0))
+    if age == limit:  # 10.4 s old, expiring after 10 s: both "10s" (rounded down)
+        age = f"more than {limit}"
+    return f"cached result is {age} old (expires after {limit})"
 
 
 def _undeclared(r: Reason) -> str:

@@ -95,6 +95,9 @@ def test_expiry_in_decide():
     assert v.execute and v.entry is not None
     assert v.reasons == [Reason(R.EXPIRED, "s", 7 * 3600.0, 6 * 3600.0)]
     assert texts(v.reasons) == ["cached result is 7h old (expires after 6h)"]
+    # just past the limit: not "10s old (expires after 10s)", which reads as not expired
+    assert texts([Reason(R.EXPIRED, "s", 10.4, 10.0)]) == [
+        "cached result is more than 10s old (expires after 10s)"]
     # [steps.NAME] wins over the decorator
     assert not judge(n, comps(), 1000.0, 1000.0 + 7 * 3600, config_expiry=86400.0).execute
     assert not judge(node(), comps(), 0.5, 1e12).execute  # no expiry: forever
