@@ -559,3 +559,14 @@ def test_a_module_outside_the_root_on_the_path_is_watched_and_never_kept_warm(
         assert project.read("build/k.txt") == "K=2\n"
     finally:
         assert w.stop() == 0, "\n".join(w.log)
+
+
+@pytest.mark.parametrize("args,said", [
+    (["--param", "greeting"], "--param 'greeting': expected KEY=VALUE"),
+    (["nosuch"], "unknown pipeline 'nosuch'"),
+])
+def test_a_command_line_no_save_can_fix_stops_watch_with_exit_2(demo: Project, args: List[str],
+                                                               said: str) -> None:
+    """It printed the error and went on watching, for ever."""
+    r = demo.run("watch", *args, check=2, timeout=60)
+    assert said in r.stderr and "Traceback" not in r.output and "waiting" not in r.output, r

@@ -185,10 +185,31 @@ def watch(
     from zenbuild.watch.watcher import WatchOptions
     from zenbuild.watch.watcher import watch as run_watch
 
+    _check_watch_args(pipeline, params, project_dir)
+
     sys.exit(run_watch(WatchOptions(
         project_dir=project_dir, pipeline=pipeline, params=tuple(params), debounce_ms=debounce_ms,
         poll=poll, on_busy=on_busy, quiet=quiet, verbose=verbose,
     )))
+
+
+def _check_watch_args(pipeline: Optional[str], params: List[str],
+                      project_dir: Optional[str]) -> None:
+    """What no save can fix stops `watch` at once (exit 2), as it stops `run`: a --param that
+    is not KEY=VALUE, and a pipeline name the configuration (when it reads) does not have.
+    Everything else (a broken module, a bad zenbuild.toml) is reported and watched."""
+    from zenbuild.config import resolve_pipeline_spec
+    from zenbuild.errors import ConfigError, ParamError
+    from zenbuild.project import load_project
+
+    for pair in params:
+        if "=" not in pair or not pair.split("=", 1)[0].strip():
+            raise ParamError(f"--param {pair!r}: expected KEY=VALUE")
+    try:
+        config = load_project(project_dir)
+    except ConfigError:
+        return  # a broken zenbuild.toml: watch reports it and waits for the fix
+    resolve_pipeline_spec(config, pipeline)  # raises ConfigError for an unknown name
 
 
 # --- inspect commands: explain, status, graph, runs, dashboard (issue 4) ---
