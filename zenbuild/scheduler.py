@@ -60,7 +60,7 @@ from zenbuild.result import RunResult, StepResult
 from zenbuild.serialize import MAGIC as CANONICAL_MAGIC
 from zenbuild.serialize import Unstable, loads, value_digest
 from zenbuild.serialize.buffers import INLINE_KEEP, encode_value
-from zenbuild.serve import Server
+from zenbuild.serve import RestoreFailed, Server
 from zenbuild.states import StepStatus
 from zenbuild.store.blobs import StoredValue
 from zenbuild.store.db import ActionEntry, Store
@@ -410,16 +410,23 @@ class Scheduler:
             self.server.usable, all_reasons=self.opts.all_reasons,
             verify=self.discovery.verify, alternates=self.store.alternate_actions,
         )
+        reasons = verdict.reasons
         if not verdict.execute and verdict.entry is not None:
-            self._serve(node, fingerprint, verdict.entry, previous)
-        elif self.opts.dry_run:
+            try:
+                self._serve(node, fingerprint, verdict.entry, previous)
+                return
+            except RestoreFailed as e:  # as for a missing blob: the step executes instead
+                self.report(Warning_(message=f"could not restore the outputs of step {name} "
+                                             f"from the store ({e.args[0]}); executing it"))
+                reasons = [Reason(R.OUTPUT_UNUSABLE, after=f"restoring it failed: {e.args[0]}")]
+        if self.opts.dry_run:
             self.results[name] = StepResult(name, WOULD, fingerprint, reasons=verdict.reasons)
             self.report(WouldExecute(step=name, reasons=verdict.reasons))
         else:
             same = verdict.entry.value_digest if verdict.entry is not None else None
-            if any(r.kind in REFRESH_KINDS for r in verdict.reasons):
+            if any(r.kind in REFRESH_KINDS for r in reasons):
                 same = None  # executed for fresh external state: a new value is expected
-            self._start(node, comps, fingerprint, verdict.reasons, previous, same,
+            self._start(node, comps, fingerprint, reasons, previous, same,
                         traced=not policy.no_cache)  # --no-cache still stores entries
 
     def _lookup(self, node: Node) -> Callable[[str], Optional[ActionEntry]]:

@@ -20,6 +20,16 @@ from zenbuild.store.restoring import CHMOD, LINK, MKDIR, REMOVE, Todo, plan_rest
 RestorePlan = List[Todo]  # (path, what to do, its argument, the Output): restoring.Todo
 
 
+class RestoreFailed(Exception):
+    """Putting an entry's outputs back failed on this machine (a name too long, no space, no
+    permission): the step executes instead. ``args[0]``: the path and the error, for people."""
+
+
+def _failure(e: OSError) -> str:
+    where = e.filename if isinstance(e.filename, str) else "an output"
+    return f"{where[:300]}: {e.strerror or e}"
+
+
 class Server:
     """Answers decide()'s questions about entries (``lookup``, ``usable``) and serves them.
     In a dry run nothing on disk changes: ``overlay`` records what a run would restore."""
@@ -47,7 +57,10 @@ class Server:
         """Why ``entry`` cannot be served, or None (then its restore plan is kept for serve)."""
         if entry.value_digest not in self.present and not self.store.has_blob(entry.value_digest):
             return Reason(R.BLOB_MISSING)
-        todo, problem = plan_restore(self.root, entry.outputs, self.store, self.statcache)
+        try:
+            todo, problem = plan_restore(self.root, entry.outputs, self.store, self.statcache)
+        except OSError as e:  # looking at what is on disk failed (a name too long...)
+            todo, problem = [], f"cannot restore {_failure(e)}"
         if problem:
             return Reason(R.OUTPUT_UNUSABLE, after=problem)
         if todo:
@@ -64,7 +77,10 @@ class Server:
         if not todo:
             return [], None
         if not self.dry_run:
-            restore(self.root, todo, self.store, self.statcache, entries=(entry, previous))
+            try:
+                restore(self.root, todo, self.store, self.statcache, entries=(entry, previous))
+            except OSError as e:
+                raise RestoreFailed(_failure(e)) from None
             return _restored(todo), None
         self._pretend_restored(entry, todo)
         shown = dict.fromkeys((rel, op == REMOVE) for rel, op, _, _ in todo)

@@ -93,7 +93,10 @@ class Manifest:
 
 def parse(data: bytes) -> Manifest:
     """The manifest in ``data``. Raises ValueError (KeyError, TypeError) when malformed."""
-    doc = json.loads(data)
+    try:
+        doc = json.loads(data)
+    except RecursionError:  # a remote's manifest of 100,000 nested "[": malformed too
+        raise ValueError("nested too deeply") from None
     files = list(doc["files"])
     exact = doc.get("format") == MANIFEST_FORMAT
     modes = dict(doc.get("modes") or {}) if exact else {}
@@ -110,6 +113,45 @@ def parse(data: bytes) -> Manifest:
     if top is not None and (type(top) is not int or not 0 <= top <= PERMS):
         raise ValueError(f"bad folder mode {top!r}")
     return Manifest(files, modes, dirs, links, exact, top)
+
+
+def untrusted_mask() -> int:
+    """The permission bits an entry from a remote without a trusted signature may not set:
+    the process umask's, and always the world-writable bit (o+w)."""
+    umask = None
+    try:
+        with open("/proc/self/status", "rb") as f:  # reads it without changing it (Linux)
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    umask = int(line.split()[1], 8)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if umask is None:  # pragma: no cover - not Linux
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return (umask | 0o002) & PERMS
+
+
+def masked(m: Manifest, mask: int) -> Optional[Manifest]:
+    """``m`` with every mode it gives a file or folder stripped of the bits in ``mask``;
+    None when nothing changes (a format-1 manifest gives plain modes only: never)."""
+    if not m.exact:
+        return None
+    modes: Dict[str, int] = {}
+    for f in m.files:
+        ex = bool(f[3])
+        want = m.mode(f[0], ex) & ~mask
+        if want != plain_mode(ex):
+            modes[f[0]] = want
+    listed = {inner: mode & ~mask for inner, mode in m.dirs.items()}
+    for inner, mode in m.all_dirs().items():  # a parent it made DIR_MODE
+        if mode & ~mask != DIR_MODE and inner not in listed:
+            listed[inner] = mode & ~mask
+    top = None if m.top is None else m.top & ~mask  # None: made as the umask says
+    if (modes, listed, top) == (m.modes, m.dirs, m.top):
+        return None
+    return Manifest(m.files, modes, listed, m.links, m.exact, top)
 
 
 @record

@@ -23,6 +23,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import threading
 import time
 import urllib.parse
@@ -31,8 +32,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 import xxhash
 
 from zenbuild.digest import CHUNK, hash_stream, is_digest
+from zenbuild.durations import parse_size
 from zenbuild.errors import ConfigError, CorruptBlob
 from zenbuild.store.db import ActionEntry, Store
+from zenbuild.store.folders import masked, untrusted_mask
+from zenbuild.store.folders import parse as parse_manifest
 from zenbuild.store.signing import (  # noqa: F401 (AC_NAMESPACE: the key scheme)
     AC_NAMESPACE,
     BadSignature,
@@ -51,6 +55,15 @@ REMOTE_FORMAT = "zenbuild-ac"
 _SHA256 = re.compile(r"[0-9a-f]{64}")  # a blob's name on the server
 REMOTE_VERSION = 2  # 2: entries namespaced by signer, optionally signed (1: one key per fingerprint)
 DEFAULT_TIMEOUT_S = 5.0
+# An action entry is a few KB (a big folder Output's entry, some hundred KB): an ac/ answer
+# longer than this is refused unread, whoever signed it (the signature is checked after the read).
+MAX_ENTRY_BYTES = 4 << 20
+# Each request must end within DEADLINE_FACTOR x timeout_s (a blob: plus its size at
+# MIN_RATE bytes/s), however the server paces its bytes: timeout_s bounds each read only.
+DEADLINE_FACTOR = 6
+MIN_RATE = 256 << 10
+# A download must leave this much free on the store's file system.
+DISK_MARGIN = 512 << 20
 
 
 def upload_default(env: Optional[Dict[str, str]] = None) -> bool:
@@ -138,6 +151,40 @@ class HttpCache:
     def path(self, kind: str, key: str) -> str:
         return f"{self.prefix}/{kind}/{key}"
 
+    def deadline(self, size: int = 0) -> float:
+        """When (time.monotonic()) a request started now must be over: DEADLINE_FACTOR x the
+        timeout, plus ``size`` bytes at MIN_RATE."""
+        return time.monotonic() + DEADLINE_FACTOR * self.timeout + size / MIN_RATE
+
+    def _left(self, deadline: float) -> float:
+        """Seconds to the ``deadline`` (the socket's timeout is set to at most that);
+        RemoteUnavailable once it passed."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise self._late(deadline)
+        sock = getattr(getattr(self._local, "conn", None), "sock", None)
+        if sock is not None:
+            sock.settimeout(min(self.timeout, left))
+        return left
+
+    def _late(self, deadline: float) -> RemoteUnavailable:
+        """The error for a read that timed out (the connection is closed): the deadline's
+        when it passed, else timeout_s's."""
+        self.close()
+        if time.monotonic() >= deadline - 0.01:
+            return RemoteUnavailable(f"an answer took longer than its deadline "
+                                     f"({DEADLINE_FACTOR} x timeout_s = "
+                                     f"{DEADLINE_FACTOR * self.timeout:g}s for an entry)")
+        return RemoteUnavailable(f"no answer within {self.timeout:g}s")
+
+    def _read(self, resp: http.client.HTTPResponse, deadline: float, n: int) -> bytes:
+        """At most ``n`` bytes of the body, as soon as any arrive (a server trickling bytes
+        meets the deadline: read(n) would wait for all n)."""
+        self._left(deadline)
+        if resp.length == 0:
+            return resp.read()  # b"", and the answer is over (read1 would not say so)
+        return resp.read1(n)
+
     def request(self, method: str, kind: str, key: str, body: Any = None,
                 length: Optional[int] = None) -> http.client.HTTPResponse:
         """Send one request; returns the response (body unread) for 2xx and 404, raises
@@ -148,6 +195,8 @@ class HttpCache:
         for attempt in (0, 1):
             conn = self._conn(fresh=attempt == 1)
             reused = getattr(conn, "sock", None) is not None
+            if reused:
+                conn.sock.settimeout(self.timeout)  # _left() may have lowered it
             try:
                 if hasattr(body, "seek"):
                     body.seek(0)
@@ -165,57 +214,107 @@ class HttpCache:
                 self.close()
                 raise RemoteUnavailable(getattr(e, "strerror", None) or f"{type(e).__name__}: {e}") from None
             if resp.status >= 500:
-                resp.read()
+                self._drain(resp)
                 raise RemoteUnavailable(f"HTTP {resp.status} {resp.reason}")
             if resp.status != 404 and not 200 <= resp.status < 300:
-                resp.read()
+                self._drain(resp)
                 raise RemoteRefused(resp.status, resp.reason)
             return resp
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def get(self, kind: str, key: str) -> Optional[bytes]:
+    def get(self, kind: str, key: str, limit: int = MAX_ENTRY_BYTES) -> Optional[bytes]:
+        """The body of ``kind/key`` (None on 404), read within the deadline; RemoteUnavailable
+        when it is longer than ``limit`` bytes (said by its Content-Length, or found reading:
+        never read past ``limit``) or late."""
+        deadline = self.deadline()
         resp = self.request("GET", kind, key)
+        if resp.status == 404:
+            self._drain(resp, deadline)
+            return None
+        if resp.length is not None and resp.length > limit:
+            self.close()
+            raise RemoteUnavailable(f"its answer for {kind}/{key[:16]}... is {resp.length} "
+                                    f"bytes long, more than the {limit} an entry may have")
+        parts: List[bytes] = []
+        n = 0
         try:
-            data = resp.read()
-        except (OSError, http.client.HTTPException) as e:
+            while True:
+                chunk = self._read(resp, deadline, min(CHUNK, limit + 1 - n))
+                if not chunk:
+                    break
+                parts.append(chunk)
+                n += len(chunk)
+                if n > limit:
+                    self.close()
+                    raise RemoteUnavailable(f"its answer for {kind}/{key[:16]}... is longer "
+                                            f"than the {limit} bytes an entry may have")
+        except TimeoutError:
+            raise self._late(deadline) from None
+        except (OSError, http.client.HTTPException, MemoryError) as e:
             self.close()
             raise RemoteUnavailable(f"reading the answer failed: {type(e).__name__}") from None
-        return None if resp.status == 404 else data
+        return b"".join(parts)
 
     def get_to(self, kind: str, key: str, out: Any, hashers: List[Any],
                limit: Optional[int] = None) -> Optional[int]:
         """Stream the body into ``out`` feeding ``hashers``; the byte count, or None on 404.
-        Past ``limit`` bytes it stops (a server sending more than the entry said is wrong)."""
+        Past ``limit`` bytes it stops (a server sending more than the entry said is wrong);
+        a body said (Content-Length) to be longer is not read at all (its said length is
+        returned). The whole answer must come within its deadline (``limit`` bytes at
+        MIN_RATE more than an entry's). A failed write to ``out`` raises its OSError."""
+        deadline = self.deadline(limit or 0)
         resp = self.request("GET", kind, key)
         if resp.status == 404:
-            resp.read()
+            self._drain(resp, deadline)
             return None
-        n = 0
-        try:
-            while True:
-                chunk = resp.read(CHUNK)
-                if not chunk:
-                    break
-                for h in hashers:
-                    h.update(chunk)
-                out.write(chunk)
-                n += len(chunk)
-                if limit is not None and n > limit:
-                    self.close()  # the rest of this answer is never read
-                    break
-        except (OSError, http.client.HTTPException) as e:
+        if limit is not None and resp.length is not None and resp.length > limit:
             self.close()
-            raise RemoteUnavailable(f"reading the answer failed: {type(e).__name__}") from None
+            return resp.length  # more than the entry said: the caller's size check refuses it
+        n = 0
+        while True:
+            try:
+                chunk = self._read(resp, deadline, CHUNK)
+            except TimeoutError:
+                raise self._late(deadline) from None
+            except (OSError, http.client.HTTPException) as e:
+                self.close()
+                raise RemoteUnavailable(f"reading the answer failed: {type(e).__name__}") from None
+            if not chunk:
+                break
+            for h in hashers:
+                h.update(chunk)
+            try:
+                out.write(chunk)
+            except BaseException:
+                self.close()  # the rest of this answer is never read
+                raise
+            n += len(chunk)
+            if limit is not None and n > limit:
+                self.close()  # the rest of this answer is never read
+                break
         return n
+
+    def _drain(self, resp: http.client.HTTPResponse, deadline: Optional[float] = None) -> None:
+        """Read a small answer's body (an error page) so that the connection is kept; a body
+        said to be (or found) longer than 64 KiB, or slow, closes the connection instead."""
+        if resp.length is None or resp.length > 1 << 16:
+            self.close()
+            return
+        deadline = deadline if deadline is not None else self.deadline()
+        try:
+            while self._read(resp, deadline, 1 << 16):
+                pass
+        except (RemoteUnavailable, OSError, http.client.HTTPException):
+            self.close()
 
     def head(self, kind: str, key: str) -> bool:
         resp = self.request("HEAD", kind, key)
-        resp.read()
+        resp.read()  # a HEAD answer has no body
         return resp.status != 404
 
     def put(self, kind: str, key: str, body: Any, length: int) -> None:
         resp = self.request("PUT", kind, key, body=body, length=length)
-        resp.read()
+        self._drain(resp)
         if resp.status == 404:
             raise RemoteRefused(404, "Not Found (does the server accept PUT?)")
 
@@ -233,8 +332,10 @@ class RemoteCache:
         upload: bool = False,
         signer: Optional[Signer] = None,
         trusted: Sequence[str] = (),
+        max_size: Optional[int] = None,
     ) -> None:
         self.http = http
+        self.max_size = max_size  # [cache] max_size: no download of an entry needs more
         self.store = store
         self.warn = warn
         self.upload_enabled = upload
@@ -288,6 +389,15 @@ class RemoteCache:
         if not self.enabled:
             return None
         try:
+            return self._fetch(fingerprint, outputs, root)
+        except (RecursionError, MemoryError) as e:  # a hostile answer too deep or too big
+            self._reject("unreadable", ac_key(fingerprint, self.namespaces[0]),
+                         f"it is unreadable ({type(e).__name__})", "(for an unknown step)")
+            return None
+
+    def _fetch(self, fingerprint: str, outputs: Optional[Sequence[str]],
+               root: Optional[str]) -> Optional[ActionEntry]:
+        try:
             for ns in self.namespaces:
                 key = ac_key(fingerprint, ns)
                 raw = self.http.get("ac", key)
@@ -333,6 +443,11 @@ class RemoteCache:
         if parsed is None:
             return None
         entry, blobs = parsed
+        problem = self._room_problem(sum(size for d, (_, size) in blobs.items()
+                                         if not self.store.has_blob(d)))
+        if problem is not None:
+            self._reject("size", key, problem, what)
+            return None
         value = entry.value_digest
         fresh = not self.store.has_blob(value)
         for digest in [value] + sorted(set(blobs) - {value}):  # the value first: it may be refused
@@ -356,7 +471,25 @@ class RemoteCache:
         if problem is not None:
             self._reject("outputs", key, problem, what)
             return None
+        if ns is None:
+            mask_modes(entry, self.store, untrusted_mask())
         return entry
+
+    def _room_problem(self, need: int) -> Optional[str]:
+        """Why the blobs of an entry, ``need`` bytes said its entry (which may lie), may not
+        be downloaded: more than ``[cache] max_size``, or than the store's file system has
+        free, keeping DISK_MARGIN; None when they fit."""
+        if self.max_size is not None and need > self.max_size:
+            return (f"its blobs would take {need} bytes, more than [cache] max_size "
+                    f"({self.max_size} bytes)")
+        try:
+            free = shutil.disk_usage(self.store.tmp).free
+        except OSError:
+            return None
+        if need > free - DISK_MARGIN:
+            return (f"its blobs would take {need} bytes, more than the free space of the "
+                    f"store's file system ({free} bytes free, {DISK_MARGIN} of them kept free)")
+        return None
 
     def _pickled(self, digest: str, fresh: bool) -> bool:
         """Whether the stored value ``digest`` would be unpickled; if so and it was ``fresh``ly
@@ -384,7 +517,7 @@ class RemoteCache:
     def _document(self, raw: bytes, key: str) -> Optional[Dict[str, Any]]:
         try:
             doc = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: 100,000 nested "["
             doc = None
         if not isinstance(doc, dict):
             self._reject("unreadable", key, "it is not a JSON object", "(for an unknown step)")
@@ -433,10 +566,17 @@ class RemoteCache:
     def _download(self, digest: str, sha: str, size: int, step: str) -> bool:
         sha_h = hashlib.sha256()
         xx_h = xxhash.xxh3_128()
-        tmp = os.path.join(self.store.tmp, f"remote-{os.getpid()}-{threading.get_ident()}-{digest}")
+        # named PID-...: what a killed reader left is swept by the next run (sweep_store_tmp)
+        tmp = os.path.join(self.store.tmp, f"{os.getpid()}-remote-{threading.get_ident()}-{digest}")
         try:
-            with open(tmp, "wb") as out:
-                n = self.http.get_to("cas", sha, out, [sha_h, xx_h], limit=size)
+            try:
+                with open(tmp, "wb") as out:
+                    n = self.http.get_to("cas", sha, out, [sha_h, xx_h], limit=size)
+            except OSError as e:  # the local disk, not the server: full, read-only...
+                self.warn(f"remote cache blob cas/{sha} (for step {step}) could not be written "
+                          f"to {tmp}: {e.strerror or e}; treating it as a miss and computing "
+                          "the step here")
+                return False
             if n is None:
                 return False  # the entry names a blob the server no longer has: a plain miss
             if sha_h.hexdigest() != sha or xx_h.hexdigest() != digest or n != size:
@@ -539,6 +679,22 @@ class RemoteCache:
             self.http.close()
 
 
+def mask_modes(entry: ActionEntry, store: Store, mask: int) -> None:
+    """Strip the bits in ``mask`` from every mode ``entry``'s outputs give (a file's record,
+    a folder's manifest: written again into ``store`` when it changes), so that an entry no
+    trusted key signed never makes a file or folder writable by others (docs/remote-cache.md).
+    Entries made here, and signed ones, keep their modes exactly."""
+    for rec in entry.outputs.values():
+        if rec.get("kind") == "file":
+            mode = rec.get("mode")
+            if type(mode) is int and mode & mask:
+                rec["mode"] = mode & ~mask
+        elif rec.get("kind") == "dir":
+            m = masked(parse_manifest(store.get_blob(rec["digest"])), mask)
+            if m is not None:
+                rec["digest"] = store.put_blob(m.encode())
+
+
 def open_remote(
     config_cache: Dict[str, Any],
     store: Store,
@@ -568,6 +724,8 @@ def open_remote(
         else:
             headers[parsed[0]] = parsed[1]
     timeout = float(config_cache.get("timeout_s", DEFAULT_TIMEOUT_S))
+    max_size = config_cache.get("max_size")
+    limit = parse_size(str(max_size)) if max_size else None
     trusted = trusted_keys(config_cache)
     signer = load_signer(config_cache, env, warn)
     if upload and trusted and signer is None:
@@ -575,4 +733,4 @@ def open_remote(
              "ZENBUILD_SIGNING_KEY_FILE or [cache] signing_key_file): readers that trust "
              "[cache] trusted_keys will not use these entries")
     return RemoteCache(HttpCache(url, headers, timeout), store, warn, upload=bool(upload),
-                       signer=signer, trusted=trusted)
+                       signer=signer, trusted=trusted, max_size=limit)

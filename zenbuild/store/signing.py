@@ -223,12 +223,29 @@ def namespaces(trusted: Iterable[str], signer: Optional[Signer]) -> List[Optiona
 
 
 # -- checks on what an entry names ------------------------------------------------------------
+MAX_NAME_BYTES = 255  # NAME_MAX of ext4, xfs, btrfs, tmpfs: a longer name cannot be made
+MAX_PATH_BYTES = 4095  # PATH_MAX (4096, with its NUL): a longer path cannot be opened
+
+
 def safe_rel(rel: Any) -> bool:
-    """A relative, normalized posix path that stays below its base (no "..", not absolute)."""
+    """A relative, normalized posix path that stays below its base (no "..", not absolute)
+    and that this machine can make: each name at most MAX_NAME_BYTES, the whole at most
+    MAX_PATH_BYTES, every character one the file system encoding can write."""
     if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel or "\0" in rel:
+        return False
+    try:
+        raw = os.fsencode(rel)
+    except UnicodeError:  # a lone surrogate: no file can have that name
+        return False
+    if len(raw) > MAX_PATH_BYTES or any(len(part) > MAX_NAME_BYTES for part in raw.split(b"/")):
         return False
     norm = posixpath.normpath(rel)
     return norm == rel and norm != "." and not norm.startswith("../") and norm != ".."
+
+
+def path_too_long(root: str, rel: str) -> bool:
+    """Whether ``rel`` under ``root`` is longer than a path may be (MAX_PATH_BYTES)."""
+    return len(os.fsencode(os.path.join(root, rel))) > MAX_PATH_BYTES
 
 
 def outputs_problem(outputs: Any, declared: Optional[Sequence[str]]) -> Optional[str]:
@@ -319,6 +336,9 @@ def restore_problem(outputs: Mapping[str, Mapping[str, Any]], get_blob: Callable
             inner = [f[0] for f in m.files] + list(m.links) + list(m.dirs)
             paths = [f"{rel}/{p}" for p in inner] or [f"{rel}/."]
         for path in paths if root is not None else ():
+            if path_too_long(root or "", path):
+                return (f"restoring output {rel} would make the path {path[:200]!r}..., "
+                        f"longer than the {MAX_PATH_BYTES} bytes a path may have here")
             link = symlinked_parent(root or "", path)
             if link is not None:
                 return f"restoring output {rel} would write through the symbolic link {link}"
