@@ -269,7 +269,12 @@ def _outside(rel: Any) -> bool:
     names ``../../dev/zero`` was forged, and checking it would read outside the project."""
     if type(rel) is not str or not rel or rel[0] == "/" or "\0" in rel or len(rel) > 4096:
         return True
-    return ".." in rel and ".." in rel.split("/")
+    if ".." not in rel:
+        return False
+    import posixpath  # (a call's label may be "sub/../pipe.py": a sys.path entry "sub/..")
+
+    norm = posixpath.normpath(rel)
+    return norm == ".." or norm.startswith("../")
 
 
 def malformed(record: Any) -> Optional[str]:

@@ -437,7 +437,8 @@ def test_a_record_naming_a_path_outside_the_project_is_malformed(section, value)
            section: value}
     assert dv.malformed(rec) is not None
     ok = {"format": 2, "files": {"a..b/c.txt": ["d", 1]}, "listed": {".": "d"}, "env": {},
-          "calls": [["<__main__>", "f", 1, None, None]], "sources": {}}
+          "calls": [["<__main__>", "f", 1, None, None], ["sub/../pipe.py", "f", 1, None, None]],
+          "sources": {}}  # (a call's label from a sys.path entry "sub/..")
     assert dv.malformed(ok) is None
     assert dv.malformed({**ok, "untrusted": True}) is None
     assert dv.malformed({**ok, "untrusted": "yes"}) is not None
