@@ -306,7 +306,8 @@ class Scheduler:
             self._left = Leftovers(
                 self.root, self.g.pipeline, lambda: [o for n in nodes.values() for o in n.outputs],
                 self.store, self.statcache, self.recorder.unstored, self.report,
-                self.server.overlay if self.opts.dry_run else None)
+                self.server.overlay if self.opts.dry_run else None,
+                lambda: [f.path for n in nodes.values() for f in n.files])
         return self._left
 
     def _vanished(self, states: Dict[str, ActionEntry]) -> None:

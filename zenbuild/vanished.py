@@ -37,6 +37,10 @@ class _Declared:
     def takes(self, rel: str) -> bool:
         return rel in self.above or any(p in self.at for p in parents(rel))
 
+    def names(self, rel: str) -> bool:
+        """Whether ``rel`` is one of the paths or holds one (not: lies inside one)."""
+        return rel in self.at or rel in self.above
+
 
 class Leftovers:
     """What one run removes of what earlier runs of ``pipeline`` made: the Outputs of calls
@@ -47,10 +51,16 @@ class Leftovers:
 
     def __init__(self, root: str, pipeline: str, outputs: Callable[[], List[str]], store: Store,
                  statcache: StatCache, unstored: Unstored, report: Callable[[Event], None],
-                 overlay: Optional[OutputOverlay] = None) -> None:
+                 overlay: Optional[OutputOverlay] = None,
+                 inputs: Callable[[], List[str]] = lambda: []) -> None:
         self.root = root
         self.pipeline = pipeline
         self.outputs = outputs
+        # the File/Dir inputs of the pipeline now: a leftover one of them names, or that holds
+        # one, stays (the user keeps a file a removed step made, and reads it now); one
+        # inside a Dir input goes (a fan-out that shrank: the folder a step lists)
+        self.inputs = inputs
+        self._inputs: Optional[_Declared] = None
         self.store = store
         self.statcache = statcache
         self.unstored = unstored
@@ -81,7 +91,11 @@ class Leftovers:
         if self._ours is None:
             self._ours = _Declared(self.outputs())
         ours = self._ours
-        candidates = [(rel, step) for rel, step in candidates if not ours.takes(rel)]
+        if self._inputs is None:
+            self._inputs = _Declared(self.inputs())
+        read = self._inputs
+        candidates = [(rel, step) for rel, step in candidates
+                      if not ours.takes(rel) and not read.names(rel)]
         if not candidates:
             return []
         if self._others is None:
@@ -125,8 +139,9 @@ class Leftovers:
                 os.unlink(full)
             self.statcache.forget([rel])
             self.report(event)
-        assert self._ours is not None
-        _remove_emptied(root, removed, self._ours.above, overlay)
+        assert self._ours is not None and self._inputs is not None
+        keep = self._ours.above | self._inputs.above | self._inputs.at
+        _remove_emptied(root, removed, keep, overlay)
 
 
 def _remove_emptied(root: str, removed: List[str], keep: Set[str],

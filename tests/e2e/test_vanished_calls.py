@@ -211,3 +211,49 @@ def test_a_folder_output_of_a_vanished_call_is_removed(project: Project) -> None
     shutil.rmtree(project.root / "build/parts/c")
     project.run("run")
     assert project.read("build/out.txt") == clean_result(project) == "['a']"
+
+
+KEPT = '''
+from zenbuild import Dir, File, Output, pipeline, step
+
+
+@step
+def gen(o: Output) -> None:
+    o.write_text('{"lr": 1}')
+
+
+@step
+def download(o: Output) -> None:
+    o.mkdir(parents=True, exist_ok=True)
+    (o / "jan.csv").write_text("1\\n")
+
+
+@step
+def train(cfg: File, raw: Dir) -> str:
+    return cfg.read_text() + ",".join(sorted(p.name for p in raw.iterdir()))
+
+
+@pipeline
+def p():
+    gen(Output("data/config.json"))
+    download(Output("data/raw"))
+    train(File("data/config.json"), Dir("data/raw"))
+'''
+
+
+def test_a_leftover_the_pipeline_now_reads_as_an_input_is_kept(project: Project) -> None:
+    """The user removes the steps that made data/config.json and data/raw, keeps the files,
+    and reads them as inputs: they were deleted (the folder, with the user's added file, went
+    to the trash) and the step failed on a missing input."""
+    project.write("zenbuild.toml", 'pipelines = ["pipe:p"]\n')
+    project.write("pipe.py", KEPT)
+    project.run("run")
+    project.write("data/raw/feb.csv", "2\n")
+    project.write("pipe.py", KEPT.replace('    gen(Output("data/config.json"))\n', "")
+                  .replace('    download(Output("data/raw"))\n', ""))
+    r = project.run("run")
+    assert "Removed" not in r.output and "trash" not in r.output, r
+    assert project.read("data/config.json") == '{"lr": 1}'
+    assert sorted(p.name for p in (project.root / "data" / "raw").iterdir()) == [
+        "feb.csv", "jan.csv"]
+    assert r.executed == ["train"], r
