@@ -137,3 +137,42 @@ def test_in_a_worker_process(project):
     r = project.run("run", "-j", "2")
     assert sorted(r.executed) == ["compute", "report"], r
     assert project.read("build/out.txt") == "[('cnn', 1), ('rnn', 4)]"
+
+
+# shapes a reviewer found stale: a metaclass's method (its cls is a class made with it), a
+# parameter that is merely called cls (it names what it is given), a type()-made subclass
+# under an abc.ABC base (ABCMeta gives it the __module__ "abc")
+
+
+def test_a_metaclass_methods_cls_counts_every_hierarchy(project):
+    files = _files('''
+        from models.base import Base, Meta
+        return repr(sorted((c.NAME, c.WEIGHT) for c in Meta.subs(Base)))
+    ''')
+    files["models/base.py"] = (
+        "class Meta(type):\n    def subs(cls):\n        return cls.__subclasses__()\n\n\n"
+        + BASE.replace("class Base:", "class Base(metaclass=Meta):"))
+    check(project, files, ("models/rnn.py", "WEIGHT = 2", "WEIGHT = 3"),
+          "[('cnn', 1), ('rnn', 2)]", "[('cnn', 1), ('rnn', 3)]")
+
+
+def test_a_parameter_called_cls_names_what_it_is_given(project):
+    files = _files('''
+        from models.base import Base, Manager
+        return repr(sorted((c.NAME, c.WEIGHT) for c in Manager().discover(Base)))
+    ''')
+    files["models/base.py"] = BASE + (
+        "\n\nclass Manager:\n    def discover(self, cls):\n        return cls.__subclasses__()\n")
+    check(project, files, ("models/rnn.py", "WEIGHT = 2", "WEIGHT = 3"),
+          "[('cnn', 1), ('rnn', 2)]", "[('cnn', 1), ('rnn', 3)]")
+
+
+def test_a_type_made_subclass_under_an_abc_base_is_recorded(project):
+    files = _files(DISCOVER["walker"])
+    files["walk.py"] = WALK
+    files["models/base.py"] = "import abc\n\n\n" + BASE.replace("class Base:",
+                                                                 "class Base(abc.ABC):")
+    files["models/rnn.py"] = ("from .base import Base\n\n\nRNN = type('RNN', (Base,), "
+                              "{'NAME': 'rnn', 'WEIGHT': 2})\n")
+    check(project, files, ("models/rnn.py", "'WEIGHT': 2", "'WEIGHT': 3"),
+          "[('cnn', 1), ('rnn', 2)]", "[('cnn', 1), ('rnn', 3)]")

@@ -34,7 +34,6 @@ from zenbuild.trace import calls as _calls
 NAME = "__subclasses__"
 _LOADS = ("LOAD_ATTR", "LOAD_METHOD")
 _GLOBAL = ("LOAD_GLOBAL", "LOAD_NAME")
-_FIRST_ARGS = ("cls", "self", "klass", "mcs", "metacls")
 Entry = List[Any]  # [module, qualname, [[module, qualname, imported by the step], ...]]
 
 
@@ -76,7 +75,29 @@ def descendants(cls: type, is_project: Callable[[type], bool]) -> List[List[str]
             continue
         if is_project(sub) and named(sub):
             out.add((str(sub.__module__), str(sub.__qualname__)))
+        elif not named(sub):  # type("B", (Mid,), {}) under an abc.ABC base: ABCMeta makes its
+            # __module__ "abc"; the project module that binds it names it
+            where = _bound_in_project(sub, is_project)
+            if where is not None:
+                out.add(where)
     return [list(t) for t in sorted(out)]
+
+
+def _bound_in_project(cls: type, is_project: Callable[[Any], bool]
+                      ) -> Optional[Tuple[str, str]]:
+    """(module, name) of a project module's global that is ``cls``, or None."""
+    for name, mod in list(sys.modules.items()):
+        if not isinstance(mod, types.ModuleType) or not isinstance(
+                getattr(mod, "__file__", None), str):
+            continue
+        try:
+            items = list(vars(mod).items())
+        except TypeError:  # pragma: no cover - a module without a __dict__
+            continue
+        for attr, value in items:
+            if value is cls and is_project(types.SimpleNamespace(__module__=name)):
+                return name, attr
+    return None
 
 
 def project_class(root: str, excluded: Tuple[str, ...]) -> Callable[[Any], bool]:
@@ -139,11 +160,13 @@ def _resolve(head: Any, attrs: List[str], env: Dict[str, Any]) -> Tuple[bool, An
     return True, _path(env.get(name, vars(builtins).get(name)), attrs)
 
 
-def receivers(code: Any, env: Dict[str, Any], owner: Optional[type]
-              ) -> Tuple[List[type], bool]:
+def receivers(code: Any, env: Dict[str, Any], owner: Optional[type],
+              first: Optional[str] = None) -> Tuple[List[type], bool]:
     """The classes ``code`` calls ``__subclasses__`` on, as far as its bytecode says, and
     whether some receiver is not known (a local other than a method's first argument, the
-    result of a call, a ``getattr`` by name)."""
+    result of a call, a ``getattr`` by name). ``first``: the name that holds ``owner`` (or a
+    class below it) in ``code``: the first argument of the method of ``owner`` that ``code``
+    is, or is nested in (bound_first); None: no name does."""
     import dis
 
     try:
@@ -152,7 +175,8 @@ def receivers(code: Any, env: Dict[str, Any], owner: Optional[type]
         return [], True
     found: List[type] = []
     unknown = NAME in code.co_consts  # getattr(cls, "__subclasses__"): no receiver to read
-    first = code.co_varnames[0] if code.co_argcount else None
+    if owner is not None and issubclass(owner, type):  # a metaclass's method: its cls is a
+        owner, first = None, None  # class made with it, not the metaclass or below it
     for i, x in enumerate(ins):
         if x.opname not in _LOADS or x.argval != NAME:
             continue
@@ -175,13 +199,37 @@ def receivers(code: Any, env: Dict[str, Any], owner: Optional[type]
 
 
 def _first_arg(head: Any, first: Optional[str]) -> bool:
-    """Whether instruction ``head`` loads a method's first argument (or a free variable of
-    that name, in a comprehension of the method)."""
+    """Whether instruction ``head`` loads ``first``: the method's first argument (or, in a
+    comprehension or nested function of the method, the free variable of that name)."""
     op = str(getattr(head, "opname", ""))
-    if not op.startswith(("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE")):
+    if first is None or not op.startswith(("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE")):
         return False
-    name = head.argval
-    return type(name) is str and (name == first or name in _FIRST_ARGS)
+    return head.argval == first
+
+
+def bound_first(owner: Optional[type], qualname: str, code: Any) -> Optional[str]:
+    """The name in ``code`` that holds ``owner`` or a class below it: the first argument of
+    the method of ``owner`` (not a staticmethod) that ``code`` is, or is nested in (a
+    comprehension: a free variable of that name); None when there is none (a parameter that
+    happens to be called ``cls`` names whatever it is given)."""
+    if owner is None:
+        return None
+    parts = qualname.split(".")
+    try:
+        method = parts[parts.index(owner.__name__) + 1]
+    except (ValueError, IndexError):
+        return None
+    raw = vars(owner).get(method)
+    if raw is None or isinstance(raw, staticmethod):
+        return None
+    fn = getattr(raw, "__func__", raw)
+    outer = getattr(fn, "__code__", None)
+    if outer is None or not outer.co_argcount:
+        return None
+    name = str(outer.co_varnames[0])
+    if code is outer:
+        return name
+    return name if name in code.co_freevars else None
 
 
 def _owner(mod: types.ModuleType, qualname: str) -> Optional[type]:
@@ -252,8 +300,9 @@ def found(codes: Iterable[Any], root: str, excluded: Tuple[str, ...],
             everything = True
             continue
         try:
-            owner = _owner(mod, _calls.code_qualname(code))
-            got, unknown = receivers(code, vars(mod), owner)
+            qual = _calls.code_qualname(code)
+            owner = _owner(mod, qual)
+            got, unknown = receivers(code, vars(mod), owner, bound_first(owner, qual, code))
         except Exception:  # noqa: BLE001 - unreadable: every hierarchy counts
             got, unknown = [], True
         for cls in got:
