@@ -94,7 +94,9 @@ GlobDigest = Callable[[List[Any]], Optional[str]]  # glob spec -> digest of its 
 # (module, qualname) of a registered class -> (whether it exists, its code digest or None)
 TypeDigest = Callable[[str, str], Tuple[bool, Optional[str]]]
 ModuleDigest = Callable[[str], Optional[str]]  # rel .py -> normalized source digest, None: gone
-ModuleReads = Callable[[str], Tuple[List[str], Dict[str, Optional[str]]]]  # rel .py -> its import reads
+# rel .py -> (the files and variables it and the project modules its globals come from read
+# when imported, those modules' rel .py)
+ModuleReads = Callable[[str], Tuple[List[str], Dict[str, Optional[str]], List[str]]]
 # (module, qualname) of a project class -> its class digest, None: not found or not analyzable
 ClassDigest = Callable[[str, str], Optional[str]]
 # (module, qualname) of a class -> [[module, qualname], ...] of its named project subclasses
@@ -200,9 +202,14 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
                 d, src = file_digest(rel), module_digest(rel)
                 modules[rel] = None if d is None or src is None else [d[0], src]
     import_env: Dict[str, Optional[str]] = {}
-    if module_reads is not None:
-        for rel in modules:  # (the static key holds what the modules it reaches read)
-            reads, env_read = module_reads(rel)
+    if module_reads is not None and module_digest is not None:
+        for rel in list(modules):  # (the static key holds what the modules it reaches read)
+            reads, env_read, more = module_reads(rel)
+            for m in more:  # its top level ran their code: checked by their source too
+                if m not in modules and m not in files and m not in skip_modules \
+                        and m not in skip_files:
+                    d, src = file_digest(m), module_digest(m)
+                    modules[m] = None if d is None or src is None else [d[0], src]
             for read in reads:
                 if read not in files and read not in skip_files:
                     d = file_digest(read)
@@ -676,12 +683,67 @@ class Discovery:
                     self.subclasses.digest if self.subclasses is not None else None)
         return None if is_empty(rec) else rec
 
-    def module_reads(self, rel: str) -> Tuple[List[str], Dict[str, Optional[str]]]:
-        """What project module ``rel`` read when it was imported: files, variables."""
+    def module_reads(self, rel: str
+                     ) -> Tuple[List[str], Dict[str, Optional[str]], List[str]]:
+        """What project module ``rel`` read when it was imported, files and variables, and
+        what the project modules its globals come from read when they were (``CFG =
+        make_cfg()`` with ``make_cfg`` from a module that read ``common.json``): its top
+        level ran with theirs."""
         from zenbuild import imported
 
-        real = os.path.realpath(os.path.join(self.root, rel))
-        return imported.reads_of(real), imported.import_env(real)
+        reads: Dict[str, None] = {}
+        env: Dict[str, Optional[str]] = {}
+        more: List[str] = []
+        base = os.path.realpath(self.root)
+        tree = self._module_tree(os.path.realpath(os.path.join(self.root, rel)))
+        for i, real in enumerate(tree):
+            reads.update(dict.fromkeys(imported.reads_of(real)))
+            for name, value in imported.import_env(real).items():
+                env.setdefault(name, value)
+            if i:
+                more.append(os.path.relpath(real, base).replace(os.sep, "/"))
+        return list(reads), env, more
+
+    def _module_tree(self, real: str, limit: int = 500) -> List[str]:
+        """``real`` (a module file's real path) and the files of the project modules its
+        globals are or come from, transitively (at most ``limit``)."""
+        import types as _types
+
+        under = os.path.realpath(self.root) + os.sep
+        # not the project's: a virtualenv or the store inside the root
+        skip = tuple({os.path.realpath(p) + os.sep
+                      for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, self.store) if p})
+        by_file: Dict[str, Any] = {}
+        for m in list(sys.modules.values()):
+            f = getattr(m, "__file__", None)
+            if isinstance(m, _types.ModuleType) and isinstance(f, str):
+                full = os.path.realpath(f)
+                if (full.startswith(under) and not full.startswith(skip)
+                        and "-packages" + os.sep not in full):
+                    by_file.setdefault(full, m)
+        by_name = {m.__name__: f for f, m in by_file.items()}
+        out, todo = [real], [real]
+        seen = {real}
+        while todo and len(out) < limit:
+            mod = by_file.get(todo.pop())
+            if mod is None:
+                continue
+            try:
+                values = list(vars(mod).values())
+            except TypeError:  # pragma: no cover - a module without a __dict__
+                continue
+            for v in values:
+                if isinstance(v, _types.ModuleType):
+                    f = getattr(v, "__file__", None)
+                    got = os.path.realpath(f) if isinstance(f, str) else None
+                else:
+                    owner = getattr(v, "__module__", None)
+                    got = by_name.get(owner) if isinstance(owner, str) else None
+                if got is not None and got in by_file and got not in seen:
+                    seen.add(got)
+                    out.append(got)
+                    todo.append(got)
+        return out
 
     def verify(self, record: Optional[Mapping[str, Any]], first_only: bool) -> List[Reason]:
         if not record:

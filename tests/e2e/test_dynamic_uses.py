@@ -502,3 +502,51 @@ def test_what_a_module_used_by_name_read_when_imported_is_the_steps(project: Pro
     assert sorted(r.executed) == ["show", "weight"], r
     r = project.cli("run", *jobs, env={"PLUG_V": "5"})
     assert r.executed == [], r
+
+
+def test_a_module_used_by_name_is_checked_with_the_modules_its_globals_come_from(
+        project: Project) -> None:
+    """plugins/a.py builds CFG with a helper from plugins/common.py, which read common.json
+    when it was imported: the used module's record held a.py's own source and reads only, so
+    an edit of common.json or of common.py kept the step cached."""
+    project.write("zenbuild.toml", ZB_TOML)
+    project.write("plugins/__init__.py", "")
+    project.write("plugins/common.py", '''
+        import json
+        from pathlib import Path
+        BASE = json.loads((Path(__file__).parent / "common.json").read_text())
+        SCALE = 10
+
+        def make_cfg():
+            return {"lr": BASE["lr"], "scale": SCALE}
+        ''')
+    project.write("plugins/common.json", '{"lr": 1}')
+    project.write("plugins/a.py", "from plugins.common import make_cfg\nCFG = make_cfg()\n")
+    project.write("unrelated.py", "K = 1\n")
+    project.write("pipe.py", '''
+        import importlib
+        import plugins.a
+        import unrelated
+        from zenbuild import step, pipeline, Output
+
+        @step
+        def cfg(name: str = "a") -> str:
+            return repr(importlib.import_module("plugins." + name).CFG)
+
+        @step
+        def show(c: str, out: Output) -> None:
+            out.write_text(c)
+
+        @pipeline
+        def p():
+            show(cfg(), Output("build/out.txt"))
+        ''')
+    _edit_and_rerun(project, {"plugins/common.json": '{"lr": 2}'},
+                    "{'lr': 1, 'scale': 10}", "{'lr': 2, 'scale': 10}")
+    project.write("plugins/common.py", (project.root / "plugins/common.py").read_text()
+                  .replace("SCALE = 10", "SCALE = 20"))
+    r = project.cli("run")
+    assert project.read("build/out.txt") == "{'lr': 2, 'scale': 20}", r
+    project.write("unrelated.py", "K = 2\n")  # no global of plugins.a comes from it
+    r = project.cli("run")
+    assert r.executed == [], r
