@@ -57,7 +57,7 @@ if __name__ == "__main__":
     p().run()
 '''
 
-# a helper module the step reaches: its own top-level option counts for that step only
+# a helper module pipe.py imports: its top-level option counts for every step of pipe.py
 FMT = '''
 import reprlib
 
@@ -124,14 +124,25 @@ def test_cosmetic_and_unrelated_edits_rerun_nothing(project: Project) -> None:
     assert sorted(run.cached) == ["sample", "shown", "third"], run
 
 
-def test_a_helper_modules_statements_count_for_the_steps_that_reach_it(project: Project) -> None:
+def test_a_helper_modules_statements_count_for_every_step_of_a_module_importing_it(
+        project: Project) -> None:
+    """The state fmt.py sets (reprlib's options here; decimal's context, a seed) is the
+    process's: a step of pipe.py that never names fmt reads it as well (a reviewer's
+    ``decimal.getcontext().prec = 3`` in utils.py, imported by steps.py for a helper one
+    step calls, kept the other step cached with its old precision). An edit of one of
+    fmt's functions still reruns only the steps that reach it."""
     make(project)
     project.write("fmt.py", FMT.replace("maxstring = 8", "maxstring = 12"))
-    ex = project.run("explain", "shown")
-    assert "code: top-level statements of fmt.py changed" in ex.stdout, ex
+    for step in ("shown", "third"):
+        ex = project.run("explain", step)
+        assert "code: top-level statements of fmt.py changed" in ex.stdout, ex
     run = project.run("run")
-    assert project.ticks() == ["shown"], run  # sample and third do not reach fmt
+    assert sorted(project.ticks()) == ["sample", "shown", "third"], run
     assert len(value(run).split()[-1]) == 12, run  # was 8
+    project.write("fmt.py", FMT.replace("maxstring = 8", "maxstring = 12")
+                  .replace("str(x) * 5", "str(x) * 6"))
+    run = project.run("run")
+    assert project.ticks() == ["shown"], run
 
 
 def test_an_env_var_read_at_import_by_a_seeding_module_reruns(project: Project) -> None:
@@ -265,3 +276,43 @@ def p():
     run = project.run("run")
     assert project.ticks() == ["sample"], run
     assert value(run).split()[1] == fresh(project, 3), run
+
+
+def test_state_a_used_module_sets_reaches_a_step_that_does_not_name_it(project: Project) -> None:
+    """utils.py sets decimal's precision and exports a helper step a calls; step b divides
+    decimals: it stayed cached with the old precision, as only imports whose name the module
+    never read counted for every step."""
+    project.write("zenbuild.toml", 'pipelines = ["steps:p"]\n')
+    project.write("utils.py", "import decimal\ndecimal.getcontext().prec = 3\n\n\n"
+                  "def helper_x():\n    return 1\n")
+    project.write("steps.py", '''
+import decimal
+
+from zenbuild import pipeline, step
+import utils
+
+
+@step
+def a() -> int:
+    return utils.helper_x()
+
+
+@step
+def b() -> str:
+    return str(decimal.Decimal(1) / decimal.Decimal(7))
+
+
+@step
+def show(x: int, y: str) -> None:
+    print("VALUE", y)
+
+
+@pipeline
+def p():
+    show(a(), b())
+''')
+    assert value(project.run("run")) == "VALUE 0.143"
+    project.write("utils.py", (project.root / "utils.py").read_text().replace("prec = 3",
+                                                                             "prec = 5"))
+    r = project.run("run")
+    assert "b" in r.executed and value(r) == "VALUE 0.14286", r

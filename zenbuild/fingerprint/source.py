@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # definition's normalized digest and references in the source cache, keyed by file content.
 
 # Bump when the analysis that fills the source cache changes, so old entries are not reused.
-SOURCE_CACHE_VERSION = "v4"  # v4: dynamic_names markers
+SOURCE_CACHE_VERSION = "v5"  # v4: dynamic_names markers; v5: every top-level import
 # First element of an import chain (see scopes.py): an import inside a definition.
 IMPORT = "<import>"
 

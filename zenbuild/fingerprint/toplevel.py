@@ -20,7 +20,7 @@ value is a call of a state setter (``g = torch.manual_seed(0)``, ``old = np.sete
 from __future__ import annotations
 
 import ast
-from typing import List, Sequence, Set, Tuple
+from typing import List, Sequence, Tuple
 
 from zenbuild.fingerprint.scopes import global_references
 from zenbuild.fingerprint.source import dump, strip_docstrings
@@ -114,9 +114,11 @@ def select(body: Sequence[ast.stmt]) -> List[ast.stmt]:
 
 
 def effect_imports(tree: ast.Module) -> List[List[str]]:
-    """The top-level imports a module makes for their effect only (``import seeding``, whose
-    name the module never reads; ``from config import *``), as [EFFECT_IMPORT, level, module,
-    name or ""]: the imported project module's own statements ran for this one."""
+    """The top-level imports of a module, as [EFFECT_IMPORT, level, module, name or ""]: an
+    imported project module's own statements that set process state ran for this one,
+    whether the module's name is read or not (``import seeding`` for its effect, and
+    ``import utils`` whose ``utils.helper()`` one step calls while another step relies on
+    the ``decimal.getcontext().prec = 3`` it set): they count for every step of it."""
     found: List[Tuple[List[str], str]] = []  # (entry, the name the import binds, "" for *)
     stack: List[ast.stmt] = list(tree.body)
     while stack:
@@ -134,35 +136,7 @@ def effect_imports(tree: ast.Module) -> List[List[str]]:
         elif not isinstance(stmt, _DEFS):
             for body in _bodies(stmt):
                 stack.extend(body)
-    unread = _unread(tree, {name for _, name in found if name})
-    return [entry for entry, name in found if not name or name in unread]
-
-
-def _unread(tree: ast.AST, names: Set[str]) -> Set[str]:
-    """Those of ``names`` that no ``Name`` node of ``tree`` loads. The walk stops once every
-    name has been seen loaded: a module reads its imports early (a decorator, the first
-    function), so a long pipeline body is rarely walked to its end (cold N=1,000 walked
-    ~40,000 nodes of the synthetic benchmark's pipeline module for six imports)."""
-    left = set(names)
-    if not left:
-        return left
-    todo: List[ast.AST] = [tree]
-    name_t, load_t, iter_children = ast.Name, ast.Load, ast.iter_child_nodes
-    while todo:
-        node = todo.pop()
-        if type(node) is name_t:
-            if node.id in left and type(node.ctx) is load_t:  # type: ignore[attr-defined]
-                left.discard(node.id)  # type: ignore[attr-defined]
-                if not left:
-                    break
-            continue
-        kids = list(iter_children(node))
-        kids.reverse()  # depth first in source order: the first uses come first
-        todo.extend(kids)
-        decorators = getattr(node, "decorator_list", None)
-        if decorators:  # @pipeline above a long body: read before the body, not after it
-            todo.extend(reversed(decorators))
-    return left
+    return [entry for entry, _name in found]
 
 
 def _target_roots(stmt: ast.stmt) -> List[str]:
