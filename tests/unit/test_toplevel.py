@@ -290,3 +290,13 @@ def test_effect_imports_list_imports_whether_read_or_not():
         f"@deco_only.wrap\ndef f():\n{body}\n    return last_only.x\n")
     assert [e[1:] for e in effect_imports(tree)] == [
         ["0", "deco_only", ""], ["0", "last_only", ""], ["0", "seeding", ""]]
+
+
+def test_a_with_block_names_what_its_assignments_set():
+    """``with open(p) as f: Limits.top = json.load(f)["top"]`` sets a project class's
+    attribute (left to its live value); a call inside a block (a filter, a seed) keeps it."""
+    groups = [c[2:] for c in text("with open('p.json') as f:\n    Limits.top = json.load(f)\n"
+                                  "    Limits.n += 1\n"
+                                  "with warnings.catch_warnings():\n    random.seed(1)\n")
+              if c[0] == "<statement>"]
+    assert groups == [["Limits", "Limits"], []]

@@ -143,6 +143,16 @@ def _target_roots(stmt: ast.stmt) -> List[str]:
     """The names an assignment-like statement's targets start from (``model.Model.LR = 0.5``:
     model), CALL and the name a call statement's function starts from (``zenbuild.
     register_value_type(...)``: [CALL, "zenbuild"]), or [] for any other statement."""
+    if isinstance(stmt, (ast.With, ast.AsyncWith)):
+        # ``with open(p) as f: Limits.top = json.load(f)["top"]``: the block's own effect ends
+        # with it; what stays is what its assignments set (a call in it: [], kept)
+        inner: List[str] = []
+        for body_stmt in stmt.body:
+            got = _target_roots(body_stmt)
+            if not got or got[0] == CALL:
+                return []
+            inner.extend(got)
+        return inner
     if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
         f: ast.expr = stmt.value.func
         while isinstance(f, ast.Attribute):
