@@ -397,14 +397,15 @@ def load_config(root: str, source: Optional[str]) -> Config:
     if jobs is not None and jobs < 1:
         raise c.fail("", "jobs", "expected an integer >= 1")
     cache = data.get("cache", {})
-    for setting, parse in (("max_size", "parse_size"), ("trash_keep", "parse_age")):
-        if setting in cache:  # checked here, not first by `cache gc` (a run accepted them)
-            from zenbuild import durations
+    if "max_size" in cache or "trash_keep" in cache:  # checked here, not first by `cache gc`
+        from zenbuild.durations import parse_age, parse_size
 
-            try:
-                getattr(durations, parse)(cache[setting])
-            except ConfigError as e:
-                raise c.fail("cache", setting, str(e)) from None
+        for setting, parse in (("max_size", parse_size), ("trash_keep", parse_age)):
+            if setting in cache:
+                try:
+                    parse(cache[setting])
+                except ConfigError as e:
+                    raise c.fail("cache", setting, str(e)) from None
     if "timeout_s" in cache and not cache["timeout_s"] > 0:
         raise c.fail("cache", "timeout_s", f"expected seconds > 0, got {cache['timeout_s']!r}")
     on_busy = data.get("watch", {}).get("on_busy")

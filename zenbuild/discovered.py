@@ -94,9 +94,9 @@ GlobDigest = Callable[[List[Any]], Optional[str]]  # glob spec -> digest of its 
 # (module, qualname) of a registered class -> (whether it exists, its code digest or None)
 TypeDigest = Callable[[str, str], Tuple[bool, Optional[str]]]
 ModuleDigest = Callable[[str], Optional[str]]  # rel .py -> normalized source digest, None: gone
-# rel .py -> (the files and variables it and the project modules its globals come from read
-# when imported, those modules' rel .py)
-ModuleReads = Callable[[str], Tuple[List[str], Dict[str, Optional[str]], List[str]]]
+# the rel .py of the used modules -> (the files and variables they and the project modules
+# their globals come from read when imported, those other modules' rel .py)
+ModuleReads = Callable[[List[str]], Tuple[List[str], Dict[str, Optional[str]], List[str]]]
 # (module, qualname) of a project class -> its class digest, None: not found or not analyzable
 ClassDigest = Callable[[str, str], Optional[str]]
 # (module, qualname) of a class -> [[module, qualname], ...] of its named project subclasses
@@ -202,20 +202,18 @@ def build(trace: Trace, file_digest: FileDigest, code_digest: CodeDigest,
                 d, src = file_digest(rel), module_digest(rel)
                 modules[rel] = None if d is None or src is None else [d[0], src]
     import_env: Dict[str, Optional[str]] = {}
-    if module_reads is not None and module_digest is not None:
-        for rel in list(modules):  # (the static key holds what the modules it reaches read)
-            reads, env_read, more = module_reads(rel)
-            for m in more:  # its top level ran their code: checked by their source too
-                if m not in modules and m not in files and m not in skip_modules \
-                        and m not in skip_files:
-                    d, src = file_digest(m), module_digest(m)
-                    modules[m] = None if d is None or src is None else [d[0], src]
-            for read in reads:
-                if read not in files and read not in skip_files:
-                    d = file_digest(read)
-                    files[read] = None if d is None else [d[0], d[1]]
-            for name, value in env_read.items():
-                import_env.setdefault(name, value)
+    if modules and module_reads is not None and module_digest is not None:
+        # (the static key holds what the modules it reaches read)
+        reads, import_env, more = module_reads(list(modules))
+        for m in more:  # their top level ran these modules' code: checked by source too
+            if m not in modules and m not in files and m not in skip_modules \
+                    and m not in skip_files:
+                d, src = file_digest(m), module_digest(m)
+                modules[m] = None if d is None or src is None else [d[0], src]
+        for read in reads:
+            if read not in files and read not in skip_files:
+                d = file_digest(read)
+                files[read] = None if d is None else [d[0], d[1]]
     # a folder's digest as the recorder took it before the step listed it, else now
     at = trace.listed_at
     listed = ({rel: at[rel] if rel in at else list_digest(rel) for rel in trace.listed}
@@ -311,7 +309,7 @@ def malformed(record: Any) -> Optional[str]:
                 and type(was[1]) is int):
             return f"file {str(rel)[:200]!r}"
     for rel, was in listed.items():
-        if (_outside(rel) and rel != ".") or not _is_digest(was):
+        if _outside(rel) or not _is_digest(was):
             return f"folder {str(rel)[:200]!r}"
     for name, was in env.items():
         if not (type(was) is list and len(was) == 2 and _is_digest(was[0])
@@ -683,59 +681,60 @@ class Discovery:
                     self.subclasses.digest if self.subclasses is not None else None)
         return None if is_empty(rec) else rec
 
-    def module_reads(self, rel: str
+    def module_reads(self, rels: List[str]
                      ) -> Tuple[List[str], Dict[str, Optional[str]], List[str]]:
-        """What project module ``rel`` read when it was imported, files and variables, and
-        what the project modules its globals come from read when they were (``CFG =
-        make_cfg()`` with ``make_cfg`` from a module that read ``common.json``): its top
-        level ran with theirs."""
+        """What the project modules ``rels`` read when they were imported, files and
+        variables, and what the project modules their globals come from read when they were
+        (``CFG = make_cfg()`` with ``make_cfg`` from a module that read ``common.json``):
+        their top level ran with those; and those other modules (rel .py)."""
         from zenbuild import imported
 
         reads: Dict[str, None] = {}
         env: Dict[str, Optional[str]] = {}
-        more: List[str] = []
         base = os.path.realpath(self.root)
-        tree = self._module_tree(os.path.realpath(os.path.join(self.root, rel)))
-        for i, real in enumerate(tree):
+        starts = [os.path.realpath(os.path.join(self.root, rel)) for rel in rels]
+        tree = self._module_tree(starts)
+        for real in tree:
             reads.update(dict.fromkeys(imported.reads_of(real)))
             for name, value in imported.import_env(real).items():
                 env.setdefault(name, value)
-            if i:
-                more.append(os.path.relpath(real, base).replace(os.sep, "/"))
+        first = set(starts)
+        more = [os.path.relpath(real, base).replace(os.sep, "/") for real in tree
+                if real not in first]
         return list(reads), env, more
 
-    def _module_tree(self, real: str, limit: int = 500) -> List[str]:
-        """``real`` (a module file's real path) and the files of the project modules its
-        globals are or come from, transitively (at most ``limit``)."""
+    def _module_tree(self, starts: List[str], limit: int = 500) -> List[str]:
+        """``starts`` (module files' real paths), then the files of the project modules their
+        globals are or come from, transitively (at most ``limit`` in all)."""
         import types as _types
 
-        under = os.path.realpath(self.root) + os.sep
+        from zenbuild.trace.modules import modules_by_file
+
+        under = tuple({os.path.abspath(self.root) + os.sep, os.path.realpath(self.root) + os.sep})
         # not the project's: a virtualenv or the store inside the root
         skip = tuple({os.path.realpath(p) + os.sep
                       for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, self.store) if p})
-        by_file: Dict[str, Any] = {}
-        for m in list(sys.modules.values()):
-            f = getattr(m, "__file__", None)
-            if isinstance(m, _types.ModuleType) and isinstance(f, str):
+        by_file: Dict[str, Any] = {}  # real path -> module, of the project's modules only
+        for f, m in modules_by_file().items():
+            if f.startswith(under):  # (realpath only for these: a few syscalls each)
                 full = os.path.realpath(f)
-                if (full.startswith(under) and not full.startswith(skip)
-                        and "-packages" + os.sep not in full):
+                if not full.startswith(skip) and "-packages" + os.sep not in full:
                     by_file.setdefault(full, m)
         by_name = {m.__name__: f for f, m in by_file.items()}
-        out, todo = [real], [real]
-        seen = {real}
+        out = list(dict.fromkeys(starts))
+        seen, todo = set(out), list(out)
         while todo and len(out) < limit:
             mod = by_file.get(todo.pop())
-            if mod is None:
-                continue
             try:
-                values = list(vars(mod).values())
+                values = list(vars(mod).values()) if mod is not None else []
             except TypeError:  # pragma: no cover - a module without a __dict__
                 continue
             for v in values:
+                got: Optional[str] = None
                 if isinstance(v, _types.ModuleType):
-                    f = getattr(v, "__file__", None)
-                    got = os.path.realpath(f) if isinstance(f, str) else None
+                    path = getattr(v, "__file__", None)
+                    if isinstance(path, str) and os.path.abspath(path).startswith(under):
+                        got = os.path.realpath(path)
                 else:
                     owner = getattr(v, "__module__", None)
                     got = by_name.get(owner) if isinstance(owner, str) else None

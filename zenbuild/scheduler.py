@@ -302,12 +302,12 @@ class Scheduler:
         if self._left is None:
             from zenbuild.vanished import Leftovers
 
-            nodes = self.g.nodes
+            nodes = self.g.nodes.values()
             self._left = Leftovers(
-                self.root, self.g.pipeline, lambda: [o for n in nodes.values() for o in n.outputs],
-                self.store, self.statcache, self.recorder.unstored, self.report,
-                self.server.overlay if self.opts.dry_run else None,
-                lambda: [f.path for n in nodes.values() for f in n.files])
+                self.root, self.g.pipeline, [o for n in nodes for o in n.outputs],
+                [f.path for n in nodes for f in n.files], self.store, self.statcache,
+                self.recorder.unstored, self.report,
+                self.server.overlay if self.opts.dry_run else None)
         return self._left
 
     def _vanished(self, states: Dict[str, ActionEntry]) -> None:

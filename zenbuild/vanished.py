@@ -44,30 +44,26 @@ class _Declared:
 
 class Leftovers:
     """What one run removes of what earlier runs of ``pipeline`` made: the Outputs of calls
-    gone from it (vanished), or that a call no longer declares (undeclared). ``outputs``
-    gives every Output of the pipeline now (asked once, only when something is left over);
-    ``overlay``: a dry run's, told what would go instead (nothing changes on disk or in the
-    store)."""
+    gone from it (vanished), or that a call no longer declares (undeclared). ``outputs``: every
+    Output of the pipeline now; ``inputs``: its File/Dir inputs now (a leftover one of them
+    names, or that holds one, stays: the user keeps a file a removed step made and reads it
+    now; one inside a Dir input goes: a fan-out that shrank). Made only when something is
+    left over. ``overlay``: a dry run's, told what would go instead (nothing changes on disk
+    or in the store)."""
 
-    def __init__(self, root: str, pipeline: str, outputs: Callable[[], List[str]], store: Store,
-                 statcache: StatCache, unstored: Unstored, report: Callable[[Event], None],
-                 overlay: Optional[OutputOverlay] = None,
-                 inputs: Callable[[], List[str]] = lambda: []) -> None:
+    def __init__(self, root: str, pipeline: str, outputs: Iterable[str], inputs: Iterable[str],
+                 store: Store, statcache: StatCache, unstored: Unstored,
+                 report: Callable[[Event], None], overlay: Optional[OutputOverlay] = None) -> None:
         self.root = root
         self.pipeline = pipeline
-        self.outputs = outputs
-        # the File/Dir inputs of the pipeline now: a leftover one of them names, or that holds
-        # one, stays (the user keeps a file a removed step made, and reads it now); one
-        # inside a Dir input goes (a fan-out that shrank: the folder a step lists)
-        self.inputs = inputs
-        self._inputs: Optional[_Declared] = None
+        self._ours = _Declared(outputs)
+        self._inputs = _Declared(inputs)
         self.store = store
         self.statcache = statcache
         self.unstored = unstored
         self.report = report
         self.overlay = overlay
-        self._ours: Optional[_Declared] = None
-        self._others: Optional[_Declared] = None
+        self._others: Optional[_Declared] = None  # another pipeline's latest: asked if needed
 
     def vanished(self, gone: Dict[str, ActionEntry]) -> None:
         """The calls ``gone`` (step -> its latest entry) are no longer in the pipeline: remove
@@ -88,12 +84,7 @@ class Leftovers:
         candidates = [(rel, step) for step, e in sorted(gone.items()) for rel in sorted(e.outputs)]
         if not candidates:
             return []
-        if self._ours is None:
-            self._ours = _Declared(self.outputs())
-        ours = self._ours
-        if self._inputs is None:
-            self._inputs = _Declared(self.inputs())
-        read = self._inputs
+        ours, read = self._ours, self._inputs
         candidates = [(rel, step) for rel, step in candidates
                       if not ours.takes(rel) and not read.names(rel)]
         if not candidates:
@@ -139,7 +130,6 @@ class Leftovers:
                 os.unlink(full)
             self.statcache.forget([rel])
             self.report(event)
-        assert self._ours is not None and self._inputs is not None
         keep = self._ours.above | self._inputs.above | self._inputs.at
         _remove_emptied(root, removed, keep, overlay)
 

@@ -37,6 +37,19 @@ _SCANS: Dict[Tuple[str, Tuple[str, ...]], Tuple[List[Any], List[Tuple[types.Modu
 _is = operator.is_
 
 
+def modules_by_file() -> Dict[str, types.ModuleType]:
+    """Every loaded module that has a file, by the file's absolute path (the first one when
+    two names load one file)."""
+    import os
+
+    out: Dict[str, types.ModuleType] = {}
+    for m in list(sys.modules.values()):
+        f = getattr(m, "__file__", None)
+        if isinstance(f, str) and isinstance(m, types.ModuleType):
+            out.setdefault(os.path.abspath(f), m)
+    return out
+
+
 class _Armed(types.ModuleType):
     def __getattribute__(self, name: str) -> Any:
         try:

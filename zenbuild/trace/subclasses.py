@@ -30,6 +30,7 @@ import types
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from zenbuild.trace import calls as _calls
+from zenbuild.trace.modules import modules_by_file
 
 NAME = "__subclasses__"
 _LOADS = ("LOAD_ATTR", "LOAD_METHOD")
@@ -73,13 +74,13 @@ def descendants(cls: type, is_project: Callable[[type], bool]) -> List[List[str]
             todo += type.__subclasses__(sub)
         except TypeError:  # pragma: no cover - not a class
             continue
-        if is_project(sub) and named(sub):
-            out.add((str(sub.__module__), str(sub.__qualname__)))
-        elif not named(sub):  # type("B", (Mid,), {}) under an abc.ABC base: ABCMeta makes its
+        if not named(sub):  # type("B", (Mid,), {}) under an abc.ABC base: ABCMeta makes its
             # __module__ "abc"; the project module that binds it names it
             where = _bound_in_project(sub, is_project)
             if where is not None:
                 out.add(where)
+        elif is_project(sub):
+            out.add((str(sub.__module__), str(sub.__qualname__)))
     return [list(t) for t in sorted(out)]
 
 
@@ -114,15 +115,6 @@ def project_class(root: str, excluded: Tuple[str, ...]) -> Callable[[Any], bool]
         return key is not None and key != "<__main__>"
 
     return is_project
-
-
-def _modules_by_file() -> Dict[str, types.ModuleType]:
-    out: Dict[str, types.ModuleType] = {}
-    for m in list(sys.modules.values()):
-        f = getattr(m, "__file__", None)
-        if isinstance(f, str) and isinstance(m, types.ModuleType):
-            out.setdefault(os.path.abspath(f), m)
-    return out
 
 
 def _path(head: Any, attrs: Iterable[str]) -> Any:
@@ -291,7 +283,7 @@ def found(codes: Iterable[Any], root: str, excluded: Tuple[str, ...],
             not in (None, "<__main__>")]
     if not hits:
         return []
-    by_file = _modules_by_file()
+    by_file = modules_by_file()
     roots: Dict[int, type] = {}
     everything = False
     for code in hits:
